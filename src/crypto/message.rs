@@ -1,0 +1,97 @@
+//! The plaintext message structure both protected forms carry (spec/02-crypto.md §4).
+//!
+//! ```text
+//! version u8 = 1 | sender fp [32] | recipient fp [32] | message id [16] | timestamp_ms u64 | body
+//! ```
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rand_core::CryptoRngCore;
+
+use super::{Fingerprint, OpenError};
+
+/// Version byte of the plaintext structure.
+pub const MESSAGE_VERSION: u8 = 1;
+/// Length of the plaintext header before the body.
+pub const MESSAGE_HEADER_LEN: usize = 1 + 32 + 32 + 16 + 8;
+
+/// A 128-bit message ID: random, chosen by the sender; receivers de-duplicate by it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub [u8; 16]);
+
+impl MessageId {
+    /// A fresh random ID.
+    pub fn random(rng: &mut impl CryptoRngCore) -> MessageId {
+        let mut id = [0u8; 16];
+        rng.fill_bytes(&mut id);
+        MessageId(id)
+    }
+}
+
+impl std::fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MessageId({})", hex::encode(self.0))
+    }
+}
+
+/// An opened (or to-be-sealed) message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The sender's fingerprint.
+    pub sender: Fingerprint,
+    /// The recipient's fingerprint.
+    pub recipient: Fingerprint,
+    /// The sender-chosen ID.
+    pub id: MessageId,
+    /// Sender's clock, milliseconds since the Unix epoch (informational, not trusted).
+    pub timestamp_ms: u64,
+    /// The application payload.
+    pub body: Bytes,
+}
+
+/// Appends the plaintext encoding to `out`.
+pub(crate) fn encode(
+    out: &mut BytesMut,
+    sender: &Fingerprint,
+    recipient: &Fingerprint,
+    id: &MessageId,
+    timestamp_ms: u64,
+    body: &[u8],
+) {
+    out.reserve(MESSAGE_HEADER_LEN + body.len());
+    out.put_u8(MESSAGE_VERSION);
+    out.put_slice(&sender.0);
+    out.put_slice(&recipient.0);
+    out.put_slice(&id.0);
+    out.put_u64(timestamp_ms);
+    out.put_slice(body);
+}
+
+/// Parses a decrypted plaintext; the body is split off without copying.
+pub(crate) fn parse(mut plain: BytesMut) -> Result<Message, OpenError> {
+    if plain.len() < MESSAGE_HEADER_LEN {
+        return Err(OpenError::Truncated {
+            needed: MESSAGE_HEADER_LEN,
+            available: plain.len(),
+        });
+    }
+    let body = plain.split_off(MESSAGE_HEADER_LEN).freeze();
+    let h = &plain[..];
+    if h[0] != MESSAGE_VERSION {
+        return Err(OpenError::UnsupportedVersion { found: h[0] });
+    }
+    let mut sender = [0u8; 32];
+    sender.copy_from_slice(&h[1..33]);
+    let mut recipient = [0u8; 32];
+    recipient.copy_from_slice(&h[33..65]);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h[65..81]);
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&h[81..89]);
+    Ok(Message {
+        sender: Fingerprint(sender),
+        recipient: Fingerprint(recipient),
+        id: MessageId(id),
+        timestamp_ms: u64::from_be_bytes(ts),
+        body,
+    })
+}

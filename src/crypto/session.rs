@@ -1,0 +1,202 @@
+//! Session form: one ChaCha20-Poly1305 AEAD per message under directional keys from the key
+//! exchange (spec/02-crypto.md §5).
+//!
+//! ```text
+//! version u8 = 1 | form u8 = 1 | counter u64 | AEAD(plaintext message) | tag [16]
+//! ```
+//! The nonce is 4 zero bytes ‖ counter (big-endian); the 10 header bytes are the associated
+//! data. Counters start at 0 and must arrive in order: a lower one is a replay, a higher one
+//! a gap or reordering; both are refused without changing the session state.
+
+use bytes::{BufMut, BytesMut};
+use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::message::{self, Message, MessageId, MESSAGE_HEADER_LEN};
+use super::{Fingerprint, OpenError, SealError};
+
+/// Envelope version byte (both forms).
+pub const ENVELOPE_VERSION: u8 = 1;
+/// Form byte of the session form.
+pub const FORM_SESSION: u8 = 1;
+/// Form byte of the sealed form.
+pub const FORM_SEALED: u8 = 2;
+/// Session-form header: version, form, counter.
+pub const SESSION_HEADER_LEN: usize = 10;
+/// AEAD tag length.
+pub const TAG_LEN: usize = 16;
+/// Bytes a session-form envelope adds to the body.
+pub const SESSION_OVERHEAD: usize = SESSION_HEADER_LEN + MESSAGE_HEADER_LEN + TAG_LEN;
+
+fn nonce(counter: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    Nonce::from(n)
+}
+
+/// An established end-to-end session with one peer.
+#[derive(Clone)]
+pub struct Session {
+    local: Fingerprint,
+    peer: Fingerprint,
+    id: [u8; 16],
+    send: ChaCha20Poly1305,
+    recv: ChaCha20Poly1305,
+    next_send: u64,
+    next_recv: u64,
+}
+
+impl Session {
+    /// Derives the session from the key exchange's shared key and transcript hash.
+    pub(crate) fn derive(
+        local: Fingerprint,
+        peer: Fingerprint,
+        initiator: bool,
+        shared: &[u8; 32],
+        transcript: &[u8; 32],
+    ) -> Session {
+        let hk = Hkdf::<Sha256>::new(Some(transcript), shared);
+        let mut i2r = Zeroizing::new([0u8; 32]);
+        let mut r2i = Zeroizing::new([0u8; 32]);
+        let mut id = [0u8; 16];
+        // Output lengths are far below HKDF's 255·32-byte limit: expand cannot fail.
+        let _ = hk.expand(b"dna/session/v1 i2r", &mut i2r[..]);
+        let _ = hk.expand(b"dna/session/v1 r2i", &mut r2i[..]);
+        let _ = hk.expand(b"dna/session/v1 id", &mut id);
+        let (send, recv) = if initiator {
+            (&i2r, &r2i)
+        } else {
+            (&r2i, &i2r)
+        };
+        Session {
+            local,
+            peer,
+            id,
+            send: ChaCha20Poly1305::new(Key::from_slice(&send[..])),
+            recv: ChaCha20Poly1305::new(Key::from_slice(&recv[..])),
+            next_send: 0,
+            next_recv: 0,
+        }
+    }
+
+    /// Our fingerprint.
+    pub fn local(&self) -> Fingerprint {
+        self.local
+    }
+
+    /// The authenticated peer's fingerprint.
+    pub fn peer(&self) -> Fingerprint {
+        self.peer
+    }
+
+    /// A 128-bit session identifier both sides derive identically.
+    pub fn id(&self) -> [u8; 16] {
+        self.id
+    }
+
+    /// The counter the next sealed message will carry.
+    pub fn next_send_counter(&self) -> u64 {
+        self.next_send
+    }
+
+    /// Appends the session-form envelope of a message to the peer to `out`: one AEAD, no
+    /// copy of the body beyond writing it into `out`.
+    pub fn seal(
+        &mut self,
+        id: MessageId,
+        timestamp_ms: u64,
+        body: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), SealError> {
+        let counter = self.next_send;
+        if counter == u64::MAX {
+            return Err(SealError::CounterExhausted);
+        }
+        let start = out.len();
+        out.reserve(SESSION_OVERHEAD + body.len());
+        out.put_u8(ENVELOPE_VERSION);
+        out.put_u8(FORM_SESSION);
+        out.put_u64(counter);
+        message::encode(out, &self.local, &self.peer, &id, timestamp_ms, body);
+        let (aad, plain) = out[start..].split_at_mut(SESSION_HEADER_LEN);
+        let tag = match self
+            .send
+            .encrypt_in_place_detached(&nonce(counter), aad, plain)
+        {
+            Ok(tag) => tag,
+            Err(_) => {
+                out.truncate(start);
+                return Err(SealError::TooLarge);
+            }
+        };
+        out.put_slice(&tag);
+        self.next_send += 1;
+        Ok(())
+    }
+
+    /// Opens a session-form envelope from the peer, decrypting in place. Checks, in order:
+    /// length, version, form, counter, AEAD tag, then the sender and recipient named inside.
+    pub fn open(&mut self, mut envelope: BytesMut) -> Result<Message, OpenError> {
+        if envelope.len() < SESSION_OVERHEAD {
+            return Err(OpenError::Truncated {
+                needed: SESSION_OVERHEAD,
+                available: envelope.len(),
+            });
+        }
+        if envelope[0] != ENVELOPE_VERSION {
+            return Err(OpenError::UnsupportedVersion { found: envelope[0] });
+        }
+        if envelope[1] != FORM_SESSION {
+            return Err(OpenError::WrongForm {
+                expected: FORM_SESSION,
+                found: envelope[1],
+            });
+        }
+        let mut c = [0u8; 8];
+        c.copy_from_slice(&envelope[2..SESSION_HEADER_LEN]);
+        let counter = u64::from_be_bytes(c);
+        let expected = self.next_recv;
+        if counter < expected {
+            return Err(OpenError::ReplayedCounter { counter, expected });
+        }
+        if counter > expected {
+            return Err(OpenError::OutOfOrder { counter, expected });
+        }
+        let tag_at = envelope.len() - TAG_LEN;
+        let tag = Tag::clone_from_slice(&envelope[tag_at..]);
+        envelope.truncate(tag_at);
+        let (aad, ciphertext) = envelope.split_at_mut(SESSION_HEADER_LEN);
+        self.recv
+            .decrypt_in_place_detached(&nonce(counter), aad, ciphertext, &tag)
+            .map_err(|_| OpenError::TamperedCiphertext)?;
+        self.next_recv = counter + 1;
+        let msg = message::parse(envelope.split_off(SESSION_HEADER_LEN))?;
+        if msg.sender != self.peer {
+            return Err(OpenError::WrongSender {
+                expected: self.peer,
+                found: msg.sender,
+            });
+        }
+        if msg.recipient != self.local {
+            return Err(OpenError::WrongRecipient {
+                expected: self.local,
+                found: msg.recipient,
+            });
+        }
+        Ok(msg)
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("local", &self.local)
+            .field("peer", &self.peer)
+            .field("next_send", &self.next_send)
+            .field("next_recv", &self.next_recv)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,25 @@
+//! dna-p2p: a peer-to-peer messaging stack — Kademlia DHT, NAT traversal, and end-to-end
+//! encrypted DNA frames over QUIC.
+//!
+//! # Crate map
+//!
+//! | module | what | spec |
+//! | --- | --- | --- |
+//! | [`wire`] | the 32-byte DNA frame, its type registry, one-shot and streaming codecs | `spec/01-wire.md` |
+//! | [`crypto`] | identity, hybrid KEM, session and sealed message forms, signed DHT records | `spec/02-crypto.md` |
+//! | [`fuzzing`] | the bodies of the fuzz targets, shared by `fuzz/` and `cargo test` | |
+//!
+//! # The layering rule
+//!
+//! Protocol code is sans-IO: it takes `now`, bytes and an RNG as arguments and returns what
+//! to send. It never reads a clock or touches a socket; `clippy.toml` forbids
+//! `Instant::now` and `SystemTime::now`, and only the driver (`src/daemon/`, the CLI entry
+//! point) may opt out. The one exception is pqcrypto's key generation and encapsulation,
+//! which draw from the OS RNG inside the C implementation (spec/02-crypto.md §1).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod crypto;
+pub mod fuzzing;
+pub mod wire;

@@ -1,0 +1,199 @@
+//! Streaming frame decoder (spec/01-wire.md §5).
+//!
+//! Bytes arrive in arbitrary chunks, as a QUIC stream delivers them; [`FrameDecoder::feed`]
+//! takes from a chunk only what the current frame needs and yields whole frames. Memory
+//! stays bounded: at most one header (32 bytes) and one payload, whose length was checked
+//! against [`FrameLimits`] *before* any payload byte was buffered. When a chunk already
+//! holds the whole payload, the frame's payload is a zero-copy slice of the chunk.
+//!
+//! After an error the stream is unrecoverable (framing is lost); the decoder keeps
+//! returning that error.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::frame::{check_crc, Header, HeaderView, HEADER_LEN};
+use super::{FrameError, FrameLimits};
+
+/// A decoded frame owning its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The validated header (CRC checked against `payload`).
+    pub header: Header,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+#[derive(Debug)]
+enum State {
+    Header {
+        buf: [u8; HEADER_LEN],
+        filled: usize,
+    },
+    Payload {
+        header: Header,
+        buf: BytesMut,
+    },
+    Failed(FrameError),
+}
+
+impl State {
+    fn fresh() -> State {
+        State::Header {
+            buf: [0; HEADER_LEN],
+            filled: 0,
+        }
+    }
+}
+
+/// Incremental decoder for a stream of DNA frames.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    limits: FrameLimits,
+    state: State,
+}
+
+/// A source of stream bytes: `Bytes` (payloads are zero-copy slices of it) or `&[u8]`
+/// (payloads are copied).
+pub trait Input {
+    /// The bytes not yet consumed.
+    fn chunk(&self) -> &[u8];
+    /// Consumes `n` bytes (n ≤ `chunk().len()`).
+    fn skip(&mut self, n: usize);
+    /// Consumes `n` bytes (n ≤ `chunk().len()`) and returns them.
+    fn take(&mut self, n: usize) -> Bytes;
+}
+
+impl Input for Bytes {
+    fn chunk(&self) -> &[u8] {
+        self
+    }
+    fn skip(&mut self, n: usize) {
+        self.advance(n);
+    }
+    fn take(&mut self, n: usize) -> Bytes {
+        self.split_to(n)
+    }
+}
+
+impl Input for &[u8] {
+    fn chunk(&self) -> &[u8] {
+        self
+    }
+    fn skip(&mut self, n: usize) {
+        *self = &self[n..];
+    }
+    fn take(&mut self, n: usize) -> Bytes {
+        let (head, tail) = self.split_at(n);
+        *self = tail;
+        Bytes::copy_from_slice(head)
+    }
+}
+
+impl FrameDecoder {
+    /// A decoder enforcing `limits`.
+    pub fn new(limits: FrameLimits) -> FrameDecoder {
+        FrameDecoder {
+            limits,
+            state: State::fresh(),
+        }
+    }
+
+    /// Consumes bytes from `input` until one frame is complete (returned) or `input` is
+    /// empty (`Ok(None)`). Call again while `input` is not empty.
+    pub fn feed<I: Input>(&mut self, input: &mut I) -> Result<Option<Frame>, FrameError> {
+        match self.step(input) {
+            Ok(frame) => Ok(frame),
+            Err(e) => {
+                self.state = State::Failed(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Feeds all of `input` and collects every frame it completes.
+    pub fn feed_all<I: Input>(&mut self, mut input: I) -> Result<Vec<Frame>, FrameError> {
+        let mut frames = Vec::new();
+        while !input.chunk().is_empty() {
+            if let Some(frame) = self.feed(&mut input)? {
+                frames.push(frame);
+            }
+        }
+        Ok(frames)
+    }
+
+    /// Declares the end of the stream: an error if it ended inside a frame.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        match &self.state {
+            State::Header { filled: 0, .. } => Ok(()),
+            State::Header { filled, .. } => Err(FrameError::Truncated {
+                needed: HEADER_LEN,
+                available: *filled,
+            }),
+            State::Payload { header, buf } => Err(FrameError::Truncated {
+                needed: header.frame_len(),
+                available: HEADER_LEN + buf.len(),
+            }),
+            State::Failed(e) => Err(e.clone()),
+        }
+    }
+
+    /// Bytes of an incomplete frame held by the decoder.
+    pub fn buffered(&self) -> usize {
+        match &self.state {
+            State::Header { filled, .. } => *filled,
+            State::Payload { buf, .. } => HEADER_LEN + buf.len(),
+            State::Failed(_) => 0,
+        }
+    }
+
+    fn step<I: Input>(&mut self, input: &mut I) -> Result<Option<Frame>, FrameError> {
+        loop {
+            match &mut self.state {
+                State::Failed(e) => return Err(e.clone()),
+                State::Header { buf, filled } => {
+                    let header = if *filled == 0 && input.chunk().len() >= HEADER_LEN {
+                        let header =
+                            Header::parse(&HeaderView::new_checked(input.chunk())?, &self.limits)?;
+                        input.skip(HEADER_LEN);
+                        header
+                    } else {
+                        let n = (HEADER_LEN - *filled).min(input.chunk().len());
+                        buf[*filled..*filled + n].copy_from_slice(&input.chunk()[..n]);
+                        input.skip(n);
+                        *filled += n;
+                        if *filled < HEADER_LEN {
+                            return Ok(None);
+                        }
+                        Header::parse(&HeaderView::new_checked(&buf[..])?, &self.limits)?
+                    };
+                    self.state = State::Payload {
+                        header,
+                        buf: BytesMut::new(),
+                    };
+                }
+                State::Payload { header, buf } => {
+                    let len = header.payload_len as usize;
+                    let payload = if buf.is_empty() && input.chunk().len() >= len {
+                        input.take(len)
+                    } else {
+                        if buf.capacity() == 0 {
+                            // Bounded: the header parse checked len against the limit.
+                            buf.reserve(len);
+                        }
+                        let n = (len - buf.len()).min(input.chunk().len());
+                        buf.extend_from_slice(&input.chunk()[..n]);
+                        input.skip(n);
+                        if buf.len() < len {
+                            return Ok(None);
+                        }
+                        std::mem::take(buf).freeze()
+                    };
+                    let header = *header;
+                    self.state = State::fresh();
+                    check_crc(&header, &payload)?;
+                    return Ok(Some(Frame { header, payload }));
+                }
+            }
+        }
+    }
+}

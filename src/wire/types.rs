@@ -1,0 +1,150 @@
+//! The message type registry (spec/01-wire.md §3).
+//!
+//! A type number is assigned once and never reused. Ranges are reserved per subsystem so that
+//! later issues (DHT RPCs, signalling, mailbox, file transfer) add numbers without collisions.
+//! The frame decoder accepts only numbers listed in [`MessageType`]; anything else is
+//! [`FrameError::UnknownType`](super::FrameError::UnknownType).
+
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::str::FromStr;
+
+/// Session types from the seed (0x0001–0x00FF).
+pub const SESSION_RANGE: RangeInclusive<u16> = 0x0001..=0x00FF;
+/// Reserved for DHT RPCs (spec/04-dht.md).
+pub const DHT_RANGE: RangeInclusive<u16> = 0x0100..=0x01FF;
+/// Reserved for rendezvous signalling and hole punching (spec/05-nat.md).
+pub const SIGNALLING_RANGE: RangeInclusive<u16> = 0x0200..=0x02FF;
+/// Reserved for the offline mailbox.
+pub const MAILBOX_RANGE: RangeInclusive<u16> = 0x0300..=0x03FF;
+/// Reserved for file transfer.
+pub const FILE_RANGE: RangeInclusive<u16> = 0x0400..=0x04FF;
+
+/// A registered DNA frame type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+#[repr(u16)]
+pub enum MessageType {
+    /// An end-to-end encrypted message (session form, spec/02-crypto.md).
+    Data = 0x0001,
+    /// Acknowledges one or more DATA frames.
+    Ack = 0x0002,
+    /// Keepalive request; the peer answers with PONG.
+    Ping = 0x0003,
+    /// Keepalive answer.
+    Pong = 0x0004,
+    /// Online / away / offline announcement.
+    Presence = 0x0005,
+}
+
+impl MessageType {
+    /// Every registered type, in number order.
+    pub const ALL: [MessageType; 5] = [
+        MessageType::Data,
+        MessageType::Ack,
+        MessageType::Ping,
+        MessageType::Pong,
+        MessageType::Presence,
+    ];
+
+    /// The number on the wire.
+    pub const fn to_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// The type registered under `value`, if any.
+    pub const fn from_u16(value: u16) -> Option<MessageType> {
+        match value {
+            0x0001 => Some(MessageType::Data),
+            0x0002 => Some(MessageType::Ack),
+            0x0003 => Some(MessageType::Ping),
+            0x0004 => Some(MessageType::Pong),
+            0x0005 => Some(MessageType::Presence),
+            _ => None,
+        }
+    }
+
+    /// The registry name, as used by the CLI and the spec (`DATA`, `ACK`, …).
+    pub const fn name(self) -> &'static str {
+        match self {
+            MessageType::Data => "DATA",
+            MessageType::Ack => "ACK",
+            MessageType::Ping => "PING",
+            MessageType::Pong => "PONG",
+            MessageType::Presence => "PRESENCE",
+        }
+    }
+}
+
+impl fmt::Display for MessageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The name is neither a registered name nor a registered number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown message type {0:?} (expected one of DATA, ACK, PING, PONG, PRESENCE or its number)"
+)]
+pub struct UnknownTypeName(pub String);
+
+impl FromStr for MessageType {
+    type Err = UnknownTypeName;
+
+    /// Accepts a registry name (any case) or a number (decimal or `0x` hex).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let by_name = MessageType::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s));
+        let by_number = || {
+            let n = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+                Some(hex) => u16::from_str_radix(hex, 16).ok(),
+                None => s.parse::<u16>().ok(),
+            };
+            n.and_then(MessageType::from_u16)
+        };
+        by_name
+            .or_else(by_number)
+            .ok_or_else(|| UnknownTypeName(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_round_trip_and_sit_in_the_session_range() {
+        for t in MessageType::ALL {
+            assert_eq!(MessageType::from_u16(t.to_u16()), Some(t));
+            assert!(SESSION_RANGE.contains(&t.to_u16()));
+            assert_eq!(t.name().parse::<MessageType>(), Ok(t));
+        }
+        assert_eq!(MessageType::from_u16(0), None);
+        assert_eq!(MessageType::from_u16(0x0100), None);
+    }
+
+    #[test]
+    fn reserved_ranges_do_not_overlap() {
+        let ranges = [
+            SESSION_RANGE,
+            DHT_RANGE,
+            SIGNALLING_RANGE,
+            MAILBOX_RANGE,
+            FILE_RANGE,
+        ];
+        for w in ranges.windows(2) {
+            assert!(w[0].end() < w[1].start());
+        }
+    }
+
+    #[test]
+    fn parses_numbers_and_names() {
+        assert_eq!("data".parse::<MessageType>(), Ok(MessageType::Data));
+        assert_eq!("0x0003".parse::<MessageType>(), Ok(MessageType::Ping));
+        assert_eq!("5".parse::<MessageType>(), Ok(MessageType::Presence));
+        assert!("9".parse::<MessageType>().is_err());
+        assert!("HELLO".parse::<MessageType>().is_err());
+    }
+}
