@@ -25,7 +25,7 @@ use super::kem::KemPublicKey;
 use super::{sealed, Fingerprint, Identity, NodeId};
 
 const VERSION: u8 = 1;
-const DOMAIN: &[u8] = b"dna/record/v1";
+pub(crate) const DOMAIN: &[u8] = b"dna/record/v1";
 /// Bytes before the value.
 pub const RECORD_HEADER_LEN: usize = 1994;
 

@@ -24,7 +24,7 @@ use super::message::{self, Message, MessageId, MESSAGE_HEADER_LEN};
 use super::session::{ENVELOPE_VERSION, FORM_SEALED, TAG_LEN};
 use super::{Fingerprint, Identity, OpenError, SealError};
 
-const DOMAIN_SIGNATURE: &[u8] = b"dna/sealed/v1";
+pub(crate) const DOMAIN_SIGNATURE: &[u8] = b"dna/sealed/v1";
 const DOMAIN_SALT: &[u8] = b"dna/sealed/v1/salt";
 const INFO_KEY: &[u8] = b"dna/sealed/v1 key";
 

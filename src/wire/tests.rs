@@ -138,7 +138,7 @@ fn error_crc_mismatch() {
         decode_err(&f),
         FrameError::CrcMismatch {
             expected: 0x3610_a686,
-            computed: crc32fast::hash(b"hellm")
+            computed: crc32fast::hash(b"helln")
         }
     );
 }
