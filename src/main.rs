@@ -1,1 +1,11 @@
-fn main() {}
+//! The `dna` binary: see `dna --help`.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    cli::run(cli::Cli::parse())
+}

@@ -22,7 +22,8 @@ fn pair() -> Pair {
 /// Runs the key exchange; returns (alice's session, bob's session).
 fn handshake(p: &Pair) -> (Session, Session) {
     let (i, init) = Initiator::start(&p.alice, p.bob.fingerprint(), &mut OsRng);
-    let (r, accept) = Responder::on_init(&p.bob, &init, Some(p.alice.fingerprint()), &mut OsRng).unwrap();
+    let (r, accept) =
+        Responder::on_init(&p.bob, &init, Some(p.alice.fingerprint()), &mut OsRng).unwrap();
     let (a, finish) = i.on_accept(&p.alice, &accept).unwrap();
     let b = r.on_finish(&finish).unwrap();
     (a, b)
@@ -30,7 +31,13 @@ fn handshake(p: &Pair) -> (Session, Session) {
 
 fn seal(s: &mut Session, body: &[u8]) -> BytesMut {
     let mut out = BytesMut::new();
-    s.seal(MessageId::random(&mut OsRng), 1_700_000_000_000, body, &mut out).unwrap();
+    s.seal(
+        MessageId::random(&mut OsRng),
+        1_700_000_000_000,
+        body,
+        &mut out,
+    )
+    .unwrap();
     out
 }
 
@@ -44,7 +51,9 @@ fn fingerprint_is_sha256_of_the_public_key_and_node_id_its_prefix() {
     assert_eq!(fp.node_id().0[..], fp.0[..20]);
     let hex = fp.to_string();
     assert_eq!(hex.len(), 64);
-    assert!(hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    assert!(hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     assert_eq!(hex.parse::<Fingerprint>().unwrap(), fp);
 }
 
@@ -54,9 +63,18 @@ fn signature_is_domain_separated() {
     let sig = id.sign(b"dna/test/a", &[b"x"]);
     assert_eq!(sig.len(), SIGNATURE_LEN);
     assert!(id.public_key().verify(b"dna/test/a", &[b"x"], &sig).is_ok());
-    assert_eq!(id.public_key().verify(b"dna/test/b", &[b"x"], &sig), Err(BadSignature));
-    assert_eq!(id.public_key().verify(b"dna/test/a", &[b"y"], &sig), Err(BadSignature));
-    assert_eq!(id.public_key().verify(b"dna/test/a", &[b"x"], &sig[1..]), Err(BadSignature));
+    assert_eq!(
+        id.public_key().verify(b"dna/test/b", &[b"x"], &sig),
+        Err(BadSignature)
+    );
+    assert_eq!(
+        id.public_key().verify(b"dna/test/a", &[b"y"], &sig),
+        Err(BadSignature)
+    );
+    assert_eq!(
+        id.public_key().verify(b"dna/test/a", &[b"x"], &sig[1..]),
+        Err(BadSignature)
+    );
 }
 
 #[test]
@@ -84,7 +102,9 @@ fn key_exchange_refuses_an_impostor_responder() {
     // Mallory is not who INIT names.
     assert_eq!(
         Responder::on_init(&mallory, &init, None, &mut OsRng).err(),
-        Some(KexError::WrongRecipient { found: p.bob.fingerprint() })
+        Some(KexError::WrongRecipient {
+            found: p.bob.fingerprint()
+        })
     );
     // Mallory answers with her own key anyway (rewriting the recipient field).
     let mut forged = init.clone();
@@ -106,7 +126,10 @@ fn key_exchange_refuses_a_bad_responder_signature() {
     let (_, mut accept) = Responder::on_init(&p.bob, &init, None, &mut OsRng).unwrap();
     let last = accept.len() - 1;
     accept[last] ^= 1;
-    assert_eq!(i.on_accept(&p.alice, &accept).err(), Some(KexError::BadSignature));
+    assert_eq!(
+        i.on_accept(&p.alice, &accept).err(),
+        Some(KexError::BadSignature)
+    );
 }
 
 #[test]
@@ -116,7 +139,10 @@ fn key_exchange_refuses_a_replayed_accept() {
     let (_, init1) = Initiator::start(&p.alice, p.bob.fingerprint(), &mut OsRng);
     let (_, accept1) = Responder::on_init(&p.bob, &init1, None, &mut OsRng).unwrap();
     let (i2, _) = Initiator::start(&p.alice, p.bob.fingerprint(), &mut OsRng);
-    assert_eq!(i2.on_accept(&p.alice, &accept1).err(), Some(KexError::BadSignature));
+    assert_eq!(
+        i2.on_accept(&p.alice, &accept1).err(),
+        Some(KexError::BadSignature)
+    );
 }
 
 #[test]
@@ -153,11 +179,18 @@ fn key_exchange_messages_are_checked_for_shape() {
     k[1] = 3;
     assert_eq!(
         Responder::on_init(&p.bob, &k, None, &mut OsRng).err(),
-        Some(KexError::UnexpectedMessage { expected: 1, found: 3 })
+        Some(KexError::UnexpectedMessage {
+            expected: 1,
+            found: 3
+        })
     );
     assert_eq!(
         Responder::on_init(&p.bob, &init[..100], None, &mut OsRng).err(),
-        Some(KexError::BadLength { kind: 1, expected: kex::INIT_LEN, found: 100 })
+        Some(KexError::BadLength {
+            kind: 1,
+            expected: kex::INIT_LEN,
+            found: 100
+        })
     );
     assert!(Responder::on_init(&p.bob, &[], None, &mut OsRng).is_err());
 }
@@ -169,9 +202,21 @@ fn session_detects_replay_and_reordering() {
     let m0 = seal(&mut a, b"zero");
     let m1 = seal(&mut a, b"one");
     let m2 = seal(&mut a, b"two");
-    assert_eq!(b.open(m1.clone()).err(), Some(OpenError::OutOfOrder { counter: 1, expected: 0 }));
+    assert_eq!(
+        b.open(m1.clone()).err(),
+        Some(OpenError::OutOfOrder {
+            counter: 1,
+            expected: 0
+        })
+    );
     b.open(m0.clone()).unwrap();
-    assert_eq!(b.open(m0).err(), Some(OpenError::ReplayedCounter { counter: 0, expected: 1 }));
+    assert_eq!(
+        b.open(m0).err(),
+        Some(OpenError::ReplayedCounter {
+            counter: 0,
+            expected: 1
+        })
+    );
     b.open(m1).unwrap();
     assert_eq!(&b.open(m2).unwrap().body[..], b"two");
 }
@@ -186,7 +231,12 @@ fn session_detects_tampering_without_losing_its_place() {
         bad[at] ^= 0x01;
         let err = b.open(bad).unwrap_err();
         assert!(
-            matches!(err, OpenError::TamperedCiphertext | OpenError::WrongForm { .. } | OpenError::OutOfOrder { .. }),
+            matches!(
+                err,
+                OpenError::TamperedCiphertext
+                    | OpenError::WrongForm { .. }
+                    | OpenError::OutOfOrder { .. }
+            ),
             "byte {at}: {err:?}"
         );
     }
@@ -202,14 +252,26 @@ fn session_refuses_truncation_version_and_form() {
     assert_eq!(good.len(), SESSION_OVERHEAD);
     assert_eq!(
         b.open(BytesMut::from(&good[..50])).err(),
-        Some(OpenError::Truncated { needed: SESSION_OVERHEAD, available: 50 })
+        Some(OpenError::Truncated {
+            needed: SESSION_OVERHEAD,
+            available: 50
+        })
     );
     let mut v = good.clone();
     v[0] = 2;
-    assert_eq!(b.open(v).err(), Some(OpenError::UnsupportedVersion { found: 2 }));
+    assert_eq!(
+        b.open(v).err(),
+        Some(OpenError::UnsupportedVersion { found: 2 })
+    );
     let mut f = good.clone();
     f[1] = FORM_SEALED;
-    assert_eq!(b.open(f).err(), Some(OpenError::WrongForm { expected: FORM_SESSION, found: FORM_SEALED }));
+    assert_eq!(
+        b.open(f).err(),
+        Some(OpenError::WrongForm {
+            expected: FORM_SESSION,
+            found: FORM_SEALED
+        })
+    );
 }
 
 #[test]
@@ -218,55 +280,109 @@ fn session_keys_are_bound_to_the_session() {
     let p = pair();
     let (mut a1, _) = handshake(&p);
     let (_, mut b2) = handshake(&p);
-    assert_eq!(b2.open(seal(&mut a1, b"x")).err(), Some(OpenError::TamperedCiphertext));
+    assert_eq!(
+        b2.open(seal(&mut a1, b"x")).err(),
+        Some(OpenError::TamperedCiphertext)
+    );
 }
 
 #[test]
 fn sealed_round_trip() {
     let p = pair();
     let id = MessageId::random(&mut OsRng);
-    let env = sealed::seal(&p.alice, p.bob.fingerprint(), p.bob.kem_public(), id, 42, b"offline hi", &mut OsRng).unwrap();
+    let env = sealed::seal(
+        &p.alice,
+        p.bob.fingerprint(),
+        p.bob.kem_public(),
+        id,
+        42,
+        b"offline hi",
+        &mut OsRng,
+    )
+    .unwrap();
     assert_eq!(env.len(), sealed::SEALED_OVERHEAD + 10);
     let header = sealed::verify_sender(&env).unwrap();
     assert_eq!(header.sender.fingerprint(), p.alice.fingerprint());
     assert_eq!(header.recipient, p.bob.fingerprint());
     let (m, sender) = sealed::open(&p.bob, &env).unwrap();
     assert_eq!(sender.fingerprint(), p.alice.fingerprint());
-    assert_eq!((m.id, m.timestamp_ms, &m.body[..]), (id, 42, &b"offline hi"[..]));
+    assert_eq!(
+        (m.id, m.timestamp_ms, &m.body[..]),
+        (id, 42, &b"offline hi"[..])
+    );
 }
 
 #[test]
 fn sealed_refuses_the_wrong_recipient() {
     let p = pair();
     let carol = Identity::generate(&mut OsRng);
-    let env = sealed::seal(&p.alice, p.bob.fingerprint(), p.bob.kem_public(), MessageId([1; 16]), 0, b"x", &mut OsRng).unwrap();
+    let env = sealed::seal(
+        &p.alice,
+        p.bob.fingerprint(),
+        p.bob.kem_public(),
+        MessageId([1; 16]),
+        0,
+        b"x",
+        &mut OsRng,
+    )
+    .unwrap();
     assert_eq!(
         sealed::open(&carol, &env).err(),
-        Some(OpenError::WrongRecipient { expected: carol.fingerprint(), found: p.bob.fingerprint() })
+        Some(OpenError::WrongRecipient {
+            expected: carol.fingerprint(),
+            found: p.bob.fingerprint()
+        })
     );
 }
 
 #[test]
 fn sealed_refuses_a_bad_signature() {
     let p = pair();
-    let mut env = sealed::seal(&p.alice, p.bob.fingerprint(), p.bob.kem_public(), MessageId([1; 16]), 0, b"x", &mut OsRng).unwrap();
+    let mut env = sealed::seal(
+        &p.alice,
+        p.bob.fingerprint(),
+        p.bob.kem_public(),
+        MessageId([1; 16]),
+        0,
+        b"x",
+        &mut OsRng,
+    )
+    .unwrap();
     let at = env.len() - 200;
     env[at] ^= 1;
-    assert_eq!(sealed::open(&p.bob, &env).err(), Some(OpenError::BadSignature));
-    assert_eq!(sealed::verify_sender(&env).err(), Some(OpenError::BadSignature));
+    assert_eq!(
+        sealed::open(&p.bob, &env).err(),
+        Some(OpenError::BadSignature)
+    );
+    assert_eq!(
+        sealed::verify_sender(&env).err(),
+        Some(OpenError::BadSignature)
+    );
 }
 
 #[test]
 fn sealed_refuses_tampered_ciphertext_even_when_re_signed() {
     // The sender itself alters the ciphertext and signs again: the AEAD catches it.
     let p = pair();
-    let env = sealed::seal(&p.alice, p.bob.fingerprint(), p.bob.kem_public(), MessageId([1; 16]), 0, b"body", &mut OsRng).unwrap();
+    let env = sealed::seal(
+        &p.alice,
+        p.bob.fingerprint(),
+        p.bob.kem_public(),
+        MessageId([1; 16]),
+        0,
+        b"body",
+        &mut OsRng,
+    )
+    .unwrap();
     let mut body = env[..env.len() - SIGNATURE_LEN].to_vec();
     let at = body.len() - 20;
     body[at] ^= 1;
     let sig = p.alice.sign(sealed::DOMAIN_SIGNATURE, &[&body]);
     body.extend_from_slice(&sig);
-    assert_eq!(sealed::open(&p.bob, &body).err(), Some(OpenError::TamperedCiphertext));
+    assert_eq!(
+        sealed::open(&p.bob, &body).err(),
+        Some(OpenError::TamperedCiphertext)
+    );
 }
 
 #[test]
@@ -274,23 +390,53 @@ fn sealed_refuses_a_sender_swap() {
     // Mallory replaces the sender key and signs: the plaintext still names Alice.
     let p = pair();
     let mallory = Identity::generate(&mut OsRng);
-    let env = sealed::seal(&p.alice, p.bob.fingerprint(), p.bob.kem_public(), MessageId([1; 16]), 0, b"body", &mut OsRng).unwrap();
+    let env = sealed::seal(
+        &p.alice,
+        p.bob.fingerprint(),
+        p.bob.kem_public(),
+        MessageId([1; 16]),
+        0,
+        b"body",
+        &mut OsRng,
+    )
+    .unwrap();
     let mut body = env[..env.len() - SIGNATURE_LEN].to_vec();
     body[2..2 + PUBLIC_KEY_LEN].copy_from_slice(mallory.public_key().as_bytes());
     let sig = mallory.sign(sealed::DOMAIN_SIGNATURE, &[&body]);
     body.extend_from_slice(&sig);
     // The prefix is the AEAD's associated data, so the swap breaks the tag.
-    assert_eq!(sealed::open(&p.bob, &body).err(), Some(OpenError::TamperedCiphertext));
+    assert_eq!(
+        sealed::open(&p.bob, &body).err(),
+        Some(OpenError::TamperedCiphertext)
+    );
 }
 
 #[test]
 fn sealed_refuses_truncation_and_wrong_form() {
     let p = pair();
-    let env = sealed::seal(&p.alice, p.bob.fingerprint(), p.bob.kem_public(), MessageId([1; 16]), 0, b"", &mut OsRng).unwrap();
-    assert!(matches!(sealed::open(&p.bob, &env[..100]), Err(OpenError::Truncated { .. })));
+    let env = sealed::seal(
+        &p.alice,
+        p.bob.fingerprint(),
+        p.bob.kem_public(),
+        MessageId([1; 16]),
+        0,
+        b"",
+        &mut OsRng,
+    )
+    .unwrap();
+    assert!(matches!(
+        sealed::open(&p.bob, &env[..100]),
+        Err(OpenError::Truncated { .. })
+    ));
     let mut f = env.clone();
     f[1] = FORM_SESSION;
-    assert_eq!(sealed::open(&p.bob, &f).err(), Some(OpenError::WrongForm { expected: FORM_SEALED, found: FORM_SESSION }));
+    assert_eq!(
+        sealed::open(&p.bob, &f).err(),
+        Some(OpenError::WrongForm {
+            expected: FORM_SEALED,
+            found: FORM_SESSION
+        })
+    );
 }
 
 mod records {
@@ -300,7 +446,15 @@ mod records {
     const NOW: u64 = 1_800_000_000;
 
     fn presence(id: &Identity, seq: u64) -> Record {
-        Record::sign(id, RecordKind::Presence, seq, NOW + 600, b"addrs".to_vec(), NOW).unwrap()
+        Record::sign(
+            id,
+            RecordKind::Presence,
+            seq,
+            NOW + 600,
+            b"addrs".to_vec(),
+            NOW,
+        )
+        .unwrap()
     }
 
     /// Re-signs raw record bytes (everything before the signature) with `id`.
@@ -319,7 +473,10 @@ mod records {
         let bytes = r.encode();
         let v = Record::verify(&bytes, NOW).unwrap();
         assert_eq!(v, r);
-        assert_eq!((v.seq(), v.value(), v.kind()), (7, &b"addrs"[..], RecordKind::Presence));
+        assert_eq!(
+            (v.seq(), v.value(), v.kind()),
+            (7, &b"addrs"[..], RecordKind::Presence)
+        );
     }
 
     #[test]
@@ -327,10 +484,16 @@ mod records {
         let id = Identity::generate(&mut OsRng);
         let mut bytes = presence(&id, 1).encode();
         bytes[RECORD_HEADER_LEN] ^= 1; // change the value
-        assert_eq!(Record::verify(&bytes, NOW).err(), Some(RecordError::BadSignature));
+        assert_eq!(
+            Record::verify(&bytes, NOW).err(),
+            Some(RecordError::BadSignature)
+        );
         let mut bytes = presence(&id, 1).encode();
         bytes[25] ^= 1; // change the sequence number
-        assert_eq!(Record::verify(&bytes, NOW).err(), Some(RecordError::BadSignature));
+        assert_eq!(
+            Record::verify(&bytes, NOW).err(),
+            Some(RecordError::BadSignature)
+        );
     }
 
     #[test]
@@ -352,7 +515,10 @@ mod records {
         let mut bytes = presence(&alice, 1).encode();
         bytes[38..38 + PUBLIC_KEY_LEN].copy_from_slice(bob.public_key().as_bytes());
         bytes[2..22].copy_from_slice(&record::presence_key(&bob.fingerprint()).0);
-        assert_eq!(Record::verify(&bytes, NOW).err(), Some(RecordError::BadSignature));
+        assert_eq!(
+            Record::verify(&bytes, NOW).err(),
+            Some(RecordError::BadSignature)
+        );
     }
 
     #[test]
@@ -360,15 +526,31 @@ mod records {
         let id = Identity::generate(&mut OsRng);
         let max = RecordKind::Presence.max_value_len();
         assert_eq!(
-            Record::sign(&id, RecordKind::Presence, 1, NOW + 60, vec![0; max + 1], NOW).err(),
-            Some(RecordError::ValueTooLarge { kind: RecordKind::Presence, length: max + 1, max })
+            Record::sign(
+                &id,
+                RecordKind::Presence,
+                1,
+                NOW + 60,
+                vec![0; max + 1],
+                NOW
+            )
+            .err(),
+            Some(RecordError::ValueTooLarge {
+                kind: RecordKind::Presence,
+                length: max + 1,
+                max
+            })
         );
         // Declared length over the limit, with no value bytes at all behind it.
         let mut bytes = presence(&id, 1).encode();
         bytes[1990..1994].copy_from_slice(&(u32::MAX).to_be_bytes());
         assert_eq!(
             Record::verify(&bytes, NOW).err(),
-            Some(RecordError::ValueTooLarge { kind: RecordKind::Presence, length: u32::MAX as usize, max })
+            Some(RecordError::ValueTooLarge {
+                kind: RecordKind::Presence,
+                length: u32::MAX as usize,
+                max
+            })
         );
     }
 
@@ -378,12 +560,18 @@ mod records {
         let bytes = presence(&id, 1).encode();
         assert_eq!(
             Record::verify(&bytes, NOW + 600).err(),
-            Some(RecordError::Expired { expiry: NOW + 600, now: NOW + 600 })
+            Some(RecordError::Expired {
+                expiry: NOW + 600,
+                now: NOW + 600
+            })
         );
         let ttl = RecordKind::Presence.max_ttl_secs();
         assert_eq!(
             Record::sign(&id, RecordKind::Presence, 1, NOW + ttl + 1, vec![], NOW).err(),
-            Some(RecordError::ExpiryTooFar { expiry: NOW + ttl + 1, max: NOW + ttl })
+            Some(RecordError::ExpiryTooFar {
+                expiry: NOW + ttl + 1,
+                max: NOW + ttl
+            })
         );
     }
 
@@ -391,35 +579,72 @@ mod records {
     fn structure_errors() {
         let id = Identity::generate(&mut OsRng);
         let bytes = presence(&id, 1).encode();
-        assert!(matches!(Record::verify(&bytes[..100], NOW), Err(RecordError::Truncated { .. })));
-        assert!(matches!(Record::verify(&bytes[..bytes.len() - 1], NOW), Err(RecordError::Truncated { .. })));
+        assert!(matches!(
+            Record::verify(&bytes[..100], NOW),
+            Err(RecordError::Truncated { .. })
+        ));
+        assert!(matches!(
+            Record::verify(&bytes[..bytes.len() - 1], NOW),
+            Err(RecordError::Truncated { .. })
+        ));
         let mut long = bytes.clone();
         long.push(0);
-        assert_eq!(Record::verify(&long, NOW).err(), Some(RecordError::TrailingBytes { count: 1 }));
+        assert_eq!(
+            Record::verify(&long, NOW).err(),
+            Some(RecordError::TrailingBytes { count: 1 })
+        );
         let mut v = bytes.clone();
         v[0] = 2;
-        assert_eq!(Record::verify(&v, NOW).err(), Some(RecordError::UnsupportedVersion { found: 2 }));
+        assert_eq!(
+            Record::verify(&v, NOW).err(),
+            Some(RecordError::UnsupportedVersion { found: 2 })
+        );
         let mut k = bytes.clone();
         k[1] = 99;
-        assert_eq!(Record::verify(&k, NOW).err(), Some(RecordError::UnknownKind { found: 99 }));
+        assert_eq!(
+            Record::verify(&k, NOW).err(),
+            Some(RecordError::UnknownKind { found: 99 })
+        );
     }
 
     #[test]
     fn kem_key_record_carries_a_valid_kem_key() {
         let id = Identity::generate(&mut OsRng);
-        let r = Record::sign(&id, RecordKind::KemKey, 1, NOW + 60, id.kem_public().to_bytes(), NOW).unwrap();
+        let r = Record::sign(
+            &id,
+            RecordKind::KemKey,
+            1,
+            NOW + 60,
+            id.kem_public().to_bytes(),
+            NOW,
+        )
+        .unwrap();
         let v = Record::verify(&r.encode(), NOW).unwrap();
-        assert_eq!(&KemPublicKey::from_bytes(v.value()).unwrap(), id.kem_public());
+        assert_eq!(
+            &KemPublicKey::from_bytes(v.value()).unwrap(),
+            id.kem_public()
+        );
         assert!(matches!(
             Record::sign(&id, RecordKind::KemKey, 1, NOW + 60, vec![1; 10], NOW),
-            Err(RecordError::InvalidValue { kind: RecordKind::KemKey, .. })
+            Err(RecordError::InvalidValue {
+                kind: RecordKind::KemKey,
+                ..
+            })
         ));
     }
 
     #[test]
     fn name_claims_are_keyed_by_name() {
         let id = Identity::generate(&mut OsRng);
-        let r = Record::sign(&id, RecordKind::NameClaim, 1, NOW + 60, b"bob".to_vec(), NOW).unwrap();
+        let r = Record::sign(
+            &id,
+            RecordKind::NameClaim,
+            1,
+            NOW + 60,
+            b"bob".to_vec(),
+            NOW,
+        )
+        .unwrap();
         assert_eq!(r.key(), record::name_key("bob"));
         for bad in [&b""[..], b"Bob", b"a b", &[b'a'; 64]] {
             assert!(matches!(
@@ -432,14 +657,34 @@ mod records {
     #[test]
     fn mailbox_items_are_keyed_by_recipient_and_bound_to_the_sender() {
         let p = pair();
-        let env = sealed::seal(&p.alice, p.bob.fingerprint(), p.bob.kem_public(), MessageId([3; 16]), 0, b"hi", &mut OsRng).unwrap();
-        let r = Record::sign(&p.alice, RecordKind::MailboxItem, 1, NOW + 60, env.clone(), NOW).unwrap();
+        let env = sealed::seal(
+            &p.alice,
+            p.bob.fingerprint(),
+            p.bob.kem_public(),
+            MessageId([3; 16]),
+            0,
+            b"hi",
+            &mut OsRng,
+        )
+        .unwrap();
+        let r = Record::sign(
+            &p.alice,
+            RecordKind::MailboxItem,
+            1,
+            NOW + 60,
+            env.clone(),
+            NOW,
+        )
+        .unwrap();
         assert_eq!(r.key(), record::mailbox_key(&p.bob.fingerprint()));
         Record::verify(&r.encode(), NOW).unwrap();
         // Bob cannot publish an item that claims to come from Alice.
         assert!(matches!(
             Record::sign(&p.bob, RecordKind::MailboxItem, 1, NOW + 60, env, NOW),
-            Err(RecordError::InvalidValue { kind: RecordKind::MailboxItem, .. })
+            Err(RecordError::InvalidValue {
+                kind: RecordKind::MailboxItem,
+                ..
+            })
         ));
     }
 }
@@ -455,8 +700,14 @@ mod keyfile {
         let data = dir.path().join("data");
         let created = Identity::create_in(&data, &mut OsRng).unwrap();
         let path = Identity::key_file(&data);
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         assert_eq!(fs::metadata(&path).unwrap().len(), KEY_FILE_LEN as u64);
         let loaded = Identity::load_from(&data).unwrap();
         assert_eq!(loaded.fingerprint(), created.fingerprint());
@@ -482,7 +733,10 @@ mod keyfile {
     #[test]
     fn missing_identity_is_not_found() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(Identity::load_from(dir.path()), Err(IdentityFileError::NotFound { .. })));
+        assert!(matches!(
+            Identity::load_from(dir.path()),
+            Err(IdentityFileError::NotFound { .. })
+        ));
     }
 
     #[test]
@@ -494,13 +748,21 @@ mod keyfile {
         fs::write(&path, &bytes[..1000]).unwrap();
         assert!(matches!(
             Identity::load_from(dir.path()),
-            Err(IdentityFileError::WrongSize { expected: KEY_FILE_LEN, found: 1000, .. })
+            Err(IdentityFileError::WrongSize {
+                expected: KEY_FILE_LEN,
+                found: 1000,
+                ..
+            })
         ));
         assert!(matches!(
             Identity::load_or_create(dir.path(), &mut OsRng),
             Err(IdentityFileError::WrongSize { .. })
         ));
-        assert_eq!(fs::read(&path).unwrap().len(), 1000, "the damaged file stays for the user to inspect");
+        assert_eq!(
+            fs::read(&path).unwrap().len(),
+            1000,
+            "the damaged file stays for the user to inspect"
+        );
     }
 
     #[test]
@@ -512,11 +774,17 @@ mod keyfile {
         let mut bad = good.clone();
         bad[5000] ^= 0x10;
         fs::write(&path, &bad).unwrap();
-        assert!(matches!(Identity::load_from(dir.path()), Err(IdentityFileError::ChecksumMismatch { .. })));
+        assert!(matches!(
+            Identity::load_from(dir.path()),
+            Err(IdentityFileError::ChecksumMismatch { .. })
+        ));
         let mut bad = good.clone();
         bad[0] = b'X';
         fs::write(&path, &bad).unwrap();
-        assert!(matches!(Identity::load_from(dir.path()), Err(IdentityFileError::BadMagic { .. })));
+        assert!(matches!(
+            Identity::load_from(dir.path()),
+            Err(IdentityFileError::BadMagic { .. })
+        ));
     }
 
     #[test]
@@ -535,7 +803,10 @@ mod keyfile {
         fs::write(&path, &bytes).unwrap();
         assert!(matches!(
             Identity::load_from(dir.path()),
-            Err(IdentityFileError::InvalidKeys { source: IdentityPartsError::SigningPairMismatch, .. })
+            Err(IdentityFileError::InvalidKeys {
+                source: IdentityPartsError::SigningPairMismatch,
+                ..
+            })
         ));
     }
 

@@ -1,0 +1,60 @@
+//! The `dna` command line: argument definitions and dispatch. Part of the driver layer: it
+//! reads stdin, writes stdout and touches the data directory; the library does the rest.
+
+mod frame;
+mod id;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// dna — peer-to-peer messenger node and tools.
+#[derive(Debug, Parser)]
+#[command(name = "dna", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode and encode DNA frames (spec/01-wire.md), for debugging.
+    #[command(subcommand)]
+    Frame(frame::FrameCommand),
+    /// Create and show the node's identity (Dilithium3 key pair and KEM key).
+    #[command(subcommand)]
+    Id(id::IdCommand),
+}
+
+/// Where the node keeps its identity and state: `--data-dir`, else `$DNA_DATA_DIR`, else
+/// `$HOME/.dna`.
+#[derive(Debug, clap::Args)]
+struct DataDir {
+    /// Data directory [default: $DNA_DATA_DIR, else $HOME/.dna].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDir {
+    fn resolve(&self) -> PathBuf {
+        if let Some(d) = &self.data_dir {
+            return d.clone();
+        }
+        if let Some(d) = std::env::var_os("DNA_DATA_DIR") {
+            return PathBuf::from(d);
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        home.join(".dna")
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Frame(cmd) => frame::run(cmd),
+        Command::Id(cmd) => id::run(cmd),
+    }
+}

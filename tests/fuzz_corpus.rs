@@ -1,0 +1,177 @@
+//! Replays every committed fuzz corpus file (`fuzz/corpus/<target>/*`) through the code the
+//! fuzz targets run, so stable `cargo test` covers what the fuzzer found. Also holds the
+//! generator of the seed corpora (`cargo test --test fuzz_corpus -- --ignored`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::BytesMut;
+use dna_p2p::crypto::{kex, sealed, Identity, MessageId, Record, RecordKind};
+use dna_p2p::fuzzing;
+use dna_p2p::wire::{encode_frame, FrameLimits, MessageType};
+use rand_core::OsRng;
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target)
+}
+
+fn replay(target: &str, run: fn(&[u8])) {
+    let dir = corpus_dir(target);
+    let mut n = 0;
+    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let data = fs::read(&path).unwrap();
+        let outcome = std::panic::catch_unwind(|| run(&data));
+        assert!(outcome.is_ok(), "{target}: {} panicked", path.display());
+        n += 1;
+    }
+    assert!(n > 0, "{target}: empty corpus at {}", dir.display());
+    eprintln!("{target}: replayed {n} corpus files");
+}
+
+#[test]
+fn frame_decode_corpus() {
+    replay("frame_decode", fuzzing::frame_decode);
+}
+
+#[test]
+fn frame_stream_corpus() {
+    replay("frame_stream", fuzzing::frame_stream);
+}
+
+#[test]
+fn envelope_open_corpus() {
+    replay("envelope_open", fuzzing::envelope_open);
+}
+
+#[test]
+fn record_verify_corpus() {
+    replay("record_verify", fuzzing::record_verify);
+}
+
+fn write(target: &str, name: &str, data: &[u8]) {
+    let dir = corpus_dir(target);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(name), data).unwrap();
+}
+
+fn frame(t: MessageType, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    encode_frame(t, seq, payload, &FrameLimits::default(), &mut out).unwrap();
+    out.to_vec()
+}
+
+/// Writes the seed corpora. Run once; the files are committed.
+#[test]
+#[ignore]
+fn write_seed_corpus() {
+    // Frames: the spec vectors plus a few more shapes.
+    let spec =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/01-wire.md")).unwrap();
+    let mut lines = spec.lines();
+    while let Some(line) = lines.next() {
+        if let Some(name) = line.strip_prefix("vector: ") {
+            let hex = lines.next().unwrap().strip_prefix("hex: ").unwrap();
+            let bytes = hex::decode(hex).unwrap();
+            write("frame_decode", &format!("spec-{name}"), &bytes);
+            let mut s = vec![7u8];
+            s.extend_from_slice(&bytes);
+            write("frame_stream", &format!("spec-{name}"), &s);
+        }
+    }
+    let mut stream = vec![13u8];
+    for (i, t) in MessageType::ALL.iter().enumerate() {
+        stream.extend(frame(*t, i as u32, &vec![i as u8; i * 37]));
+    }
+    write("frame_stream", "all-types", &stream);
+    write(
+        "frame_decode",
+        "data-4k",
+        &frame(MessageType::Data, 9, &[0xAB; 4096]),
+    );
+    write(
+        "frame_decode",
+        "data-4k-plus-one",
+        &frame(MessageType::Data, 9, &[0xAB; 4097]),
+    );
+
+    // Envelopes and handshake messages.
+    let alice = Identity::generate(&mut OsRng);
+    let bob = Identity::generate(&mut OsRng);
+    let (i, init) = kex::Initiator::start(&alice, bob.fingerprint(), &mut OsRng);
+    let (r, accept) = kex::Responder::on_init(&bob, &init, None, &mut OsRng).unwrap();
+    let (mut a, finish) = i.on_accept(&alice, &accept).unwrap();
+    r.on_finish(&finish).unwrap();
+    write("envelope_open", "kex-init", &init);
+    write("envelope_open", "kex-accept", &accept);
+    write("envelope_open", "kex-finish", &finish);
+    let mut env = BytesMut::new();
+    a.seal(MessageId([5; 16]), 1, b"session body", &mut env)
+        .unwrap();
+    write("envelope_open", "session-form", &env);
+    let s = sealed::seal(
+        &alice,
+        bob.fingerprint(),
+        bob.kem_public(),
+        MessageId([6; 16]),
+        2,
+        b"sealed body",
+        &mut OsRng,
+    )
+    .unwrap();
+    write("envelope_open", "sealed-form", &s);
+
+    // Records of each kind (fuzzing::record_verify checks them at a fixed time).
+    const NOW: u64 = 1_800_000_000;
+    let records = [
+        (
+            "presence",
+            Record::sign(
+                &alice,
+                RecordKind::Presence,
+                1,
+                NOW + 600,
+                b"127.0.0.1:4567".to_vec(),
+                NOW - 10,
+            ),
+        ),
+        (
+            "name",
+            Record::sign(
+                &alice,
+                RecordKind::NameClaim,
+                1,
+                NOW + 600,
+                b"alice".to_vec(),
+                NOW - 10,
+            ),
+        ),
+        (
+            "kem",
+            Record::sign(
+                &alice,
+                RecordKind::KemKey,
+                1,
+                NOW + 600,
+                alice.kem_public().to_bytes(),
+                NOW - 10,
+            ),
+        ),
+        (
+            "mailbox",
+            Record::sign(
+                &alice,
+                RecordKind::MailboxItem,
+                1,
+                NOW + 600,
+                s.clone(),
+                NOW - 10,
+            ),
+        ),
+    ];
+    for (name, r) in records {
+        write("record_verify", name, &r.unwrap().encode());
+    }
+}
