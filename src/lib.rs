@@ -7,6 +7,7 @@
 //! | --- | --- | --- |
 //! | [`wire`] | the 32-byte DNA frame, its type registry, one-shot and streaming codecs | `spec/01-wire.md` |
 //! | [`crypto`] | identity, hybrid KEM, session and sealed message forms, signed DHT records | `spec/02-crypto.md` |
+//! | [`session`] | the session protocol on a QUIC stream: HELLO, key exchange, DATA/ACK, PING/PONG | `spec/03-session.md` |
 //! | [`fuzzing`] | the bodies of the fuzz targets, shared by `fuzz/` and `cargo test` | |
 //!
 //! # The layering rule
@@ -22,4 +23,5 @@
 
 pub mod crypto;
 pub mod fuzzing;
+pub mod session;
 pub mod wire;

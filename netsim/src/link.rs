@@ -35,7 +35,11 @@ impl LinkModel {
             return None;
         }
         let jitter_ns = self.jitter.as_nanos().min(u64::MAX as u128) as u64;
-        let extra = if jitter_ns == 0 { 0 } else { rng.gen_range(0..=jitter_ns) };
+        let extra = if jitter_ns == 0 {
+            0
+        } else {
+            rng.gen_range(0..=jitter_ns)
+        };
         Some(self.latency + Duration::from_nanos(extra))
     }
 }
@@ -46,7 +50,10 @@ mod tests {
 
     #[test]
     fn same_seed_same_draws() {
-        let link = LinkModel { loss: 0.2, ..LinkModel::default() };
+        let link = LinkModel {
+            loss: 0.2,
+            ..LinkModel::default()
+        };
         let draw = |seed| {
             let mut rng = crate::rng(seed);
             (0..1000).map(|_| link.sample(&mut rng)).collect::<Vec<_>>()
@@ -57,7 +64,10 @@ mod tests {
 
     #[test]
     fn delays_stay_in_range_and_loss_is_near_its_rate() {
-        let link = LinkModel { loss: 0.25, ..LinkModel::default() };
+        let link = LinkModel {
+            loss: 0.25,
+            ..LinkModel::default()
+        };
         let mut rng = crate::rng(1);
         let draws: Vec<_> = (0..20_000).map(|_| link.sample(&mut rng)).collect();
         let lost = draws.iter().filter(|d| d.is_none()).count() as f64 / draws.len() as f64;
@@ -65,7 +75,11 @@ mod tests {
         for d in draws.into_iter().flatten() {
             assert!(d >= link.latency && d <= link.latency + link.jitter);
         }
-        let lossless = LinkModel { loss: 0.0, jitter: Duration::ZERO, ..LinkModel::default() };
+        let lossless = LinkModel {
+            loss: 0.0,
+            jitter: Duration::ZERO,
+            ..LinkModel::default()
+        };
         assert_eq!(lossless.sample(&mut rng), Some(link.latency));
     }
 }

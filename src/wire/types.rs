@@ -35,16 +35,28 @@ pub enum MessageType {
     Pong = 0x0004,
     /// Online / away / offline announcement.
     Presence = 0x0005,
+    /// Connection authentication: Dilithium signature over the TLS exporter (spec/03 §2).
+    Hello = 0x0006,
+    /// End-to-end key exchange, first message (spec/02 §5.1).
+    KexInit = 0x0007,
+    /// End-to-end key exchange, second message.
+    KexAccept = 0x0008,
+    /// End-to-end key exchange, third message.
+    KexFinish = 0x0009,
 }
 
 impl MessageType {
     /// Every registered type, in number order.
-    pub const ALL: [MessageType; 5] = [
+    pub const ALL: [MessageType; 9] = [
         MessageType::Data,
         MessageType::Ack,
         MessageType::Ping,
         MessageType::Pong,
         MessageType::Presence,
+        MessageType::Hello,
+        MessageType::KexInit,
+        MessageType::KexAccept,
+        MessageType::KexFinish,
     ];
 
     /// The number on the wire.
@@ -60,6 +72,10 @@ impl MessageType {
             0x0003 => Some(MessageType::Ping),
             0x0004 => Some(MessageType::Pong),
             0x0005 => Some(MessageType::Presence),
+            0x0006 => Some(MessageType::Hello),
+            0x0007 => Some(MessageType::KexInit),
+            0x0008 => Some(MessageType::KexAccept),
+            0x0009 => Some(MessageType::KexFinish),
             _ => None,
         }
     }
@@ -72,6 +88,10 @@ impl MessageType {
             MessageType::Ping => "PING",
             MessageType::Pong => "PONG",
             MessageType::Presence => "PRESENCE",
+            MessageType::Hello => "HELLO",
+            MessageType::KexInit => "KEX_INIT",
+            MessageType::KexAccept => "KEX_ACCEPT",
+            MessageType::KexFinish => "KEX_FINISH",
         }
     }
 }
@@ -85,7 +105,7 @@ impl fmt::Display for MessageType {
 /// The name is neither a registered name nor a registered number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown message type {0:?} (expected one of DATA, ACK, PING, PONG, PRESENCE or its number)"
+    "unknown message type {0:?} (expected a registry name such as DATA or PING, or a registered number)"
 )]
 pub struct UnknownTypeName(pub String);
 
@@ -123,6 +143,7 @@ mod tests {
         }
         assert_eq!(MessageType::from_u16(0), None);
         assert_eq!(MessageType::from_u16(0x0100), None);
+        assert_eq!(MessageType::from_u16(0x000A), None);
     }
 
     #[test]
