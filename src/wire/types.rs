@@ -165,7 +165,7 @@ mod tests {
         assert_eq!("data".parse::<MessageType>(), Ok(MessageType::Data));
         assert_eq!("0x0003".parse::<MessageType>(), Ok(MessageType::Ping));
         assert_eq!("5".parse::<MessageType>(), Ok(MessageType::Presence));
-        assert!("9".parse::<MessageType>().is_err());
+        assert!("10".parse::<MessageType>().is_err());
         assert!("HELLO".parse::<MessageType>().is_err());
     }
 }
