@@ -131,7 +131,7 @@ fn decode_reports_bad_hex_and_trailing_bytes() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("TrailingBytes"));
-    let o = dna(&["frame", "encode", "--type", "HELLO"], b"");
+    let o = dna(&["frame", "encode", "--type", "GREETING"], b"");
     assert!(!o.status.success());
 }
 

@@ -166,6 +166,6 @@ mod tests {
         assert_eq!("0x0003".parse::<MessageType>(), Ok(MessageType::Ping));
         assert_eq!("5".parse::<MessageType>(), Ok(MessageType::Presence));
         assert!("10".parse::<MessageType>().is_err());
-        assert!("HELLO".parse::<MessageType>().is_err());
+        assert!("GREETING".parse::<MessageType>().is_err());
     }
 }
