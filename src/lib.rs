@@ -8,6 +8,8 @@
 //! | [`wire`] | the 32-byte DNA frame, its type registry, one-shot and streaming codecs | `spec/01-wire.md` |
 //! | [`crypto`] | identity, hybrid KEM, session and sealed message forms, signed DHT records | `spec/02-crypto.md` |
 //! | [`session`] | the session protocol on a QUIC stream: HELLO, key exchange, DATA/ACK, PING/PONG | `spec/03-session.md` |
+//! | [`transport`] | the one UDP socket (QUIC + STUN + TURN demultiplexer), TLS configuration | `spec/03-session.md` |
+//! | [`daemon`] | the tokio driver: [`daemon::Node`] composes socket, QUIC and session cores | `spec/03-session.md` |
 //! | [`fuzzing`] | the bodies of the fuzz targets, shared by `fuzz/` and `cargo test` | |
 //!
 //! # The layering rule
@@ -22,6 +24,8 @@
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod daemon;
 pub mod fuzzing;
 pub mod session;
+pub mod transport;
 pub mod wire;

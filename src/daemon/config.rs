@@ -1,0 +1,67 @@
+//! Node configuration with documented defaults (spec/03-session.md §6).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::session::ConnConfig;
+
+/// Everything a node can be told. `Default` gives the values the spec states.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Address of the node's one UDP socket (default `[::]:0`, dual-stack where allowed).
+    pub listen: SocketAddr,
+    /// Session timers and limits (PING 30 s, gone after 60 s, handshake 10 s, 8192 in flight,
+    /// 1 MiB frames).
+    pub conn: ConnConfig,
+    /// Most live connections in total (default 1024); more are refused.
+    pub max_connections: usize,
+    /// Concurrent bidirectional streams a peer may open (default 4; unidirectional: 0).
+    pub max_streams_per_connection: u32,
+    /// Streams beyond the session stream a peer may open over a connection's life before it
+    /// is closed with STREAM_LIMIT (default 16).
+    pub max_extra_streams: u32,
+    /// First reconnect delay (default 1 s); doubles up to `reconnect_max`.
+    pub reconnect_initial: Duration,
+    /// Longest reconnect delay (default 30 s).
+    pub reconnect_max: Duration,
+    /// QUIC keep-alive, to hold NAT mappings (default 15 s).
+    pub keep_alive: Duration,
+    /// The TURN server whose datagrams the socket hands to the TURN client (default none).
+    pub turn_server: Option<SocketAddr>,
+    /// Message IDs remembered per peer to drop duplicates (default 65536).
+    pub inbox_capacity: usize,
+    /// Events buffered for the application before connections wait (default 16384).
+    pub event_queue: usize,
+    /// Bytes queued to a stream's writer before no more DATA is taken from the outbox
+    /// (default 1 MiB).
+    pub write_high_water: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: SocketAddr::from(([0u16; 8], 0)),
+            conn: ConnConfig::default(),
+            max_connections: 1024,
+            max_streams_per_connection: 4,
+            max_extra_streams: 16,
+            reconnect_initial: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(15),
+            turn_server: None,
+            inbox_capacity: 65536,
+            event_queue: 16384,
+            write_high_water: 1 << 20,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Defaults, listening on `listen`.
+    pub fn listening_on(listen: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            listen,
+            ..NodeConfig::default()
+        }
+    }
+}

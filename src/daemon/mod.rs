@@ -1,0 +1,17 @@
+//! The driver: the only code that touches sockets, clocks and OS randomness. It runs the
+//! sans-IO cores (`session`, and later `dht`, `nat`) on tokio and quinn.
+//!
+//! [`Node`] is the public API of the transport layer: connect to a fingerprint at some
+//! addresses, send messages, receive [`NodeEvent`]s.
+
+// This module is the I/O driver: it reads the clock (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
+mod config;
+mod conn;
+mod node;
+mod score;
+
+pub use config::NodeConfig;
+pub use node::{Node, NodeError, NodeEvent, NodeHandle, Path, PeerInfo, SendError};
+pub use score::BAN_THRESHOLD;

@@ -1,0 +1,484 @@
+//! The node: the tokio driver that owns the socket, the QUIC endpoint and the clock, and
+//! runs one sans-IO [`Connection`](crate::session::Connection) per QUIC connection
+//! (spec/03-session.md).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rand_core::OsRng;
+use thiserror::Error;
+use tokio::sync::{mpsc, Notify};
+
+use crate::crypto::{Fingerprint, Identity, MessageId};
+use crate::session::{code, Inbox, Outbox, Outgoing, PresenceStatus};
+use crate::transport::tls::{quic_configs, CertifiedKey, TlsError};
+use crate::transport::{bind_udp, DnaSocket, SideChannels};
+
+use super::conn::{dial_loop, drive};
+use super::score::Scores;
+use super::NodeConfig;
+
+/// How a peer is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Path {
+    /// A direct UDP path to this address.
+    Direct(SocketAddr),
+}
+
+/// What the node reports to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A peer is connected, authenticated and its end-to-end session is up.
+    PeerUp {
+        /// Who.
+        peer: Fingerprint,
+        /// How it is reached.
+        path: Path,
+        /// QUIC's round-trip estimate from the handshake.
+        rtt: Duration,
+    },
+    /// A connection to a peer ended.
+    PeerDown {
+        /// Who.
+        peer: Fingerprint,
+        /// The close code (spec/03-session.md §7).
+        code: u32,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A message arrived (each message ID once).
+    Message {
+        /// The authenticated sender.
+        from: Fingerprint,
+        /// The message ID.
+        id: MessageId,
+        /// Sender's timestamp, ms since the Unix epoch.
+        timestamp_ms: u64,
+        /// The body.
+        body: Bytes,
+    },
+    /// The peer acknowledged these messages: they are delivered.
+    Acked {
+        /// Who acknowledged.
+        peer: Fingerprint,
+        /// Which messages, in send order.
+        ids: Vec<MessageId>,
+    },
+    /// A fresh round-trip time from PING/PONG.
+    Rtt {
+        /// Who.
+        peer: Fingerprint,
+        /// The measurement.
+        rtt: Duration,
+    },
+    /// The peer announced its presence.
+    Presence {
+        /// Who.
+        peer: Fingerprint,
+        /// Its status.
+        status: PresenceStatus,
+    },
+}
+
+/// Starting a node failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// Binding or wrapping the UDP socket failed.
+    #[error("socket: {0}")]
+    Socket(#[from] std::io::Error),
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Sending failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The body is larger than a frame can carry.
+    #[error("message body of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Body length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+}
+
+/// A snapshot of what the node knows about a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Whether a connection is live.
+    pub connected: bool,
+    /// Addresses known for it.
+    pub addrs: Vec<SocketAddr>,
+    /// Messages queued, not yet sent.
+    pub queued: usize,
+    /// Messages sent, not yet acknowledged.
+    pub inflight: usize,
+    /// Its score (0 is clean; at −100 it is banned).
+    pub score: i32,
+}
+
+pub(crate) struct Active {
+    pub(crate) conn_id: u64,
+    pub(crate) conn: quinn::Connection,
+    /// Fingerprint of the side that dialed this connection (tie-break, spec §4).
+    pub(crate) dialer: Fingerprint,
+    pub(crate) wake: Arc<Notify>,
+}
+
+pub(crate) struct Peer {
+    pub(crate) outbox: Outbox,
+    pub(crate) inbox: Inbox,
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// The application asked for this peer: keep reconnecting.
+    pub(crate) want: bool,
+    pub(crate) active: Option<Active>,
+    pub(crate) dialing: bool,
+}
+
+impl Peer {
+    fn new(inbox_capacity: usize) -> Peer {
+        Peer {
+            outbox: Outbox::default(),
+            inbox: Inbox::new(inbox_capacity),
+            addrs: Vec::new(),
+            want: false,
+            active: None,
+            dialing: false,
+        }
+    }
+
+    /// Whether a connection should be (re)established.
+    pub(crate) fn needs_connection(&self) -> bool {
+        self.active.is_none() && !self.addrs.is_empty() && (self.want || !self.outbox.is_empty())
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) identity: Arc<Identity>,
+    pub(crate) cfg: NodeConfig,
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) client_cfg: quinn::ClientConfig,
+    pub(crate) socket: Arc<DnaSocket>,
+    pub(crate) local: SocketAddr,
+    pub(crate) peers: Mutex<HashMap<Fingerprint, Peer>>,
+    pub(crate) scores: Mutex<Scores>,
+    pub(crate) events: mpsc::Sender<NodeEvent>,
+    pub(crate) next_conn: AtomicU64,
+    pub(crate) live: AtomicUsize,
+    pub(crate) closing: AtomicBool,
+    pub(crate) presence: Mutex<Option<PresenceStatus>>,
+}
+
+/// A poisoned lock only means another task panicked while holding it; the maps inside stay
+/// consistent, so carry on with them.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn peer_entry<'a>(
+        &self,
+        peers: &'a mut HashMap<Fingerprint, Peer>,
+        fp: Fingerprint,
+    ) -> &'a mut Peer {
+        peers
+            .entry(fp)
+            .or_insert_with(|| Peer::new(self.cfg.inbox_capacity))
+    }
+
+    /// Starts a dial task for `peer` if it needs a connection and none is being made.
+    pub(crate) fn ensure_dialing(
+        self: &Arc<Self>,
+        peers: &mut HashMap<Fingerprint, Peer>,
+        fp: Fingerprint,
+        delay: Duration,
+    ) {
+        if self.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        let p = self.peer_entry(peers, fp);
+        if p.dialing || !p.needs_connection() {
+            return;
+        }
+        p.dialing = true;
+        tokio::spawn(dial_loop(self.clone(), fp, delay));
+    }
+}
+
+/// A running node. Dropping it stops nothing; call [`Node::shutdown`].
+pub struct Node {
+    handle: NodeHandle,
+    events: mpsc::Receiver<NodeEvent>,
+    side: Option<SideChannels>,
+}
+
+/// A cheap, clonable handle for sending and managing peers from any task.
+#[derive(Clone)]
+pub struct NodeHandle {
+    shared: Arc<Shared>,
+}
+
+impl Node {
+    /// Binds the socket, starts the QUIC endpoint and the accept loop.
+    pub async fn bind(identity: Identity, cfg: NodeConfig) -> Result<Node, NodeError> {
+        let udp = bind_udp(cfg.listen)?;
+        let (socket, side) = DnaSocket::new(udp, cfg.turn_server)?;
+        let key = CertifiedKey::generate()?;
+        let (server_crypto, client_crypto) = quic_configs(&key)?;
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(cfg.max_streams_per_connection.into())
+            .max_concurrent_uni_streams(0u8.into())
+            .keep_alive_interval(Some(cfg.keep_alive));
+        let idle = cfg.conn.idle_timeout + Duration::from_secs(5);
+        if let Ok(t) = quinn::IdleTimeout::try_from(idle) {
+            transport.max_idle_timeout(Some(t));
+        }
+        let transport = Arc::new(transport);
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        server.transport_config(transport.clone());
+        let mut client_cfg = quinn::ClientConfig::new(Arc::new(client_crypto));
+        client_cfg.transport_config(transport);
+        let mut endpoint_cfg = quinn::EndpointConfig::default();
+        endpoint_cfg.grease_quic_bit(false);
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_cfg,
+            Some(server),
+            socket.clone(),
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        let (events_tx, events) = mpsc::channel(cfg.event_queue.max(1));
+        let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
+        let shared = Arc::new(Shared {
+            identity: Arc::new(identity),
+            cfg,
+            endpoint,
+            client_cfg,
+            socket,
+            local,
+            peers: Mutex::new(HashMap::new()),
+            scores: Mutex::new(Scores::default()),
+            events: events_tx,
+            next_conn: AtomicU64::new(1),
+            live: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+            presence: Mutex::new(None),
+        });
+        tokio::spawn(accept_loop(shared.clone()));
+        tracing::info!(fingerprint = %shared.identity.fingerprint(), addr = %shared.local, "node up");
+        Ok(Node {
+            handle: NodeHandle { shared },
+            events,
+            side: Some(side),
+        })
+    }
+
+    /// A handle for sending from other tasks.
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// The next event; `None` after shutdown.
+    pub async fn next_event(&mut self) -> Option<NodeEvent> {
+        self.events.recv().await
+    }
+
+    /// The next event if one is ready.
+    pub fn events_try_recv(&mut self) -> Result<NodeEvent, mpsc::error::TryRecvError> {
+        self.events.try_recv()
+    }
+
+    /// The STUN and TURN datagram queues of the socket (once; the NAT issues consume them).
+    pub fn take_side_channels(&mut self) -> Option<SideChannels> {
+        self.side.take()
+    }
+
+    /// Stops accepting, waits up to `grace` for every queued message to be acknowledged by
+    /// connected peers, then closes all connections with NO_ERROR.
+    pub async fn shutdown(self, grace: Duration) {
+        let s = &self.handle.shared;
+        s.closing.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        loop {
+            let pending = lock(&s.peers)
+                .values()
+                .any(|p| p.active.is_some() && !p.outbox.is_empty());
+            if !pending || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        s.endpoint.close(code::NO_ERROR.into(), b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(1), s.endpoint.wait_idle()).await;
+    }
+}
+
+impl std::ops::Deref for Node {
+    type Target = NodeHandle;
+    fn deref(&self) -> &NodeHandle {
+        &self.handle
+    }
+}
+
+impl NodeHandle {
+    /// Our fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.shared.identity.fingerprint()
+    }
+
+    /// The socket's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// Asks for a connection to `peer` at `addrs` and keeps it up (reconnecting with
+    /// backoff) until [`NodeHandle::disconnect`].
+    pub fn connect(&self, peer: Fingerprint, addrs: Vec<SocketAddr>) {
+        let mut peers = lock(&self.shared.peers);
+        let p = self.shared.peer_entry(&mut peers, peer);
+        p.want = true;
+        for a in addrs {
+            if !p.addrs.contains(&a) {
+                p.addrs.push(a);
+            }
+        }
+        self.shared.ensure_dialing(&mut peers, peer, Duration::ZERO);
+    }
+
+    /// Queues a message to `peer`; it is sent as soon as a connection is up and resent after
+    /// reconnects until acknowledged ([`NodeEvent::Acked`]).
+    pub fn send(&self, peer: Fingerprint, body: Bytes) -> Result<MessageId, SendError> {
+        if self.shared.closing.load(Ordering::Relaxed) {
+            return Err(SendError::ShuttingDown);
+        }
+        let max =
+            self.shared.cfg.conn.limits.max_payload as usize - crate::crypto::SESSION_OVERHEAD;
+        if body.len() > max {
+            return Err(SendError::TooLarge {
+                len: body.len(),
+                max,
+            });
+        }
+        let id = MessageId::random(&mut OsRng);
+        let msg = Outgoing {
+            id,
+            timestamp_ms: unix_ms(),
+            body,
+        };
+        let mut peers = lock(&self.shared.peers);
+        let p = self.shared.peer_entry(&mut peers, peer);
+        p.outbox.push(msg);
+        match &p.active {
+            Some(a) => a.wake.notify_one(),
+            None => self.shared.ensure_dialing(&mut peers, peer, Duration::ZERO),
+        }
+        Ok(id)
+    }
+
+    /// Announces our presence to every connected peer (and to each new one).
+    pub fn set_presence(&self, status: PresenceStatus) {
+        *lock(&self.shared.presence) = Some(status);
+        for p in lock(&self.shared.peers).values() {
+            if let Some(a) = &p.active {
+                a.wake.notify_one();
+            }
+        }
+    }
+
+    /// Closes the connection to `peer` and stops reconnecting.
+    pub fn disconnect(&self, peer: Fingerprint) {
+        let mut peers = lock(&self.shared.peers);
+        if let Some(p) = peers.get_mut(&peer) {
+            p.want = false;
+            if let Some(a) = &p.active {
+                a.conn
+                    .close(code::CLOSED_BY_APPLICATION.into(), b"disconnect");
+            }
+        }
+    }
+
+    /// Cuts the live connection to `peer` (not the process) and lets the node reconnect:
+    /// what a network failure looks like.
+    pub fn reset_connection(&self, peer: Fingerprint) {
+        if let Some(p) = lock(&self.shared.peers).get(&peer) {
+            if let Some(a) = &p.active {
+                a.conn.close(code::CLOSED_BY_APPLICATION.into(), b"reset");
+            }
+        }
+    }
+
+    /// What the node knows about `peer`.
+    pub fn peer_info(&self, peer: &Fingerprint) -> Option<PeerInfo> {
+        let peers = lock(&self.shared.peers);
+        let p = peers.get(peer)?;
+        Some(PeerInfo {
+            connected: p.active.is_some(),
+            addrs: p.addrs.clone(),
+            queued: p.outbox.queued(),
+            inflight: p.outbox.inflight(),
+            score: lock(&self.shared.scores).peer(peer),
+        })
+    }
+
+    /// The score of an address, for failures before a peer authenticated.
+    pub fn addr_score(&self, addr: &SocketAddr) -> i32 {
+        lock(&self.shared.scores).addr(addr)
+    }
+
+    /// Live QUIC connections.
+    pub fn connection_count(&self) -> usize {
+        self.shared.live.load(Ordering::Relaxed)
+    }
+
+    /// Sends a raw datagram from the node's socket (STUN probes).
+    pub async fn send_raw(&self, to: SocketAddr, bytes: &[u8]) -> std::io::Result<()> {
+        self.shared.socket.send_raw(to, bytes).await
+    }
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn accept_loop(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        let from = incoming.remote_address();
+        if shared.closing.load(Ordering::Relaxed) {
+            incoming.refuse();
+            continue;
+        }
+        if shared.live.load(Ordering::Relaxed) >= shared.cfg.max_connections {
+            tracing::warn!(%from, "connection limit reached: refusing");
+            incoming.refuse();
+            continue;
+        }
+        if lock(&shared.scores).addr_banned(&from) {
+            tracing::warn!(%from, "banned address: refusing");
+            incoming.refuse();
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(conn) => drive(shared, conn, None).await,
+                Err(e) => tracing::debug!(%from, error = %e, "incoming handshake failed"),
+            }
+        });
+    }
+}
