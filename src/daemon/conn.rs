@@ -305,6 +305,10 @@ async fn run(
     for t in tasks {
         t.abort();
     }
+    // HELLO may have verified in the same read that then failed: blame the proven identity.
+    if st.peer.is_none() {
+        st.peer = core.peer();
+    }
     end
 }
 
