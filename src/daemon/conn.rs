@@ -95,9 +95,8 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, peer: Fingerprint, mut delay:
                 };
             match tokio::time::timeout(shared.cfg.conn.handshake_timeout, connecting).await {
                 Ok(Ok(conn)) => {
-                    if let Some(p) = lock(&shared.peers).get_mut(&peer) {
-                        p.dialing = false;
-                    }
+                    // Still "dialing" until the connection registers or ends (drive clears
+                    // it), so no second dial starts while HELLO is on its way.
                     tokio::spawn(drive(shared.clone(), conn, Some(peer)));
                     return;
                 }
@@ -127,6 +126,7 @@ pub(crate) async fn drive(
     let mut st = State {
         peer: None,
         established: false,
+        registered: false,
     };
     let end = run(&shared, &conn, conn_id, expected, &mut st).await;
     shared.live.fetch_sub(1, Ordering::SeqCst);
@@ -136,20 +136,26 @@ pub(crate) async fn drive(
         conn.close(code.into(), end.reason().as_bytes());
     }
     lock(&shared.scores).penalize(st.peer, remote, end.penalty());
-    let Some(peer) = st.peer else { return };
     {
         let mut peers = lock(&shared.peers);
-        let p = shared.peer_entry(&mut peers, peer);
-        p.outbox.requeue(conn_id);
-        if p.active.as_ref().map(|a| a.conn_id) == Some(conn_id) {
-            p.active = None;
+        if let Some(peer) = st.peer {
+            let p = shared.peer_entry(&mut peers, peer);
+            p.outbox.requeue(conn_id);
+            if p.active.as_ref().map(|a| a.conn_id) == Some(conn_id) {
+                p.active = None;
+            }
         }
-        let banned = lock(&shared.scores).peer_banned(&peer);
-        if !banned {
-            let delay = shared.cfg.reconnect_initial;
-            shared.ensure_dialing(&mut peers, peer, delay);
+        if let (Some(dialed), false) = (expected, st.registered) {
+            shared.peer_entry(&mut peers, dialed).dialing = false;
+        }
+        let scores = lock(&shared.scores);
+        for fp in [st.peer, expected].into_iter().flatten() {
+            if !scores.peer_banned(&fp) {
+                shared.ensure_dialing(&mut peers, fp, shared.cfg.reconnect_initial);
+            }
         }
     }
+    let Some(peer) = st.peer else { return };
     if st.established {
         let _ = shared
             .events
@@ -165,6 +171,8 @@ pub(crate) async fn drive(
 struct State {
     peer: Option<Fingerprint>,
     established: bool,
+    /// The connection became the peer's live one (which also ends our dial).
+    registered: bool,
 }
 
 async fn read_loop(mut recv: quinn::RecvStream, tx: mpsc::Sender<Bytes>) {
@@ -368,6 +376,7 @@ async fn handle_events(
             ConnEvent::Authenticated { peer } => {
                 st.peer = Some(peer);
                 register(shared, conn, conn_id, expected, peer, wake)?;
+                st.registered = true;
                 continue;
             }
             ConnEvent::Established => {
@@ -455,6 +464,9 @@ fn register(
         }
         old.conn
             .close(code::DUPLICATE_CONNECTION.into(), b"duplicate connection");
+    }
+    if expected.is_some() {
+        p.dialing = false;
     }
     p.active = Some(Active {
         conn_id,
