@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use rand_core::OsRng;
+use rand_core::{OsRng, SeedableRng};
 use thiserror::Error;
 use tokio::sync::{mpsc, Notify};
 
@@ -180,6 +180,8 @@ pub(crate) struct Shared {
     pub(crate) live: AtomicUsize,
     pub(crate) closing: AtomicBool,
     pub(crate) presence: Mutex<Option<PresenceStatus>>,
+    /// Message IDs: ChaCha20 seeded once from the OS, not a system call per message.
+    pub(crate) id_rng: Mutex<rand_chacha::ChaCha20Rng>,
 }
 
 /// A poisoned lock only means another task panicked while holding it; the maps inside stay
@@ -276,6 +278,9 @@ impl Node {
             live: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             presence: Mutex::new(None),
+            id_rng: Mutex::new(
+                rand_chacha::ChaCha20Rng::from_rng(OsRng).map_err(std::io::Error::other)?,
+            ),
         });
         tokio::spawn(accept_loop(shared.clone()));
         tracing::info!(fingerprint = %shared.identity.fingerprint(), addr = %shared.local, "node up");
@@ -361,31 +366,47 @@ impl NodeHandle {
     /// Queues a message to `peer`; it is sent as soon as a connection is up and resent after
     /// reconnects until acknowledged ([`NodeEvent::Acked`]).
     pub fn send(&self, peer: Fingerprint, body: Bytes) -> Result<MessageId, SendError> {
+        let mut ids = self.send_many(peer, [body])?;
+        ids.pop().ok_or(SendError::ShuttingDown)
+    }
+
+    /// Queues several messages to `peer` at once (one lock, one wake-up), in order.
+    pub fn send_many(
+        &self,
+        peer: Fingerprint,
+        bodies: impl IntoIterator<Item = Bytes>,
+    ) -> Result<Vec<MessageId>, SendError> {
         if self.shared.closing.load(Ordering::Relaxed) {
             return Err(SendError::ShuttingDown);
         }
         let max =
             self.shared.cfg.conn.limits.max_payload as usize - crate::crypto::SESSION_OVERHEAD;
-        if body.len() > max {
-            return Err(SendError::TooLarge {
-                len: body.len(),
-                max,
-            });
-        }
-        let id = MessageId::random(&mut OsRng);
-        let msg = Outgoing {
-            id,
-            timestamp_ms: unix_ms(),
-            body,
-        };
+        let now = unix_ms();
+        let mut ids = Vec::new();
         let mut peers = lock(&self.shared.peers);
+        let mut rng = lock(&self.shared.id_rng);
         let p = self.shared.peer_entry(&mut peers, peer);
-        p.outbox.push(msg);
+        for body in bodies {
+            if body.len() > max {
+                return Err(SendError::TooLarge {
+                    len: body.len(),
+                    max,
+                });
+            }
+            let id = MessageId::random(&mut *rng);
+            p.outbox.push(Outgoing {
+                id,
+                timestamp_ms: now,
+                body,
+            });
+            ids.push(id);
+        }
+        drop(rng);
         match &p.active {
             Some(a) => a.wake.notify_one(),
             None => self.shared.ensure_dialing(&mut peers, peer, Duration::ZERO),
         }
-        Ok(id)
+        Ok(ids)
     }
 
     /// Announces our presence to every connected peer (and to each new one).
