@@ -134,3 +134,109 @@ async fn a_cut_connection_loses_and_duplicates_nothing() {
     );
     assert!(ta.downs >= 1, "the cut was seen");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_rtt_and_peer_up_down() {
+    let fast = |addr: &str| NodeConfig {
+        conn: dna_p2p::session::ConnConfig {
+            ping_interval: Duration::from_millis(100),
+            ..Default::default()
+        },
+        ..NodeConfig::listening_on(addr.parse().unwrap())
+    };
+    let mut a = Node::bind(Identity::generate(&mut OsRng), fast("127.0.0.1:0"))
+        .await
+        .unwrap();
+    let b = Node::bind(Identity::generate(&mut OsRng), fast("127.0.0.1:0"))
+        .await
+        .unwrap();
+    let fb = b.fingerprint();
+    b.set_presence(dna_p2p::session::PresenceStatus::Away);
+    a.connect(b.fingerprint(), vec![b.local_addr()]);
+    let (mut up, mut rtts, mut presence) = (None, 0, None);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while up.is_none() || rtts < 3 || presence.is_none() {
+            match a.next_event().await.unwrap() {
+                NodeEvent::PeerUp { peer, path, rtt } => up = Some((peer, path, rtt)),
+                NodeEvent::Rtt { peer, rtt } => {
+                    assert_eq!(peer, b.fingerprint());
+                    assert!(rtt < Duration::from_secs(1));
+                    rtts += 1;
+                }
+                NodeEvent::Presence { peer, status } => presence = Some((peer, status)),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("no PeerUp / RTT / presence");
+    let (peer, path, _) = up.unwrap();
+    assert_eq!(peer, b.fingerprint());
+    assert_eq!(path, dna_p2p::daemon::Path::Direct(b.local_addr()));
+    assert_eq!(
+        presence,
+        Some((b.fingerprint(), dna_p2p::session::PresenceStatus::Away))
+    );
+    // B leaves: A sees the peer go down.
+    b.shutdown(Duration::from_millis(100)).await;
+    let down = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let NodeEvent::PeerDown { peer, code, .. } = a.next_event().await.unwrap() {
+                return (peer, code);
+            }
+        }
+    })
+    .await
+    .expect("no PeerDown");
+    assert_eq!(down.0, fb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_what_is_queued() {
+    let a = node().await;
+    let mut b = node().await;
+    let fb = b.fingerprint();
+    a.connect(fb, vec![b.local_addr()]);
+    a.send_many(fb, (0..2000).map(body)).unwrap();
+    // Shut down at once: the node waits until B acknowledged everything.
+    a.shutdown(Duration::from_secs(20)).await;
+    let mut got = HashSet::new();
+    while let Ok(e) = b.events_try_recv() {
+        if let NodeEvent::Message { body, .. } = e {
+            got.insert(u32::from_be_bytes(body[..4].try_into().unwrap()));
+        }
+    }
+    assert_eq!(
+        got.len(),
+        2000,
+        "every queued message was delivered before shutdown returned"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_limit_refuses_more() {
+    let cfg = NodeConfig {
+        max_connections: 1,
+        ..NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())
+    };
+    let hub = Node::bind(Identity::generate(&mut OsRng), cfg)
+        .await
+        .unwrap();
+    let first = node().await;
+    let second = node().await;
+    first.connect(hub.fingerprint(), vec![hub.local_addr()]);
+    for _ in 0..100 {
+        if first.peer_info(&hub.fingerprint()).unwrap().connected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(first.peer_info(&hub.fingerprint()).unwrap().connected);
+    second.connect(hub.fingerprint(), vec![hub.local_addr()]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !second.peer_info(&hub.fingerprint()).unwrap().connected,
+        "over the limit"
+    );
+    assert_eq!(hub.connection_count(), 1);
+}

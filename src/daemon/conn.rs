@@ -75,7 +75,7 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, peer: Fingerprint, mut delay:
             let Some(p) = peers.get_mut(&peer) else {
                 return;
             };
-            if shared.closing.load(Ordering::Relaxed) || !p.needs_connection() {
+            if shared.stopped.load(Ordering::Relaxed) || !p.needs_connection() {
                 p.dialing = false;
                 return;
             }

@@ -178,7 +178,10 @@ pub(crate) struct Shared {
     pub(crate) events: mpsc::Sender<NodeEvent>,
     pub(crate) next_conn: AtomicU64,
     pub(crate) live: AtomicUsize,
+    /// No new sends or inbound connections; connections and dials in progress finish.
     pub(crate) closing: AtomicBool,
+    /// Past the shutdown grace period: no more dials at all.
+    pub(crate) stopped: AtomicBool,
     pub(crate) presence: Mutex<Option<PresenceStatus>>,
     /// Message IDs: ChaCha20 seeded once from the OS, not a system call per message.
     pub(crate) id_rng: Mutex<rand_chacha::ChaCha20Rng>,
@@ -208,7 +211,7 @@ impl Shared {
         fp: Fingerprint,
         delay: Duration,
     ) {
-        if self.closing.load(Ordering::Relaxed) {
+        if self.stopped.load(Ordering::Relaxed) {
             return;
         }
         let p = self.peer_entry(peers, fp);
@@ -277,6 +280,7 @@ impl Node {
             next_conn: AtomicU64::new(1),
             live: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             presence: Mutex::new(None),
             id_rng: Mutex::new(
                 rand_chacha::ChaCha20Rng::from_rng(OsRng).map_err(std::io::Error::other)?,
@@ -311,8 +315,9 @@ impl Node {
         self.side.take()
     }
 
-    /// Stops accepting, waits up to `grace` for every queued message to be acknowledged by
-    /// connected peers, then closes all connections with NO_ERROR.
+    /// Stops accepting new messages and connections, waits up to `grace` for every queued
+    /// message to be acknowledged by a peer that is connected or being dialed, then closes
+    /// all connections with NO_ERROR.
     pub async fn shutdown(self, grace: Duration) {
         let s = &self.handle.shared;
         s.closing.store(true, Ordering::SeqCst);
@@ -320,12 +325,13 @@ impl Node {
         loop {
             let pending = lock(&s.peers)
                 .values()
-                .any(|p| p.active.is_some() && !p.outbox.is_empty());
+                .any(|p| (p.active.is_some() || p.dialing) && !p.outbox.is_empty());
             if !pending || Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        s.stopped.store(true, Ordering::SeqCst);
         s.endpoint.close(code::NO_ERROR.into(), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(1), s.endpoint.wait_idle()).await;
     }
@@ -462,6 +468,11 @@ impl NodeHandle {
     /// Live QUIC connections.
     pub fn connection_count(&self) -> usize {
         self.shared.live.load(Ordering::Relaxed)
+    }
+
+    /// What the socket's demultiplexer sorted so far.
+    pub fn socket_stats(&self) -> &crate::transport::SocketStats {
+        self.shared.socket.stats()
     }
 
     /// Sends a raw datagram from the node's socket (STUN probes).
