@@ -80,6 +80,35 @@ pub fn frame_stream(data: &[u8]) {
         (Err(FrameError::Truncated { .. }), Err(FrameError::Truncated { .. })) => {}
         _ => assert_eq!(expected_end, stream_end, "chunking changed the error"),
     }
+    // The lending decoder, same chunking: same frames, same end.
+    let mut dec = FrameDecoder::new(limits());
+    let mut lent = Vec::new();
+    let mut lent_err = None;
+    let (mut at, mut i) = (0, 0usize);
+    'chunks: while at < data.len() {
+        let n = 1
+            + (usize::from(seed).wrapping_mul(31).wrapping_add(i * 7)
+                % (usize::from(seed % 64) + 1));
+        let mut chunk = &data[at..(at + n).min(data.len())];
+        at += chunk.len();
+        i += 1;
+        while !chunk.is_empty() {
+            match dec.decode(&mut chunk) {
+                Ok(Some(f)) => lent.push((f.header, Bytes::copy_from_slice(f.payload))),
+                Ok(None) => {}
+                Err(e) => {
+                    lent_err = Some(e);
+                    break 'chunks;
+                }
+            }
+        }
+    }
+    let lent_end = match lent_err {
+        Some(e) => Err(e),
+        None => dec.finish(),
+    };
+    assert_eq!(lent, expected, "the lending decoder changed the frames");
+    assert_eq!(lent_end, stream_end, "the lending decoder changed the end");
 }
 
 struct EnvelopeFixture {

@@ -293,7 +293,7 @@ async fn run(
         let step = tokio::select! {
             biased;
             chunk = chunk_rx.recv() => match chunk {
-                Some(mut b) => core.handle_input(Instant::now(), &mut b).map_err(End::Protocol),
+                Some(b) => core.handle_input(Instant::now(), &b).map_err(End::Protocol),
                 None => Err(End::Closed(conn.close_reason().map(|r| r.to_string()).unwrap_or_else(|| "session stream ended".to_owned()))),
             },
             _ = &mut flood_rx => Err(End::StreamFlood),

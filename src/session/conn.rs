@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 
@@ -289,10 +289,23 @@ impl Connection {
 
     /// Feeds bytes read from the session stream. Stops at the first error: the driver closes
     /// the connection with [`ConnError::code`].
-    pub fn handle_input(&mut self, now: Instant, input: &mut Bytes) -> Result<(), ConnError> {
+    pub fn handle_input(&mut self, now: Instant, input: &[u8]) -> Result<(), ConnError> {
         self.last_rx = now;
+        // The decoder lends out frames; take it out of `self` while they are handled.
+        let mut decoder = std::mem::replace(&mut self.decoder, FrameDecoder::new(self.cfg.limits));
+        let result = self.drain(now, &mut decoder, input);
+        self.decoder = decoder;
+        result
+    }
+
+    fn drain(
+        &mut self,
+        now: Instant,
+        decoder: &mut FrameDecoder,
+        mut input: &[u8],
+    ) -> Result<(), ConnError> {
         while !input.is_empty() {
-            if let Some(frame) = self.decoder.feed(input)? {
+            if let Some(frame) = decoder.decode(&mut input)? {
                 self.handle_frame(now, frame.header, frame.payload)?;
             }
         }
@@ -310,7 +323,7 @@ impl Connection {
         &mut self,
         now: Instant,
         header: Header,
-        payload: Bytes,
+        payload: &[u8],
     ) -> Result<(), ConnError> {
         if header.seq != self.rx_seq {
             return Err(ConnError::BadSequence {
@@ -322,7 +335,7 @@ impl Connection {
         let t = header.msg_type;
         match (self.phase, t) {
             (Phase::AwaitHello, MessageType::Hello) => {
-                let pk = verify_hello(&payload, &self.exporter, self.role, self.expected)?;
+                let pk = verify_hello(payload, &self.exporter, self.role, self.expected)?;
                 let peer = pk.fingerprint();
                 self.peer = Some(peer);
                 self.phase = Phase::Handshaking;
@@ -338,7 +351,7 @@ impl Connection {
                     return Err(self.unexpected(t));
                 }
                 let (state, accept) =
-                    kex::Responder::on_init(&self.identity, &payload, self.peer, &mut self.rng)?;
+                    kex::Responder::on_init(&self.identity, payload, self.peer, &mut self.rng)?;
                 self.push_frame(MessageType::KexAccept, &accept);
                 self.kex = Kex::Responder(Box::new(state));
             }
@@ -346,7 +359,7 @@ impl Connection {
                 let Kex::Initiator(state) = std::mem::replace(&mut self.kex, Kex::Done) else {
                     return Err(self.unexpected(t));
                 };
-                let (session, finish) = state.on_accept(&self.identity, &payload)?;
+                let (session, finish) = state.on_accept(&self.identity, payload)?;
                 self.push_frame(MessageType::KexFinish, &finish);
                 self.session = Some(session);
                 self.establish(now);
@@ -355,15 +368,15 @@ impl Connection {
                 let Kex::Responder(state) = std::mem::replace(&mut self.kex, Kex::Done) else {
                     return Err(self.unexpected(t));
                 };
-                self.session = Some(state.on_finish(&payload)?);
+                self.session = Some(state.on_finish(payload)?);
                 self.establish(now);
             }
             (_, MessageType::Ping) => {
-                u64_payload(t, &payload)?;
-                self.push_frame(MessageType::Pong, &payload);
+                u64_payload(t, payload)?;
+                self.push_frame(MessageType::Pong, payload);
             }
             (_, MessageType::Pong) => {
-                let nonce = u64_payload(t, &payload)?;
+                let nonce = u64_payload(t, payload)?;
                 if let Some((expected, sent)) = self.ping {
                     if nonce == expected {
                         let rtt = now.saturating_duration_since(sent);
@@ -374,7 +387,7 @@ impl Connection {
                 }
             }
             (_, MessageType::Presence) => {
-                let status = match payload[..] {
+                let status = match *payload {
                     [b] => PresenceStatus::from_u8(b),
                     _ => None,
                 }
@@ -385,13 +398,13 @@ impl Connection {
                 self.events.push_back(ConnEvent::Presence(status));
             }
             (Phase::Established, MessageType::Data) => {
-                let msg = self.open(&payload)?;
+                let msg = self.open(payload)?;
                 self.received += 1;
                 self.ack_due = true;
                 self.events.push_back(ConnEvent::Message(msg));
             }
             (Phase::Established, MessageType::Ack) => {
-                let below = u64_payload(t, &payload)?;
+                let below = u64_payload(t, payload)?;
                 if below > self.sent {
                     return Err(ConnError::AckBeyondSent {
                         acked: below,

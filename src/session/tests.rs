@@ -75,12 +75,8 @@ impl Pair {
             if ab.is_empty() && ba.is_empty() {
                 return Ok(());
             }
-            self.b
-                .handle_input(self.now, &mut ab.freeze())
-                .map_err(|e| ('b', e))?;
-            self.a
-                .handle_input(self.now, &mut ba.freeze())
-                .map_err(|e| ('a', e))?;
+            self.b.handle_input(self.now, &ab).map_err(|e| ('b', e))?;
+            self.a.handle_input(self.now, &ba).map_err(|e| ('a', e))?;
             while let Some(e) = self.a.poll_event() {
                 if let ConnEvent::Acked { below } = e {
                     self.a_out.ack_below(self.a.id(), below);
@@ -225,7 +221,7 @@ fn a_man_in_the_middle_cannot_forward_hello() {
     let mut b = Connection::accept(2, now, bob.clone(), [2; 32], ConnConfig::default(), rng(2));
     let mut ab = BytesMut::new();
     a.poll_transmit(None, 0, &mut ab);
-    let err = b.handle_input(now, &mut ab.freeze()).unwrap_err();
+    let err = b.handle_input(now, &ab).unwrap_err();
     assert_eq!(err, ConnError::Auth(HelloError::BadSignature));
     assert_eq!(err.code(), code::AUTH_FAILED);
 }
@@ -254,7 +250,7 @@ fn dialer_refuses_an_unexpected_identity() {
     let mut ca = BytesMut::new();
     c.poll_transmit(None, 0, &mut ca);
     assert_eq!(
-        a.handle_input(now, &mut ca.freeze()).unwrap_err(),
+        a.handle_input(now, &ca).unwrap_err(),
         ConnError::Auth(HelloError::UnexpectedPeer {
             expected: bob.fingerprint(),
             found: carol.fingerprint()
@@ -278,7 +274,7 @@ fn a_reflected_hello_is_refused() {
     let mut own = BytesMut::new();
     a.poll_transmit(None, 0, &mut own);
     assert_eq!(
-        a.handle_input(now, &mut own.freeze()).unwrap_err(),
+        a.handle_input(now, &own).unwrap_err(),
         ConnError::Auth(HelloError::WrongRole)
     );
 }
@@ -296,7 +292,7 @@ fn frames_out_of_place_are_protocol_violations() {
     // DATA before HELLO.
     let mut b = Connection::accept(1, now, bob.clone(), [1; 32], ConnConfig::default(), rng(2));
     let err = b
-        .handle_input(now, &mut raw(MessageType::Data, 0, b"x"))
+        .handle_input(now, &raw(MessageType::Data, 0, b"x"))
         .unwrap_err();
     assert!(matches!(
         err,
@@ -309,7 +305,7 @@ fn frames_out_of_place_are_protocol_violations() {
     // A frame out of sequence.
     let mut b = Connection::accept(1, now, bob.clone(), [1; 32], ConnConfig::default(), rng(2));
     let err = b
-        .handle_input(now, &mut raw(MessageType::Ping, 5, &[0; 8]))
+        .handle_input(now, &raw(MessageType::Ping, 5, &[0; 8]))
         .unwrap_err();
     assert_eq!(
         err,
@@ -330,11 +326,9 @@ fn frames_out_of_place_are_protocol_violations() {
         p.a.poll_transmit(None, 0, &mut ab);
         // Deliver HELLO only (first frame), then the hostile frame with the next sequence.
         let hello_len = 32 + hello::HELLO_LEN;
-        let mut hello = ab.split_to(hello_len).freeze();
-        p.b.handle_input(p.now, &mut hello).unwrap();
-        let err =
-            p.b.handle_input(p.now, &mut raw(t, 1, payload))
-                .unwrap_err();
+        let hello = ab.split_to(hello_len);
+        p.b.handle_input(p.now, &hello).unwrap();
+        let err = p.b.handle_input(p.now, &raw(t, 1, payload)).unwrap_err();
         assert!(
             matches!(err, ConnError::UnexpectedFrame { .. }),
             "{t}: {err:?}"
@@ -347,14 +341,12 @@ fn malformed_and_oversized_frames_are_errors_with_codes() {
     let (_, bob, _) = ids();
     let now = Instant::now();
     let mut b = Connection::accept(1, now, bob.clone(), [1; 32], ConnConfig::default(), rng(2));
-    let err = b
-        .handle_input(now, &mut Bytes::from_static(&[0xFF; 40]))
-        .unwrap_err();
+    let err = b.handle_input(now, &[0xFF; 40]).unwrap_err();
     assert_eq!(err.code(), code::MALFORMED_FRAME);
     let mut b = Connection::accept(1, now, bob.clone(), [1; 32], ConnConfig::default(), rng(2));
     let mut big = BytesMut::from(&raw(MessageType::Data, 0, b"")[..]);
     big[12..16].copy_from_slice(&(2u32 << 20).to_be_bytes());
-    let err = b.handle_input(now, &mut big.freeze()).unwrap_err();
+    let err = b.handle_input(now, &big).unwrap_err();
     assert_eq!(err.code(), code::FRAME_TOO_LARGE);
 }
 
@@ -364,7 +356,7 @@ fn ack_beyond_what_was_sent_is_a_violation() {
     p.run().unwrap();
     let seq = 3; // HELLO, KEX_INIT, KEX_FINISH came before (PING follows later).
     let err =
-        p.b.handle_input(p.now, &mut raw(MessageType::Ack, seq, &9u64.to_be_bytes()))
+        p.b.handle_input(p.now, &raw(MessageType::Ack, seq, &9u64.to_be_bytes()))
             .unwrap_err();
     assert_eq!(err, ConnError::AckBeyondSent { acked: 9, sent: 0 });
 }
@@ -382,11 +374,11 @@ fn ping_gives_rtt_and_silence_means_gone() {
     p.a.handle_timeout(p.now).unwrap();
     let mut ab = BytesMut::new();
     p.a.poll_transmit(None, 0, &mut ab);
-    p.b.handle_input(p.now, &mut ab.freeze()).unwrap();
+    p.b.handle_input(p.now, &ab).unwrap();
     let mut ba = BytesMut::new();
     p.b.poll_transmit(None, 0, &mut ba);
     let later = p.now + Duration::from_millis(40);
-    p.a.handle_input(later, &mut ba.freeze()).unwrap();
+    p.a.handle_input(later, &ba).unwrap();
     assert_eq!(p.a.rtt(), Some(Duration::from_millis(40)));
     assert_eq!(p.a.poll_timeout(), p.now + Duration::from_secs(30));
     // Nothing more from Bob: gone 60 s after the last input.
@@ -406,7 +398,7 @@ fn presence_is_announced() {
         .b_events
         .contains(&ConnEvent::Presence(PresenceStatus::Away)));
     let err =
-        p.b.handle_input(p.now, &mut raw(MessageType::Presence, 4, &[9]))
+        p.b.handle_input(p.now, &raw(MessageType::Presence, 4, &[9]))
             .unwrap_err();
     assert!(matches!(err, ConnError::BadPayload { .. }));
 }

@@ -11,7 +11,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::frame::{check_crc, Header, HeaderView, HEADER_LEN};
+use super::frame::{check_crc, FrameRef, Header, HeaderView, HEADER_LEN};
 use super::{FrameError, FrameLimits};
 
 /// A decoded frame owning its payload.
@@ -50,6 +50,8 @@ impl State {
 pub struct FrameDecoder {
     limits: FrameLimits,
     state: State,
+    /// The last frame [`FrameDecoder::decode`] assembled from several inputs.
+    ready: Option<Frame>,
 }
 
 /// A source of stream bytes: `Bytes` (payloads are zero-copy slices of it) or `&[u8]`
@@ -95,6 +97,7 @@ impl FrameDecoder {
         FrameDecoder {
             limits,
             state: State::fresh(),
+            ready: None,
         }
     }
 
@@ -107,6 +110,46 @@ impl FrameDecoder {
                 self.state = State::Failed(e.clone());
                 Err(e)
             }
+        }
+    }
+
+    /// Like [`FrameDecoder::feed`], but borrows: a frame that lies whole in `input` is
+    /// returned as a slice of it (no copy, no reference count); one that was assembled from
+    /// several inputs is returned from the decoder's buffer. Consumes from `input` exactly
+    /// what `feed` would.
+    pub fn decode<'s, 'i: 's>(
+        &'s mut self,
+        input: &mut &'i [u8],
+    ) -> Result<Option<FrameRef<'s>>, FrameError> {
+        if let State::Header { filled: 0, .. } = self.state {
+            if let Some(h) = input.first_chunk::<HEADER_LEN>() {
+                let header = match Header::parse_array(h, &self.limits) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        self.state = State::Failed(e.clone());
+                        return Err(e);
+                    }
+                };
+                let whole: &'i [u8] = input;
+                if let Some(payload) = whole.get(HEADER_LEN..header.frame_len()) {
+                    if let Err(e) = check_crc(&header, payload) {
+                        self.state = State::Failed(e.clone());
+                        return Err(e);
+                    }
+                    *input = &whole[header.frame_len()..];
+                    return Ok(Some(FrameRef { header, payload }));
+                }
+            }
+        }
+        match self.feed(input)? {
+            Some(frame) => {
+                self.ready = Some(frame);
+                Ok(self.ready.as_ref().map(|f| FrameRef {
+                    header: f.header,
+                    payload: &f.payload,
+                }))
+            }
+            None => Ok(None),
         }
     }
 

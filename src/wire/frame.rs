@@ -134,24 +134,46 @@ impl Header {
         view: &HeaderView<T>,
         limits: &FrameLimits,
     ) -> Result<Header, FrameError> {
-        let magic = view.magic();
+        match view.buffer.as_ref().first_chunk::<HEADER_LEN>() {
+            Some(h) => Header::parse_array(h, limits),
+            // new_checked guaranteed the length; this arm is never taken.
+            None => Err(FrameError::Truncated {
+                needed: HEADER_LEN,
+                available: view.buffer.as_ref().len(),
+            }),
+        }
+    }
+
+    /// [`Header::parse`] on exactly the 32 header bytes: fixed offsets, no bounds checks,
+    /// the reserved bytes compared as two integers.
+    pub fn parse_array(h: &[u8; HEADER_LEN], limits: &FrameLimits) -> Result<Header, FrameError> {
+        let be32 = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        let magic = be32(0);
         if magic != MAGIC {
             return Err(FrameError::BadMagic { found: magic });
         }
-        let version = view.version();
+        let version = u16::from_be_bytes([h[4], h[5]]);
         if version != VERSION {
             return Err(FrameError::UnsupportedVersion { found: version });
         }
-        if let Some((i, &value)) = view.reserved().iter().enumerate().find(|(_, b)| **b != 0) {
+        let reserved_a =
+            u64::from_ne_bytes([h[20], h[21], h[22], h[23], h[24], h[25], h[26], h[27]]);
+        let reserved_b = u32::from_ne_bytes([h[28], h[29], h[30], h[31]]);
+        if reserved_a | u64::from(reserved_b) != 0 {
+            let (i, &value) = h[field::RESERVED]
+                .iter()
+                .enumerate()
+                .find(|(_, b)| **b != 0)
+                .unwrap_or((0, &0));
             return Err(FrameError::ReservedNotZero {
                 offset: field::RESERVED.start + i,
                 value,
             });
         }
-        let raw_type = view.msg_type();
+        let raw_type = u16::from_be_bytes([h[6], h[7]]);
         let msg_type =
             MessageType::from_u16(raw_type).ok_or(FrameError::UnknownType { found: raw_type })?;
-        let payload_len = view.payload_len();
+        let payload_len = be32(12);
         if payload_len > limits.max_payload {
             return Err(FrameError::PayloadTooLong {
                 length: payload_len,
@@ -160,9 +182,9 @@ impl Header {
         }
         Ok(Header {
             msg_type,
-            seq: view.seq(),
+            seq: be32(8),
             payload_len,
-            crc32: view.crc32(),
+            crc32: be32(16),
         })
     }
 
@@ -218,7 +240,13 @@ pub fn decode_frame<'a>(
     input: &'a [u8],
     limits: &FrameLimits,
 ) -> Result<(FrameRef<'a>, usize), FrameError> {
-    let header = Header::parse(&HeaderView::new_checked(input)?, limits)?;
+    let h = input
+        .first_chunk::<HEADER_LEN>()
+        .ok_or(FrameError::Truncated {
+            needed: HEADER_LEN,
+            available: input.len(),
+        })?;
+    let header = Header::parse_array(h, limits)?;
     let total = header.frame_len();
     let payload = input.get(HEADER_LEN..total).ok_or(FrameError::Truncated {
         needed: total,
