@@ -117,6 +117,7 @@ impl FrameDecoder {
     /// returned as a slice of it (no copy, no reference count); one that was assembled from
     /// several inputs is returned from the decoder's buffer. Consumes from `input` exactly
     /// what `feed` would.
+    #[inline]
     pub fn decode<'s, 'i: 's>(
         &'s mut self,
         input: &mut &'i [u8],

@@ -146,6 +146,7 @@ impl Header {
 
     /// [`Header::parse`] on exactly the 32 header bytes: fixed offsets, no bounds checks,
     /// the reserved bytes compared as two integers.
+    #[inline]
     pub fn parse_array(h: &[u8; HEADER_LEN], limits: &FrameLimits) -> Result<Header, FrameError> {
         let be32 = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
         let magic = be32(0);
@@ -236,6 +237,7 @@ pub struct FrameRef<'a> {
 
 /// Decodes the frame at the start of `input`; returns it and the number of bytes it took.
 /// Bytes after the frame are left alone (see [`decode_exact`]).
+#[inline]
 pub fn decode_frame<'a>(
     input: &'a [u8],
     limits: &FrameLimits,
@@ -266,6 +268,7 @@ pub fn decode_exact<'a>(input: &'a [u8], limits: &FrameLimits) -> Result<FrameRe
 }
 
 /// Checks the payload against the header's CRC32.
+#[inline]
 pub(crate) fn check_crc(header: &Header, payload: &[u8]) -> Result<(), FrameError> {
     let computed = crc32fast::hash(payload);
     if computed == header.crc32 {
