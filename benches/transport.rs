@@ -196,6 +196,21 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
+        // Profiling aid: TRANSPORT_BENCH=raw|framed|e2e with TRANSPORT_WORKLOAD=bulk|small runs
+        // one variant for a longer time.
+        if let Ok(variant) = std::env::var("TRANSPORT_BENCH") {
+            let w = match std::env::var("TRANSPORT_WORKLOAD").as_deref() {
+                Ok("bulk") => Workload { count: BULK.count * 4, ..BULK },
+                _ => Workload { count: SMALL.count * 4, ..SMALL },
+            };
+            let rate = match variant.as_str() {
+                "raw" => raw_quinn(w).await,
+                "framed" => ours(w, Protection::UnprotectedForBenchmarks).await,
+                _ => ours(w, Protection::EndToEnd).await,
+            };
+            println!("{variant} {}: {rate:.0} msg/s, {:.0} MiB/s", w.name, mib_s(w, rate));
+            return;
+        }
         if smoke {
             let tiny = Workload { name: "smoke", size: 256, count: 1000 };
             raw_quinn(tiny).await;

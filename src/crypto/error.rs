@@ -2,6 +2,7 @@
 
 use thiserror::Error;
 
+use super::aead::KeySetupError;
 use super::kem::NonContributory;
 use super::Fingerprint;
 
@@ -76,6 +77,9 @@ pub enum OpenError {
     /// The hybrid KEM rejected the ciphertext.
     #[error(transparent)]
     Kem(#[from] NonContributory),
+    /// The AEAD key could not be set up.
+    #[error(transparent)]
+    KeySetup(#[from] KeySetupError),
 }
 
 /// Why the authenticated key exchange failed.
@@ -129,6 +133,9 @@ pub enum KexError {
     /// The hybrid KEM failed.
     #[error(transparent)]
     Kem(#[from] NonContributory),
+    /// The AEAD key could not be set up.
+    #[error(transparent)]
+    KeySetup(#[from] KeySetupError),
 }
 
 /// Why a message could not be sealed.
@@ -144,4 +151,7 @@ pub enum SealError {
     /// The AEAD refused the input (larger than it can encrypt).
     #[error("message too large to encrypt")]
     TooLarge,
+    /// The AEAD key could not be set up.
+    #[error(transparent)]
+    KeySetup(#[from] KeySetupError),
 }

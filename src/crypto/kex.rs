@@ -125,7 +125,7 @@ impl Initiator {
         finish.extend_from_slice(&identity.sign(DOMAIN_INITIATOR, &[&self.init, accept]));
         let th = transcript(&self.init, accept);
         Ok((
-            Session::derive(self.local, self.peer, true, &shared, &th),
+            Session::derive(self.local, self.peer, true, &shared, &th)?,
             finish,
         ))
     }
@@ -206,6 +206,6 @@ impl Responder {
             false,
             &self.shared,
             &th,
-        ))
+        )?)
     }
 }

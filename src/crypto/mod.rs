@@ -11,6 +11,7 @@
 //! Sans-IO: callers pass the RNG and the time; pqcrypto's key generation and encapsulation
 //! draw their own randomness from the OS inside the C implementation.
 
+mod aead;
 mod error;
 mod fingerprint;
 mod identity;
@@ -22,6 +23,7 @@ pub mod record;
 pub mod sealed;
 mod session;
 
+pub use aead::KeySetupError;
 pub use error::{KexError, OpenError, SealError};
 pub use fingerprint::{Fingerprint, NodeId, ParseFingerprintError, FINGERPRINT_LEN, NODE_ID_LEN};
 pub use identity::{

@@ -11,13 +11,12 @@
 //! item (and that it is intact) without being able to read it.
 
 use bytes::BytesMut;
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
 use hkdf::Hkdf;
 use rand_core::CryptoRngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use super::aead::{Aead, KeySetupError};
 use super::identity::{PublicKey, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use super::kem::{KemPublicKey, KEM_CIPHERTEXT_LEN};
 use super::message::{self, Message, MessageId, MESSAGE_HEADER_LEN};
@@ -42,7 +41,7 @@ pub const SEALED_MIN_LEN: usize = field::PREFIX_LEN + MESSAGE_HEADER_LEN + TAG_L
 /// Bytes a sealed envelope adds to the body.
 pub const SEALED_OVERHEAD: usize = SEALED_MIN_LEN;
 
-fn aead(shared: &[u8; 32], prefix: &[u8]) -> ChaCha20Poly1305 {
+fn aead(shared: &[u8; 32], prefix: &[u8]) -> Result<Aead, KeySetupError> {
     let salt: [u8; 32] = {
         let mut h = Sha256::new();
         h.update(DOMAIN_SALT);
@@ -52,7 +51,7 @@ fn aead(shared: &[u8; 32], prefix: &[u8]) -> ChaCha20Poly1305 {
     let mut key = Zeroizing::new([0u8; 32]);
     // 32 bytes is far below HKDF's output limit: expand cannot fail.
     let _ = Hkdf::<Sha256>::new(Some(&salt), shared).expand(INFO_KEY, &mut key[..]);
-    ChaCha20Poly1305::new(Key::from_slice(&key[..]))
+    Aead::new(&key)
 }
 
 /// Seals a message to `recipient`, whose published KEM key is `recipient_kem`.
@@ -80,9 +79,9 @@ pub fn seal(
         body,
     );
     let (prefix, plain) = out.split_at_mut(field::PREFIX_LEN);
-    let tag = aead(&shared, prefix)
-        .encrypt_in_place_detached(&Nonce::default(), prefix, plain)
-        .map_err(|_| SealError::TooLarge)?;
+    let tag = aead(&shared, prefix)?
+        .seal([0; 12], prefix, plain)
+        .ok_or(SealError::TooLarge)?;
     out.extend_from_slice(&tag);
     let sig = sender.sign(DOMAIN_SIGNATURE, &[&out]);
     out.extend_from_slice(&sig);
@@ -153,11 +152,12 @@ pub fn open(recipient: &Identity, bytes: &[u8]) -> Result<(Message, PublicKey), 
     let shared = recipient.kem_pair().decapsulate(&ct)?;
     let prefix = &bytes[..field::PREFIX_LEN];
     let tag_at = bytes.len() - SIGNATURE_LEN - TAG_LEN;
-    let tag = Tag::clone_from_slice(&bytes[tag_at..tag_at + TAG_LEN]);
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(&bytes[tag_at..tag_at + TAG_LEN]);
     let mut plain = BytesMut::from(&bytes[field::PREFIX_LEN..tag_at]);
-    aead(&shared, prefix)
-        .decrypt_in_place_detached(&Nonce::default(), prefix, &mut plain, &tag)
-        .map_err(|_| OpenError::TamperedCiphertext)?;
+    if !aead(&shared, prefix)?.open([0; 12], prefix, &mut plain, tag) {
+        return Err(OpenError::TamperedCiphertext);
+    }
     let msg = message::parse(plain)?;
     if msg.sender != header.sender.fingerprint() {
         return Err(OpenError::WrongSender {

@@ -9,12 +9,11 @@
 //! a gap or reordering; both are refused without changing the session state.
 
 use bytes::{BufMut, BytesMut};
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
 use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::aead::{Aead, KeySetupError};
 use super::message::{self, Message, MessageId, MESSAGE_HEADER_LEN};
 use super::{Fingerprint, OpenError, SealError};
 
@@ -31,10 +30,10 @@ pub const TAG_LEN: usize = 16;
 /// Bytes a session-form envelope adds to the body.
 pub const SESSION_OVERHEAD: usize = SESSION_HEADER_LEN + MESSAGE_HEADER_LEN + TAG_LEN;
 
-fn nonce(counter: u64) -> Nonce {
+fn nonce(counter: u64) -> [u8; 12] {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&counter.to_be_bytes());
-    Nonce::from(n)
+    n
 }
 
 /// An established end-to-end session with one peer.
@@ -43,8 +42,8 @@ pub struct Session {
     local: Fingerprint,
     peer: Fingerprint,
     id: [u8; 16],
-    send: ChaCha20Poly1305,
-    recv: ChaCha20Poly1305,
+    send: Aead,
+    recv: Aead,
     next_send: u64,
     next_recv: u64,
 }
@@ -57,7 +56,7 @@ impl Session {
         initiator: bool,
         shared: &[u8; 32],
         transcript: &[u8; 32],
-    ) -> Session {
+    ) -> Result<Session, KeySetupError> {
         let hk = Hkdf::<Sha256>::new(Some(transcript), shared);
         let mut i2r = Zeroizing::new([0u8; 32]);
         let mut r2i = Zeroizing::new([0u8; 32]);
@@ -71,15 +70,15 @@ impl Session {
         } else {
             (&r2i, &i2r)
         };
-        Session {
+        Ok(Session {
             local,
             peer,
             id,
-            send: ChaCha20Poly1305::new(Key::from_slice(&send[..])),
-            recv: ChaCha20Poly1305::new(Key::from_slice(&recv[..])),
+            send: Aead::new(send)?,
+            recv: Aead::new(recv)?,
             next_send: 0,
             next_recv: 0,
-        }
+        })
     }
 
     /// Our fingerprint.
@@ -122,15 +121,9 @@ impl Session {
         out.put_u64(counter);
         message::encode(out, &self.local, &self.peer, &id, timestamp_ms, body);
         let (aad, plain) = out[start..].split_at_mut(SESSION_HEADER_LEN);
-        let tag = match self
-            .send
-            .encrypt_in_place_detached(&nonce(counter), aad, plain)
-        {
-            Ok(tag) => tag,
-            Err(_) => {
-                out.truncate(start);
-                return Err(SealError::TooLarge);
-            }
+        let Some(tag) = self.send.seal(nonce(counter), aad, plain) else {
+            out.truncate(start);
+            return Err(SealError::TooLarge);
         };
         out.put_slice(&tag);
         self.next_send += 1;
@@ -166,12 +159,13 @@ impl Session {
             return Err(OpenError::OutOfOrder { counter, expected });
         }
         let tag_at = envelope.len() - TAG_LEN;
-        let tag = Tag::clone_from_slice(&envelope[tag_at..]);
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&envelope[tag_at..]);
         envelope.truncate(tag_at);
         let (aad, ciphertext) = envelope.split_at_mut(SESSION_HEADER_LEN);
-        self.recv
-            .decrypt_in_place_detached(&nonce(counter), aad, ciphertext, &tag)
-            .map_err(|_| OpenError::TamperedCiphertext)?;
+        if !self.recv.open(nonce(counter), aad, ciphertext, tag) {
+            return Err(OpenError::TamperedCiphertext);
+        }
         self.next_recv = counter + 1;
         let msg = message::parse(envelope.split_off(SESSION_HEADER_LEN))?;
         if msg.sender != self.peer {

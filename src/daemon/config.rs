@@ -28,7 +28,9 @@ pub struct NodeConfig {
     pub keep_alive: Duration,
     /// The TURN server whose datagrams the socket hands to the TURN client (default none).
     pub turn_server: Option<SocketAddr>,
-    /// Message IDs remembered per peer to drop duplicates (default 65536).
+    /// Message IDs remembered per peer to drop duplicates: at least this many, at most twice
+    /// (default 16384; keep it ≥ 2 × `conn.max_inflight`, the most a peer can resend after
+    /// two cuts in a row).
     pub inbox_capacity: usize,
     /// Events buffered for the application before connections wait (default 16384).
     pub event_queue: usize,
@@ -49,7 +51,7 @@ impl Default for NodeConfig {
             reconnect_max: Duration::from_secs(30),
             keep_alive: Duration::from_secs(15),
             turn_server: None,
-            inbox_capacity: 65536,
+            inbox_capacity: 16384,
             event_queue: 16384,
             write_high_water: 1 << 20,
         }

@@ -175,10 +175,19 @@ struct State {
     registered: bool,
 }
 
-async fn read_loop(mut recv: quinn::RecvStream, tx: mpsc::Sender<Bytes>) {
-    while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX, true).await {
-        if tx.send(chunk.bytes).await.is_err() {
-            return;
+/// Reads whatever the stream has ready — up to 32 received segments, zero-copy — per hop.
+async fn read_loop(mut recv: quinn::RecvStream, tx: mpsc::Sender<Vec<Bytes>>) {
+    const SEGMENTS: usize = 32;
+    let mut bufs: [Bytes; SEGMENTS] = std::array::from_fn(|_| Bytes::new());
+    loop {
+        match recv.read_chunks(&mut bufs).await {
+            Ok(Some(n)) => {
+                let batch = bufs[..n].iter_mut().map(std::mem::take).collect();
+                if tx.send(batch).await.is_err() {
+                    return;
+                }
+            }
+            _ => return,
         }
     }
 }
@@ -263,7 +272,7 @@ async fn run(
         None => Connection::accept(conn_id, now, identity, exporter, cfg.conn.clone(), rng),
     };
 
-    let (chunk_tx, mut chunk_rx) = mpsc::channel::<Bytes>(64);
+    let (chunk_tx, mut chunk_rx) = mpsc::channel::<Vec<Bytes>>(64);
     let (write_tx, write_rx) = mpsc::unbounded_channel::<Bytes>();
     let queued = Arc::new(AtomicUsize::new(0));
     let progress = Arc::new(Notify::new());
@@ -293,7 +302,18 @@ async fn run(
         let step = tokio::select! {
             biased;
             chunk = chunk_rx.recv() => match chunk {
-                Some(b) => core.handle_input(Instant::now(), &b).map_err(End::Protocol),
+                Some(batch) => {
+                    // Everything already read goes in before the next flush: one ACK per burst.
+                    let now = Instant::now();
+                    let mut r = batch.iter().try_for_each(|b| core.handle_input(now, b));
+                    while r.is_ok() {
+                        match chunk_rx.try_recv() {
+                            Ok(more) => r = more.iter().try_for_each(|b| core.handle_input(now, b)),
+                            Err(_) => break,
+                        }
+                    }
+                    r.map_err(End::Protocol)
+                }
                 None => Err(End::Closed(conn.close_reason().map(|r| r.to_string()).unwrap_or_else(|| "session stream ended".to_owned()))),
             },
             _ = &mut flood_rx => Err(End::StreamFlood),
@@ -371,70 +391,83 @@ async fn handle_events(
     st: &mut State,
     wake: &Arc<Notify>,
 ) -> Result<(), End> {
+    let out = collect_events(shared, conn, conn_id, expected, core, st, wake)?;
+    for event in out {
+        if shared.events.send(event).await.is_err() {
+            return Err(End::Closed("node stopped".to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// Turns the core's events into node events, doing the outbox and inbox work under one lock.
+fn collect_events(
+    shared: &Arc<Shared>,
+    conn: &quinn::Connection,
+    conn_id: u64,
+    expected: Option<Fingerprint>,
+    core: &mut Connection,
+    st: &mut State,
+    wake: &Arc<Notify>,
+) -> Result<Vec<NodeEvent>, End> {
+    let mut out = Vec::new();
+    // One lock for the whole batch; channel sends happen after it is released.
+    let mut peers = None;
     while let Some(ev) = core.poll_event() {
-        let event = match ev {
+        match ev {
             ConnEvent::Authenticated { peer } => {
                 st.peer = Some(peer);
+                drop(peers.take());
                 register(shared, conn, conn_id, expected, peer, wake)?;
                 st.registered = true;
-                continue;
             }
             ConnEvent::Established => {
                 st.established = true;
                 let peer = st
                     .peer
                     .ok_or_else(|| End::Closed("established without a peer".to_owned()))?;
-                NodeEvent::PeerUp {
+                out.push(NodeEvent::PeerUp {
                     peer,
                     path: Path::Direct(conn.remote_address()),
                     rtt: conn.rtt(),
-                }
+                });
             }
             ConnEvent::Message(m) => {
-                let fresh = st
-                    .peer
-                    .map(|fp| {
-                        shared
-                            .peer_entry(&mut lock(&shared.peers), fp)
-                            .inbox
-                            .accept(m.id)
-                    })
-                    .unwrap_or(false);
-                if !fresh {
-                    continue;
-                }
-                NodeEvent::Message {
-                    from: m.sender,
-                    id: m.id,
-                    timestamp_ms: m.timestamp_ms,
-                    body: m.body,
+                let Some(fp) = st.peer else { continue };
+                let peers = peers.get_or_insert_with(|| lock(&shared.peers));
+                if shared.peer_entry(peers, fp).inbox.accept(m.id) {
+                    out.push(NodeEvent::Message {
+                        from: m.sender,
+                        id: m.id,
+                        timestamp_ms: m.timestamp_ms,
+                        body: m.body,
+                    });
                 }
             }
             ConnEvent::Acked { below } => {
                 let Some(peer) = st.peer else { continue };
+                let peers = peers.get_or_insert_with(|| lock(&shared.peers));
                 let ids = shared
-                    .peer_entry(&mut lock(&shared.peers), peer)
+                    .peer_entry(peers, peer)
                     .outbox
                     .ack_below(conn_id, below);
-                if ids.is_empty() {
-                    continue;
+                if !ids.is_empty() {
+                    out.push(NodeEvent::Acked { peer, ids });
                 }
-                NodeEvent::Acked { peer, ids }
             }
-            ConnEvent::Rtt(rtt) => match st.peer {
-                Some(peer) => NodeEvent::Rtt { peer, rtt },
-                None => continue,
-            },
-            ConnEvent::Presence(status) => match st.peer {
-                Some(peer) => NodeEvent::Presence { peer, status },
-                None => continue,
-            },
-        };
-        if shared.events.send(event).await.is_err() {
-            return Err(End::Closed("node stopped".to_owned()));
+            ConnEvent::Rtt(rtt) => {
+                if let Some(peer) = st.peer {
+                    out.push(NodeEvent::Rtt { peer, rtt });
+                }
+            }
+            ConnEvent::Presence(status) => {
+                if let Some(peer) = st.peer {
+                    out.push(NodeEvent::Presence { peer, status });
+                }
+            }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Makes this connection the peer's live one, or refuses it: banned peers, and the loser of

@@ -149,10 +149,10 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    fn new(inbox_capacity: usize) -> Peer {
+    fn new(inbox_capacity: usize, key: [u64; 2]) -> Peer {
         Peer {
             outbox: Outbox::default(),
-            inbox: Inbox::new(inbox_capacity),
+            inbox: Inbox::new(inbox_capacity, key),
             addrs: Vec::new(),
             want: false,
             active: None,
@@ -185,6 +185,8 @@ pub(crate) struct Shared {
     pub(crate) presence: Mutex<Option<PresenceStatus>>,
     /// Message IDs: ChaCha20 seeded once from the OS, not a system call per message.
     pub(crate) id_rng: Mutex<rand_chacha::ChaCha20Rng>,
+    /// Secret key of the inboxes' ID hash.
+    pub(crate) hash_key: [u64; 2],
 }
 
 /// A poisoned lock only means another task panicked while holding it; the maps inside stay
@@ -201,7 +203,7 @@ impl Shared {
     ) -> &'a mut Peer {
         peers
             .entry(fp)
-            .or_insert_with(|| Peer::new(self.cfg.inbox_capacity))
+            .or_insert_with(|| Peer::new(self.cfg.inbox_capacity, self.hash_key))
     }
 
     /// Starts a dial task for `peer` if it needs a connection and none is being made.
@@ -282,6 +284,10 @@ impl Node {
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             presence: Mutex::new(None),
+            hash_key: [
+                rand_core::RngCore::next_u64(&mut OsRng),
+                rand_core::RngCore::next_u64(&mut OsRng),
+            ],
             id_rng: Mutex::new(
                 rand_chacha::ChaCha20Rng::from_rng(OsRng).map_err(std::io::Error::other)?,
             ),

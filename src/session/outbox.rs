@@ -57,15 +57,28 @@ impl Outbox {
     }
 
     /// Connection `conn` acknowledged every counter below `below`: returns those messages.
+    /// ACKs are cumulative and arrive in send order, so this pops from the front: O(acked).
     pub fn ack_below(&mut self, conn: u64, below: u64) -> Vec<MessageId> {
         let mut acked = Vec::new();
-        self.inflight.retain(|(c, counter, m)| {
-            let done = *c == conn && *counter < below;
-            if done {
+        while let Some((c, counter, _)) = self.inflight.front() {
+            if *c != conn || *counter >= below {
+                break;
+            }
+            if let Some((_, _, m)) = self.inflight.pop_front() {
                 acked.push(m.id);
             }
-            !done
-        });
+        }
+        // Stopped at another connection's entry (a duplicate that lost the tie-break and is
+        // not requeued yet): ours may lie behind it. Rare; the slow path.
+        if self.inflight.front().is_some_and(|(c, _, _)| *c != conn) {
+            self.inflight.retain(|(c, counter, m)| {
+                let done = *c == conn && *counter < below;
+                if done {
+                    acked.push(m.id);
+                }
+                !done
+            });
+        }
         acked
     }
 
@@ -89,37 +102,99 @@ impl Outbox {
     }
 }
 
-/// The IDs of messages recently received from one peer, to drop duplicates. Bounded: the
-/// oldest IDs are forgotten first.
+/// The IDs of messages recently received from one peer, to drop duplicates.
+///
+/// Two generations: IDs go into `current`; when it holds `capacity`, it becomes `previous`
+/// and the old `previous` is cleared and reused. So the last `capacity` IDs (and at most
+/// 2 × `capacity`) are always remembered, and nothing is removed one entry at a time — the
+/// per-message eviction of a large table was a cache miss per message.
 #[derive(Debug)]
 pub struct Inbox {
-    seen: HashSet<MessageId>,
-    order: VecDeque<MessageId>,
+    current: HashSet<MessageId, IdHashKey>,
+    previous: HashSet<MessageId, IdHashKey>,
     capacity: usize,
 }
 
 impl Inbox {
-    /// An inbox remembering the last `capacity` IDs.
-    pub fn new(capacity: usize) -> Inbox {
+    /// An inbox remembering at least the last `capacity` IDs, hashing them under `key`
+    /// (random per node, so a peer cannot choose IDs that collide).
+    pub fn new(capacity: usize, key: [u64; 2]) -> Inbox {
         Inbox {
-            seen: HashSet::new(),
-            order: VecDeque::new(),
+            current: HashSet::with_hasher(IdHashKey(key)),
+            previous: HashSet::with_hasher(IdHashKey(key)),
             capacity: capacity.max(1),
         }
     }
 
     /// Records `id`; returns false if it was seen before (a duplicate).
     pub fn accept(&mut self, id: MessageId) -> bool {
-        if !self.seen.insert(id) {
+        if self.previous.contains(&id) || !self.current.insert(id) {
             return false;
         }
-        self.order.push_back(id);
-        if self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
+        if self.current.len() >= self.capacity {
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.clear();
         }
         true
+    }
+}
+
+/// A keyed hash for random 128-bit IDs: the two halves, each XORed with a secret key, folded
+/// by one 64×64→128-bit multiply (the core of wyhash/foldhash). SipHash costs several times
+/// more and was the top item of the small-message profile.
+#[derive(Debug, Clone, Copy)]
+pub struct IdHashKey(pub [u64; 2]);
+
+impl std::hash::BuildHasher for IdHashKey {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher {
+            key: self.0,
+            acc: 0,
+            words: 0,
+        }
+    }
+}
+
+/// The hasher of [`IdHashKey`].
+#[derive(Debug)]
+pub struct IdHasher {
+    key: [u64; 2],
+    acc: u64,
+    words: u64,
+}
+
+impl IdHasher {
+    fn mix(&mut self, word: u64) {
+        let k = self.key[(self.words & 1) as usize];
+        let m = u128::from(word ^ k) * u128::from(self.acc ^ self.key[1] ^ 0x9E37_79B9_7F4A_7C15);
+        self.acc = (m as u64) ^ ((m >> 64) as u64);
+        self.words += 1;
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_usize(&mut self, _len: usize) {
+        // Slices announce their length; every ID is 16 bytes, so it carries no information.
+    }
+
+    fn finish(&self) -> u64 {
+        self.acc
     }
 }
 
@@ -162,12 +237,17 @@ mod tests {
 
     #[test]
     fn inbox_drops_duplicates_and_stays_bounded() {
-        let mut i = Inbox::new(3);
+        let mut i = Inbox::new(3, [1, 2]);
         assert!(i.accept(MessageId([1; 16])));
         assert!(!i.accept(MessageId([1; 16])));
         for n in 2..10 {
             assert!(i.accept(MessageId([n; 16])));
         }
-        assert_eq!(i.seen.len(), 3);
+        // The last 3 are remembered; memory stays within two generations.
+        for n in 7..10 {
+            assert!(!i.accept(MessageId([n; 16])));
+        }
+        assert!(i.current.len() + i.previous.len() <= 6);
+        assert!(i.accept(MessageId([1; 16])), "long forgotten");
     }
 }

@@ -153,7 +153,7 @@ fn messages_in_flight_at_a_cut_are_resent_and_deduplicated() {
     }
     // Handshake and send, but deliver the DATA to Bob without letting his ACK back.
     p.run().unwrap();
-    let mut inbox = Inbox::new(10_000);
+    let mut inbox = Inbox::new(10_000, [3, 4]);
     let first: Vec<_> = p
         .b_events
         .iter()
