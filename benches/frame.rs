@@ -65,13 +65,13 @@ fn mix() -> Mix {
     }
 }
 
-/// The streaming decoder as the session uses it (`decode`: frames lent from the input).
+/// The streaming decoder as the session uses it (`decode`: whole frames lent from the input).
 fn decode_stream(m: &Mix) -> usize {
     let mut dec = FrameDecoder::new(FrameLimits::default());
     let mut input: &[u8] = &m.stream;
     let mut n = 0;
     while let Ok(Some(f)) = dec.decode(&mut input) {
-        n += f.payload.len();
+        n += f.payload().len();
     }
     n
 }

@@ -94,7 +94,7 @@ pub fn frame_stream(data: &[u8]) {
         i += 1;
         while !chunk.is_empty() {
             match dec.decode(&mut chunk) {
-                Ok(Some(f)) => lent.push((f.header, Bytes::copy_from_slice(f.payload))),
+                Ok(Some(f)) => lent.push((f.header(), Bytes::copy_from_slice(f.payload()))),
                 Ok(None) => {}
                 Err(e) => {
                     lent_err = Some(e);

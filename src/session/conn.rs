@@ -20,7 +20,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 
 use crate::crypto::{kex, Fingerprint, Identity, Message, Session};
-use crate::wire::{FrameDecoder, FrameLimits, Header, MessageType, HEADER_LEN};
+use crate::wire::{Decoded, FrameDecoder, FrameLimits, Header, MessageType, HEADER_LEN};
 
 use super::hello::{hello, verify_hello, Role, EXPORTER_LEN};
 use super::outbox::Outbox;
@@ -289,24 +289,11 @@ impl Connection {
 
     /// Feeds bytes read from the session stream. Stops at the first error: the driver closes
     /// the connection with [`ConnError::code`].
-    pub fn handle_input(&mut self, now: Instant, input: &[u8]) -> Result<(), ConnError> {
+    pub fn handle_input(&mut self, now: Instant, mut input: &[u8]) -> Result<(), ConnError> {
         self.last_rx = now;
-        // The decoder lends out frames; take it out of `self` while they are handled.
-        let mut decoder = std::mem::replace(&mut self.decoder, FrameDecoder::new(self.cfg.limits));
-        let result = self.drain(now, &mut decoder, input);
-        self.decoder = decoder;
-        result
-    }
-
-    fn drain(
-        &mut self,
-        now: Instant,
-        decoder: &mut FrameDecoder,
-        mut input: &[u8],
-    ) -> Result<(), ConnError> {
         while !input.is_empty() {
-            if let Some(frame) = decoder.decode(&mut input)? {
-                self.handle_frame(now, frame.header, frame.payload)?;
+            if let Some(frame) = self.decoder.decode(&mut input)? {
+                self.handle_frame(now, frame)?;
             }
         }
         Ok(())
@@ -319,12 +306,8 @@ impl Connection {
         }
     }
 
-    fn handle_frame(
-        &mut self,
-        now: Instant,
-        header: Header,
-        payload: &[u8],
-    ) -> Result<(), ConnError> {
+    fn handle_frame(&mut self, now: Instant, frame: Decoded<'_>) -> Result<(), ConnError> {
+        let header = frame.header();
         if header.seq != self.rx_seq {
             return Err(ConnError::BadSequence {
                 expected: self.rx_seq,
@@ -333,6 +316,16 @@ impl Connection {
         }
         self.rx_seq = self.rx_seq.wrapping_add(1);
         let t = header.msg_type;
+        if (self.phase, t) == (Phase::Established, MessageType::Data) {
+            // The payload is decrypted in place: taken over, not copied, when it is the
+            // decoder's own assembled buffer.
+            let msg = self.open(frame.into_payload_mut())?;
+            self.received += 1;
+            self.ack_due = true;
+            self.events.push_back(ConnEvent::Message(msg));
+            return Ok(());
+        }
+        let payload = frame.payload();
         match (self.phase, t) {
             (Phase::AwaitHello, MessageType::Hello) => {
                 let pk = verify_hello(payload, &self.exporter, self.role, self.expected)?;
@@ -397,12 +390,6 @@ impl Connection {
                 })?;
                 self.events.push_back(ConnEvent::Presence(status));
             }
-            (Phase::Established, MessageType::Data) => {
-                let msg = self.open(payload)?;
-                self.received += 1;
-                self.ack_due = true;
-                self.events.push_back(ConnEvent::Message(msg));
-            }
             (Phase::Established, MessageType::Ack) => {
                 let below = u64_payload(t, payload)?;
                 if below > self.sent {
@@ -428,8 +415,7 @@ impl Connection {
         self.next_ping = Some(now);
     }
 
-    fn open(&mut self, payload: &[u8]) -> Result<Message, ConnError> {
-        let buf = BytesMut::from(payload);
+    fn open(&mut self, buf: BytesMut) -> Result<Message, ConnError> {
         match &mut self.session {
             Some(session) => Ok(session.open(buf)?),
             None => {

@@ -50,8 +50,41 @@ impl State {
 pub struct FrameDecoder {
     limits: FrameLimits,
     state: State,
-    /// The last frame [`FrameDecoder::decode`] assembled from several inputs.
-    ready: Option<Frame>,
+}
+
+/// A frame from [`FrameDecoder::decode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded<'i> {
+    /// The frame lay whole in the input: its payload is a slice of it.
+    Lent(FrameRef<'i>),
+    /// The frame was assembled from several inputs: the decoder hands it over.
+    Owned(Frame),
+}
+
+impl Decoded<'_> {
+    /// The validated header.
+    pub fn header(&self) -> Header {
+        match self {
+            Decoded::Lent(f) => f.header,
+            Decoded::Owned(f) => f.header,
+        }
+    }
+
+    /// The payload bytes.
+    pub fn payload(&self) -> &[u8] {
+        match self {
+            Decoded::Lent(f) => f.payload,
+            Decoded::Owned(f) => &f.payload,
+        }
+    }
+
+    /// The payload as a mutable buffer: without copying when the decoder assembled it.
+    pub fn into_payload_mut(self) -> BytesMut {
+        match self {
+            Decoded::Lent(f) => BytesMut::from(f.payload),
+            Decoded::Owned(f) => f.payload.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..])),
+        }
+    }
 }
 
 /// A source of stream bytes: `Bytes` (payloads are zero-copy slices of it) or `&[u8]`
@@ -97,7 +130,6 @@ impl FrameDecoder {
         FrameDecoder {
             limits,
             state: State::fresh(),
-            ready: None,
         }
     }
 
@@ -113,15 +145,13 @@ impl FrameDecoder {
         }
     }
 
-    /// Like [`FrameDecoder::feed`], but borrows: a frame that lies whole in `input` is
-    /// returned as a slice of it (no copy, no reference count); one that was assembled from
-    /// several inputs is returned from the decoder's buffer. Consumes from `input` exactly
-    /// what `feed` would.
+    /// Like [`FrameDecoder::feed`], but a frame that lies whole in `input` is lent as a
+    /// slice of it (no copy, no reference count: [`Decoded::Lent`]); one assembled from
+    /// several inputs is handed over by value ([`Decoded::Owned`], its payload uniquely
+    /// owned, so it can be decrypted in place without another copy). Consumes from `input`
+    /// exactly what `feed` would.
     #[inline]
-    pub fn decode<'s, 'i: 's>(
-        &'s mut self,
-        input: &mut &'i [u8],
-    ) -> Result<Option<FrameRef<'s>>, FrameError> {
+    pub fn decode<'i>(&mut self, input: &mut &'i [u8]) -> Result<Option<Decoded<'i>>, FrameError> {
         if let State::Header { filled: 0, .. } = self.state {
             if let Some(h) = input.first_chunk::<HEADER_LEN>() {
                 let header = match Header::parse_array(h, &self.limits) {
@@ -138,20 +168,11 @@ impl FrameDecoder {
                         return Err(e);
                     }
                     *input = &whole[header.frame_len()..];
-                    return Ok(Some(FrameRef { header, payload }));
+                    return Ok(Some(Decoded::Lent(FrameRef { header, payload })));
                 }
             }
         }
-        match self.feed(input)? {
-            Some(frame) => {
-                self.ready = Some(frame);
-                Ok(self.ready.as_ref().map(|f| FrameRef {
-                    header: f.header,
-                    payload: &f.payload,
-                }))
-            }
-            None => Ok(None),
-        }
+        Ok(self.feed(input)?.map(Decoded::Owned))
     }
 
     /// Feeds all of `input` and collects every frame it completes.

@@ -15,7 +15,7 @@ mod error;
 mod frame;
 mod types;
 
-pub use decoder::{Frame, FrameDecoder, Input};
+pub use decoder::{Decoded, Frame, FrameDecoder, Input};
 pub use error::{EncodeError, FrameError};
 pub use frame::{
     decode_exact, decode_frame, encode_frame, field, FrameLimits, FrameRef, Header, HeaderView,
