@@ -82,7 +82,10 @@ impl Decoded<'_> {
     pub fn into_payload_mut(self) -> BytesMut {
         match self {
             Decoded::Lent(f) => BytesMut::from(f.payload),
-            Decoded::Owned(f) => f.payload.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..])),
+            Decoded::Owned(f) => f
+                .payload
+                .try_into_mut()
+                .unwrap_or_else(|b| BytesMut::from(&b[..])),
         }
     }
 }
