@@ -10,6 +10,7 @@
 //! | [`session`] | the session protocol on a QUIC stream: HELLO, key exchange, DATA/ACK, PING/PONG | `spec/03-session.md` |
 //! | [`transport`] | the one UDP socket (QUIC + STUN + TURN demultiplexer), TLS configuration | `spec/03-session.md` |
 //! | [`daemon`] | the tokio driver: [`daemon::Node`] composes socket, QUIC and session cores | `spec/03-session.md` |
+//! | [`dht`] | Kademlia: routing table, lookups, record store, RPC codec, the node state machine (sans-IO) | `spec/04-dht.md` |
 //! | [`fuzzing`] | the bodies of the fuzz targets, shared by `fuzz/` and `cargo test` | |
 //!
 //! # The layering rule
@@ -25,6 +26,7 @@
 
 pub mod crypto;
 pub mod daemon;
+pub mod dht;
 pub mod fuzzing;
 pub mod session;
 pub mod transport;

@@ -43,11 +43,27 @@ pub enum MessageType {
     KexAccept = 0x0008,
     /// End-to-end key exchange, third message.
     KexFinish = 0x0009,
+    /// DHT: which nodes are closest to a target? (spec/04-dht.md §5)
+    FindNode = 0x0100,
+    /// DHT: closest nodes (answer).
+    Nodes = 0x0101,
+    /// DHT: which records are held under a key?
+    FindValue = 0x0102,
+    /// DHT: records and closest nodes (answer).
+    Value = 0x0103,
+    /// DHT: keep this record.
+    Store = 0x0104,
+    /// DHT: store result (answer).
+    Stored = 0x0105,
+    /// DHT: liveness check.
+    DhtPing = 0x0106,
+    /// DHT: liveness answer.
+    DhtPong = 0x0107,
 }
 
 impl MessageType {
     /// Every registered type, in number order.
-    pub const ALL: [MessageType; 9] = [
+    pub const ALL: [MessageType; 17] = [
         MessageType::Data,
         MessageType::Ack,
         MessageType::Ping,
@@ -57,6 +73,14 @@ impl MessageType {
         MessageType::KexInit,
         MessageType::KexAccept,
         MessageType::KexFinish,
+        MessageType::FindNode,
+        MessageType::Nodes,
+        MessageType::FindValue,
+        MessageType::Value,
+        MessageType::Store,
+        MessageType::Stored,
+        MessageType::DhtPing,
+        MessageType::DhtPong,
     ];
 
     /// The number on the wire.
@@ -76,6 +100,14 @@ impl MessageType {
             0x0007 => Some(MessageType::KexInit),
             0x0008 => Some(MessageType::KexAccept),
             0x0009 => Some(MessageType::KexFinish),
+            0x0100 => Some(MessageType::FindNode),
+            0x0101 => Some(MessageType::Nodes),
+            0x0102 => Some(MessageType::FindValue),
+            0x0103 => Some(MessageType::Value),
+            0x0104 => Some(MessageType::Store),
+            0x0105 => Some(MessageType::Stored),
+            0x0106 => Some(MessageType::DhtPing),
+            0x0107 => Some(MessageType::DhtPong),
             _ => None,
         }
     }
@@ -92,6 +124,14 @@ impl MessageType {
             MessageType::KexInit => "KEX_INIT",
             MessageType::KexAccept => "KEX_ACCEPT",
             MessageType::KexFinish => "KEX_FINISH",
+            MessageType::FindNode => "FIND_NODE",
+            MessageType::Nodes => "NODES",
+            MessageType::FindValue => "FIND_VALUE",
+            MessageType::Value => "VALUE",
+            MessageType::Store => "STORE",
+            MessageType::Stored => "STORED",
+            MessageType::DhtPing => "DHT_PING",
+            MessageType::DhtPong => "DHT_PONG",
         }
     }
 }
@@ -138,11 +178,11 @@ mod tests {
     fn numbers_round_trip_and_sit_in_the_session_range() {
         for t in MessageType::ALL {
             assert_eq!(MessageType::from_u16(t.to_u16()), Some(t));
-            assert!(SESSION_RANGE.contains(&t.to_u16()));
+            assert!(SESSION_RANGE.contains(&t.to_u16()) || DHT_RANGE.contains(&t.to_u16()));
             assert_eq!(t.name().parse::<MessageType>(), Ok(t));
         }
         assert_eq!(MessageType::from_u16(0), None);
-        assert_eq!(MessageType::from_u16(0x0100), None);
+        assert_eq!(MessageType::from_u16(0x0108), None);
         assert_eq!(MessageType::from_u16(0x000A), None);
     }
 

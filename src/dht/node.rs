@@ -1,0 +1,691 @@
+//! The DHT node as one sans-IO state machine (spec/04-dht.md §6). It composes the routing
+//! table, lookups and the record store; the caller (netsim, or the daemon over QUIC) carries
+//! messages and time:
+//!
+//! ```text
+//! handle_message(now, from, msg) / handle_timeout(now)      input
+//! poll_transmit() -> Transmit / poll_event() -> DhtEvent     output
+//! poll_timeout() -> Instant                                  when to call again
+//! ```
+//!
+//! Wall-clock time (record expiry) is derived from `now` and the (Instant, Unix seconds)
+//! pair given at construction; the node never reads a clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::contact::{Contact, Distance};
+use super::lookup::{Lookup, LookupConfig};
+use super::routing::{Insert, RoutingConfig, RoutingTable};
+use super::rpc::{Body, DhtMessage, StoreStatus, FLAG_SERVER};
+use super::store::{RecordStore, StoreConfig, StoreError, Stored};
+use crate::crypto::{NodeId, Record};
+
+/// DHT parameters (spec/04-dht.md §7).
+#[derive(Debug, Clone, Copy)]
+pub struct DhtConfig {
+    /// Routing table (k = 20, 2 per subnet per bucket).
+    pub routing: RoutingConfig,
+    /// Lookups (α = 3, request timeout 2 s).
+    pub lookup: LookupConfig,
+    /// Record store limits.
+    pub store: StoreConfig,
+    /// Whether this node serves (is reachable): servers answer requests and enter others'
+    /// routing tables; clients only ask.
+    pub server: bool,
+    /// Owner republish and table refresh period (seed: `dht_refresh`, 5 min).
+    pub refresh_interval: Duration,
+    /// First delay before retrying a bootstrap that found nobody; doubles up to 5 min.
+    pub bootstrap_retry: Duration,
+}
+
+impl Default for DhtConfig {
+    fn default() -> Self {
+        DhtConfig {
+            routing: RoutingConfig::default(),
+            lookup: LookupConfig::default(),
+            store: StoreConfig::default(),
+            server: true,
+            refresh_interval: Duration::from_secs(300),
+            bootstrap_retry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Identifies a query started with `find_node`, `find_value`, `put` or `bootstrap`.
+pub type QueryId = u64;
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The recipient.
+    pub to: Contact,
+    /// The message.
+    pub msg: DhtMessage,
+}
+
+/// Figures of a finished lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookupStats {
+    /// Sequential rounds (generations of requests).
+    pub rounds: u32,
+    /// Requests sent.
+    pub requests: u32,
+    /// Time from start to finish.
+    pub elapsed: Duration,
+}
+
+/// What the node reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DhtEvent {
+    /// A `find_node` finished.
+    FoundNodes {
+        /// The query.
+        query: QueryId,
+        /// The target.
+        target: NodeId,
+        /// The k closest nodes that answered, nearest first.
+        closest: Vec<Contact>,
+        /// Figures.
+        stats: LookupStats,
+    },
+    /// A `find_value` finished.
+    FoundValue {
+        /// The query.
+        query: QueryId,
+        /// The key.
+        key: NodeId,
+        /// Valid records found, newest per publisher, highest sequence first.
+        records: Vec<Vec<u8>>,
+        /// Figures.
+        stats: LookupStats,
+    },
+    /// A `put` finished.
+    Put {
+        /// The query.
+        query: QueryId,
+        /// The key.
+        key: NodeId,
+        /// Nodes that hold the record now.
+        stored_at: usize,
+        /// Nodes asked.
+        asked: usize,
+    },
+    /// A bootstrap finished.
+    Bootstrapped {
+        /// The query.
+        query: QueryId,
+        /// Routing table size afterwards.
+        table_size: usize,
+    },
+}
+
+#[derive(Debug)]
+enum Kind {
+    FindNode,
+    FindValue {
+        best: HashMap<crate::crypto::Fingerprint, (u64, Vec<u8>)>,
+    },
+    Put {
+        record: Vec<u8>,
+        storing: Option<(usize, usize, usize)>,
+    },
+    Bootstrap,
+}
+
+#[derive(Debug)]
+struct Query {
+    kind: Kind,
+    lookup: Lookup,
+    key: NodeId,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    Lookup(QueryId),
+    Store(QueryId),
+    Liveness,
+    Replicate,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    to: NodeId,
+    purpose: Purpose,
+    deadline: Instant,
+}
+
+/// One DHT node.
+#[derive(Debug)]
+pub struct Dht {
+    local: NodeId,
+    cfg: DhtConfig,
+    table: RoutingTable,
+    store: RecordStore,
+    epoch: (Instant, u64),
+    next_request: u64,
+    next_query: QueryId,
+    pending: HashMap<u64, Pending>,
+    queries: HashMap<QueryId, Query>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<DhtEvent>,
+    own: HashMap<NodeId, Vec<u8>>,
+    seeds: Vec<Contact>,
+    next_refresh: Instant,
+    bootstrap_at: Option<(Instant, Duration)>,
+}
+
+impl Dht {
+    /// A node with ID `local`. `epoch` pairs an `Instant` with the Unix time (seconds) at that
+    /// instant; `request_seed` randomises request IDs.
+    pub fn new(local: NodeId, cfg: DhtConfig, epoch: (Instant, u64), request_seed: u64) -> Dht {
+        Dht {
+            local,
+            cfg,
+            table: RoutingTable::new(local, cfg.routing),
+            store: RecordStore::new(cfg.store),
+            epoch,
+            next_request: request_seed,
+            next_query: 1,
+            pending: HashMap::new(),
+            queries: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            own: HashMap::new(),
+            seeds: Vec::new(),
+            next_refresh: epoch.0 + cfg.refresh_interval,
+            bootstrap_at: None,
+        }
+    }
+
+    /// Our ID.
+    pub fn local(&self) -> NodeId {
+        self.local
+    }
+
+    /// The routing table.
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// The record store.
+    pub fn store(&self) -> &RecordStore {
+        &self.store
+    }
+
+    /// Puts a contact known to be alive and proven (e.g. from a saved table) in the table.
+    pub fn add_contact(&mut self, c: Contact, now: Instant) {
+        self.insert(c, now);
+    }
+
+    fn unix(&self, now: Instant) -> u64 {
+        self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_secs()
+    }
+
+    fn flags(&self) -> u8 {
+        if self.cfg.server {
+            FLAG_SERVER
+        } else {
+            0
+        }
+    }
+
+    fn send(&mut self, to: Contact, body: Body, purpose: Purpose, now: Instant) {
+        self.next_request = self.next_request.wrapping_add(1);
+        let id = self.next_request;
+        self.pending.insert(
+            id,
+            Pending {
+                to: to.id,
+                purpose,
+                deadline: now + self.cfg.lookup.request_timeout,
+            },
+        );
+        let msg = DhtMessage {
+            id,
+            flags: self.flags(),
+            body,
+        };
+        self.transmits.push_back(Transmit { to, msg });
+    }
+
+    fn insert(&mut self, c: Contact, now: Instant) {
+        match self.table.insert(c, now) {
+            Insert::Pending { ping } => self.send(ping, Body::Ping, Purpose::Liveness, now),
+            Insert::Added => self.replicate_to(c, now),
+            _ => {}
+        }
+    }
+
+    /// A newly seen node that is among the k closest to a key we hold gets a copy.
+    fn replicate_to(&mut self, c: Contact, now: Instant) {
+        let k = self.cfg.routing.k;
+        let mut copies = Vec::new();
+        for (record, bytes) in self.store.all() {
+            let key = record.key();
+            let closest = self.table.closest(&key, k);
+            let within = closest.len() < k
+                || closest.last().is_some_and(|far| {
+                    Distance::between(&key, &c.id) <= Distance::between(&key, &far.id)
+                });
+            if within {
+                copies.push(bytes.to_vec());
+            }
+        }
+        for record in copies {
+            self.send(c, Body::Store { record }, Purpose::Replicate, now);
+        }
+    }
+
+    fn start(&mut self, kind: Kind, key: NodeId, extra_seeds: &[Contact], now: Instant) -> QueryId {
+        let q = self.next_query;
+        self.next_query += 1;
+        let mut seeds = self.table.closest(&key, self.cfg.lookup.k);
+        for s in extra_seeds {
+            if !seeds.iter().any(|c| c.id == s.id) && s.id != self.local {
+                seeds.push(*s);
+            }
+        }
+        let lookup = Lookup::new(key, seeds, self.cfg.lookup, now);
+        self.queries.insert(q, Query { kind, lookup, key });
+        self.step(q, now);
+        q
+    }
+
+    /// Starts a lookup for the nodes closest to `target`.
+    pub fn find_node(&mut self, target: NodeId, now: Instant) -> QueryId {
+        self.start(Kind::FindNode, target, &[], now)
+    }
+
+    /// Starts a lookup for the records under `key`.
+    pub fn find_value(&mut self, key: NodeId, now: Instant) -> QueryId {
+        self.start(
+            Kind::FindValue {
+                best: HashMap::new(),
+            },
+            key,
+            &[],
+            now,
+        )
+    }
+
+    /// Stores an encoded record at the k nodes closest to its key, and republishes it every
+    /// refresh interval while it is ours. Verified first; an invalid record is refused.
+    pub fn put(&mut self, record: Vec<u8>, now: Instant) -> Result<QueryId, StoreError> {
+        let r = Record::verify(&record, self.unix(now))?;
+        self.own.insert(r.key(), record.clone());
+        Ok(self.start(
+            Kind::Put {
+                record,
+                storing: None,
+            },
+            r.key(),
+            &[],
+            now,
+        ))
+    }
+
+    /// Joins the network through `seeds` (bootstrap nodes): a lookup for our own ID. Seeds are
+    /// kept and used again by every refresh; if none answers, the bootstrap is retried with
+    /// backoff.
+    pub fn bootstrap(&mut self, seeds: Vec<Contact>, now: Instant) -> QueryId {
+        self.seeds = seeds;
+        let seeds = self.seeds.clone();
+        self.start(Kind::Bootstrap, self.local, &seeds, now)
+    }
+
+    /// Feeds a message from `from`. Requests are answered (servers only), answers are matched
+    /// to the request they answer — an answer from anyone else is ignored.
+    pub fn handle_message(&mut self, now: Instant, from: Contact, msg: DhtMessage) {
+        if from.id == self.local {
+            return;
+        }
+        if msg.is_request() {
+            if msg.flags & FLAG_SERVER != 0 {
+                self.insert(from, now);
+            }
+            self.answer(now, from, msg);
+            return;
+        }
+        let Some(p) = self.pending.get(&msg.id).copied() else {
+            return;
+        };
+        if p.to != from.id {
+            return;
+        }
+        self.pending.remove(&msg.id);
+        if msg.flags & FLAG_SERVER != 0 {
+            self.insert(from, now);
+        }
+        match (p.purpose, msg.body) {
+            (Purpose::Liveness, Body::Pong) => self.table.on_ping_result(&from.id, true, now),
+            (Purpose::Lookup(q), Body::Nodes { nodes }) => {
+                self.on_nodes(q, from, nodes, Vec::new(), now)
+            }
+            (Purpose::Lookup(q), Body::Value { records, nodes }) => {
+                self.on_nodes(q, from, nodes, records, now)
+            }
+            (Purpose::Store(q), Body::Stored { status }) => self.on_stored(q, status, now),
+            (Purpose::Replicate, Body::Stored { .. }) => {}
+            (purpose, _) => self.fail(purpose, &from.id, now),
+        }
+    }
+
+    fn answer(&mut self, now: Instant, from: Contact, msg: DhtMessage) {
+        let k = self.cfg.routing.k;
+        let body = match msg.body {
+            Body::Ping => Body::Pong,
+            _ if !self.cfg.server => return,
+            Body::FindNode { target } => Body::Nodes {
+                nodes: self.closest_except(&target, &from.id, k),
+            },
+            Body::FindValue { key } => {
+                let unix = self.unix(now);
+                let records = self
+                    .store
+                    .get(&key, unix)
+                    .into_iter()
+                    .take(super::rpc::MAX_RECORDS)
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                Body::Value {
+                    records,
+                    nodes: self.closest_except(&key, &from.id, k),
+                }
+            }
+            Body::Store { record } => {
+                let status = match self.store.put(&record, from.addr.ip(), self.unix(now)) {
+                    Ok(Stored::New | Stored::Updated) => StoreStatus::Stored,
+                    Ok(Stored::Unchanged) => StoreStatus::Unchanged,
+                    Err(StoreError::Stale { .. }) => StoreStatus::Stale,
+                    Err(StoreError::Conflict { .. }) => StoreStatus::Conflict,
+                    Err(StoreError::Invalid(_)) => StoreStatus::Invalid,
+                    Err(_) => StoreStatus::Refused,
+                };
+                Body::Stored { status }
+            }
+            _ => return,
+        };
+        let reply = DhtMessage {
+            id: msg.id,
+            flags: self.flags(),
+            body,
+        };
+        self.transmits.push_back(Transmit {
+            to: from,
+            msg: reply,
+        });
+    }
+
+    fn closest_except(&self, target: &NodeId, except: &NodeId, k: usize) -> Vec<Contact> {
+        let mut v = self.table.closest(target, k + 1);
+        v.retain(|c| c.id != *except);
+        v.truncate(k);
+        v
+    }
+
+    fn on_nodes(
+        &mut self,
+        q: QueryId,
+        from: Contact,
+        nodes: Vec<Contact>,
+        records: Vec<Vec<u8>>,
+        now: Instant,
+    ) {
+        let unix = self.unix(now);
+        let local = self.local;
+        let Some(query) = self.queries.get_mut(&q) else {
+            return;
+        };
+        if let Kind::FindValue { best } = &mut query.kind {
+            for bytes in records {
+                let Ok(r) = Record::verify(&bytes, unix) else {
+                    continue;
+                };
+                if r.key() != query.key {
+                    continue;
+                }
+                let publisher = r.publisher().fingerprint();
+                if best.get(&publisher).is_none_or(|(seq, _)| r.seq() > *seq) {
+                    best.insert(publisher, (r.seq(), bytes));
+                }
+            }
+        }
+        query
+            .lookup
+            .on_response(&from.id, nodes.into_iter().filter(|c| c.id != local));
+        self.step(q, now);
+    }
+
+    fn on_stored(&mut self, q: QueryId, status: StoreStatus, now: Instant) {
+        let Some(query) = self.queries.get_mut(&q) else {
+            return;
+        };
+        if let Kind::Put {
+            storing: Some((_, ok, answered)),
+            ..
+        } = &mut query.kind
+        {
+            *answered += 1;
+            if matches!(status, StoreStatus::Stored | StoreStatus::Unchanged) {
+                *ok += 1;
+            }
+        }
+        self.step(q, now);
+    }
+
+    fn fail(&mut self, purpose: Purpose, to: &NodeId, now: Instant) {
+        self.table.on_failure(to, now);
+        match purpose {
+            Purpose::Lookup(q) => {
+                if let Some(query) = self.queries.get_mut(&q) {
+                    query.lookup.on_failure(to);
+                }
+                self.step(q, now);
+            }
+            Purpose::Store(q) => self.on_stored(q, StoreStatus::Refused, now),
+            Purpose::Liveness => self.table.on_ping_result(to, false, now),
+            Purpose::Replicate => {}
+        }
+    }
+
+    /// Sends what query `q` may send now, and finishes it if it is done.
+    fn step(&mut self, q: QueryId, now: Instant) {
+        let mut sends = Vec::new();
+        let Some(query) = self.queries.get_mut(&q) else {
+            return;
+        };
+        if let Kind::Put {
+            storing: Some((asked, _, answered)),
+            ..
+        } = query.kind
+        {
+            if answered >= asked {
+                self.finish(q, now);
+            }
+            return;
+        }
+        while let Some(c) = query.lookup.next(now) {
+            let body = match query.kind {
+                Kind::FindValue { .. } => Body::FindValue { key: query.key },
+                _ => Body::FindNode { target: query.key },
+            };
+            sends.push((c, body));
+        }
+        let finished = query.lookup.is_finished();
+        for (c, body) in sends {
+            self.send(c, body, Purpose::Lookup(q), now);
+        }
+        if finished {
+            self.finish(q, now);
+        }
+    }
+
+    fn finish(&mut self, q: QueryId, now: Instant) {
+        let Some(mut query) = self.queries.remove(&q) else {
+            return;
+        };
+        let stats = LookupStats {
+            rounds: query.lookup.rounds(),
+            requests: query.lookup.requests(),
+            elapsed: now.saturating_duration_since(query.lookup.started()),
+        };
+        let closest = query.lookup.closest();
+        match &mut query.kind {
+            Kind::FindNode => self.events.push_back(DhtEvent::FoundNodes {
+                query: q,
+                target: query.key,
+                closest,
+                stats,
+            }),
+            Kind::FindValue { best } => {
+                let mut records: Vec<(u64, Vec<u8>)> = best.drain().map(|(_, v)| v).collect();
+                records.sort_by_key(|r| std::cmp::Reverse(r.0));
+                let records = records.into_iter().map(|(_, b)| b).collect();
+                self.events.push_back(DhtEvent::FoundValue {
+                    query: q,
+                    key: query.key,
+                    records,
+                    stats,
+                });
+            }
+            Kind::Put { record, storing } => match storing {
+                None => {
+                    // Lookup done: store at the k closest, and keep a copy if we are one.
+                    let record = std::mem::take(record);
+                    let targets = closest;
+                    let asked = targets.len();
+                    let key = query.key;
+                    self.queries.insert(
+                        q,
+                        Query {
+                            kind: Kind::Put {
+                                record: record.clone(),
+                                storing: Some((asked, 0, 0)),
+                            },
+                            lookup: query.lookup,
+                            key,
+                        },
+                    );
+                    for c in targets {
+                        self.send(
+                            c,
+                            Body::Store {
+                                record: record.clone(),
+                            },
+                            Purpose::Store(q),
+                            now,
+                        );
+                    }
+                    if asked == 0 {
+                        self.step(q, now);
+                    }
+                }
+                Some((asked, ok, _)) => {
+                    self.events.push_back(DhtEvent::Put {
+                        query: q,
+                        key: query.key,
+                        stored_at: *ok,
+                        asked: *asked,
+                    });
+                }
+            },
+            Kind::Bootstrap => {
+                if closest.is_empty() {
+                    let delay = self
+                        .bootstrap_at
+                        .map_or(self.cfg.bootstrap_retry, |(_, d)| {
+                            (d * 2).min(Duration::from_secs(300))
+                        });
+                    self.bootstrap_at = Some((now + delay, delay));
+                } else {
+                    self.bootstrap_at = None;
+                }
+                self.events.push_back(DhtEvent::Bootstrapped {
+                    query: q,
+                    table_size: self.table.len(),
+                });
+            }
+        }
+    }
+
+    /// Runs timers: request timeouts, liveness pings, bootstrap retries, refresh/republish.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<(u64, Pending)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now >= p.deadline)
+            .map(|(id, p)| (*id, *p))
+            .collect();
+        for (id, p) in expired {
+            self.pending.remove(&id);
+            self.fail(p.purpose, &p.to, now);
+        }
+        self.table.expire_pings(now);
+        let queries: Vec<QueryId> = self.queries.keys().copied().collect();
+        for q in queries {
+            self.step(q, now);
+        }
+        if let Some((at, _)) = self.bootstrap_at {
+            if now >= at {
+                let seeds = self.seeds.clone();
+                self.start(Kind::Bootstrap, self.local, &seeds, now);
+                // Keep the backoff until a bootstrap succeeds.
+                if let Some((_, d)) = self.bootstrap_at {
+                    self.bootstrap_at = Some((now + d * 2, d));
+                }
+            }
+        }
+        if now >= self.next_refresh {
+            self.next_refresh = now + self.cfg.refresh_interval;
+            self.store.expire(self.unix(now));
+            let seeds = self.seeds.clone();
+            self.start(Kind::Bootstrap, self.local, &seeds, now);
+            let own: Vec<Vec<u8>> = self.own.values().cloned().collect();
+            let unix = self.unix(now);
+            for record in own {
+                if Record::verify(&record, unix).is_ok() {
+                    let key = Record::verify(&record, unix)
+                        .map(|r| r.key())
+                        .unwrap_or(self.local);
+                    self.start(
+                        Kind::Put {
+                            record,
+                            storing: None,
+                        },
+                        key,
+                        &[],
+                        now,
+                    );
+                }
+            }
+        }
+    }
+
+    /// When [`Dht::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut t = self.next_refresh;
+        for p in self.pending.values() {
+            t = t.min(p.deadline);
+        }
+        if let Some((at, _)) = self.bootstrap_at {
+            t = t.min(at);
+        }
+        t
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<DhtEvent> {
+        self.events.pop_front()
+    }
+
+    /// Requests awaiting an answer.
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+}
