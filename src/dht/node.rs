@@ -131,6 +131,8 @@ enum Kind {
         storing: Option<(usize, usize, usize)>,
     },
     Bootstrap,
+    /// A bucket refresh: a lookup for a random ID in a bucket's range; reports nothing.
+    Refresh,
 }
 
 #[derive(Debug)]
@@ -173,6 +175,8 @@ pub struct Dht {
     seeds: Vec<Contact>,
     next_refresh: Instant,
     bootstrap_at: Option<(Instant, Duration)>,
+    /// xorshift64 state for refresh targets (seeded at construction; no global RNG).
+    refresh_rng: u64,
 }
 
 impl Dht {
@@ -195,6 +199,7 @@ impl Dht {
             seeds: Vec::new(),
             next_refresh: epoch.0 + cfg.refresh_interval,
             bootstrap_at: None,
+            refresh_rng: request_seed | 1,
         }
     }
 
@@ -590,7 +595,11 @@ impl Dht {
                     });
                 }
             },
+            Kind::Refresh => {}
             Kind::Bootstrap => {
+                if !closest.is_empty() {
+                    self.refresh_buckets(&closest, now);
+                }
                 if closest.is_empty() {
                     let delay = self
                         .bootstrap_at
@@ -606,6 +615,44 @@ impl Dht {
                     table_size: self.table.len(),
                 });
             }
+        }
+    }
+
+    /// A random ID whose common prefix with ours is exactly `bits` long (bucket `bits`).
+    fn random_in_bucket(&mut self, bits: usize) -> NodeId {
+        let mut id = self.local.0;
+        for (i, byte) in id.iter_mut().enumerate() {
+            // xorshift64
+            let mut x = self.refresh_rng;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.refresh_rng = x;
+            let random = x as u8;
+            for bit in 0..8 {
+                let pos = i * 8 + bit;
+                let mask = 0x80u8 >> bit;
+                if pos == bits {
+                    *byte ^= mask;
+                } else if pos > bits {
+                    *byte = (*byte & !mask) | (random & mask);
+                }
+            }
+        }
+        NodeId(id)
+    }
+
+    /// After joining: a lookup in every bucket farther than our closest neighbour, so each
+    /// bucket learns the nodes that exist in its range (Kademlia's join refresh).
+    fn refresh_buckets(&mut self, closest: &[Contact], now: Instant) {
+        let nearest = closest
+            .iter()
+            .map(|c| Distance::between(&self.local, &c.id).leading_zeros() as usize)
+            .max()
+            .unwrap_or(0);
+        for bits in 0..nearest.min(159) {
+            let target = self.random_in_bucket(bits);
+            self.start(Kind::Refresh, target, &[], now);
         }
     }
 

@@ -1,0 +1,170 @@
+//! `netsim` — run dna-p2p's sans-IO cores in simulation. See `netsim --help`.
+#![forbid(unsafe_code)]
+// The command is a driver: it measures wall time.
+#![allow(clippy::disallowed_methods)]
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use netsim::dht_sim::{run, DhtSimConfig, Evil};
+use netsim::LinkModel;
+use serde_json::json;
+
+/// Seeded simulations of the dna-p2p protocols. Same seed, same result.
+#[derive(Debug, Parser)]
+#[command(name = "netsim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Kademlia at scale: N nodes join, some crash, then random lookups; prints success
+    /// rate, rounds and messages per lookup, simulated latency, wall time, peak memory.
+    Dht {
+        /// Nodes in the network.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Lookups to measure.
+        #[arg(long, default_value_t = 200)]
+        lookups: usize,
+        /// Fraction of nodes that crash without notice before the lookups (0.0–1.0).
+        #[arg(long, default_value_t = 0.0)]
+        churn: f64,
+        /// Fraction of nodes that misbehave.
+        #[arg(long, default_value_t = 0.0)]
+        evil: f64,
+        /// Misbehaviour: `drop` (never answer) or `wrong` (answer with random nodes).
+        #[arg(long, default_value = "drop")]
+        evil_kind: String,
+        /// One-way link latency in ms (plus up to half of it as jitter).
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        /// Datagram loss probability.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Partition into two halves for this many seconds before the lookups, then heal and
+        /// wait 600 s; lookups then cross the former cut.
+        #[arg(long)]
+        partition_s: Option<u64>,
+        /// Seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() -> ExitCode {
+    let Command::Dht {
+        nodes,
+        lookups,
+        churn,
+        evil,
+        evil_kind,
+        latency_ms,
+        loss,
+        partition_s,
+        seed,
+        json,
+    } = Cli::parse().command;
+    let evil_kind = match evil_kind.as_str() {
+        "drop" => Evil::Drop,
+        "wrong" => Evil::WrongNodes,
+        other => {
+            eprintln!("error: unknown --evil-kind {other:?} (drop or wrong)");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = DhtSimConfig {
+        nodes,
+        lookups,
+        churn,
+        evil: (evil, evil_kind),
+        seed,
+        link: LinkModel {
+            latency: Duration::from_millis(latency_ms),
+            jitter: Duration::from_millis(latency_ms / 2),
+            loss,
+        },
+        partition: partition_s.map(|s| (Duration::from_secs(s), Duration::from_secs(600))),
+        ..DhtSimConfig::default()
+    };
+    let start = Instant::now();
+    let report = run(&cfg, start);
+    let wall = start.elapsed().as_secs_f64();
+    let rounds = |p| report.percentile(p, |s| f64::from(s.rounds));
+    let msgs = |p| report.percentile(p, |s| f64::from(s.requests));
+    let ms = |p| report.percentile(p, |s| s.elapsed.as_secs_f64() * 1000.0);
+    let log2n = (nodes as f64).log2();
+    if json {
+        println!(
+            "{}",
+            json!({
+                "nodes": nodes, "lookups": lookups, "churn": churn, "evil": evil, "seed": seed,
+                "success_rate": report.success_rate(),
+                "finished": report.results.len(),
+                "rounds_p50": rounds(50.0), "rounds_p90": rounds(90.0), "rounds_p99": rounds(99.0),
+                "msgs_p50": msgs(50.0), "msgs_p90": msgs(90.0), "msgs_p99": msgs(99.0),
+                "latency_ms_p50": ms(50.0), "latency_ms_p90": ms(90.0), "latency_ms_p99": ms(99.0),
+                "log2_n": log2n,
+                "mean_table": report.mean_table,
+                "messages_total": report.messages,
+                "sim_s": report.sim_time.as_secs_f64(),
+                "wall_s": wall,
+                "peak_mem_mb": peak_rss_mb(),
+            })
+        );
+    } else {
+        println!(
+            "netsim dht: {nodes} nodes, {lookups} lookups, churn {churn}, evil {evil}, seed {seed}"
+        );
+        println!(
+            "  success rate        {:.4} ({} of {} finished)",
+            report.success_rate(),
+            report.results.len(),
+            lookups
+        );
+        println!(
+            "  rounds  p50/p90/p99 {} / {} / {}   (log2 N = {log2n:.1})",
+            rounds(50.0),
+            rounds(90.0),
+            rounds(99.0)
+        );
+        println!(
+            "  msgs    p50/p90/p99 {} / {} / {}",
+            msgs(50.0),
+            msgs(90.0),
+            msgs(99.0)
+        );
+        println!(
+            "  latency p50/p90/p99 {:.0} / {:.0} / {:.0} ms (simulated)",
+            ms(50.0),
+            ms(90.0),
+            ms(99.0)
+        );
+        println!("  mean table size     {:.0}", report.mean_table);
+        println!("  messages            {}", report.messages);
+        println!(
+            "  wall time           {wall:.1} s   peak memory {:.0} MiB",
+            peak_rss_mb()
+        );
+    }
+    ExitCode::SUCCESS
+}
