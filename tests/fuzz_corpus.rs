@@ -51,6 +51,11 @@ fn record_verify_corpus() {
     replay("record_verify", fuzzing::record_verify);
 }
 
+#[test]
+fn dht_message_corpus() {
+    replay("dht_message", fuzzing::dht_message);
+}
+
 fn write(target: &str, name: &str, data: &[u8]) {
     let dir = corpus_dir(target);
     fs::create_dir_all(&dir).unwrap();
@@ -173,5 +178,69 @@ fn write_seed_corpus() {
     ];
     for (name, r) in records {
         write("record_verify", name, &r.unwrap().encode());
+    }
+
+    // DHT messages: two bytes of type selector (0..8 → 0x0100..0x0107), then the payload.
+    use dna_p2p::dht::{Body, Contact, DhtMessage, StoreStatus};
+    let contact = |n: u8| Contact {
+        id: dna_p2p::crypto::NodeId([n; 20]),
+        addr: std::net::SocketAddr::from(([10, 0, 0, n], 4567)),
+    };
+    let presence = Record::sign(
+        &alice,
+        RecordKind::Presence,
+        1,
+        NOW + 600,
+        b"x".to_vec(),
+        NOW - 10,
+    )
+    .unwrap()
+    .encode();
+    let messages = [
+        (
+            "find-node",
+            Body::FindNode {
+                target: dna_p2p::crypto::NodeId([3; 20]),
+            },
+        ),
+        (
+            "nodes",
+            Body::Nodes {
+                nodes: (1..=20).map(contact).collect(),
+            },
+        ),
+        (
+            "find-value",
+            Body::FindValue {
+                key: dna_p2p::crypto::NodeId([4; 20]),
+            },
+        ),
+        (
+            "value",
+            Body::Value {
+                records: vec![presence.clone()],
+                nodes: vec![contact(9)],
+            },
+        ),
+        ("store", Body::Store { record: presence }),
+        (
+            "stored",
+            Body::Stored {
+                status: StoreStatus::Stale,
+            },
+        ),
+        ("ping", Body::Ping),
+        ("pong", Body::Pong),
+    ];
+    for (name, body) in messages {
+        let m = DhtMessage {
+            id: 42,
+            flags: 1,
+            body,
+        };
+        let sel = m.msg_type().to_u16() - 0x0100;
+        let mut data = sel.to_be_bytes().to_vec();
+        data.extend_from_slice(&m.encode());
+        write("dht_message", name, &data);
     }
 }
