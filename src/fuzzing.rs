@@ -169,7 +169,7 @@ pub fn record_verify(data: &[u8]) {
 /// A DHT payload never panics the codec; a decoded message re-encodes to the same bytes; the
 /// node state machine takes any decoded message. The first two bytes pick the frame type.
 pub fn dht_message(data: &[u8]) {
-    use crate::dht::{Contact, Dht, DhtConfig, DhtMessage};
+    use crate::dht::{Contact, DhtConfig, DhtMessage};
     use crate::wire::MessageType;
     let Some((head, payload)) = data.split_first_chunk::<2>() else {
         return;

@@ -3,7 +3,18 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::crypto::Fingerprint;
+use crate::dht::DhtConfig;
 use crate::session::ConnConfig;
+
+/// The node's DHT role (spec/04-dht.md).
+#[derive(Debug, Clone, Default)]
+pub struct DhtSettings {
+    /// Bootstrap nodes as `address + fingerprint`; joined at start.
+    pub bootstrap: Vec<(SocketAddr, Fingerprint)>,
+    /// DHT parameters (server or client, k, α, timers, store limits).
+    pub config: DhtConfig,
+}
 
 /// Everything a node can be told. `Default` gives the values the spec states.
 #[derive(Debug, Clone)]
@@ -37,6 +48,8 @@ pub struct NodeConfig {
     /// Bytes queued to a stream's writer before no more DATA is taken from the outbox
     /// (default 1 MiB).
     pub write_high_water: usize,
+    /// Run a DHT node on this node's endpoint (default: none).
+    pub dht: Option<DhtSettings>,
 }
 
 impl Default for NodeConfig {
@@ -54,6 +67,7 @@ impl Default for NodeConfig {
             inbox_capacity: 16384,
             event_queue: 16384,
             write_high_water: 1 << 20,
+            dht: None,
         }
     }
 }

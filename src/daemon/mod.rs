@@ -9,9 +9,11 @@
 
 mod config;
 mod conn;
+mod dht;
 mod node;
 mod score;
 
-pub use config::NodeConfig;
+pub use config::{DhtSettings, NodeConfig};
+pub use dht::DhtError;
 pub use node::{Node, NodeError, NodeEvent, NodeHandle, Path, PeerInfo, SendError};
 pub use score::BAN_THRESHOLD;

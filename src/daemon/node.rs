@@ -187,6 +187,8 @@ pub(crate) struct Shared {
     pub(crate) id_rng: Mutex<rand_chacha::ChaCha20Rng>,
     /// Secret key of the inboxes' ID hash.
     pub(crate) hash_key: [u64; 2],
+    /// The DHT, if this node runs one.
+    pub(crate) dht: Option<Arc<super::dht::DhtShared>>,
 }
 
 /// A poisoned lock only means another task panicked while holding it; the maps inside stay
@@ -259,6 +261,16 @@ impl Node {
         server.transport_config(transport.clone());
         let mut client_cfg = quinn::ClientConfig::new(Arc::new(client_crypto));
         client_cfg.transport_config(transport);
+        let dht_client = match &cfg.dht {
+            Some(_) => {
+                let mut c = quinn::ClientConfig::new(Arc::new(
+                    crate::transport::tls::quic_dht_client(&key)?,
+                ));
+                c.transport_config(transport_for_dht(&cfg));
+                Some(c)
+            }
+            None => None,
+        };
         let mut endpoint_cfg = quinn::EndpointConfig::default();
         endpoint_cfg.grease_quic_bit(false);
         let endpoint = quinn::Endpoint::new_with_abstract_socket(
@@ -267,6 +279,18 @@ impl Node {
             socket.clone(),
             Arc::new(quinn::TokioRuntime),
         )?;
+        let dht = match (&cfg.dht, dht_client) {
+            (Some(settings), Some(client)) => {
+                let dht = crate::dht::Dht::new(
+                    identity.fingerprint().node_id(),
+                    settings.config,
+                    (Instant::now(), unix_ms() / 1000),
+                    rand_core::RngCore::next_u64(&mut OsRng),
+                );
+                Some(Arc::new(super::dht::DhtShared::new(dht, client)))
+            }
+            _ => None,
+        };
         let (events_tx, events) = mpsc::channel(cfg.event_queue.max(1));
         let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
         let shared = Arc::new(Shared {
@@ -284,6 +308,7 @@ impl Node {
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             presence: Mutex::new(None),
+            dht,
             hash_key: [
                 rand_core::RngCore::next_u64(&mut OsRng),
                 rand_core::RngCore::next_u64(&mut OsRng),
@@ -293,6 +318,23 @@ impl Node {
             ),
         });
         tokio::spawn(accept_loop(shared.clone()));
+        if let Some(d) = &shared.dht {
+            tokio::spawn(super::dht::driver(shared.clone(), d.clone()));
+            let seeds = super::dht::seeds(
+                &shared
+                    .cfg
+                    .dht
+                    .as_ref()
+                    .map(|s| s.bootstrap.clone())
+                    .unwrap_or_default(),
+            );
+            if !seeds.is_empty() {
+                let d = d.clone();
+                tokio::spawn(async move {
+                    let _ = super::dht::bootstrap(&d, seeds).await;
+                });
+            }
+        }
         tracing::info!(fingerprint = %shared.identity.fingerprint(), addr = %shared.local, "node up");
         Ok(Node {
             handle: NodeHandle { shared },
@@ -476,6 +518,51 @@ impl NodeHandle {
         self.shared.live.load(Ordering::Relaxed)
     }
 
+    fn dht(&self) -> Result<&Arc<super::dht::DhtShared>, super::dht::DhtError> {
+        self.shared
+            .dht
+            .as_ref()
+            .ok_or(super::dht::DhtError::Disabled)
+    }
+
+    /// Joins (again) through the configured bootstrap nodes; returns the routing table size.
+    pub async fn dht_bootstrap(&self) -> Result<usize, super::dht::DhtError> {
+        let d = self.dht()?;
+        let seeds = super::dht::seeds(
+            &self
+                .shared
+                .cfg
+                .dht
+                .as_ref()
+                .map(|s| s.bootstrap.clone())
+                .unwrap_or_default(),
+        );
+        super::dht::bootstrap(d, seeds).await
+    }
+
+    /// Stores our signed presence record (`value`: how to reach us) at the k nodes closest
+    /// to its key; returns how many hold it.
+    pub async fn announce(&self, value: Vec<u8>) -> Result<usize, super::dht::DhtError> {
+        let d = self.dht()?;
+        super::dht::announce(&self.shared, d, value).await
+    }
+
+    /// The newest valid presence record of `peer`, or `None` if it has none ("offline").
+    pub async fn find_peer(
+        &self,
+        peer: Fingerprint,
+    ) -> Result<Option<crate::crypto::Record>, super::dht::DhtError> {
+        super::dht::find_peer(self.dht()?, peer).await
+    }
+
+    /// Entries in the DHT routing table (0 without a DHT).
+    pub fn dht_table_size(&self) -> usize {
+        self.shared
+            .dht
+            .as_ref()
+            .map_or(0, |d| lock(&d.dht).table().len())
+    }
+
     /// What the socket's demultiplexer sorted so far.
     pub fn socket_stats(&self) -> &crate::transport::SocketStats {
         self.shared.socket.stats()
@@ -492,6 +579,22 @@ pub(crate) fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+fn is_dht(conn: &quinn::Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol)
+        .is_some_and(|p| p == crate::transport::tls::ALPN_DHT)
+}
+
+fn transport_for_dht(cfg: &NodeConfig) -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    // Each request is a stream; allow a few in parallel.
+    t.max_concurrent_bidi_streams(64u8.into())
+        .max_concurrent_uni_streams(0u8.into())
+        .keep_alive_interval(Some(cfg.keep_alive));
+    Arc::new(t)
 }
 
 async fn accept_loop(shared: Arc<Shared>) {
@@ -514,6 +617,10 @@ async fn accept_loop(shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             match incoming.await {
+                Ok(conn) if is_dht(&conn) => match &shared.dht {
+                    Some(d) => super::dht::accept(shared.clone(), d.clone(), conn).await,
+                    None => conn.close(code::PROTOCOL_VIOLATION.into(), b"no DHT here"),
+                },
                 Ok(conn) => drive(shared, conn, None).await,
                 Err(e) => tracing::debug!(%from, error = %e, "incoming handshake failed"),
             }

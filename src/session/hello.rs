@@ -78,6 +78,14 @@ pub enum HelloError {
         /// The fingerprint presented.
         found: Fingerprint,
     },
+    /// Not the DHT node dialed.
+    #[error("peer {found} is not DHT node {expected}")]
+    UnexpectedNode {
+        /// The node ID dialed.
+        expected: crate::crypto::NodeId,
+        /// The fingerprint presented.
+        found: Fingerprint,
+    },
     /// The signature does not verify over this connection's exporter.
     #[error("HELLO signature does not verify for this connection")]
     BadSignature,
@@ -100,6 +108,41 @@ pub fn verify_hello(
     our_role: Role,
     expected: Option<Fingerprint>,
 ) -> Result<PublicKey, HelloError> {
+    let pk = verify_hello_any(payload, exporter, our_role)?;
+    if let Some(expected) = expected {
+        if pk.fingerprint() != expected {
+            return Err(HelloError::UnexpectedPeer {
+                expected,
+                found: pk.fingerprint(),
+            });
+        }
+    }
+    Ok(pk)
+}
+
+/// Verifies the peer's HELLO when only its DHT node ID (the first 160 bits of its
+/// fingerprint) is known, as for a contact learned from the DHT.
+pub fn verify_hello_node(
+    payload: &[u8],
+    exporter: &[u8; EXPORTER_LEN],
+    our_role: Role,
+    expected: crate::crypto::NodeId,
+) -> Result<PublicKey, HelloError> {
+    let pk = verify_hello_any(payload, exporter, our_role)?;
+    if pk.fingerprint().node_id() != expected {
+        return Err(HelloError::UnexpectedNode {
+            expected,
+            found: pk.fingerprint(),
+        });
+    }
+    Ok(pk)
+}
+
+fn verify_hello_any(
+    payload: &[u8],
+    exporter: &[u8; EXPORTER_LEN],
+    our_role: Role,
+) -> Result<PublicKey, HelloError> {
     if payload.len() != HELLO_LEN {
         return Err(HelloError::BadLength {
             found: payload.len(),
@@ -114,14 +157,6 @@ pub fn verify_hello(
     }
     let pk_end = 2 + PUBLIC_KEY_LEN;
     let pk = PublicKey::from_bytes(&payload[2..pk_end]).map_err(|_| HelloError::BadKey)?;
-    if let Some(expected) = expected {
-        if pk.fingerprint() != expected {
-            return Err(HelloError::UnexpectedPeer {
-                expected,
-                found: pk.fingerprint(),
-            });
-        }
-    }
     pk.verify(DOMAIN, &[exporter, &[role]], &payload[pk_end..])
         .map_err(|_| HelloError::BadSignature)?;
     Ok(pk)

@@ -15,8 +15,10 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use thiserror::Error;
 
-/// ALPN protocol name.
+/// ALPN of session connections (spec/03).
 pub const ALPN: &[u8] = b"dna/1";
+/// ALPN of DHT connections (spec/04 §5.1).
+pub const ALPN_DHT: &[u8] = b"dna-dht/1";
 /// The server name a dialer puts in its ClientHello (identity comes from HELLO, not SNI).
 pub const SERVER_NAME: &str = "dna";
 
@@ -154,19 +156,35 @@ pub fn server_config(key: &CertifiedKey) -> Result<rustls::ServerConfig, TlsErro
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(AnyCert::new())
         .with_single_cert(vec![key.cert.clone()], key.key.clone_key())?;
-    c.alpn_protocols = vec![ALPN.to_vec()];
+    c.alpn_protocols = vec![ALPN.to_vec(), ALPN_DHT.to_vec()];
     Ok(c)
 }
 
 /// rustls client configuration: TLS 1.3, presents our certificate, ALPN `dna/1`.
 pub fn client_config(key: &CertifiedKey) -> Result<rustls::ClientConfig, TlsError> {
+    client_config_alpn(key, ALPN)
+}
+
+/// rustls client configuration offering one ALPN.
+pub fn client_config_alpn(
+    key: &CertifiedKey,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, TlsError> {
     let mut c = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(AnyCert::new())
         .with_client_auth_cert(vec![key.cert.clone()], key.key.clone_key())?;
-    c.alpn_protocols = vec![ALPN.to_vec()];
+    c.alpn_protocols = vec![alpn.to_vec()];
     Ok(c)
+}
+
+/// quinn's client crypto config for DHT connections.
+pub fn quic_dht_client(
+    key: &CertifiedKey,
+) -> Result<quinn::crypto::rustls::QuicClientConfig, TlsError> {
+    quinn::crypto::rustls::QuicClientConfig::try_from(client_config_alpn(key, ALPN_DHT)?)
+        .map_err(|e| TlsError::Quic(e.to_string()))
 }
 
 /// quinn's crypto configs built from the rustls ones.

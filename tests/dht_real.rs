@@ -1,0 +1,94 @@
+//! The DHT over real QUIC on loopback: 2 bootstrap nodes and 20 nodes, each its own
+//! identity, socket and endpoint. Every node announces its presence; nodes find each other's
+//! records; an identity that never announced is "offline".
+
+use std::time::Duration;
+
+use dna_p2p::crypto::{Fingerprint, Identity};
+use dna_p2p::daemon::{DhtSettings, Node, NodeConfig};
+use dna_p2p::dht::DhtConfig;
+use rand_core::OsRng;
+
+async fn dht_node(bootstrap: Vec<(std::net::SocketAddr, Fingerprint)>) -> Node {
+    let cfg = NodeConfig {
+        dht: Some(DhtSettings {
+            bootstrap,
+            config: DhtConfig::default(),
+        }),
+        ..NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())
+    };
+    Node::bind(Identity::generate(&mut OsRng), cfg)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_nodes_announce_and_find_each_other() {
+    let boot_a = dht_node(vec![]).await;
+    let boot_b = dht_node(vec![(boot_a.local_addr(), boot_a.fingerprint())]).await;
+    boot_b.dht_bootstrap().await.unwrap();
+    let seeds = vec![
+        (boot_a.local_addr(), boot_a.fingerprint()),
+        (boot_b.local_addr(), boot_b.fingerprint()),
+    ];
+    let mut nodes = Vec::new();
+    for _ in 0..20 {
+        let n = dht_node(seeds.clone()).await;
+        let size = tokio::time::timeout(Duration::from_secs(30), n.dht_bootstrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(size > 0, "joined");
+        nodes.push(n);
+    }
+    // Everyone announces where it is.
+    for n in &nodes {
+        let value = n.local_addr().to_string().into_bytes();
+        let held = n.announce(value).await.unwrap();
+        assert!(held >= 1, "presence stored somewhere");
+    }
+    // Everyone finds someone else's presence — through the DHT, not directly.
+    for (i, n) in nodes.iter().enumerate() {
+        let other = &nodes[(i + 7) % nodes.len()];
+        let rec = n
+            .find_peer(other.fingerprint())
+            .await
+            .unwrap()
+            .expect("found");
+        assert_eq!(rec.publisher().fingerprint(), other.fingerprint());
+        assert_eq!(rec.value(), other.local_addr().to_string().as_bytes());
+    }
+    // Someone who never announced is offline.
+    let stranger = Identity::generate(&mut OsRng).fingerprint();
+    assert_eq!(nodes[0].find_peer(stranger).await.unwrap(), None);
+    // Tables hold proven nodes only: sizes are plausible for 22 nodes.
+    for n in &nodes {
+        assert!(
+            n.dht_table_size() >= 2 && n.dht_table_size() <= 21,
+            "table {}",
+            n.dht_table_size()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_announce_wins_and_bootstrap_survives_a_dead_seed() {
+    let boot = dht_node(vec![]).await;
+    let dead: std::net::SocketAddr = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    // The first seed never answers; the second does.
+    let seeds = vec![
+        (dead, Identity::generate(&mut OsRng).fingerprint()),
+        (boot.local_addr(), boot.fingerprint()),
+    ];
+    let a = dht_node(seeds.clone()).await;
+    let b = dht_node(seeds).await;
+    assert!(a.dht_bootstrap().await.unwrap() > 0);
+    assert!(b.dht_bootstrap().await.unwrap() > 0);
+    a.announce(b"first".to_vec()).await.unwrap();
+    a.announce(b"second".to_vec()).await.unwrap();
+    let rec = b.find_peer(a.fingerprint()).await.unwrap().expect("found");
+    assert_eq!(rec.value(), b"second");
+}
