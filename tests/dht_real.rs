@@ -14,6 +14,7 @@ async fn dht_node(bootstrap: Vec<(std::net::SocketAddr, Fingerprint)>) -> Node {
         dht: Some(DhtSettings {
             bootstrap,
             config: DhtConfig::default(),
+            data_dir: None,
         }),
         ..NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())
     };
@@ -91,4 +92,48 @@ async fn a_newer_announce_wins_and_bootstrap_survives_a_dead_seed() {
     a.announce(b"second".to_vec()).await.unwrap();
     let rec = b.find_peer(a.fingerprint()).await.unwrap().expect("found");
     assert_eq!(rec.value(), b"second");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_table_and_records_survive_a_restart() {
+    let boot = dht_node(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let seeds = vec![(boot.local_addr(), boot.fingerprint())];
+    let config = |bootstrap: Vec<(std::net::SocketAddr, Fingerprint)>| NodeConfig {
+        dht: Some(DhtSettings {
+            bootstrap,
+            config: DhtConfig::default(),
+            data_dir: Some(dir.path().to_path_buf()),
+        }),
+        ..NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())
+    };
+    let id_dir = dir.path().join("identity");
+    let x = Node::bind(
+        Identity::create_in(&id_dir, &mut OsRng).unwrap(),
+        config(seeds.clone()),
+    )
+    .await
+    .unwrap();
+    x.dht_bootstrap().await.unwrap();
+    let y = dht_node(seeds.clone()).await;
+    y.dht_bootstrap().await.unwrap();
+    y.announce(b"where y is".to_vec()).await.unwrap();
+    assert!(x.dht_records_held() >= 1, "x holds y's presence");
+    let table = x.dht_table_size();
+    assert!(table >= 2);
+    x.shutdown(Duration::from_millis(200)).await;
+
+    // Same identity, same data directory, and no bootstrap list this time.
+    let x2 = Node::bind(Identity::load_from(&id_dir).unwrap(), config(vec![]))
+        .await
+        .unwrap();
+    assert_eq!(x2.dht_table_size(), table, "routing table restored");
+    assert!(x2.dht_records_held() >= 1, "records restored");
+    // The restored table is enough to reach the network.
+    let rec = x2
+        .find_peer(y.fingerprint())
+        .await
+        .unwrap()
+        .expect("found through the saved table");
+    assert_eq!(rec.value(), b"where y is");
 }

@@ -14,6 +14,9 @@ pub struct DhtSettings {
     pub bootstrap: Vec<(SocketAddr, Fingerprint)>,
     /// DHT parameters (server or client, k, α, timers, store limits).
     pub config: DhtConfig,
+    /// Where the routing table and held records are kept across restarts (sled); none: in
+    /// memory only.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// Everything a node can be told. `Default` gives the values the spec states.

@@ -28,12 +28,33 @@ use crate::wire::{decode_exact, encode_frame, FrameLimits, MessageType, HEADER_L
 
 /// The largest DHT frame read (a VALUE with 8 maximal records fits).
 const MAX_DHT_FRAME: usize = 1 << 20;
+/// How often the table and records are saved.
+const SAVE_EVERY: Duration = Duration::from_secs(30);
+
+/// Saves the table and records, if this node persists them.
+pub(crate) fn save(d: &DhtShared) {
+    if let Some(p) = lock(&d.persist).as_ref() {
+        let dht = lock(&d.dht);
+        if let Err(e) = p.save(&dht) {
+            tracing::warn!(error = %e, "saving the DHT state failed");
+        }
+    }
+}
+
+/// Saves one last time and closes the database.
+pub(crate) fn close(d: &DhtShared) {
+    save(d);
+    lock(&d.persist).take();
+}
+
 /// How long a DHT query from the API may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// DHT state shared by the node's tasks.
 pub(crate) struct DhtShared {
     pub(crate) dht: Mutex<Dht>,
+    /// Taken (saved and closed) at shutdown: sled holds a lock on its files while open.
+    persist: Mutex<Option<super::dht_persist::Persist>>,
     pub(crate) wake: Notify,
     pub(crate) client_cfg: quinn::ClientConfig,
     conns: Mutex<HashMap<NodeId, quinn::Connection>>,
@@ -43,8 +64,31 @@ pub(crate) struct DhtShared {
 }
 
 impl DhtShared {
-    pub(crate) fn new(dht: Dht, client_cfg: quinn::ClientConfig) -> DhtShared {
+    pub(crate) fn new(
+        mut dht: Dht,
+        client_cfg: quinn::ClientConfig,
+        persist: Option<super::dht_persist::Persist>,
+        now: Instant,
+    ) -> DhtShared {
+        if let Some(p) = &persist {
+            let (contacts, records) = p.load();
+            let (n_contacts, n_records) = (contacts.len(), records.len());
+            for c in contacts {
+                dht.add_contact(c, now);
+            }
+            let kept = records
+                .iter()
+                .filter(|r| dht.restore_record(r, now).is_ok())
+                .count();
+            tracing::info!(
+                contacts = n_contacts,
+                records = n_records,
+                kept,
+                "DHT state loaded"
+            );
+        }
         DhtShared {
+            persist: Mutex::new(persist),
             dht: Mutex::new(dht),
             wake: Notify::new(),
             client_cfg,
@@ -99,14 +143,20 @@ fn parse(bytes: &[u8]) -> Option<DhtMessage> {
 
 /// Runs the state machine's timers and sends what it wants sent. One per node.
 pub(crate) async fn driver(shared: Arc<Shared>, d: Arc<DhtShared>) {
+    let mut next_save = Instant::now() + SAVE_EVERY;
     loop {
-        let deadline = tokio::time::Instant::from_std(lock(&d.dht).poll_timeout());
+        let deadline = tokio::time::Instant::from_std(lock(&d.dht).poll_timeout().min(next_save));
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {}
             _ = d.wake.notified() => {}
         }
         if shared.stopped.load(Ordering::Relaxed) {
+            save(&d);
             return;
+        }
+        if Instant::now() >= next_save {
+            save(&d);
+            next_save = Instant::now() + SAVE_EVERY;
         }
         let now = Instant::now();
         let (transmits, events) = {

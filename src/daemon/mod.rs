@@ -10,6 +10,7 @@
 mod config;
 mod conn;
 mod dht;
+mod dht_persist;
 mod node;
 mod score;
 

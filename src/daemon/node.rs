@@ -96,6 +96,9 @@ pub enum NodeError {
     /// TLS setup failed.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The DHT database could not be opened.
+    #[error("DHT storage: {0}")]
+    Storage(String),
 }
 
 /// Sending failed.
@@ -281,13 +284,23 @@ impl Node {
         )?;
         let dht = match (&cfg.dht, dht_client) {
             (Some(settings), Some(client)) => {
+                let now = Instant::now();
                 let dht = crate::dht::Dht::new(
                     identity.fingerprint().node_id(),
                     settings.config,
-                    (Instant::now(), unix_ms() / 1000),
+                    (now, unix_ms() / 1000),
                     rand_core::RngCore::next_u64(&mut OsRng),
                 );
-                Some(Arc::new(super::dht::DhtShared::new(dht, client)))
+                let persist = match &settings.data_dir {
+                    Some(dir) => Some(
+                        super::dht_persist::Persist::open(dir)
+                            .map_err(|e| NodeError::Storage(e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                Some(Arc::new(super::dht::DhtShared::new(
+                    dht, client, persist, now,
+                )))
             }
             _ => None,
         };
@@ -380,6 +393,10 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         s.stopped.store(true, Ordering::SeqCst);
+        if let Some(d) = &s.dht {
+            super::dht::close(d);
+            d.wake.notify_one();
+        }
         s.endpoint.close(code::NO_ERROR.into(), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(1), s.endpoint.wait_idle()).await;
     }
@@ -553,6 +570,14 @@ impl NodeHandle {
         peer: Fingerprint,
     ) -> Result<Option<crate::crypto::Record>, super::dht::DhtError> {
         super::dht::find_peer(self.dht()?, peer).await
+    }
+
+    /// Records this node holds for the DHT (0 without a DHT).
+    pub fn dht_records_held(&self) -> usize {
+        self.shared
+            .dht
+            .as_ref()
+            .map_or(0, |d| lock(&d.dht).store().len())
     }
 
     /// Entries in the DHT routing table (0 without a DHT).

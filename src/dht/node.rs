@@ -218,6 +218,13 @@ impl Dht {
         &self.store
     }
 
+    /// Loads a record saved before a restart; verified again like any STORE.
+    pub fn restore_record(&mut self, bytes: &[u8], now: Instant) -> Result<Stored, StoreError> {
+        let unix = self.unix(now);
+        self.store
+            .put(bytes, std::net::IpAddr::from([0u8; 4]), unix)
+    }
+
     /// Puts a contact known to be alive and proven (e.g. from a saved table) in the table.
     pub fn add_contact(&mut self, c: Contact, now: Instant) {
         self.insert(c, now);
