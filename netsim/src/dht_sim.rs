@@ -26,6 +26,8 @@ pub enum Evil {
     Drop,
     /// Answer FIND_NODE / FIND_VALUE with random far nodes.
     WrongNodes,
+    /// Flood random nodes with STORE requests carrying forged records (and otherwise behave).
+    FloodStores,
 }
 
 /// Parameters of a run.
@@ -90,6 +92,8 @@ pub struct DhtReport {
     pub sim_time: Duration,
     /// Mean routing table size of live nodes at the end.
     pub mean_table: f64,
+    /// Records held by honest nodes at the end (forged ones would show here).
+    pub honest_records: usize,
 }
 
 impl DhtReport {
@@ -338,6 +342,25 @@ pub fn run(cfg: &DhtSimConfig, epoch: Instant) -> DhtReport {
     for &i in others.iter().skip(evil).take(crashed) {
         sim.nodes[i].alive = false;
     }
+    // Store floods: each flooding node sends 50 STOREs of forged records to random nodes.
+    let flooders: Vec<usize> = (0..n)
+        .filter(|&i| sim.nodes[i].evil == Some(Evil::FloodStores))
+        .collect();
+    for i in flooders {
+        for _ in 0..50 {
+            let to = sim.nodes[sim.rng.gen_range(0..n)].contact;
+            let mut record = vec![1u8; 6000];
+            sim.rng.fill(&mut record[..]);
+            record[0] = 1;
+            record[1] = 1;
+            let msg = DhtMessage {
+                id: sim.rng.gen(),
+                flags: 1,
+                body: Body::Store { record },
+            };
+            sim.send(i, to, msg);
+        }
+    }
     let mut t = joined;
     if let Some((cut, wait)) = cfg.partition {
         sim.partitioned = true;
@@ -409,7 +432,14 @@ pub fn run(cfg: &DhtSimConfig, epoch: Instant) -> DhtReport {
     let live: Vec<&SimNode> = sim.nodes.iter().filter(|n| n.alive).collect();
     let mean_table =
         live.iter().map(|n| n.dht.table().len() as f64).sum::<f64>() / live.len().max(1) as f64;
+    let honest_records = sim
+        .nodes
+        .iter()
+        .filter(|n| n.evil.is_none())
+        .map(|n| n.dht.store().len())
+        .sum();
     DhtReport {
+        honest_records,
         results: sim.results.into_iter().flatten().collect(),
         lookups: cfg.lookups,
         messages: sim.messages,

@@ -36,7 +36,8 @@ enum Command {
         /// Fraction of nodes that misbehave.
         #[arg(long, default_value_t = 0.0)]
         evil: f64,
-        /// Misbehaviour: `drop` (never answer) or `wrong` (answer with random nodes).
+        /// Misbehaviour: `drop` (never answer), `wrong` (answer with random nodes) or `flood`
+        /// (send forged STOREs).
         #[arg(long, default_value = "drop")]
         evil_kind: String,
         /// One-way link latency in ms (plus up to half of it as jitter).
@@ -87,8 +88,9 @@ fn main() -> ExitCode {
     let evil_kind = match evil_kind.as_str() {
         "drop" => Evil::Drop,
         "wrong" => Evil::WrongNodes,
+        "flood" => Evil::FloodStores,
         other => {
-            eprintln!("error: unknown --evil-kind {other:?} (drop or wrong)");
+            eprintln!("error: unknown --evil-kind {other:?} (drop, wrong or flood)");
             return ExitCode::from(2);
         }
     };

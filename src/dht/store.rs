@@ -273,6 +273,31 @@ mod tests {
     }
 
     #[test]
+    fn records_under_someone_elses_key_and_oversized_records_are_refused() {
+        let alice = Identity::generate(&mut OsRng);
+        let bob = Identity::generate(&mut OsRng);
+        let mut s = RecordStore::new(StoreConfig::default());
+        // Alice's correctly signed record, re-keyed under Bob's presence key and re-signed.
+        let mut bytes = presence(&alice, 1, b"a");
+        bytes[2..22].copy_from_slice(&crate::crypto::record::presence_key(&bob.fingerprint()).0);
+        bytes.truncate(bytes.len() - crate::crypto::SIGNATURE_LEN);
+        let sig = alice.sign(crate::crypto::record::DOMAIN, &[&bytes]);
+        bytes.extend_from_slice(&sig);
+        assert!(matches!(
+            s.put(&bytes, ip(1), NOW),
+            Err(StoreError::Invalid(RecordError::KeyMismatch { .. }))
+        ));
+        // A value over the presence limit, declared in the header.
+        let mut big = presence(&alice, 1, b"a");
+        big[1990..1994].copy_from_slice(&(1u32 << 20).to_be_bytes());
+        assert!(matches!(
+            s.put(&big, ip(1), NOW),
+            Err(StoreError::Invalid(RecordError::ValueTooLarge { .. }))
+        ));
+        assert!(s.is_empty());
+    }
+
+    #[test]
     fn quotas_and_expiry() {
         let cfg = StoreConfig {
             max_records: 10,
