@@ -137,3 +137,35 @@ async fn routing_table_and_records_survive_a_restart() {
         .expect("found through the saved table");
     assert_eq!(rec.value(), b"where y is");
 }
+
+/// Two nodes only: the publisher keeps a copy of its own record (it is among the k closest),
+/// and a node finds records it holds itself. Both once failed here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_find_each_other() {
+    let bob = dht_node(vec![]).await;
+    let alice = dht_node(vec![(bob.local_addr(), bob.fingerprint())]).await;
+    alice.dht_bootstrap().await.unwrap();
+    assert_eq!(
+        bob.announce(b"bob".to_vec()).await.unwrap(),
+        2,
+        "alice and bob himself"
+    );
+    assert_eq!(
+        alice
+            .find_peer(bob.fingerprint())
+            .await
+            .unwrap()
+            .unwrap()
+            .value(),
+        b"bob"
+    );
+    assert_eq!(alice.announce(b"alice".to_vec()).await.unwrap(), 2);
+    assert_eq!(
+        bob.find_peer(alice.fingerprint())
+            .await
+            .unwrap()
+            .unwrap()
+            .value(),
+        b"alice"
+    );
+}

@@ -565,15 +565,31 @@ impl Dht {
                 None => {
                     // Lookup done: store at the k closest, and keep a copy if we are one.
                     let record = std::mem::take(record);
-                    let targets = closest;
-                    let asked = targets.len();
                     let key = query.key;
+                    let k = self.cfg.lookup.k;
+                    let ours = Distance::between(&key, &self.local);
+                    let we_are_close = closest.len() < k
+                        || closest
+                            .last()
+                            .is_some_and(|far| ours < Distance::between(&key, &far.id));
+                    let kept = we_are_close
+                        && matches!(
+                            self.store.put(
+                                &record,
+                                std::net::IpAddr::from([0u8; 4]),
+                                self.unix(now)
+                            ),
+                            Ok(Stored::New | Stored::Updated | Stored::Unchanged)
+                        );
+                    let targets = closest;
+                    let asked = targets.len() + usize::from(kept);
+                    let done = usize::from(kept);
                     self.queries.insert(
                         q,
                         Query {
                             kind: Kind::Put {
                                 record: record.clone(),
-                                storing: Some((asked, 0, 0)),
+                                storing: Some((asked, done, done)),
                             },
                             lookup: query.lookup,
                             key,
@@ -589,7 +605,7 @@ impl Dht {
                             now,
                         );
                     }
-                    if asked == 0 {
+                    if asked == done {
                         self.step(q, now);
                     }
                 }
