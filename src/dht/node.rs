@@ -154,8 +154,12 @@ enum Purpose {
 struct Pending {
     to: NodeId,
     purpose: Purpose,
+    sent: Instant,
     deadline: Instant,
 }
+
+/// Shortest request timeout, whatever the measured round trips.
+const MIN_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// One DHT node.
 #[derive(Debug)]
@@ -177,6 +181,8 @@ pub struct Dht {
     bootstrap_at: Option<(Instant, Duration)>,
     /// xorshift64 state for refresh targets (seeded at construction; no global RNG).
     refresh_rng: u64,
+    /// Smoothed round-trip time of answered requests.
+    srtt: Option<Duration>,
 }
 
 impl Dht {
@@ -200,6 +206,7 @@ impl Dht {
             next_refresh: epoch.0 + cfg.refresh_interval,
             bootstrap_at: None,
             refresh_rng: request_seed | 1,
+            srtt: None,
         }
     }
 
@@ -242,6 +249,16 @@ impl Dht {
         }
     }
 
+    /// The request timeout now: 4 × the smoothed round trip, within [250 ms, configured].
+    /// A dead node then costs a few round trips, not the full configured timeout.
+    pub fn request_timeout(&self) -> Duration {
+        let max = self.cfg.lookup.request_timeout;
+        match self.srtt {
+            Some(srtt) => (srtt * 4).clamp(MIN_TIMEOUT.min(max), max),
+            None => max,
+        }
+    }
+
     fn send(&mut self, to: Contact, body: Body, purpose: Purpose, now: Instant) {
         self.next_request = self.next_request.wrapping_add(1);
         let id = self.next_request;
@@ -250,7 +267,8 @@ impl Dht {
             Pending {
                 to: to.id,
                 purpose,
-                deadline: now + self.cfg.lookup.request_timeout,
+                sent: now,
+                deadline: now + self.request_timeout(),
             },
         );
         let msg = DhtMessage {
@@ -298,7 +316,11 @@ impl Dht {
                 seeds.push(*s);
             }
         }
-        let lookup = Lookup::new(key, seeds, self.cfg.lookup, now);
+        let cfg = LookupConfig {
+            request_timeout: self.request_timeout(),
+            ..self.cfg.lookup
+        };
+        let lookup = Lookup::new(key, seeds, cfg, now);
         self.queries.insert(q, Query { kind, lookup, key });
         self.step(q, now);
         q
@@ -366,6 +388,11 @@ impl Dht {
             return;
         }
         self.pending.remove(&msg.id);
+        let sample = now.saturating_duration_since(p.sent);
+        self.srtt = Some(match self.srtt {
+            Some(s) => (s * 7 + sample) / 8,
+            None => sample,
+        });
         if msg.flags & FLAG_SERVER != 0 {
             self.insert(from, now);
         }
