@@ -249,12 +249,14 @@ impl Dht {
         }
     }
 
-    /// The request timeout now: 4 × the smoothed round trip, within [250 ms, configured].
-    /// A dead node then costs a few round trips, not the full configured timeout.
+    /// The request timeout now: 8 × the smoothed round trip, within [250 ms, configured].
+    /// A dead node then costs a few round trips, not the full configured timeout; 8 leaves
+    /// room for a request to a new contact, which takes three (QUIC handshake, HELLO, the
+    /// request).
     pub fn request_timeout(&self) -> Duration {
         let max = self.cfg.lookup.request_timeout;
         match self.srtt {
-            Some(srtt) => (srtt * 4).clamp(MIN_TIMEOUT.min(max), max),
+            Some(srtt) => (srtt * 8).clamp(MIN_TIMEOUT.min(max), max),
             None => max,
         }
     }
