@@ -205,3 +205,20 @@ fn dht_fixture() -> (std::time::Instant, crate::dht::Dht) {
     );
     (now, dht)
 }
+
+/// Any datagram given to the STUN responder or to a waiting Binding transaction never
+/// panics; an answer the responder makes is itself a well-formed STUN message.
+pub fn stun_message(data: &[u8]) {
+    use crate::nat::stun::{respond, transaction_id, Binding};
+    let from = std::net::SocketAddr::from(([192, 0, 2, 1], 3478));
+    if let Some(answer) = respond(from, data) {
+        assert!(
+            crate::transport::demux::is_stun(&answer),
+            "the responder made a malformed answer"
+        );
+    }
+    let (now, _) = dht_fixture();
+    let mut b = Binding::new(from, transaction_id(data).unwrap_or([0; 12]), now);
+    let _ = b.poll_transmit(now);
+    b.handle_response(from, data);
+}

@@ -52,6 +52,11 @@ fn record_verify_corpus() {
 }
 
 #[test]
+fn stun_message_corpus() {
+    replay("stun_message", fuzzing::stun_message);
+}
+
+#[test]
 fn dht_message_corpus() {
     replay("dht_message", fuzzing::dht_message);
 }
@@ -232,6 +237,19 @@ fn write_seed_corpus() {
         ("ping", Body::Ping),
         ("pong", Body::Pong),
     ];
+    // STUN: a Binding request and the responder's answer.
+    let server: std::net::SocketAddr = "192.0.2.1:3478".parse().unwrap();
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::Instant::now();
+    let mut b = dna_p2p::nat::stun::Binding::new(server, [5; 12], now);
+    let request = b.poll_transmit(now).unwrap().1.to_vec();
+    write("stun_message", "binding-request", &request);
+    write(
+        "stun_message",
+        "binding-answer",
+        &dna_p2p::nat::stun::respond(server, &request).unwrap(),
+    );
+
     for (name, body) in messages {
         let m = DhtMessage {
             id: 42,

@@ -1,3 +1,5 @@
+// Tests drive real sockets against real time.
+#![allow(clippy::disallowed_methods)]
 //! The one UDP socket: STUN datagrams reach the STUN queue while QUIC runs on the same port,
 //! probes leave from that port, and IPv6 / dual-stack work.
 
@@ -8,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dna_p2p::crypto::Identity;
 use dna_p2p::daemon::{Node, NodeConfig, NodeEvent};
+use dna_p2p::nat::stun::Binding;
 use dna_p2p::transport::demux::STUN_MAGIC_COOKIE;
 use rand_core::OsRng;
 
@@ -47,36 +50,56 @@ async fn exchange_one(a: &mut Node, b: &mut Node, b_addr: SocketAddr) {
 async fn stun_and_quic_share_the_port() {
     let mut a = node_at("127.0.0.1:0").await;
     let mut b = node_at("127.0.0.1:0").await;
-    let mut side = a.take_side_channels().unwrap();
     let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
     probe
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    // STUN in: goes to the STUN queue, with its source.
-    probe.send_to(&binding_request(), a.local_addr()).unwrap();
-    let (from, bytes) = tokio::time::timeout(Duration::from_secs(5), side.stun.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(from, probe.local_addr().unwrap());
-    assert_eq!(&bytes[..], &binding_request()[..]);
+    // A Binding request to the node's QUIC port is answered with the prober's address.
+    let mut binding = Binding::new(a.local_addr(), [7; 12], std::time::Instant::now());
+    let (to, request) = binding.poll_transmit(std::time::Instant::now()).unwrap();
+    probe.send_to(request, to).unwrap();
+    let mut buf = [0u8; 512];
+    let (n, src) = probe.recv_from(&mut buf).unwrap();
+    assert_eq!(src, a.local_addr(), "answered from the node's one socket");
+    assert!(binding.handle_response(src, &buf[..n]));
+    assert_eq!(binding.result(), Some(&Ok(probe.local_addr().unwrap())));
     // Garbage in the STUN range: dropped, counted.
     probe.send_to(&[0x01, 0x02, 0x03], a.local_addr()).unwrap();
     // QUIC on the same port meanwhile.
     let a_addr = a.local_addr();
     exchange_one(&mut b, &mut a, a_addr).await;
-    assert!(
-        side.stun.try_recv().is_err(),
-        "the garbage did not reach the STUN queue"
-    );
     // A raw datagram leaves from the node's own port.
     a.send_raw(probe.local_addr().unwrap(), &binding_request())
         .await
         .unwrap();
-    let mut buf = [0u8; 64];
     let (n, src) = probe.recv_from(&mut buf).unwrap();
     assert_eq!(src, a.local_addr());
     assert_eq!(&buf[..n], &binding_request()[..]);
+    // And a node learns its own address from another node, through the same socket.
+    assert_eq!(b.stun_binding(a.local_addr()).await, Ok(b.local_addr()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stun_binding_retransmits_until_answered() {
+    let a = node_at("127.0.0.1:0").await;
+    // A server that ignores the first two requests.
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let serve = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        for i in 0..3 {
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            if i == 2 {
+                let answer = dna_p2p::nat::stun::respond(from, &buf[..n]).unwrap();
+                server.send_to(&answer, from).unwrap();
+            }
+        }
+    });
+    let start = std::time::Instant::now();
+    assert_eq!(a.stun_binding(server_addr).await, Ok(a.local_addr()));
+    // Third request goes out at 1.5 s (0, 0.5, 1.5 s).
+    assert!(start.elapsed() >= Duration::from_millis(1400));
+    serve.join().unwrap();
 }
 
 fn ipv6_loopback() -> bool {

@@ -192,6 +192,8 @@ pub(crate) struct Shared {
     pub(crate) hash_key: [u64; 2],
     /// The DHT, if this node runs one.
     pub(crate) dht: Option<Arc<super::dht::DhtShared>>,
+    /// STUN transactions waiting for answers, by transaction ID.
+    pub(crate) stun_pending: Mutex<HashMap<[u8; 12], mpsc::UnboundedSender<(SocketAddr, Bytes)>>>,
 }
 
 /// A poisoned lock only means another task panicked while holding it; the maps inside stay
@@ -234,7 +236,7 @@ impl Shared {
 pub struct Node {
     handle: NodeHandle,
     events: mpsc::Receiver<NodeEvent>,
-    side: Option<SideChannels>,
+    turn: Option<mpsc::Receiver<crate::transport::socket::Datagram>>,
 }
 
 /// A cheap, clonable handle for sending and managing peers from any task.
@@ -322,6 +324,7 @@ impl Node {
             stopped: AtomicBool::new(false),
             presence: Mutex::new(None),
             dht,
+            stun_pending: Mutex::new(HashMap::new()),
             hash_key: [
                 rand_core::RngCore::next_u64(&mut OsRng),
                 rand_core::RngCore::next_u64(&mut OsRng),
@@ -349,10 +352,12 @@ impl Node {
             }
         }
         tracing::info!(fingerprint = %shared.identity.fingerprint(), addr = %shared.local, "node up");
+        let SideChannels { stun, turn } = side;
+        tokio::spawn(stun_loop(shared.clone(), stun));
         Ok(Node {
             handle: NodeHandle { shared },
             events,
-            side: Some(side),
+            turn: Some(turn),
         })
     }
 
@@ -371,9 +376,12 @@ impl Node {
         self.events.try_recv()
     }
 
-    /// The STUN and TURN datagram queues of the socket (once; the NAT issues consume them).
-    pub fn take_side_channels(&mut self) -> Option<SideChannels> {
-        self.side.take()
+    /// The datagrams the socket takes out for the TURN client (once; the TURN issue consumes
+    /// them). STUN datagrams are handled by the node itself.
+    pub fn take_turn_channel(
+        &mut self,
+    ) -> Option<mpsc::Receiver<crate::transport::socket::Datagram>> {
+        self.turn.take()
     }
 
     /// Stops accepting new messages and connections, waits up to `grace` for every queued
@@ -588,6 +596,39 @@ impl NodeHandle {
             .map_or(0, |d| lock(&d.dht).table().len())
     }
 
+    /// Our address as `server` sees it: a STUN Binding transaction (RFC 8489 timers) from the
+    /// node's own socket, so the answer names the address our QUIC traffic uses.
+    pub async fn stun_binding(
+        &self,
+        server: SocketAddr,
+    ) -> Result<SocketAddr, crate::nat::stun::BindingError> {
+        let mut tid = [0u8; 12];
+        rand_core::RngCore::fill_bytes(&mut *lock(&self.shared.id_rng), &mut tid);
+        let mut binding = crate::nat::stun::Binding::new(server, tid, Instant::now());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        lock(&self.shared.stun_pending).insert(tid, tx);
+        let result = loop {
+            let now = Instant::now();
+            while let Some((to, request)) = binding.poll_transmit(now) {
+                let request = request.to_vec();
+                // A send failure is a lost datagram: the retransmission timer covers it.
+                let _ = self.shared.socket.send_raw(to, &request).await;
+            }
+            binding.handle_timeout(now);
+            if let Some(r) = binding.result() {
+                break r.clone();
+            }
+            let Some(wake) = binding.poll_timeout() else {
+                continue;
+            };
+            if let Ok(Some((from, bytes))) = tokio::time::timeout_at(wake.into(), rx.recv()).await {
+                binding.handle_response(from, &bytes);
+            }
+        };
+        lock(&self.shared.stun_pending).remove(&tid);
+        result
+    }
+
     /// What the socket's demultiplexer sorted so far.
     pub fn socket_stats(&self) -> &crate::transport::SocketStats {
         self.shared.socket.stats()
@@ -604,6 +645,25 @@ pub(crate) fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Answers STUN Binding requests on the node's socket and hands answers to the transactions
+/// waiting for them (spec/05-nat.md §1).
+async fn stun_loop(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<crate::transport::socket::Datagram>,
+) {
+    while let Some((from, bytes)) = rx.recv().await {
+        if let Some(answer) = crate::nat::stun::respond(from, &bytes) {
+            let _ = shared.socket.send_raw(from, &answer).await;
+            continue;
+        }
+        let waiting = crate::nat::stun::transaction_id(&bytes)
+            .and_then(|tid| lock(&shared.stun_pending).get(&tid).cloned());
+        if let Some(tx) = waiting {
+            let _ = tx.send((from, bytes));
+        }
+    }
 }
 
 fn is_dht(conn: &quinn::Connection) -> bool {
