@@ -193,7 +193,8 @@ pub(crate) struct Shared {
     /// The DHT, if this node runs one.
     pub(crate) dht: Option<Arc<super::dht::DhtShared>>,
     /// STUN transactions waiting for answers, by transaction ID.
-    pub(crate) stun_pending: Mutex<HashMap<[u8; 12], mpsc::UnboundedSender<(SocketAddr, Bytes)>>>,
+    pub(crate) stun_pending:
+        Mutex<HashMap<[u8; 12], mpsc::UnboundedSender<crate::transport::socket::Datagram>>>,
 }
 
 /// A poisoned lock only means another task panicked while holding it; the maps inside stay
