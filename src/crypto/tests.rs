@@ -29,6 +29,20 @@ fn handshake(p: &Pair) -> (Session, Session) {
     (a, b)
 }
 
+/// A sealed envelope from Alice to Bob (ID 1…1, timestamp 0).
+fn alice_to_bob(p: &Pair, body: &[u8]) -> Vec<u8> {
+    sealed::seal(
+        &p.alice,
+        p.bob.fingerprint(),
+        p.bob.kem_public(),
+        MessageId([1; 16]),
+        0,
+        body,
+        &mut OsRng,
+    )
+    .unwrap()
+}
+
 fn seal(s: &mut Session, body: &[u8]) -> BytesMut {
     let mut out = BytesMut::new();
     s.seal(
@@ -316,16 +330,7 @@ fn sealed_round_trip() {
 fn sealed_refuses_the_wrong_recipient() {
     let p = pair();
     let carol = Identity::generate(&mut OsRng);
-    let env = sealed::seal(
-        &p.alice,
-        p.bob.fingerprint(),
-        p.bob.kem_public(),
-        MessageId([1; 16]),
-        0,
-        b"x",
-        &mut OsRng,
-    )
-    .unwrap();
+    let env = alice_to_bob(&p, b"x");
     assert_eq!(
         sealed::open(&carol, &env).err(),
         Some(OpenError::WrongRecipient {
@@ -338,16 +343,7 @@ fn sealed_refuses_the_wrong_recipient() {
 #[test]
 fn sealed_refuses_a_bad_signature() {
     let p = pair();
-    let mut env = sealed::seal(
-        &p.alice,
-        p.bob.fingerprint(),
-        p.bob.kem_public(),
-        MessageId([1; 16]),
-        0,
-        b"x",
-        &mut OsRng,
-    )
-    .unwrap();
+    let mut env = alice_to_bob(&p, b"x");
     let at = env.len() - 200;
     env[at] ^= 1;
     assert_eq!(
@@ -364,16 +360,7 @@ fn sealed_refuses_a_bad_signature() {
 fn sealed_refuses_tampered_ciphertext_even_when_re_signed() {
     // The sender itself alters the ciphertext and signs again: the AEAD catches it.
     let p = pair();
-    let env = sealed::seal(
-        &p.alice,
-        p.bob.fingerprint(),
-        p.bob.kem_public(),
-        MessageId([1; 16]),
-        0,
-        b"body",
-        &mut OsRng,
-    )
-    .unwrap();
+    let env = alice_to_bob(&p, b"body");
     let mut body = env[..env.len() - SIGNATURE_LEN].to_vec();
     let at = body.len() - 20;
     body[at] ^= 1;
@@ -390,16 +377,7 @@ fn sealed_refuses_a_sender_swap() {
     // Mallory replaces the sender key and signs: the plaintext still names Alice.
     let p = pair();
     let mallory = Identity::generate(&mut OsRng);
-    let env = sealed::seal(
-        &p.alice,
-        p.bob.fingerprint(),
-        p.bob.kem_public(),
-        MessageId([1; 16]),
-        0,
-        b"body",
-        &mut OsRng,
-    )
-    .unwrap();
+    let env = alice_to_bob(&p, b"body");
     let mut body = env[..env.len() - SIGNATURE_LEN].to_vec();
     body[2..2 + PUBLIC_KEY_LEN].copy_from_slice(mallory.public_key().as_bytes());
     let sig = mallory.sign(sealed::DOMAIN_SIGNATURE, &[&body]);
@@ -414,16 +392,7 @@ fn sealed_refuses_a_sender_swap() {
 #[test]
 fn sealed_refuses_truncation_and_wrong_form() {
     let p = pair();
-    let env = sealed::seal(
-        &p.alice,
-        p.bob.fingerprint(),
-        p.bob.kem_public(),
-        MessageId([1; 16]),
-        0,
-        b"",
-        &mut OsRng,
-    )
-    .unwrap();
+    let env = alice_to_bob(&p, b"");
     assert!(matches!(
         sealed::open(&p.bob, &env[..100]),
         Err(OpenError::Truncated { .. })
