@@ -302,18 +302,9 @@ async fn a_relaying_man_in_the_middle_is_refused() {
         .unwrap();
     let (from_a, to_b) = relay.await.unwrap();
     // B refuses A's forwarded HELLO: signed over the A–M exporter, not M–B.
-    let code_b = match to_b.closed().await {
-        quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
-        other => panic!("{other}"),
-    };
+    let code_b = close_code(&to_b).await;
     assert_eq!(code_b, code::AUTH_FAILED as u64);
-    let code_a = match tokio::time::timeout(Duration::from_secs(10), from_a.closed())
-        .await
-        .unwrap()
-    {
-        quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
-        other => panic!("{other}"),
-    };
+    let code_a = close_code(&from_a).await;
     assert_eq!(code_a, code::AUTH_FAILED as u64);
     // Nothing was delivered, nobody came up.
     let quiet = tokio::time::timeout(Duration::from_millis(300), async {
@@ -419,13 +410,7 @@ async fn a_node_cannot_reuse_another_nodes_certificate() {
         ))
         .await
         .unwrap();
-        match tokio::time::timeout(Duration::from_secs(10), conn.closed())
-            .await
-            .unwrap()
-        {
-            quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
-            other => panic!("{other}"),
-        }
+        close_code(&conn).await
     });
     a.connect(b.fingerprint(), vec![addr]);
     assert_eq!(serve.await.unwrap(), code::AUTH_FAILED as u64);
