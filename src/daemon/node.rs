@@ -603,9 +603,24 @@ impl NodeHandle {
         &self,
         server: SocketAddr,
     ) -> Result<SocketAddr, crate::nat::stun::BindingError> {
+        let tid = self.transaction_id();
+        let binding = crate::nat::stun::Binding::new(server, tid, Instant::now());
+        self.stun_transaction(binding).await.map(|a| a.mapped)
+    }
+
+    /// A fresh random STUN transaction ID.
+    pub fn transaction_id(&self) -> [u8; 12] {
         let mut tid = [0u8; 12];
         rand_core::RngCore::fill_bytes(&mut *lock(&self.shared.id_rng), &mut tid);
-        let mut binding = crate::nat::stun::Binding::new(server, tid, Instant::now());
+        tid
+    }
+
+    /// Runs one STUN transaction from the node's socket to its end.
+    pub async fn stun_transaction(
+        &self,
+        mut binding: crate::nat::stun::Binding,
+    ) -> Result<crate::nat::stun::Answer, crate::nat::stun::BindingError> {
+        let tid = binding.transaction_id();
         let (tx, mut rx) = mpsc::unbounded_channel();
         lock(&self.shared.stun_pending).insert(tid, tx);
         let result = loop {

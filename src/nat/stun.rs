@@ -1,16 +1,19 @@
 //! STUN Binding (RFC 8489), sans-IO: a client transaction with the RFC's retransmission
 //! timers, and the responder every node runs on its one socket (spec/05-nat.md §1).
 //!
-//! Requests and answers carry FINGERPRINT; answers carry XOR-MAPPED-ADDRESS. The encoding is
-//! stun-rs's.
+//! Requests and answers carry FINGERPRINT; answers carry XOR-MAPPED-ADDRESS. A transaction
+//! may also carry CHANGE-REQUEST (RFC 5780 behaviour discovery, spec/05 §2) or short-term
+//! credentials (USERNAME + MESSAGE-INTEGRITY, the connectivity checks of spec/05 §5). The
+//! encoding is stun-rs's.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use stun_rs::attributes::stun::{Fingerprint, XorMappedAddress};
+use stun_rs::attributes::discovery::{ChangeRequest, ChangeRequestFlags, OtherAddress};
+use stun_rs::attributes::stun::{Fingerprint, MessageIntegrity, UserName, XorMappedAddress};
 use stun_rs::methods::BINDING;
 use stun_rs::{
-    DecoderContextBuilder, MessageClass, MessageDecoder, MessageDecoderBuilder,
+    DecoderContextBuilder, HMACKey, MessageClass, MessageDecoder, MessageDecoderBuilder,
     MessageEncoderBuilder, StunMessageBuilder, TransactionId,
 };
 use thiserror::Error;
@@ -22,6 +25,67 @@ pub const RC: u32 = 7;
 /// After the last request, wait this many RTOs for an answer.
 pub const RM: u32 = 16;
 
+/// A transaction's retransmission timers: first RTO (doubling), requests sent, and how many
+/// RTOs to wait after the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// First retransmission timeout; doubles after each request.
+    pub rto: Duration,
+    /// Requests sent before giving up.
+    pub rc: u32,
+    /// RTOs waited after the last request.
+    pub rm: u32,
+}
+
+impl Timers {
+    /// RFC 8489 §6.2.1: 500 ms, 7 requests, 16 RTOs (failure at 39.5 s).
+    pub const RFC8489: Timers = Timers {
+        rto: RTO,
+        rc: RC,
+        rm: RM,
+    };
+    /// Behaviour discovery (spec/05 §2): 200 ms, 4 requests, 4 RTOs. A filtering test
+    /// expects silence as a possible answer, so it must not wait 39.5 s for it: it concludes
+    /// "no answer" after 2.2 s.
+    pub const DISCOVERY: Timers = Timers {
+        rto: Duration::from_millis(200),
+        rc: 4,
+        rm: 4,
+    };
+}
+
+/// What a Binding request asks the server to change about its answer (RFC 5780 §7.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Answer from the address asked.
+    Nothing,
+    /// Answer from the other port.
+    Port,
+    /// Answer from the other address and port.
+    IpAndPort,
+}
+
+/// Short-term credentials (RFC 8489 §9.1): USERNAME, and the password that keys
+/// MESSAGE-INTEGRITY of the request and of its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// USERNAME: `<their ufrag>:<our ufrag>` in a connectivity check (spec/05 §5).
+    pub username: String,
+    /// The password both the request and its answer are keyed with (the answerer's).
+    pub password: String,
+}
+
+/// A successful Binding answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// XOR-MAPPED-ADDRESS: where the server saw the request come from.
+    pub mapped: SocketAddr,
+    /// Where the answer came from (differs from the server asked after a CHANGE-REQUEST).
+    pub from: SocketAddr,
+    /// OTHER-ADDRESS, if the server supports RFC 5780.
+    pub other: Option<SocketAddr>,
+}
+
 /// Why a Binding transaction failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -32,13 +96,13 @@ pub enum BindingError {
     /// The server answered with an error response.
     #[error("STUN error response from {0}")]
     ErrorResponse(SocketAddr),
-    /// The success response carried no XOR-MAPPED-ADDRESS.
+    /// A success answer without an address in it.
     #[error("STUN answer without XOR-MAPPED-ADDRESS")]
     NoMappedAddress,
 }
 
 fn encode(msg: &stun_rs::StunMessage) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 256];
+    let mut buf = vec![0u8; 512];
     let n = MessageEncoderBuilder::default()
         .build()
         .encode(&mut buf, msg)
@@ -47,14 +111,17 @@ fn encode(msg: &stun_rs::StunMessage) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// A decoder that checks FINGERPRINT.
-fn decoder() -> MessageDecoder {
+fn decoder(key: Option<&str>) -> MessageDecoder {
+    let mut ctx = DecoderContextBuilder::default().with_validation();
+    if let Some(k) = key.and_then(|p| HMACKey::new_short_term(p).ok()) {
+        ctx = ctx.with_key(k);
+    }
     MessageDecoderBuilder::default()
-        .with_context(DecoderContextBuilder::default().with_validation().build())
+        .with_context(ctx.build())
         .build()
 }
 
-/// The transaction ID of a STUN message, if `bytes` is one.
+/// The transaction ID of a STUN message (bytes 8..20), if `bytes` looks like STUN.
 pub fn transaction_id(bytes: &[u8]) -> Option<[u8; 12]> {
     if !crate::transport::demux::is_stun(bytes) {
         return None;
@@ -64,14 +131,27 @@ pub fn transaction_id(bytes: &[u8]) -> Option<[u8; 12]> {
     Some(t)
 }
 
-/// Answers a Binding request from `from` with a success response naming `from`
-/// (XOR-MAPPED-ADDRESS). Anything else — answers, indications, other methods, malformed or
-/// FINGERPRINT-less input — gets no answer.
+/// The USERNAME of a Binding request, if it carries one (FINGERPRINT checked, integrity not
+/// yet: the username says which password to check it with).
+pub fn request_username(request: &[u8]) -> Option<String> {
+    let (msg, _) = decoder(None).decode(request).ok()?;
+    if msg.method() != BINDING || msg.class() != MessageClass::Request {
+        return None;
+    }
+    msg.get::<UserName>()
+        .and_then(|a| a.as_user_name().ok())
+        .map(|u| u.as_str().to_owned())
+}
+
+/// The answer to a Binding request from `from`, or `None` if it is not one: requests without
+/// a valid FINGERPRINT, answers, indications and other methods go unanswered. A request with
+/// credentials is answered only by [`respond_authenticated`].
 pub fn respond(from: SocketAddr, request: &[u8]) -> Option<Vec<u8>> {
-    let (msg, _) = decoder().decode(request).ok()?;
+    let (msg, _) = decoder(None).decode(request).ok()?;
     if msg.method() != BINDING
         || msg.class() != MessageClass::Request
         || msg.get::<Fingerprint>().is_none()
+        || msg.get::<UserName>().is_some()
     {
         return None;
     }
@@ -83,50 +163,125 @@ pub fn respond(from: SocketAddr, request: &[u8]) -> Option<Vec<u8>> {
     encode(&answer)
 }
 
-/// One Binding transaction with `server`.
+/// The answer to a connectivity check keyed with our `password`: `None` unless the request
+/// is a Binding request whose MESSAGE-INTEGRITY and FINGERPRINT verify. The answer carries
+/// XOR-MAPPED-ADDRESS and is keyed with the same password.
+pub fn respond_authenticated(from: SocketAddr, request: &[u8], password: &str) -> Option<Vec<u8>> {
+    let (msg, _) = decoder(Some(password)).decode(request).ok()?;
+    if msg.method() != BINDING
+        || msg.class() != MessageClass::Request
+        || msg.get::<Fingerprint>().is_none()
+        || msg.get::<MessageIntegrity>().is_none()
+    {
+        return None;
+    }
+    let key = HMACKey::new_short_term(password).ok()?;
+    let answer = StunMessageBuilder::new(BINDING, MessageClass::SuccessResponse)
+        .with_transaction_id(*msg.transaction_id())
+        .with_attribute(XorMappedAddress::from(from))
+        .with_attribute(MessageIntegrity::new(key))
+        .with_attribute(Fingerprint::default())
+        .build();
+    encode(&answer)
+}
+
+/// How a [`Binding`] transaction is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Retransmission timers.
+    pub timers: Timers,
+    /// CHANGE-REQUEST (RFC 5780); the answer may then come from another address.
+    pub change: Change,
+    /// Short-term credentials; the answer must then verify with the same password.
+    pub credentials: Option<Credentials>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timers: Timers::RFC8489,
+            change: Change::Nothing,
+            credentials: None,
+        }
+    }
+}
+
+/// One Binding transaction (client side), sans-IO: [`poll_transmit`](Binding::poll_transmit)
+/// for what to send, [`handle_response`](Binding::handle_response) for datagrams with our
+/// transaction ID, [`handle_timeout`](Binding::handle_timeout) when
+/// [`poll_timeout`](Binding::poll_timeout) passes.
 #[derive(Debug, Clone)]
 pub struct Binding {
     server: SocketAddr,
     tid: [u8; 12],
     request: Vec<u8>,
+    opts: Options,
     sent: u32,
     next: Instant,
     rto: Duration,
-    result: Option<Result<SocketAddr, BindingError>>,
+    result: Option<Result<Answer, BindingError>>,
 }
 
 impl Binding {
-    /// A transaction with `server`; `tid` must be random (the caller's RNG).
+    /// A plain Binding request to `server` (RFC 8489 timers), first sent at `now`.
     pub fn new(server: SocketAddr, tid: [u8; 12], now: Instant) -> Binding {
-        let msg = StunMessageBuilder::new(BINDING, MessageClass::Request)
-            .with_transaction_id(TransactionId::from(tid))
-            .with_attribute(Fingerprint::default())
-            .build();
+        Binding::with_options(server, tid, Options::default(), now)
+    }
+
+    /// A Binding request with CHANGE-REQUEST and/or credentials.
+    pub fn with_options(server: SocketAddr, tid: [u8; 12], opts: Options, now: Instant) -> Binding {
+        let mut b = StunMessageBuilder::new(BINDING, MessageClass::Request)
+            .with_transaction_id(TransactionId::from(tid));
+        let flags = match opts.change {
+            Change::Nothing => None,
+            Change::Port => Some(ChangeRequestFlags::ChangePort.into()),
+            Change::IpAndPort => {
+                Some(ChangeRequestFlags::ChangeIp | ChangeRequestFlags::ChangePort)
+            }
+        };
+        if flags.is_some() {
+            b = b.with_attribute(ChangeRequest::new(flags));
+        }
+        if let Some(c) = &opts.credentials {
+            if let (Ok(u), Ok(k)) = (
+                UserName::new(c.username.as_str()),
+                HMACKey::new_short_term(c.password.as_str()),
+            ) {
+                b = b.with_attribute(u).with_attribute(MessageIntegrity::new(k));
+            }
+        }
+        let msg = b.with_attribute(Fingerprint::default()).build();
         Binding {
             server,
             tid,
             request: encode(&msg).unwrap_or_default(),
+            rto: opts.timers.rto,
+            opts,
             sent: 0,
             next: now,
-            rto: RTO,
             result: None,
         }
     }
 
-    /// The transaction ID.
+    /// The transaction ID, for routing answers to this transaction.
     pub fn transaction_id(&self) -> [u8; 12] {
         self.tid
     }
 
-    /// The request to send now, if one is due: at 0, RTO, 3 RTO, 7 RTO … (doubling), Rc
-    /// times.
+    /// Where the request goes.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// The request to send now, if one is due.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<(SocketAddr, &[u8])> {
-        if self.result.is_some() || self.sent >= RC || now < self.next {
+        let t = self.opts.timers;
+        if self.result.is_some() || self.sent >= t.rc || now < self.next {
             return None;
         }
         self.sent += 1;
-        self.next = if self.sent == RC {
-            now + RTO * RM
+        self.next = if self.sent == t.rc {
+            now + t.rto * t.rm
         } else {
             now + self.rto
         };
@@ -134,22 +289,35 @@ impl Binding {
         Some((self.server, &self.request))
     }
 
-    /// Feeds a datagram; true if it answered this transaction (from the server, same ID).
+    /// Takes an answer; returns whether it ended the transaction. Without CHANGE-REQUEST an
+    /// answer counts only from the server asked; with credentials only if its
+    /// MESSAGE-INTEGRITY verifies with the password.
     pub fn handle_response(&mut self, from: SocketAddr, bytes: &[u8]) -> bool {
-        if self.result.is_some() || from != self.server || transaction_id(bytes) != Some(self.tid) {
+        if self.result.is_some()
+            || (self.opts.change == Change::Nothing && from != self.server)
+            || transaction_id(bytes) != Some(self.tid)
+        {
             return false;
         }
-        let Ok((msg, _)) = decoder().decode(bytes) else {
+        let key = self.opts.credentials.as_ref().map(|c| c.password.as_str());
+        let Ok((msg, _)) = decoder(key).decode(bytes) else {
             return false;
         };
-        if msg.method() != BINDING {
+        if msg.method() != BINDING || (key.is_some() && msg.get::<MessageIntegrity>().is_none()) {
             return false;
         }
         self.result = Some(match msg.class() {
             MessageClass::SuccessResponse => msg
                 .get::<XorMappedAddress>()
                 .and_then(|a| a.as_xor_mapped_address().ok())
-                .map(|a| *a.socket_address())
+                .map(|a| Answer {
+                    mapped: *a.socket_address(),
+                    from,
+                    other: msg
+                        .get::<OtherAddress>()
+                        .and_then(|o| o.as_other_address().ok())
+                        .map(|o| *o.socket_address()),
+                })
                 .ok_or(BindingError::NoMappedAddress),
             MessageClass::ErrorResponse => Err(BindingError::ErrorResponse(from)),
             _ => return false,
@@ -157,20 +325,21 @@ impl Binding {
         true
     }
 
-    /// Gives up once the last request went unanswered for Rm × RTO.
+    /// Gives up once the last request's wait has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.result.is_none() && self.sent >= RC && now >= self.next {
+        if self.result.is_none() && self.sent >= self.opts.timers.rc && now >= self.next {
             self.result = Some(Err(BindingError::Timeout(self.server)));
         }
     }
 
-    /// When to call again (`poll_transmit` or `handle_timeout`).
+    /// When to call [`handle_timeout`](Binding::handle_timeout) or poll again; `None` once
+    /// done.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.result.is_none().then_some(self.next)
     }
 
-    /// The outcome, once there is one: our address as the server sees it.
-    pub fn result(&self) -> Option<&Result<SocketAddr, BindingError>> {
+    /// The outcome, once there is one.
+    pub fn result(&self) -> Option<&Result<Answer, BindingError>> {
         self.result.as_ref()
     }
 }
@@ -200,7 +369,7 @@ mod tests {
             "wrong source"
         );
         assert!(b.handle_response(server, &answer));
-        assert_eq!(b.result(), Some(&Ok(me)));
+        assert_eq!(b.result().unwrap().as_ref().unwrap().mapped, me);
         assert_eq!(b.poll_timeout(), None);
     }
 
