@@ -63,7 +63,10 @@ async fn stun_and_quic_share_the_port() {
     assert_eq!(src, a.local_addr(), "answered from the node's one socket");
     assert!(binding.handle_response(src, &buf[..n]));
     assert_eq!(
-        binding.result().and_then(|r| r.as_ref().ok()).map(|a| a.mapped),
+        binding
+            .result()
+            .and_then(|r| r.as_ref().ok())
+            .map(|a| a.mapped),
         Some(probe.local_addr().unwrap())
     );
     // Garbage in the STUN range: dropped, counted.

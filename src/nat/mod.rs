@@ -1,7 +1,11 @@
 //! NAT traversal (spec/05-nat.md), sans-IO: the STUN Binding client and responder (§1),
-//! NAT behaviour discovery (§2).
+//! NAT behaviour discovery (§2), candidates and the presence value (§3, §4.1), rendezvous
+//! signalling (§4) and hole punching (§5). The driver is `daemon::reach`.
 
+pub mod candidate;
 pub mod discovery;
+pub mod punch;
+pub mod signal;
 pub mod stun;
 
 #[cfg(test)]

@@ -59,11 +59,21 @@ pub enum MessageType {
     DhtPing = 0x0106,
     /// DHT: liveness answer.
     DhtPong = 0x0107,
+    /// Signalling: a signed hole-punching offer, caller → rendezvous → callee (spec/05 §4).
+    Connect = 0x0200,
+    /// Signalling: the callee's signed answer to CONNECT.
+    ConnectAnswer = 0x0201,
+    /// Signalling: the rendezvous node could not forward a CONNECT.
+    ConnectError = 0x0202,
+    /// Signalling: please forward CONNECT requests for me over this connection.
+    RdvRegister = 0x0203,
+    /// Signalling: registration accepted (answer).
+    RdvRegistered = 0x0204,
 }
 
 impl MessageType {
     /// Every registered type, in number order.
-    pub const ALL: [MessageType; 17] = [
+    pub const ALL: [MessageType; 22] = [
         MessageType::Data,
         MessageType::Ack,
         MessageType::Ping,
@@ -81,6 +91,11 @@ impl MessageType {
         MessageType::Stored,
         MessageType::DhtPing,
         MessageType::DhtPong,
+        MessageType::Connect,
+        MessageType::ConnectAnswer,
+        MessageType::ConnectError,
+        MessageType::RdvRegister,
+        MessageType::RdvRegistered,
     ];
 
     /// The number on the wire.
@@ -108,6 +123,11 @@ impl MessageType {
             0x0105 => Some(MessageType::Stored),
             0x0106 => Some(MessageType::DhtPing),
             0x0107 => Some(MessageType::DhtPong),
+            0x0200 => Some(MessageType::Connect),
+            0x0201 => Some(MessageType::ConnectAnswer),
+            0x0202 => Some(MessageType::ConnectError),
+            0x0203 => Some(MessageType::RdvRegister),
+            0x0204 => Some(MessageType::RdvRegistered),
             _ => None,
         }
     }
@@ -132,6 +152,11 @@ impl MessageType {
             MessageType::Stored => "STORED",
             MessageType::DhtPing => "DHT_PING",
             MessageType::DhtPong => "DHT_PONG",
+            MessageType::Connect => "CONNECT",
+            MessageType::ConnectAnswer => "CONNECT_ANSWER",
+            MessageType::ConnectError => "CONNECT_ERROR",
+            MessageType::RdvRegister => "RDV_REGISTER",
+            MessageType::RdvRegistered => "RDV_REGISTERED",
         }
     }
 }
@@ -178,7 +203,11 @@ mod tests {
     fn numbers_round_trip_and_sit_in_the_session_range() {
         for t in MessageType::ALL {
             assert_eq!(MessageType::from_u16(t.to_u16()), Some(t));
-            assert!(SESSION_RANGE.contains(&t.to_u16()) || DHT_RANGE.contains(&t.to_u16()));
+            assert!(
+                SESSION_RANGE.contains(&t.to_u16())
+                    || DHT_RANGE.contains(&t.to_u16())
+                    || SIGNALLING_RANGE.contains(&t.to_u16())
+            );
             assert_eq!(t.name().parse::<MessageType>(), Ok(t));
         }
         assert_eq!(MessageType::from_u16(0), None);

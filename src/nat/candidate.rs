@@ -1,0 +1,358 @@
+//! Candidates (spec/05-nat.md §3) and the presence value that publishes them with the NAT
+//! class and the rendezvous nodes (§4): types, ICE priorities (RFC 8445 §5.1.2), and their
+//! byte layout. Every decoder here reads network input: bounded, never panics.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::crypto::Fingerprint;
+use crate::crypto::FINGERPRINT_LEN;
+
+/// Where a candidate address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CandidateKind {
+    /// An address of one of our interfaces.
+    Host,
+    /// Our address as a STUN server saw it.
+    ServerReflexive,
+    /// An address a peer's authenticated probe came from (learnt during hole punching).
+    PeerReflexive,
+    /// An address on a TURN relay (the TURN issue fills these).
+    Relayed,
+}
+
+impl CandidateKind {
+    /// RFC 8445 §5.1.2.2 type preference: host 126, peer-reflexive 110, server-reflexive
+    /// 100, relayed 0.
+    pub fn type_preference(self) -> u32 {
+        match self {
+            CandidateKind::Host => 126,
+            CandidateKind::PeerReflexive => 110,
+            CandidateKind::ServerReflexive => 100,
+            CandidateKind::Relayed => 0,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            CandidateKind::Host => 1,
+            CandidateKind::ServerReflexive => 2,
+            CandidateKind::PeerReflexive => 3,
+            CandidateKind::Relayed => 4,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<CandidateKind> {
+        Some(match c {
+            1 => CandidateKind::Host,
+            2 => CandidateKind::ServerReflexive,
+            3 => CandidateKind::PeerReflexive,
+            4 => CandidateKind::Relayed,
+            _ => return None,
+        })
+    }
+
+    /// Short name: `host`, `srflx`, `prflx`, `relay`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CandidateKind::Host => "host",
+            CandidateKind::ServerReflexive => "srflx",
+            CandidateKind::PeerReflexive => "prflx",
+            CandidateKind::Relayed => "relay",
+        }
+    }
+}
+
+/// One address a peer may be reached at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Candidate {
+    /// Where it comes from.
+    pub kind: CandidateKind,
+    /// The address.
+    pub addr: SocketAddr,
+    /// ICE priority (higher is preferred).
+    pub priority: u32,
+}
+
+impl Candidate {
+    /// A candidate with its ICE priority: 2²⁴·type + 2⁸·local + (256 − component), one
+    /// component; `local` orders candidates of one type (IPv6 above IPv4, 65535 first).
+    pub fn new(kind: CandidateKind, addr: SocketAddr, local: u16) -> Candidate {
+        let priority = (kind.type_preference() << 24) + (u32::from(local) << 8) + (256 - 1);
+        Candidate {
+            kind,
+            addr,
+            priority,
+        }
+    }
+}
+
+/// RFC 8445 §6.1.2.3 pair priority from the controlling (`g`) and controlled (`d`)
+/// candidates' priorities.
+pub fn pair_priority(g: u32, d: u32) -> u64 {
+    let (g, d) = (u64::from(g), u64::from(d));
+    (1 << 32) * g.min(d) + 2 * g.max(d) + u64::from(g > d)
+}
+
+/// Most candidates a message may carry.
+pub const MAX_CANDIDATES: usize = 16;
+/// Most rendezvous nodes a presence value names.
+pub const MAX_RENDEZVOUS: usize = 4;
+
+/// Why a candidate list or presence value did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CandidateError {
+    /// The input ended early.
+    #[error("truncated")]
+    Truncated,
+    /// Bytes after the end.
+    #[error("trailing bytes")]
+    Trailing,
+    /// An unknown candidate type or address family.
+    #[error("unknown code {0}")]
+    UnknownCode(u8),
+    /// More entries than allowed.
+    #[error("too many entries: {0}")]
+    TooMany(usize),
+    /// An unknown version.
+    #[error("unsupported presence version {0}")]
+    Version(u8),
+}
+
+/// A bounds-checked reader over network input.
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
+
+impl<'a> Reader<'a> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], CandidateError> {
+        if self.0.len() < n {
+            return Err(CandidateError::Truncated);
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    pub(crate) fn u8(&mut self) -> Result<u8, CandidateError> {
+        Ok(self.take(1)?[0])
+    }
+    pub(crate) fn u16(&mut self) -> Result<u16, CandidateError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    pub(crate) fn u32(&mut self) -> Result<u32, CandidateError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub(crate) fn u64(&mut self) -> Result<u64, CandidateError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(a))
+    }
+    pub(crate) fn addr(&mut self) -> Result<SocketAddr, CandidateError> {
+        let ip = match self.u8()? {
+            4 => {
+                let b = self.take(4)?;
+                IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+            }
+            6 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(self.take(16)?);
+                IpAddr::V6(Ipv6Addr::from(a))
+            }
+            c => return Err(CandidateError::UnknownCode(c)),
+        };
+        Ok(SocketAddr::new(ip, self.u16()?))
+    }
+    pub(crate) fn fingerprint(&mut self) -> Result<Fingerprint, CandidateError> {
+        let mut a = [0u8; FINGERPRINT_LEN];
+        a.copy_from_slice(self.take(FINGERPRINT_LEN)?);
+        Ok(Fingerprint(a))
+    }
+    pub(crate) fn end(&self) -> Result<(), CandidateError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(CandidateError::Trailing)
+        }
+    }
+    pub(crate) fn candidates(&mut self) -> Result<Vec<Candidate>, CandidateError> {
+        let n = usize::from(self.u8()?);
+        if n > MAX_CANDIDATES {
+            return Err(CandidateError::TooMany(n));
+        }
+        (0..n)
+            .map(|_| {
+                let code = self.u8()?;
+                let kind =
+                    CandidateKind::from_code(code).ok_or(CandidateError::UnknownCode(code))?;
+                let priority = self.u32()?;
+                let addr = self.addr()?;
+                Ok(Candidate {
+                    kind,
+                    addr,
+                    priority,
+                })
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn put_addr(out: &mut Vec<u8>, a: &SocketAddr) {
+    match a.ip() {
+        IpAddr::V4(v4) => {
+            out.push(4);
+            out.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out.push(6);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
+    out.extend_from_slice(&a.port().to_be_bytes());
+}
+
+/// Appends a candidate list (at most [`MAX_CANDIDATES`]; more are cut).
+pub(crate) fn put_candidates(out: &mut Vec<u8>, cands: &[Candidate]) {
+    let cands = &cands[..cands.len().min(MAX_CANDIDATES)];
+    out.push(cands.len() as u8);
+    for c in cands {
+        out.push(c.kind.code());
+        out.extend_from_slice(&c.priority.to_be_bytes());
+        put_addr(out, &c.addr);
+    }
+}
+
+/// The value of a presence record (spec/05 §4.1): how to reach its publisher.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PresenceInfo {
+    /// Reachable without signalling: dial a candidate directly.
+    pub reachable: bool,
+    /// The NAT class name (`public`, `full-cone`, …), empty if unknown.
+    pub nat: String,
+    /// Host and server-reflexive (later: relayed) candidates.
+    pub candidates: Vec<Candidate>,
+    /// Nodes that forward CONNECT requests to the publisher: address and fingerprint.
+    pub rendezvous: Vec<(SocketAddr, Fingerprint)>,
+}
+
+const PRESENCE_VERSION: u8 = 1;
+const MAX_NAT_NAME: usize = 32;
+
+impl PresenceInfo {
+    /// The byte layout of spec/05 §4.1.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![PRESENCE_VERSION, u8::from(self.reachable)];
+        let nat = &self.nat.as_bytes()[..self.nat.len().min(MAX_NAT_NAME)];
+        out.push(nat.len() as u8);
+        out.extend_from_slice(nat);
+        put_candidates(&mut out, &self.candidates);
+        let rdv = &self.rendezvous[..self.rendezvous.len().min(MAX_RENDEZVOUS)];
+        out.push(rdv.len() as u8);
+        for (addr, fp) in rdv {
+            put_addr(&mut out, addr);
+            out.extend_from_slice(fp.as_bytes());
+        }
+        out
+    }
+
+    /// Parses a presence value.
+    pub fn decode(bytes: &[u8]) -> Result<PresenceInfo, CandidateError> {
+        let mut r = Reader(bytes);
+        let v = r.u8()?;
+        if v != PRESENCE_VERSION {
+            return Err(CandidateError::Version(v));
+        }
+        let reachable = r.u8()? != 0;
+        let n = usize::from(r.u8()?);
+        if n > MAX_NAT_NAME {
+            return Err(CandidateError::TooMany(n));
+        }
+        let nat = String::from_utf8_lossy(r.take(n)?).into_owned();
+        let candidates = r.candidates()?;
+        let n = usize::from(r.u8()?);
+        if n > MAX_RENDEZVOUS {
+            return Err(CandidateError::TooMany(n));
+        }
+        let rendezvous = (0..n)
+            .map(|_| Ok((r.addr()?, r.fingerprint()?)))
+            .collect::<Result<Vec<_>, CandidateError>>()?;
+        r.end()?;
+        Ok(PresenceInfo {
+            reachable,
+            nat,
+            candidates,
+            rendezvous,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn priorities_follow_rfc8445() {
+        let a: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let host = Candidate::new(CandidateKind::Host, a, 65535);
+        assert_eq!(host.priority, (126 << 24) + (65535 << 8) + 255);
+        let prflx = Candidate::new(CandidateKind::PeerReflexive, a, 65535);
+        let srflx = Candidate::new(CandidateKind::ServerReflexive, a, 65535);
+        assert!(host.priority > prflx.priority && prflx.priority > srflx.priority);
+        assert_eq!(pair_priority(2, 1), (1 << 32) + 4 + 1);
+        assert_eq!(pair_priority(1, 2), (1 << 32) + 4);
+    }
+
+    fn info() -> PresenceInfo {
+        PresenceInfo {
+            reachable: false,
+            nat: "port-restricted".into(),
+            candidates: vec![
+                Candidate::new(
+                    CandidateKind::Host,
+                    "10.1.0.2:40000".parse().unwrap(),
+                    65535,
+                ),
+                Candidate::new(
+                    CandidateKind::Host,
+                    "[fd00::2]:40000".parse().unwrap(),
+                    65534,
+                ),
+                Candidate::new(
+                    CandidateKind::ServerReflexive,
+                    "198.18.0.11:40000".parse().unwrap(),
+                    65535,
+                ),
+            ],
+            rendezvous: vec![("198.18.0.2:4000".parse().unwrap(), Fingerprint([7; 32]))],
+        }
+    }
+
+    #[test]
+    fn presence_round_trip() {
+        let i = info();
+        assert_eq!(PresenceInfo::decode(&i.encode()), Ok(i));
+    }
+
+    #[test]
+    fn presence_errors() {
+        let b = info().encode();
+        assert_eq!(
+            PresenceInfo::decode(&b[..b.len() - 1]),
+            Err(CandidateError::Truncated)
+        );
+        let mut long = b.clone();
+        long.push(0);
+        assert_eq!(PresenceInfo::decode(&long), Err(CandidateError::Trailing));
+        let mut v = b.clone();
+        v[0] = 9;
+        assert_eq!(PresenceInfo::decode(&v), Err(CandidateError::Version(9)));
+    }
+
+    proptest! {
+        #[test]
+        fn presence_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = PresenceInfo::decode(&bytes);
+        }
+    }
+}

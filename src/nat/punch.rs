@@ -1,0 +1,305 @@
+//! Hole punching (spec/05-nat.md §5), sans-IO: both sides probe every remote candidate at
+//! once with authenticated STUN Binding requests (short-term credentials from the CONNECT
+//! exchange), answer the other side's probes, learn peer-reflexive candidates from them,
+//! keep probing for a while after the first answer, and settle on the best pair that works.
+//!
+//! All local candidates share the node's one socket, so a pair is just a remote address.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::candidate::{pair_priority, Candidate, CandidateKind};
+use super::stun::{self, Binding, Credentials, Options, Timers};
+
+/// Probe timing (spec/05 §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PunchConfig {
+    /// Gap between two probes of one pair.
+    pub interval: Duration,
+    /// Give up when nothing worked by then.
+    pub deadline: Duration,
+    /// After the first working pair, keep probing this long for a better one.
+    pub settle: Duration,
+}
+
+impl Default for PunchConfig {
+    fn default() -> Self {
+        PunchConfig {
+            interval: Duration::from_millis(200),
+            deadline: Duration::from_secs(10),
+            settle: Duration::from_millis(300),
+        }
+    }
+}
+
+/// Our half and the peer's half of the credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PunchCreds {
+    /// Our username fragment.
+    pub local_ufrag: String,
+    /// Our password: the peer's checks are keyed with it.
+    pub local_pwd: String,
+    /// The peer's username fragment.
+    pub remote_ufrag: String,
+    /// The peer's password: our checks are keyed with it.
+    pub remote_pwd: String,
+}
+
+#[derive(Debug)]
+struct Pair {
+    remote: Candidate,
+    priority: u64,
+    next: Instant,
+    /// Outstanding checks (a new transaction per probe, so one lost answer costs one probe).
+    checks: Vec<(Binding, Instant)>,
+    sent: u32,
+    rtt: Option<Duration>,
+}
+
+/// The pair settled on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selected {
+    /// The peer's address to use.
+    pub remote: SocketAddr,
+    /// What kind of candidate that address was.
+    pub kind: CandidateKind,
+    /// Round-trip time of the check that proved it.
+    pub rtt: Duration,
+}
+
+/// How punching ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PunchResult {
+    /// A pair works both ways.
+    Connected(Selected),
+    /// No pair answered before the deadline: a relay is needed.
+    Failed,
+}
+
+/// One punching attempt with one peer.
+#[derive(Debug)]
+pub struct Punch {
+    creds: PunchCreds,
+    controlling: bool,
+    cfg: PunchConfig,
+    tag: [u8; 4],
+    counter: u64,
+    pairs: Vec<Pair>,
+    start: Instant,
+    first_success: Option<Instant>,
+    out: VecDeque<(SocketAddr, Vec<u8>)>,
+    result: Option<PunchResult>,
+}
+
+impl Punch {
+    /// Starts probing `remote` at `now`. `tag`: 4 random bytes that begin every transaction
+    /// ID of this attempt (the driver routes answers by them). `controlling`: the caller,
+    /// which will dial QUIC over the selected pair.
+    pub fn new(
+        creds: PunchCreds,
+        remote: &[Candidate],
+        controlling: bool,
+        tag: [u8; 4],
+        cfg: PunchConfig,
+        now: Instant,
+    ) -> Punch {
+        let mut p = Punch {
+            creds,
+            controlling,
+            cfg,
+            tag,
+            counter: 0,
+            pairs: Vec::new(),
+            start: now,
+            first_success: None,
+            out: VecDeque::new(),
+            result: None,
+        };
+        for c in remote {
+            p.add_pair(*c, now);
+        }
+        p
+    }
+
+    /// The transaction-ID prefix of this attempt.
+    pub fn tag(&self) -> [u8; 4] {
+        self.tag
+    }
+
+    /// Our username fragment (incoming checks carry `<ours>:<theirs>`).
+    pub fn local_ufrag(&self) -> &str {
+        &self.creds.local_ufrag
+    }
+
+    fn add_pair(&mut self, remote: Candidate, now: Instant) -> usize {
+        if let Some(i) = self.pairs.iter().position(|p| p.remote.addr == remote.addr) {
+            return i;
+        }
+        // Our side of every pair is the one socket; rank pairs by the remote priority.
+        let local = Candidate::new(CandidateKind::Host, remote.addr, 65535).priority;
+        let (g, d) = if self.controlling {
+            (local, remote.priority)
+        } else {
+            (remote.priority, local)
+        };
+        self.pairs.push(Pair {
+            remote,
+            priority: pair_priority(g, d),
+            next: now,
+            checks: Vec::new(),
+            sent: 0,
+            rtt: None,
+        });
+        self.pairs.len() - 1
+    }
+
+    fn next_tid(&mut self) -> [u8; 12] {
+        self.counter += 1;
+        let mut t = [0u8; 12];
+        t[..4].copy_from_slice(&self.tag);
+        t[4..].copy_from_slice(&self.counter.to_be_bytes());
+        t
+    }
+
+    fn check(&mut self, i: usize, now: Instant) {
+        let tid = self.next_tid();
+        let opts = Options {
+            // One request per transaction: the pair's own schedule retransmits.
+            timers: Timers {
+                rto: self.cfg.deadline,
+                rc: 1,
+                rm: 1,
+            },
+            change: stun::Change::Nothing,
+            credentials: Some(Credentials {
+                username: format!("{}:{}", self.creds.remote_ufrag, self.creds.local_ufrag),
+                password: self.creds.remote_pwd.clone(),
+            }),
+        };
+        let pair = &mut self.pairs[i];
+        let mut b = Binding::with_options(pair.remote.addr, tid, opts, now);
+        if let Some((to, bytes)) = b.poll_transmit(now) {
+            self.out.push_back((to, bytes.to_vec()));
+        }
+        pair.checks.push((b, now));
+        pair.sent += 1;
+        pair.next = now + self.cfg.interval;
+    }
+
+    /// The next datagram to send from the node's socket.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.out.pop_front()
+    }
+
+    /// Runs the probe schedule and the deadlines.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.result.is_some() {
+            return;
+        }
+        if let Some(first) = self.first_success {
+            if now >= first + self.cfg.settle {
+                self.select();
+                return;
+            }
+        } else if now >= self.start + self.cfg.deadline {
+            self.result = Some(PunchResult::Failed);
+            return;
+        }
+        for i in 0..self.pairs.len() {
+            if now >= self.pairs[i].next {
+                self.check(i, now);
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Punch::handle_timeout) is next due; `None` once ended.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.result.is_some() {
+            return None;
+        }
+        let end = match self.first_success {
+            Some(t) => t + self.cfg.settle,
+            None => self.start + self.cfg.deadline,
+        };
+        Some(self.pairs.iter().map(|p| p.next).fold(end, Instant::min))
+    }
+
+    /// Takes a STUN datagram for this attempt: a check from the peer (answered, and its
+    /// source learnt as a peer-reflexive candidate) or an answer to one of ours. Returns
+    /// whether it was ours to take.
+    pub fn handle_stun(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) -> bool {
+        if let Some(user) = stun::request_username(bytes) {
+            let expected = format!("{}:{}", self.creds.local_ufrag, self.creds.remote_ufrag);
+            if user != expected {
+                return false;
+            }
+            let Some(answer) = stun::respond_authenticated(from, bytes, &self.creds.local_pwd)
+            else {
+                return false;
+            };
+            self.out.push_back((from, answer));
+            // A triggered check: the peer reached us from `from`; probe it back at once.
+            let known = self.pairs.iter().any(|p| p.remote.addr == from);
+            let i = self.add_pair(
+                Candidate::new(CandidateKind::PeerReflexive, from, 65535),
+                now,
+            );
+            if !known && self.result.is_none() {
+                self.check(i, now);
+            }
+            return true;
+        }
+        let Some(tid) = stun::transaction_id(bytes) else {
+            return false;
+        };
+        if tid[..4] != self.tag {
+            return false;
+        }
+        let Some(pair) = self.pairs.iter_mut().find(|p| p.remote.addr == from) else {
+            return false;
+        };
+        let Some((b, sent_at)) = pair
+            .checks
+            .iter_mut()
+            .find(|(b, _)| b.transaction_id() == tid)
+        else {
+            return false;
+        };
+        if b.handle_response(from, bytes) && matches!(b.result(), Some(Ok(_))) {
+            let rtt = now.saturating_duration_since(*sent_at);
+            pair.rtt = Some(pair.rtt.map_or(rtt, |r| r.min(rtt)));
+            self.first_success.get_or_insert(now);
+        }
+        true
+    }
+
+    fn select(&mut self) {
+        let best = self
+            .pairs
+            .iter()
+            .filter_map(|p| p.rtt.map(|rtt| (p, rtt)))
+            .max_by_key(|(p, rtt)| (p.priority, std::cmp::Reverse(*rtt)));
+        self.result = Some(match best {
+            Some((p, rtt)) => PunchResult::Connected(Selected {
+                remote: p.remote.addr,
+                kind: p.remote.kind,
+                rtt,
+            }),
+            None => PunchResult::Failed,
+        });
+    }
+
+    /// The outcome, once punching ended.
+    pub fn result(&self) -> Option<PunchResult> {
+        self.result
+    }
+
+    /// Probes sent so far, over all pairs.
+    pub fn probes_sent(&self) -> u32 {
+        self.pairs.iter().map(|p| p.sent).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;

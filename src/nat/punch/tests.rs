@@ -1,0 +1,179 @@
+//! Two punching agents wired through modelled NATs (the real test is the namespace matrix).
+
+use super::*;
+use crate::nat::candidate::CandidateKind as K;
+
+fn creds(a: &str, b: &str) -> PunchCreds {
+    PunchCreds {
+        local_ufrag: a.into(),
+        local_pwd: format!("{a}-password-0123456789"),
+        remote_ufrag: b.into(),
+        remote_pwd: format!("{b}-password-0123456789"),
+    }
+}
+
+/// Outside view of a side: `mapped(dst)` is the source address its packets show to `dst`;
+/// `admits(src)` says whether its NAT lets a packet from `src` in, given whom it sent to.
+struct Side {
+    host: SocketAddr,
+    symmetric: bool,
+    port_restricted: bool,
+    sent_to: Vec<SocketAddr>,
+}
+
+impl Side {
+    fn mapped(&self, dst: SocketAddr) -> SocketAddr {
+        let port = if self.symmetric {
+            20000 + dst.port() % 1000
+        } else {
+            self.host.port()
+        };
+        SocketAddr::new(self.host.ip(), port)
+    }
+    fn admits(&self, src: SocketAddr) -> bool {
+        !self.port_restricted || self.sent_to.contains(&src)
+    }
+}
+
+fn run(
+    a_side: Side,
+    b_side: Side,
+    a_cands: Vec<Candidate>,
+    b_cands: Vec<Candidate>,
+) -> (PunchResult, PunchResult) {
+    let t = crate::nat::tests::t0();
+    let cfg = PunchConfig::default();
+    let mut a = Punch::new(creds("aaaa", "bbbb"), &b_cands, true, [1; 4], cfg, t);
+    let mut b = Punch::new(creds("bbbb", "aaaa"), &a_cands, false, [2; 4], cfg, t);
+    let mut sides = [a_side, b_side];
+    let mut now = t;
+    for _ in 0..10_000 {
+        if a.result().is_some() && b.result().is_some() {
+            break;
+        }
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        loop {
+            let mut moved = false;
+            let mut queue = Vec::new();
+            while let Some((to, bytes)) = a.poll_transmit() {
+                queue.push((0usize, to, bytes));
+            }
+            while let Some((to, bytes)) = b.poll_transmit() {
+                queue.push((1usize, to, bytes));
+            }
+            for (i, to, bytes) in queue {
+                moved = true;
+                let j = 1 - i;
+                let src = sides[i].mapped(to);
+                sides[i].sent_to.push(to);
+                // A symmetric NAT admits only replies on the mapping made for `src`; a cone
+                // admits on its one port, filtered by what it has sent to.
+                let accept = if sides[j].symmetric {
+                    sides[j].sent_to.contains(&src) && sides[j].mapped(src) == to
+                } else {
+                    to == sides[j].host && sides[j].admits(src)
+                };
+                if accept {
+                    let agent = if j == 0 { &mut a } else { &mut b };
+                    agent.handle_stun(src, &bytes, now);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        now += Duration::from_millis(10);
+    }
+    (a.result().unwrap(), b.result().unwrap())
+}
+
+fn side(ip: &str, symmetric: bool, port_restricted: bool) -> Side {
+    Side {
+        host: format!("{ip}:5000").parse().unwrap(),
+        symmetric,
+        port_restricted,
+        sent_to: vec![],
+    }
+}
+
+fn srflx(ip: &str) -> Vec<Candidate> {
+    vec![Candidate::new(
+        K::ServerReflexive,
+        format!("{ip}:5000").parse().unwrap(),
+        65535,
+    )]
+}
+
+#[test]
+fn port_restricted_pair_punches_over_server_reflexive_candidates() {
+    let (a, b) = run(
+        side("198.18.0.11", false, true),
+        side("198.18.0.12", false, true),
+        srflx("198.18.0.11"),
+        srflx("198.18.0.12"),
+    );
+    let PunchResult::Connected(s) = a else {
+        panic!("{a:?}")
+    };
+    assert_eq!(s.remote, "198.18.0.12:5000".parse().unwrap());
+    assert!(matches!(b, PunchResult::Connected(_)));
+}
+
+#[test]
+fn a_symmetric_side_is_reached_at_its_peer_reflexive_address() {
+    // a: symmetric (its STUN-advertised port is useless to b); b: open.
+    let (a, b) = run(
+        side("198.18.0.11", true, false),
+        side("198.18.0.12", false, false),
+        srflx("198.18.0.11"),
+        srflx("198.18.0.12"),
+    );
+    assert!(matches!(a, PunchResult::Connected(_)), "{a:?}");
+    let PunchResult::Connected(s) = b else {
+        panic!("{b:?}")
+    };
+    assert_eq!(s.kind, K::PeerReflexive);
+}
+
+#[test]
+fn symmetric_against_port_restricted_fails_at_the_deadline() {
+    let (a, b) = run(
+        side("198.18.0.11", true, true),
+        side("198.18.0.12", false, true),
+        srflx("198.18.0.11"),
+        srflx("198.18.0.12"),
+    );
+    assert_eq!((a, b), (PunchResult::Failed, PunchResult::Failed));
+}
+
+#[test]
+fn checks_with_the_wrong_password_are_not_answered() {
+    let t = crate::nat::tests::t0();
+    let mut a = Punch::new(
+        creds("aaaa", "bbbb"),
+        &srflx("198.18.0.12"),
+        true,
+        [1; 4],
+        PunchConfig::default(),
+        t,
+    );
+    let mut wrong = creds("bbbb", "aaaa");
+    wrong.remote_pwd = "not-the-password-of-aaaa".into();
+    let mut b = Punch::new(
+        wrong,
+        &srflx("198.18.0.11"),
+        false,
+        [2; 4],
+        PunchConfig::default(),
+        t,
+    );
+    b.handle_timeout(t);
+    let (_, probe) = b.poll_transmit().unwrap();
+    assert!(!a.handle_stun("198.18.0.12:5000".parse().unwrap(), &probe, t));
+    assert_eq!(
+        a.poll_transmit().map(|(to, _)| to),
+        None,
+        "nothing sent: no answer, no triggered check"
+    );
+}
