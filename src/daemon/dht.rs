@@ -240,7 +240,7 @@ fn hello_frame(shared: &Shared, exporter: &[u8; EXPORTER_LEN], role: Role) -> By
 }
 
 /// A proven DHT connection to `to`: reused, or dialed and authenticated now.
-async fn connect(
+pub(crate) async fn connect(
     shared: &Arc<Shared>,
     d: &Arc<DhtShared>,
     to: Contact,
@@ -307,10 +307,15 @@ pub(crate) async fn accept(shared: Arc<Shared>, d: Arc<DhtShared>, conn: quinn::
 async fn serve(shared: Arc<Shared>, d: Arc<DhtShared>, conn: quinn::Connection, peer: Contact) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let d = d.clone();
+        let (shared, conn) = (shared.clone(), conn.clone());
         let timeout = shared.cfg.conn.handshake_timeout;
         tokio::spawn(async move {
             let answer = async {
                 let bytes = recv.read_to_end(MAX_DHT_FRAME + HEADER_LEN).await.ok()?;
+                if super::rendezvous::is_signalling(&bytes) {
+                    super::rendezvous::serve_stream(&shared, &conn, peer, &bytes, send).await;
+                    return Some(());
+                }
                 let msg = parse(&bytes)?;
                 if !msg.is_request() {
                     return None;

@@ -12,9 +12,12 @@ mod conn;
 mod dht;
 mod dht_persist;
 mod node;
+mod reach;
+mod rendezvous;
 mod score;
 
 pub use config::{DhtSettings, NodeConfig};
 pub use dht::DhtError;
+pub use reach::{NatStatus, ReachError, Reached};
 pub use node::{Node, NodeError, NodeEvent, NodeHandle, Path, PeerInfo, SendError};
 pub use score::BAN_THRESHOLD;

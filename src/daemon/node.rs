@@ -195,6 +195,8 @@ pub(crate) struct Shared {
     /// STUN transactions waiting for answers, by transaction ID.
     pub(crate) stun_pending:
         Mutex<HashMap<[u8; 12], mpsc::UnboundedSender<crate::transport::socket::Datagram>>>,
+    /// NAT class, candidates, rendezvous registrations and punching attempts (spec/05).
+    pub(crate) nat: super::reach::NatShared,
 }
 
 /// A poisoned lock only means another task panicked while holding it; the maps inside stay
@@ -243,7 +245,7 @@ pub struct Node {
 /// A cheap, clonable handle for sending and managing peers from any task.
 #[derive(Clone)]
 pub struct NodeHandle {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Node {
@@ -326,6 +328,7 @@ impl Node {
             presence: Mutex::new(None),
             dht,
             stun_pending: Mutex::new(HashMap::new()),
+            nat: super::reach::NatShared::default(),
             hash_key: [
                 rand_core::RngCore::next_u64(&mut OsRng),
                 rand_core::RngCore::next_u64(&mut OsRng),
@@ -670,6 +673,9 @@ async fn stun_loop(
     mut rx: mpsc::Receiver<crate::transport::socket::Datagram>,
 ) {
     while let Some((from, bytes)) = rx.recv().await {
+        if super::reach::route_stun(&shared, from, &bytes) {
+            continue;
+        }
         if let Some(answer) = crate::nat::stun::respond(from, &bytes) {
             let _ = shared.socket.send_raw(from, &answer).await;
             continue;

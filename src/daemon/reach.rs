@@ -1,0 +1,431 @@
+//! Reaching a peer through NATs (spec/05-nat.md §2–§5), the driver side: runs behaviour
+//! discovery, publishes candidates, registers at rendezvous nodes, exchanges CONNECT
+//! signals, and runs the sans-IO [`Punch`] on the node's one socket before QUIC dials the
+//! pair that worked.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand_core::RngCore;
+use tokio::sync::{mpsc, oneshot};
+
+use super::node::{lock, NodeHandle, Shared};
+use super::rendezvous;
+use crate::crypto::{Fingerprint, NodeId};
+use crate::dht::Contact;
+use crate::nat::candidate::{Candidate, CandidateKind, PresenceInfo};
+use crate::nat::discovery::{Discovery, DiscoveryError, NatClass};
+use crate::nat::punch::{Punch, PunchConfig, PunchCreds, PunchResult};
+use crate::nat::signal::{RateLimiter, Signal, SignalKind};
+use crate::nat::stun;
+use crate::transport::socket::Datagram;
+
+/// After its result, a punching attempt keeps answering the peer's checks this long.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// What this node knows about its own reachability.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatStatus {
+    /// The discovered class, if discovery ran and succeeded.
+    pub class: Option<NatClass>,
+    /// Our candidates (host, server-reflexive).
+    pub candidates: Vec<Candidate>,
+    /// Rendezvous nodes we are registered at.
+    pub rendezvous: Vec<(SocketAddr, Fingerprint)>,
+}
+
+impl NatStatus {
+    /// The presence value that publishes this status (spec/05 §4.1).
+    pub fn presence(&self) -> PresenceInfo {
+        PresenceInfo {
+            reachable: self.class.is_some_and(|c| c.reachable()),
+            nat: self.class.map_or("", |c| c.name()).to_owned(),
+            candidates: self.candidates.clone(),
+            rendezvous: self.rendezvous.clone(),
+        }
+    }
+}
+
+/// The rendezvous role: who is registered here, and the CONNECT rate limit.
+pub(crate) struct RdvState {
+    pub(crate) registered: HashMap<NodeId, quinn::Connection>,
+    pub(crate) limiter: RateLimiter,
+}
+
+/// NAT state shared by the node's tasks.
+pub(crate) struct NatShared {
+    pub(crate) status: Mutex<NatStatus>,
+    pub(crate) rdv: Mutex<RdvState>,
+    /// Punching attempts, by transaction-ID tag (answers) and by local ufrag (checks).
+    punch_by_tag: Mutex<HashMap<[u8; 4], mpsc::UnboundedSender<Datagram>>>,
+    punch_by_ufrag: Mutex<HashMap<String, mpsc::UnboundedSender<Datagram>>>,
+}
+
+impl Default for NatShared {
+    fn default() -> Self {
+        NatShared {
+            status: Mutex::new(NatStatus::default()),
+            rdv: Mutex::new(RdvState {
+                registered: HashMap::new(),
+                // spec/05 §4.3: burst 10, 2 per second, 4096 sources.
+                limiter: RateLimiter::new(10, 2.0, 4096),
+            }),
+            punch_by_tag: Mutex::new(HashMap::new()),
+            punch_by_ufrag: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Hands a STUN datagram to the punching attempt it belongs to; `false` if none.
+pub(crate) fn route_stun(shared: &Shared, from: SocketAddr, bytes: &[u8]) -> bool {
+    let n = &shared.nat;
+    let tx = match stun::request_username(bytes) {
+        Some(user) => {
+            let local = user.split(':').next().unwrap_or_default();
+            lock(&n.punch_by_ufrag).get(local).cloned()
+        }
+        None => stun::transaction_id(bytes).and_then(|t| {
+            let mut tag = [0u8; 4];
+            tag.copy_from_slice(&t[..4]);
+            lock(&n.punch_by_tag).get(&tag).cloned()
+        }),
+    };
+    match tx {
+        Some(tx) => tx
+            .send((from, bytes::Bytes::copy_from_slice(bytes)))
+            .is_ok(),
+        None => false,
+    }
+}
+
+/// How [`NodeHandle::reach`] got (or did not get) a path to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reached {
+    /// The peer is directly reachable; QUIC dials it at `addr`.
+    Direct {
+        /// The address dialed.
+        addr: SocketAddr,
+    },
+    /// Hole punching found a working pair; QUIC dials it.
+    Punched {
+        /// The peer's address on the pair.
+        addr: SocketAddr,
+        /// The kind of the peer's candidate (peer-reflexive for a symmetric NAT).
+        kind: CandidateKind,
+    },
+    /// No direct path: a relay is needed (the TURN issue).
+    RelayNeeded,
+}
+
+/// Why reaching a peer failed before punching could start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReachError {
+    /// The DHT lookup failed.
+    #[error("DHT: {0}")]
+    Dht(#[from] super::dht::DhtError),
+    /// The peer has no presence record: offline.
+    #[error("the peer has no presence record (offline)")]
+    Offline,
+    /// Its presence value did not decode.
+    #[error("bad presence value: {0}")]
+    BadPresence(String),
+    /// Talking to a rendezvous node failed.
+    #[error("rendezvous: {0}")]
+    Rendezvous(&'static str),
+    /// The rendezvous node refused the CONNECT.
+    #[error("CONNECT refused: {0}")]
+    ConnectRefused(&'static str),
+    /// The callee's answer did not verify.
+    #[error("bad CONNECT answer: {0}")]
+    BadAnswer(String),
+}
+
+fn random_hex(shared: &Shared, n: usize) -> String {
+    let mut b = vec![0u8; n];
+    lock(&shared.id_rng).fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// Runs one punching attempt; the result comes as soon as there is one, the attempt keeps
+/// answering checks for [`LINGER`] after it.
+fn start_punch(
+    shared: &Arc<Shared>,
+    creds: PunchCreds,
+    remote: Vec<Candidate>,
+    controlling: bool,
+) -> oneshot::Receiver<PunchResult> {
+    let mut tag = [0u8; 4];
+    lock(&shared.id_rng).fill_bytes(&mut tag);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    lock(&shared.nat.punch_by_tag).insert(tag, tx.clone());
+    lock(&shared.nat.punch_by_ufrag).insert(creds.local_ufrag.clone(), tx);
+    let (done_tx, done_rx) = oneshot::channel();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let ufrag = creds.local_ufrag.clone();
+        let mut punch = Punch::new(
+            creds,
+            &remote,
+            controlling,
+            tag,
+            PunchConfig::default(),
+            Instant::now(),
+        );
+        let mut done_tx = Some(done_tx);
+        let mut ended_at: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            punch.handle_timeout(now);
+            while let Some((to, bytes)) = punch.poll_transmit() {
+                let _ = shared.socket.send_raw(to, &bytes).await;
+            }
+            if let Some(r) = punch.result() {
+                if let Some(tx) = done_tx.take() {
+                    tracing::info!(?r, probes = punch.probes_sent(), "hole punching ended");
+                    let _ = tx.send(r);
+                }
+                let end = *ended_at.get_or_insert(now);
+                if now >= end + LINGER || shared.stopped.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    break;
+                }
+            }
+            let wake = punch
+                .poll_timeout()
+                .unwrap_or_else(|| ended_at.unwrap_or(now) + LINGER);
+            if let Ok(Some((from, bytes))) = tokio::time::timeout_at(wake.into(), rx.recv()).await
+            {
+                punch.handle_stun(from, &bytes, Instant::now());
+            }
+        }
+        lock(&shared.nat.punch_by_tag).remove(&tag);
+        lock(&shared.nat.punch_by_ufrag).remove(&ufrag);
+    });
+    done_rx
+}
+
+/// Answers an offer addressed to us (forwarded by a rendezvous node) and starts punching
+/// toward the caller. Returns the signed answer.
+pub(crate) async fn answer_offer(
+    shared: &Arc<Shared>,
+    offer: Signal,
+) -> Result<Vec<u8>, ReachError> {
+    let me = shared.identity.fingerprint();
+    offer
+        .check_offer(&me, rendezvous::now_ms())
+        .map_err(|e| ReachError::BadAnswer(e.to_string()))?;
+    let ufrag = random_hex(shared, 4);
+    let pwd = random_hex(shared, 16);
+    let answer = Signal {
+        kind: SignalKind::Answer,
+        from: shared.identity.public_key().clone(),
+        to: offer.from.fingerprint(),
+        session: offer.session,
+        time_ms: rendezvous::now_ms(),
+        ufrag: ufrag.clone(),
+        pwd: pwd.clone(),
+        candidates: lock(&shared.nat.status).candidates.clone(),
+    };
+    let creds = PunchCreds {
+        local_ufrag: ufrag,
+        local_pwd: pwd,
+        remote_ufrag: offer.ufrag.clone(),
+        remote_pwd: offer.pwd.clone(),
+    };
+    tracing::info!(caller = %offer.from.fingerprint(), "CONNECT: punching toward the caller");
+    // Punching runs on; its result matters to the caller, which dials.
+    drop(start_punch(shared, creds, offer.candidates.clone(), false));
+    Ok(answer.sign(&shared.identity))
+}
+
+/// The address the OS would send from toward `to` (no packet is sent: a UDP `connect`
+/// only picks a route).
+fn route_source(to: SocketAddr) -> Option<IpAddr> {
+    let bind: SocketAddr = match to {
+        SocketAddr::V4(_) => ([0u8; 4], 0).into(),
+        SocketAddr::V6(_) => ([0u16; 8], 0).into(),
+    };
+    let s = std::net::UdpSocket::bind(bind).ok()?;
+    s.connect(to).ok()?;
+    Some(s.local_addr().ok()?.ip())
+}
+
+impl NodeHandle {
+    /// Classifies the NAT in front of us against an RFC 5780 STUN server (spec/05 §2) and
+    /// records our candidates: the host address on the route to `server` and the
+    /// server-reflexive address it saw.
+    pub async fn discover_nat(&self, server: SocketAddr) -> Result<NatClass, DiscoveryError> {
+        let port = self.local_addr().port();
+        let host: Vec<IpAddr> = route_source(server).into_iter().collect();
+        let tids = [(); 5].map(|_| self.transaction_id());
+        let mut d = Discovery::new(server, host.clone(), port, tids, Instant::now());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for t in tids {
+            lock(&self.shared.stun_pending).insert(t, tx.clone());
+        }
+        let result = loop {
+            let now = Instant::now();
+            d.handle_timeout(now);
+            while let Some((to, bytes)) = d.poll_transmit(now) {
+                let _ = self.shared.socket.send_raw(to, &bytes).await;
+            }
+            if let Some(r) = d.result() {
+                break r.clone();
+            }
+            let Some(wake) = d.poll_timeout() else {
+                continue;
+            };
+            if let Ok(Some((from, bytes))) = tokio::time::timeout_at(wake.into(), rx.recv()).await
+            {
+                d.handle_response(from, &bytes, Instant::now());
+            }
+        };
+        for t in tids {
+            lock(&self.shared.stun_pending).remove(&t);
+        }
+        if let Ok(class) = &result {
+            let mut cands: Vec<Candidate> = host
+                .iter()
+                .map(|ip| Candidate::new(CandidateKind::Host, SocketAddr::new(*ip, port), 65535))
+                .collect();
+            if !class.no_nat {
+                cands.push(Candidate::new(
+                    CandidateKind::ServerReflexive,
+                    class.mapped,
+                    65535,
+                ));
+            }
+            let mut st = lock(&self.shared.nat.status);
+            st.class = Some(*class);
+            st.candidates = cands;
+        }
+        result
+    }
+
+    /// What this node knows about its own reachability.
+    pub fn nat_status(&self) -> NatStatus {
+        lock(&self.shared.nat.status).clone()
+    }
+
+    /// Registers at a rendezvous node (a DHT node given as address and fingerprint) and
+    /// names it in our presence from now on. Returns the granted lifetime.
+    pub async fn register_rendezvous(
+        &self,
+        addr: SocketAddr,
+        fp: Fingerprint,
+    ) -> Result<Duration, ReachError> {
+        let d = self.dht_shared()?;
+        let lifetime = rendezvous::register(
+            &self.shared,
+            &d,
+            Contact {
+                id: fp.node_id(),
+                addr,
+            },
+        )
+        .await?;
+        let mut st = lock(&self.shared.nat.status);
+        if !st.rendezvous.contains(&(addr, fp)) {
+            st.rendezvous.push((addr, fp));
+        }
+        Ok(lifetime)
+    }
+
+    /// Publishes our presence record with the current NAT status; returns how many DHT
+    /// nodes hold it.
+    pub async fn announce_presence(&self) -> Result<usize, super::dht::DhtError> {
+        let value = self.nat_status().presence().encode();
+        self.announce(value).await
+    }
+
+    fn dht_shared(&self) -> Result<Arc<super::dht::DhtShared>, ReachError> {
+        self.shared
+            .dht
+            .clone()
+            .ok_or(ReachError::Dht(super::dht::DhtError::Disabled))
+    }
+
+    /// Finds `peer` through the DHT and gets a direct path to it (spec/05 §5): dial it if
+    /// its presence says it is reachable, else exchange CONNECT through one of its
+    /// rendezvous nodes and punch. On success the node dials QUIC over the path found and
+    /// keeps the connection up ([`NodeHandle::connect`]); messages queued with
+    /// [`NodeHandle::send`] flow as soon as it is up.
+    pub async fn reach(&self, peer: Fingerprint) -> Result<Reached, ReachError> {
+        let d = self.dht_shared()?;
+        let record = self.find_peer(peer).await?.ok_or(ReachError::Offline)?;
+        let info = PresenceInfo::decode(record.value())
+            .map_err(|e| ReachError::BadPresence(e.to_string()))?;
+        if info.reachable {
+            let mut cands = info.candidates.clone();
+            cands.sort_by_key(|c| std::cmp::Reverse(c.kind == CandidateKind::ServerReflexive));
+            let addr = cands
+                .first()
+                .map(|c| c.addr)
+                .ok_or(ReachError::BadPresence("no candidates".into()))?;
+            self.connect(peer, cands.iter().map(|c| c.addr).collect());
+            return Ok(Reached::Direct { addr });
+        }
+        let me = self.fingerprint();
+        let mut session = [0u8; 8];
+        lock(&self.shared.id_rng).fill_bytes(&mut session);
+        let ufrag = random_hex(&self.shared, 4);
+        let pwd = random_hex(&self.shared, 16);
+        let offer = Signal {
+            kind: SignalKind::Offer,
+            from: self.shared.identity.public_key().clone(),
+            to: peer,
+            session,
+            time_ms: rendezvous::now_ms(),
+            ufrag: ufrag.clone(),
+            pwd: pwd.clone(),
+            candidates: self.nat_status().candidates,
+        }
+        .sign(&self.shared.identity);
+        let mut last = ReachError::Rendezvous("the peer names no rendezvous node");
+        let mut answer = None;
+        for (addr, fp) in &info.rendezvous {
+            let rdv = Contact {
+                id: fp.node_id(),
+                addr: *addr,
+            };
+            match rendezvous::connect_via(&self.shared, &d, rdv, &offer).await {
+                Ok(a) => {
+                    answer = Some(a);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(rendezvous = %addr, error = %e, "CONNECT failed");
+                    last = e;
+                }
+            }
+        }
+        let answer = Signal::verify(&answer.ok_or(last)?)
+            .map_err(|e| ReachError::BadAnswer(e.to_string()))?;
+        answer
+            .check_answer(&me, &peer, &session, rendezvous::now_ms())
+            .map_err(|e| ReachError::BadAnswer(e.to_string()))?;
+        let creds = PunchCreds {
+            local_ufrag: ufrag,
+            local_pwd: pwd,
+            remote_ufrag: answer.ufrag.clone(),
+            remote_pwd: answer.pwd.clone(),
+        };
+        let result = start_punch(&self.shared, creds, answer.candidates.clone(), true)
+            .await
+            .unwrap_or(PunchResult::Failed);
+        Ok(match result {
+            PunchResult::Connected(sel) => {
+                self.connect(peer, vec![sel.remote]);
+                Reached::Punched {
+                    addr: sel.remote,
+                    kind: sel.kind,
+                }
+            }
+            PunchResult::Failed => Reached::RelayNeeded,
+        })
+    }
+}
