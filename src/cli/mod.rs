@@ -1,6 +1,7 @@
 //! The `dna` command line: argument definitions and dispatch. Part of the driver layer: it
 //! reads stdin, writes stdout and touches the data directory; the library does the rest.
 
+mod daemon;
 mod frame;
 mod id;
 
@@ -25,6 +26,29 @@ enum Command {
     /// Create and show the node's identity (Dilithium3 key pair and KEM key).
     #[command(subcommand)]
     Id(id::IdCommand),
+    /// Run a messenger node: join the DHT, discover the NAT (with --stun), register at
+    /// rendezvous nodes when not directly reachable, publish presence, print events as JSON
+    /// lines, and take requests on <data dir>/control.sock (see `dna send`, `dna status`).
+    Daemon(daemon::DaemonArgs),
+    /// Run a public bootstrap node: DHT server, STUN responder and rendezvous node on one
+    /// UDP port (give --listen a public address and port).
+    Bootstrap(daemon::DaemonArgs),
+    /// Send a text message to a contact through the running daemon: finds it in the DHT,
+    /// punches through NATs if needed, and prints how it was reached.
+    Send {
+        #[command(flatten)]
+        data_dir: DataDir,
+        /// The contact's fingerprint (hex).
+        #[arg(long)]
+        to: String,
+        /// The message text.
+        text: String,
+    },
+    /// Show the running daemon's NAT class, candidates, rendezvous nodes and connections.
+    Status {
+        #[command(flatten)]
+        data_dir: DataDir,
+    },
 }
 
 /// Where the node keeps its identity and state: `--data-dir`, else `$DNA_DATA_DIR`, else
@@ -56,5 +80,14 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Frame(cmd) => frame::run(cmd),
         Command::Id(cmd) => id::run(cmd),
+        Command::Daemon(args) => daemon::run(args, false),
+        Command::Bootstrap(args) => daemon::run(args, true),
+        Command::Send { data_dir, to, text } => daemon::control(
+            &data_dir.resolve(),
+            serde_json::json!({"cmd": "send", "to": to, "text": text}),
+        ),
+        Command::Status { data_dir } => {
+            daemon::control(&data_dir.resolve(), serde_json::json!({"cmd": "status"}))
+        }
     }
 }
