@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod dht_sim;
+pub mod testbed;
 mod link;
 mod scheduler;
 

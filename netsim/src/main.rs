@@ -57,6 +57,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The NAT matrix (as root): builds the namespace test bed with kernel NATs of five
+    /// types, coturn and two bootstrap nodes, runs every pair of types (15) with real `dna`
+    /// daemons — b publishes presence, a sends it a message — tears the bed down, and prints
+    /// per pair the path (direct / relay-needed / failed) and the time to delivery.
+    NatMatrix {
+        /// One JSON object per pair: {"a","b","path","ms","via"}.
+        #[arg(long)]
+        json: bool,
+        /// The `dna` binary [default: built now with cargo, same profile as this command].
+        #[arg(long)]
+        dna: Option<std::path::PathBuf>,
+        /// Run only this pair, `TYPE:TYPE` (repeatable), e.g. `symmetric:full-cone`.
+        #[arg(long, value_name = "A:B")]
+        only: Vec<String>,
+    },
 }
 
 fn peak_rss_mb() -> f64 {
@@ -72,7 +87,93 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Builds (if needed) and finds the `dna` binary of this workspace, same profile.
+fn dna_binary() -> Result<std::path::PathBuf, String> {
+    let release = !cfg!(debug_assertions);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "-q", "-p", "dna-p2p", "--bin", "dna"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    if release {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().map_err(|e| format!("cargo: {e}"))?;
+    if !st.success() {
+        return Err("building dna failed".into());
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = exe.parent().ok_or("no exe dir")?;
+    Ok(dir.join("dna"))
+}
+
+fn nat_matrix(json: bool, dna: Option<std::path::PathBuf>, only: &[String]) -> ExitCode {
+    use netsim::testbed::{missing_prerequisites, pairs, NatType, TestBed};
+    let missing = missing_prerequisites();
+    if !missing.is_empty() {
+        eprintln!("error: the NAT test bed needs {}", missing.join(", "));
+        return ExitCode::FAILURE;
+    }
+    let dna = match dna.map_or_else(dna_binary, Ok) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = Instant::now();
+    let tb = match TestBed::build(&dna) {
+        Ok(tb) => tb,
+        Err(e) => {
+            eprintln!("error: building the test bed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut results = Vec::new();
+    let wanted = |a: NatType, b: NatType| {
+        only.is_empty() || only.iter().any(|o| o == &format!("{}:{}", a.name(), b.name()))
+    };
+    for (a, b) in pairs().into_iter().filter(|(a, b)| wanted(*a, *b)) {
+        let r = tb.run_pair(a, b);
+        if json {
+            println!("{}", r.json());
+        } else {
+            println!(
+                "{:>20} ↔ {:<20} {:<13} {:<6} {}",
+                a.name(),
+                b.name(),
+                r.path,
+                r.via,
+                r.ms.map_or("-".into(), |m| format!("{m:.0} ms"))
+            );
+        }
+        if !r.detail.is_empty() {
+            eprintln!("  {} ↔ {}: {}", a.name(), b.name(), r.detail);
+        }
+        results.push(r);
+    }
+    drop(tb);
+    let direct = results.iter().filter(|r| r.path == "direct").count();
+    let expected = results
+        .iter()
+        .filter(|r| NatType::direct_expected(r.a, r.b))
+        .count();
+    let mut ms: Vec<f64> = results.iter().filter_map(|r| r.ms).collect();
+    ms.sort_by(f64::total_cmp);
+    let median = ms.get(ms.len() / 2).copied();
+    eprintln!(
+        "direct: {direct} of {} pairs (expected {expected}); median time to delivery {}; total {:.1} s",
+        results.len(),
+        median.map_or("-".into(), |m| format!("{m:.0} ms")),
+        started.elapsed().as_secs_f64()
+    );
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
+    let command = Cli::parse().command;
+    if let Command::NatMatrix { json, dna, only } = command {
+        return nat_matrix(json, dna, &only);
+    }
     let Command::Dht {
         nodes,
         lookups,
@@ -84,7 +185,10 @@ fn main() -> ExitCode {
         partition_s,
         seed,
         json,
-    } = Cli::parse().command;
+    } = command
+    else {
+        unreachable!("handled above");
+    };
     let evil_kind = match evil_kind.as_str() {
         "drop" => Evil::Drop,
         "wrong" => Evil::WrongNodes,

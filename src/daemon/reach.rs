@@ -257,21 +257,31 @@ fn route_source(to: SocketAddr) -> Option<IpAddr> {
 impl NodeHandle {
     /// Classifies the NAT in front of us against an RFC 5780 STUN server (spec/05 §2) and
     /// records our candidates: the host address on the route to `server` and the
-    /// server-reflexive address it saw.
+    /// server-reflexive address of the node's socket.
+    ///
+    /// The tests run from a fresh socket of their own: the node's socket has talked to
+    /// bootstrap nodes and peers, which opened an address-restricted NAT's filter for
+    /// them and would make it look like a full cone. Only the server-reflexive candidate
+    /// comes from the node's socket (one plain Binding to `server`).
     pub async fn discover_nat(&self, server: SocketAddr) -> Result<NatClass, DiscoveryError> {
-        let port = self.local_addr().port();
         let host: Vec<IpAddr> = route_source(server).into_iter().collect();
+        let bind: SocketAddr = match server {
+            SocketAddr::V4(_) => ([0u8; 4], 0).into(),
+            SocketAddr::V6(_) => ([0u16; 8], 0).into(),
+        };
+        let probe = tokio::net::UdpSocket::bind(bind).await.map_err(|e| {
+            DiscoveryError::Unreachable(stun::BindingError::Io(e.to_string()))
+        })?;
+        let probe_port = probe.local_addr().map(|a| a.port()).unwrap_or(0);
         let tids = [(); 5].map(|_| self.transaction_id());
-        let mut d = Discovery::new(server, host.clone(), port, tids, Instant::now());
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        for t in tids {
-            lock(&self.shared.stun_pending).insert(t, tx.clone());
-        }
+        let mut d = Discovery::new(server, host.clone(), probe_port, tids, Instant::now());
+        let mut buf = vec![0u8; 1500];
         let result = loop {
             let now = Instant::now();
             d.handle_timeout(now);
             while let Some((to, bytes)) = d.poll_transmit(now) {
-                let _ = self.shared.socket.send_raw(to, &bytes).await;
+                // A lost datagram is covered by the retransmission timers.
+                let _ = probe.send_to(&bytes, to).await;
             }
             if let Some(r) = d.result() {
                 break r.clone();
@@ -279,31 +289,32 @@ impl NodeHandle {
             let Some(wake) = d.poll_timeout() else {
                 continue;
             };
-            if let Ok(Some((from, bytes))) = tokio::time::timeout_at(wake.into(), rx.recv()).await
+            if let Ok(Ok((n, from))) =
+                tokio::time::timeout_at(wake.into(), probe.recv_from(&mut buf)).await
             {
-                d.handle_response(from, &bytes, Instant::now());
+                d.handle_response(from, &buf[..n], Instant::now());
             }
         };
-        for t in tids {
-            lock(&self.shared.stun_pending).remove(&t);
-        }
-        if let Ok(class) = &result {
-            let mut cands: Vec<Candidate> = host
-                .iter()
-                .map(|ip| Candidate::new(CandidateKind::Host, SocketAddr::new(*ip, port), 65535))
-                .collect();
-            if !class.no_nat {
-                cands.push(Candidate::new(
+        let class = result?;
+        let port = self.local_addr().port();
+        let mut cands: Vec<Candidate> = host
+            .iter()
+            .map(|ip| Candidate::new(CandidateKind::Host, SocketAddr::new(*ip, port), 65535))
+            .collect();
+        if !class.no_nat {
+            match self.stun_binding(server).await {
+                Ok(mapped) => cands.push(Candidate::new(
                     CandidateKind::ServerReflexive,
-                    class.mapped,
+                    mapped,
                     65535,
-                ));
+                )),
+                Err(e) => return Err(DiscoveryError::Unreachable(e)),
             }
-            let mut st = lock(&self.shared.nat.status);
-            st.class = Some(*class);
-            st.candidates = cands;
         }
-        result
+        let mut st = lock(&self.shared.nat.status);
+        st.class = Some(class);
+        st.candidates = cands;
+        Ok(class)
     }
 
     /// What this node knows about its own reachability.

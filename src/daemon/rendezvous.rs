@@ -19,7 +19,8 @@ use super::reach::ReachError;
 use crate::dht::Contact;
 use crate::nat::signal::{ConnectErrorCode, Signal};
 use crate::wire::{
-    decode_exact, encode_frame, FrameLimits, MessageType, HEADER_LEN, SIGNALLING_RANGE,
+    decode_exact, encode_frame, FrameLimits, HeaderView, MessageType, HEADER_LEN,
+    SIGNALLING_RANGE,
 };
 
 /// Largest signalling frame (a signed signal with 16 candidates is ≈ 5.7 KB).
@@ -46,7 +47,7 @@ pub(crate) fn frame(t: MessageType, payload: &[u8]) -> BytesMut {
 
 /// Whether a stream's frame belongs to signalling rather than to the DHT.
 pub(crate) fn is_signalling(bytes: &[u8]) -> bool {
-    bytes.len() >= 6 && SIGNALLING_RANGE.contains(&u16::from_be_bytes([bytes[4], bytes[5]]))
+    HeaderView::new_checked(bytes).is_ok_and(|h| SIGNALLING_RANGE.contains(&h.msg_type()))
 }
 
 /// Serves one signalling stream a peer opened on a DHT connection.

@@ -99,6 +99,9 @@ pub enum BindingError {
     /// A success answer without an address in it.
     #[error("STUN answer without XOR-MAPPED-ADDRESS")]
     NoMappedAddress,
+    /// The driver could not send or receive (a socket error, in words).
+    #[error("socket: {0}")]
+    Io(String),
 }
 
 fn encode(msg: &stun_rs::StunMessage) -> Option<Vec<u8>> {

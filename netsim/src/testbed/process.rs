@@ -1,0 +1,136 @@
+//! A `dna daemon` or `dna bootstrap` process in a namespace: its JSON event lines, with the
+//! time each arrived, and its control socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// One JSON line a process printed, and when the harness read it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// When it was read.
+    pub at: Instant,
+    /// The object.
+    pub json: Value,
+}
+
+type Events = Arc<(Mutex<Vec<Event>>, Condvar)>;
+
+/// A running `dna` process; killed on drop.
+pub struct DnaProcess {
+    child: Child,
+    data: PathBuf,
+    events: Events,
+}
+
+impl DnaProcess {
+    /// Starts `dna <role> --data-dir <data> <extra…>` inside namespace `ns`.
+    pub fn spawn(
+        dna: &Path,
+        ns: &str,
+        role: &str,
+        data: &Path,
+        extra: &[String],
+    ) -> std::io::Result<DnaProcess> {
+        std::fs::create_dir_all(data)?;
+        let stderr = std::fs::File::create(data.join("stderr.log"))?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(dna)
+            .arg(role)
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "dna=info,dna_p2p=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()?;
+        let events: Events = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        if let Some(out) = child.stdout.take() {
+            let events = events.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let Ok(json) = serde_json::from_str::<Value>(&line) else {
+                        continue;
+                    };
+                    let (list, cv) = &*events;
+                    list.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Event {
+                            at: Instant::now(),
+                            json,
+                        });
+                    cv.notify_all();
+                }
+            });
+        }
+        Ok(DnaProcess {
+            child,
+            data: data.to_path_buf(),
+            events,
+        })
+    }
+
+    /// The first event matching `pred`, waiting up to `timeout`.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Event> {
+        let deadline = Instant::now() + timeout;
+        let (list, cv) = &*self.events;
+        let mut guard = list.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(e) = guard.iter().find(|e| pred(&e.json)) {
+                return Some(e.clone());
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            guard = cv
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// The first event named `name`.
+    pub fn wait_event(&self, name: &str, timeout: Duration) -> Option<Value> {
+        self.wait_for(timeout, |v| {
+            v.get("event").and_then(|e| e.as_str()) == Some(name)
+        })
+        .map(|e| e.json)
+    }
+
+    /// The fingerprint from the `ready` event.
+    pub fn fingerprint(&self) -> Option<String> {
+        self.wait_event("ready", Duration::ZERO)?
+            .get("fp")?
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// One request on the control socket; its answer.
+    pub fn control(&self, req: &Value) -> std::io::Result<Value> {
+        let mut s = std::os::unix::net::UnixStream::connect(self.data.join("control.sock"))?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        writeln!(s, "{req}")?;
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line)?;
+        serde_json::from_str(&line).map_err(std::io::Error::other)
+    }
+
+    /// The last lines of its stderr, for failure messages.
+    pub fn stderr_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.data.join("stderr.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join(" | ")
+    }
+}
+
+impl Drop for DnaProcess {
+    fn drop(&mut self) {
+        // `ip netns exec` execs the program: the child is dna itself.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
