@@ -13,9 +13,9 @@
 #![warn(missing_docs)]
 
 pub mod dht_sim;
-pub mod testbed;
 mod link;
 mod scheduler;
+pub mod testbed;
 
 pub use link::LinkModel;
 pub use scheduler::Scheduler;

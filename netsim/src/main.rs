@@ -130,7 +130,10 @@ fn nat_matrix(json: bool, dna: Option<std::path::PathBuf>, only: &[String]) -> E
     };
     let mut results = Vec::new();
     let wanted = |a: NatType, b: NatType| {
-        only.is_empty() || only.iter().any(|o| o == &format!("{}:{}", a.name(), b.name()))
+        only.is_empty()
+            || only
+                .iter()
+                .any(|o| o == &format!("{}:{}", a.name(), b.name()))
     };
     for (a, b) in pairs().into_iter().filter(|(a, b)| wanted(*a, *b)) {
         let r = tb.run_pair(a, b);

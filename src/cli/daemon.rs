@@ -78,7 +78,8 @@ impl DaemonArgs {
     fn resolve(&self) -> Result<(PathBuf, DaemonConfig), String> {
         let mut cfg = match &self.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
                 toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
             }
             None => DaemonConfig::default(),
@@ -260,9 +261,7 @@ async fn refresh(h: &NodeHandle, cfg: &DaemonConfig, seeds: &[(SocketAddr, Finge
 
 fn print_event(ev: NodeEvent) {
     let v = match ev {
-        NodeEvent::Message {
-            from, id, body, ..
-        } => json!({
+        NodeEvent::Message { from, id, body, .. } => json!({
             "event": "message",
             "from": from.to_string(),
             "id": hex::encode(id.0),
@@ -336,7 +335,7 @@ async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
         ("direct", "connected")
     } else {
         match h.reach(to).await {
-            Ok(Reached::Direct { .. }) => ("direct", "srflx"),
+            Ok(Reached::Direct { kind, .. }) => ("direct", kind.name()),
             Ok(Reached::Punched { kind, .. }) => ("direct", kind.name()),
             Ok(Reached::RelayNeeded) => ("relay-needed", "none"),
             Ok(_) => ("failed", "none"),

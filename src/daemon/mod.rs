@@ -18,6 +18,6 @@ mod score;
 
 pub use config::{DhtSettings, NodeConfig};
 pub use dht::DhtError;
-pub use reach::{NatStatus, ReachError, Reached};
 pub use node::{Node, NodeError, NodeEvent, NodeHandle, Path, PeerInfo, SendError};
+pub use reach::{NatStatus, ReachError, Reached};
 pub use score::BAN_THRESHOLD;

@@ -106,8 +106,10 @@ pub(crate) fn route_stun(shared: &Shared, from: SocketAddr, bytes: &[u8]) -> boo
 pub enum Reached {
     /// The peer is directly reachable; QUIC dials it at `addr`.
     Direct {
-        /// The address dialed.
+        /// The address dialed first.
         addr: SocketAddr,
+        /// Its candidate kind (host for a public node, server-reflexive behind a full cone).
+        kind: CandidateKind,
     },
     /// Hole punching found a working pair; QUIC dials it.
     Punched {
@@ -197,8 +199,7 @@ fn start_punch(
             let wake = punch
                 .poll_timeout()
                 .unwrap_or_else(|| ended_at.unwrap_or(now) + LINGER);
-            if let Ok(Some((from, bytes))) = tokio::time::timeout_at(wake.into(), rx.recv()).await
-            {
+            if let Ok(Some((from, bytes))) = tokio::time::timeout_at(wake.into(), rx.recv()).await {
                 punch.handle_stun(from, &bytes, Instant::now());
             }
         }
@@ -269,9 +270,9 @@ impl NodeHandle {
             SocketAddr::V4(_) => ([0u8; 4], 0).into(),
             SocketAddr::V6(_) => ([0u16; 8], 0).into(),
         };
-        let probe = tokio::net::UdpSocket::bind(bind).await.map_err(|e| {
-            DiscoveryError::Unreachable(stun::BindingError::Io(e.to_string()))
-        })?;
+        let probe = tokio::net::UdpSocket::bind(bind)
+            .await
+            .map_err(|e| DiscoveryError::Unreachable(stun::BindingError::Io(e.to_string())))?;
         let probe_port = probe.local_addr().map(|a| a.port()).unwrap_or(0);
         let tids = [(); 5].map(|_| self.transaction_id());
         let mut d = Discovery::new(server, host.clone(), probe_port, tids, Instant::now());
@@ -373,12 +374,14 @@ impl NodeHandle {
         if info.reachable {
             let mut cands = info.candidates.clone();
             cands.sort_by_key(|c| std::cmp::Reverse(c.kind == CandidateKind::ServerReflexive));
-            let addr = cands
+            let first = *cands
                 .first()
-                .map(|c| c.addr)
                 .ok_or(ReachError::BadPresence("no candidates".into()))?;
             self.connect(peer, cands.iter().map(|c| c.addr).collect());
-            return Ok(Reached::Direct { addr });
+            return Ok(Reached::Direct {
+                addr: first.addr,
+                kind: first.kind,
+            });
         }
         let me = self.fingerprint();
         let mut session = [0u8; 8];

@@ -19,8 +19,7 @@ use super::reach::ReachError;
 use crate::dht::Contact;
 use crate::nat::signal::{ConnectErrorCode, Signal};
 use crate::wire::{
-    decode_exact, encode_frame, FrameLimits, HeaderView, MessageType, HEADER_LEN,
-    SIGNALLING_RANGE,
+    decode_exact, encode_frame, FrameLimits, HeaderView, MessageType, HEADER_LEN, SIGNALLING_RANGE,
 };
 
 /// Largest signalling frame (a signed signal with 16 candidates is ≈ 5.7 KB).
@@ -114,7 +113,9 @@ async fn forward_or_answer(
         .ok_or(ConnectErrorCode::NotRegistered)?;
     let exchange = async {
         let (mut s, mut r) = target.open_bi().await.ok()?;
-        s.write_all(&frame(MessageType::Connect, offer)).await.ok()?;
+        s.write_all(&frame(MessageType::Connect, offer))
+            .await
+            .ok()?;
         s.finish().ok()?;
         r.read_to_end(MAX_SIGNAL_FRAME + HEADER_LEN).await.ok()
     };
@@ -170,9 +171,11 @@ pub(crate) async fn register(
     rdv: Contact,
 ) -> Result<Duration, ReachError> {
     match exchange(shared, d, rdv, MessageType::RdvRegister, &[]).await? {
-        (MessageType::RdvRegistered, p) if p.len() == 4 => Ok(Duration::from_secs(u64::from(
-            u32::from_be_bytes([p[0], p[1], p[2], p[3]]),
-        ))),
+        (MessageType::RdvRegistered, p) if p.len() == 4 => {
+            Ok(Duration::from_secs(u64::from(u32::from_be_bytes([
+                p[0], p[1], p[2], p[3],
+            ]))))
+        }
         _ => Err(ReachError::Rendezvous("registration refused")),
     }
 }

@@ -203,7 +203,10 @@ impl TestBed {
 
     fn build_networks(&mut self) -> Result<(), TestBedError> {
         let public = self.add_ns("pub")?;
-        run("ip", &["-n", &public, "link", "add", "br0", "type", "bridge"])?;
+        run(
+            "ip",
+            &["-n", &public, "link", "add", "br0", "type", "bridge"],
+        )?;
         run("ip", &["-n", &public, "link", "set", "br0", "up"])?;
         for a in [SERVER_A, SERVER_B] {
             let a = format!("{a}/24");
@@ -229,7 +232,10 @@ impl TestBed {
                         far_if, "netns", &far,
                     ],
                 )?;
-                run("ip", &["-n", &public, "link", "set", &port, "master", "br0", "up"])?;
+                run(
+                    "ip",
+                    &["-n", &public, "link", "set", &port, "master", "br0", "up"],
+                )?;
                 run("ip", &["-n", &far, "link", "set", far_if, "up"])?;
                 let wan_cidr = format!("{wan_ip}/24");
                 run("ip", &["-n", &far, "addr", "add", &wan_cidr, "dev", far_if])?;
@@ -243,24 +249,58 @@ impl TestBed {
                         ],
                     )?;
                     run("ip", &["-n", &far, "link", "set", "lan", "up"])?;
-                    run("ip", &["-n", &far, "addr", "add", &format!("{lan}.1/24"), "dev", "lan"])?;
-                    run("ip", &["-n", &host, "link", "set", "eth0", "up"])?;
-                    run("ip", &["-n", &host, "addr", "add", &format!("{lan}.2/24"), "dev", "eth0"])?;
-                    run("ip", &["-n", &host, "route", "add", "default", "via", &format!("{lan}.1")])?;
                     run(
                         "ip",
-                        &["netns", "exec", &far, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                        &[
+                            "-n",
+                            &far,
+                            "addr",
+                            "add",
+                            &format!("{lan}.1/24"),
+                            "dev",
+                            "lan",
+                        ],
+                    )?;
+                    run("ip", &["-n", &host, "link", "set", "eth0", "up"])?;
+                    run(
+                        "ip",
+                        &[
+                            "-n",
+                            &host,
+                            "addr",
+                            "add",
+                            &format!("{lan}.2/24"),
+                            "dev",
+                            "eth0",
+                        ],
+                    )?;
+                    run(
+                        "ip",
+                        &[
+                            "-n",
+                            &host,
+                            "route",
+                            "add",
+                            "default",
+                            "via",
+                            &format!("{lan}.1"),
+                        ],
+                    )?;
+                    run(
+                        "ip",
+                        &[
+                            "netns",
+                            "exec",
+                            &far,
+                            "sysctl",
+                            "-qw",
+                            "net.ipv4.ip_forward=1",
+                        ],
                     )?;
                     let script = router_script();
                     run(
                         "sh",
-                        &[
-                            &script.to_string_lossy(),
-                            nat.name(),
-                            &far,
-                            "wan",
-                            &wan_ip,
-                        ],
+                        &[&script.to_string_lossy(), nat.name(), &far, "wan", &wan_ip],
                     )?;
                 }
                 self.hosts.push((nat, side, Host { ns: host, nat }));
@@ -277,8 +317,23 @@ impl TestBed {
         let public = self.public_ns().to_string();
         let log = std::fs::File::create(self.dir.join("coturn.log"))?;
         let coturn = Command::new("ip")
-            .args(["netns", "exec", &public, "turnserver", "-n", "--no-tls", "--no-dtls"])
-            .args(["--no-cli", "--lt-cred-mech", "--user", "dna:dna", "--realm", "dna"])
+            .args([
+                "netns",
+                "exec",
+                &public,
+                "turnserver",
+                "-n",
+                "--no-tls",
+                "--no-dtls",
+            ])
+            .args([
+                "--no-cli",
+                "--lt-cred-mech",
+                "--user",
+                "dna:dna",
+                "--realm",
+                "dna",
+            ])
             .args(["--listening-ip", &SERVER_A.to_string()])
             .args(["--listening-ip", &SERVER_B.to_string()])
             .args(["--listening-port", &STUN_PORT.to_string()])
@@ -310,9 +365,11 @@ impl TestBed {
                 args.push(b.clone());
             }
             let p = self.spawn(&public, &format!("boot{i}"), "bootstrap", &args)?;
-            let ready = p.wait_event("ready", Duration::from_secs(30)).ok_or_else(|| {
-                TestBedError::NotReady(format!("bootstrap {listen}: no ready event"))
-            })?;
+            let ready = p
+                .wait_event("ready", Duration::from_secs(30))
+                .ok_or_else(|| {
+                    TestBedError::NotReady(format!("bootstrap {listen}: no ready event"))
+                })?;
             let fp = ready.get("fp").and_then(|v| v.as_str()).unwrap_or_default();
             self.bootstrap_args.push(format!("{listen}@{fp}"));
             self.bootstraps.push(p);
@@ -345,10 +402,7 @@ impl TestBed {
     /// Starts `dna daemon` on `host`, joined to the bootstrap nodes, discovering its NAT
     /// with coturn; returns once it printed `ready`.
     pub fn daemon(&self, host: &Host) -> Result<DnaProcess, TestBedError> {
-        let mut args = vec![
-            "--stun".to_string(),
-            format!("{SERVER_A}:{STUN_PORT}"),
-        ];
+        let mut args = vec!["--stun".to_string(), format!("{SERVER_A}:{STUN_PORT}")];
         for b in &self.bootstrap_args {
             args.push("--bootstrap".into());
             args.push(b.clone());
@@ -473,7 +527,10 @@ impl TestBed {
             ms: None,
             detail: String::new(),
         };
-        let (pa, pb) = match (self.daemon(self.host(a, 'a')), self.daemon(self.host(b, 'b'))) {
+        let (pa, pb) = match (
+            self.daemon(self.host(a, 'a')),
+            self.daemon(self.host(b, 'b')),
+        ) {
             (Ok(x), Ok(y)) => (x, y),
             (Err(e), _) | (_, Err(e)) => {
                 r.detail = e.to_string();

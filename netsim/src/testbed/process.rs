@@ -59,12 +59,10 @@ impl DnaProcess {
                         continue;
                     };
                     let (list, cv) = &*events;
-                    list.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(Event {
-                            at: Instant::now(),
-                            json,
-                        });
+                    list.lock().unwrap_or_else(|p| p.into_inner()).push(Event {
+                        at: Instant::now(),
+                        json,
+                    });
                     cv.notify_all();
                 }
             });
