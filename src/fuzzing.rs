@@ -219,4 +219,50 @@ pub fn stun_message(data: &[u8]) {
     let mut b = Binding::new(from, transaction_id(data).unwrap_or([0; 12]), now);
     let _ = b.poll_transmit(now);
     b.handle_response(from, data);
+    // The authenticated paths: a connectivity check's answer, and a punching attempt that
+    // takes the datagram as a check or as an answer (spec/05 §5).
+    let _ = crate::nat::stun::request_username(data);
+    if let Some(answer) = crate::nat::stun::respond_authenticated(from, data, "fuzz-password") {
+        assert!(crate::transport::demux::is_stun(&answer));
+    }
+    let cand = crate::nat::candidate::Candidate::new(
+        crate::nat::candidate::CandidateKind::ServerReflexive,
+        from,
+        65535,
+    );
+    let creds = crate::nat::punch::PunchCreds {
+        local_ufrag: "aaaa".into(),
+        local_pwd: "fuzz-password".into(),
+        remote_ufrag: "bbbb".into(),
+        remote_pwd: "fuzz-password".into(),
+    };
+    let tag = transaction_id(data).map_or([0; 4], |t| [t[0], t[1], t[2], t[3]]);
+    let mut p = crate::nat::punch::Punch::new(
+        creds,
+        &[cand],
+        true,
+        tag,
+        crate::nat::punch::PunchConfig::default(),
+        now,
+    );
+    p.handle_timeout(now);
+    while p.poll_transmit().is_some() {}
+    p.handle_stun(from, data, now);
+}
+
+/// Signalling input never panics: a presence value (spec/05 §4.1) that decodes re-encodes
+/// to a value that decodes to the same thing; a CONNECT body is parsed and verified.
+pub fn signal_message(data: &[u8]) {
+    use crate::nat::candidate::PresenceInfo;
+    if let Ok(info) = PresenceInfo::decode(data) {
+        assert_eq!(
+            PresenceInfo::decode(&info.encode()).as_ref(),
+            Ok(&info),
+            "presence value does not round-trip"
+        );
+    }
+    if let Ok(sig) = crate::nat::signal::Signal::verify(data) {
+        let me = sig.to;
+        let _ = sig.check_offer(&me, sig.time_ms);
+    }
 }

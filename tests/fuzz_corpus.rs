@@ -52,6 +52,11 @@ fn record_verify_corpus() {
 }
 
 #[test]
+fn signal_message_corpus() {
+    replay("signal_message", fuzzing::signal_message);
+}
+
+#[test]
 fn stun_message_corpus() {
     replay("stun_message", fuzzing::stun_message);
 }
@@ -261,4 +266,68 @@ fn write_seed_corpus() {
         data.extend_from_slice(&m.encode());
         write("dht_message", name, &data);
     }
+}
+
+/// Seeds for the NAT parsers (spec/05): an authenticated connectivity check and its answer,
+/// a presence value, a signed CONNECT offer. `cargo test --test fuzz_corpus -- --ignored`.
+#[test]
+#[ignore = "writes the seed corpus; run on demand"]
+fn write_nat_seed_corpus() {
+    use dna_p2p::nat::candidate::{Candidate, CandidateKind, PresenceInfo};
+    use dna_p2p::nat::signal::{Signal, SignalKind};
+    use dna_p2p::nat::stun::{respond_authenticated, Binding, Credentials, Options};
+    let peer: std::net::SocketAddr = "192.0.2.1:3478".parse().unwrap();
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::Instant::now();
+    let creds = Credentials {
+        username: "aaaa:bbbb".into(),
+        password: "fuzz-password".into(),
+    };
+    let mut b = Binding::with_options(
+        peer,
+        [0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8],
+        Options {
+            credentials: Some(creds),
+            ..Options::default()
+        },
+        now,
+    );
+    let check = b.poll_transmit(now).unwrap().1.to_vec();
+    write("stun_message", "check-request", &check);
+    write(
+        "stun_message",
+        "check-answer",
+        &respond_authenticated(peer, &check, "fuzz-password").unwrap(),
+    );
+    let cands = vec![
+        Candidate::new(
+            CandidateKind::Host,
+            "10.1.0.2:40000".parse().unwrap(),
+            65535,
+        ),
+        Candidate::new(
+            CandidateKind::ServerReflexive,
+            "198.18.0.11:40000".parse().unwrap(),
+            65535,
+        ),
+    ];
+    let id = Identity::generate(&mut OsRng);
+    let info = PresenceInfo {
+        reachable: false,
+        nat: "port-restricted".into(),
+        candidates: cands.clone(),
+        rendezvous: vec![("198.18.0.2:4000".parse().unwrap(), id.fingerprint())],
+    };
+    write("signal_message", "presence", &info.encode());
+    let offer = Signal {
+        kind: SignalKind::Offer,
+        from: id.public_key().clone(),
+        to: id.fingerprint(),
+        session: [1; 8],
+        time_ms: 1_800_000_000_000,
+        ufrag: "abcd".into(),
+        pwd: "0123456789abcdef0123456789abcdef".into(),
+        candidates: cands,
+    };
+    write("signal_message", "offer", &offer.sign(&id));
 }
