@@ -232,13 +232,26 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
 /// Discovery, rendezvous registration and presence (spec/05 §2, §4): at start and every
 /// `refresh_secs`, so a changed network is noticed.
 async fn refresh(h: &NodeHandle, cfg: &DaemonConfig, seeds: &[(SocketAddr, Fingerprint)]) {
+    let mut classified = false;
     for server in &cfg.stun {
         match h.discover_nat(*server).await {
             Ok(c) => {
                 tracing::info!(nat = c.name(), mapped = %c.mapped, "NAT discovery");
+                classified = true;
                 break;
             }
             Err(e) => tracing::warn!(%server, error = %e, "NAT discovery failed"),
+        }
+    }
+    if !classified {
+        // No RFC 5780 server: candidates from the bootstrap nodes' STUN answers.
+        let servers: Vec<SocketAddr> = seeds.iter().map(|(a, _)| *a).collect();
+        match h.gather_candidates(&servers).await {
+            Ok(same) => tracing::info!(
+                endpoint_independent_mapping = ?same,
+                "candidates from bootstrap STUN (NAT class unknown: using rendezvous)"
+            ),
+            Err(e) => tracing::warn!(error = %e, "no STUN answer: host candidates only"),
         }
     }
     let reachable = h.nat_status().presence().reachable;

@@ -318,6 +318,44 @@ impl NodeHandle {
         Ok(class)
     }
 
+    /// Without an RFC 5780 server: gathers candidates from plain Binding answers of up to
+    /// two STUN servers (bootstrap nodes answer STUN on their DHT port). The class stays
+    /// unknown — filtering cannot be told this way — so the node counts as not directly
+    /// reachable and uses rendezvous. Returns whether the two servers saw the same mapping
+    /// (`None` with one answer): endpoint-independent mapping, if so.
+    pub async fn gather_candidates(
+        &self,
+        servers: &[SocketAddr],
+    ) -> Result<Option<bool>, stun::BindingError> {
+        let first = *servers
+            .first()
+            .ok_or_else(|| stun::BindingError::Io("no STUN server".into()))?;
+        let host: Vec<IpAddr> = route_source(first).into_iter().collect();
+        let mut mapped = Vec::new();
+        let mut last_err = None;
+        for s in servers.iter().take(2) {
+            match self.stun_binding(*s).await {
+                Ok(m) => mapped.push(m),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let Some(m1) = mapped.first().copied() else {
+            return Err(last_err.unwrap_or(stun::BindingError::Timeout(first)));
+        };
+        let port = self.local_addr().port();
+        let mut cands: Vec<Candidate> = host
+            .iter()
+            .map(|ip| Candidate::new(CandidateKind::Host, SocketAddr::new(*ip, port), 65535))
+            .collect();
+        if !host.contains(&m1.ip()) {
+            cands.push(Candidate::new(CandidateKind::ServerReflexive, m1, 65535));
+        }
+        let mut st = lock(&self.shared.nat.status);
+        st.class = None;
+        st.candidates = cands;
+        Ok(mapped.get(1).map(|m2| *m2 == m1))
+    }
+
     /// What this node knows about its own reachability.
     pub fn nat_status(&self) -> NatStatus {
         lock(&self.shared.nat.status).clone()
