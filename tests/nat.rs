@@ -11,6 +11,11 @@ use netsim::testbed::{missing_prerequisites, pairs, NatType, TestBed};
 
 /// The test bed, or `None` (skip) where it cannot run outside CI.
 fn test_bed(test: &str) -> Option<TestBed> {
+    test_bed_with(test, &[])
+}
+
+/// [`test_bed`] with extra arguments for its bootstrap nodes.
+fn test_bed_with(test: &str, bootstrap_extra: &[String]) -> Option<TestBed> {
     let missing = missing_prerequisites();
     if !missing.is_empty() {
         let msg = format!("{test}: the NAT test bed needs {}", missing.join(", "));
@@ -20,7 +25,10 @@ fn test_bed(test: &str) -> Option<TestBed> {
         eprintln!("SKIPPED {msg}");
         return None;
     }
-    Some(TestBed::build(Path::new(env!("CARGO_BIN_EXE_dna"))).expect("build the test bed"))
+    Some(
+        TestBed::build_with(Path::new(env!("CARGO_BIN_EXE_dna")), bootstrap_extra)
+            .expect("build the test bed"),
+    )
 }
 
 /// turnutils_natdiscovery (coturn's RFC 5780 client) and our discovery, run from the same
@@ -106,4 +114,64 @@ fn nat_matrix() {
             assert!(r.ms.is_some(), "{} ↔ {}: delivered", r.a.name(), r.b.name());
         }
     }
+}
+
+/// The routers forget a silent UDP mapping after 30 s. After 45 s of application silence,
+/// (1) the punched connection still carries a message without a reconnect, and (2) a new
+/// caller still reaches the callee through the rendezvous node — both held by the 15 s
+/// QUIC keep-alive. (`DNA_TEST_KEEP_ALIVE_SECS=60`, applied to every node, shows the test
+/// failing without it.)
+#[test]
+fn keepalives_hold_nat_mappings_through_silence() {
+    use std::time::Duration;
+    let cfg = std::env::temp_dir().join(format!("dna-keepalive-{}.toml", std::process::id()));
+    let extra = match std::env::var("DNA_TEST_KEEP_ALIVE_SECS") {
+        Ok(secs) => {
+            std::fs::write(&cfg, format!("keep_alive_secs = {secs}\n")).unwrap();
+            vec!["--config".to_string(), cfg.to_string_lossy().into_owned()]
+        }
+        Err(_) => vec![],
+    };
+    let Some(tb) = test_bed_with("keepalives_hold_nat_mappings_through_silence", &extra) else {
+        return;
+    };
+    let callee = tb
+        .daemon_with(tb.host(NatType::PortRestricted, 'b'), &extra)
+        .unwrap();
+    let caller = tb
+        .daemon_with(tb.host(NatType::AddressRestricted, 'a'), &extra)
+        .unwrap();
+    let to = callee.fingerprint().unwrap();
+    let send = |from: &netsim::testbed::DnaProcess, text: &str| {
+        let reply = from
+            .control(&serde_json::json!({"cmd": "send", "to": to, "text": text}))
+            .unwrap();
+        let delivered = callee
+            .wait_for(Duration::from_secs(30), |e| {
+                e.get("text").and_then(|t| t.as_str()) == Some(text)
+            })
+            .is_some();
+        (reply, delivered)
+    };
+    let (reply, delivered) = send(&caller, "before the silence");
+    assert!(delivered, "first message: {reply}");
+
+    std::thread::sleep(Duration::from_secs(45));
+
+    let (reply, delivered) = send(&caller, "after 45 s of silence");
+    assert_eq!(reply.get("via").and_then(|v| v.as_str()), Some("connected"));
+    assert!(delivered, "the punched path survived: {reply}");
+    let down = |p: &netsim::testbed::DnaProcess| p.wait_event("peer_down", Duration::ZERO);
+    assert_eq!(down(&callee), None, "no reconnect on the callee");
+    assert_eq!(down(&caller), None, "no reconnect on the caller");
+
+    let late = tb
+        .daemon_with(tb.host(NatType::FullCone, 'a'), &extra)
+        .unwrap();
+    let (reply, delivered) = send(&late, "a new caller after the silence");
+    assert!(
+        delivered,
+        "the registration at the rendezvous node survived: {reply}"
+    );
+    let _ = std::fs::remove_file(&cfg);
 }

@@ -18,6 +18,9 @@
 #
 # Every router drops unsolicited input to its own WAN address: an early inbound packet would
 # otherwise create a conntrack entry and masquerade would move the client off its port.
+#
+# Every router forgets a UDP mapping after 30 s of silence, answered or not (Linux keeps an
+# answered flow 120 s; many home routers keep 30 s): keepalives must be well under that.
 set -eu
 
 type=$1 ns=$2 wan=$3 wan_addr=$4
@@ -36,8 +39,8 @@ masq=masquerade
 # Full cone and address-restricted: the endpoint-independent map (and the contacted set).
 map_decl= learn= dnat=
 if [ "$type" = full-cone ] || [ "$type" = address-restricted ]; then
-	map_decl="map eim { type inet_service : ipv4_addr . inet_service; flags dynamic, timeout; timeout 120s; }
-	set seen { type inet_service . ipv4_addr; flags dynamic, timeout; timeout 120s; }"
+	map_decl="map eim { type inet_service : ipv4_addr . inet_service; flags dynamic, timeout; timeout 30s; }
+	set seen { type inet_service . ipv4_addr; flags dynamic, timeout; timeout 30s; }"
 	learn="oifname \"$wan\" meta l4proto udp ct direction original update @eim { ct reply proto-dst : ct original ip saddr . ct original proto-src }
 		oifname \"$wan\" meta l4proto udp ct direction original update @seen { ct reply proto-dst . ip daddr }"
 	if [ "$type" = full-cone ]; then
@@ -76,3 +79,7 @@ table ip dnanat {
 	}
 }
 NFT
+
+# The ruleset loaded conntrack into the namespace; now its UDP timeouts exist there.
+ip netns exec "$ns" sysctl -qw net.netfilter.nf_conntrack_udp_timeout=30
+ip netns exec "$ns" sysctl -qw net.netfilter.nf_conntrack_udp_timeout_stream=30

@@ -40,6 +40,9 @@ pub(super) struct DaemonConfig {
     /// Re-run discovery, renew registrations and republish presence this often (default
     /// 120 s; presence records live 50 min, registrations 5 min).
     pub refresh_secs: u64,
+    /// QUIC keep-alive on every connection, to hold NAT mappings (default 15 s: NATs that
+    /// forget a silent UDP flow after 30 s are common).
+    pub keep_alive_secs: u64,
 }
 
 impl Default for DaemonConfig {
@@ -50,6 +53,7 @@ impl Default for DaemonConfig {
             stun: Vec::new(),
             rendezvous: 2,
             refresh_secs: 120,
+            keep_alive_secs: 15,
         }
     }
 }
@@ -59,7 +63,8 @@ impl Default for DaemonConfig {
 pub(super) struct DaemonArgs {
     #[command(flatten)]
     data_dir: DataDir,
-    /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs).
+    /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
+    /// keep_alive_secs).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the node's one UDP socket [default: 0.0.0.0:0].
@@ -166,6 +171,7 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
             config: dht_config,
             data_dir: Some(dir.join("dht")),
         }),
+        keep_alive: Duration::from_secs(cfg.keep_alive_secs.max(1)),
         ..NodeConfig::listening_on(cfg.listen)
     };
     let node = Node::bind(identity, node_cfg)
@@ -180,6 +186,17 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
     if !bootstrap {
         refresh(&h, &cfg, &seeds).await;
     }
+    let control = dir.join("control.sock");
+    let _ = std::fs::remove_file(&control);
+    let listener = tokio::net::UnixListener::bind(&control).map_err(|e| e.to_string())?;
+    {
+        let h = h.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(control_conn(h.clone(), stream));
+            }
+        });
+    }
     let st = h.nat_status();
     emit(json!({
         "event": "ready",
@@ -193,17 +210,6 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         "reachable": st.presence().reachable,
         "rendezvous": st.rendezvous.len(),
     }));
-    let control = dir.join("control.sock");
-    let _ = std::fs::remove_file(&control);
-    let listener = tokio::net::UnixListener::bind(&control).map_err(|e| e.to_string())?;
-    {
-        let h = h.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(control_conn(h.clone(), stream));
-            }
-        });
-    }
     if !bootstrap {
         let (h, cfg, seeds) = (h.clone(), cfg.clone(), seeds.clone());
         tokio::spawn(async move {

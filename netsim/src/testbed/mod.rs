@@ -169,6 +169,11 @@ impl TestBed {
     /// Builds the test bed and starts coturn and the bootstrap nodes. `dna`: the `dna`
     /// binary to run.
     pub fn build(dna: &Path) -> Result<TestBed, TestBedError> {
+        TestBed::build_with(dna, &[])
+    }
+
+    /// [`build`](TestBed::build), with extra arguments for the bootstrap nodes.
+    pub fn build_with(dna: &Path, bootstrap_extra: &[String]) -> Result<TestBed, TestBedError> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let prefix = format!(
             "dnatb{}x{}",
@@ -189,7 +194,7 @@ impl TestBed {
             next_id: AtomicU32::new(0),
         };
         tb.build_networks()?;
-        tb.start_servers()?;
+        tb.start_servers(bootstrap_extra)?;
         Ok(tb)
     }
 
@@ -313,7 +318,7 @@ impl TestBed {
         &self.namespaces[0]
     }
 
-    fn start_servers(&mut self) -> Result<(), TestBedError> {
+    fn start_servers(&mut self, bootstrap_extra: &[String]) -> Result<(), TestBedError> {
         let public = self.public_ns().to_string();
         let log = std::fs::File::create(self.dir.join("coturn.log"))?;
         let coturn = Command::new("ip")
@@ -364,6 +369,7 @@ impl TestBed {
                 args.push("--bootstrap".into());
                 args.push(b.clone());
             }
+            args.extend_from_slice(bootstrap_extra);
             let p = self.spawn(&public, &format!("boot{i}"), "bootstrap", &args)?;
             let ready = p
                 .wait_event("ready", Duration::from_secs(30))
@@ -389,6 +395,13 @@ impl TestBed {
         DnaProcess::spawn(&self.dna, ns, role, &data, extra).map_err(TestBedError::Io)
     }
 
+    /// Writes `text` to a file in the test bed's scratch directory; returns its path.
+    pub fn write_file(&self, name: &str, text: &str) -> std::io::Result<PathBuf> {
+        let p = self.dir.join(name);
+        std::fs::write(&p, text)?;
+        Ok(p)
+    }
+
     /// The host of type `nat` on side `side` (`'a'` or `'b'`).
     pub fn host(&self, nat: NatType, side: char) -> &Host {
         &self
@@ -402,11 +415,17 @@ impl TestBed {
     /// Starts `dna daemon` on `host`, joined to the bootstrap nodes, discovering its NAT
     /// with coturn; returns once it printed `ready`.
     pub fn daemon(&self, host: &Host) -> Result<DnaProcess, TestBedError> {
+        self.daemon_with(host, &[])
+    }
+
+    /// [`daemon`](TestBed::daemon) with extra command-line arguments.
+    pub fn daemon_with(&self, host: &Host, extra: &[String]) -> Result<DnaProcess, TestBedError> {
         let mut args = vec!["--stun".to_string(), format!("{SERVER_A}:{STUN_PORT}")];
         for b in &self.bootstrap_args {
             args.push("--bootstrap".into());
             args.push(b.clone());
         }
+        args.extend_from_slice(extra);
         let p = self.spawn(&host.ns, host.nat.name(), "daemon", &args)?;
         if p.wait_event("ready", Duration::from_secs(60)).is_none() {
             return Err(TestBedError::NotReady(format!(
