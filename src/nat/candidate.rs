@@ -118,6 +118,9 @@ pub enum CandidateError {
     /// An unknown version.
     #[error("unsupported presence version {0}")]
     Version(u8),
+    /// A text field that is not printable ASCII.
+    #[error("text field is not printable ASCII")]
+    NotText,
 }
 
 /// A bounds-checked reader over network input.
@@ -168,6 +171,18 @@ impl<'a> Reader<'a> {
         a.copy_from_slice(self.take(FINGERPRINT_LEN)?);
         Ok(Fingerprint(a))
     }
+    /// A length-prefixed text field of at most `max` printable ASCII bytes.
+    pub(crate) fn text(&mut self, max: usize) -> Result<String, CandidateError> {
+        let n = usize::from(self.u8()?);
+        if n > max {
+            return Err(CandidateError::TooMany(n));
+        }
+        let b = self.take(n)?;
+        if !b.iter().all(|c| c.is_ascii_graphic()) {
+            return Err(CandidateError::NotText);
+        }
+        Ok(b.iter().map(|&c| char::from(c)).collect())
+    }
     pub(crate) fn end(&self) -> Result<(), CandidateError> {
         if self.0.is_empty() {
             Ok(())
@@ -211,6 +226,13 @@ pub(crate) fn put_addr(out: &mut Vec<u8>, a: &SocketAddr) {
     out.extend_from_slice(&a.port().to_be_bytes());
 }
 
+/// Appends a text field: its printable ASCII characters, at most `max` of them.
+pub(crate) fn put_text(out: &mut Vec<u8>, s: &str, max: usize) {
+    let b: Vec<u8> = s.bytes().filter(u8::is_ascii_graphic).take(max).collect();
+    out.push(b.len() as u8);
+    out.extend_from_slice(&b);
+}
+
 /// Appends a candidate list (at most [`MAX_CANDIDATES`]; more are cut).
 pub(crate) fn put_candidates(out: &mut Vec<u8>, cands: &[Candidate]) {
     let cands = &cands[..cands.len().min(MAX_CANDIDATES)];
@@ -227,7 +249,8 @@ pub(crate) fn put_candidates(out: &mut Vec<u8>, cands: &[Candidate]) {
 pub struct PresenceInfo {
     /// Reachable without signalling: dial a candidate directly.
     pub reachable: bool,
-    /// The NAT class name (`public`, `full-cone`, …), empty if unknown.
+    /// The NAT class name (`public`, `full-cone`, …; printable ASCII, ≤ 32), empty if
+    /// unknown.
     pub nat: String,
     /// Host and server-reflexive (later: relayed) candidates.
     pub candidates: Vec<Candidate>,
@@ -242,9 +265,7 @@ impl PresenceInfo {
     /// The byte layout of spec/05 §4.1.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![PRESENCE_VERSION, u8::from(self.reachable)];
-        let nat = &self.nat.as_bytes()[..self.nat.len().min(MAX_NAT_NAME)];
-        out.push(nat.len() as u8);
-        out.extend_from_slice(nat);
+        put_text(&mut out, &self.nat, MAX_NAT_NAME);
         put_candidates(&mut out, &self.candidates);
         let rdv = &self.rendezvous[..self.rendezvous.len().min(MAX_RENDEZVOUS)];
         out.push(rdv.len() as u8);
@@ -263,11 +284,7 @@ impl PresenceInfo {
             return Err(CandidateError::Version(v));
         }
         let reachable = r.u8()? != 0;
-        let n = usize::from(r.u8()?);
-        if n > MAX_NAT_NAME {
-            return Err(CandidateError::TooMany(n));
-        }
-        let nat = String::from_utf8_lossy(r.take(n)?).into_owned();
+        let nat = r.text(MAX_NAT_NAME)?;
         let candidates = r.candidates()?;
         let n = usize::from(r.u8()?);
         if n > MAX_RENDEZVOUS {
@@ -347,6 +364,23 @@ mod tests {
         let mut v = b.clone();
         v[0] = 9;
         assert_eq!(PresenceInfo::decode(&v), Err(CandidateError::Version(9)));
+    }
+
+    #[test]
+    fn text_fields_are_printable_ascii() {
+        let mut b = info().encode();
+        b[3] = 0xC3; // first byte of the NAT name
+        assert_eq!(PresenceInfo::decode(&b), Err(CandidateError::NotText));
+        let long = PresenceInfo {
+            nat: "é".repeat(40) + &"x".repeat(40),
+            ..info()
+        };
+        let back = PresenceInfo::decode(&long.encode()).unwrap();
+        assert_eq!(
+            back.nat,
+            "x".repeat(32),
+            "non-ASCII dropped, then cut at 32"
+        );
     }
 
     proptest! {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::candidate::{put_candidates, Candidate, CandidateError, Reader};
+use super::candidate::{put_candidates, put_text, Candidate, CandidateError, Reader};
 use crate::crypto::{Fingerprint, Identity};
 use crate::crypto::{PublicKey, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 
@@ -40,9 +40,10 @@ pub struct Signal {
     pub session: [u8; 8],
     /// Sender's clock, ms since the Unix epoch.
     pub time_ms: u64,
-    /// The sender's ICE username fragment.
+    /// The sender's ICE username fragment (printable ASCII, ≤ 64).
     pub ufrag: String,
-    /// The sender's ICE password: checks sent to the sender are keyed with it.
+    /// The sender's ICE password (printable ASCII, ≤ 64): checks sent to the sender are
+    /// keyed with it.
     pub pwd: String,
     /// Where the sender may be reached.
     pub candidates: Vec<Candidate>,
@@ -80,11 +81,8 @@ impl Signal {
         out.extend_from_slice(self.to.as_bytes());
         out.extend_from_slice(&self.session);
         out.extend_from_slice(&self.time_ms.to_be_bytes());
-        for s in [&self.ufrag, &self.pwd] {
-            let b = &s.as_bytes()[..s.len().min(MAX_CRED)];
-            out.push(b.len() as u8);
-            out.extend_from_slice(b);
-        }
+        put_text(&mut out, &self.ufrag, MAX_CRED);
+        put_text(&mut out, &self.pwd, MAX_CRED);
         put_candidates(&mut out, &self.candidates);
         out
     }
@@ -116,15 +114,8 @@ impl Signal {
         let mut session = [0u8; 8];
         session.copy_from_slice(r.take(8)?);
         let time_ms = r.u64()?;
-        let mut cred = || -> Result<String, CandidateError> {
-            let n = usize::from(r.u8()?);
-            if n > MAX_CRED {
-                return Err(CandidateError::TooMany(n));
-            }
-            Ok(String::from_utf8_lossy(r.take(n)?).into_owned())
-        };
-        let ufrag = cred()?;
-        let pwd = cred()?;
+        let ufrag = r.text(MAX_CRED)?;
+        let pwd = r.text(MAX_CRED)?;
         let candidates = r.candidates()?;
         r.end()?;
         from.verify(DOMAIN, &[body], sig)
