@@ -18,12 +18,16 @@ use crate::dht::Contact;
 use crate::nat::candidate::{Candidate, CandidateKind, PresenceInfo};
 use crate::nat::discovery::{Discovery, DiscoveryError, NatClass};
 use crate::nat::punch::{Punch, PunchConfig, PunchCreds, PunchResult};
-use crate::nat::signal::{RateLimiter, Signal, SignalKind};
+use crate::nat::signal::{ConnectErrorCode, RateLimiter, Signal, SignalKind};
 use crate::nat::stun;
 use crate::transport::socket::Datagram;
 
 /// After its result, a punching attempt keeps answering the peer's checks this long.
 const LINGER: Duration = Duration::from_secs(5);
+/// Most punching attempts at once; a CONNECT beyond is answered "busy". Each attempt
+/// sends at most 50 checks per remote candidate (10 s / 200 ms), so this also bounds what a
+/// flood of offers can make us send.
+const MAX_PUNCH_ATTEMPTS: usize = 32;
 
 /// What this node knows about its own reachability.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -214,11 +218,16 @@ fn start_punch(
 pub(crate) async fn answer_offer(
     shared: &Arc<Shared>,
     offer: Signal,
-) -> Result<Vec<u8>, ReachError> {
+) -> Result<Vec<u8>, ConnectErrorCode> {
     let me = shared.identity.fingerprint();
-    offer
-        .check_offer(&me, rendezvous::now_ms())
-        .map_err(|e| ReachError::BadAnswer(e.to_string()))?;
+    if let Err(e) = offer.check_offer(&me, rendezvous::now_ms()) {
+        tracing::warn!(caller = %offer.from.fingerprint(), error = %e, "CONNECT refused");
+        return Err(ConnectErrorCode::Refused);
+    }
+    if lock(&shared.nat.punch_by_tag).len() >= MAX_PUNCH_ATTEMPTS {
+        tracing::warn!(caller = %offer.from.fingerprint(), "CONNECT refused: busy");
+        return Err(ConnectErrorCode::Busy);
+    }
     let ufrag = random_hex(shared, 4);
     let pwd = random_hex(shared, 16);
     let answer = Signal {
@@ -255,17 +264,60 @@ fn route_source(to: SocketAddr) -> Option<IpAddr> {
     Some(s.local_addr().ok()?.ip())
 }
 
+/// Most host candidates published.
+const MAX_HOST_CANDIDATES: usize = 8;
+
+/// Host candidates (spec/05 §3): the addresses the node's socket receives on — every
+/// non-loopback, non-link-local interface address of the socket's family (both families
+/// for a dual-stack `[::]` socket), or the one address it is bound to — with its port.
+/// `preferred` (the route toward the STUN server) comes first, with the highest priority.
+fn host_candidates(local: SocketAddr, preferred: Option<IpAddr>) -> Vec<Candidate> {
+    let mut ips: Vec<IpAddr> = Vec::new();
+    if local.ip().is_unspecified() {
+        let dual = local.is_ipv6();
+        let mut all: Vec<IpAddr> = if_addrs::get_if_addrs()
+            .unwrap_or_default()
+            .iter()
+            .filter(|i| !i.is_loopback() && !i.is_link_local())
+            .map(|i| i.ip())
+            .filter(|ip| dual || ip.is_ipv4())
+            .collect();
+        all.sort_by_key(|ip| (Some(*ip) != preferred, ip.is_ipv4()));
+        ips.extend(all);
+    } else {
+        ips.push(local.ip());
+    }
+    if let Some(p) = preferred {
+        if !ips.contains(&p) && (local.ip().is_unspecified() || local.ip() == p) {
+            ips.insert(0, p);
+        }
+    }
+    ips.dedup();
+    ips.iter()
+        .take(MAX_HOST_CANDIDATES)
+        .enumerate()
+        .map(|(i, ip)| {
+            Candidate::new(
+                CandidateKind::Host,
+                SocketAddr::new(*ip, local.port()),
+                65535 - i as u16,
+            )
+        })
+        .collect()
+}
+
 impl NodeHandle {
     /// Classifies the NAT in front of us against an RFC 5780 STUN server (spec/05 §2) and
-    /// records our candidates: the host address on the route to `server` and the
-    /// server-reflexive address of the node's socket.
+    /// records our candidates: host addresses (the one on the route to `server` first) and
+    /// the server-reflexive address of the node's socket.
     ///
     /// The tests run from a fresh socket of their own: the node's socket has talked to
     /// bootstrap nodes and peers, which opened an address-restricted NAT's filter for
     /// them and would make it look like a full cone. Only the server-reflexive candidate
     /// comes from the node's socket (one plain Binding to `server`).
     pub async fn discover_nat(&self, server: SocketAddr) -> Result<NatClass, DiscoveryError> {
-        let host: Vec<IpAddr> = route_source(server).into_iter().collect();
+        let host_cands = host_candidates(self.local_addr(), route_source(server));
+        let host: Vec<IpAddr> = host_cands.iter().map(|c| c.addr.ip()).collect();
         let bind: SocketAddr = match server {
             SocketAddr::V4(_) => ([0u8; 4], 0).into(),
             SocketAddr::V6(_) => ([0u16; 8], 0).into(),
@@ -297,11 +349,7 @@ impl NodeHandle {
             }
         };
         let class = result?;
-        let port = self.local_addr().port();
-        let mut cands: Vec<Candidate> = host
-            .iter()
-            .map(|ip| Candidate::new(CandidateKind::Host, SocketAddr::new(*ip, port), 65535))
-            .collect();
+        let mut cands = host_cands;
         if !class.no_nat {
             match self.stun_binding(server).await {
                 Ok(mapped) => cands.push(Candidate::new(
@@ -330,7 +378,7 @@ impl NodeHandle {
         let first = *servers
             .first()
             .ok_or_else(|| stun::BindingError::Io("no STUN server".into()))?;
-        let host: Vec<IpAddr> = route_source(first).into_iter().collect();
+        let mut cands = host_candidates(self.local_addr(), route_source(first));
         let mut mapped = Vec::new();
         let mut last_err = None;
         for s in servers.iter().take(2) {
@@ -342,12 +390,7 @@ impl NodeHandle {
         let Some(m1) = mapped.first().copied() else {
             return Err(last_err.unwrap_or(stun::BindingError::Timeout(first)));
         };
-        let port = self.local_addr().port();
-        let mut cands: Vec<Candidate> = host
-            .iter()
-            .map(|ip| Candidate::new(CandidateKind::Host, SocketAddr::new(*ip, port), 65535))
-            .collect();
-        if !host.contains(&m1.ip()) {
+        if !cands.iter().any(|c| c.addr.ip() == m1.ip()) {
             cands.push(Candidate::new(CandidateKind::ServerReflexive, m1, 65535));
         }
         let mut st = lock(&self.shared.nat.status);
@@ -479,5 +522,31 @@ impl NodeHandle {
             }
             PunchResult::Failed => Reached::RelayNeeded,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_candidates_of_a_bound_and_of_a_wildcard_socket() {
+        let bound = host_candidates("127.0.0.1:5000".parse().unwrap(), None);
+        assert_eq!(bound.len(), 1);
+        assert_eq!(bound[0].addr, "127.0.0.1:5000".parse().unwrap());
+
+        let preferred: IpAddr = "192.0.2.7".parse().unwrap();
+        let any = host_candidates("0.0.0.0:5000".parse().unwrap(), Some(preferred));
+        assert_eq!(
+            any[0].addr,
+            SocketAddr::new(preferred, 5000),
+            "route source first"
+        );
+        assert!(any
+            .iter()
+            .all(|c| c.addr.is_ipv4() && c.addr.port() == 5000));
+        assert!(any.iter().all(|c| !c.addr.ip().is_loopback()));
+        assert!(any.windows(2).all(|w| w[0].priority > w[1].priority));
+        assert!(any.len() <= MAX_HOST_CANDIDATES);
     }
 }

@@ -101,9 +101,7 @@ async fn forward_or_answer(
     let signal = Signal::verify(offer).map_err(|_| ConnectErrorCode::Malformed)?;
     let me = shared.identity.fingerprint();
     if signal.to == me {
-        return super::reach::answer_offer(shared, signal)
-            .await
-            .map_err(|_| ConnectErrorCode::Malformed);
+        return super::reach::answer_offer(shared, signal).await;
     }
     let target = lock(&shared.nat.rdv)
         .registered
@@ -127,7 +125,13 @@ async fn forward_or_answer(
     let f = decode_exact(&bytes, &limits()).map_err(|_| ConnectErrorCode::Malformed)?;
     match f.header.msg_type {
         MessageType::ConnectAnswer => Ok(f.payload.to_vec()),
-        _ => Err(ConnectErrorCode::TargetTimeout),
+        // The callee's own refusal is passed on as it is.
+        MessageType::ConnectError => Err(f
+            .payload
+            .first()
+            .and_then(|b| ConnectErrorCode::from_u8(*b))
+            .unwrap_or(ConnectErrorCode::Malformed)),
+        _ => Err(ConnectErrorCode::Malformed),
     }
 }
 
@@ -196,6 +200,8 @@ pub(crate) async fn connect_via(
                     ConnectErrorCode::NotRegistered => "callee not registered",
                     ConnectErrorCode::RateLimited => "rate limited",
                     ConnectErrorCode::TargetTimeout => "callee did not answer",
+                    ConnectErrorCode::Refused => "callee refused the offer",
+                    ConnectErrorCode::Busy => "callee busy",
                     _ => "malformed",
                 }),
         )),

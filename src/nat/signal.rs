@@ -180,6 +180,10 @@ pub enum ConnectErrorCode {
     TargetTimeout = 3,
     /// The request was malformed.
     Malformed = 4,
+    /// The callee refused the offer (stale, not for it, bad signature).
+    Refused = 5,
+    /// The callee runs too many punching attempts already.
+    Busy = 6,
 }
 
 impl ConnectErrorCode {
@@ -190,6 +194,8 @@ impl ConnectErrorCode {
             2 => ConnectErrorCode::RateLimited,
             3 => ConnectErrorCode::TargetTimeout,
             4 => ConnectErrorCode::Malformed,
+            5 => ConnectErrorCode::Refused,
+            6 => ConnectErrorCode::Busy,
             _ => return None,
         })
     }
