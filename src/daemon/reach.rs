@@ -156,23 +156,53 @@ fn random_hex(shared: &Shared, n: usize) -> String {
     hex::encode(b)
 }
 
+/// Where the socket's STUN handler delivers a punching attempt's datagrams: checks by our
+/// ufrag, answers by transaction-ID tag. Made before the offer or answer goes out, so a
+/// check that arrives before the attempt starts waits for it. Dropping it removes the
+/// routes.
+struct PunchRoute {
+    shared: Arc<Shared>,
+    tag: [u8; 4],
+    ufrag: String,
+    rx: mpsc::UnboundedReceiver<Datagram>,
+}
+
+impl PunchRoute {
+    fn new(shared: &Arc<Shared>, ufrag: &str) -> PunchRoute {
+        let mut tag = [0u8; 4];
+        lock(&shared.id_rng).fill_bytes(&mut tag);
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&shared.nat.punch_by_tag).insert(tag, tx.clone());
+        lock(&shared.nat.punch_by_ufrag).insert(ufrag.to_owned(), tx);
+        PunchRoute {
+            shared: shared.clone(),
+            tag,
+            ufrag: ufrag.to_owned(),
+            rx,
+        }
+    }
+}
+
+impl Drop for PunchRoute {
+    fn drop(&mut self) {
+        lock(&self.shared.nat.punch_by_tag).remove(&self.tag);
+        lock(&self.shared.nat.punch_by_ufrag).remove(&self.ufrag);
+    }
+}
+
 /// Runs one punching attempt; the result comes as soon as there is one, the attempt keeps
 /// answering checks for [`LINGER`] after it.
 fn start_punch(
     shared: &Arc<Shared>,
+    mut route: PunchRoute,
     creds: PunchCreds,
     remote: Vec<Candidate>,
     controlling: bool,
 ) -> oneshot::Receiver<PunchResult> {
-    let mut tag = [0u8; 4];
-    lock(&shared.id_rng).fill_bytes(&mut tag);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    lock(&shared.nat.punch_by_tag).insert(tag, tx.clone());
-    lock(&shared.nat.punch_by_ufrag).insert(creds.local_ufrag.clone(), tx);
+    let tag = route.tag;
     let (done_tx, done_rx) = oneshot::channel();
     let shared = shared.clone();
     tokio::spawn(async move {
-        let ufrag = creds.local_ufrag.clone();
         let mut punch = Punch::new(
             creds,
             &remote,
@@ -203,12 +233,13 @@ fn start_punch(
             let wake = punch
                 .poll_timeout()
                 .unwrap_or_else(|| ended_at.unwrap_or(now) + LINGER);
-            if let Ok(Some((from, bytes))) = tokio::time::timeout_at(wake.into(), rx.recv()).await {
+            if let Ok(Some((from, bytes))) =
+                tokio::time::timeout_at(wake.into(), route.rx.recv()).await
+            {
                 punch.handle_stun(from, &bytes, Instant::now());
             }
         }
-        lock(&shared.nat.punch_by_tag).remove(&tag);
-        lock(&shared.nat.punch_by_ufrag).remove(&ufrag);
+        drop(route);
     });
     done_rx
 }
@@ -248,7 +279,14 @@ pub(crate) async fn answer_offer(
     };
     tracing::info!(caller = %offer.from.fingerprint(), "CONNECT: punching toward the caller");
     // Punching runs on; its result matters to the caller, which dials.
-    drop(start_punch(shared, creds, offer.candidates.clone(), false));
+    let route = PunchRoute::new(shared, &creds.local_ufrag);
+    drop(start_punch(
+        shared,
+        route,
+        creds,
+        offer.candidates.clone(),
+        false,
+    ));
     Ok(answer.sign(&shared.identity))
 }
 
@@ -469,6 +507,8 @@ impl NodeHandle {
         lock(&self.shared.id_rng).fill_bytes(&mut session);
         let ufrag = random_hex(&self.shared, 4);
         let pwd = random_hex(&self.shared, 16);
+        // The callee starts checking as soon as it answers: be ready for it before asking.
+        let route = PunchRoute::new(&self.shared, &ufrag);
         let offer = Signal {
             kind: SignalKind::Offer,
             from: self.shared.identity.public_key().clone(),
@@ -509,7 +549,7 @@ impl NodeHandle {
             remote_ufrag: answer.ufrag.clone(),
             remote_pwd: answer.pwd.clone(),
         };
-        let result = start_punch(&self.shared, creds, answer.candidates.clone(), true)
+        let result = start_punch(&self.shared, route, creds, answer.candidates.clone(), true)
             .await
             .unwrap_or(PunchResult::Failed);
         Ok(match result {

@@ -15,7 +15,13 @@ use super::stun::{self, Binding, Credentials, Options, Timers};
 /// Probe timing (spec/05 §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PunchConfig {
-    /// Gap between two probes of one pair.
+    /// Gap between the first `fast_checks` probes of one pair: the two sides start a
+    /// rendezvous round trip apart, and the first probes of the side that starts first are
+    /// dropped by the other side's NAT until that side has sent its own.
+    pub fast_interval: Duration,
+    /// Probes sent `fast_interval` apart before slowing to `interval`.
+    pub fast_checks: u32,
+    /// Gap between two later probes of one pair.
     pub interval: Duration,
     /// Give up when nothing worked by then.
     pub deadline: Duration,
@@ -26,9 +32,11 @@ pub struct PunchConfig {
 impl Default for PunchConfig {
     fn default() -> Self {
         PunchConfig {
+            fast_interval: Duration::from_millis(50),
+            fast_checks: 5,
             interval: Duration::from_millis(200),
             deadline: Duration::from_secs(10),
-            settle: Duration::from_millis(300),
+            settle: Duration::from_millis(100),
         }
     }
 }
@@ -184,7 +192,12 @@ impl Punch {
         }
         pair.checks.push((b, now));
         pair.sent += 1;
-        pair.next = now + self.cfg.interval;
+        pair.next = now
+            + if pair.sent < self.cfg.fast_checks {
+                self.cfg.fast_interval
+            } else {
+                self.cfg.interval
+            };
     }
 
     /// The next datagram to send from the node's socket.
