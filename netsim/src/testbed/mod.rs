@@ -392,7 +392,7 @@ impl TestBed {
     ) -> Result<DnaProcess, TestBedError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let data = self.dir.join(format!("{name}-{id}"));
-        DnaProcess::spawn(&self.dna, ns, role, &data, extra).map_err(TestBedError::Io)
+        DnaProcess::spawn(&self.dna, Some(ns), role, &data, extra).map_err(TestBedError::Io)
     }
 
     /// Writes `text` to a file in the test bed's scratch directory; returns its path.

@@ -28,19 +28,25 @@ pub struct DnaProcess {
 }
 
 impl DnaProcess {
-    /// Starts `dna <role> --data-dir <data> <extra…>` inside namespace `ns`.
+    /// Starts `dna <role> --data-dir <data> <extra…>`, inside namespace `ns` if given.
     pub fn spawn(
         dna: &Path,
-        ns: &str,
+        ns: Option<&str>,
         role: &str,
         data: &Path,
         extra: &[String],
     ) -> std::io::Result<DnaProcess> {
         std::fs::create_dir_all(data)?;
         let stderr = std::fs::File::create(data.join("stderr.log"))?;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(dna)
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(dna);
+                c
+            }
+            None => Command::new(dna),
+        };
+        let mut child = cmd
             .arg(role)
             .arg("--data-dir")
             .arg(data)

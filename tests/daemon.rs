@@ -1,0 +1,101 @@
+//! `dna bootstrap`, `dna daemon`, `dna send` and `dna status` as real processes on loopback
+//! (no root needed): two daemons find each other through a bootstrap node, one sends, the
+//! other prints the message. Without an RFC 5780 server the daemons take their candidates
+//! from the bootstrap node's STUN answers and use it as their rendezvous node.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use netsim::testbed::DnaProcess;
+use serde_json::Value;
+
+const DNA: &str = env!("CARGO_BIN_EXE_dna");
+
+fn start(dir: &Path, role: &str, args: &[String]) -> DnaProcess {
+    let p = DnaProcess::spawn(Path::new(DNA), None, role, dir, args).expect("spawn dna");
+    assert!(
+        p.wait_event("ready", Duration::from_secs(30)).is_some(),
+        "{role} ready; stderr: {}",
+        p.stderr_tail()
+    );
+    p
+}
+
+fn cli(args: &[&str]) -> (bool, Value) {
+    let out = Command::new(DNA).args(args).output().expect("run dna");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.success(), v)
+}
+
+#[test]
+fn two_daemons_meet_through_a_bootstrap_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let boot = start(
+        &tmp.path().join("boot"),
+        "bootstrap",
+        &["--listen".into(), "127.0.0.1:0".into()],
+    );
+    let ready = boot.wait_event("ready", Duration::ZERO).unwrap();
+    let seed = format!(
+        "{}@{}",
+        ready["addr"].as_str().unwrap(),
+        ready["fp"].as_str().unwrap()
+    );
+    let args = vec![
+        "--listen".to_string(),
+        "127.0.0.1:0".into(),
+        "--bootstrap".into(),
+        seed,
+    ];
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    let a = start(&a_dir, "daemon", &args);
+    let b = start(&b_dir, "daemon", &args);
+    let b_ready = b.wait_event("ready", Duration::ZERO).unwrap();
+    assert_eq!(
+        b_ready["reachable"], false,
+        "class unknown: uses rendezvous"
+    );
+    assert_eq!(b_ready["rendezvous"], 1);
+
+    let (ok, status) = cli(&["status", "--data-dir", b_dir.to_str().unwrap()]);
+    assert!(ok, "{status}");
+    assert_eq!(status["fp"], b_ready["fp"]);
+    assert_eq!(status["candidates"][0]["kind"], "host");
+    assert_eq!(status["rendezvous"].as_array().map(Vec::len), Some(1));
+
+    let to = b_ready["fp"].as_str().unwrap();
+    let (ok, sent) = cli(&[
+        "send",
+        "--data-dir",
+        a_dir.to_str().unwrap(),
+        "--to",
+        to,
+        "hello over loopback",
+    ]);
+    assert!(ok, "{sent}");
+    assert_eq!(sent["path"], "direct");
+    assert_eq!(sent["via"], "host");
+    let got = b
+        .wait_for(Duration::from_secs(20), |e| e["event"] == "message")
+        .expect("delivered");
+    assert_eq!(got.json["text"], "hello over loopback");
+    assert_eq!(
+        got.json["from"],
+        a.wait_event("ready", Duration::ZERO).unwrap()["fp"]
+    );
+
+    let (ok, err) = cli(&[
+        "send",
+        "--data-dir",
+        a_dir.to_str().unwrap(),
+        "--to",
+        "zz",
+        "x",
+    ]);
+    assert!(!ok);
+    assert!(
+        err["error"].as_str().unwrap().contains("fingerprint"),
+        "{err}"
+    );
+}
