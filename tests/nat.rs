@@ -22,7 +22,9 @@ fn test_bed_with(test: &str, bootstrap_extra: &[String]) -> Option<TestBed> {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{msg} (CI=true: a missing prerequisite fails the run)");
         }
-        eprintln!("SKIPPED {msg}");
+        // Straight to stderr, past libtest's capture: a skip is always seen.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED {msg}");
         return None;
     }
     Some(

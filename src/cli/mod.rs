@@ -28,7 +28,7 @@ enum Command {
     Id(id::IdCommand),
     /// Run a messenger node: join the DHT, discover the NAT (with --stun), register at
     /// rendezvous nodes when not directly reachable, publish presence, print events as JSON
-    /// lines, and take requests on <data dir>/control.sock (see `dna send`, `dna status`).
+    /// lines, and take requests on `<data dir>/control.sock` (see `dna send`, `dna status`).
     Daemon(daemon::DaemonArgs),
     /// Run a public bootstrap node: DHT server, STUN responder and rendezvous node on one
     /// UDP port (give --listen a public address and port).
