@@ -5,13 +5,12 @@
 //! `id [20] | family u8 (4 or 6) | address [4 or 16] | port u16`. Decoding checks every
 //! count and length against its limit before reading; it never panics.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-
 use thiserror::Error;
 
 use super::contact::Contact;
 use crate::crypto::record::{RecordKind, RECORD_HEADER_LEN};
 use crate::crypto::{NodeId, SIGNATURE_LEN};
+use crate::wire::addr::{get_socket_addr, put_socket_addr, AddrError};
 use crate::wire::MessageType;
 
 /// Most contacts in one answer.
@@ -180,16 +179,12 @@ impl<'a> Reader<'a> {
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
             let id = self.id()?;
-            let ip = match self.u8()? {
-                4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
-                6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>()?)),
-                f => return Err(DhtWireError::BadFamily(f)),
-            };
-            let port = u16::from_be_bytes(self.array()?);
-            v.push(Contact {
-                id,
-                addr: SocketAddr::new(ip, port),
-            });
+            let (addr, used) = get_socket_addr(self.b).map_err(|e| match e {
+                AddrError::Truncated { needed } => DhtWireError::Truncated { needed },
+                AddrError::BadFamily(f) => DhtWireError::BadFamily(f),
+            })?;
+            self.b = &self.b[used..];
+            v.push(Contact { id, addr });
         }
         Ok(v)
     }
@@ -206,17 +201,7 @@ fn put_contacts(out: &mut Vec<u8>, nodes: &[Contact]) {
     out.push(n as u8);
     for c in &nodes[..n] {
         out.extend_from_slice(&c.id.0);
-        match c.addr.ip() {
-            IpAddr::V4(ip) => {
-                out.push(4);
-                out.extend_from_slice(&ip.octets());
-            }
-            IpAddr::V6(ip) => {
-                out.push(6);
-                out.extend_from_slice(&ip.octets());
-            }
-        }
-        out.extend_from_slice(&c.addr.port().to_be_bytes());
+        put_socket_addr(out, &c.addr);
     }
 }
 
@@ -349,6 +334,7 @@ pub const RECORD_KINDS: [RecordKind; 4] = [
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
     fn contact(n: u8, v6: bool) -> Contact {
         let addr = if v6 {

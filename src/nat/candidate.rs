@@ -2,7 +2,9 @@
 //! class and the rendezvous nodes (§4): types, ICE priorities (RFC 8445 §5.1.2), and their
 //! byte layout. Every decoder here reads network input: bounded, never panics.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
+
+use crate::wire::addr::{get_socket_addr, put_socket_addr, AddrError};
 
 use crate::crypto::Fingerprint;
 use crate::crypto::FINGERPRINT_LEN;
@@ -138,10 +140,6 @@ impl<'a> Reader<'a> {
     pub(crate) fn u8(&mut self) -> Result<u8, CandidateError> {
         Ok(self.take(1)?[0])
     }
-    pub(crate) fn u16(&mut self) -> Result<u16, CandidateError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
     pub(crate) fn u32(&mut self) -> Result<u32, CandidateError> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
@@ -152,19 +150,12 @@ impl<'a> Reader<'a> {
         Ok(u64::from_be_bytes(a))
     }
     pub(crate) fn addr(&mut self) -> Result<SocketAddr, CandidateError> {
-        let ip = match self.u8()? {
-            4 => {
-                let b = self.take(4)?;
-                IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-            }
-            6 => {
-                let mut a = [0u8; 16];
-                a.copy_from_slice(self.take(16)?);
-                IpAddr::V6(Ipv6Addr::from(a))
-            }
-            c => return Err(CandidateError::UnknownCode(c)),
-        };
-        Ok(SocketAddr::new(ip, self.u16()?))
+        let (addr, used) = get_socket_addr(self.0).map_err(|e| match e {
+            AddrError::Truncated { .. } => CandidateError::Truncated,
+            AddrError::BadFamily(f) => CandidateError::UnknownCode(f),
+        })?;
+        self.0 = &self.0[used..];
+        Ok(addr)
     }
     pub(crate) fn fingerprint(&mut self) -> Result<Fingerprint, CandidateError> {
         let mut a = [0u8; FINGERPRINT_LEN];
@@ -212,20 +203,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub(crate) fn put_addr(out: &mut Vec<u8>, a: &SocketAddr) {
-    match a.ip() {
-        IpAddr::V4(v4) => {
-            out.push(4);
-            out.extend_from_slice(&v4.octets());
-        }
-        IpAddr::V6(v6) => {
-            out.push(6);
-            out.extend_from_slice(&v6.octets());
-        }
-    }
-    out.extend_from_slice(&a.port().to_be_bytes());
-}
-
 /// Appends a text field: its printable ASCII characters, at most `max` of them.
 pub(crate) fn put_text(out: &mut Vec<u8>, s: &str, max: usize) {
     let b: Vec<u8> = s.bytes().filter(u8::is_ascii_graphic).take(max).collect();
@@ -240,7 +217,7 @@ pub(crate) fn put_candidates(out: &mut Vec<u8>, cands: &[Candidate]) {
     for c in cands {
         out.push(c.kind.code());
         out.extend_from_slice(&c.priority.to_be_bytes());
-        put_addr(out, &c.addr);
+        put_socket_addr(out, &c.addr);
     }
 }
 
@@ -270,7 +247,7 @@ impl PresenceInfo {
         let rdv = &self.rendezvous[..self.rendezvous.len().min(MAX_RENDEZVOUS)];
         out.push(rdv.len() as u8);
         for (addr, fp) in rdv {
-            put_addr(&mut out, addr);
+            put_socket_addr(&mut out, addr);
             out.extend_from_slice(fp.as_bytes());
         }
         out

@@ -15,6 +15,7 @@ mod error;
 mod frame;
 mod types;
 
+pub mod addr;
 pub use decoder::{Decoded, Frame, FrameDecoder, Input};
 pub use error::{EncodeError, FrameError};
 pub use frame::{
