@@ -177,3 +177,61 @@ fn keepalives_hold_nat_mappings_through_silence() {
     );
     let _ = std::fs::remove_file(&cfg);
 }
+
+/// The callee's router gets a new public address. The daemon notices within its 25 s
+/// network check, discovers again, re-registers and republishes; a caller that never saw it
+/// reaches it at the new address.
+#[test]
+fn a_renumbered_uplink_is_noticed_and_published() {
+    use std::time::{Duration, Instant};
+    let Some(tb) = test_bed("a_renumbered_uplink_is_noticed_and_published") else {
+        return;
+    };
+    let host = tb.host(NatType::PortRestricted, 'a').clone();
+    let callee = tb.daemon(&host).unwrap();
+    let srflx = |p: &netsim::testbed::DnaProcess| -> Option<String> {
+        let st = p.control(&serde_json::json!({"cmd": "status"})).ok()?;
+        st["candidates"]
+            .as_array()?
+            .iter()
+            .find(|c| c["kind"] == "srflx")
+            .and_then(|c| c["addr"].as_str())
+            .map(str::to_owned)
+    };
+    let before = srflx(&callee).expect("a server-reflexive candidate");
+    assert!(
+        before.starts_with(&format!("{}:", host.public_ip)),
+        "{before}"
+    );
+
+    let new_ip: std::net::Ipv4Addr = "198.18.0.200".parse().unwrap();
+    tb.renumber_router(&host, new_ip).unwrap();
+    let changed_at = Instant::now();
+    let after = loop {
+        match srflx(&callee) {
+            Some(a) if a.starts_with("198.18.0.200:") => break a,
+            _ if changed_at.elapsed() > Duration::from_secs(60) => {
+                panic!("not noticed in 60 s; stderr: {}", callee.stderr_tail())
+            }
+            _ => std::thread::sleep(Duration::from_millis(250)),
+        }
+    };
+    eprintln!(
+        "uplink renumbered: {before} → {after}, noticed after {:.1} s",
+        changed_at.elapsed().as_secs_f64()
+    );
+
+    let caller = tb.daemon(tb.host(NatType::Public, 'b')).unwrap();
+    let to = callee.fingerprint().unwrap();
+    let reply = caller
+        .control(&serde_json::json!({"cmd": "send", "to": to, "text": "at your new address"}))
+        .unwrap();
+    assert_eq!(reply["path"], "direct", "{reply}");
+    assert!(
+        callee
+            .wait_for(Duration::from_secs(30), |e| e["text"]
+                == "at your new address")
+            .is_some(),
+        "delivered at the new address: {reply}"
+    );
+}

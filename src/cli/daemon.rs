@@ -43,6 +43,10 @@ pub(super) struct DaemonConfig {
     /// QUIC keep-alive on every connection, to hold NAT mappings (default 15 s: NATs that
     /// forget a silent UDP flow after 30 s are common).
     pub keep_alive_secs: u64,
+    /// Check this often whether our addresses changed (host addresses, or the mapping the
+    /// first STUN server sees); a change triggers discovery, registration and presence at
+    /// once (default 25 s).
+    pub network_check_secs: u64,
 }
 
 impl Default for DaemonConfig {
@@ -54,6 +58,7 @@ impl Default for DaemonConfig {
             rendezvous: 2,
             refresh_secs: 120,
             keep_alive_secs: 15,
+            network_check_secs: 25,
         }
     }
 }
@@ -64,7 +69,7 @@ pub(super) struct DaemonArgs {
     #[command(flatten)]
     data_dir: DataDir,
     /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
-    /// keep_alive_secs).
+    /// keep_alive_secs, network_check_secs).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the node's one UDP socket [default: 0.0.0.0:0].
@@ -214,9 +219,22 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         let (h, cfg, seeds) = (h.clone(), cfg.clone(), seeds.clone());
         tokio::spawn(async move {
             let every = Duration::from_secs(cfg.refresh_secs.max(10));
+            let check = Duration::from_secs(cfg.network_check_secs.max(1));
+            let probe = cfg.stun.first().copied().or(seeds.first().map(|s| s.0));
+            let mut next_refresh = tokio::time::Instant::now() + every;
             loop {
-                tokio::time::sleep(every).await;
-                refresh(&h, &cfg, &seeds).await;
+                tokio::time::sleep(check.min(every)).await;
+                let changed = match probe {
+                    Some(server) => h.network_changed(server).await,
+                    None => false,
+                };
+                if changed {
+                    tracing::info!("our addresses changed: discovering and publishing again");
+                }
+                if changed || tokio::time::Instant::now() >= next_refresh {
+                    refresh(&h, &cfg, &seeds).await;
+                    next_refresh = tokio::time::Instant::now() + every;
+                }
             }
         });
     }

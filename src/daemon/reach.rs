@@ -437,6 +437,44 @@ impl NodeHandle {
         Ok(mapped.get(1).map(|m2| *m2 == m1))
     }
 
+    /// Whether the addresses we publish went stale since the last discovery: the host
+    /// addresses changed, or `server` now sees the node's socket at another address (a new
+    /// uplink, a NAT reboot, a DHCP lease). One quick Binding (discovery timers, ≤ 2.2 s),
+    /// which also refreshes the mapping toward `server`.
+    pub async fn network_changed(&self, server: SocketAddr) -> bool {
+        let st = self.nat_status();
+        let host_of = |cands: &[Candidate]| -> Vec<SocketAddr> {
+            cands
+                .iter()
+                .filter(|c| c.kind == CandidateKind::Host)
+                .map(|c| c.addr)
+                .collect()
+        };
+        let host_now = host_of(&host_candidates(self.local_addr(), route_source(server)));
+        if host_now != host_of(&st.candidates) {
+            return true;
+        }
+        let srflx_before = st
+            .candidates
+            .iter()
+            .find(|c| c.kind == CandidateKind::ServerReflexive)
+            .map(|c| c.addr);
+        let opts = stun::Options {
+            timers: stun::Timers::DISCOVERY,
+            ..stun::Options::default()
+        };
+        let binding =
+            stun::Binding::with_options(server, self.transaction_id(), opts, Instant::now());
+        let answer = self.stun_transaction(binding).await;
+        tracing::debug!(?answer, ?srflx_before, "network check");
+        match answer {
+            Ok(a) if host_now.contains(&a.mapped) => srflx_before.is_some(),
+            Ok(a) => srflx_before != Some(a.mapped),
+            // No answer says nothing about our addresses.
+            Err(_) => false,
+        }
+    }
+
     /// What this node knows about its own reachability.
     pub fn nat_status(&self) -> NatStatus {
         lock(&self.shared.nat.status).clone()

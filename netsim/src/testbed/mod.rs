@@ -87,6 +87,10 @@ pub struct Host {
     pub ns: String,
     /// Its NAT type.
     pub nat: NatType,
+    /// Its router's namespace (none for `public`).
+    pub router: Option<String>,
+    /// Its address on the public network: its own, or its router's.
+    pub public_ip: Ipv4Addr,
 }
 
 /// What is missing for the test bed to run here.
@@ -308,7 +312,18 @@ impl TestBed {
                         &[&script.to_string_lossy(), nat.name(), &far, "wan", &wan_ip],
                     )?;
                 }
-                self.hosts.push((nat, side, Host { ns: host, nat }));
+                let router = (nat != NatType::Public).then(|| far.clone());
+                let public_ip = wan_ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
+                self.hosts.push((
+                    nat,
+                    side,
+                    Host {
+                        ns: host,
+                        nat,
+                        router,
+                        public_ip,
+                    },
+                ));
             }
         }
         Ok(())
@@ -436,6 +451,23 @@ impl TestBed {
             )));
         }
         Ok(p)
+    }
+
+    /// Gives `host`'s router a new public address (an ISP renumbering the uplink): the old
+    /// address is removed, which also drops the router's masquerade mappings, and the new
+    /// one added. Only for routers whose rules do not name their address (port-restricted,
+    /// symmetric).
+    pub fn renumber_router(&self, host: &Host, new_ip: Ipv4Addr) -> Result<(), TestBedError> {
+        let router = host
+            .router
+            .as_deref()
+            .ok_or_else(|| TestBedError::NotReady("a public host has no router".into()))?;
+        let new = format!("{new_ip}/24");
+        let old = format!("{}/24", host.public_ip);
+        // Old first: deleting a primary address also deletes the secondaries of its subnet.
+        run("ip", &["-n", router, "addr", "del", &old, "dev", "wan"])?;
+        run("ip", &["-n", router, "addr", "add", &new, "dev", "wan"])?;
+        Ok(())
     }
 
     /// Runs `turnutils_natdiscovery -m -f` against coturn from `host`; returns its mapping

@@ -51,7 +51,10 @@ impl DnaProcess {
             .arg("--data-dir")
             .arg(data)
             .args(extra)
-            .env("RUST_LOG", "dna=info,dna_p2p=info")
+            .env(
+                "RUST_LOG",
+                "dna=info,dna_p2p=info,dna_p2p::daemon::reach=debug",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
