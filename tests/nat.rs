@@ -5,6 +5,8 @@
 //! tests say what is missing and skip — except under `CI=true`, where a missing
 //! prerequisite fails them: the matrix never silently does not run.
 
+#![allow(clippy::disallowed_methods)] // the tests time real processes
+
 use std::path::Path;
 
 use netsim::testbed::{missing_prerequisites, pairs, NatType, TestBed};
