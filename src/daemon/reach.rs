@@ -290,14 +290,18 @@ pub(crate) async fn answer_offer(
     Ok(answer.sign(&shared.identity))
 }
 
+/// The wildcard address, any port, of `to`'s family.
+fn any_port_of_family(to: SocketAddr) -> SocketAddr {
+    match to {
+        SocketAddr::V4(_) => ([0u8; 4], 0).into(),
+        SocketAddr::V6(_) => ([0u16; 8], 0).into(),
+    }
+}
+
 /// The address the OS would send from toward `to` (no packet is sent: a UDP `connect`
 /// only picks a route).
 fn route_source(to: SocketAddr) -> Option<IpAddr> {
-    let bind: SocketAddr = match to {
-        SocketAddr::V4(_) => ([0u8; 4], 0).into(),
-        SocketAddr::V6(_) => ([0u16; 8], 0).into(),
-    };
-    let s = std::net::UdpSocket::bind(bind).ok()?;
+    let s = std::net::UdpSocket::bind(any_port_of_family(to)).ok()?;
     s.connect(to).ok()?;
     Some(s.local_addr().ok()?.ip())
 }
@@ -356,11 +360,7 @@ impl NodeHandle {
     pub async fn discover_nat(&self, server: SocketAddr) -> Result<NatClass, DiscoveryError> {
         let host_cands = host_candidates(self.local_addr(), route_source(server));
         let host: Vec<IpAddr> = host_cands.iter().map(|c| c.addr.ip()).collect();
-        let bind: SocketAddr = match server {
-            SocketAddr::V4(_) => ([0u8; 4], 0).into(),
-            SocketAddr::V6(_) => ([0u16; 8], 0).into(),
-        };
-        let probe = tokio::net::UdpSocket::bind(bind)
+        let probe = tokio::net::UdpSocket::bind(any_port_of_family(server))
             .await
             .map_err(|e| DiscoveryError::Unreachable(stun::BindingError::Io(e.to_string())))?;
         let probe_port = probe.local_addr().map(|a| a.port()).unwrap_or(0);

@@ -196,14 +196,7 @@ pub(crate) async fn connect_via(
         (MessageType::ConnectError, p) => Err(ReachError::ConnectRefused(
             p.first()
                 .and_then(|b| ConnectErrorCode::from_u8(*b))
-                .map_or("unknown", |c| match c {
-                    ConnectErrorCode::NotRegistered => "callee not registered",
-                    ConnectErrorCode::RateLimited => "rate limited",
-                    ConnectErrorCode::TargetTimeout => "callee did not answer",
-                    ConnectErrorCode::Refused => "callee refused the offer",
-                    ConnectErrorCode::Busy => "callee busy",
-                    _ => "malformed",
-                }),
+                .map_or("unknown", ConnectErrorCode::reason),
         )),
         _ => Err(ReachError::Rendezvous("unexpected answer")),
     }

@@ -199,6 +199,18 @@ impl ConnectErrorCode {
             _ => return None,
         })
     }
+
+    /// The code in words, for errors and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ConnectErrorCode::NotRegistered => "callee not registered",
+            ConnectErrorCode::RateLimited => "rate limited",
+            ConnectErrorCode::TargetTimeout => "callee did not answer",
+            ConnectErrorCode::Malformed => "malformed",
+            ConnectErrorCode::Refused => "callee refused the offer",
+            ConnectErrorCode::Busy => "callee busy",
+        }
+    }
 }
 
 /// A token bucket per source address: `burst` requests at once, refilled at `per_second`.
