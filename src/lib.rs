@@ -11,6 +11,7 @@
 //! | [`transport`] | the one UDP socket (QUIC + STUN + TURN demultiplexer), TLS configuration | `spec/03-session.md` |
 //! | [`daemon`] | the tokio driver: [`daemon::Node`] composes socket, QUIC and session cores | `spec/03-session.md` |
 //! | [`dht`] | Kademlia: routing table, lookups, record store, RPC codec, the node state machine (sans-IO) | `spec/04-dht.md` |
+//! | [`node`] | the node's own decisions, sans-IO: sources and rate limits, … | `spec/06-node.md` |
 //! | [`nat`] | STUN Binding client (RFC 8489 timers) and responder, sans-IO | `spec/05-nat.md` |
 //! | [`fuzzing`] | the bodies of the fuzz targets, shared by `fuzz/` and `cargo test` | |
 //!
@@ -30,6 +31,7 @@ pub mod daemon;
 pub mod dht;
 pub mod fuzzing;
 pub mod nat;
+pub mod node;
 pub mod session;
 pub mod transport;
 pub mod wire;

@@ -1,0 +1,9 @@
+//! The node's own decisions as sans-IO state machines (spec/06-node.md): what the daemon's
+//! driver used to decide inside its tasks, now plain structs that take `now` and return
+//! what to do, so tests and `netsim` can drive them without sockets.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`source`] | who a limit applies to: IPv4 address or /24, IPv6 /64 or /48; token buckets keyed by them |
+
+pub mod source;
