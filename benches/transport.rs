@@ -135,6 +135,7 @@ async fn ours(w: Workload, protection: Protection) -> f64 {
             let n = left.min(batch);
             handle
                 .send_many(fb, std::iter::repeat_n(body.clone(), n))
+                .await
                 .unwrap();
             left -= n;
             tokio::task::yield_now().await;

@@ -47,7 +47,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     alice.connect(bob.fingerprint(), vec![addr]);
-    let id = alice.send(bob.fingerprint(), Bytes::from_static(b"hello, bob"))?;
+    let id = alice
+        .send(bob.fingerprint(), Bytes::from_static(b"hello, bob"))
+        .await?;
     let body = loop {
         if let Some(NodeEvent::Message { body, .. }) = bob.next_event().await {
             break body;

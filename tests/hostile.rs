@@ -90,6 +90,7 @@ async fn still_serves(victim: &mut Node) {
     let good = node().await;
     good.connect(victim.fingerprint(), vec![victim.local_addr()]);
     good.send(victim.fingerprint(), Bytes::from_static(b"still there?"))
+        .await
         .unwrap();
     let fp = good.fingerprint();
     let got = tokio::time::timeout(Duration::from_secs(10), async {
@@ -299,6 +300,7 @@ async fn a_relaying_man_in_the_middle_is_refused() {
     });
     a.connect(b.fingerprint(), vec![m_addr]);
     a.send(b.fingerprint(), Bytes::from_static(b"for B only"))
+        .await
         .unwrap();
     let (from_a, to_b) = relay.await.unwrap();
     // B refuses A's forwarded HELLO: signed over the A–M exporter, not M–B.
@@ -334,6 +336,7 @@ async fn a_node_with_another_key_cannot_pose_as_the_one_dialed() {
     let mallory = node().await;
     a.connect(b.fingerprint(), vec![mallory.local_addr()]);
     a.send(b.fingerprint(), Bytes::from_static(b"for B only"))
+        .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let info = a.peer_info(&b.fingerprint()).unwrap();

@@ -83,6 +83,7 @@ async fn connect_through_a_rendezvous_node_then_deliver() {
             callee.fingerprint(),
             Bytes::from_static(b"through the rendezvous"),
         )
+        .await
         .unwrap();
     let body = tokio::time::timeout(Duration::from_secs(20), async {
         loop {

@@ -70,8 +70,8 @@ async fn exchange(n: u32, cut_after: Option<usize>) -> (Tally, Tally) {
     let (fa, fb) = (a.fingerprint(), b.fingerprint());
     a.connect(fb, vec![b.local_addr()]);
     for i in 0..n {
-        a.send(fb, body(i)).unwrap();
-        b.send(fa, body(i)).unwrap();
+        a.send(fb, body(i)).await.unwrap();
+        b.send(fa, body(i)).await.unwrap();
     }
     let (mut ta, mut tb) = (Tally::default(), Tally::default());
     let mut cut = cut_after;
@@ -197,7 +197,7 @@ async fn shutdown_flushes_what_is_queued() {
     let mut b = node().await;
     let fb = b.fingerprint();
     a.connect(fb, vec![b.local_addr()]);
-    a.send_many(fb, (0..2000).map(body)).unwrap();
+    a.send_many(fb, (0..2000).map(body)).await.unwrap();
     // Shut down at once: the node waits until B acknowledged everything.
     a.shutdown(Duration::from_secs(20)).await;
     let mut got = HashSet::new();

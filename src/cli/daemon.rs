@@ -7,18 +7,16 @@
 //! `dna send` and `dna status` make (spec/05-nat.md §6 lists the requests).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rand_core::OsRng;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use dna_p2p::crypto::{Fingerprint, Identity};
-use dna_p2p::daemon::{DhtSettings, Node, NodeConfig, NodeEvent, NodeHandle, Reached};
+use dna_p2p::daemon::{DhtSettings, Node, NodeConfig, NodeEvent, NodeHandle};
 use dna_p2p::dht::DhtConfig;
 
 use super::DataDir;
@@ -47,6 +45,8 @@ pub(super) struct DaemonConfig {
     /// first STUN server sees); a change triggers discovery, registration and presence at
     /// once (default 25 s).
     pub network_check_secs: u64,
+    /// Try to reach peers with messages waiting this often (default 5 s).
+    pub retry_secs: u64,
 }
 
 impl Default for DaemonConfig {
@@ -59,6 +59,7 @@ impl Default for DaemonConfig {
             refresh_secs: 120,
             keep_alive_secs: 15,
             network_check_secs: 25,
+            retry_secs: 5,
         }
     }
 }
@@ -69,7 +70,7 @@ pub(super) struct DaemonArgs {
     #[command(flatten)]
     data_dir: DataDir,
     /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
-    /// keep_alive_secs, network_check_secs).
+    /// keep_alive_secs, network_check_secs, retry_secs).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the node's one UDP socket [default: 0.0.0.0:0].
@@ -176,6 +177,7 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
             config: dht_config,
             data_dir: Some(dir.join("dht")),
         }),
+        store_dir: Some(dir.clone()),
         keep_alive: Duration::from_secs(cfg.keep_alive_secs.max(1)),
         ..NodeConfig::listening_on(cfg.listen)
     };
@@ -191,17 +193,7 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
     if !bootstrap {
         refresh(&h, &cfg, &seeds).await;
     }
-    let control = dir.join("control.sock");
-    let _ = std::fs::remove_file(&control);
-    let listener = tokio::net::UnixListener::bind(&control).map_err(|e| e.to_string())?;
-    {
-        let h = h.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(control_conn(h.clone(), stream));
-            }
-        });
-    }
+    let control = super::control::listen(&dir, h.clone()).map_err(|e| e.to_string())?;
     let st = h.nat_status();
     emit(json!({
         "event": "ready",
@@ -235,6 +227,15 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
                     refresh(&h, &cfg, &seeds).await;
                     next_refresh = tokio::time::Instant::now() + every;
                 }
+            }
+        });
+    }
+    if !bootstrap {
+        let (h, every) = (h.clone(), Duration::from_secs(cfg.retry_secs.max(1)));
+        tokio::spawn(async move {
+            loop {
+                retry_pending(&h).await;
+                tokio::time::sleep(every).await;
             }
         });
     }
@@ -296,6 +297,38 @@ async fn refresh(h: &NodeHandle, cfg: &DaemonConfig, seeds: &[(SocketAddr, Finge
     }
 }
 
+/// `{"cmd":"status"}`: who we are, NAT facts, connections and the message store.
+pub(super) fn status(h: &NodeHandle) -> Value {
+    let st = h.nat_status();
+    json!({
+        "ok": true,
+        "fp": h.fingerprint().to_string(),
+        "addr": h.local_addr().to_string(),
+        "nat": st.class.map(|c| c.name()),
+        "mapping": st.class.map(|c| format!("{:?}", c.mapping)),
+        "filtering": st.class.map(|c| format!("{:?}", c.filtering)),
+        "port_preserved": st.class.map(|c| c.port_preserved),
+        "reachable": st.presence().reachable,
+        "candidates": st.candidates.iter().map(|c| json!({"kind": c.kind.name(), "addr": c.addr.to_string()})).collect::<Vec<_>>(),
+        "rendezvous": st.rendezvous.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
+        "connections": h.connection_count(),
+        "pending_peers": h.pending_peers().len(),
+    })
+}
+
+/// Reaches every peer that has messages waiting and no connection, so the outbox drains
+/// (after a restart, or when a recipient comes back online).
+async fn retry_pending(h: &NodeHandle) {
+    for peer in h.pending_peers() {
+        match h.reach(peer).await {
+            Ok(r) => tracing::info!(%peer, reached = ?r, "reaching a peer with messages waiting"),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "peer with messages waiting not reachable yet")
+            }
+        }
+    }
+}
+
 fn print_event(ev: NodeEvent) {
     let v = match ev {
         NodeEvent::Message { from, id, body, .. } => json!({
@@ -319,98 +352,4 @@ fn print_event(ev: NodeEvent) {
         _ => return,
     };
     emit(v);
-}
-
-async fn control_conn(h: NodeHandle, stream: tokio::net::UnixStream) {
-    let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let answer = match serde_json::from_str::<Value>(&line) {
-            Ok(req) => control_request(&h, &req).await,
-            Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
-        };
-        if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
-            break;
-        }
-    }
-}
-
-/// One control request: `{"cmd":"status"}` or `{"cmd":"send","to":FP,"text":TEXT}`.
-async fn control_request(h: &NodeHandle, req: &Value) -> Value {
-    match req.get("cmd").and_then(Value::as_str) {
-        Some("status") => {
-            let st = h.nat_status();
-            json!({
-                "ok": true,
-                "fp": h.fingerprint().to_string(),
-                "addr": h.local_addr().to_string(),
-                "nat": st.class.map(|c| c.name()),
-                "mapping": st.class.map(|c| format!("{:?}", c.mapping)),
-                "filtering": st.class.map(|c| format!("{:?}", c.filtering)),
-                "port_preserved": st.class.map(|c| c.port_preserved),
-                "reachable": st.presence().reachable,
-                "candidates": st.candidates.iter().map(|c| json!({"kind": c.kind.name(), "addr": c.addr.to_string()})).collect::<Vec<_>>(),
-                "rendezvous": st.rendezvous.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
-                "connections": h.connection_count(),
-            })
-        }
-        Some("send") => {
-            let to = req.get("to").and_then(Value::as_str).unwrap_or_default();
-            let text = req.get("text").and_then(Value::as_str).unwrap_or_default();
-            let Ok(to) = to.parse::<Fingerprint>() else {
-                return json!({"ok": false, "error": "bad fingerprint in \"to\""});
-            };
-            send(h, to, text).await
-        }
-        _ => json!({"ok": false, "error": "unknown cmd (expected status or send)"}),
-    }
-}
-
-async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
-    let connected = h.peer_info(&to).is_some_and(|p| p.connected);
-    let (path, via) = if connected {
-        ("direct", "connected")
-    } else {
-        match h.reach(to).await {
-            Ok(Reached::Direct { kind, .. }) => ("direct", kind.name()),
-            Ok(Reached::Punched { kind, .. }) => ("direct", kind.name()),
-            Ok(Reached::RelayNeeded) => ("relay-needed", "none"),
-            Ok(_) => ("failed", "none"),
-            Err(e) => return json!({"ok": false, "path": "failed", "error": e.to_string()}),
-        }
-    };
-    match h.send(to, Bytes::copy_from_slice(text.as_bytes())) {
-        Ok(id) => json!({"ok": true, "id": hex::encode(id.0), "path": path, "via": via}),
-        Err(e) => json!({"ok": false, "path": path, "error": e.to_string()}),
-    }
-}
-
-/// `dna send` / `dna status`: one request to a running daemon's control socket.
-pub(super) fn control(dir: &Path, req: Value) -> ExitCode {
-    use std::io::{BufRead, Write};
-    let path = dir.join("control.sock");
-    let mut s = match std::os::unix::net::UnixStream::connect(&path) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: no daemon at {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    if writeln!(s, "{req}").is_err() {
-        return ExitCode::FAILURE;
-    }
-    let mut line = String::new();
-    if std::io::BufReader::new(&s).read_line(&mut line).is_err() {
-        return ExitCode::FAILURE;
-    }
-    print!("{line}");
-    let ok = serde_json::from_str::<Value>(&line)
-        .ok()
-        .and_then(|v| v.get("ok").and_then(Value::as_bool))
-        .unwrap_or(false);
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
 }

@@ -1,6 +1,7 @@
 //! The `dna` command line: argument definitions and dispatch. Part of the driver layer: it
 //! reads stdin, writes stdout and touches the data directory; the library does the rest.
 
+mod control;
 mod daemon;
 mod frame;
 mod id;
@@ -49,6 +50,15 @@ enum Command {
         #[command(flatten)]
         data_dir: DataDir,
     },
+    /// List the received messages stored in the data directory, oldest first (from the
+    /// running daemon, or from the store when no daemon runs).
+    Inbox {
+        #[command(flatten)]
+        data_dir: DataDir,
+        /// One JSON object per line: from, id, text, received_ms.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where the node keeps its identity and state: `--data-dir`, else `$DNA_DATA_DIR`, else
@@ -82,12 +92,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Id(cmd) => id::run(cmd),
         Command::Daemon(args) => daemon::run(args, false),
         Command::Bootstrap(args) => daemon::run(args, true),
-        Command::Send { data_dir, to, text } => daemon::control(
+        Command::Send { data_dir, to, text } => control::client(
             &data_dir.resolve(),
             serde_json::json!({"cmd": "send", "to": to, "text": text}),
         ),
         Command::Status { data_dir } => {
-            daemon::control(&data_dir.resolve(), serde_json::json!({"cmd": "status"}))
+            control::client(&data_dir.resolve(), serde_json::json!({"cmd": "status"}))
         }
+        Command::Inbox { data_dir, json } => control::inbox(&data_dir.resolve(), json),
     }
 }

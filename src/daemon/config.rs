@@ -53,6 +53,12 @@ pub struct NodeConfig {
     pub write_high_water: usize,
     /// Run a DHT node on this node's endpoint (default: none).
     pub dht: Option<DhtSettings>,
+    /// Where the message store lives (spec/06-node.md §3): with it, `send` returns once the
+    /// message is on disk, unacknowledged messages survive restarts, and received messages
+    /// are stored before they are acknowledged. None (the default): in memory only.
+    pub store_dir: Option<std::path::PathBuf>,
+    /// Delivery records kept in the store (default 100000; the oldest go first).
+    pub keep_delivered: usize,
 }
 
 impl Default for NodeConfig {
@@ -71,6 +77,8 @@ impl Default for NodeConfig {
             event_queue: 16384,
             write_high_water: 1 << 20,
             dht: None,
+            store_dir: None,
+            keep_delivered: 100_000,
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::session::{code, ConnError, ConnEvent, Connection};
 use crate::transport::tls::SERVER_NAME;
 
 use super::node::{lock, Active, NodeEvent, Path, Shared};
+use super::store::{Cmd, Stored};
 
 /// Why a connection ended, from the driver's point of view.
 enum End {
@@ -126,6 +127,8 @@ pub(crate) async fn drive(
     let mut st = State {
         peer: None,
         established: false,
+        received: 0,
+        unstored: 0,
         registered: false,
     };
     let end = run(&shared, &conn, conn_id, expected, &mut st).await;
@@ -171,6 +174,10 @@ pub(crate) async fn drive(
 struct State {
     peer: Option<Fingerprint>,
     established: bool,
+    /// Messages received on this connection (the next one's session counter).
+    received: u64,
+    /// Received messages handed to the store and not yet confirmed stored.
+    unstored: u64,
     /// The connection became the peer's live one (which also ends our dial).
     registered: bool,
 }
@@ -283,6 +290,9 @@ async fn run(
         tokio::spawn(stream_guard(conn.clone(), cfg.max_extra_streams, flood_tx)),
     ];
     let wake = Arc::new(Notify::new());
+    let (stored_tx, mut stored_rx) = mpsc::unbounded_channel::<Stored>();
+    // Received messages waiting for the store before no more input is read.
+    let max_unstored = cfg.conn.max_inflight.max(1);
     let mut presence_sent = None;
     let mut out = BytesMut::new();
     let end = loop {
@@ -301,7 +311,8 @@ async fn run(
         let deadline = tokio::time::Instant::from_std(core.poll_timeout());
         let step = tokio::select! {
             biased;
-            chunk = chunk_rx.recv() => match chunk {
+            Some(stored) = stored_rx.recv() => on_stored(shared, &mut core, st, stored).await,
+            chunk = chunk_rx.recv(), if st.unstored < max_unstored => match chunk {
                 Some(batch) => {
                     // Everything already read goes in before the next flush: one ACK per burst.
                     let now = Instant::now();
@@ -325,7 +336,10 @@ async fn run(
         if let Err(end) = step {
             break end;
         }
-        if let Err(end) = handle_events(shared, conn, conn_id, expected, &mut core, st, &wake).await
+        if let Err(end) = handle_events(
+            shared, conn, conn_id, expected, &mut core, st, &wake, &stored_tx,
+        )
+        .await
         {
             break end;
         }
@@ -382,6 +396,33 @@ fn flush(
     Ok(())
 }
 
+/// The store has the messages up to `stored.upto`: acknowledge them, deliver the new ones.
+async fn on_stored(
+    shared: &Arc<Shared>,
+    core: &mut Connection,
+    st: &mut State,
+    stored: Stored,
+) -> Result<(), End> {
+    let new = stored
+        .new
+        .map_err(|e| End::Closed(format!("cannot store received messages: {e}")))?;
+    st.unstored = st.received - stored.upto;
+    core.confirm(stored.upto);
+    for m in new {
+        let ev = NodeEvent::Message {
+            from: m.sender,
+            id: m.id,
+            timestamp_ms: m.timestamp_ms,
+            body: m.body,
+        };
+        if shared.events.send(ev).await.is_err() {
+            return Err(End::Closed("node stopped".to_owned()));
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn handle_events(
     shared: &Arc<Shared>,
     conn: &quinn::Connection,
@@ -390,14 +431,52 @@ async fn handle_events(
     core: &mut Connection,
     st: &mut State,
     wake: &Arc<Notify>,
+    stored_tx: &mpsc::UnboundedSender<Stored>,
 ) -> Result<(), End> {
-    let out = collect_events(shared, conn, conn_id, expected, core, st, wake)?;
-    for event in out {
+    let Collected {
+        events,
+        to_store,
+        delivered,
+    } = collect_events(shared, conn, conn_id, expected, core, st, wake)?;
+    if let Some(store) = &shared.store {
+        let closed = |_| End::Closed("message store closed".to_owned());
+        if let (Some(peer), false) = (st.peer, delivered.is_empty()) {
+            store
+                .cmd(Cmd::Delivered {
+                    peer,
+                    ids: delivered,
+                })
+                .await
+                .map_err(closed)?;
+        }
+        if let (Some(from), false) = (st.peer, to_store.is_empty()) {
+            st.unstored += to_store.len() as u64;
+            store
+                .cmd(Cmd::Received {
+                    from,
+                    msgs: to_store,
+                    upto: st.received,
+                    reply: stored_tx.clone(),
+                })
+                .await
+                .map_err(closed)?;
+        }
+    }
+    for event in events {
         if shared.events.send(event).await.is_err() {
             return Err(End::Closed("node stopped".to_owned()));
         }
     }
     Ok(())
+}
+
+/// What one pass over the core's events produced.
+struct Collected {
+    events: Vec<NodeEvent>,
+    /// Received messages for the store (with a store, they are delivered once stored).
+    to_store: Vec<crate::crypto::Message>,
+    /// Acknowledged messages, for the store.
+    delivered: Vec<crate::crypto::MessageId>,
 }
 
 /// Turns the core's events into node events, doing the outbox and inbox work under one lock.
@@ -409,8 +488,10 @@ fn collect_events(
     core: &mut Connection,
     st: &mut State,
     wake: &Arc<Notify>,
-) -> Result<Vec<NodeEvent>, End> {
+) -> Result<Collected, End> {
     let mut out = Vec::new();
+    let mut to_store = Vec::new();
+    let mut delivered = Vec::new();
     // One lock for the whole batch; channel sends happen after it is released.
     let mut peers = None;
     while let Some(ev) = core.poll_event() {
@@ -433,7 +514,12 @@ fn collect_events(
                 });
             }
             ConnEvent::Message(m) => {
+                st.received += 1;
                 let Some(fp) = st.peer else { continue };
+                if shared.store.is_some() {
+                    to_store.push(m);
+                    continue;
+                }
                 let peers = peers.get_or_insert_with(|| lock(&shared.peers));
                 if shared.peer_entry(peers, fp).inbox.accept(m.id) {
                     out.push(NodeEvent::Message {
@@ -452,6 +538,9 @@ fn collect_events(
                     .outbox
                     .ack_below(conn_id, below);
                 if !ids.is_empty() {
+                    if shared.store.is_some() {
+                        delivered.extend_from_slice(&ids);
+                    }
                     out.push(NodeEvent::Acked { peer, ids });
                 }
             }
@@ -467,7 +556,11 @@ fn collect_events(
             }
         }
     }
-    Ok(out)
+    Ok(Collected {
+        events: out,
+        to_store,
+        delivered,
+    })
 }
 
 /// Makes this connection the peer's live one, or refuses it: banned peers, and the loser of

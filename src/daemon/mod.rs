@@ -15,9 +15,11 @@ mod node;
 mod reach;
 mod rendezvous;
 mod score;
+mod store;
 
 pub use config::{DhtSettings, NodeConfig};
 pub use dht::DhtError;
 pub use node::{Node, NodeError, NodeEvent, NodeHandle, Path, PeerInfo, SendError};
 pub use reach::{NatStatus, ReachError, Reached};
 pub use score::BAN_THRESHOLD;
+pub use store::{read_inbox, StoreError, StoredMessage, DB_DIR as STORE_DB_DIR};

@@ -20,7 +20,11 @@ use crate::transport::{bind_udp, DnaSocket, SideChannels};
 
 use super::conn::{dial_loop, drive};
 use super::score::Scores;
+use super::store::{Store, StoreError, StoredMessage};
 use super::NodeConfig;
+
+/// Addresses remembered per peer (the newest first).
+const MAX_PEER_ADDRS: usize = 8;
 
 /// How a peer is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +103,9 @@ pub enum NodeError {
     /// The DHT database could not be opened.
     #[error("DHT storage: {0}")]
     Storage(String),
+    /// The message store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Sending failed.
@@ -108,6 +115,9 @@ pub enum SendError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The message store could not take the message: it was not accepted.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The body is larger than a frame can carry.
     #[error("message body of {len} bytes exceeds the limit of {max}")]
     TooLarge {
@@ -197,6 +207,9 @@ pub(crate) struct Shared {
         Mutex<HashMap<[u8; 12], mpsc::UnboundedSender<crate::transport::socket::Datagram>>>,
     /// NAT class, candidates, rendezvous registrations and punching attempts (spec/05).
     pub(crate) nat: super::reach::NatShared,
+    /// The message store, if the node has one, and its inbox tree (for listing).
+    pub(crate) store: Option<Store>,
+    inbox: Option<sled::Tree>,
 }
 
 /// A poisoned lock only means another task panicked while holding it; the maps inside stay
@@ -250,7 +263,16 @@ pub struct NodeHandle {
 
 impl Node {
     /// Binds the socket, starts the QUIC endpoint and the accept loop.
-    pub async fn bind(identity: Identity, cfg: NodeConfig) -> Result<Node, NodeError> {
+    pub async fn bind(identity: Identity, mut cfg: NodeConfig) -> Result<Node, NodeError> {
+        let (store, backlog, inbox) = match &cfg.store_dir {
+            Some(dir) => {
+                let (s, b, i) = Store::open(dir, cfg.keep_delivered)?;
+                (Some(s), b, Some(i))
+            }
+            None => (None, Vec::new(), None),
+        };
+        // With a store, a message is acknowledged only once it is stored.
+        cfg.conn.ack_on_confirm = store.is_some();
         let udp = bind_udp(cfg.listen)?;
         let (socket, side) = DnaSocket::new(udp, cfg.turn_server)?;
         let key = CertifiedKey::generate()?;
@@ -311,6 +333,26 @@ impl Node {
         };
         let (events_tx, events) = mpsc::channel(cfg.event_queue.max(1));
         let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
+        let hash_key = [
+            rand_core::RngCore::next_u64(&mut OsRng),
+            rand_core::RngCore::next_u64(&mut OsRng),
+        ];
+        let mut peers = HashMap::new();
+        let pending: usize = backlog.iter().map(|(_, m)| m.len()).sum();
+        for (fp, msgs) in backlog {
+            let p = peers
+                .entry(fp)
+                .or_insert_with(|| Peer::new(cfg.inbox_capacity, hash_key));
+            for m in msgs {
+                p.outbox.push(m);
+            }
+        }
+        if pending > 0 {
+            tracing::info!(
+                messages = pending,
+                "unacknowledged messages loaded from the store"
+            );
+        }
         let shared = Arc::new(Shared {
             identity: Arc::new(identity),
             cfg,
@@ -318,7 +360,7 @@ impl Node {
             client_cfg,
             socket,
             local,
-            peers: Mutex::new(HashMap::new()),
+            peers: Mutex::new(peers),
             scores: Mutex::new(Scores::default()),
             events: events_tx,
             next_conn: AtomicU64::new(1),
@@ -329,10 +371,9 @@ impl Node {
             dht,
             stun_pending: Mutex::new(HashMap::new()),
             nat: super::reach::NatShared::default(),
-            hash_key: [
-                rand_core::RngCore::next_u64(&mut OsRng),
-                rand_core::RngCore::next_u64(&mut OsRng),
-            ],
+            hash_key,
+            store,
+            inbox,
             id_rng: Mutex::new(
                 rand_chacha::ChaCha20Rng::from_rng(OsRng).map_err(std::io::Error::other)?,
             ),
@@ -438,8 +479,11 @@ impl NodeHandle {
         let mut peers = lock(&self.shared.peers);
         let p = self.shared.peer_entry(&mut peers, peer);
         p.want = true;
-        for a in addrs {
-            if !p.addrs.contains(&a) {
+        // The newest addresses first: after a peer restarts, its old ones are stale.
+        let old = std::mem::take(&mut p.addrs);
+        p.addrs = addrs;
+        for a in old {
+            if !p.addrs.contains(&a) && p.addrs.len() < MAX_PEER_ADDRS {
                 p.addrs.push(a);
             }
         }
@@ -447,14 +491,17 @@ impl NodeHandle {
     }
 
     /// Queues a message to `peer`; it is sent as soon as a connection is up and resent after
-    /// reconnects until acknowledged ([`NodeEvent::Acked`]).
-    pub fn send(&self, peer: Fingerprint, body: Bytes) -> Result<MessageId, SendError> {
-        let mut ids = self.send_many(peer, [body])?;
+    /// reconnects until acknowledged ([`NodeEvent::Acked`]). With a message store, this
+    /// returns once the message is on disk.
+    pub async fn send(&self, peer: Fingerprint, body: Bytes) -> Result<MessageId, SendError> {
+        let mut ids = self.send_many(peer, [body]).await?;
         ids.pop().ok_or(SendError::ShuttingDown)
     }
 
-    /// Queues several messages to `peer` at once (one lock, one wake-up), in order.
-    pub fn send_many(
+    /// Queues several messages to `peer` at once (one store commit, one lock, one wake-up),
+    /// in order. With a message store, this returns once they are on disk; none is queued
+    /// if any is refused.
+    pub async fn send_many(
         &self,
         peer: Fingerprint,
         bodies: impl IntoIterator<Item = Bytes>,
@@ -465,31 +512,56 @@ impl NodeHandle {
         let max =
             self.shared.cfg.conn.limits.max_payload as usize - crate::crypto::SESSION_OVERHEAD;
         let now = unix_ms();
-        let mut ids = Vec::new();
-        let mut peers = lock(&self.shared.peers);
-        let mut rng = lock(&self.shared.id_rng);
-        let p = self.shared.peer_entry(&mut peers, peer);
-        for body in bodies {
-            if body.len() > max {
-                return Err(SendError::TooLarge {
-                    len: body.len(),
-                    max,
+        let mut msgs = Vec::new();
+        {
+            let mut rng = lock(&self.shared.id_rng);
+            for body in bodies {
+                if body.len() > max {
+                    return Err(SendError::TooLarge {
+                        len: body.len(),
+                        max,
+                    });
+                }
+                msgs.push(Outgoing {
+                    id: MessageId::random(&mut *rng),
+                    timestamp_ms: now,
+                    body,
                 });
             }
-            let id = MessageId::random(&mut *rng);
-            p.outbox.push(Outgoing {
-                id,
-                timestamp_ms: now,
-                body,
-            });
-            ids.push(id);
         }
-        drop(rng);
+        if let Some(store) = &self.shared.store {
+            store.enqueue(peer, msgs.clone()).await?;
+        }
+        let ids = msgs.iter().map(|m| m.id).collect();
+        let mut peers = lock(&self.shared.peers);
+        let p = self.shared.peer_entry(&mut peers, peer);
+        for m in msgs {
+            p.outbox.push(m);
+        }
         match &p.active {
             Some(a) => a.wake.notify_one(),
             None => self.shared.ensure_dialing(&mut peers, peer, Duration::ZERO),
         }
         Ok(ids)
+    }
+
+    /// Peers with messages waiting and no live connection: the application reaches them
+    /// (DHT lookup, punching) so the outbox can drain.
+    pub fn pending_peers(&self) -> Vec<Fingerprint> {
+        lock(&self.shared.peers)
+            .iter()
+            .filter(|(_, p)| p.active.is_none() && !p.outbox.is_empty())
+            .map(|(fp, _)| *fp)
+            .collect()
+    }
+
+    /// The received messages in the store, oldest first (empty without a store).
+    pub fn stored_inbox(&self) -> Vec<StoredMessage> {
+        self.shared
+            .inbox
+            .as_ref()
+            .map(super::store::inbox_of)
+            .unwrap_or_default()
     }
 
     /// Announces our presence to every connected peer (and to each new one).

@@ -50,6 +50,9 @@ pub struct ConnConfig {
     pub max_inflight: u64,
     /// Frame limits (default: 1 MiB payloads).
     pub limits: FrameLimits,
+    /// Acknowledge only what the driver confirmed with [`Connection::confirm`] — after it
+    /// stored the messages (default false: acknowledge on receipt).
+    pub ack_on_confirm: bool,
     #[doc(hidden)]
     pub protection: Protection,
 }
@@ -62,6 +65,7 @@ impl Default for ConnConfig {
             handshake_timeout: Duration::from_secs(10),
             max_inflight: 8192,
             limits: FrameLimits::default(),
+            ack_on_confirm: false,
             protection: Protection::EndToEnd,
         }
     }
@@ -134,6 +138,8 @@ pub struct Connection {
     sent: u64,
     acked_below: u64,
     received: u64,
+    /// With `ack_on_confirm`: received messages the driver has stored.
+    confirmed: u64,
     ack_due: bool,
     started: Instant,
     last_rx: Instant,
@@ -223,6 +229,7 @@ impl Connection {
             sent: 0,
             acked_below: 0,
             received: 0,
+            confirmed: 0,
             ack_due: false,
             started: now,
             last_rx: now,
@@ -264,6 +271,21 @@ impl Connection {
     /// Messages sent on this connection and not yet acknowledged.
     pub fn unacked(&self) -> u64 {
         self.sent - self.acked_below
+    }
+
+    /// Messages received so far (the counter the next one gets is this).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// With [`ConnConfig::ack_on_confirm`]: the first `upto` received messages are stored;
+    /// an ACK covering them is due. Values beyond what was received, or behind an earlier
+    /// confirmation, change nothing.
+    pub fn confirm(&mut self, upto: u64) {
+        if upto > self.confirmed && upto <= self.received {
+            self.confirmed = upto;
+            self.ack_due = true;
+        }
     }
 
     /// Queues a PRESENCE frame.
@@ -321,7 +343,7 @@ impl Connection {
             // decoder's own assembled buffer.
             let msg = self.open(frame.into_payload_mut())?;
             self.received += 1;
-            self.ack_due = true;
+            self.ack_due |= !self.cfg.ack_on_confirm;
             self.events.push_back(ConnEvent::Message(msg));
             return Ok(());
         }
@@ -445,7 +467,11 @@ impl Connection {
         out.extend_from_slice(&self.control.split());
         if self.ack_due {
             self.ack_due = false;
-            let below = self.received.to_be_bytes();
+            let below = match self.cfg.ack_on_confirm {
+                true => self.confirmed,
+                false => self.received,
+            }
+            .to_be_bytes();
             self.push_frame(MessageType::Ack, &below);
             out.extend_from_slice(&self.control.split());
         }

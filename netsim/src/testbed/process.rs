@@ -83,6 +83,18 @@ impl DnaProcess {
         })
     }
 
+    /// Every event read so far, in order.
+    pub fn events(&self) -> Vec<Value> {
+        let (list, _) = &*self.events;
+        let list = list.lock().unwrap_or_else(|p| p.into_inner());
+        list.iter().map(|e| e.json.clone()).collect()
+    }
+
+    /// The process ID (to read its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The first event matching `pred`, waiting up to `timeout`.
     pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Event> {
         let deadline = Instant::now() + timeout;

@@ -1,0 +1,216 @@
+//! The daemon's control socket (spec/06-node.md §6): `<data dir>/control.sock`, a Unix
+//! socket only its owner may open, taking one JSON request per line and answering one JSON
+//! object per line. `dna send`, `dna status` and `dna inbox` are its clients.
+//!
+//! Requests: `{"cmd":"status"}`, `{"cmd":"send","to":FP,"text":TEXT}`, `{"cmd":"inbox"}`.
+//! A line longer than [`MAX_LINE`] ends the connection with an error; bad JSON and unknown
+//! commands get `{"ok":false,"error":…}`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use dna_p2p::crypto::Fingerprint;
+use dna_p2p::daemon::{NodeHandle, Reached, StoredMessage};
+
+/// The longest request line (a 1 MiB message body, JSON-escaped, fits).
+pub(super) const MAX_LINE: usize = 8 << 20;
+/// Control connections served at once.
+const MAX_CLIENTS: usize = 64;
+
+/// The socket's path in a data directory.
+pub(super) fn path(dir: &Path) -> PathBuf {
+    dir.join("control.sock")
+}
+
+/// Binds the control socket (owner-only) and serves it; returns its path.
+pub(super) fn listen(dir: &Path, h: NodeHandle) -> std::io::Result<PathBuf> {
+    let p = path(dir);
+    let _ = std::fs::remove_file(&p);
+    let listener = tokio::net::UnixListener::bind(&p)?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                tracing::warn!("control socket: too many clients, refusing one");
+                continue;
+            };
+            let h = h.clone();
+            tokio::spawn(async move {
+                serve(h, stream).await;
+                drop(permit);
+            });
+        }
+    });
+    Ok(p)
+}
+
+/// One client: lines in, answers out, until it closes or sends a line too long.
+async fn serve(h: NodeHandle, stream: tokio::net::UnixStream) {
+    let (r, mut w) = stream.into_split();
+    // `take` bounds what one line may make us buffer; reset per line.
+    let mut r = BufReader::new(r.take(MAX_LINE as u64 + 1));
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        r.get_mut().set_limit(MAX_LINE as u64 + 1);
+        match r.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let too_long = line.len() > MAX_LINE;
+        let answer = if too_long {
+            json!({"ok": false, "error": format!("request line longer than {MAX_LINE} bytes")})
+        } else {
+            match serde_json::from_slice::<Value>(&line) {
+                Ok(req) => request(&h, &req).await,
+                Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+            }
+        };
+        if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() || too_long {
+            return;
+        }
+    }
+}
+
+/// One control request.
+pub(super) async fn request(h: &NodeHandle, req: &Value) -> Value {
+    match req.get("cmd").and_then(Value::as_str) {
+        Some("status") => super::daemon::status(h),
+        Some("send") => {
+            let to = req.get("to").and_then(Value::as_str).unwrap_or_default();
+            let text = req.get("text").and_then(Value::as_str).unwrap_or_default();
+            let Ok(to) = to.parse::<Fingerprint>() else {
+                return json!({"ok": false, "error": "bad fingerprint in \"to\""});
+            };
+            send(h, to, text).await
+        }
+        Some("inbox") => {
+            let msgs: Vec<Value> = h.stored_inbox().iter().map(inbox_json).collect();
+            json!({"ok": true, "messages": msgs})
+        }
+        _ => json!({"ok": false, "error": "unknown cmd (expected status, send or inbox)"}),
+    }
+}
+
+/// Reaches the peer if it is not connected, then queues the message; answers once the
+/// message is stored. A peer that cannot be reached now still gets the message later: it
+/// waits in the outbox (`"path":"queued"`) and the daemon retries.
+async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
+    let info = h.peer_info(&to);
+    let connected = info.as_ref().is_some_and(|p| p.connected);
+    let waiting = info.as_ref().is_some_and(|p| p.queued + p.inflight > 0);
+    let (path, via, note) = if connected {
+        ("direct", "connected", None)
+    } else if waiting {
+        // Messages are already waiting for this peer: the daemon is reaching it.
+        ("queued", "none", None)
+    } else {
+        match h.reach(to).await {
+            Ok(Reached::Direct { kind, .. }) => ("direct", kind.name(), None),
+            Ok(Reached::Punched { kind, .. }) => ("direct", kind.name(), None),
+            Ok(Reached::RelayNeeded) => ("queued", "none", Some("relay needed".to_owned())),
+            Ok(_) => ("queued", "none", None),
+            Err(e) => ("queued", "none", Some(e.to_string())),
+        }
+    };
+    match h.send(to, Bytes::copy_from_slice(text.as_bytes())).await {
+        Ok(id) => {
+            let mut v = json!({"ok": true, "id": hex::encode(id.0), "path": path, "via": via});
+            if let Some(n) = note {
+                v["note"] = json!(n);
+            }
+            v
+        }
+        Err(e) => json!({"ok": false, "path": path, "error": e.to_string()}),
+    }
+}
+
+/// One stored message as `dna inbox --json` prints it.
+pub(super) fn inbox_json(m: &StoredMessage) -> Value {
+    json!({
+        "from": m.from.to_string(),
+        "id": hex::encode(m.id.0),
+        "text": String::from_utf8_lossy(&m.body),
+        "received_ms": m.received_ms,
+    })
+}
+
+/// Sends one request to a running daemon; `None` if no daemon listens.
+fn ask(dir: &Path, req: &Value) -> Option<Result<Value, String>> {
+    use std::io::{BufRead, Write};
+    let p = path(dir);
+    let mut s = std::os::unix::net::UnixStream::connect(&p).ok()?;
+    if writeln!(s, "{req}").is_err() {
+        return Some(Err("cannot write to the control socket".into()));
+    }
+    let mut line = String::new();
+    if std::io::BufReader::new(&s).read_line(&mut line).is_err() {
+        return Some(Err("no answer on the control socket".into()));
+    }
+    Some(serde_json::from_str::<Value>(&line).map_err(|e| format!("bad answer: {e}")))
+}
+
+/// `dna send` / `dna status`: one request to the running daemon, its answer on stdout.
+pub(super) fn client(dir: &Path, req: Value) -> ExitCode {
+    match ask(dir, &req) {
+        None => {
+            eprintln!("error: no daemon at {}", path(dir).display());
+            ExitCode::FAILURE
+        }
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        Some(Ok(v)) => {
+            println!("{v}");
+            if v.get("ok").and_then(Value::as_bool) == Some(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// `dna inbox`: the stored received messages, from the running daemon or, when none runs,
+/// straight from the data directory's store. One JSON object per line with `--json`.
+pub(super) fn inbox(dir: &Path, json_lines: bool) -> ExitCode {
+    let msgs: Vec<Value> = match ask(dir, &json!({"cmd": "inbox"})) {
+        Some(Ok(v)) if v["ok"] == true => v["messages"].as_array().cloned().unwrap_or_default(),
+        Some(Ok(v)) => {
+            eprintln!("error: {}", v["error"]);
+            return ExitCode::FAILURE;
+        }
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => match dna_p2p::daemon::read_inbox(dir) {
+            Ok(m) => m.iter().map(inbox_json).collect(),
+            Err(e) => {
+                eprintln!("error: {}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    for m in msgs {
+        if json_lines {
+            println!("{m}");
+        } else {
+            let from = m["from"].as_str().unwrap_or_default();
+            println!(
+                "{}  {}…  {}",
+                m["received_ms"],
+                &from[..from.len().min(16)],
+                m["text"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
