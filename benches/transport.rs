@@ -8,7 +8,10 @@
 //!
 //! Workloads: bulk (8192 × 64 KiB) and small (600,000 × 256 B). Each figure is the median
 //! of five runs, variants interleaved (raw, framed, end-to-end, raw, …). The last line is
-//! `RESULT bulk_vs_quinn=… small_vs_quinn=… e2e_bulk_vs_quinn=… e2e_small_vs_quinn=… bulk_mib_s=… small_msgs_s=…`.
+//! `RESULT bulk_vs_quinn=… small_vs_quinn=… e2e_bulk_vs_quinn=… e2e_small_vs_quinn=… bulk_mib_s=… small_msgs_s=… durable_small_msgs_s=… durable_vs_memory=…`.
+//!
+//! The durable pair: end-to-end 256 B messages (100,000) with both nodes' message stores
+//! on disk against the same in memory, interleaved, medians of five.
 #![allow(clippy::disallowed_methods)] // a benchmark is a driver: it reads the clock.
 
 use std::sync::Arc;
@@ -37,6 +40,13 @@ const SMALL: Workload = Workload {
     name: "small 256 B",
     size: 256,
     count: 600_000,
+};
+
+/// The durable comparison: 256 B messages, fewer (each is written twice to disk).
+const DURABLE: Workload = Workload {
+    name: "durable 256 B",
+    size: 256,
+    count: 100_000,
 };
 
 /// Messages per second moved A→B.
@@ -97,6 +107,13 @@ async fn raw_quinn(w: Workload) -> f64 {
 
 /// Messages per second delivered by our nodes, A→B, each acknowledged.
 async fn ours(w: Workload, protection: Protection) -> f64 {
+    ours_with(w, protection, false).await
+}
+
+/// As [`ours`]; `durable`: both nodes have a message store (the sender's outbox and the
+/// receiver's inbox on disk, group-committed; spec/06-node.md §3).
+async fn ours_with(w: Workload, protection: Protection, durable: bool) -> f64 {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let cfg = NodeConfig {
         conn: ConnConfig {
             protection,
@@ -104,10 +121,14 @@ async fn ours(w: Workload, protection: Protection) -> f64 {
         },
         ..NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())
     };
-    let mut a = Node::bind(Identity::generate(&mut OsRng), cfg.clone())
+    let store = |d: &tempfile::TempDir| NodeConfig {
+        store_dir: durable.then(|| d.path().to_path_buf()),
+        ..cfg.clone()
+    };
+    let mut a = Node::bind(Identity::generate(&mut OsRng), store(&dirs.0))
         .await
         .unwrap();
-    let mut b = Node::bind(Identity::generate(&mut OsRng), cfg)
+    let mut b = Node::bind(Identity::generate(&mut OsRng), store(&dirs.1))
         .await
         .unwrap();
     a.connect(b.fingerprint(), vec![b.local_addr()]);
@@ -188,6 +209,25 @@ async fn measure(w: Workload) -> (f64, f64, f64) {
     (r, f, e)
 }
 
+/// Durable against in-memory delivery, end to end, small messages (medians of interleaved
+/// runs): (durable msg/s, memory msg/s).
+async fn measure_durable(w: Workload) -> (f64, f64) {
+    let (mut mem, mut dur) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        mem.push(ours_with(w, Protection::EndToEnd, false).await);
+        dur.push(ours_with(w, Protection::EndToEnd, true).await);
+    }
+    let (m, d) = (median(mem), median(dur));
+    println!(
+        "{:<12} end-to-end in memory {:>9.0} msg/s | durable (sled, group commit) {:>9.0} msg/s ({:.2}×)",
+        w.name,
+        m,
+        d,
+        d / m
+    );
+    (d, m)
+}
+
 fn main() {
     // `cargo test --benches` runs this once as a smoke test; `cargo bench` passes --bench.
     let smoke = !std::env::args().any(|a| a == "--bench");
@@ -199,6 +239,10 @@ fn main() {
     rt.block_on(async {
         // Profiling aid: TRANSPORT_BENCH=raw|framed|e2e with TRANSPORT_WORKLOAD=bulk|small runs
         // one variant for a longer time.
+        if std::env::var("TRANSPORT_BENCH").as_deref() == Ok("durable") {
+            measure_durable(DURABLE).await;
+            return;
+        }
         if let Ok(variant) = std::env::var("TRANSPORT_BENCH") {
             let w = match std::env::var("TRANSPORT_WORKLOAD").as_deref() {
                 Ok("bulk") => Workload { count: BULK.count * 4, ..BULK },
@@ -217,19 +261,23 @@ fn main() {
             raw_quinn(tiny).await;
             ours(tiny, Protection::UnprotectedForBenchmarks).await;
             ours(tiny, Protection::EndToEnd).await;
+            ours_with(tiny, Protection::EndToEnd, true).await;
             println!("transport bench smoke run ok");
             return;
         }
         let (br, bf, be) = measure(BULK).await;
         let (sr, sf, se) = measure(SMALL).await;
+        let (dur, mem) = measure_durable(DURABLE).await;
         println!(
-            "RESULT bulk_vs_quinn={:.3} small_vs_quinn={:.3} e2e_bulk_vs_quinn={:.3} e2e_small_vs_quinn={:.3} bulk_mib_s={:.0} small_msgs_s={:.0}",
+            "RESULT bulk_vs_quinn={:.3} small_vs_quinn={:.3} e2e_bulk_vs_quinn={:.3} e2e_small_vs_quinn={:.3} bulk_mib_s={:.0} small_msgs_s={:.0} durable_small_msgs_s={:.0} durable_vs_memory={:.3}",
             bf / br,
             sf / sr,
             be / br,
             se / sr,
             mib_s(BULK, bf),
-            sf
+            sf,
+            dur,
+            dur / mem
         );
     });
 }

@@ -57,8 +57,13 @@ pub struct NodeConfig {
     /// message is on disk, unacknowledged messages survive restarts, and received messages
     /// are stored before they are acknowledged. None (the default): in memory only.
     pub store_dir: Option<std::path::PathBuf>,
-    /// Delivery records kept in the store (default 100000; the oldest go first).
+    /// Delivery records (one per acknowledged batch) kept in the store (default 100000;
+    /// the oldest go first).
     pub keep_delivered: usize,
+    /// Peers (identities) whose state the node keeps: peer entries and the store's
+    /// de-duplication windows (default 4096). Beyond it the least recently used entry
+    /// without a connection or waiting messages is dropped.
+    pub max_peers: usize,
 }
 
 impl Default for NodeConfig {
@@ -79,6 +84,7 @@ impl Default for NodeConfig {
             dht: None,
             store_dir: None,
             keep_delivered: 100_000,
+            max_peers: 4096,
         }
     }
 }

@@ -440,12 +440,9 @@ async fn handle_events(
     } = collect_events(shared, conn, conn_id, expected, core, st, wake)?;
     if let Some(store) = &shared.store {
         let closed = |_| End::Closed("message store closed".to_owned());
-        if let (Some(peer), false) = (st.peer, delivered.is_empty()) {
+        if !delivered.is_empty() {
             store
-                .cmd(Cmd::Delivered {
-                    peer,
-                    ids: delivered,
-                })
+                .cmd(Cmd::Delivered { ids: delivered })
                 .await
                 .map_err(closed)?;
         }

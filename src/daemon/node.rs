@@ -20,7 +20,7 @@ use crate::transport::{bind_udp, DnaSocket, SideChannels};
 
 use super::conn::{dial_loop, drive};
 use super::score::Scores;
-use super::store::{Store, StoreError, StoredMessage};
+use super::store::{Store, StoreError, StoreLimits, StoredMessage};
 use super::NodeConfig;
 
 /// Addresses remembered per peer (the newest first).
@@ -264,9 +264,18 @@ pub struct NodeHandle {
 impl Node {
     /// Binds the socket, starts the QUIC endpoint and the accept loop.
     pub async fn bind(identity: Identity, mut cfg: NodeConfig) -> Result<Node, NodeError> {
+        let hash_key = [
+            rand_core::RngCore::next_u64(&mut OsRng),
+            rand_core::RngCore::next_u64(&mut OsRng),
+        ];
         let (store, backlog, inbox) = match &cfg.store_dir {
             Some(dir) => {
-                let (s, b, i) = Store::open(dir, cfg.keep_delivered)?;
+                let limits = StoreLimits {
+                    dedup_window: cfg.inbox_capacity,
+                    dedup_senders: cfg.max_peers,
+                    keep_delivered: cfg.keep_delivered,
+                };
+                let (s, b, i) = Store::open(dir, limits, hash_key)?;
                 (Some(s), b, Some(i))
             }
             None => (None, Vec::new(), None),
@@ -333,10 +342,6 @@ impl Node {
         };
         let (events_tx, events) = mpsc::channel(cfg.event_queue.max(1));
         let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
-        let hash_key = [
-            rand_core::RngCore::next_u64(&mut OsRng),
-            rand_core::RngCore::next_u64(&mut OsRng),
-        ];
         let mut peers = HashMap::new();
         let pending: usize = backlog.iter().map(|(_, m)| m.len()).sum();
         for (fp, msgs) in backlog {

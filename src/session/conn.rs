@@ -26,15 +26,29 @@ use super::hello::{hello, verify_hello, Role, EXPORTER_LEN};
 use super::outbox::Outbox;
 use super::{ConnError, PresenceStatus};
 
-/// How DATA payloads are protected.
-#[doc(hidden)]
+/// How DATA payloads are protected. Without the `bench-plaintext` feature (benchmarks
+/// only) the one value is [`Protection::EndToEnd`]: nothing in a node's configuration can
+/// turn end-to-end encryption off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Protection {
     /// Session form (spec/02-crypto.md §5). The only mode a node uses.
     EndToEnd,
     /// The plaintext message structure without AEAD and without key exchange. Exists only so
     /// the transport benchmark can measure framing apart from encryption.
+    #[cfg(any(test, feature = "bench-plaintext"))]
     UnprotectedForBenchmarks,
+}
+
+impl Protection {
+    /// Whether this is the benchmark-only plaintext mode.
+    fn is_plaintext(self) -> bool {
+        #[cfg(any(test, feature = "bench-plaintext"))]
+        if self == Protection::UnprotectedForBenchmarks {
+            return true;
+        }
+        false
+    }
 }
 
 /// Timers and limits of a connection (spec/03-session.md §6).
@@ -53,7 +67,7 @@ pub struct ConnConfig {
     /// Acknowledge only what the driver confirmed with [`Connection::confirm`] — after it
     /// stored the messages (default false: acknowledge on receipt).
     pub ack_on_confirm: bool,
-    #[doc(hidden)]
+    /// End-to-end protection (always [`Protection::EndToEnd`] outside benchmarks).
     pub protection: Protection,
 }
 
@@ -355,7 +369,7 @@ impl Connection {
                 self.peer = Some(peer);
                 self.phase = Phase::Handshaking;
                 self.events.push_back(ConnEvent::Authenticated { peer });
-                if self.cfg.protection == Protection::UnprotectedForBenchmarks {
+                if self.cfg.protection.is_plaintext() {
                     self.establish(now);
                 }
             }
