@@ -165,8 +165,11 @@ fn put_messages<'a>(
     }
 }
 
+/// One stored message: ID, sender's timestamp, body.
+type Entry = (MessageId, u64, Bytes);
+
 /// Parses `messages` (see the module doc); `None` if the bytes do not form them.
-fn get_messages(mut b: &[u8]) -> Option<Vec<(MessageId, u64, Bytes)>> {
+fn get_messages(mut b: &[u8]) -> Option<Vec<Entry>> {
     if b.len() < 4 {
         return None;
     }
@@ -200,7 +203,7 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 }
 
 /// One inbox entry: sender, received ms and the messages.
-fn parse_inbox(v: &[u8]) -> Option<(Fingerprint, u64, Vec<(MessageId, u64, Bytes)>)> {
+fn parse_inbox(v: &[u8]) -> Option<(Fingerprint, u64, Vec<Entry>)> {
     Some((
         fp_at(v, 0)?,
         u64_at(v, FINGERPRINT_LEN)?,
