@@ -164,6 +164,7 @@ pub(super) fn run(args: DaemonArgs, bootstrap: bool) -> ExitCode {
     }
 }
 
+#[allow(clippy::disallowed_methods)] // the CLI's run loop is a driver: it reads the clock
 async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), String> {
     let seeds = parse_bootstrap(&cfg.bootstrap)?;
     let (identity, _) = Identity::load_or_create(&dir, &mut OsRng).map_err(|e| e.to_string())?;

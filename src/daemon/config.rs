@@ -48,6 +48,8 @@ pub struct NodeConfig {
     pub inbox_capacity: usize,
     /// Events buffered for the application before connections wait (default 16384).
     pub event_queue: usize,
+    /// Message bytes buffered in those events before connections wait (default 64 MiB).
+    pub event_queue_bytes: usize,
     /// Bytes queued to a stream's writer before no more DATA is taken from the outbox
     /// (default 1 MiB).
     pub write_high_water: usize,
@@ -80,6 +82,7 @@ impl Default for NodeConfig {
             turn_server: None,
             inbox_capacity: 16384,
             event_queue: 16384,
+            event_queue_bytes: 64 << 20,
             write_high_water: 1 << 20,
             dht: None,
             store_dir: None,

@@ -23,6 +23,33 @@ use super::score::Scores;
 use super::store::{Store, StoreError, StoreLimits, StoredMessage};
 use super::NodeConfig;
 
+/// The events channel, bounded by count and by message bytes (spec/06-node.md §4): a
+/// message's body takes its size from a byte budget when it is queued, and gives it back
+/// when the application takes it.
+pub(crate) struct EventTx {
+    tx: mpsc::Sender<NodeEvent>,
+    bytes: Arc<tokio::sync::Semaphore>,
+    budget: usize,
+}
+
+fn event_bytes(ev: &NodeEvent, budget: usize) -> u32 {
+    match ev {
+        NodeEvent::Message { body, .. } => body.len().min(budget).min(u32::MAX as usize) as u32,
+        _ => 0,
+    }
+}
+
+impl EventTx {
+    /// Queues `ev`, waiting while the application is behind; `Err` once it is gone.
+    pub(crate) async fn send(&self, ev: NodeEvent) -> Result<(), ()> {
+        let n = event_bytes(&ev, self.budget);
+        if n > 0 {
+            self.bytes.acquire_many(n).await.map_err(|_| ())?.forget();
+        }
+        self.tx.send(ev).await.map_err(|_| ())
+    }
+}
+
 /// Addresses remembered per peer (the newest first).
 const MAX_PEER_ADDRS: usize = 8;
 
@@ -159,6 +186,8 @@ pub(crate) struct Peer {
     pub(crate) want: bool,
     pub(crate) active: Option<Active>,
     pub(crate) dialing: bool,
+    /// When the entry was last used (the node's peer tick): least recently used goes first.
+    pub(crate) used: u64,
 }
 
 impl Peer {
@@ -170,7 +199,14 @@ impl Peer {
             want: false,
             active: None,
             dialing: false,
+            used: 0,
         }
+    }
+
+    /// Whether the entry may be dropped to make room: nothing live, nothing waiting, and
+    /// the application did not ask for the peer.
+    fn evictable(&self) -> bool {
+        self.active.is_none() && !self.dialing && !self.want && self.outbox.is_empty()
     }
 
     /// Whether a connection should be (re)established.
@@ -188,8 +224,11 @@ pub(crate) struct Shared {
     pub(crate) local: SocketAddr,
     pub(crate) peers: Mutex<HashMap<Fingerprint, Peer>>,
     pub(crate) scores: Mutex<Scores>,
-    pub(crate) events: mpsc::Sender<NodeEvent>,
+    pub(crate) events: EventTx,
     pub(crate) next_conn: AtomicU64,
+    /// Peer-table clock (least recently used eviction) and evictions so far.
+    peer_tick: AtomicU64,
+    peers_evicted: AtomicU64,
     pub(crate) live: AtomicUsize,
     /// No new sends or inbound connections; connections and dials in progress finish.
     pub(crate) closing: AtomicBool,
@@ -219,14 +258,32 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// The entry of `fp`, made if needed. The table holds at most `max_peers` entries that
+    /// could be dropped (spec/06-node.md §4): a new one evicts the least recently used
+    /// entry with nothing live or waiting. Entries with a connection (bounded by
+    /// `max_connections`) or that the application asked for are never evicted.
     pub(crate) fn peer_entry<'a>(
         &self,
         peers: &'a mut HashMap<Fingerprint, Peer>,
         fp: Fingerprint,
     ) -> &'a mut Peer {
-        peers
+        let tick = self.peer_tick.fetch_add(1, Ordering::Relaxed);
+        if !peers.contains_key(&fp) && peers.len() >= self.cfg.max_peers.max(1) {
+            let stalest = peers
+                .iter()
+                .filter(|(_, p)| p.evictable())
+                .min_by_key(|(_, p)| p.used)
+                .map(|(f, _)| *f);
+            if let Some(f) = stalest {
+                peers.remove(&f);
+                self.peers_evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let p = peers
             .entry(fp)
-            .or_insert_with(|| Peer::new(self.cfg.inbox_capacity, self.hash_key))
+            .or_insert_with(|| Peer::new(self.cfg.inbox_capacity, self.hash_key));
+        p.used = tick;
+        p
     }
 
     /// Starts a dial task for `peer` if it needs a connection and none is being made.
@@ -252,6 +309,9 @@ impl Shared {
 pub struct Node {
     handle: NodeHandle,
     events: mpsc::Receiver<NodeEvent>,
+    /// Message bytes waiting in `events` come from this budget; taken events give back.
+    event_bytes: Arc<tokio::sync::Semaphore>,
+    event_budget: usize,
     turn: Option<mpsc::Receiver<crate::transport::socket::Datagram>>,
 }
 
@@ -341,6 +401,8 @@ impl Node {
             _ => None,
         };
         let (events_tx, events) = mpsc::channel(cfg.event_queue.max(1));
+        let event_budget = cfg.event_queue_bytes.clamp(1, u32::MAX as usize);
+        let event_bytes_sem = Arc::new(tokio::sync::Semaphore::new(event_budget));
         let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
         let mut peers = HashMap::new();
         let pending: usize = backlog.iter().map(|(_, m)| m.len()).sum();
@@ -367,8 +429,14 @@ impl Node {
             local,
             peers: Mutex::new(peers),
             scores: Mutex::new(Scores::default()),
-            events: events_tx,
+            events: EventTx {
+                tx: events_tx,
+                bytes: event_bytes_sem.clone(),
+                budget: event_budget,
+            },
             next_conn: AtomicU64::new(1),
+            peer_tick: AtomicU64::new(0),
+            peers_evicted: AtomicU64::new(0),
             live: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -407,6 +475,8 @@ impl Node {
         Ok(Node {
             handle: NodeHandle { shared },
             events,
+            event_bytes: event_bytes_sem,
+            event_budget,
             turn: Some(turn),
         })
     }
@@ -418,12 +488,25 @@ impl Node {
 
     /// The next event; `None` after shutdown.
     pub async fn next_event(&mut self) -> Option<NodeEvent> {
-        self.events.recv().await
+        let ev = self.events.recv().await;
+        self.release(&ev);
+        ev
+    }
+
+    fn release(&self, ev: &Option<NodeEvent>) {
+        if let Some(ev) = ev {
+            let n = event_bytes(ev, self.event_budget);
+            if n > 0 {
+                self.event_bytes.add_permits(n as usize);
+            }
+        }
     }
 
     /// The next event if one is ready.
     pub fn events_try_recv(&mut self) -> Result<NodeEvent, mpsc::error::TryRecvError> {
-        self.events.try_recv()
+        let ev = self.events.try_recv()?;
+        self.release(&Some(ev.clone()));
+        Ok(ev)
     }
 
     /// The datagrams the socket takes out for the TURN client (once; the TURN issue consumes
@@ -617,6 +700,14 @@ impl NodeHandle {
     /// The score of an address, for failures before a peer authenticated.
     pub fn addr_score(&self, addr: &SocketAddr) -> i32 {
         lock(&self.shared.scores).addr(addr)
+    }
+
+    /// Entries in the peer table, and how many were evicted so far.
+    pub fn peer_table(&self) -> (usize, u64) {
+        (
+            lock(&self.shared.peers).len(),
+            self.shared.peers_evicted.load(Ordering::Relaxed),
+        )
     }
 
     /// Live QUIC connections.
