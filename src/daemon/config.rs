@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::crypto::Fingerprint;
 use crate::dht::DhtConfig;
+use crate::nat::responder::ResponderConfig;
 use crate::session::ConnConfig;
 
 /// The node's DHT role (spec/04-dht.md).
@@ -53,6 +54,10 @@ pub struct NodeConfig {
     pub write_high_water: usize,
     /// Run a DHT node on this node's endpoint (default: none).
     pub dht: Option<DhtSettings>,
+    /// The STUN responder's limits (spec/05-nat.md §1.3): per source 32 answers at once,
+    /// 10 per second, never more bytes than the source sent plus one minimal answer; 4096
+    /// sources remembered; requests over 548 bytes dropped.
+    pub stun_responder: ResponderConfig,
 }
 
 impl Default for NodeConfig {
@@ -71,6 +76,7 @@ impl Default for NodeConfig {
             event_queue: 16384,
             write_high_water: 1 << 20,
             dht: None,
+            stun_responder: ResponderConfig::default(),
         }
     }
 }
