@@ -25,8 +25,8 @@ pub struct ResponderConfig {
     /// address, each checking its mapping every 25 s).
     pub per_second: f64,
     /// Sources remembered, for the rate limit and for the byte rule each (default 4096:
-    /// about 100 bytes each, ≈ 0.8 MiB for both tables); when full, the least recently
-    /// seen source is forgotten.
+    /// two hash tables of 8192 slots of 41 and 49 bytes, ≈ 0.75 MiB); when full, the least
+    /// recently seen source is forgotten.
     pub max_sources: usize,
     /// Longest request looked at, in bytes (default 548: the UDP payload of a 576-byte IPv4
     /// datagram, which every path carries); longer ones are dropped unread.
