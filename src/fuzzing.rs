@@ -205,8 +205,11 @@ fn dht_fixture() -> (std::time::Instant, crate::dht::Dht) {
 }
 
 /// Any datagram given to the STUN responder or to a waiting Binding transaction never
-/// panics; an answer the responder makes is itself a well-formed STUN message.
+/// panics; an answer the responder makes is itself a well-formed STUN message, and the
+/// rate-limited responder (spec/05 §1.2) never answers a source with more bytes than it sent
+/// plus one minimal answer.
 pub fn stun_message(data: &[u8]) {
+    use crate::nat::responder::{minimal_answer, ResponderConfig, StunResponder};
     use crate::nat::stun::{respond, transaction_id, Binding};
     let from = std::net::SocketAddr::from(([192, 0, 2, 1], 3478));
     if let Some(answer) = respond(from, data) {
@@ -216,6 +219,33 @@ pub fn stun_message(data: &[u8]) {
         );
     }
     let (now, _) = dht_fixture();
+    let mut responder = StunResponder::new(ResponderConfig::default());
+    let six = std::net::SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 3478));
+    for source in [from, six] {
+        let mut sent = 0;
+        for i in 0..3u64 {
+            let at = now + std::time::Duration::from_millis(i);
+            if let Ok(answer) = responder.handle(at, source, data) {
+                assert!(crate::transport::demux::is_stun(&answer));
+                assert_eq!(
+                    answer.get(8..20),
+                    data.get(8..20),
+                    "the request's transaction"
+                );
+                sent += answer.len();
+            }
+            let received = data.len() * (i as usize + 1);
+            assert!(
+                sent <= received + minimal_answer(source.ip()),
+                "{sent} bytes answered for {received}"
+            );
+        }
+    }
+    let st = responder.stats();
+    assert_eq!(
+        st.answered + st.rate_limited + st.over_budget + st.malformed + st.oversize + st.not_for_us,
+        6
+    );
     let mut b = Binding::new(from, transaction_id(data).unwrap_or([0; 12]), now);
     let _ = b.poll_transmit(now);
     b.handle_response(from, data);

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::crypto::Fingerprint;
 use crate::dht::DhtConfig;
+use crate::nat::responder::ResponderConfig;
 use crate::session::ConnConfig;
 
 /// The node's DHT role (spec/04-dht.md).
@@ -66,6 +67,10 @@ pub struct NodeConfig {
     /// de-duplication windows (default 4096). Beyond it the least recently used entry
     /// without a connection or waiting messages is dropped.
     pub max_peers: usize,
+    /// The STUN responder's limits (spec/05-nat.md §1.3): per source 32 answers at once,
+    /// 10 per second, never more bytes than the source sent plus one minimal answer; 4096
+    /// sources remembered; requests over 548 bytes dropped.
+    pub stun_responder: ResponderConfig,
 }
 
 impl Default for NodeConfig {
@@ -88,6 +93,7 @@ impl Default for NodeConfig {
             store_dir: None,
             keep_delivered: 100_000,
             max_peers: 4096,
+            stun_responder: ResponderConfig::default(),
         }
     }
 }

@@ -834,17 +834,19 @@ pub(crate) fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Answers STUN Binding requests on the node's socket and hands answers to the transactions
-/// waiting for them (spec/05-nat.md §1).
+/// Answers STUN Binding requests on the node's socket, within the responder's limits, and
+/// hands answers to the transactions waiting for them (spec/05-nat.md §1).
 async fn stun_loop(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<crate::transport::socket::Datagram>,
 ) {
+    let mut responder =
+        crate::nat::responder::StunResponder::new(shared.cfg.stun_responder.clone());
     while let Some((from, bytes)) = rx.recv().await {
         if super::reach::route_stun(&shared, from, &bytes) {
             continue;
         }
-        if let Some(answer) = crate::nat::stun::respond(from, &bytes) {
+        if let Ok(answer) = responder.handle(Instant::now(), from, &bytes) {
             let _ = shared.socket.send_raw(from, &answer).await;
             continue;
         }

@@ -1,20 +1,28 @@
 //! STUN Binding (RFC 8489), sans-IO: a client transaction with the RFC's retransmission
-//! timers, and the responder every node runs on its one socket (spec/05-nat.md §1).
+//! timers, and the answers of the responder every node runs on its one socket
+//! (spec/05-nat.md §1; the responder's limits are `nat::responder`).
 //!
-//! Requests and answers carry FINGERPRINT; answers carry XOR-MAPPED-ADDRESS. A transaction
-//! may also carry CHANGE-REQUEST (RFC 5780 behaviour discovery, spec/05 §2) or short-term
-//! credentials (USERNAME + MESSAGE-INTEGRITY, the connectivity checks of spec/05 §5). The
-//! encoding is stun-rs's.
+//! The responder answers any Binding request without credentials: a success response with
+//! XOR-MAPPED-ADDRESS (plus FINGERPRINT when the request carried one), or 420 with
+//! UNKNOWN-ATTRIBUTES when the request carries a comprehension-required attribute it does
+//! not implement. Our own requests carry SOFTWARE and FINGERPRINT, which makes them as long
+//! as the largest answer they can get (spec/05 §1.2). A transaction may also carry
+//! CHANGE-REQUEST (RFC 5780 behaviour discovery, spec/05 §2) or short-term credentials
+//! (USERNAME + MESSAGE-INTEGRITY, the connectivity checks of spec/05 §5). The encoding is
+//! stun-rs's.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use stun_rs::attributes::discovery::{ChangeRequest, ChangeRequestFlags, OtherAddress};
-use stun_rs::attributes::stun::{Fingerprint, MessageIntegrity, UserName, XorMappedAddress};
+use stun_rs::attributes::stun::{
+    ErrorCode, Fingerprint, MessageIntegrity, Software, UnknownAttributes, UserName,
+    XorMappedAddress,
+};
 use stun_rs::methods::BINDING;
 use stun_rs::{
     DecoderContextBuilder, HMACKey, MessageClass, MessageDecoder, MessageDecoderBuilder,
-    MessageEncoderBuilder, StunMessageBuilder, TransactionId,
+    MessageEncoderBuilder, StunMessage, StunMessageBuilder, TransactionId,
 };
 use thiserror::Error;
 
@@ -104,7 +112,7 @@ pub enum BindingError {
     Io(String),
 }
 
-fn encode(msg: &stun_rs::StunMessage) -> Option<Vec<u8>> {
+fn encode(msg: &StunMessage) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; 512];
     let n = MessageEncoderBuilder::default()
         .build()
@@ -149,24 +157,100 @@ pub fn request_username(request: &[u8]) -> Option<String> {
         .map(|u| u.as_str().to_owned())
 }
 
-/// The answer to a Binding request from `from`, or `None` if it is not one: requests without
-/// a valid FINGERPRINT, answers, indications and other methods go unanswered. A request with
-/// credentials is answered only by [`respond_authenticated`].
-pub fn respond(from: SocketAddr, request: &[u8]) -> Option<Vec<u8>> {
-    let (msg, _) = decoder(None).decode(request).ok()?;
-    if msg.method() != BINDING
-        || msg.class() != MessageClass::Request
-        || msg.get::<Fingerprint>().is_none()
-        || msg.get::<UserName>().is_some()
-    {
-        return None;
+/// Attribute types that mean "credentials": such a request is a connectivity check
+/// (spec/05 §5) and is answered only by the punching attempt its USERNAME names.
+const CREDENTIAL_ATTRIBUTES: [u16; 4] = [
+    0x0006, // USERNAME
+    0x0008, // MESSAGE-INTEGRITY
+    0x001C, // MESSAGE-INTEGRITY-SHA256
+    0x001E, // USERHASH
+];
+/// At most this many attribute types are listed in a 420's UNKNOWN-ATTRIBUTES.
+pub const MAX_UNKNOWN_LISTED: usize = 16;
+/// SOFTWARE in our requests: 20 bytes of text, so that a request (header, SOFTWARE,
+/// FINGERPRINT: 52 bytes) is as long as the largest success answer (IPv6 with FINGERPRINT:
+/// 52 bytes) and a responder that answers only what it was paid for never refuses it.
+const SOFTWARE: &str = concat!("dna-p2p/", env!("CARGO_PKG_VERSION"));
+
+/// Why the responder does not answer a datagram (before any limit applies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum Unanswered {
+    /// Not a well-formed STUN message, or a FINGERPRINT that does not match.
+    #[error("malformed STUN message")]
+    Malformed,
+    /// A well-formed message that is not a Binding request: an answer, an indication, or
+    /// another method.
+    #[error("not a Binding request")]
+    NotBindingRequest,
+    /// A request with credentials that no punching attempt claimed.
+    #[error("a connectivity check for no punching attempt")]
+    Credentials,
+}
+
+/// The address a Binding answer reports for `from`: an IPv4-mapped IPv6 source (a
+/// dual-stack socket's view of an IPv4 client) is reported as the IPv4 address it is.
+pub fn mapped_address(from: SocketAddr) -> SocketAddr {
+    match from {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => from,
+        },
+        v4 => v4,
     }
-    let answer = StunMessageBuilder::new(BINDING, MessageClass::SuccessResponse)
-        .with_transaction_id(*msg.transaction_id())
-        .with_attribute(XorMappedAddress::from(from))
-        .with_attribute(Fingerprint::default())
-        .build();
-    encode(&answer)
+}
+
+/// The answer to a Binding request from `from`, before any limit: a success response with
+/// XOR-MAPPED-ADDRESS, or 420 (Unknown Attribute) listing the comprehension-required
+/// attributes it does not implement (all but the credential ones). Either carries
+/// FINGERPRINT if and only if the request did. Requests with credentials are answered only
+/// by [`respond_authenticated`].
+pub fn respond_to(from: SocketAddr, request: &[u8]) -> Result<Vec<u8>, Unanswered> {
+    // Unvalidated first, to sort requests from the rest; then FINGERPRINT, if present.
+    let (msg, _) = MessageDecoderBuilder::default()
+        .build()
+        .decode(request)
+        .map_err(|_| Unanswered::Malformed)?;
+    if msg.method() != BINDING || msg.class() != MessageClass::Request {
+        return Err(Unanswered::NotBindingRequest);
+    }
+    let types = msg.attributes().iter().map(|a| a.attribute_type().as_u16());
+    if types.clone().any(|t| CREDENTIAL_ATTRIBUTES.contains(&t)) {
+        return Err(Unanswered::Credentials);
+    }
+    let fingerprint = msg.get::<Fingerprint>().is_some();
+    if fingerprint && decoder(None).decode(request).is_err() {
+        return Err(Unanswered::Malformed);
+    }
+    let mut unknown: Vec<u16> = Vec::new();
+    for t in types.filter(|t| *t < 0x8000) {
+        if !unknown.contains(&t) && unknown.len() < MAX_UNKNOWN_LISTED {
+            unknown.push(t);
+        }
+    }
+    let answer = if unknown.is_empty() {
+        StunMessageBuilder::new(BINDING, MessageClass::SuccessResponse)
+            .with_transaction_id(*msg.transaction_id())
+            .with_attribute(XorMappedAddress::from(mapped_address(from)))
+    } else {
+        let code =
+            stun_rs::ErrorCode::new(420, "Unknown Attribute").map_err(|_| Unanswered::Malformed)?;
+        StunMessageBuilder::new(BINDING, MessageClass::ErrorResponse)
+            .with_transaction_id(*msg.transaction_id())
+            .with_attribute(ErrorCode::new(code))
+            .with_attribute(UnknownAttributes::from(unknown.as_slice()))
+    };
+    let answer = if fingerprint {
+        answer.with_attribute(Fingerprint::default())
+    } else {
+        answer
+    };
+    encode(&answer.build()).ok_or(Unanswered::Malformed)
+}
+
+/// [`respond_to`]'s answer, if there is one.
+pub fn respond(from: SocketAddr, request: &[u8]) -> Option<Vec<u8>> {
+    respond_to(from, request).ok()
 }
 
 /// The answer to a connectivity check keyed with our `password`: `None` unless the request
@@ -248,12 +332,20 @@ impl Binding {
         if flags.is_some() {
             b = b.with_attribute(ChangeRequest::new(flags));
         }
-        if let Some(c) = &opts.credentials {
-            if let (Ok(u), Ok(k)) = (
-                UserName::new(c.username.as_str()),
-                HMACKey::new_short_term(c.password.as_str()),
-            ) {
-                b = b.with_attribute(u).with_attribute(MessageIntegrity::new(k));
+        match &opts.credentials {
+            Some(c) => {
+                if let (Ok(u), Ok(k)) = (
+                    UserName::new(c.username.as_str()),
+                    HMACKey::new_short_term(c.password.as_str()),
+                ) {
+                    b = b.with_attribute(u).with_attribute(MessageIntegrity::new(k));
+                }
+            }
+            None => {
+                // Pays for the answer (spec/05 §1.2): 20 bytes of text, padded with spaces.
+                if let Ok(sw) = Software::new(format!("{SOFTWARE:<20}")) {
+                    b = b.with_attribute(sw);
+                }
             }
         }
         let msg = b.with_attribute(Fingerprint::default()).build();
