@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,35 @@ pub(crate) struct DhtShared {
     responders: Mutex<HashMap<(NodeId, u64), oneshot::Sender<DhtMessage>>>,
     waiters: Mutex<HashMap<QueryId, oneshot::Sender<DhtEvent>>>,
     last_seq: Mutex<u64>,
+    /// Inbound request streams whose serving task ended (answered, refused or timed out).
+    served: AtomicU64,
+}
+
+/// The DHT driver's bookkeeping, for `dna status` and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DhtStats {
+    /// Inbound requests waiting for the state machine's answer.
+    pub responders: usize,
+    /// API queries (announce, find, bootstrap) waiting for their result.
+    pub waiters: usize,
+    /// Authenticated DHT connections held for reuse.
+    pub connections: usize,
+    /// Inbound request streams served to their end (answered, refused or timed out).
+    pub requests_served: u64,
+    /// Records held.
+    pub records: usize,
+}
+
+/// The figures of `d` now.
+pub(crate) fn stats(d: &DhtShared) -> DhtStats {
+    DhtStats {
+        responders: lock(&d.responders).len(),
+        waiters: lock(&d.waiters).len(),
+        connections: lock(&d.conns).len(),
+        requests_served: d.served.load(Ordering::Relaxed),
+        records: lock(&d.dht).store().len(),
+    }
 }
 
 impl DhtShared {
@@ -96,6 +125,7 @@ impl DhtShared {
             responders: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             last_seq: Mutex::new(0),
+            served: AtomicU64::new(0),
         }
     }
 }
@@ -329,6 +359,7 @@ async fn serve(shared: Arc<Shared>, d: Arc<DhtShared>, conn: quinn::Connection, 
                 send.finish().ok()
             };
             let _ = tokio::time::timeout(timeout, answer).await;
+            d.served.fetch_add(1, Ordering::Relaxed);
         });
     }
     lock(&d.conns).retain(|_, c| c.stable_id() != conn.stable_id());
