@@ -21,8 +21,10 @@ use crate::crypto::record::{presence_key, RecordKind};
 use crate::crypto::{Fingerprint, NodeId, Record};
 use crate::dht::{Contact, Dht, DhtEvent, DhtMessage, QueryId, Transmit};
 use crate::session::hello::{
-    hello, verify_hello, verify_hello_node, Role, EXPORTER_LABEL, EXPORTER_LEN, HELLO_LEN,
+    hello, verify_hello, verify_hello_node, HelloError, Role, EXPORTER_LABEL, EXPORTER_LEN,
+    HELLO_LEN,
 };
+use crate::session::ConnError;
 use crate::transport::tls::SERVER_NAME;
 use crate::wire::{decode_exact, encode_frame, FrameLimits, MessageType, HEADER_LEN};
 
@@ -58,7 +60,14 @@ pub(crate) struct DhtShared {
     pub(crate) wake: Notify,
     pub(crate) client_cfg: quinn::ClientConfig,
     conns: Mutex<HashMap<NodeId, quinn::Connection>>,
-    responders: Mutex<HashMap<(NodeId, u64), oneshot::Sender<DhtMessage>>>,
+    /// Inbound requests waiting for the state machine's answer, by (peer, request ID); the
+    /// token tells a request's own entry from a later one with the same ID. Each entry is
+    /// owned by a [`Responder`] guard: it goes when the answer is routed, and otherwise when
+    /// the request's task ends (timeout, refusal, closed connection).
+    responders: Mutex<HashMap<(NodeId, u64), (u64, oneshot::Sender<DhtMessage>)>>,
+    next_token: AtomicU64,
+    /// API queries waiting for their event; each owned by a [`Waiter`] guard, so it goes
+    /// with the event, at the query timeout, or when the caller gives up.
     waiters: Mutex<HashMap<QueryId, oneshot::Sender<DhtEvent>>>,
     last_seq: Mutex<u64>,
     /// Inbound request streams whose serving task ended (answered, refused or timed out).
@@ -123,10 +132,80 @@ impl DhtShared {
             client_cfg,
             conns: Mutex::new(HashMap::new()),
             responders: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(0),
             waiters: Mutex::new(HashMap::new()),
             last_seq: Mutex::new(0),
             served: AtomicU64::new(0),
         }
+    }
+}
+
+/// An inbound request's responder entry; removing it on drop is what bounds the map.
+struct Responder {
+    d: Arc<DhtShared>,
+    key: (NodeId, u64),
+    token: u64,
+}
+
+impl Responder {
+    fn register(
+        d: &Arc<DhtShared>,
+        key: (NodeId, u64),
+    ) -> (Responder, oneshot::Receiver<DhtMessage>) {
+        let (tx, rx) = oneshot::channel();
+        let token = d.next_token.fetch_add(1, Ordering::Relaxed);
+        lock(&d.responders).insert(key, (token, tx));
+        let guard = Responder {
+            d: d.clone(),
+            key,
+            token,
+        };
+        (guard, rx)
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        let mut r = lock(&self.d.responders);
+        if r.get(&self.key).is_some_and(|(t, _)| *t == self.token) {
+            r.remove(&self.key);
+        }
+    }
+}
+
+/// A query's waiter entry, removed on drop (event delivered, timeout, caller gone).
+struct Waiter<'a> {
+    d: &'a DhtShared,
+    query: QueryId,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        lock(&self.d.waiters).remove(&self.query);
+    }
+}
+
+/// Registers a waiter for `query` (call under the DHT lock, so the event cannot come first).
+fn wait_for(d: &DhtShared, query: QueryId) -> (Waiter<'_>, oneshot::Receiver<DhtEvent>) {
+    let (tx, rx) = oneshot::channel();
+    lock(&d.waiters).insert(query, tx);
+    (Waiter { d, query }, rx)
+}
+
+/// One live QUIC connection in the node's count (`Shared::live`, which `max_connections`
+/// limits): DHT connections count like session connections.
+struct Live(Arc<Shared>);
+
+impl Live {
+    fn new(shared: &Arc<Shared>) -> Live {
+        shared.live.fetch_add(1, Ordering::SeqCst);
+        Live(shared.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -220,7 +299,7 @@ pub(crate) async fn driver(shared: Arc<Shared>, d: Arc<DhtShared>) {
 fn route(shared: &Arc<Shared>, d: &Arc<DhtShared>, t: Transmit) {
     if t.msg.is_request() {
         tokio::spawn(request(shared.clone(), d.clone(), t.to, t.msg));
-    } else if let Some(tx) = lock(&d.responders).remove(&(t.to.id, t.msg.id)) {
+    } else if let Some((_, tx)) = lock(&d.responders).remove(&(t.to.id, t.msg.id)) {
         let _ = tx.send(t.msg);
     }
 }
@@ -243,11 +322,28 @@ async fn request(shared: Arc<Shared>, d: Arc<DhtShared>, to: Contact, msg: DhtMe
     }
 }
 
-async fn read_hello(recv: &mut quinn::RecvStream) -> Option<Vec<u8>> {
+/// Reads the peer's HELLO frame: exactly a HELLO's size, whatever a header declares.
+/// `Err(None)`: the peer went away; `Err(Some(e))`: it sent something else than a HELLO.
+async fn read_hello(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, Option<ConnError>> {
     let mut buf = vec![0u8; HEADER_LEN + HELLO_LEN];
-    recv.read_exact(&mut buf).await.ok()?;
-    let f = decode_exact(&buf, &FrameLimits::default()).ok()?;
-    (f.header.msg_type == MessageType::Hello).then(|| f.payload.to_vec())
+    recv.read_exact(&mut buf).await.map_err(|_| None)?;
+    let f = decode_exact(&buf, &FrameLimits::default()).map_err(|e| Some(e.into()))?;
+    if f.header.msg_type != MessageType::Hello {
+        return Err(Some(ConnError::UnexpectedFrame {
+            msg_type: f.header.msg_type,
+            state: "DHT handshake",
+        }));
+    }
+    Ok(f.payload.to_vec())
+}
+
+/// Closes `conn` for `e` and scores its address, as the session path does for a failed
+/// handshake (spec/03 §8): before HELLO verified, the address is all we know.
+fn refuse(shared: &Shared, conn: &quinn::Connection, e: &ConnError) {
+    let addr = conn.remote_address();
+    tracing::warn!(%addr, error = %e, "DHT peer failed its handshake");
+    conn.close(e.code().into(), e.to_string().as_bytes());
+    lock(&shared.scores).penalize(None, addr, e.penalty());
 }
 
 fn exporter(conn: &quinn::Connection) -> Option<[u8; EXPORTER_LEN]> {
@@ -286,55 +382,84 @@ pub(crate) async fn connect(
         .ok()?
         .await
         .ok()?;
+    let live = Live::new(shared);
     let ex = exporter(&conn)?;
     let (mut send, mut recv) = conn.open_bi().await.ok()?;
     send.write_all(&hello_frame(shared, &ex, Role::Dialer))
         .await
         .ok()?;
     let _ = send.finish();
-    let theirs = read_hello(&mut recv).await?;
-    if let Err(e) = verify_hello_node(&theirs, &ex, Role::Dialer, to.id) {
-        tracing::warn!(addr = %to.addr, error = %e, "DHT peer failed authentication");
-        conn.close(crate::session::code::AUTH_FAILED.into(), b"auth");
-        return None;
+    let theirs = match read_hello(&mut recv).await {
+        Ok(h) => h,
+        Err(e) => {
+            if let Some(e) = e {
+                refuse(shared, &conn, &e);
+            }
+            return None;
+        }
+    };
+    match verify_hello_node(&theirs, &ex, Role::Dialer, to.id) {
+        Ok(_) => {}
+        // Someone else at a contact's address (a stale or planted contact): not its fault,
+        // and scoring it would let a liar get innocent addresses banned.
+        Err(e @ HelloError::UnexpectedNode { .. }) => {
+            tracing::debug!(addr = %to.addr, error = %e, "DHT contact is someone else now");
+            conn.close(crate::session::code::AUTH_FAILED.into(), b"auth");
+            return None;
+        }
+        Err(e) => {
+            refuse(shared, &conn, &ConnError::Auth(e));
+            return None;
+        }
     }
     lock(&d.conns).insert(to.id, conn.clone());
-    tokio::spawn(serve(shared.clone(), d.clone(), conn.clone(), to));
+    tokio::spawn(serve(shared.clone(), d.clone(), conn.clone(), to, live));
     Some(conn)
 }
 
-/// An inbound DHT connection: HELLO, then serve its requests.
+/// An inbound DHT connection: HELLO, then serve its requests. It counts as a live
+/// connection from here on; a failed or late HELLO is scored against its address.
 pub(crate) async fn accept(shared: Arc<Shared>, d: Arc<DhtShared>, conn: quinn::Connection) {
+    let live = Live::new(&shared);
     let run = async {
-        let ex = exporter(&conn)?;
-        let (mut send, mut recv) = conn.accept_bi().await.ok()?;
+        let ex = exporter(&conn).ok_or(None)?;
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(|_| None)?;
         let theirs = read_hello(&mut recv).await?;
-        let pk = match verify_hello(&theirs, &ex, Role::Listener, None) {
-            Ok(pk) => pk,
-            Err(e) => {
-                tracing::warn!(addr = %conn.remote_address(), error = %e, "DHT peer failed authentication");
-                conn.close(crate::session::code::AUTH_FAILED.into(), b"auth");
-                return None;
-            }
-        };
+        let pk = verify_hello(&theirs, &ex, Role::Listener, None)
+            .map_err(|e| Some(ConnError::Auth(e)))?;
         send.write_all(&hello_frame(&shared, &ex, Role::Listener))
             .await
-            .ok()?;
+            .map_err(|_| None)?;
         let _ = send.finish();
         let peer = Contact {
             id: pk.fingerprint().node_id(),
             addr: conn.remote_address(),
         };
         lock(&d.conns).insert(peer.id, conn.clone());
-        Some(peer)
+        Ok::<_, Option<ConnError>>(peer)
     };
-    if let Ok(Some(peer)) = tokio::time::timeout(shared.cfg.conn.handshake_timeout, run).await {
-        serve(shared, d, conn, peer).await;
+    let timeout = shared.cfg.conn.handshake_timeout;
+    let failure = match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(peer)) => return serve(shared, d, conn, peer, live).await,
+        Ok(Err(e)) => e,
+        Err(_) => Some(ConnError::HandshakeTimeout {
+            ms: timeout.as_millis() as u64,
+        }),
+    };
+    if let Some(e) = failure {
+        refuse(&shared, &conn, &e);
     }
 }
 
 /// Answers the requests `peer` sends on `conn`, one stream each.
-async fn serve(shared: Arc<Shared>, d: Arc<DhtShared>, conn: quinn::Connection, peer: Contact) {
+/// `_live` keeps the connection in the node's count until it ends.
+async fn serve(
+    shared: Arc<Shared>,
+    d: Arc<DhtShared>,
+    conn: quinn::Connection,
+    peer: Contact,
+    _live: Live,
+) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let d = d.clone();
         let (shared, conn) = (shared.clone(), conn.clone());
@@ -350,8 +475,7 @@ async fn serve(shared: Arc<Shared>, d: Arc<DhtShared>, conn: quinn::Connection, 
                 if !msg.is_request() {
                     return None;
                 }
-                let (tx, rx) = oneshot::channel();
-                lock(&d.responders).insert((peer.id, msg.id), tx);
+                let (_responder, rx) = Responder::register(&d, (peer.id, msg.id));
                 lock(&d.dht).handle_message(Instant::now(), peer, msg);
                 d.wake.notify_one();
                 let answer = rx.await.ok()?;
@@ -370,12 +494,10 @@ pub(crate) async fn query(
     d: &DhtShared,
     start: impl FnOnce(&mut Dht, Instant) -> QueryId,
 ) -> Result<DhtEvent, DhtError> {
-    let rx = {
+    let (_waiter, rx) = {
         let mut dht = lock(&d.dht);
         let q = start(&mut dht, Instant::now());
-        let (tx, rx) = oneshot::channel();
-        lock(&d.waiters).insert(q, tx);
-        rx
+        wait_for(d, q)
     };
     d.wake.notify_one();
     match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
@@ -407,14 +529,12 @@ pub(crate) async fn announce(
     )
     .map_err(|e| DhtError::Record(e.to_string()))?;
     let bytes = record.encode();
-    let rx = {
+    let (_waiter, rx) = {
         let mut dht = lock(&d.dht);
         let q = dht
             .put(bytes, Instant::now())
             .map_err(|e| DhtError::Record(e.to_string()))?;
-        let (tx, rx) = oneshot::channel();
-        lock(&d.waiters).insert(q, tx);
-        rx
+        wait_for(d, q)
     };
     d.wake.notify_one();
     match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
