@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use dna_p2p::crypto::record::RecordKind;
 use dna_p2p::crypto::{Identity, Record, FORM_SEALED};
-use dna_p2p::dht::{Body, Contact, Dht, DhtConfig, DhtMessage, StoreStatus};
+use dna_p2p::dht::{Body, Contact, Dht, DhtConfig, DhtMessage, StoreStats, StoreStatus};
 use rand::Rng;
 
 use crate::rng;
@@ -59,8 +59,9 @@ pub struct FloodReport {
     pub refused: usize,
     /// Any other answer (or none).
     pub other: usize,
-    /// Records the server holds at the end.
-    pub records: usize,
+    /// The server's store at the end: records, their cost in bytes (encoded + overhead),
+    /// refusals and evictions.
+    pub store: StoreStats,
     /// The good publisher's record was stored.
     pub good_stored: bool,
 }
@@ -159,6 +160,6 @@ pub fn run(cfg: &FloodConfig, epoch: Instant) -> FloodReport {
     };
     report.good_stored =
         store(&mut server, epoch, from, record, u64::MAX) == Some(StoreStatus::Stored);
-    report.records = server.store().len();
+    report.store = server.store().stats();
     report
 }

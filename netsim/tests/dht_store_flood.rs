@@ -17,23 +17,31 @@ fn throwaway_identities_from_few_networks_stop_at_the_network_quotas() {
     };
     let r = run(&cfg, Instant::now());
     println!(
-        "{} identities from {} networks: stored {} ({} bytes encoded), refused {}, other {}; server holds {} records; good publisher stored: {}",
+        "{} identities from {} networks: stored {} ({} bytes encoded), refused {}, other {}; store holds {} records costing {} bytes (max {}), {} refusals, {} evictions; good publisher stored: {}",
         cfg.identities,
         cfg.v4_networks + cfg.v6_networks,
         r.stored,
         r.stored_bytes,
         r.refused,
         r.other,
-        r.records,
+        r.store.records,
+        r.store.bytes,
+        cfg.dht.store.max_bytes,
+        r.store.refused,
+        r.store.evicted,
         r.good_stored
     );
     assert!(r.good_stored, "the good publisher was refused");
     assert_eq!(r.other, 0, "every STORE answered STORED or REFUSED");
-    // Four networks, each at most a 16 MiB quota: far below what 2000 × 77 KB would take.
-    let cap = 4 * (16 << 20);
+    // Four networks, each at most its quota: far below what 2000 × 77 KB would take.
+    let cap = 4 * cfg.dht.store.per_network_bytes;
     assert!(
         r.stored_bytes <= cap,
         "the flood stored {} bytes, over four networks' quotas ({cap})",
         r.stored_bytes
     );
+    // The store's own count: the good record on top of at most the four quotas.
+    assert!(r.store.bytes <= cap + 80 * 1024);
+    assert_eq!(r.store.records, r.stored + 1);
+    assert_eq!(r.store.refused, r.refused as u64);
 }

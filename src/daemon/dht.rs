@@ -16,10 +16,13 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::sync::{oneshot, Notify};
 
+use super::dht_persist::Snapshot;
 use super::node::{lock, unix_ms, Shared};
 use crate::crypto::record::{presence_key, RecordKind};
 use crate::crypto::{Fingerprint, NodeId, Record};
-use crate::dht::{Contact, Dht, DhtEvent, DhtMessage, QueryId, Transmit};
+use crate::dht::{
+    Checked, Contact, Dht, DhtEvent, DhtMessage, QueryId, StoreStats, Transmit, VerifiedRecord,
+};
 use crate::session::hello::{
     hello, verify_hello, verify_hello_node, HelloError, Role, EXPORTER_LABEL, EXPORTER_LEN,
     HELLO_LEN,
@@ -33,12 +36,23 @@ const MAX_DHT_FRAME: usize = 1 << 20;
 /// How often the table and records are saved.
 const SAVE_EVERY: Duration = Duration::from_secs(30);
 
-/// Saves the table and records, if this node persists them.
+/// Saves the table and the records that changed, if this node persists them: a snapshot
+/// taken under the DHT lock, written to sled after it is released. The persistence lock
+/// keeps saves in order; a failed one makes the next one write everything.
 pub(crate) fn save(d: &DhtShared) {
-    if let Some(p) = lock(&d.persist).as_ref() {
-        let dht = lock(&d.dht);
-        if let Err(e) = p.save(&dht) {
+    let persist = lock(&d.persist);
+    let Some(p) = persist.as_ref() else {
+        return;
+    };
+    let snap = Snapshot::take(&mut lock(&d.dht));
+    match p.write(&snap) {
+        Ok(()) => {
+            let (saved, removed) = snap.records();
+            tracing::debug!(saved, removed, "DHT state saved");
+        }
+        Err(e) => {
             tracing::warn!(error = %e, "saving the DHT state failed");
+            lock(&d.dht).mark_store_changed();
         }
     }
 }
@@ -86,8 +100,8 @@ pub struct DhtStats {
     pub connections: usize,
     /// Inbound request streams served to their end (answered, refused or timed out).
     pub requests_served: u64,
-    /// Records held.
-    pub records: usize,
+    /// The record store: records, their cost in bytes, refusals, evictions.
+    pub store: StoreStats,
 }
 
 /// The figures of `d` now.
@@ -97,7 +111,7 @@ pub(crate) fn stats(d: &DhtShared) -> DhtStats {
         waiters: lock(&d.waiters).len(),
         connections: lock(&d.conns).len(),
         requests_served: d.served.load(Ordering::Relaxed),
-        records: lock(&d.dht).store().len(),
+        store: lock(&d.dht).store().stats(),
     }
 }
 
@@ -116,8 +130,10 @@ impl DhtShared {
             }
             let kept = records
                 .iter()
-                .filter(|r| dht.restore_record(r, now).is_ok())
+                .filter(|(source, r)| dht.restore_record(r, *source, now).is_ok())
                 .count();
+            // The first save rewrites what is saved: expired records go, old formats too.
+            dht.mark_store_changed();
             tracing::info!(
                 contacts = n_contacts,
                 records = n_records,
@@ -264,7 +280,9 @@ pub(crate) async fn driver(shared: Arc<Shared>, d: Arc<DhtShared>) {
             return;
         }
         if Instant::now() >= next_save {
-            save(&d);
+            // sled writes block: off the runtime's worker threads, and off the DHT lock.
+            let d = d.clone();
+            tokio::task::spawn_blocking(move || save(&d));
             next_save = Instant::now() + SAVE_EVERY;
         }
         let now = Instant::now();
@@ -317,7 +335,9 @@ async fn request(shared: Arc<Shared>, d: Arc<DhtShared>, to: Contact, msg: DhtMe
         parse(&bytes)
     };
     if let Ok(Some(answer)) = tokio::time::timeout(timeout, exchange).await {
-        lock(&d.dht).handle_message(Instant::now(), to, answer);
+        // Signatures are checked here, not under the DHT lock.
+        let answer = Checked::new(answer, unix_ms() / 1000);
+        lock(&d.dht).handle_checked(Instant::now(), to, answer);
         d.wake.notify_one();
     }
 }
@@ -476,7 +496,9 @@ async fn serve(
                     return None;
                 }
                 let (_responder, rx) = Responder::register(&d, (peer.id, msg.id));
-                lock(&d.dht).handle_message(Instant::now(), peer, msg);
+                // A STORE's signature is checked here, not under the DHT lock.
+                let msg = Checked::new(msg, unix_ms() / 1000);
+                lock(&d.dht).handle_checked(Instant::now(), peer, msg);
                 d.wake.notify_one();
                 let answer = rx.await.ok()?;
                 send.write_all(&frame(&answer)).await.ok()?;
@@ -528,12 +550,11 @@ pub(crate) async fn announce(
         now_s,
     )
     .map_err(|e| DhtError::Record(e.to_string()))?;
-    let bytes = record.encode();
+    // Signed here: encoded outside the lock, nothing to verify.
+    let record = VerifiedRecord::from_record(&record);
     let (_waiter, rx) = {
         let mut dht = lock(&d.dht);
-        let q = dht
-            .put(bytes, Instant::now())
-            .map_err(|e| DhtError::Record(e.to_string()))?;
+        let q = dht.put_verified(record, Instant::now());
         wait_for(d, q)
     };
     d.wake.notify_one();
