@@ -66,6 +66,9 @@ pub(crate) fn close(d: &DhtShared) {
 /// How long a DHT query from the API may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Where the state machine's answer to one inbound request goes.
+type AnswerTx = oneshot::Sender<DhtMessage>;
+
 /// DHT state shared by the node's tasks.
 pub(crate) struct DhtShared {
     pub(crate) dht: Mutex<Dht>,
@@ -78,7 +81,7 @@ pub(crate) struct DhtShared {
     /// token tells a request's own entry from a later one with the same ID. Each entry is
     /// owned by a [`Responder`] guard: it goes when the answer is routed, and otherwise when
     /// the request's task ends (timeout, refusal, closed connection).
-    responders: Mutex<HashMap<(NodeId, u64), (u64, oneshot::Sender<DhtMessage>)>>,
+    responders: Mutex<HashMap<(NodeId, u64), (u64, AnswerTx)>>,
     next_token: AtomicU64,
     /// API queries waiting for their event; each owned by a [`Waiter`] guard, so it goes
     /// with the event, at the query timeout, or when the caller gives up.

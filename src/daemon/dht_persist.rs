@@ -26,6 +26,9 @@ pub(crate) struct Persist {
     db: sled::Db,
 }
 
+/// A saved record: the address that stored it (`None`: this node) and its encoding.
+pub(crate) type SavedRecord = (Option<IpAddr>, Vec<u8>);
+
 /// What to write: taken under the DHT lock, written after it is released.
 pub(crate) struct Snapshot {
     contacts: Vec<Contact>,
@@ -69,7 +72,7 @@ fn encode_held(source: Option<IpAddr>, record: &[u8]) -> Vec<u8> {
     v
 }
 
-fn decode_held(v: &[u8]) -> Option<(Option<IpAddr>, Vec<u8>)> {
+fn decode_held(v: &[u8]) -> Option<SavedRecord> {
     let (&tag, rest) = v.split_first()?;
     match tag {
         0 => Some((None, rest.to_vec())),
@@ -98,7 +101,7 @@ impl Persist {
     /// Saved contacts and records (with the address that stored them). Entries that do not
     /// parse are skipped (and reported): the records are verified again when loaded into
     /// the store.
-    pub(crate) fn load(&self) -> (Vec<Contact>, Vec<(Option<IpAddr>, Vec<u8>)>) {
+    pub(crate) fn load(&self) -> (Vec<Contact>, Vec<SavedRecord>) {
         let mut contacts = Vec::new();
         for item in self.table.iter().flatten() {
             let (k, v) = item;

@@ -183,6 +183,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // a test clock's starting point
     fn buckets_refill_and_a_full_table_evicts_instead_of_refusing() {
         let t = Instant::now();
         let mut r = TokenBuckets::new(3, 1.0, 2);
