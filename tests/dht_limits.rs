@@ -220,6 +220,9 @@ async fn dht_connections_count_toward_max_connections() {
     const MAX: usize = 4;
     let mut cfg = dht_config(true);
     cfg.max_connections = MAX;
+    // Held connections count as busy (not evictable) for a handshake timeout: longer than
+    // this test, so only the limit decides.
+    cfg.conn.handshake_timeout = Duration::from_secs(600);
     let victim = Node::bind(Identity::generate(&mut OsRng), cfg)
         .await
         .unwrap();
@@ -248,6 +251,99 @@ async fn dht_connections_count_toward_max_connections() {
     eventually("slots freed", || victim.connection_count() == 0).await;
     let late = Attacker::new();
     assert!(late.hello(victim.local_addr(), true).await.is_ok());
+    victim.shutdown(Duration::ZERO).await;
+}
+
+/// At the limit, a DHT connection quiet for a handshake timeout gives its place to the
+/// newcomer instead of the newcomer being refused: DHT connections are cheap to redial,
+/// and a node contacted by the whole network must not lock itself up with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_limit_a_quiet_dht_connection_makes_room() {
+    const MAX: usize = 2;
+    let mut cfg = dht_config(true);
+    cfg.max_connections = MAX;
+    cfg.conn.handshake_timeout = Duration::from_millis(200);
+    let victim = Node::bind(Identity::generate(&mut OsRng), cfg)
+        .await
+        .unwrap();
+    let old: Vec<(Attacker, quinn::Connection)> = {
+        let mut v = Vec::new();
+        for _ in 0..MAX {
+            let a = Attacker::new();
+            let c = a.hello(victim.local_addr(), true).await.unwrap();
+            v.push((a, c));
+        }
+        v
+    };
+    assert_eq!(victim.connection_count(), MAX);
+    // Let both become quiet for longer than a handshake timeout.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let late = Attacker::new();
+    let _new = late
+        .hello(victim.local_addr(), true)
+        .await
+        .expect("a quiet DHT connection should have made room");
+    let closed = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_select(old[0].1.closed(), old[1].1.closed()),
+    )
+    .await
+    .expect("no old connection was closed");
+    let reason = match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => c.reason,
+        other => panic!("closed otherwise: {other}"),
+    };
+    eventually("count back at the limit", || {
+        victim.connection_count() == MAX
+    })
+    .await;
+    println!(
+        "at max_connections {MAX}: newcomer accepted, an old DHT connection closed ({:?}), node counts {}",
+        String::from_utf8_lossy(&reason),
+        victim.connection_count()
+    );
+    assert_eq!(&reason[..], b"evicted");
+    victim.shutdown(Duration::ZERO).await;
+}
+
+async fn futures_select<T>(
+    a: impl std::future::Future<Output = T>,
+    b: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::select! {
+        x = a => x,
+        x = b => x,
+    }
+}
+
+/// A DHT connection that carries no request for twice the session idle timeout is closed,
+/// and leaves the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_dht_connection_is_closed() {
+    let mut cfg = dht_config(true);
+    cfg.conn.idle_timeout = Duration::from_millis(300);
+    let victim = Node::bind(Identity::generate(&mut OsRng), cfg)
+        .await
+        .unwrap();
+    let a = Attacker::new();
+    let conn = a.hello(victim.local_addr(), true).await.unwrap();
+    assert_eq!(victim.connection_count(), 1);
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .expect("the idle connection stayed open");
+    let reason = match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => c.reason,
+        other => panic!("closed otherwise: {other}"),
+    };
+    eventually("count back to 0", || victim.connection_count() == 0).await;
+    println!(
+        "idle DHT connection closed by the node ({:?}); count {} pooled {}",
+        String::from_utf8_lossy(&reason),
+        victim.connection_count(),
+        victim.dht_stats().connections
+    );
+    assert_eq!(&reason[..], b"idle");
+    assert_eq!(victim.dht_stats().connections, 0);
     victim.shutdown(Duration::ZERO).await;
 }
 

@@ -66,6 +66,64 @@ pub(crate) fn close(d: &DhtShared) {
 /// How long a DHT query from the API may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A pooled DHT connection and when it last carried a request (ms on the pool's clock).
+struct Pooled {
+    conn: quinn::Connection,
+    used: Arc<AtomicU64>,
+}
+
+impl DhtShared {
+    /// Milliseconds since the pool's epoch.
+    fn clock(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// How long a DHT connection may carry no request before it is closed: twice the session
+/// idle timeout (default 2 min). Connections that hold a rendezvous registration (ours at
+/// them, or theirs here) stay.
+fn idle_limit(shared: &Shared) -> Duration {
+    shared.cfg.conn.idle_timeout * 2
+}
+
+/// Whether the connection to `peer` holds a rendezvous registration (ours there, theirs
+/// here): those stay open while idle, they are how a NATed node is reached.
+fn holds_registration(shared: &Shared, peer: &NodeId, conn: &quinn::Connection) -> bool {
+    let theirs = lock(&shared.nat.rdv)
+        .registered
+        .get(peer)
+        .is_some_and(|c| c.stable_id() == conn.stable_id());
+    theirs
+        || lock(&shared.nat.status)
+            .rendezvous
+            .iter()
+            .any(|(_, fp)| fp.node_id() == *peer)
+}
+
+/// At the connection limit: closes the least recently used DHT connection that carried no
+/// request for a handshake timeout (none is in flight) and holds no registration, so a new
+/// connection can take its place. Returns whether one was closed.
+pub(crate) fn evict_idle(shared: &Shared, d: &DhtShared) -> bool {
+    let now = d.clock();
+    let quiet = shared.cfg.conn.handshake_timeout.as_millis() as u64;
+    let candidates: Vec<(u64, NodeId, quinn::Connection)> = lock(&d.conns)
+        .iter()
+        .map(|(id, p)| (p.used.load(Ordering::Relaxed), *id, p.conn.clone()))
+        .filter(|(used, _, _)| now.saturating_sub(*used) >= quiet)
+        .collect();
+    let victim = candidates
+        .into_iter()
+        .filter(|(_, id, c)| !holds_registration(shared, id, c))
+        .min_by_key(|(used, _, _)| *used);
+    let Some((_, id, conn)) = victim else {
+        return false;
+    };
+    lock(&d.conns).remove(&id);
+    conn.close(crate::session::code::NO_ERROR.into(), b"evicted");
+    tracing::debug!(peer = %conn.remote_address(), "connection limit: idle DHT connection closed");
+    true
+}
+
 /// Where the state machine's answer to one inbound request goes.
 type AnswerTx = oneshot::Sender<DhtMessage>;
 
@@ -76,7 +134,10 @@ pub(crate) struct DhtShared {
     persist: Mutex<Option<super::dht_persist::Persist>>,
     pub(crate) wake: Notify,
     pub(crate) client_cfg: quinn::ClientConfig,
-    conns: Mutex<HashMap<NodeId, quinn::Connection>>,
+    /// Authenticated connections by peer, reused for requests both ways.
+    conns: Mutex<HashMap<NodeId, Pooled>>,
+    /// Zero of the pool's use clock ([`DhtShared::clock`]).
+    epoch: Instant,
     /// Inbound requests waiting for the state machine's answer, by (peer, request ID); the
     /// token tells a request's own entry from a later one with the same ID. Each entry is
     /// owned by a [`Responder`] guard: it goes when the answer is routed, and otherwise when
@@ -150,6 +211,7 @@ impl DhtShared {
             wake: Notify::new(),
             client_cfg,
             conns: Mutex::new(HashMap::new()),
+            epoch: now,
             responders: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(0),
             waiters: Mutex::new(HashMap::new()),
@@ -394,9 +456,10 @@ pub(crate) async fn connect(
     d: &Arc<DhtShared>,
     to: Contact,
 ) -> Option<quinn::Connection> {
-    if let Some(c) = lock(&d.conns).get(&to.id) {
-        if c.close_reason().is_none() {
-            return Some(c.clone());
+    if let Some(p) = lock(&d.conns).get(&to.id) {
+        if p.conn.close_reason().is_none() {
+            p.used.store(d.clock(), Ordering::Relaxed);
+            return Some(p.conn.clone());
         }
     }
     let conn = shared
@@ -435,9 +498,27 @@ pub(crate) async fn connect(
             return None;
         }
     }
-    lock(&d.conns).insert(to.id, conn.clone());
-    tokio::spawn(serve(shared.clone(), d.clone(), conn.clone(), to, live));
+    let used = pool(d, to.id, &conn);
+    tokio::spawn(serve(
+        shared.clone(),
+        d.clone(),
+        conn.clone(),
+        to,
+        live,
+        used,
+    ));
     Some(conn)
+}
+
+/// Puts an authenticated connection in the pool; its use clock, starting now.
+fn pool(d: &DhtShared, peer: NodeId, conn: &quinn::Connection) -> Arc<AtomicU64> {
+    let used = Arc::new(AtomicU64::new(d.clock()));
+    let pooled = Pooled {
+        conn: conn.clone(),
+        used: used.clone(),
+    };
+    lock(&d.conns).insert(peer, pooled);
+    used
 }
 
 /// An inbound DHT connection: HELLO, then serve its requests. It counts as a live
@@ -458,12 +539,14 @@ pub(crate) async fn accept(shared: Arc<Shared>, d: Arc<DhtShared>, conn: quinn::
             id: pk.fingerprint().node_id(),
             addr: conn.remote_address(),
         };
-        lock(&d.conns).insert(peer.id, conn.clone());
         Ok::<_, Option<ConnError>>(peer)
     };
     let timeout = shared.cfg.conn.handshake_timeout;
     let failure = match tokio::time::timeout(timeout, run).await {
-        Ok(Ok(peer)) => return serve(shared, d, conn, peer, live).await,
+        Ok(Ok(peer)) => {
+            let used = pool(&d, peer.id, &conn);
+            return serve(shared, d, conn, peer, live, used).await;
+        }
         Ok(Err(e)) => e,
         Err(_) => Some(ConnError::HandshakeTimeout {
             ms: timeout.as_millis() as u64,
@@ -474,7 +557,8 @@ pub(crate) async fn accept(shared: Arc<Shared>, d: Arc<DhtShared>, conn: quinn::
     }
 }
 
-/// Answers the requests `peer` sends on `conn`, one stream each.
+/// Answers the requests `peer` sends on `conn`, one stream each, and closes the
+/// connection once it carried no request (either way) for [`idle_limit`].
 /// `_live` keeps the connection in the node's count until it ends.
 async fn serve(
     shared: Arc<Shared>,
@@ -482,8 +566,32 @@ async fn serve(
     conn: quinn::Connection,
     peer: Contact,
     _live: Live,
+    used: Arc<AtomicU64>,
 ) {
-    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+    let idle = idle_limit(&shared);
+    loop {
+        let quiet = Duration::from_millis(d.clock().saturating_sub(used.load(Ordering::Relaxed)));
+        let stream = tokio::select! {
+            s = conn.accept_bi() => s,
+            _ = tokio::time::sleep(idle.saturating_sub(quiet)) => {
+                let quiet = d.clock().saturating_sub(used.load(Ordering::Relaxed));
+                if Duration::from_millis(quiet) >= idle
+                    && !holds_registration(&shared, &peer.id, &conn)
+                {
+                    conn.close(crate::session::code::NO_ERROR.into(), b"idle");
+                    break;
+                }
+                // Used meanwhile, or held for a registration: look again later.
+                if Duration::from_millis(quiet) >= idle {
+                    used.store(d.clock(), Ordering::Relaxed);
+                }
+                continue;
+            }
+        };
+        let Ok((mut send, mut recv)) = stream else {
+            break;
+        };
+        used.store(d.clock(), Ordering::Relaxed);
         let d = d.clone();
         let (shared, conn) = (shared.clone(), conn.clone());
         let timeout = shared.cfg.conn.handshake_timeout;
@@ -511,7 +619,7 @@ async fn serve(
             d.served.fetch_add(1, Ordering::Relaxed);
         });
     }
-    lock(&d.conns).retain(|_, c| c.stable_id() != conn.stable_id());
+    lock(&d.conns).retain(|_, p| p.conn.stable_id() != conn.stable_id());
 }
 
 /// Starts a query under the DHT lock and waits for its event.

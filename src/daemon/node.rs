@@ -720,7 +720,12 @@ async fn accept_loop(shared: Arc<Shared>) {
             incoming.refuse();
             continue;
         }
-        if shared.live.load(Ordering::Relaxed) >= shared.cfg.max_connections {
+        if shared.live.load(Ordering::Relaxed) >= shared.cfg.max_connections
+            && !shared
+                .dht
+                .as_ref()
+                .is_some_and(|d| super::dht::evict_idle(&shared, d))
+        {
             tracing::warn!(%from, "connection limit reached: refusing");
             incoming.refuse();
             continue;
