@@ -33,9 +33,9 @@ pub const RECORD_OVERHEAD: usize = 1024;
 /// Store limits, in bytes of record cost (encoded size + [`RECORD_OVERHEAD`]).
 #[derive(Debug, Clone, Copy)]
 pub struct StoreConfig {
-    /// Total (default 256 MiB): what a small server can give its DHT store — about 3,300
-    /// mailbox items at their 77 KB limit, or 36,000 presence records. The old cap of
-    /// 100,000 records allowed 7.7 GB of mailbox items.
+    /// Total (default 256 MiB): what a small server (a 1 GiB machine) can give its DHT
+    /// store — about 3,400 mailbox items at their 77 KB limit, or 32,000 presence records
+    /// at their 7.4 KB limit. A cap of 100,000 records would allow 7.7 GB of mailbox items.
     pub max_bytes: usize,
     /// One publisher (default 1 MiB): a user's presence, KEM key and names take ~20 KB;
     /// the rest is room for a dozen full mailbox items held here.
