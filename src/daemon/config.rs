@@ -28,7 +28,8 @@ pub struct NodeConfig {
     /// Session timers and limits (PING 30 s, gone after 60 s, handshake 10 s, 8192 in flight,
     /// 1 MiB frames).
     pub conn: ConnConfig,
-    /// Most live connections in total (default 1024); more are refused.
+    /// Most live QUIC connections in total, session and DHT alike (default 1024); more are
+    /// refused.
     pub max_connections: usize,
     /// Concurrent bidirectional streams a peer may open (default 4; unidirectional: 0).
     pub max_streams_per_connection: u32,

@@ -9,20 +9,25 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::sync::{oneshot, Notify};
 
+use super::dht_persist::Snapshot;
 use super::node::{lock, unix_ms, Shared};
 use crate::crypto::record::{presence_key, RecordKind};
 use crate::crypto::{Fingerprint, NodeId, Record};
-use crate::dht::{Contact, Dht, DhtEvent, DhtMessage, QueryId, Transmit};
-use crate::session::hello::{
-    hello, verify_hello, verify_hello_node, Role, EXPORTER_LABEL, EXPORTER_LEN, HELLO_LEN,
+use crate::dht::{
+    Checked, Contact, Dht, DhtEvent, DhtMessage, QueryId, StoreStats, Transmit, VerifiedRecord,
 };
+use crate::session::hello::{
+    hello, verify_hello, verify_hello_node, HelloError, Role, EXPORTER_LABEL, EXPORTER_LEN,
+    HELLO_LEN,
+};
+use crate::session::ConnError;
 use crate::transport::tls::SERVER_NAME;
 use crate::wire::{decode_exact, encode_frame, FrameLimits, MessageType, HEADER_LEN};
 
@@ -31,12 +36,23 @@ const MAX_DHT_FRAME: usize = 1 << 20;
 /// How often the table and records are saved.
 const SAVE_EVERY: Duration = Duration::from_secs(30);
 
-/// Saves the table and records, if this node persists them.
+/// Saves the table and the records that changed, if this node persists them: a snapshot
+/// taken under the DHT lock, written to sled after it is released. The persistence lock
+/// keeps saves in order; a failed one makes the next one write everything.
 pub(crate) fn save(d: &DhtShared) {
-    if let Some(p) = lock(&d.persist).as_ref() {
-        let dht = lock(&d.dht);
-        if let Err(e) = p.save(&dht) {
+    let persist = lock(&d.persist);
+    let Some(p) = persist.as_ref() else {
+        return;
+    };
+    let snap = Snapshot::take(&mut lock(&d.dht));
+    match p.write(&snap) {
+        Ok(()) => {
+            let (saved, removed) = snap.records();
+            tracing::debug!(saved, removed, "DHT state saved");
+        }
+        Err(e) => {
             tracing::warn!(error = %e, "saving the DHT state failed");
+            lock(&d.dht).mark_store_changed();
         }
     }
 }
@@ -50,6 +66,67 @@ pub(crate) fn close(d: &DhtShared) {
 /// How long a DHT query from the API may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A pooled DHT connection and when it last carried a request (ms on the pool's clock).
+struct Pooled {
+    conn: quinn::Connection,
+    used: Arc<AtomicU64>,
+}
+
+impl DhtShared {
+    /// Milliseconds since the pool's epoch.
+    fn clock(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// How long a DHT connection may carry no request before it is closed: twice the session
+/// idle timeout (default 2 min). Connections that hold a rendezvous registration (ours at
+/// them, or theirs here) stay.
+fn idle_limit(shared: &Shared) -> Duration {
+    shared.cfg.conn.idle_timeout * 2
+}
+
+/// Whether the connection to `peer` holds a rendezvous registration (ours there, theirs
+/// here): those stay open while idle, they are how a NATed node is reached.
+fn holds_registration(shared: &Shared, peer: &NodeId, conn: &quinn::Connection) -> bool {
+    let theirs = lock(&shared.nat.rdv)
+        .registered
+        .get(peer)
+        .is_some_and(|c| c.stable_id() == conn.stable_id());
+    theirs
+        || lock(&shared.nat.status)
+            .rendezvous
+            .iter()
+            .any(|(_, fp)| fp.node_id() == *peer)
+}
+
+/// At the connection limit: closes the least recently used DHT connection that carried no
+/// request for a handshake timeout (none is in flight) and holds no registration, so a new
+/// connection can take its place. Returns whether one was closed.
+pub(crate) fn evict_idle(shared: &Shared, d: &DhtShared) -> bool {
+    let now = d.clock();
+    let quiet = shared.cfg.conn.handshake_timeout.as_millis() as u64;
+    let candidates: Vec<(u64, NodeId, quinn::Connection)> = lock(&d.conns)
+        .iter()
+        .map(|(id, p)| (p.used.load(Ordering::Relaxed), *id, p.conn.clone()))
+        .filter(|(used, _, _)| now.saturating_sub(*used) >= quiet)
+        .collect();
+    let victim = candidates
+        .into_iter()
+        .filter(|(_, id, c)| !holds_registration(shared, id, c))
+        .min_by_key(|(used, _, _)| *used);
+    let Some((_, id, conn)) = victim else {
+        return false;
+    };
+    lock(&d.conns).remove(&id);
+    conn.close(crate::session::code::NO_ERROR.into(), b"evicted");
+    tracing::debug!(peer = %conn.remote_address(), "connection limit: idle DHT connection closed");
+    true
+}
+
+/// Where the state machine's answer to one inbound request goes.
+type AnswerTx = oneshot::Sender<DhtMessage>;
+
 /// DHT state shared by the node's tasks.
 pub(crate) struct DhtShared {
     pub(crate) dht: Mutex<Dht>,
@@ -57,10 +134,49 @@ pub(crate) struct DhtShared {
     persist: Mutex<Option<super::dht_persist::Persist>>,
     pub(crate) wake: Notify,
     pub(crate) client_cfg: quinn::ClientConfig,
-    conns: Mutex<HashMap<NodeId, quinn::Connection>>,
-    responders: Mutex<HashMap<(NodeId, u64), oneshot::Sender<DhtMessage>>>,
+    /// Authenticated connections by peer, reused for requests both ways.
+    conns: Mutex<HashMap<NodeId, Pooled>>,
+    /// Zero of the pool's use clock ([`DhtShared::clock`]).
+    epoch: Instant,
+    /// Inbound requests waiting for the state machine's answer, by (peer, request ID); the
+    /// token tells a request's own entry from a later one with the same ID. Each entry is
+    /// owned by a [`Responder`] guard: it goes when the answer is routed, and otherwise when
+    /// the request's task ends (timeout, refusal, closed connection).
+    responders: Mutex<HashMap<(NodeId, u64), (u64, AnswerTx)>>,
+    next_token: AtomicU64,
+    /// API queries waiting for their event; each owned by a [`Waiter`] guard, so it goes
+    /// with the event, at the query timeout, or when the caller gives up.
     waiters: Mutex<HashMap<QueryId, oneshot::Sender<DhtEvent>>>,
     last_seq: Mutex<u64>,
+    /// Inbound request streams whose serving task ended (answered, refused or timed out).
+    served: AtomicU64,
+}
+
+/// The DHT driver's bookkeeping, for `dna status` and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DhtStats {
+    /// Inbound requests waiting for the state machine's answer.
+    pub responders: usize,
+    /// API queries (announce, find, bootstrap) waiting for their result.
+    pub waiters: usize,
+    /// Authenticated DHT connections held for reuse.
+    pub connections: usize,
+    /// Inbound request streams served to their end (answered, refused or timed out).
+    pub requests_served: u64,
+    /// The record store: records, their cost in bytes, refusals, evictions.
+    pub store: StoreStats,
+}
+
+/// The figures of `d` now.
+pub(crate) fn stats(d: &DhtShared) -> DhtStats {
+    DhtStats {
+        responders: lock(&d.responders).len(),
+        waiters: lock(&d.waiters).len(),
+        connections: lock(&d.conns).len(),
+        requests_served: d.served.load(Ordering::Relaxed),
+        store: lock(&d.dht).store().stats(),
+    }
 }
 
 impl DhtShared {
@@ -78,8 +194,10 @@ impl DhtShared {
             }
             let kept = records
                 .iter()
-                .filter(|r| dht.restore_record(r, now).is_ok())
+                .filter(|(source, r)| dht.restore_record(r, *source, now).is_ok())
                 .count();
+            // The first save rewrites what is saved: expired records go, old formats too.
+            dht.mark_store_changed();
             tracing::info!(
                 contacts = n_contacts,
                 records = n_records,
@@ -93,10 +211,82 @@ impl DhtShared {
             wake: Notify::new(),
             client_cfg,
             conns: Mutex::new(HashMap::new()),
+            epoch: now,
             responders: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(0),
             waiters: Mutex::new(HashMap::new()),
             last_seq: Mutex::new(0),
+            served: AtomicU64::new(0),
         }
+    }
+}
+
+/// An inbound request's responder entry; removing it on drop is what bounds the map.
+struct Responder {
+    d: Arc<DhtShared>,
+    key: (NodeId, u64),
+    token: u64,
+}
+
+impl Responder {
+    fn register(
+        d: &Arc<DhtShared>,
+        key: (NodeId, u64),
+    ) -> (Responder, oneshot::Receiver<DhtMessage>) {
+        let (tx, rx) = oneshot::channel();
+        let token = d.next_token.fetch_add(1, Ordering::Relaxed);
+        lock(&d.responders).insert(key, (token, tx));
+        let guard = Responder {
+            d: d.clone(),
+            key,
+            token,
+        };
+        (guard, rx)
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        let mut r = lock(&self.d.responders);
+        if r.get(&self.key).is_some_and(|(t, _)| *t == self.token) {
+            r.remove(&self.key);
+        }
+    }
+}
+
+/// A query's waiter entry, removed on drop (event delivered, timeout, caller gone).
+struct Waiter<'a> {
+    d: &'a DhtShared,
+    query: QueryId,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        lock(&self.d.waiters).remove(&self.query);
+    }
+}
+
+/// Registers a waiter for `query` (call under the DHT lock, so the event cannot come first).
+fn wait_for(d: &DhtShared, query: QueryId) -> (Waiter<'_>, oneshot::Receiver<DhtEvent>) {
+    let (tx, rx) = oneshot::channel();
+    lock(&d.waiters).insert(query, tx);
+    (Waiter { d, query }, rx)
+}
+
+/// One live QUIC connection in the node's count (`Shared::live`, which `max_connections`
+/// limits): DHT connections count like session connections.
+struct Live(Arc<Shared>);
+
+impl Live {
+    fn new(shared: &Arc<Shared>) -> Live {
+        shared.live.fetch_add(1, Ordering::SeqCst);
+        Live(shared.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -155,7 +345,9 @@ pub(crate) async fn driver(shared: Arc<Shared>, d: Arc<DhtShared>) {
             return;
         }
         if Instant::now() >= next_save {
-            save(&d);
+            // sled writes block: off the runtime's worker threads, and off the DHT lock.
+            let d = d.clone();
+            tokio::task::spawn_blocking(move || save(&d));
             next_save = Instant::now() + SAVE_EVERY;
         }
         let now = Instant::now();
@@ -190,7 +382,7 @@ pub(crate) async fn driver(shared: Arc<Shared>, d: Arc<DhtShared>) {
 fn route(shared: &Arc<Shared>, d: &Arc<DhtShared>, t: Transmit) {
     if t.msg.is_request() {
         tokio::spawn(request(shared.clone(), d.clone(), t.to, t.msg));
-    } else if let Some(tx) = lock(&d.responders).remove(&(t.to.id, t.msg.id)) {
+    } else if let Some((_, tx)) = lock(&d.responders).remove(&(t.to.id, t.msg.id)) {
         let _ = tx.send(t.msg);
     }
 }
@@ -208,16 +400,35 @@ async fn request(shared: Arc<Shared>, d: Arc<DhtShared>, to: Contact, msg: DhtMe
         parse(&bytes)
     };
     if let Ok(Some(answer)) = tokio::time::timeout(timeout, exchange).await {
-        lock(&d.dht).handle_message(Instant::now(), to, answer);
+        // Signatures are checked here, not under the DHT lock.
+        let answer = Checked::new(answer, unix_ms() / 1000);
+        lock(&d.dht).handle_checked(Instant::now(), to, answer);
         d.wake.notify_one();
     }
 }
 
-async fn read_hello(recv: &mut quinn::RecvStream) -> Option<Vec<u8>> {
+/// Reads the peer's HELLO frame: exactly a HELLO's size, whatever a header declares.
+/// `Err(None)`: the peer went away; `Err(Some(e))`: it sent something else than a HELLO.
+async fn read_hello(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, Option<ConnError>> {
     let mut buf = vec![0u8; HEADER_LEN + HELLO_LEN];
-    recv.read_exact(&mut buf).await.ok()?;
-    let f = decode_exact(&buf, &FrameLimits::default()).ok()?;
-    (f.header.msg_type == MessageType::Hello).then(|| f.payload.to_vec())
+    recv.read_exact(&mut buf).await.map_err(|_| None)?;
+    let f = decode_exact(&buf, &FrameLimits::default()).map_err(|e| Some(e.into()))?;
+    if f.header.msg_type != MessageType::Hello {
+        return Err(Some(ConnError::UnexpectedFrame {
+            msg_type: f.header.msg_type,
+            state: "DHT handshake",
+        }));
+    }
+    Ok(f.payload.to_vec())
+}
+
+/// Closes `conn` for `e` and scores its address, as the session path does for a failed
+/// handshake (spec/03 §8): before HELLO verified, the address is all we know.
+fn refuse(shared: &Shared, conn: &quinn::Connection, e: &ConnError) {
+    let addr = conn.remote_address();
+    tracing::warn!(%addr, error = %e, "DHT peer failed its handshake");
+    conn.close(e.code().into(), e.to_string().as_bytes());
+    lock(&shared.scores).penalize(None, addr, e.penalty());
 }
 
 fn exporter(conn: &quinn::Connection) -> Option<[u8; EXPORTER_LEN]> {
@@ -245,9 +456,10 @@ pub(crate) async fn connect(
     d: &Arc<DhtShared>,
     to: Contact,
 ) -> Option<quinn::Connection> {
-    if let Some(c) = lock(&d.conns).get(&to.id) {
-        if c.close_reason().is_none() {
-            return Some(c.clone());
+    if let Some(p) = lock(&d.conns).get(&to.id) {
+        if p.conn.close_reason().is_none() {
+            p.used.store(d.clock(), Ordering::Relaxed);
+            return Some(p.conn.clone());
         }
     }
     let conn = shared
@@ -256,56 +468,130 @@ pub(crate) async fn connect(
         .ok()?
         .await
         .ok()?;
+    let live = Live::new(shared);
     let ex = exporter(&conn)?;
     let (mut send, mut recv) = conn.open_bi().await.ok()?;
     send.write_all(&hello_frame(shared, &ex, Role::Dialer))
         .await
         .ok()?;
     let _ = send.finish();
-    let theirs = read_hello(&mut recv).await?;
-    if let Err(e) = verify_hello_node(&theirs, &ex, Role::Dialer, to.id) {
-        tracing::warn!(addr = %to.addr, error = %e, "DHT peer failed authentication");
-        conn.close(crate::session::code::AUTH_FAILED.into(), b"auth");
-        return None;
+    let theirs = match read_hello(&mut recv).await {
+        Ok(h) => h,
+        Err(e) => {
+            if let Some(e) = e {
+                refuse(shared, &conn, &e);
+            }
+            return None;
+        }
+    };
+    match verify_hello_node(&theirs, &ex, Role::Dialer, to.id) {
+        Ok(_) => {}
+        // Someone else at a contact's address (a stale or planted contact): not its fault,
+        // and scoring it would let a liar get innocent addresses banned.
+        Err(e @ HelloError::UnexpectedNode { .. }) => {
+            tracing::debug!(addr = %to.addr, error = %e, "DHT contact is someone else now");
+            conn.close(crate::session::code::AUTH_FAILED.into(), b"auth");
+            return None;
+        }
+        Err(e) => {
+            refuse(shared, &conn, &ConnError::Auth(e));
+            return None;
+        }
     }
-    lock(&d.conns).insert(to.id, conn.clone());
-    tokio::spawn(serve(shared.clone(), d.clone(), conn.clone(), to));
+    let used = pool(d, to.id, &conn);
+    tokio::spawn(serve(
+        shared.clone(),
+        d.clone(),
+        conn.clone(),
+        to,
+        live,
+        used,
+    ));
     Some(conn)
 }
 
-/// An inbound DHT connection: HELLO, then serve its requests.
+/// Puts an authenticated connection in the pool; its use clock, starting now.
+fn pool(d: &DhtShared, peer: NodeId, conn: &quinn::Connection) -> Arc<AtomicU64> {
+    let used = Arc::new(AtomicU64::new(d.clock()));
+    let pooled = Pooled {
+        conn: conn.clone(),
+        used: used.clone(),
+    };
+    lock(&d.conns).insert(peer, pooled);
+    used
+}
+
+/// An inbound DHT connection: HELLO, then serve its requests. It counts as a live
+/// connection from here on; a failed or late HELLO is scored against its address.
 pub(crate) async fn accept(shared: Arc<Shared>, d: Arc<DhtShared>, conn: quinn::Connection) {
+    let live = Live::new(&shared);
     let run = async {
-        let ex = exporter(&conn)?;
-        let (mut send, mut recv) = conn.accept_bi().await.ok()?;
+        let ex = exporter(&conn).ok_or(None)?;
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(|_| None)?;
         let theirs = read_hello(&mut recv).await?;
-        let pk = match verify_hello(&theirs, &ex, Role::Listener, None) {
-            Ok(pk) => pk,
-            Err(e) => {
-                tracing::warn!(addr = %conn.remote_address(), error = %e, "DHT peer failed authentication");
-                conn.close(crate::session::code::AUTH_FAILED.into(), b"auth");
-                return None;
-            }
-        };
+        let pk = verify_hello(&theirs, &ex, Role::Listener, None)
+            .map_err(|e| Some(ConnError::Auth(e)))?;
         send.write_all(&hello_frame(&shared, &ex, Role::Listener))
             .await
-            .ok()?;
+            .map_err(|_| None)?;
         let _ = send.finish();
         let peer = Contact {
             id: pk.fingerprint().node_id(),
             addr: conn.remote_address(),
         };
-        lock(&d.conns).insert(peer.id, conn.clone());
-        Some(peer)
+        Ok::<_, Option<ConnError>>(peer)
     };
-    if let Ok(Some(peer)) = tokio::time::timeout(shared.cfg.conn.handshake_timeout, run).await {
-        serve(shared, d, conn, peer).await;
+    let timeout = shared.cfg.conn.handshake_timeout;
+    let failure = match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(peer)) => {
+            let used = pool(&d, peer.id, &conn);
+            return serve(shared, d, conn, peer, live, used).await;
+        }
+        Ok(Err(e)) => e,
+        Err(_) => Some(ConnError::HandshakeTimeout {
+            ms: timeout.as_millis() as u64,
+        }),
+    };
+    if let Some(e) = failure {
+        refuse(&shared, &conn, &e);
     }
 }
 
-/// Answers the requests `peer` sends on `conn`, one stream each.
-async fn serve(shared: Arc<Shared>, d: Arc<DhtShared>, conn: quinn::Connection, peer: Contact) {
-    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+/// Answers the requests `peer` sends on `conn`, one stream each, and closes the
+/// connection once it carried no request (either way) for [`idle_limit`].
+/// `_live` keeps the connection in the node's count until it ends.
+async fn serve(
+    shared: Arc<Shared>,
+    d: Arc<DhtShared>,
+    conn: quinn::Connection,
+    peer: Contact,
+    _live: Live,
+    used: Arc<AtomicU64>,
+) {
+    let idle = idle_limit(&shared);
+    loop {
+        let quiet = Duration::from_millis(d.clock().saturating_sub(used.load(Ordering::Relaxed)));
+        let stream = tokio::select! {
+            s = conn.accept_bi() => s,
+            _ = tokio::time::sleep(idle.saturating_sub(quiet)) => {
+                let quiet = d.clock().saturating_sub(used.load(Ordering::Relaxed));
+                if Duration::from_millis(quiet) >= idle
+                    && !holds_registration(&shared, &peer.id, &conn)
+                {
+                    conn.close(crate::session::code::NO_ERROR.into(), b"idle");
+                    break;
+                }
+                // Used meanwhile, or held for a registration: look again later.
+                if Duration::from_millis(quiet) >= idle {
+                    used.store(d.clock(), Ordering::Relaxed);
+                }
+                continue;
+            }
+        };
+        let Ok((mut send, mut recv)) = stream else {
+            break;
+        };
+        used.store(d.clock(), Ordering::Relaxed);
         let d = d.clone();
         let (shared, conn) = (shared.clone(), conn.clone());
         let timeout = shared.cfg.conn.handshake_timeout;
@@ -320,18 +606,20 @@ async fn serve(shared: Arc<Shared>, d: Arc<DhtShared>, conn: quinn::Connection, 
                 if !msg.is_request() {
                     return None;
                 }
-                let (tx, rx) = oneshot::channel();
-                lock(&d.responders).insert((peer.id, msg.id), tx);
-                lock(&d.dht).handle_message(Instant::now(), peer, msg);
+                let (_responder, rx) = Responder::register(&d, (peer.id, msg.id));
+                // A STORE's signature is checked here, not under the DHT lock.
+                let msg = Checked::new(msg, unix_ms() / 1000);
+                lock(&d.dht).handle_checked(Instant::now(), peer, msg);
                 d.wake.notify_one();
                 let answer = rx.await.ok()?;
                 send.write_all(&frame(&answer)).await.ok()?;
                 send.finish().ok()
             };
             let _ = tokio::time::timeout(timeout, answer).await;
+            d.served.fetch_add(1, Ordering::Relaxed);
         });
     }
-    lock(&d.conns).retain(|_, c| c.stable_id() != conn.stable_id());
+    lock(&d.conns).retain(|_, p| p.conn.stable_id() != conn.stable_id());
 }
 
 /// Starts a query under the DHT lock and waits for its event.
@@ -339,12 +627,10 @@ pub(crate) async fn query(
     d: &DhtShared,
     start: impl FnOnce(&mut Dht, Instant) -> QueryId,
 ) -> Result<DhtEvent, DhtError> {
-    let rx = {
+    let (_waiter, rx) = {
         let mut dht = lock(&d.dht);
         let q = start(&mut dht, Instant::now());
-        let (tx, rx) = oneshot::channel();
-        lock(&d.waiters).insert(q, tx);
-        rx
+        wait_for(d, q)
     };
     d.wake.notify_one();
     match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
@@ -375,15 +661,12 @@ pub(crate) async fn announce(
         now_s,
     )
     .map_err(|e| DhtError::Record(e.to_string()))?;
-    let bytes = record.encode();
-    let rx = {
+    // Signed here: encoded outside the lock, nothing to verify.
+    let record = VerifiedRecord::from_record(&record);
+    let (_waiter, rx) = {
         let mut dht = lock(&d.dht);
-        let q = dht
-            .put(bytes, Instant::now())
-            .map_err(|e| DhtError::Record(e.to_string()))?;
-        let (tx, rx) = oneshot::channel();
-        lock(&d.waiters).insert(q, tx);
-        rx
+        let q = dht.put_verified(record, Instant::now());
+        wait_for(d, q)
     };
     d.wake.notify_one();
     match tokio::time::timeout(QUERY_TIMEOUT, rx).await {

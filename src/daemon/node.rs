@@ -760,6 +760,15 @@ impl NodeHandle {
             .map_or(0, |d| lock(&d.dht).store().len())
     }
 
+    /// The DHT driver's bookkeeping: requests and queries waiting, connections, records
+    /// (all zero without a DHT).
+    pub fn dht_stats(&self) -> super::dht::DhtStats {
+        self.shared
+            .dht
+            .as_ref()
+            .map_or_else(Default::default, |d| super::dht::stats(d))
+    }
+
     /// Entries in the DHT routing table (0 without a DHT).
     pub fn dht_table_size(&self) -> usize {
         self.shared
@@ -881,7 +890,12 @@ async fn accept_loop(shared: Arc<Shared>) {
             incoming.refuse();
             continue;
         }
-        if shared.live.load(Ordering::Relaxed) >= shared.cfg.max_connections {
+        if shared.live.load(Ordering::Relaxed) >= shared.cfg.max_connections
+            && !shared
+                .dht
+                .as_ref()
+                .is_some_and(|d| super::dht::evict_idle(&shared, d))
+        {
             tracing::warn!(%from, "connection limit reached: refusing");
             incoming.refuse();
             continue;

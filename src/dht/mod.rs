@@ -2,6 +2,7 @@
 //! α = 3 iterative lookups, signed self-certifying records. The same state machine runs in
 //! netsim (thousands of nodes in one process) and in the daemon over QUIC.
 
+mod checked;
 mod contact;
 mod lookup;
 mod node;
@@ -9,9 +10,12 @@ mod routing;
 pub mod rpc;
 mod store;
 
+pub use checked::{Checked, VerifiedRecord};
 pub use contact::{subnet, Contact, Distance};
 pub use lookup::{Lookup, LookupConfig};
 pub use node::{Dht, DhtConfig, DhtEvent, LookupStats, QueryId, Transmit};
 pub use routing::{Insert, RoutingConfig, RoutingTable};
 pub use rpc::{Body, DhtMessage, DhtWireError, StoreStatus};
-pub use store::{RecordStore, StoreConfig, StoreError, Stored};
+pub use store::{
+    RecordStore, StoreChanges, StoreConfig, StoreError, StoreStats, Stored, RECORD_OVERHEAD,
+};

@@ -14,12 +14,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::checked::{Checked, VerifiedRecord};
 use super::contact::{Contact, Distance};
 use super::lookup::{Lookup, LookupConfig};
 use super::routing::{Insert, RoutingConfig, RoutingTable};
 use super::rpc::{Body, DhtMessage, StoreStatus, FLAG_SERVER};
-use super::store::{RecordStore, StoreConfig, StoreError, Stored};
-use crate::crypto::{NodeId, Record};
+use super::store::{RecordStore, StoreChanges, StoreConfig, StoreError, Stored};
+use crate::crypto::{NodeId, RecordError};
 
 /// DHT parameters (spec/04-dht.md §7).
 #[derive(Debug, Clone, Copy)]
@@ -124,10 +125,10 @@ pub enum DhtEvent {
 enum Kind {
     FindNode,
     FindValue {
-        best: HashMap<crate::crypto::Fingerprint, (u64, Vec<u8>)>,
+        best: HashMap<crate::crypto::Fingerprint, VerifiedRecord>,
     },
     Put {
-        record: Vec<u8>,
+        record: VerifiedRecord,
         storing: Option<(usize, usize, usize)>,
     },
     Bootstrap,
@@ -175,7 +176,7 @@ pub struct Dht {
     queries: HashMap<QueryId, Query>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<DhtEvent>,
-    own: HashMap<NodeId, Vec<u8>>,
+    own: HashMap<NodeId, VerifiedRecord>,
     seeds: Vec<Contact>,
     next_refresh: Instant,
     bootstrap_at: Option<(Instant, Duration)>,
@@ -225,11 +226,32 @@ impl Dht {
         &self.store
     }
 
-    /// Loads a record saved before a restart; verified again like any STORE.
-    pub fn restore_record(&mut self, bytes: &[u8], now: Instant) -> Result<Stored, StoreError> {
+    /// Loads a record saved before a restart, with the address that had stored it (`None`:
+    /// this node); verified again like any STORE, and counted against the same quotas.
+    pub fn restore_record(
+        &mut self,
+        bytes: &[u8],
+        source: Option<std::net::IpAddr>,
+        now: Instant,
+    ) -> Result<Stored, StoreError> {
         let unix = self.unix(now);
-        self.store
-            .put(bytes, std::net::IpAddr::from([0u8; 4]), unix)
+        self.store.put(bytes, source, unix)
+    }
+
+    /// What changed in the store since the last call, for persistence.
+    pub fn take_store_changes(&mut self) -> StoreChanges {
+        self.store.take_changes()
+    }
+
+    /// The next [`Dht::take_store_changes`] lists every record (after loading, or after a
+    /// save failed).
+    pub fn mark_store_changed(&mut self) {
+        self.store.mark_all_changed();
+    }
+
+    /// The Unix time (seconds) at `now`, by the epoch given at construction.
+    pub fn unix_time(&self, now: Instant) -> u64 {
+        self.unix(now)
     }
 
     /// Puts a contact known to be alive and proven (e.g. from a saved table) in the table.
@@ -293,8 +315,7 @@ impl Dht {
     fn replicate_to(&mut self, c: Contact, now: Instant) {
         let k = self.cfg.routing.k;
         let mut copies = Vec::new();
-        for (record, bytes) in self.store.all() {
-            let key = record.key();
+        for (key, bytes) in self.store.all() {
             let closest = self.table.closest(&key, k);
             let within = closest.len() < k
                 || closest.last().is_some_and(|far| {
@@ -348,17 +369,23 @@ impl Dht {
     /// Stores an encoded record at the k nodes closest to its key, and republishes it every
     /// refresh interval while it is ours. Verified first; an invalid record is refused.
     pub fn put(&mut self, record: Vec<u8>, now: Instant) -> Result<QueryId, StoreError> {
-        let r = Record::verify(&record, self.unix(now))?;
-        self.own.insert(r.key(), record.clone());
-        Ok(self.start(
+        let r = VerifiedRecord::verify(&record, self.unix(now))?;
+        Ok(self.put_verified(r, now))
+    }
+
+    /// [`Dht::put`] of a record verified (or signed) by the caller, outside its lock.
+    pub fn put_verified(&mut self, record: VerifiedRecord, now: Instant) -> QueryId {
+        let key = record.key();
+        self.own.insert(key, record.clone());
+        self.start(
             Kind::Put {
                 record,
                 storing: None,
             },
-            r.key(),
+            key,
             &[],
             now,
-        ))
+        )
     }
 
     /// Joins the network through `seeds` (bootstrap nodes): a lookup for our own ID. Seeds are
@@ -371,8 +398,16 @@ impl Dht {
     }
 
     /// Feeds a message from `from`. Requests are answered (servers only), answers are matched
-    /// to the request they answer — an answer from anyone else is ignored.
+    /// to the request they answer — an answer from anyone else is ignored. The records it
+    /// carries are verified here; [`Dht::handle_checked`] takes them verified.
     pub fn handle_message(&mut self, now: Instant, from: Contact, msg: DhtMessage) {
+        let checked = Checked::new(msg, self.unix(now));
+        self.handle_checked(now, from, checked);
+    }
+
+    /// [`Dht::handle_message`] with the records verified by the caller (outside its lock).
+    pub fn handle_checked(&mut self, now: Instant, from: Contact, checked: Checked) {
+        let Checked { msg, records } = checked;
         if from.id == self.local {
             return;
         }
@@ -380,7 +415,7 @@ impl Dht {
             if msg.flags & FLAG_SERVER != 0 {
                 self.insert(from, now);
             }
-            self.answer(now, from, msg);
+            self.answer(now, from, msg, records);
             return;
         }
         let Some(p) = self.pending.get(&msg.id).copied() else {
@@ -403,7 +438,7 @@ impl Dht {
             (Purpose::Lookup(q), Body::Nodes { nodes }) => {
                 self.on_nodes(q, from, nodes, Vec::new(), now)
             }
-            (Purpose::Lookup(q), Body::Value { records, nodes }) => {
+            (Purpose::Lookup(q), Body::Value { nodes, .. }) => {
                 self.on_nodes(q, from, nodes, records, now)
             }
             (Purpose::Store(q), Body::Stored { status }) => self.on_stored(q, status, now),
@@ -412,7 +447,13 @@ impl Dht {
         }
     }
 
-    fn answer(&mut self, now: Instant, from: Contact, msg: DhtMessage) {
+    fn answer(
+        &mut self,
+        now: Instant,
+        from: Contact,
+        msg: DhtMessage,
+        records: Vec<Result<VerifiedRecord, RecordError>>,
+    ) {
         let k = self.cfg.routing.k;
         let body = match msg.body {
             Body::Ping => Body::Pong,
@@ -434,8 +475,18 @@ impl Dht {
                     nodes: self.closest_except(&key, &from.id, k),
                 }
             }
-            Body::Store { record } => {
-                let status = match self.store.put(&record, from.addr.ip(), self.unix(now)) {
+            Body::Store { .. } => {
+                let unix = self.unix(now);
+                let put = match records.into_iter().next() {
+                    Some(Ok(r)) => self.store.put_verified(r, Some(from.addr.ip()), unix),
+                    Some(Err(e)) => Err(e.into()),
+                    None => Err(RecordError::Truncated {
+                        needed: 1,
+                        available: 0,
+                    }
+                    .into()),
+                };
+                let status = match put {
                     Ok(Stored::New | Stored::Updated) => StoreStatus::Stored,
                     Ok(Stored::Unchanged) => StoreStatus::Unchanged,
                     Err(StoreError::Stale { .. }) => StoreStatus::Stale,
@@ -470,25 +521,21 @@ impl Dht {
         q: QueryId,
         from: Contact,
         nodes: Vec<Contact>,
-        records: Vec<Vec<u8>>,
+        records: Vec<Result<VerifiedRecord, RecordError>>,
         now: Instant,
     ) {
-        let unix = self.unix(now);
         let local = self.local;
         let Some(query) = self.queries.get_mut(&q) else {
             return;
         };
         if let Kind::FindValue { best } = &mut query.kind {
-            for bytes in records {
-                let Ok(r) = Record::verify(&bytes, unix) else {
-                    continue;
-                };
+            for r in records.into_iter().flatten() {
                 if r.key() != query.key {
                     continue;
                 }
-                let publisher = r.publisher().fingerprint();
-                if best.get(&publisher).is_none_or(|(seq, _)| r.seq() > *seq) {
-                    best.insert(publisher, (r.seq(), bytes));
+                let publisher = r.publisher();
+                if best.get(&publisher).is_none_or(|held| r.seq() > held.seq()) {
+                    best.insert(publisher, r);
                 }
             }
         }
@@ -580,9 +627,9 @@ impl Dht {
                 stats,
             }),
             Kind::FindValue { best } => {
-                let mut records: Vec<(u64, Vec<u8>)> = best.drain().map(|(_, v)| v).collect();
-                records.sort_by_key(|r| std::cmp::Reverse(r.0));
-                let records = records.into_iter().map(|(_, b)| b).collect();
+                let mut records: Vec<VerifiedRecord> = best.drain().map(|(_, v)| v).collect();
+                records.sort_by_key(|r| std::cmp::Reverse(r.seq()));
+                let records = records.into_iter().map(|r| r.bytes().to_vec()).collect();
                 self.events.push_back(DhtEvent::FoundValue {
                     query: q,
                     key: query.key,
@@ -593,7 +640,7 @@ impl Dht {
             Kind::Put { record, storing } => match storing {
                 None => {
                     // Lookup done: store at the k closest, and keep a copy if we are one.
-                    let record = std::mem::take(record);
+                    let record = record.clone();
                     let key = query.key;
                     let k = self.cfg.lookup.k;
                     let ours = Distance::between(&key, &self.local);
@@ -601,13 +648,10 @@ impl Dht {
                         || closest
                             .last()
                             .is_some_and(|far| ours < Distance::between(&key, &far.id));
+                    let unix = self.unix(now);
                     let kept = we_are_close
                         && matches!(
-                            self.store.put(
-                                &record,
-                                std::net::IpAddr::from([0u8; 4]),
-                                self.unix(now)
-                            ),
+                            self.store.put_verified(record.clone(), None, unix),
                             Ok(Stored::New | Stored::Updated | Stored::Unchanged)
                         );
                     let targets = closest;
@@ -628,7 +672,7 @@ impl Dht {
                         self.send(
                             c,
                             Body::Store {
-                                record: record.clone(),
+                                record: record.bytes().to_vec(),
                             },
                             Purpose::Store(q),
                             now,
@@ -740,23 +784,21 @@ impl Dht {
             self.store.expire(self.unix(now));
             let seeds = self.seeds.clone();
             self.start(Kind::Bootstrap, self.local, &seeds, now);
-            let own: Vec<Vec<u8>> = self.own.values().cloned().collect();
+            // Our records were verified when put: only expiry needs checking.
             let unix = self.unix(now);
+            self.own.retain(|_, r| r.expiry() > unix);
+            let own: Vec<VerifiedRecord> = self.own.values().cloned().collect();
             for record in own {
-                if Record::verify(&record, unix).is_ok() {
-                    let key = Record::verify(&record, unix)
-                        .map(|r| r.key())
-                        .unwrap_or(self.local);
-                    self.start(
-                        Kind::Put {
-                            record,
-                            storing: None,
-                        },
-                        key,
-                        &[],
-                        now,
-                    );
-                }
+                let key = record.key();
+                self.start(
+                    Kind::Put {
+                        record,
+                        storing: None,
+                    },
+                    key,
+                    &[],
+                    now,
+                );
             }
         }
     }

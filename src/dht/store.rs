@@ -1,34 +1,59 @@
 //! The record store of a DHT node (spec/04-dht.md §4): signed records (spec/02-crypto.md §8)
-//! verified before they are kept, keyed by (DHT key, publisher).
+//! verified before they are kept, keyed by (DHT key, publisher), bounded in bytes
+//! (spec/04 §4.1).
 //!
 //! Rules: a lower sequence number than the one held is refused; an equal one only with
-//! identical bytes; expired records are dropped; quotas bound how much one publisher and one
-//! source address may store.
+//! identical bytes; expired records are dropped.
+//!
+//! Bounds: a record costs its encoded size plus [`RECORD_OVERHEAD`] (what holding and
+//! indexing it takes). The store holds at most `max_bytes` of such costs. Quotas in the
+//! same bytes bound one publisher, one source (an IPv4 address or an IPv6 /64) and one
+//! network (an IPv4 /24 or an IPv6 /48): identities and IPv6 addresses are free to make,
+//! networks are not. When the store is full, a record from a network that holds less than
+//! the heaviest network evicts that network's records that expire first — so a flood from
+//! many networks ends with each holding a fair share, and a new network still gets in.
+//! Records this node put itself (no source) count toward `max_bytes` and their publisher's
+//! quota, and are never evicted.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use thiserror::Error;
 
-use crate::crypto::{Fingerprint, NodeId, Record, RecordError};
+use super::checked::VerifiedRecord;
+use crate::crypto::{Fingerprint, NodeId, RecordError};
+use crate::node::source::{Network, Source};
 
-/// Store limits.
+/// What one held record costs beyond its encoded bytes: its map entry (key, fields, the
+/// shared-bytes header) at half-full B-tree nodes, its entry in its network's expiry index
+/// and in the persistence change set, and the quota table entries a new publisher, source
+/// and network add. Checked against the types' sizes by a test.
+pub const RECORD_OVERHEAD: usize = 1024;
+
+/// Store limits, in bytes of record cost (encoded size + [`RECORD_OVERHEAD`]).
 #[derive(Debug, Clone, Copy)]
 pub struct StoreConfig {
-    /// Records held in total (default 100,000).
-    pub max_records: usize,
-    /// Records one publisher may hold here (default 64).
-    pub per_publisher: usize,
-    /// Records one source address may have stored here (default 512).
-    pub per_source: usize,
+    /// Total (default 256 MiB): what a small server (a 1 GiB machine) can give its DHT
+    /// store — about 3,400 mailbox items at their 77 KB limit, or 32,000 presence records
+    /// at their 7.4 KB limit. A cap of 100,000 records would allow 7.7 GB of mailbox items.
+    pub max_bytes: usize,
+    /// One publisher (default 1 MiB): a user's presence, KEM key and names take ~20 KB;
+    /// the rest is room for a dozen full mailbox items held here.
+    pub per_publisher_bytes: usize,
+    /// One source: an IPv4 address or an IPv6 /64 (default 4 MiB, a quarter of a network's).
+    pub per_source_bytes: usize,
+    /// One network: an IPv4 /24 or an IPv6 /48 (default 16 MiB, 1/16 of the store: filling
+    /// it takes at least 16 networks, and then fairness still lets new networks in).
+    pub per_network_bytes: usize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            max_records: 100_000,
-            per_publisher: 64,
-            per_source: 512,
+            max_bytes: 256 << 20,
+            per_publisher_bytes: 1 << 20,
+            per_source_bytes: 4 << 20,
+            per_network_bytes: 16 << 20,
         }
     }
 }
@@ -57,10 +82,13 @@ pub enum StoreError {
     /// The publisher holds its quota here.
     #[error("publisher quota reached")]
     PublisherQuota,
-    /// The source address stored its quota here.
-    #[error("source address quota reached")]
+    /// The source (IPv4 address, IPv6 /64) stored its quota here.
+    #[error("source quota reached")]
     SourceQuota,
-    /// The store is full.
+    /// The network (IPv4 /24, IPv6 /48) stored its quota here.
+    #[error("network quota reached")]
+    NetworkQuota,
+    /// The store is full and the sender's network holds at least a fair share.
     #[error("store full")]
     Full,
 }
@@ -76,20 +104,66 @@ pub enum Stored {
     Unchanged,
 }
 
+/// The store's figures (for `dna status` and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Records held.
+    pub records: usize,
+    /// Their cost: encoded bytes plus [`RECORD_OVERHEAD`] each.
+    pub bytes: usize,
+    /// Records refused by a quota or because the store was full, since start.
+    pub refused: u64,
+    /// Records evicted to make room for a lighter network's, since start.
+    pub evicted: u64,
+}
+
+/// What changed since the last [`RecordStore::take_changes`], for persistence.
+#[derive(Debug, Default)]
+pub struct StoreChanges {
+    /// `upserts` lists every record held: replace whatever was saved.
+    pub full: bool,
+    /// Records to save, with the address that stored them (`None`: this node).
+    pub upserts: Vec<(VerifiedRecord, Option<IpAddr>)>,
+    /// Slots (key, publisher) no longer held.
+    pub removed: Vec<(NodeId, Fingerprint)>,
+}
+
+type Slot = (NodeId, Fingerprint);
+
 #[derive(Debug, Clone)]
 struct Held {
-    record: Record,
-    bytes: Vec<u8>,
-    source: IpAddr,
+    rec: VerifiedRecord,
+    source: Option<IpAddr>,
+}
+
+#[derive(Debug, Default)]
+struct NetUsage {
+    bytes: usize,
+    /// The network's records, soonest expiry first (eviction order).
+    by_expiry: BTreeSet<(u64, Slot)>,
+}
+
+fn cost(rec: &VerifiedRecord) -> usize {
+    rec.bytes().len() + RECORD_OVERHEAD
 }
 
 /// Records held by one node.
 #[derive(Debug, Default)]
 pub struct RecordStore {
     cfg: StoreConfig,
-    records: HashMap<(NodeId, Fingerprint), Held>,
+    records: BTreeMap<Slot, Held>,
+    bytes: usize,
     by_publisher: HashMap<Fingerprint, usize>,
-    by_source: HashMap<IpAddr, usize>,
+    by_source: HashMap<Source, usize>,
+    by_network: HashMap<Network, NetUsage>,
+    /// No record expires before this (a lower bound: `expire` scans only once it passed).
+    next_expiry: u64,
+    refused: u64,
+    evicted: u64,
+    /// Slots changed since the last `take_changes`; `full` instead once that set grows
+    /// past the records held (+1024), so it stays bounded.
+    dirty: BTreeSet<Slot>,
+    full: bool,
 }
 
 impl RecordStore {
@@ -101,85 +175,267 @@ impl RecordStore {
         }
     }
 
-    /// Verifies and stores an encoded record received from `source` at `now` (Unix seconds).
-    pub fn put(&mut self, bytes: &[u8], source: IpAddr, now: u64) -> Result<Stored, StoreError> {
-        let record = Record::verify(bytes, now)?;
-        let publisher = record.publisher().fingerprint();
-        let slot = (record.key(), publisher);
-        if let Some(held) = self.records.get_mut(&slot) {
-            let have = held.record.seq();
-            return match record.seq().cmp(&have) {
-                std::cmp::Ordering::Less => Err(StoreError::Stale {
-                    held: have,
-                    got: record.seq(),
-                }),
-                std::cmp::Ordering::Equal if held.bytes == bytes => Ok(Stored::Unchanged),
-                std::cmp::Ordering::Equal => Err(StoreError::Conflict { seq: have }),
-                std::cmp::Ordering::Greater => {
-                    held.record = record;
-                    held.bytes = bytes.to_vec();
-                    Ok(Stored::Updated)
-                }
-            };
-        }
-        if self.records.len() >= self.cfg.max_records {
-            self.expire(now);
-            if self.records.len() >= self.cfg.max_records {
-                return Err(StoreError::Full);
+    /// Verifies and stores an encoded record received from `source` (`None`: this node) at
+    /// `now` (Unix seconds).
+    pub fn put(
+        &mut self,
+        bytes: &[u8],
+        source: Option<IpAddr>,
+        now: u64,
+    ) -> Result<Stored, StoreError> {
+        let rec = VerifiedRecord::verify(bytes, now)?;
+        self.put_verified(rec, source, now)
+    }
+
+    /// Stores a record already verified (outside the caller's lock); only expiry is checked
+    /// again, against `now`.
+    pub fn put_verified(
+        &mut self,
+        rec: VerifiedRecord,
+        source: Option<IpAddr>,
+        now: u64,
+    ) -> Result<Stored, StoreError> {
+        if rec.expiry() <= now {
+            return Err(RecordError::Expired {
+                expiry: rec.expiry(),
+                now,
             }
+            .into());
         }
-        if self.by_publisher.get(&publisher).copied().unwrap_or(0) >= self.cfg.per_publisher {
+        let slot = (rec.key(), rec.publisher());
+        let old = match self.records.get(&slot) {
+            Some(held) => match rec.seq().cmp(&held.rec.seq()) {
+                std::cmp::Ordering::Less => {
+                    return Err(StoreError::Stale {
+                        held: held.rec.seq(),
+                        got: rec.seq(),
+                    })
+                }
+                std::cmp::Ordering::Equal if held.rec.bytes() == rec.bytes() => {
+                    return Ok(Stored::Unchanged)
+                }
+                std::cmp::Ordering::Equal => {
+                    return Err(StoreError::Conflict {
+                        seq: held.rec.seq(),
+                    })
+                }
+                std::cmp::Ordering::Greater => self.remove(&slot),
+            },
+            None => None,
+        };
+        if let Err(e) = self.admit(&rec, source, now) {
+            if let Some(old) = old {
+                self.insert(slot, old);
+            }
+            self.refused += 1;
+            return Err(e);
+        }
+        self.insert(slot, Held { rec, source });
+        Ok(if old.is_some() {
+            Stored::Updated
+        } else {
+            Stored::New
+        })
+    }
+
+    /// Checks the quotas for `rec` from `source`, and makes room if the store is full.
+    fn admit(
+        &mut self,
+        rec: &VerifiedRecord,
+        source: Option<IpAddr>,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let c = cost(rec);
+        let used = |m: Option<&usize>| m.copied().unwrap_or(0);
+        if used(self.by_publisher.get(&rec.publisher())) + c > self.cfg.per_publisher_bytes {
             return Err(StoreError::PublisherQuota);
         }
-        if self.by_source.get(&source).copied().unwrap_or(0) >= self.cfg.per_source {
-            return Err(StoreError::SourceQuota);
+        let network = source.map(Network::of);
+        if let Some(ip) = source {
+            if used(self.by_source.get(&Source::of(ip))) + c > self.cfg.per_source_bytes {
+                return Err(StoreError::SourceQuota);
+            }
         }
-        *self.by_publisher.entry(publisher).or_default() += 1;
-        *self.by_source.entry(source).or_default() += 1;
-        self.records.insert(
-            slot,
-            Held {
-                record,
-                bytes: bytes.to_vec(),
-                source,
-            },
-        );
-        Ok(Stored::New)
+        if let Some(n) = network {
+            if self.network_bytes(&n) + c > self.cfg.per_network_bytes {
+                return Err(StoreError::NetworkQuota);
+            }
+        }
+        if self.bytes + c > self.cfg.max_bytes {
+            self.expire(now);
+        }
+        if self.bytes + c > self.cfg.max_bytes {
+            self.make_room(c, network)?;
+        }
+        Ok(())
+    }
+
+    fn network_bytes(&self, n: &Network) -> usize {
+        self.by_network.get(n).map_or(0, |u| u.bytes)
+    }
+
+    /// Frees `need` bytes by evicting from the heaviest networks, as long as each is
+    /// heavier than `network` would be with the new record; all or nothing.
+    fn make_room(&mut self, need: usize, network: Option<Network>) -> Result<(), StoreError> {
+        let Some(mine) = network else {
+            return Err(StoreError::Full);
+        };
+        let after = self.network_bytes(&mine) + need;
+        let mut taken: HashMap<Network, (usize, usize)> = HashMap::new();
+        let mut plan = Vec::new();
+        let mut freed = 0;
+        while self.bytes - freed + need > self.cfg.max_bytes {
+            let heaviest = self
+                .by_network
+                .iter()
+                .filter(|(n, _)| **n != mine)
+                .map(|(n, u)| (u.bytes - taken.get(n).map_or(0, |t| t.0), *n))
+                .max();
+            let Some((bytes, n)) = heaviest else {
+                return Err(StoreError::Full);
+            };
+            if bytes <= after {
+                return Err(StoreError::Full);
+            }
+            let t = taken.entry(n).or_default();
+            let next = self.by_network[&n].by_expiry.iter().nth(t.1).map(|e| e.1);
+            let Some(slot) = next else {
+                return Err(StoreError::Full);
+            };
+            let c = cost(&self.records[&slot].rec);
+            t.0 += c;
+            t.1 += 1;
+            freed += c;
+            plan.push(slot);
+        }
+        for slot in plan {
+            self.remove(&slot);
+            self.evicted += 1;
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, slot: Slot, held: Held) {
+        let c = cost(&held.rec);
+        self.bytes += c;
+        *self.by_publisher.entry(slot.1).or_default() += c;
+        if let Some(ip) = held.source {
+            *self.by_source.entry(Source::of(ip)).or_default() += c;
+            let u = self.by_network.entry(Network::of(ip)).or_default();
+            u.bytes += c;
+            u.by_expiry.insert((held.rec.expiry(), slot));
+        }
+        self.next_expiry = if self.records.is_empty() {
+            held.rec.expiry()
+        } else {
+            self.next_expiry.min(held.rec.expiry())
+        };
+        self.records.insert(slot, held);
+        self.changed(slot);
+    }
+
+    fn remove(&mut self, slot: &Slot) -> Option<Held> {
+        let held = self.records.remove(slot)?;
+        let c = cost(&held.rec);
+        self.bytes -= c;
+        subtract(&mut self.by_publisher, &slot.1, c);
+        if let Some(ip) = held.source {
+            subtract(&mut self.by_source, &Source::of(ip), c);
+            let n = Network::of(ip);
+            if let Some(u) = self.by_network.get_mut(&n) {
+                u.bytes -= c;
+                u.by_expiry.remove(&(held.rec.expiry(), *slot));
+                if u.by_expiry.is_empty() {
+                    self.by_network.remove(&n);
+                }
+            }
+        }
+        self.changed(*slot);
+        Some(held)
+    }
+
+    fn changed(&mut self, slot: Slot) {
+        if self.full {
+            return;
+        }
+        self.dirty.insert(slot);
+        if self.dirty.len() > self.records.len() + 1024 {
+            self.dirty.clear();
+            self.full = true;
+        }
     }
 
     /// The encoded records under `key` that have not expired at `now`, newest sequence first.
     pub fn get(&self, key: &NodeId, now: u64) -> Vec<&[u8]> {
+        let range = (*key, Fingerprint([0; 32]))..=(*key, Fingerprint([0xff; 32]));
         let mut found: Vec<&Held> = self
             .records
-            .iter()
-            .filter(|((k, _), h)| k == key && h.record.expiry() > now)
+            .range(range)
             .map(|(_, h)| h)
+            .filter(|h| h.rec.expiry() > now)
             .collect();
-        found.sort_by_key(|h| std::cmp::Reverse(h.record.seq()));
-        found.into_iter().map(|h| h.bytes.as_slice()).collect()
+        found.sort_by_key(|h| std::cmp::Reverse(h.rec.seq()));
+        found.into_iter().map(|h| h.rec.bytes()).collect()
     }
 
-    /// Drops expired records.
+    /// Drops expired records (a scan only once the earliest expiry passed).
     pub fn expire(&mut self, now: u64) {
-        let dead: Vec<(NodeId, Fingerprint)> = self
+        if self.records.is_empty() || now < self.next_expiry {
+            return;
+        }
+        let dead: Vec<Slot> = self
             .records
             .iter()
-            .filter(|(_, h)| h.record.expiry() <= now)
+            .filter(|(_, h)| h.rec.expiry() <= now)
             .map(|(k, _)| *k)
             .collect();
         for slot in dead {
-            if let Some(h) = self.records.remove(&slot) {
-                decrement(&mut self.by_publisher, &slot.1);
-                decrement(&mut self.by_source, &h.source);
-            }
+            self.remove(&slot);
         }
+        self.next_expiry = self
+            .records
+            .values()
+            .map(|h| h.rec.expiry())
+            .min()
+            .unwrap_or(0);
     }
 
-    /// Every record held, encoded (for replication and persistence).
-    pub fn all(&self) -> impl Iterator<Item = (&Record, &[u8])> {
-        self.records
-            .values()
-            .map(|h| (&h.record, h.bytes.as_slice()))
+    /// Every record held: its key and encoding (for replication).
+    pub fn all(&self) -> impl Iterator<Item = (NodeId, &[u8])> {
+        self.records.iter().map(|(k, h)| (k.0, h.rec.bytes()))
+    }
+
+    /// What changed since the last call (everything, the first time after
+    /// [`RecordStore::mark_all_changed`]).
+    pub fn take_changes(&mut self) -> StoreChanges {
+        if self.full {
+            self.full = false;
+            self.dirty.clear();
+            return StoreChanges {
+                full: true,
+                upserts: self
+                    .records
+                    .values()
+                    .map(|h| (h.rec.clone(), h.source))
+                    .collect(),
+                removed: Vec::new(),
+            };
+        }
+        let mut changes = StoreChanges::default();
+        for slot in std::mem::take(&mut self.dirty) {
+            match self.records.get(&slot) {
+                Some(h) => changes.upserts.push((h.rec.clone(), h.source)),
+                None => changes.removed.push(slot),
+            }
+        }
+        changes
+    }
+
+    /// The next [`RecordStore::take_changes`] lists everything (after loading, or after a
+    /// save failed).
+    pub fn mark_all_changed(&mut self) {
+        self.full = true;
+        self.dirty.clear();
     }
 
     /// Records held.
@@ -191,11 +447,21 @@ impl RecordStore {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+
+    /// The store's figures.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            records: self.records.len(),
+            bytes: self.bytes,
+            refused: self.refused,
+            evicted: self.evicted,
+        }
+    }
 }
 
-fn decrement<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K) {
+fn subtract<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K, c: usize) {
     if let Some(n) = m.get_mut(k) {
-        *n -= 1;
+        *n -= c;
         if *n == 0 {
             m.remove(k);
         }
@@ -205,7 +471,7 @@ fn decrement<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{Identity, RecordKind};
+    use crate::crypto::{Identity, Record, RecordKind};
     use rand_core::OsRng;
 
     const NOW: u64 = 1_800_000_000;
@@ -223,29 +489,34 @@ mod tests {
         .encode()
     }
 
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::from([10, 0, 0, n])
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    fn ids(n: usize) -> Vec<Identity> {
+        (0..n).map(|_| Identity::generate(&mut OsRng)).collect()
     }
 
     #[test]
     fn newer_replaces_older_is_refused_equal_only_if_identical() {
         let id = Identity::generate(&mut OsRng);
         let mut s = RecordStore::new(StoreConfig::default());
-        assert_eq!(s.put(&presence(&id, 5, b"a"), ip(1), NOW), Ok(Stored::New));
+        let from = ip("10.0.0.1");
+        assert_eq!(s.put(&presence(&id, 5, b"a"), from, NOW), Ok(Stored::New));
         assert_eq!(
-            s.put(&presence(&id, 5, b"a"), ip(1), NOW),
+            s.put(&presence(&id, 5, b"a"), from, NOW),
             Ok(Stored::Unchanged)
         );
         assert_eq!(
-            s.put(&presence(&id, 5, b"b"), ip(1), NOW),
+            s.put(&presence(&id, 5, b"b"), from, NOW),
             Err(StoreError::Conflict { seq: 5 })
         );
         assert_eq!(
-            s.put(&presence(&id, 4, b"old"), ip(1), NOW),
+            s.put(&presence(&id, 4, b"old"), from, NOW),
             Err(StoreError::Stale { held: 5, got: 4 })
         );
         assert_eq!(
-            s.put(&presence(&id, 6, b"new"), ip(1), NOW),
+            s.put(&presence(&id, 6, b"new"), from, NOW),
             Ok(Stored::Updated)
         );
         let key = crate::crypto::record::presence_key(&id.fingerprint());
@@ -262,14 +533,15 @@ mod tests {
         let n = forged.len();
         forged[n - 1] ^= 1;
         assert_eq!(
-            s.put(&forged, ip(1), NOW),
+            s.put(&forged, ip("10.0.0.1"), NOW),
             Err(StoreError::Invalid(RecordError::BadSignature))
         );
         assert!(matches!(
-            s.put(&[1, 2, 3], ip(1), NOW),
+            s.put(&[1, 2, 3], ip("10.0.0.1"), NOW),
             Err(StoreError::Invalid(_))
         ));
         assert!(s.is_empty());
+        assert_eq!(s.stats().refused, 0, "invalid is not a quota refusal");
     }
 
     #[test]
@@ -284,32 +556,66 @@ mod tests {
         let sig = alice.sign(crate::crypto::record::DOMAIN, &[&bytes]);
         bytes.extend_from_slice(&sig);
         assert!(matches!(
-            s.put(&bytes, ip(1), NOW),
+            s.put(&bytes, ip("10.0.0.1"), NOW),
             Err(StoreError::Invalid(RecordError::KeyMismatch { .. }))
         ));
         // A value over the presence limit, declared in the header.
         let mut big = presence(&alice, 1, b"a");
         big[1990..1994].copy_from_slice(&(1u32 << 20).to_be_bytes());
         assert!(matches!(
-            s.put(&big, ip(1), NOW),
+            s.put(&big, ip("10.0.0.1"), NOW),
             Err(StoreError::Invalid(RecordError::ValueTooLarge { .. }))
         ));
         assert!(s.is_empty());
     }
 
     #[test]
-    fn quotas_and_expiry() {
+    fn bytes_count_the_encoding_plus_the_overhead_and_follow_updates_and_expiry() {
+        let id = Identity::generate(&mut OsRng);
+        let mut s = RecordStore::new(StoreConfig::default());
+        let small = presence(&id, 1, &[1; 10]);
+        let large = presence(&id, 2, &[2; 2000]);
+        s.put(&small, ip("10.0.0.1"), NOW).unwrap();
+        assert_eq!(s.stats().bytes, small.len() + RECORD_OVERHEAD);
+        s.put(&large, ip("10.0.0.1"), NOW).unwrap();
+        assert_eq!(s.stats().bytes, large.len() + RECORD_OVERHEAD);
+        s.expire(NOW + 600);
+        assert_eq!(s.stats(), StoreStats::default());
+        assert!(s.by_publisher.is_empty() && s.by_source.is_empty() && s.by_network.is_empty());
+    }
+
+    /// The overhead covers what the types take per record (64-bit figures in comments).
+    #[test]
+    fn the_overhead_covers_the_structures_of_a_record() {
+        use std::mem::size_of;
+        let slot = size_of::<Slot>(); // 52
+        let entry = 2 * (slot + size_of::<Held>()); // B-tree nodes are at least half full
+        let shared_bytes_header = 2 * size_of::<usize>() + 16; // Arc counts, allocator slack
+        let network_index = 2 * size_of::<(u64, Slot)>();
+        let change_set = 2 * slot;
+        // hashbrown: entries at most 7/8 full, one control byte each.
+        let tables = 2
+            * (size_of::<(Fingerprint, usize)>()
+                + size_of::<(Source, usize)>()
+                + size_of::<(Network, NetUsage)>()
+                + 3);
+        let total = entry + shared_bytes_header + network_index + change_set + tables;
+        println!("per-record structures: {total} bytes (overhead charged: {RECORD_OVERHEAD})");
+        assert!(total <= RECORD_OVERHEAD);
+    }
+
+    #[test]
+    fn per_publisher_quota_and_expiry_free_it() {
         let cfg = StoreConfig {
-            max_records: 10,
-            per_publisher: 1,
-            per_source: 2,
+            per_publisher_bytes: 10_000,
+            ..StoreConfig::default()
         };
         let mut s = RecordStore::new(cfg);
-        let ids: Vec<Identity> = (0..3).map(|_| Identity::generate(&mut OsRng)).collect();
-        let a = &ids[0];
-        s.put(&presence(a, 1, b"x"), ip(1), NOW).unwrap();
+        let a = Identity::generate(&mut OsRng);
+        s.put(&presence(&a, 1, &[0; 1000]), ip("10.0.0.1"), NOW)
+            .unwrap();
         let name = Record::sign(
-            a,
+            &a,
             RecordKind::NameClaim,
             1,
             NOW + 60,
@@ -318,23 +624,136 @@ mod tests {
         )
         .unwrap()
         .encode();
-        assert_eq!(s.put(&name, ip(2), NOW), Err(StoreError::PublisherQuota));
-        s.put(&presence(&ids[1], 1, b"x"), ip(1), NOW).unwrap();
         assert_eq!(
-            s.put(&presence(&ids[2], 1, b"x"), ip(1), NOW),
-            Err(StoreError::SourceQuota)
+            s.put(&name, ip("10.9.9.9"), NOW),
+            Err(StoreError::PublisherQuota)
         );
-        assert_eq!(
-            s.put(&presence(&ids[2], 1, b"x"), ip(3), NOW),
-            Ok(Stored::New)
-        );
-        // All expire at NOW + 600.
         s.expire(NOW + 600);
-        assert!(s.is_empty());
-        assert_eq!(
-            s.put(&presence(&ids[2], 2, b"y"), ip(1), NOW + 1),
-            Ok(Stored::New),
-            "quotas freed"
+        assert_eq!(s.put(&name, ip("10.9.9.9"), NOW + 1), Ok(Stored::New));
+        assert_eq!(s.stats().refused, 1);
+    }
+
+    /// Small limits so a few dozen identities make a flood: records of ~7.4 KB cost.
+    fn small() -> StoreConfig {
+        StoreConfig {
+            max_bytes: 128 << 10,
+            per_publisher_bytes: 16 << 10,
+            per_source_bytes: 16 << 10,
+            per_network_bytes: 32 << 10,
+        }
+    }
+
+    /// Stores one record per identity, identity `i` from `addr(i)`; counts what was stored.
+    fn flood(s: &mut RecordStore, ids: &[Identity], addr: impl Fn(usize) -> String) -> usize {
+        ids.iter()
+            .enumerate()
+            .filter(|(i, id)| {
+                s.put(&presence(id, 1, &[7; 1000]), ip(&addr(*i)), NOW)
+                    .is_ok()
+            })
+            .count()
+    }
+
+    fn honest_stores(s: &mut RecordStore, from: &str) -> bool {
+        let good = Identity::generate(&mut OsRng);
+        s.put(&presence(&good, 1, b"here"), ip(from), NOW) == Ok(Stored::New)
+    }
+
+    #[test]
+    fn a_flood_from_one_slash_24_stops_at_the_network_quota() {
+        let mut s = RecordStore::new(small());
+        // 24 identities, each from its own address of 198.18.7.0/24.
+        let stored = flood(&mut s, &ids(24), |i| format!("198.18.7.{}", i + 1));
+        let st = s.stats();
+        println!(
+            "one /24, 24 identities: stored {stored}, {} bytes (network quota {}), refused {}",
+            st.bytes,
+            small().per_network_bytes,
+            st.refused
         );
+        assert!(st.bytes <= small().per_network_bytes);
+        assert_eq!(stored, 4, "32 KiB / 7.4 KB");
+        assert!(honest_stores(&mut s, "203.0.113.9"));
+    }
+
+    #[test]
+    fn a_flood_from_one_slash_64_stops_at_the_source_quota_and_a_slash_48_at_the_network_quota() {
+        let mut s = RecordStore::new(small());
+        // Every identity on its own address inside one /64.
+        let stored = flood(&mut s, &ids(12), |i| format!("2001:db8:1:1::{:x}", i + 1));
+        let one64 = s.stats().bytes;
+        // Then a fresh /64 per identity inside one /48.
+        let stored48 = flood(&mut s, &ids(12), |i| format!("2001:db8:1:{:x}::1", i + 2));
+        let st = s.stats();
+        println!(
+            "one /64: stored {stored} ({one64} bytes, source quota {}); one /48 of fresh /64s: stored {stored48} more, {} bytes in the /48 (network quota {})",
+            small().per_source_bytes,
+            st.bytes,
+            small().per_network_bytes
+        );
+        assert!(one64 <= small().per_source_bytes);
+        assert_eq!(stored, 2);
+        assert!(st.bytes <= small().per_network_bytes);
+        assert_eq!(stored + stored48, 4);
+        assert!(honest_stores(&mut s, "2001:db8:2::1"));
+    }
+
+    #[test]
+    fn a_flood_from_many_networks_stops_at_max_bytes_and_a_new_network_still_stores() {
+        let mut s = RecordStore::new(small());
+        // 8 networks × 8 identities: twice what the store holds.
+        let stored = flood(&mut s, &ids(64), |i| {
+            format!("198.18.{}.{}", i % 8, i / 8 + 1)
+        });
+        let st = s.stats();
+        println!(
+            "8 networks, 64 identities: stored {stored}, holds {} records, {} bytes (max {}), refused {}, evicted {}",
+            st.records,
+            st.bytes,
+            small().max_bytes,
+            st.refused,
+            st.evicted
+        );
+        assert!(st.bytes <= small().max_bytes);
+        assert!(st.bytes + 2 * 7400 > small().max_bytes, "filled up");
+        assert!(st.refused > 0);
+        // Every network kept a share: none was pushed out entirely.
+        assert_eq!(s.by_network.len(), 8);
+        assert!(honest_stores(&mut s, "203.0.113.9"));
+        assert!(s.stats().bytes <= small().max_bytes);
+    }
+
+    #[test]
+    fn own_records_are_never_evicted() {
+        let mut s = RecordStore::new(small());
+        let me = Identity::generate(&mut OsRng);
+        s.put(&presence(&me, 1, b"me"), None, NOW).unwrap();
+        // Two heavy networks, then many light ones that evict from them.
+        flood(&mut s, &ids(8), |i| {
+            format!("198.18.{}.{}", i % 2, i / 2 + 1)
+        });
+        flood(&mut s, &ids(30), |i| format!("198.19.{i}.1"));
+        assert!(s.stats().evicted > 0);
+        let key = crate::crypto::record::presence_key(&me.fingerprint());
+        assert_eq!(s.get(&key, NOW).len(), 1);
+    }
+
+    #[test]
+    fn changes_list_what_was_stored_and_removed_then_nothing() {
+        let mut s = RecordStore::new(StoreConfig::default());
+        let ids = ids(2);
+        s.put(&presence(&ids[0], 1, b"a"), ip("10.0.0.1"), NOW)
+            .unwrap();
+        let c = s.take_changes();
+        assert!(!c.full);
+        assert_eq!(c.upserts.len(), 1);
+        assert_eq!(c.upserts[0].1, ip("10.0.0.1"));
+        assert!(s.take_changes().upserts.is_empty());
+        s.put(&presence(&ids[1], 1, b"b"), None, NOW + 1).unwrap();
+        s.expire(NOW + 600);
+        let c = s.take_changes();
+        assert_eq!((c.upserts.len(), c.removed.len()), (0, 2));
+        s.mark_all_changed();
+        assert!(s.take_changes().full);
     }
 }
