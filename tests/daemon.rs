@@ -63,6 +63,13 @@ fn two_daemons_meet_through_a_bootstrap_node() {
     assert_eq!(status["fp"], b_ready["fp"]);
     assert_eq!(status["candidates"][0]["kind"], "host");
     assert_eq!(status["rendezvous"].as_array().map(Vec::len), Some(1));
+    // Every bounded table shows its fill and its limit (spec/06-node.md §4).
+    let limits = &status["limits"];
+    assert!(limits["peers"]["max"].as_u64().unwrap() > 0, "{limits}");
+    assert!(limits["connections"]["max"].as_u64().unwrap() > 0);
+    assert!(limits["dht"]["max_bytes"].as_u64().unwrap() > 0);
+    assert!(limits["stun"]["per_second"].as_f64().unwrap() > 0.0);
+    assert!(limits["events"]["max_bytes"].as_u64().unwrap() > 0);
 
     let to = b_ready["fp"].as_str().unwrap();
     let (ok, sent) = cli(&[

@@ -314,6 +314,47 @@ pub(super) fn status(h: &NodeHandle) -> Value {
         "rendezvous": st.rendezvous.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
         "connections": h.connection_count(),
         "pending_peers": h.pending_peers().len(),
+        "limits": limits(h),
+    })
+}
+
+/// Every bounded table with its fill and its limit (spec/06-node.md §4).
+fn limits(h: &NodeHandle) -> Value {
+    let cfg = h.config();
+    let (peers, evicted) = h.peer_table();
+    let dht = h.dht_stats();
+    let dht_cfg = cfg.dht.as_ref().map(|d| d.config.store.clone()).unwrap_or_default();
+    let stun = h.stun_stats();
+    json!({
+        "connections": {"live": h.connection_count(), "max": cfg.max_connections},
+        "peers": {"entries": peers, "max": cfg.max_peers, "evicted": evicted},
+        "outbox": {"messages": h.outbox_len()},
+        "events": {"max": cfg.event_queue, "max_bytes": cfg.event_queue_bytes},
+        "writer": {"high_water_bytes": cfg.write_high_water},
+        "dht": {
+            "responders": dht.responders,
+            "waiters": dht.waiters,
+            "connections": dht.connections,
+            "records": dht.store.records,
+            "bytes": dht.store.bytes,
+            "max_bytes": dht_cfg.max_bytes,
+            "per_network_bytes": dht_cfg.per_network_bytes,
+            "per_source_bytes": dht_cfg.per_source_bytes,
+            "per_publisher_bytes": dht_cfg.per_publisher_bytes,
+            "refused": dht.store.refused,
+            "evicted": dht.store.evicted,
+        },
+        "stun": {
+            "answered": stun.answered,
+            "answered_bytes": stun.answered_bytes,
+            "rate_limited": stun.rate_limited,
+            "over_budget": stun.over_budget,
+            "malformed": stun.malformed,
+            "oversize": stun.oversize,
+            "burst": cfg.stun_responder.burst,
+            "per_second": cfg.stun_responder.per_second,
+            "max_sources": cfg.stun_responder.max_sources,
+        },
     })
 }
 

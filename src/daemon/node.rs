@@ -246,6 +246,8 @@ pub(crate) struct Shared {
         Mutex<HashMap<[u8; 12], mpsc::UnboundedSender<crate::transport::socket::Datagram>>>,
     /// NAT class, candidates, rendezvous registrations and punching attempts (spec/05).
     pub(crate) nat: super::reach::NatShared,
+    /// The STUN responder's counters, published by the task that owns it.
+    pub(crate) stun_stats: tokio::sync::watch::Sender<crate::nat::responder::ResponderStats>,
     /// The message store, if the node has one, and its inbox tree (for listing).
     pub(crate) store: Option<Store>,
     inbox: Option<sled::Tree>,
@@ -445,6 +447,7 @@ impl Node {
             stun_pending: Mutex::new(HashMap::new()),
             nat: super::reach::NatShared::default(),
             hash_key,
+            stun_stats: tokio::sync::watch::Sender::new(Default::default()),
             store,
             inbox,
             id_rng: Mutex::new(
@@ -702,6 +705,24 @@ impl NodeHandle {
         lock(&self.shared.scores).addr(addr)
     }
 
+    /// What the STUN responder answered and refused so far.
+    pub fn stun_stats(&self) -> crate::nat::responder::ResponderStats {
+        *self.shared.stun_stats.borrow()
+    }
+
+    /// Messages waiting in outboxes (queued or unacknowledged), over all peers.
+    pub fn outbox_len(&self) -> usize {
+        lock(&self.shared.peers)
+            .values()
+            .map(|p| p.outbox.queued() + p.outbox.inflight())
+            .sum()
+    }
+
+    /// The node's configuration (its limits, for `dna status`).
+    pub fn config(&self) -> &NodeConfig {
+        &self.shared.cfg
+    }
+
     /// Entries in the peer table, and how many were evicted so far.
     pub fn peer_table(&self) -> (usize, u64) {
         (
@@ -855,7 +876,9 @@ async fn stun_loop(
         if super::reach::route_stun(&shared, from, &bytes) {
             continue;
         }
-        if let Ok(answer) = responder.handle(Instant::now(), from, &bytes) {
+        let answer = responder.handle(Instant::now(), from, &bytes);
+        shared.stun_stats.send_replace(responder.stats());
+        if let Ok(answer) = answer {
             let _ = shared.socket.send_raw(from, &answer).await;
             continue;
         }
