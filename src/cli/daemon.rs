@@ -323,7 +323,7 @@ fn limits(h: &NodeHandle) -> Value {
     let cfg = h.config();
     let (peers, evicted) = h.peer_table();
     let dht = h.dht_stats();
-    let dht_cfg = cfg.dht.as_ref().map(|d| d.config.store.clone()).unwrap_or_default();
+    let dht_cfg = cfg.dht.as_ref().map(|d| d.config.store).unwrap_or_default();
     let stun = h.stun_stats();
     json!({
         "connections": {"live": h.connection_count(), "max": cfg.max_connections},
