@@ -17,7 +17,49 @@ use crate::session::hello::{EXPORTER_LABEL, EXPORTER_LEN};
 use crate::session::{code, ConnError, ConnEvent, Connection};
 use crate::transport::tls::SERVER_NAME;
 
-use super::node::{lock, Active, NodeEvent, Path, Shared};
+use super::node::{lock, Active, NodeEvent, NodeHandle, Path, Shared};
+
+/// Counters of the connection drivers, shared by all of them (shown by `dna status`).
+#[derive(Debug, Default)]
+pub(crate) struct ConnCounters {
+    /// Bytes waiting for the stream writers, summed over connections.
+    write_queued: AtomicUsize,
+    /// The most bytes that ever waited for one connection's writer.
+    write_queued_peak: AtomicUsize,
+}
+
+impl ConnCounters {
+    fn queued(&self, conn_queued: usize, added: usize) {
+        self.write_queued.fetch_add(added, Ordering::Relaxed);
+        self.write_queued_peak
+            .fetch_max(conn_queued, Ordering::Relaxed);
+    }
+
+    fn written(&self, n: usize) {
+        self.write_queued.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of the connection drivers' counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TransportStats {
+    /// Bytes waiting for the stream writers now, over all connections.
+    pub write_queued: usize,
+    /// The most bytes that ever waited for one connection's writer.
+    pub write_queued_peak: usize,
+}
+
+impl NodeHandle {
+    /// The connection drivers' counters.
+    pub fn transport_stats(&self) -> TransportStats {
+        let c = &self.shared.conn_counters;
+        TransportStats {
+            write_queued: c.write_queued.load(Ordering::Relaxed),
+            write_queued_peak: c.write_queued_peak.load(Ordering::Relaxed),
+        }
+    }
+}
 
 /// Why a connection ended, from the driver's point of view.
 enum End {
@@ -193,6 +235,7 @@ async fn read_loop(mut recv: quinn::RecvStream, tx: mpsc::Sender<Vec<Bytes>>) {
 }
 
 async fn write_loop(
+    shared: Arc<Shared>,
     mut send: quinn::SendStream,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     queued: Arc<AtomicUsize>,
@@ -204,6 +247,7 @@ async fn write_loop(
             return;
         }
         queued.fetch_sub(n, Ordering::Relaxed);
+        shared.conn_counters.written(n);
         progress.notify_one();
     }
     let _ = send.finish();
@@ -279,7 +323,13 @@ async fn run(
     let (flood_tx, mut flood_rx) = oneshot::channel();
     let tasks = [
         tokio::spawn(read_loop(recv, chunk_tx)),
-        tokio::spawn(write_loop(send, write_rx, queued.clone(), progress.clone())),
+        tokio::spawn(write_loop(
+            shared.clone(),
+            send,
+            write_rx,
+            queued.clone(),
+            progress.clone(),
+        )),
         tokio::spawn(stream_guard(conn.clone(), cfg.max_extra_streams, flood_tx)),
     ];
     let wake = Arc::new(Notify::new());
@@ -374,7 +424,8 @@ fn flush(
     }
     if !out.is_empty() {
         let chunk = out.split().freeze();
-        queued.fetch_add(chunk.len(), Ordering::Relaxed);
+        let now_queued = queued.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len();
+        shared.conn_counters.queued(now_queued, chunk.len());
         write_tx
             .send(chunk)
             .map_err(|_| End::Closed("session stream writer ended".to_owned()))?;

@@ -17,6 +17,7 @@ mod rendezvous;
 mod score;
 
 pub use config::{DhtSettings, NodeConfig};
+pub use conn::TransportStats;
 pub use dht::DhtError;
 pub use node::{Node, NodeError, NodeEvent, NodeHandle, Path, PeerInfo, SendError};
 pub use reach::{NatStatus, ReachError, Reached};

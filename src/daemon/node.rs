@@ -197,6 +197,8 @@ pub(crate) struct Shared {
         Mutex<HashMap<[u8; 12], mpsc::UnboundedSender<crate::transport::socket::Datagram>>>,
     /// NAT class, candidates, rendezvous registrations and punching attempts (spec/05).
     pub(crate) nat: super::reach::NatShared,
+    /// Counters of the connection drivers.
+    pub(crate) conn_counters: super::conn::ConnCounters,
 }
 
 /// A poisoned lock only means another task panicked while holding it; the maps inside stay
@@ -329,6 +331,7 @@ impl Node {
             dht,
             stun_pending: Mutex::new(HashMap::new()),
             nat: super::reach::NatShared::default(),
+            conn_counters: Default::default(),
             hash_key: [
                 rand_core::RngCore::next_u64(&mut OsRng),
                 rand_core::RngCore::next_u64(&mut OsRng),
