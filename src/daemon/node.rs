@@ -149,6 +149,9 @@ pub(crate) struct Peer {
     pub(crate) want: bool,
     pub(crate) active: Option<Active>,
     pub(crate) dialing: bool,
+    /// The delay before the next dial after connections that failed before they were
+    /// established (zero: none failed since the last success).
+    pub(crate) redial: Duration,
 }
 
 impl Peer {
@@ -160,6 +163,7 @@ impl Peer {
             want: false,
             active: None,
             dialing: false,
+            redial: Duration::ZERO,
         }
     }
 
@@ -313,6 +317,7 @@ impl Node {
         };
         let (events_tx, events) = mpsc::channel(cfg.event_queue.max(1));
         let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
+        let scores = Scores::new(cfg.max_scored_sources);
         let shared = Arc::new(Shared {
             identity: Arc::new(identity),
             cfg,
@@ -321,7 +326,7 @@ impl Node {
             socket,
             local,
             peers: Mutex::new(HashMap::new()),
-            scores: Mutex::new(Scores::default()),
+            scores: Mutex::new(scores),
             events: events_tx,
             next_conn: AtomicU64::new(1),
             live: AtomicUsize::new(0),
