@@ -38,8 +38,15 @@ impl ConnCounters {
     }
 
     fn written(&self, n: usize) {
-        self.write_queued.fetch_sub(n, Ordering::Relaxed);
+        sub(&self.write_queued, n);
     }
+}
+
+/// Subtracts without wrapping: a connection's teardown may release its bytes twice.
+fn sub(counter: &AtomicUsize, n: usize) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
 }
 
 /// A snapshot of the connection drivers' counters.
@@ -323,7 +330,7 @@ async fn write_loop(
                 Ok(w) => w.bytes,
                 Err(_) => return,
             };
-            writer.queued.fetch_sub(n, Ordering::Relaxed);
+            sub(&writer.queued, n);
             writer.written.fetch_add(n as u64, Ordering::Relaxed);
             shared.conn_counters.written(n);
             progress.notify_one();
@@ -473,6 +480,10 @@ async fn run(
     for t in tasks {
         t.abort();
     }
+    // Bytes still queued leave the counters (the writer's own release may come later).
+    shared
+        .conn_counters
+        .written(writer.queued.swap(0, Ordering::Relaxed));
     // HELLO may have verified in the same read that then failed: blame the proven identity.
     if st.peer.is_none() {
         st.peer = core.peer();
