@@ -27,8 +27,12 @@ async fn node() -> Node {
 }
 
 fn client_endpoint(key: &CertifiedKey) -> quinn::Endpoint {
+    client_endpoint_at(key, "127.0.0.1:0")
+}
+
+fn client_endpoint_at(key: &CertifiedKey, at: &str) -> quinn::Endpoint {
     let (_, client) = quic_configs(key).unwrap();
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut ep = quinn::Endpoint::client(at.parse().unwrap()).unwrap();
     ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(client)));
     ep
 }
@@ -85,9 +89,15 @@ async fn close_code(conn: &quinn::Connection) -> u64 {
     }
 }
 
-/// A well-behaved peer still gets a message through to `victim` and back.
+/// A well-behaved peer still gets a message through to `victim` and back. It comes from
+/// another loopback address than the hostile clients (127.0.0.1): bans apply to the IP.
 async fn still_serves(victim: &mut Node) {
-    let good = node().await;
+    let good = Node::bind(
+        Identity::generate(&mut OsRng),
+        NodeConfig::listening_on("127.0.0.2:0".parse().unwrap()),
+    )
+    .await
+    .unwrap();
     good.connect(victim.fingerprint(), vec![victim.local_addr()]);
     good.send(victim.fingerprint(), Bytes::from_static(b"still there?"))
         .await
@@ -188,9 +198,16 @@ async fn forbidden_frame_type_closes_with_protocol_violation() {
 async fn repeated_offences_get_a_peer_banned() {
     let victim = node().await;
     let identity = Identity::generate(&mut OsRng);
-    let ep = client_endpoint(&CertifiedKey::generate().unwrap());
+    let key = CertifiedKey::generate().unwrap();
     let mut codes = Vec::new();
     for attempt in 0..3 {
+        // Before the session is established, offences count against the source IP too:
+        // after two, 127.0.0.1 is banned. The third attempt comes from another IP, where
+        // the identity's own ban meets it.
+        let ep = match attempt {
+            0 | 1 => client_endpoint(&key),
+            _ => client_endpoint_at(&key, "127.0.0.3:0"),
+        };
         let conn = ep
             .connect(victim.local_addr(), SERVER_NAME)
             .unwrap()
@@ -224,6 +241,11 @@ async fn repeated_offences_get_a_peer_banned() {
     assert!(
         victim.peer_info(&identity.fingerprint()).unwrap().score <= dna_p2p::daemon::BAN_THRESHOLD
     );
+    let from_banned_ip = client_endpoint(&key)
+        .connect(victim.local_addr(), SERVER_NAME)
+        .unwrap()
+        .await;
+    assert!(from_banned_ip.is_err(), "127.0.0.1 is banned, any port");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

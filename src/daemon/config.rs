@@ -26,7 +26,8 @@ pub struct NodeConfig {
     /// Address of the node's one UDP socket (default `[::]:0`, dual-stack where allowed).
     pub listen: SocketAddr,
     /// Session timers and limits (PING 30 s, gone after 60 s, handshake 10 s, 8192 in flight,
-    /// 1 MiB frames).
+    /// 1 MiB frames — HELLO-sized until the peer is authenticated —, a peer that reads
+    /// nothing for 20 s while bytes wait for it is closed).
     pub conn: ConnConfig,
     /// Most live QUIC connections in total, session and DHT alike (default 1024); more are
     /// refused.
@@ -36,9 +37,12 @@ pub struct NodeConfig {
     /// Streams beyond the session stream a peer may open over a connection's life before it
     /// is closed with STREAM_LIMIT (default 16).
     pub max_extra_streams: u32,
-    /// First reconnect delay (default 1 s); doubles up to `reconnect_max`.
+    /// First reconnect delay (default 1 s); doubles up to `reconnect_max`, also across
+    /// connections that fail before they are established (a HELLO refused, a handshake that
+    /// timed out or was closed).
     pub reconnect_initial: Duration,
-    /// Longest reconnect delay (default 30 s).
+    /// Longest reconnect delay (default 30 s); also the delay after a dialed address
+    /// answered with another identity than the one dialed.
     pub reconnect_max: Duration,
     /// QUIC keep-alive, to hold NAT mappings (default 15 s).
     pub keep_alive: Duration,
@@ -52,9 +56,14 @@ pub struct NodeConfig {
     pub event_queue: usize,
     /// Message bytes buffered in those events before connections wait (default 64 MiB).
     pub event_queue_bytes: usize,
-    /// Bytes queued to a stream's writer before no more DATA is taken from the outbox
-    /// (default 1 MiB).
+    /// The write budget: bytes queued to a stream's writer before nothing more is queued —
+    /// no DATA from the outbox and no control frames (default 1 MiB). A writer's queue
+    /// holds at most this plus one flush (one frame of at most `conn.limits`, or the
+    /// handshake's frames).
     pub write_high_water: usize,
+    /// Traffic sources (IPv4 addresses, IPv6 /64s) whose scores are kept (default 65536);
+    /// when full, the mildest score is forgotten first.
+    pub max_scored_sources: usize,
     /// Run a DHT node on this node's endpoint (default: none).
     pub dht: Option<DhtSettings>,
     /// Where the message store lives (spec/06-node.md §3): with it, `send` returns once the
@@ -90,6 +99,7 @@ impl Default for NodeConfig {
             event_queue: 16384,
             event_queue_bytes: 64 << 20,
             write_high_water: 1 << 20,
+            max_scored_sources: 65536,
             dht: None,
             store_dir: None,
             keep_delivered: 100_000,

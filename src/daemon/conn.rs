@@ -1,8 +1,10 @@
 //! Driving one QUIC connection: the session stream's reader and writer, the stream guard,
 //! and the loop that feeds the sans-IO [`Connection`] with bytes and time
-//! (spec/03-session.md §3–§8). Also the dial loop with its backoff.
+//! (spec/03-session.md §3–§8). Also the dial loop with its backoff, and the limits of
+//! spec/06-node.md "Transport limits": the write budget shared by every frame, the stalled
+//! writer reported to the core, scoring of handshake failures by source, redial backoff.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,8 +19,60 @@ use crate::session::hello::{EXPORTER_LABEL, EXPORTER_LEN};
 use crate::session::{code, ConnError, ConnEvent, Connection};
 use crate::transport::tls::SERVER_NAME;
 
-use super::node::{lock, Active, NodeEvent, Path, Shared};
+use super::node::{lock, Active, NodeEvent, NodeHandle, Path, Shared};
 use super::store::{Cmd, Stored};
+
+/// Counters of the connection drivers, shared by all of them (shown by `dna status`).
+#[derive(Debug, Default)]
+pub(crate) struct ConnCounters {
+    /// Bytes waiting for the stream writers, summed over connections.
+    write_queued: AtomicUsize,
+    /// The most bytes that ever waited for one connection's writer.
+    write_queued_peak: AtomicUsize,
+}
+
+impl ConnCounters {
+    fn queued(&self, conn_queued: usize, added: usize) {
+        self.write_queued.fetch_add(added, Ordering::Relaxed);
+        self.write_queued_peak
+            .fetch_max(conn_queued, Ordering::Relaxed);
+    }
+
+    fn written(&self, n: usize) {
+        sub(&self.write_queued, n);
+    }
+}
+
+/// Subtracts without wrapping: a connection's teardown may release its bytes twice.
+fn sub(counter: &AtomicUsize, n: usize) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
+}
+
+/// A snapshot of the connection drivers' counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TransportStats {
+    /// Bytes waiting for the stream writers now, over all connections.
+    pub write_queued: usize,
+    /// The most bytes that ever waited for one connection's writer.
+    pub write_queued_peak: usize,
+    /// Traffic sources (IPv4 addresses, IPv6 /64s) with a score.
+    pub scored_sources: usize,
+}
+
+impl NodeHandle {
+    /// The connection drivers' counters.
+    pub fn transport_stats(&self) -> TransportStats {
+        let c = &self.shared.conn_counters;
+        TransportStats {
+            write_queued: c.write_queued.load(Ordering::Relaxed),
+            write_queued_peak: c.write_queued_peak.load(Ordering::Relaxed),
+            scored_sources: lock(&self.shared.scores).sources(),
+        }
+    }
+}
 
 /// Why a connection ended, from the driver's point of view.
 enum End {
@@ -64,8 +118,27 @@ impl End {
     }
 }
 
-/// Tries `peer`'s addresses until a QUIC connection is up, waiting `delay` first and then
-/// 1, 2, 4 … up to the configured maximum between rounds.
+/// The delay before redialing a peer after a dialed connection failed before it was
+/// established, given the delay after the previous such failure (`prev`, zero if none):
+/// the normal backoff, doubling from `initial` to `max` — and `max` at once when the address
+/// answered with another identity than the one dialed (spec/06-node.md).
+pub(crate) fn next_redial(
+    prev: Duration,
+    wrong_identity: bool,
+    initial: Duration,
+    max: Duration,
+) -> Duration {
+    if wrong_identity {
+        max
+    } else if prev.is_zero() {
+        initial.min(max)
+    } else {
+        (prev * 2).clamp(initial.min(max), max)
+    }
+}
+
+/// Tries `peer`'s addresses, except banned ones, until a QUIC connection is up, waiting
+/// `delay` first and then 1, 2, 4 … up to the configured maximum between rounds.
 pub(crate) async fn dial_loop(shared: Arc<Shared>, peer: Fingerprint, mut delay: Duration) {
     loop {
         if !delay.is_zero() {
@@ -83,6 +156,10 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, peer: Fingerprint, mut delay:
             p.addrs.clone()
         };
         for addr in addrs {
+            if lock(&shared.scores).addr_banned(&addr) {
+                tracing::debug!(%peer, %addr, "banned address: not dialing it");
+                continue;
+            }
             let connecting =
                 match shared
                     .endpoint
@@ -134,11 +211,23 @@ pub(crate) async fn drive(
     let end = run(&shared, &conn, conn_id, expected, &mut st).await;
     shared.live.fetch_sub(1, Ordering::SeqCst);
     let code = end.code();
+    // Scored before the close goes out: a peer reconnecting on seeing it finds its score.
+    {
+        let penalty = end.penalty();
+        let mut scores = lock(&shared.scores);
+        if let Some(peer) = st.peer {
+            scores.penalize_peer(peer, penalty);
+        }
+        // Until the session is established the source answers for what happened, with or
+        // without a proven identity: identities are free to make, addresses are not.
+        if !st.established {
+            scores.penalize_source(remote, penalty);
+        }
+    }
     if code != code::NO_ERROR {
         tracing::warn!(peer = ?st.peer, %remote, code, reason = %end.reason(), "closing connection");
         conn.close(code.into(), end.reason().as_bytes());
     }
-    lock(&shared.scores).penalize(st.peer, remote, end.penalty());
     {
         let mut peers = lock(&shared.peers);
         if let Some(peer) = st.peer {
@@ -151,11 +240,28 @@ pub(crate) async fn drive(
         if let (Some(dialed), false) = (expected, st.registered) {
             shared.peer_entry(&mut peers, dialed).dialing = false;
         }
+        // Redial with backoff: a connection that failed before it was established (HELLO
+        // refused, handshake timed out or closed) doubles the delay; success resets it.
+        let failed = !st.established && !matches!(end, End::Duplicate | End::Banned);
+        let wrong_identity = matches!(&end, End::Protocol(e) if e.is_wrong_identity());
+        let (initial, max) = (shared.cfg.reconnect_initial, shared.cfg.reconnect_max);
         let scores = lock(&shared.scores);
-        for fp in [st.peer, expected].into_iter().flatten() {
-            if !scores.peer_banned(&fp) {
-                shared.ensure_dialing(&mut peers, fp, shared.cfg.reconnect_initial);
+        let mut redial = [st.peer, expected];
+        if redial[0] == redial[1] {
+            redial[1] = None;
+        }
+        for fp in redial.into_iter().flatten() {
+            if scores.peer_banned(&fp) {
+                continue;
             }
+            let p = shared.peer_entry(&mut peers, fp);
+            if st.established {
+                p.redial = Duration::ZERO;
+            } else if failed {
+                p.redial = next_redial(p.redial, wrong_identity, initial, max);
+            }
+            let delay = p.redial.max(initial);
+            shared.ensure_dialing(&mut peers, fp, delay);
         }
     }
     let Some(peer) = st.peer else { return };
@@ -199,19 +305,43 @@ async fn read_loop(mut recv: quinn::RecvStream, tx: mpsc::Sender<Vec<Bytes>>) {
     }
 }
 
+/// The writer's side of the budget: bytes handed to it and not yet taken by the stream
+/// (`queued`), and all bytes the stream took (`written`: progress, also partial).
+#[derive(Default)]
+struct Writer {
+    queued: AtomicUsize,
+    written: AtomicU64,
+}
+
+/// Hands queued chunks to the stream as fast as its flow control lets them go. Partial
+/// writes count as progress, so a slow reader is told from one that reads nothing.
 async fn write_loop(
+    shared: Arc<Shared>,
     mut send: quinn::SendStream,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
-    queued: Arc<AtomicUsize>,
+    writer: Arc<Writer>,
     progress: Arc<Notify>,
 ) {
-    while let Some(chunk) = rx.recv().await {
-        let n = chunk.len();
-        if send.write_chunk(chunk).await.is_err() {
-            return;
+    /// Whatever is still queued when the writer ends (or is aborted) leaves the counters.
+    struct Release(Arc<Shared>, Arc<Writer>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let left = self.1.queued.swap(0, Ordering::Relaxed);
+            self.0.conn_counters.written(left);
         }
-        queued.fetch_sub(n, Ordering::Relaxed);
-        progress.notify_one();
+    }
+    let _release = Release(shared.clone(), writer.clone());
+    while let Some(mut chunk) = rx.recv().await {
+        while !chunk.is_empty() {
+            let n = match send.write_chunks(std::slice::from_mut(&mut chunk)).await {
+                Ok(w) => w.bytes,
+                Err(_) => return,
+            };
+            sub(&writer.queued, n);
+            writer.written.fetch_add(n as u64, Ordering::Relaxed);
+            shared.conn_counters.written(n);
+            progress.notify_one();
+        }
     }
     let _ = send.finish();
 }
@@ -280,13 +410,22 @@ async fn run(
     };
 
     let (chunk_tx, mut chunk_rx) = mpsc::channel::<Vec<Bytes>>(64);
+    // Unbounded in chunks, bounded in bytes: `flush` queues nothing while the writer holds
+    // the write budget (`write_high_water`), so it holds at most that plus one flush.
     let (write_tx, write_rx) = mpsc::unbounded_channel::<Bytes>();
-    let queued = Arc::new(AtomicUsize::new(0));
+    let writer = Arc::new(Writer::default());
+    let mut written = 0u64;
     let progress = Arc::new(Notify::new());
     let (flood_tx, mut flood_rx) = oneshot::channel();
     let tasks = [
         tokio::spawn(read_loop(recv, chunk_tx)),
-        tokio::spawn(write_loop(send, write_rx, queued.clone(), progress.clone())),
+        tokio::spawn(write_loop(
+            shared.clone(),
+            send,
+            write_rx,
+            writer.clone(),
+            progress.clone(),
+        )),
         tokio::spawn(stream_guard(conn.clone(), cfg.max_extra_streams, flood_tx)),
     ];
     let wake = Arc::new(Notify::new());
@@ -301,13 +440,21 @@ async fn run(
             shared,
             &mut core,
             st,
-            &queued,
+            &writer.queued,
             &mut out,
             &write_tx,
             &mut presence_sent,
         ) {
             break end;
         }
+        // The core times a writer that has bytes waiting and moves none (SLOW_READER).
+        let now_written = writer.written.load(Ordering::Relaxed);
+        core.handle_writer(
+            Instant::now(),
+            writer.queued.load(Ordering::Relaxed) > 0,
+            now_written != written,
+        );
+        written = now_written;
         let deadline = tokio::time::Instant::from_std(core.poll_timeout());
         let step = tokio::select! {
             biased;
@@ -347,6 +494,10 @@ async fn run(
     for t in tasks {
         t.abort();
     }
+    // Bytes still queued leave the counters (the writer's own release may come later).
+    shared
+        .conn_counters
+        .written(writer.queued.swap(0, Ordering::Relaxed));
     // HELLO may have verified in the same read that then failed: blame the proven identity.
     if st.peer.is_none() {
         st.peer = core.peer();
@@ -388,7 +539,8 @@ fn flush(
     }
     if !out.is_empty() {
         let chunk = out.split().freeze();
-        queued.fetch_add(chunk.len(), Ordering::Relaxed);
+        let now_queued = queued.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len();
+        shared.conn_counters.queued(now_queued, chunk.len());
         write_tx
             .send(chunk)
             .map_err(|_| End::Closed("session stream writer ended".to_owned()))?;
@@ -598,4 +750,27 @@ fn register(
         wake: wake.clone(),
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redials_double_after_failures_and_a_wrong_identity_waits_longest() {
+        let (s, initial, max) = (
+            Duration::from_secs,
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+        );
+        let mut d = Duration::ZERO;
+        let mut seen = Vec::new();
+        for _ in 0..7 {
+            d = next_redial(d, false, initial, max);
+            seen.push(d.as_secs());
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(next_redial(Duration::ZERO, true, initial, max), s(30));
+        assert_eq!(next_redial(s(2), true, initial, max), s(30));
+    }
 }

@@ -428,7 +428,7 @@ fn refuse(shared: &Shared, conn: &quinn::Connection, e: &ConnError) {
     let addr = conn.remote_address();
     tracing::warn!(%addr, error = %e, "DHT peer failed its handshake");
     conn.close(e.code().into(), e.to_string().as_bytes());
-    lock(&shared.scores).penalize(None, addr, e.penalty());
+    lock(&shared.scores).penalize_source(addr, e.penalty());
 }
 
 fn exporter(conn: &quinn::Connection) -> Option<[u8; EXPORTER_LEN]> {

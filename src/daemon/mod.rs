@@ -18,6 +18,7 @@ mod score;
 mod store;
 
 pub use config::{DhtSettings, NodeConfig};
+pub use conn::TransportStats;
 pub use dht::{DhtError, DhtStats};
 pub use node::{Node, NodeError, NodeEvent, NodeHandle, Path, PeerInfo, SendError};
 pub use reach::{NatStatus, ReachError, Reached};

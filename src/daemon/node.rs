@@ -188,6 +188,9 @@ pub(crate) struct Peer {
     pub(crate) dialing: bool,
     /// When the entry was last used (the node's peer tick): least recently used goes first.
     pub(crate) used: u64,
+    /// The delay before the next dial after connections that failed before they were
+    /// established (zero: none failed since the last success).
+    pub(crate) redial: Duration,
 }
 
 impl Peer {
@@ -200,6 +203,7 @@ impl Peer {
             active: None,
             dialing: false,
             used: 0,
+            redial: Duration::ZERO,
         }
     }
 
@@ -251,6 +255,8 @@ pub(crate) struct Shared {
     /// The message store, if the node has one, and its inbox tree (for listing).
     pub(crate) store: Option<Store>,
     inbox: Option<sled::Tree>,
+    /// Counters of the connection drivers.
+    pub(crate) conn_counters: super::conn::ConnCounters,
 }
 
 /// A poisoned lock only means another task panicked while holding it; the maps inside stay
@@ -422,6 +428,7 @@ impl Node {
                 "unacknowledged messages loaded from the store"
             );
         }
+        let scores = Scores::new(cfg.max_scored_sources);
         let shared = Arc::new(Shared {
             identity: Arc::new(identity),
             cfg,
@@ -430,7 +437,7 @@ impl Node {
             socket,
             local,
             peers: Mutex::new(peers),
-            scores: Mutex::new(Scores::default()),
+            scores: Mutex::new(scores),
             events: EventTx {
                 tx: events_tx,
                 bytes: event_bytes_sem.clone(),
@@ -450,6 +457,7 @@ impl Node {
             stun_stats: tokio::sync::watch::Sender::new(Default::default()),
             store,
             inbox,
+            conn_counters: Default::default(),
             id_rng: Mutex::new(
                 rand_chacha::ChaCha20Rng::from_rng(OsRng).map_err(std::io::Error::other)?,
             ),

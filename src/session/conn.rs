@@ -10,6 +10,12 @@
 //! AwaitHello ──HELLO ok──▶ Handshaking ──KEX done──▶ Established
 //!     dialer sends HELLO + KEX_INIT at once; listener HELLO, then KEX_ACCEPT on KEX_INIT
 //! ```
+//!
+//! Limits against hostile peers (spec/06-node.md, "Transport limits"): until HELLO verifies,
+//! the decoder admits only a HELLO-sized frame; frames the peer can make us answer (PONG,
+//! ACK) and PRESENCE are coalesced to one pending each and, like all control frames, leave
+//! only while the writer is within its budget; a writer that has bytes waiting and makes no
+//! progress for `write_stall_timeout` ends the connection (SLOW_READER).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,9 +28,16 @@ use rand_core::RngCore;
 use crate::crypto::{kex, Fingerprint, Identity, Message, Session};
 use crate::wire::{Decoded, FrameDecoder, FrameLimits, Header, MessageType, HEADER_LEN};
 
-use super::hello::{hello, verify_hello, Role, EXPORTER_LEN};
+use super::hello::{hello, verify_hello, Role, EXPORTER_LEN, HELLO_LEN};
 use super::outbox::Outbox;
 use super::{ConnError, PresenceStatus};
+
+/// The frame limits before the peer's HELLO verified: a HELLO and nothing larger.
+fn hello_limits(after: FrameLimits) -> FrameLimits {
+    FrameLimits {
+        max_payload: after.max_payload.min(HELLO_LEN as u32),
+    }
+}
 
 /// How DATA payloads are protected. Without the `bench-plaintext` feature (benchmarks
 /// only) the one value is [`Protection::EndToEnd`]: nothing in a node's configuration can
@@ -62,11 +75,15 @@ pub struct ConnConfig {
     pub handshake_timeout: Duration,
     /// Most DATA frames in flight, unacknowledged (default 8192).
     pub max_inflight: u64,
-    /// Frame limits (default: 1 MiB payloads).
+    /// Frame limits once the peer is authenticated (default: 1 MiB payloads). Until its
+    /// HELLO verifies, a peer may send only frames of at most a HELLO's size (5263 B).
     pub limits: FrameLimits,
     /// Acknowledge only what the driver confirmed with [`Connection::confirm`] — after it
     /// stored the messages (default false: acknowledge on receipt).
     pub ack_on_confirm: bool,
+    /// A peer that takes none of our bytes for this long while some wait for it is closed
+    /// with SLOW_READER (default 20 s).
+    pub write_stall_timeout: Duration,
     /// End-to-end protection (always [`Protection::EndToEnd`] outside benchmarks).
     pub protection: Protection,
 }
@@ -80,6 +97,7 @@ impl Default for ConnConfig {
             max_inflight: 8192,
             limits: FrameLimits::default(),
             ack_on_confirm: false,
+            write_stall_timeout: Duration::from_secs(20),
             protection: Protection::EndToEnd,
         }
     }
@@ -143,6 +161,12 @@ pub struct Connection {
     rng: ChaCha20Rng,
     decoder: FrameDecoder,
     control: BytesMut,
+    /// The nonce of the latest PING not yet answered: PINGs coalesce into one PONG.
+    pong_due: Option<[u8; 8]>,
+    /// A PRESENCE not yet sent: only the latest status is.
+    presence_due: Option<PresenceStatus>,
+    /// Since when bytes wait for the writer with no progress.
+    stalled_since: Option<Instant>,
     tx_seq: u32,
     rx_seq: u32,
     phase: Phase,
@@ -227,13 +251,16 @@ impl Connection {
         let mut c = Connection {
             id,
             role,
-            decoder: FrameDecoder::new(cfg.limits),
+            decoder: FrameDecoder::new(hello_limits(cfg.limits)),
             cfg,
             identity,
             exporter,
             expected,
             rng,
             control: BytesMut::new(),
+            pong_due: None,
+            presence_due: None,
+            stalled_since: None,
             tx_seq: 0,
             rx_seq: 0,
             phase: Phase::AwaitHello,
@@ -302,11 +329,28 @@ impl Connection {
         }
     }
 
-    /// Queues a PRESENCE frame.
+    /// Queues a PRESENCE frame (replacing one not yet sent).
     pub fn send_presence(&mut self, status: PresenceStatus) {
         if self.phase != Phase::AwaitHello {
-            self.push_frame(MessageType::Presence, &[status as u8]);
+            self.presence_due = Some(status);
         }
+    }
+
+    /// Bytes of an incomplete frame the decoder holds.
+    pub fn buffered(&self) -> usize {
+        self.decoder.buffered()
+    }
+
+    /// The driver's report on its writer: whether bytes wait for it (`waiting`) and whether
+    /// it moved any to the stream since the last report (`progressed`). Bytes waiting with no
+    /// progress for `write_stall_timeout` end the connection at the next
+    /// [`Connection::handle_timeout`].
+    pub fn handle_writer(&mut self, now: Instant, waiting: bool, progressed: bool) {
+        self.stalled_since = match (waiting, self.stalled_since) {
+            (false, _) => None,
+            (true, Some(since)) if !progressed => Some(since),
+            (true, _) => Some(now),
+        };
     }
 
     fn push_frame(&mut self, msg_type: MessageType, payload: &[u8]) {
@@ -367,6 +411,8 @@ impl Connection {
                 let pk = verify_hello(payload, &self.exporter, self.role, self.expected)?;
                 let peer = pk.fingerprint();
                 self.peer = Some(peer);
+                // Authenticated: the peer may now send frames of the session's size.
+                self.decoder.set_limits(self.cfg.limits);
                 self.phase = Phase::Handshaking;
                 self.events.push_back(ConnEvent::Authenticated { peer });
                 if self.cfg.protection.is_plaintext() {
@@ -401,8 +447,8 @@ impl Connection {
                 self.establish(now);
             }
             (_, MessageType::Ping) => {
-                u64_payload(t, payload)?;
-                self.push_frame(MessageType::Pong, payload);
+                // Only the latest PING is answered: a peer cannot make us queue PONGs.
+                self.pong_due = Some(u64_payload(t, payload)?.to_be_bytes());
             }
             (_, MessageType::Pong) => {
                 let nonce = u64_payload(t, payload)?;
@@ -469,16 +515,26 @@ impl Connection {
         }
     }
 
-    /// Writes pending frames into `out`: control frames first, then an ACK if one is due,
-    /// then DATA taken from `outbox` (the peer's) while fewer than `max_inflight` are
-    /// unacknowledged and at most about `budget` bytes of DATA were added.
+    /// Writes pending frames into `out`: control frames first (PONG, PRESENCE and ACK
+    /// coalesced to one each), then DATA taken from `outbox` (the peer's) while fewer than
+    /// `max_inflight` are unacknowledged and at most about `budget` bytes of DATA were added.
+    /// `budget` is what the writer may still take: at 0 nothing is written, control frames
+    /// included, so a peer that does not read cannot make us queue bytes.
     pub fn poll_transmit(
         &mut self,
         outbox: Option<&mut Outbox>,
         budget: usize,
         out: &mut BytesMut,
     ) {
-        out.extend_from_slice(&self.control.split());
+        if budget == 0 {
+            return;
+        }
+        if let Some(nonce) = self.pong_due.take() {
+            self.push_frame(MessageType::Pong, &nonce);
+        }
+        if let Some(status) = self.presence_due.take() {
+            self.push_frame(MessageType::Presence, &[status as u8]);
+        }
         if self.ack_due {
             self.ack_due = false;
             let below = match self.cfg.ack_on_confirm {
@@ -487,8 +543,8 @@ impl Connection {
             }
             .to_be_bytes();
             self.push_frame(MessageType::Ack, &below);
-            out.extend_from_slice(&self.control.split());
         }
+        out.extend_from_slice(&self.control.split());
         let Some(outbox) = outbox else { return };
         if self.phase != Phase::Established {
             return;
@@ -542,8 +598,15 @@ impl Connection {
         }
     }
 
-    /// Runs timers: handshake deadline, idle limit, PING.
+    /// Runs timers: handshake deadline, idle limit, stalled writer, PING.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ConnError> {
+        if let Some(since) = self.stalled_since {
+            if now >= since + self.cfg.write_stall_timeout {
+                return Err(ConnError::SlowReader {
+                    stalled_ms: now.saturating_duration_since(since).as_millis() as u64,
+                });
+            }
+        }
         if self.phase != Phase::Established && now >= self.started + self.cfg.handshake_timeout {
             return Err(ConnError::HandshakeTimeout {
                 ms: now.saturating_duration_since(self.started).as_millis() as u64,
@@ -574,6 +637,9 @@ impl Connection {
         }
         if let Some(p) = self.next_ping {
             t = t.min(p);
+        }
+        if let Some(since) = self.stalled_since {
+            t = t.min(since + self.cfg.write_stall_timeout);
         }
         t
     }

@@ -37,6 +37,8 @@ pub mod code {
     pub const CLOSED_BY_APPLICATION: u32 = 0x0B;
     /// The handshake (HELLO + key exchange) did not finish in time.
     pub const HANDSHAKE_TIMEOUT: u32 = 0x0C;
+    /// The peer took none of our bytes for the write stall timeout while some waited.
+    pub const SLOW_READER: u32 = 0x0D;
 }
 
 /// Why the session protocol ended a connection.
@@ -99,6 +101,12 @@ pub enum ConnError {
         /// How long.
         ms: u64,
     },
+    /// Bytes waited for the peer and it took none of them for too long.
+    #[error("peer read nothing for {stalled_ms} ms while bytes waited for it")]
+    SlowReader {
+        /// How long.
+        stalled_ms: u64,
+    },
 }
 
 impl ConnError {
@@ -114,16 +122,34 @@ impl ConnError {
             ConnError::Kex(_) | ConnError::Open(_) => code::E2E_FAILED,
             ConnError::PeerGone { .. } => code::PEER_GONE,
             ConnError::HandshakeTimeout { .. } => code::HANDSHAKE_TIMEOUT,
+            ConnError::SlowReader { .. } => code::SLOW_READER,
         }
     }
 
-    /// The score penalty for the peer that caused it (spec/03-session.md §8).
+    /// The score penalty for the peer that caused it (spec/03-session.md §8). A HELLO that
+    /// proves another identity than the one we dialed costs nothing: we chose the address,
+    /// and a stale address is no attack (the redial backs off to its longest delay instead).
     pub fn penalty(&self) -> i32 {
+        if let ConnError::Auth(
+            HelloError::UnexpectedPeer { .. } | HelloError::UnexpectedNode { .. },
+        ) = self
+        {
+            return 0;
+        }
         match self.code() {
             code::AUTH_FAILED => 100,
             code::MALFORMED_FRAME | code::FRAME_TOO_LARGE | code::E2E_FAILED => 50,
             code::PROTOCOL_VIOLATION => 30,
+            code::HANDSHAKE_TIMEOUT | code::SLOW_READER => 25,
             _ => 0,
         }
+    }
+
+    /// Whether this is a HELLO proving another identity than the one dialed.
+    pub fn is_wrong_identity(&self) -> bool {
+        matches!(
+            self,
+            ConnError::Auth(HelloError::UnexpectedPeer { .. } | HelloError::UnexpectedNode { .. })
+        )
     }
 }

@@ -220,7 +220,7 @@ fn a_man_in_the_middle_cannot_forward_hello() {
     );
     let mut b = Connection::accept(2, now, bob.clone(), [2; 32], ConnConfig::default(), rng(2));
     let mut ab = BytesMut::new();
-    a.poll_transmit(None, 0, &mut ab);
+    a.poll_transmit(None, 1 << 20, &mut ab);
     let err = b.handle_input(now, &ab).unwrap_err();
     assert_eq!(err, ConnError::Auth(HelloError::BadSignature));
     assert_eq!(err.code(), code::AUTH_FAILED);
@@ -248,7 +248,7 @@ fn dialer_refuses_an_unexpected_identity() {
         rng(2),
     );
     let mut ca = BytesMut::new();
-    c.poll_transmit(None, 0, &mut ca);
+    c.poll_transmit(None, 1 << 20, &mut ca);
     assert_eq!(
         a.handle_input(now, &ca).unwrap_err(),
         ConnError::Auth(HelloError::UnexpectedPeer {
@@ -272,7 +272,7 @@ fn a_reflected_hello_is_refused() {
         rng(1),
     );
     let mut own = BytesMut::new();
-    a.poll_transmit(None, 0, &mut own);
+    a.poll_transmit(None, 1 << 20, &mut own);
     assert_eq!(
         a.handle_input(now, &own).unwrap_err(),
         ConnError::Auth(HelloError::WrongRole)
@@ -323,7 +323,7 @@ fn frames_out_of_place_are_protocol_violations() {
     ] {
         let mut p = Pair::new(1, ConnConfig::default());
         let mut ab = BytesMut::new();
-        p.a.poll_transmit(None, 0, &mut ab);
+        p.a.poll_transmit(None, 1 << 20, &mut ab);
         // Deliver HELLO only (first frame), then the hostile frame with the next sequence.
         let hello_len = 32 + hello::HELLO_LEN;
         let hello = ab.split_to(hello_len);
@@ -373,10 +373,10 @@ fn ping_gives_rtt_and_silence_means_gone() {
     // First PING is due at establishment.
     p.a.handle_timeout(p.now).unwrap();
     let mut ab = BytesMut::new();
-    p.a.poll_transmit(None, 0, &mut ab);
+    p.a.poll_transmit(None, 1 << 20, &mut ab);
     p.b.handle_input(p.now, &ab).unwrap();
     let mut ba = BytesMut::new();
-    p.b.poll_transmit(None, 0, &mut ba);
+    p.b.poll_transmit(None, 1 << 20, &mut ba);
     let later = p.now + Duration::from_millis(40);
     p.a.handle_input(later, &ba).unwrap();
     assert_eq!(p.a.rtt(), Some(Duration::from_millis(40)));
@@ -423,4 +423,143 @@ fn handshake_must_finish_in_time() {
             .code(),
         code::HANDSHAKE_TIMEOUT
     );
+}
+
+#[test]
+fn before_hello_only_a_hello_sized_frame_is_admitted() {
+    let (_, bob, _) = ids();
+    let now = Instant::now();
+    // A HELLO header declaring one byte more than a HELLO: refused from the header alone.
+    for declared in [hello::HELLO_LEN as u32 + 1, 1 << 20] {
+        let mut b = Connection::accept(1, now, bob.clone(), [1; 32], ConnConfig::default(), rng(2));
+        let mut h = BytesMut::from(&raw(MessageType::Hello, 0, b"")[..]);
+        h[12..16].copy_from_slice(&declared.to_be_bytes());
+        let err = b.handle_input(now, &h).unwrap_err();
+        assert_eq!(err.code(), code::FRAME_TOO_LARGE, "{declared}: {err}");
+        assert_eq!(b.buffered(), 0);
+    }
+    // A HELLO-sized frame in progress holds what arrived, no more.
+    let mut b = Connection::accept(1, now, bob.clone(), [1; 32], ConnConfig::default(), rng(2));
+    let mut h = BytesMut::from(&raw(MessageType::Hello, 0, b"")[..]);
+    h[12..16].copy_from_slice(&(hello::HELLO_LEN as u32).to_be_bytes());
+    h.extend_from_slice(&[0; 100]);
+    b.handle_input(now, &h).unwrap();
+    assert_eq!(b.buffered(), 32 + 100);
+    // Once authenticated, the session's limit applies: a 200 KB message goes through.
+    let mut p = Pair::new(1, ConnConfig::default());
+    p.run().unwrap();
+    p.a_out.push(Outgoing {
+        id: MessageId([9; 16]),
+        timestamp_ms: 1,
+        body: Bytes::from(vec![7u8; 200_000]),
+    });
+    p.run().unwrap();
+    assert!(p
+        .b_events
+        .iter()
+        .any(|e| matches!(e, ConnEvent::Message(m) if m.body.len() == 200_000)));
+}
+
+#[test]
+fn ping_before_hello_is_a_violation_and_pings_coalesce_into_one_pong() {
+    let (_, bob, _) = ids();
+    let now = Instant::now();
+    let mut b = Connection::accept(1, now, bob.clone(), [1; 32], ConnConfig::default(), rng(2));
+    let err = b
+        .handle_input(now, &raw(MessageType::Ping, 0, &[0; 8]))
+        .unwrap_err();
+    assert_eq!(err.code(), code::PROTOCOL_VIOLATION);
+    let mut out = BytesMut::new();
+    b.poll_transmit(None, 1 << 20, &mut out);
+    assert_eq!(out.len(), 32 + hello::HELLO_LEN, "our HELLO and no PONG");
+
+    let mut p = Pair::new(1, ConnConfig::default());
+    p.run().unwrap();
+    // 1000 PINGs while our writer is full: nothing is queued …
+    let mut pings = BytesMut::new();
+    for n in 0..1000u32 {
+        pings.extend_from_slice(&raw(MessageType::Ping, 3 + n, &u64::from(n).to_be_bytes()));
+    }
+    p.b.handle_input(p.now, &pings).unwrap();
+    let mut out = BytesMut::new();
+    p.b.poll_transmit(None, 0, &mut out);
+    assert!(
+        out.is_empty(),
+        "nothing leaves while the writer holds its budget"
+    );
+    // … and once it has room, one PONG answers the latest PING.
+    p.b.poll_transmit(None, 1 << 20, &mut out);
+    let frames = crate::wire::FrameDecoder::new(FrameLimits::default())
+        .feed_all(&out[..])
+        .unwrap();
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].header.msg_type, MessageType::Pong);
+    assert_eq!(&frames[0].payload[..], &999u64.to_be_bytes());
+}
+
+#[test]
+fn presence_changes_coalesce_into_the_latest() {
+    let mut p = Pair::new(1, ConnConfig::default());
+    p.run().unwrap();
+    for s in [
+        PresenceStatus::Away,
+        PresenceStatus::Online,
+        PresenceStatus::Away,
+    ] {
+        p.a.send_presence(s);
+    }
+    p.run().unwrap();
+    let got: Vec<_> = p
+        .b_events
+        .iter()
+        .filter(|e| matches!(e, ConnEvent::Presence(_)))
+        .collect();
+    assert_eq!(got, [&ConnEvent::Presence(PresenceStatus::Away)]);
+}
+
+#[test]
+fn a_writer_that_moves_nothing_while_bytes_wait_is_a_slow_reader() {
+    let cfg = ConnConfig {
+        write_stall_timeout: Duration::from_secs(20),
+        ..ConnConfig::default()
+    };
+    let mut p = Pair::new(1, cfg);
+    p.run().unwrap();
+    let t0 = p.now;
+    let s = Duration::from_secs;
+    p.a.handle_timeout(t0).unwrap(); // the first PING; the next is due at 30 s
+                                     // Nothing waiting: no stall however long.
+    p.a.handle_writer(t0, false, false);
+    assert!(p.a.poll_timeout() > t0 + s(20));
+    // Bytes wait; progress at 10 s restarts the clock; none after.
+    p.a.handle_writer(t0, true, false);
+    assert_eq!(p.a.poll_timeout(), t0 + s(20));
+    p.a.handle_writer(t0 + s(10), true, true);
+    p.a.handle_writer(t0 + s(15), true, false);
+    assert_eq!(p.a.poll_timeout(), t0 + s(30));
+    p.a.handle_input(t0 + s(29), &[]).unwrap(); // the peer still sends: not idle
+    assert!(p.a.handle_timeout(t0 + s(29)).is_ok());
+    let err = p.a.handle_timeout(t0 + s(30)).unwrap_err();
+    assert_eq!(err.code(), code::SLOW_READER);
+    assert_eq!(err.penalty(), 25);
+    // A writer that catches up is never a slow reader.
+    let mut q = Pair::new(2, ConnConfig::default());
+    q.run().unwrap();
+    q.a.handle_writer(t0, true, false);
+    q.a.handle_writer(t0 + s(1), false, true);
+    assert!(q.a.handle_timeout(t0 + s(21)).is_ok());
+}
+
+#[test]
+fn a_wrong_identity_costs_no_score_and_timeouts_do() {
+    let (_, bob, carol) = ids();
+    let wrong = ConnError::Auth(HelloError::UnexpectedPeer {
+        expected: bob.fingerprint(),
+        found: carol.fingerprint(),
+    });
+    assert_eq!(wrong.code(), code::AUTH_FAILED);
+    assert_eq!(wrong.penalty(), 0);
+    assert!(wrong.is_wrong_identity());
+    assert_eq!(ConnError::Auth(HelloError::BadSignature).penalty(), 100);
+    assert_eq!(ConnError::HandshakeTimeout { ms: 1 }.penalty(), 25);
 }

@@ -3,8 +3,12 @@
 //! Bytes arrive in arbitrary chunks, as a QUIC stream delivers them; [`FrameDecoder::feed`]
 //! takes from a chunk only what the current frame needs and yields whole frames. Memory
 //! stays bounded: at most one header (32 bytes) and one payload, whose length was checked
-//! against [`FrameLimits`] *before* any payload byte was buffered. When a chunk already
-//! holds the whole payload, the frame's payload is a zero-copy slice of the chunk.
+//! against [`FrameLimits`] *before* any payload byte was buffered. The payload buffer grows
+//! with the bytes that arrived (doubling, never past the declared length), not with the
+//! length a peer declared: a header announcing 1 MiB followed by nothing costs nothing.
+//! When a chunk already holds the whole payload, the frame's payload is a zero-copy slice
+//! of the chunk. The limits can change between frames ([`FrameDecoder::set_limits`]): a
+//! session allows only a HELLO-sized frame until the peer is authenticated.
 //!
 //! After an error the stream is unrecoverable (framing is lost); the decoder keeps
 //! returning that error.
@@ -31,7 +35,8 @@ enum State {
     },
     Payload {
         header: Header,
-        buf: BytesMut,
+        /// The payload so far; its capacity is at most the declared length.
+        buf: Vec<u8>,
     },
     Failed(FrameError),
 }
@@ -136,6 +141,17 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes the limits for the frames whose headers come next (a frame in progress keeps
+    /// the length it was admitted with).
+    pub fn set_limits(&mut self, limits: FrameLimits) {
+        self.limits = limits;
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> FrameLimits {
+        self.limits
+    }
+
     /// Consumes bytes from `input` until one frame is complete (returned) or `input` is
     /// empty (`Ok(None)`). Call again while `input` is not empty.
     pub fn feed<I: Input>(&mut self, input: &mut I) -> Result<Option<Frame>, FrameError> {
@@ -214,6 +230,15 @@ impl FrameDecoder {
         }
     }
 
+    /// Bytes the decoder has allocated for an incomplete payload (≤ twice what arrived,
+    /// ≤ the declared length).
+    pub fn allocated(&self) -> usize {
+        match &self.state {
+            State::Payload { buf, .. } => buf.capacity(),
+            _ => 0,
+        }
+    }
+
     fn step<I: Input>(&mut self, input: &mut I) -> Result<Option<Frame>, FrameError> {
         loop {
             match &mut self.state {
@@ -236,7 +261,7 @@ impl FrameDecoder {
                     };
                     self.state = State::Payload {
                         header,
-                        buf: BytesMut::new(),
+                        buf: Vec::new(),
                     };
                 }
                 State::Payload { header, buf } => {
@@ -244,17 +269,14 @@ impl FrameDecoder {
                     let payload = if buf.is_empty() && input.chunk().len() >= len {
                         input.take(len)
                     } else {
-                        if buf.capacity() == 0 {
-                            // Bounded: the header parse checked len against the limit.
-                            buf.reserve(len);
-                        }
                         let n = (len - buf.len()).min(input.chunk().len());
+                        grow(buf, n, len);
                         buf.extend_from_slice(&input.chunk()[..n]);
                         input.skip(n);
                         if buf.len() < len {
                             return Ok(None);
                         }
-                        std::mem::take(buf).freeze()
+                        Bytes::from(std::mem::take(buf))
                     };
                     let header = *header;
                     self.state = State::fresh();
@@ -264,4 +286,16 @@ impl FrameDecoder {
             }
         }
     }
+}
+
+/// Makes room for `n` more bytes in `buf`, a payload of `len` bytes in the making: at least
+/// double the capacity (amortised copies) but never more than `len`, and never on the word
+/// of the header alone — only for bytes that arrived.
+fn grow(buf: &mut Vec<u8>, n: usize, len: usize) {
+    let need = buf.len() + n;
+    if need <= buf.capacity() {
+        return;
+    }
+    let target = need.max(buf.capacity() * 2).min(len);
+    buf.reserve_exact(target - buf.len());
 }

@@ -298,6 +298,57 @@ pub(crate) fn error_name(e: &FrameError) -> String {
         .to_owned()
 }
 
+#[test]
+fn payload_memory_grows_with_arrived_bytes_not_the_declared_length() {
+    // A header declaring 1 MiB, then the payload in 1000-byte pieces.
+    let payload = vec![0xA5u8; 1 << 20];
+    let f = frame_bytes(MessageType::Data, 1, &payload);
+    let mut dec = FrameDecoder::new(limits());
+    let mut input = &f[..HEADER_LEN + 10];
+    assert_eq!(dec.feed(&mut input), Ok(None));
+    assert_eq!(dec.allocated(), 10, "10 bytes arrived, 10 allocated");
+    let mut at = HEADER_LEN + 10;
+    let mut frame = None;
+    while at < f.len() {
+        let mut chunk = &f[at..(at + 1000).min(f.len())];
+        at += chunk.len();
+        if let Some(fr) = dec.feed(&mut chunk).unwrap() {
+            frame = Some(fr);
+            break;
+        }
+        let arrived = dec.buffered() - HEADER_LEN;
+        assert!(
+            dec.allocated() < 2 * arrived,
+            "{} for {arrived}",
+            dec.allocated()
+        );
+        assert!(dec.allocated() <= payload.len());
+    }
+    assert_eq!(frame.unwrap().payload, payload);
+    assert_eq!(dec.allocated(), 0);
+}
+
+#[test]
+fn new_limits_apply_from_the_next_header() {
+    let small = FrameLimits { max_payload: 8 };
+    let mut dec = FrameDecoder::new(small);
+    let nine = frame_bytes(MessageType::Data, 1, &[1; 9]);
+    let mut two = frame_bytes(MessageType::Ping, 0, &[0; 8]);
+    two.extend_from_slice(&nine);
+    // First frame within the small limit; then the limit rises and the second is admitted.
+    let mut input = &two[..];
+    assert!(dec.feed(&mut input).unwrap().is_some());
+    dec.set_limits(limits());
+    assert_eq!(dec.limits(), limits());
+    assert_eq!(dec.feed(&mut input).unwrap().unwrap().payload.len(), 9);
+    // The same two frames under the small limit throughout: refused from the header.
+    let mut dec = FrameDecoder::new(small);
+    assert_eq!(
+        dec.feed_all(&two[..]),
+        Err(FrameError::PayloadTooLong { length: 9, max: 8 })
+    );
+}
+
 fn any_type() -> impl Strategy<Value = MessageType> {
     prop::sample::select(MessageType::ALL.to_vec())
 }
@@ -346,6 +397,30 @@ proptest! {
             prop_assert_eq!(f.header.seq, *seq);
             prop_assert_eq!(&f.payload[..], &p[..]);
         }
+    }
+
+    #[test]
+    fn a_partial_payload_never_holds_twice_what_arrived(
+        len in 1usize..20_000,
+        cuts in prop::collection::vec(1usize..3000, 1..64),
+    ) {
+        let f = frame_bytes(MessageType::Data, 1, &vec![3u8; len]);
+        let mut dec = FrameDecoder::new(limits());
+        let mut rest = &f[..];
+        let mut cut = cuts.iter().cycle();
+        let mut done = false;
+        while !rest.is_empty() {
+            let n = (*cut.next().unwrap_or(&1)).min(rest.len());
+            let (mut chunk, tail) = rest.split_at(n);
+            rest = tail;
+            while !chunk.is_empty() {
+                done |= dec.feed(&mut chunk).unwrap().is_some();
+                let arrived = dec.buffered().saturating_sub(HEADER_LEN);
+                prop_assert!(dec.allocated() <= len);
+                prop_assert!(dec.allocated() <= 2 * arrived);
+            }
+        }
+        prop_assert!(done);
     }
 
     #[test]
