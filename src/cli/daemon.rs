@@ -177,6 +177,7 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
             data_dir: Some(dir.join("dht")),
         }),
         keep_alive: Duration::from_secs(cfg.keep_alive_secs.max(1)),
+        rendezvous_server: bootstrap,
         ..NodeConfig::listening_on(cfg.listen)
     };
     let node = Node::bind(identity, node_cfg)
@@ -352,6 +353,7 @@ async fn control_request(h: &NodeHandle, req: &Value) -> Value {
                 "candidates": st.candidates.iter().map(|c| json!({"kind": c.kind.name(), "addr": c.addr.to_string()})).collect::<Vec<_>>(),
                 "rendezvous": st.rendezvous.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
                 "connections": h.connection_count(),
+                "rendezvous_role": h.rendezvous_stats(),
             })
         }
         Some("send") => {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::crypto::Fingerprint;
 use crate::dht::DhtConfig;
+use crate::node::rendezvous::RendezvousLimits;
 use crate::session::ConnConfig;
 
 /// The node's DHT role (spec/04-dht.md).
@@ -53,6 +54,14 @@ pub struct NodeConfig {
     pub write_high_water: usize,
     /// Run a DHT node on this node's endpoint (default: none).
     pub dht: Option<DhtSettings>,
+    /// Accept rendezvous registrations and forward CONNECTs for registered nodes (default
+    /// false; `dna bootstrap` sets it). Needs `dht`. A node that does not serve answers
+    /// RDV_REGISTER with CONNECT_ERROR 7 (spec/05 §4.3).
+    pub rendezvous_server: bool,
+    /// Limits of the rendezvous role: registration lifetime (300 s), per-source quota (32),
+    /// per-network quota (256), cap (16,384), rates of RDV_REGISTER and CONNECT, the replay
+    /// cache (spec/06-node.md, "Rendezvous"). CONNECT limits apply on every node, as callee.
+    pub rendezvous: RendezvousLimits,
 }
 
 impl Default for NodeConfig {
@@ -71,6 +80,8 @@ impl Default for NodeConfig {
             event_queue: 16384,
             write_high_water: 1 << 20,
             dht: None,
+            rendezvous_server: false,
+            rendezvous: RendezvousLimits::default(),
         }
     }
 }

@@ -311,6 +311,7 @@ impl Node {
         };
         let (events_tx, events) = mpsc::channel(cfg.event_queue.max(1));
         let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
+        let nat = super::reach::NatShared::new(&cfg);
         let shared = Arc::new(Shared {
             identity: Arc::new(identity),
             cfg,
@@ -328,7 +329,7 @@ impl Node {
             presence: Mutex::new(None),
             dht,
             stun_pending: Mutex::new(HashMap::new()),
-            nat: super::reach::NatShared::default(),
+            nat,
             hash_key: [
                 rand_core::RngCore::next_u64(&mut OsRng),
                 rand_core::RngCore::next_u64(&mut OsRng),
