@@ -250,8 +250,7 @@ async fn many_identities_from_one_address_do_not_lock_out_a_good_client() {
 /// code: it accepted them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_node_refuses_registrations() {
-    let (boot, caller, callee) = setup().await;
-    let _ = boot;
+    let (_boot, caller, callee) = setup().await;
     let r = caller
         .register_rendezvous(callee.local_addr(), callee.fingerprint())
         .await;

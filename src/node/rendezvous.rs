@@ -9,7 +9,7 @@
 //!   more than the newcomer's would.
 //! - [`ConnectLimits`] admits CONNECT offers: token buckets per source of the delivering
 //!   connection (before the signature is checked) and per caller identity (after), and a
-//!   replay cache of `(caller, session)` for the offer's freshness window.
+//!   bounded replay cache of `(caller, session)` for the offer's freshness window.
 //! - [`Rendezvous`] bundles one registry with the limits of both roles a node plays: as
 //!   rendezvous (forwarding) and as callee (answering).
 //!
@@ -65,8 +65,9 @@ pub struct RendezvousLimits {
     /// use up the callee's budget for that node).
     pub connect_per_forwarder: Rate,
     /// Offer `(caller, session)` pairs remembered to refuse replays, each for the rest of
-    /// the offer's freshness window (default 16,384; when full of live entries, new offers
-    /// are refused as busy).
+    /// the offer's freshness window (default 16,384 per role). Full of live entries, the
+    /// callee refuses new offers as busy; a rendezvous node forgets the entry expiring
+    /// first (the callee checks again).
     pub replay_capacity: usize,
     /// Buckets one rate table holds; beyond, the least recently used is dropped
     /// (default 16,384).
@@ -471,8 +472,10 @@ pub struct ConnectStats {
     pub refused_replay: u64,
     /// Refused: stale or not an offer.
     pub refused_stale: u64,
-    /// Refused: replay cache full.
+    /// Refused: replay cache full (callee).
     pub refused_busy: u64,
+    /// Offers forgotten before their window ended, to admit a newer one (rendezvous node).
+    pub forgotten_early: u64,
     /// Offers remembered now.
     pub remembered: usize,
     /// Estimated bytes held by the replay cache and the rate tables.
@@ -480,6 +483,17 @@ pub struct ConnectStats {
 }
 
 type OfferKey = (Fingerprint, [u8; 8]);
+
+/// What a replay cache full of live entries does with one more fresh offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Refuse it as busy (the callee: the cache is what keeps a replay from making it
+    /// punch again, and only its few forwarders can fill it).
+    Refuse,
+    /// Forget the entry that expires first and admit it (a rendezvous node: any source can
+    /// fill its cache, and the callee checks replays again).
+    ForgetOldest,
+}
 
 /// CONNECT admission for one role (see the module doc).
 #[derive(Debug)]
@@ -489,16 +503,19 @@ pub struct ConnectLimits {
     seen: HashMap<OfferKey, Instant>,
     seen_by_expiry: BTreeSet<(Instant, OfferKey)>,
     capacity: usize,
+    when_full: WhenFull,
     stats: ConnectStats,
 }
 
 impl ConnectLimits {
     /// Limits of `per_source` (of the delivering connection) and `per_caller`, remembering
-    /// at most `replay_capacity` offers, with at most `rate_table` buckets per table.
+    /// at most `replay_capacity` offers (`when_full` says what happens beyond), with at
+    /// most `rate_table` buckets per table.
     pub fn new(
         per_source: Rate,
         per_caller: Rate,
         replay_capacity: usize,
+        when_full: WhenFull,
         rate_table: usize,
     ) -> ConnectLimits {
         ConnectLimits {
@@ -507,6 +524,7 @@ impl ConnectLimits {
             seen: HashMap::new(),
             seen_by_expiry: BTreeSet::new(),
             capacity: replay_capacity.max(1),
+            when_full,
             stats: ConnectStats::default(),
         }
     }
@@ -564,11 +582,18 @@ impl ConnectLimits {
         if self.seen.contains_key(&key) {
             return Err(ConnectRefusal::Replayed);
         }
-        if self.seen.len() >= self.capacity {
+        let full = self.seen.len() >= self.capacity;
+        if full && self.when_full == WhenFull::Refuse {
             return Err(ConnectRefusal::Busy);
         }
         if !self.per_caller.allow(&caller, now) {
             return Err(ConnectRefusal::CallerRateLimited);
+        }
+        if full {
+            if let Some((_, oldest)) = self.seen_by_expiry.pop_first() {
+                self.seen.remove(&oldest);
+                self.stats.forgotten_early += 1;
+            }
         }
         // Fresh until `time + skew` by our clock: remember it that long (≤ 2 × skew).
         let left_ms = (offer.time_ms + MAX_CLOCK_SKEW_MS + 1).saturating_sub(now_ms);
@@ -643,12 +668,14 @@ impl<C> Rendezvous<C> {
                 l.connect_per_source,
                 l.connect_per_caller,
                 l.replay_capacity,
+                WhenFull::ForgetOldest,
                 l.rate_table,
             ),
             answering: ConnectLimits::new(
                 l.connect_per_forwarder,
                 l.connect_per_caller,
                 l.replay_capacity,
+                WhenFull::Refuse,
                 l.rate_table,
             ),
         }
@@ -936,7 +963,13 @@ mod tests {
         let t = t0();
         let ms = 1_000_000_000;
         let l = RendezvousLimits::default();
-        let mut c = ConnectLimits::new(l.connect_per_source, l.connect_per_caller, 4, 64);
+        let mut c = ConnectLimits::new(
+            l.connect_per_source,
+            l.connect_per_caller,
+            4,
+            WhenFull::Refuse,
+            64,
+        );
         let a = Identity::generate(&mut OsRng);
         let o = offer(&a, 1, ms);
         c.admit(&o, t, ms).unwrap();
@@ -975,6 +1008,28 @@ mod tests {
             (s.admitted, s.refused_replay, s.refused_busy, s.remembered),
             (5, 2, 1, 4)
         );
+
+        // A rendezvous node's full cache forgets the entry expiring first instead.
+        let mut f = ConnectLimits::new(
+            l.connect_per_source,
+            l.connect_per_caller,
+            2,
+            WhenFull::ForgetOldest,
+            64,
+        );
+        f.admit(&offer(&b, 1, ms - 1000), t, ms).unwrap();
+        f.admit(&offer(&b, 2, ms), t, ms).unwrap();
+        f.admit(&offer(&b, 3, ms), t, ms).unwrap();
+        assert_eq!(
+            f.admit(&offer(&b, 2, ms), t, ms),
+            Err(ConnectRefusal::Replayed)
+        );
+        assert_eq!(
+            f.admit(&offer(&b, 1, ms - 1000), t, ms),
+            Ok(()),
+            "forgotten"
+        );
+        assert_eq!(f.stats().remembered, 2);
     }
 
     /// The old limiter keyed the callee's bucket on the rendezvous node's address: one
