@@ -121,6 +121,10 @@ async fn forward_or_answer(
 ) -> Result<Vec<u8>, ConnectErrorCode> {
     let me = shared.identity.fingerprint();
     let for_me = Signal::recipient(offer).ok_or(ConnectErrorCode::Malformed)? == me;
+    if !for_me && !lock(&shared.nat.rdv).registry.serves() {
+        // Nobody registers here: no signature check for it.
+        return Err(ConnectErrorCode::NotRegistered);
+    }
     let admit = |f: &mut dyn FnMut(&mut ConnectLimits) -> Result<(), ConnectRefusal>| {
         let mut rdv = lock(&shared.nat.rdv);
         let limits = if for_me {
