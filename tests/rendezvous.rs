@@ -192,8 +192,16 @@ async fn many_identities_from_one_address_do_not_lock_out_a_good_client() {
     let st = boot.rendezvous_stats().registry;
     println!(
         "{count} throwaway identities from 127.0.0.1: {accepted} registered, {refused} refused; \
-         registry: {} live, {} refused by source quota, ≈ {} bytes",
-        st.live, st.refused_source_quota, st.bytes
+         registry: {} live (peak {}), {} refused by source quota, {} expired, {} dropped with \
+         their connection, ≈ {} bytes",
+        st.live, st.peak, st.refused_source_quota, st.expired, st.removed, st.bytes
+    );
+    // Registrations that expired or lost their connection free their place (a long run
+    // sees some), but one address never holds more than its quota at once.
+    assert!(
+        st.peak <= 32,
+        "one address holds at most its quota of registrations: {} at once",
+        st.peak
     );
 
     let mut callee = node_with(config("127.0.0.2", false, vec![rdv])).await;
@@ -237,10 +245,6 @@ async fn many_identities_from_one_address_do_not_lock_out_a_good_client() {
     println!(
         "after: {} live registrations from {} sources, CONNECTs forwarded {}",
         st.registry.live, st.registry.sources, st.forwarding.admitted
-    );
-    assert!(
-        accepted <= 32,
-        "one address holds at most its quota of registrations: {accepted} of {count}"
     );
     assert_eq!(st.registry.refused_source_quota, refused as u64);
     drop(attackers);

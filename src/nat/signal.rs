@@ -185,7 +185,7 @@ pub enum ConnectErrorCode {
     TargetTimeout = 3,
     /// The request was malformed.
     Malformed = 4,
-    /// The callee refused the offer (stale, not for it, bad signature).
+    /// The offer was refused: stale, replayed, or (at the callee) not for it.
     Refused = 5,
     /// The callee runs too many punching attempts already, or the node's table is full.
     Busy = 6,
@@ -218,7 +218,7 @@ impl ConnectErrorCode {
             ConnectErrorCode::RateLimited => "rate limited",
             ConnectErrorCode::TargetTimeout => "callee did not answer",
             ConnectErrorCode::Malformed => "malformed",
-            ConnectErrorCode::Refused => "callee refused the offer",
+            ConnectErrorCode::Refused => "offer refused (stale, replayed or not for the callee)",
             ConnectErrorCode::Busy => "busy",
             ConnectErrorCode::NotRendezvous => "not a rendezvous node",
             ConnectErrorCode::Quota => "source holds its quota of registrations",
