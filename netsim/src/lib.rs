@@ -15,6 +15,7 @@
 pub mod dht_flood;
 pub mod dht_sim;
 mod link;
+pub mod rdv_sim;
 mod scheduler;
 pub mod testbed;
 

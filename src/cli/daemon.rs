@@ -180,6 +180,7 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         }),
         store_dir: Some(dir.clone()),
         keep_alive: Duration::from_secs(cfg.keep_alive_secs.max(1)),
+        rendezvous_server: bootstrap,
         ..NodeConfig::listening_on(cfg.listen)
     };
     let node = Node::bind(identity, node_cfg)
@@ -314,6 +315,7 @@ pub(super) fn status(h: &NodeHandle) -> Value {
         "rendezvous": st.rendezvous.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
         "connections": h.connection_count(),
         "pending_peers": h.pending_peers().len(),
+        "rendezvous_role": h.rendezvous_stats(),
         "limits": limits(h),
     })
 }

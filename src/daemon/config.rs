@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::crypto::Fingerprint;
 use crate::dht::DhtConfig;
 use crate::nat::responder::ResponderConfig;
+use crate::node::rendezvous::RendezvousLimits;
 use crate::session::ConnConfig;
 
 /// The node's DHT role (spec/04-dht.md).
@@ -81,6 +82,14 @@ pub struct NodeConfig {
     /// 10 per second, never more bytes than the source sent plus one minimal answer; 4096
     /// sources remembered; requests over 548 bytes dropped.
     pub stun_responder: ResponderConfig,
+    /// Accept rendezvous registrations and forward CONNECTs for registered nodes (default
+    /// false; `dna bootstrap` sets it). Needs `dht`. A node that does not serve answers
+    /// RDV_REGISTER with CONNECT_ERROR 7 (spec/05 §4.3).
+    pub rendezvous_server: bool,
+    /// Limits of the rendezvous role: registration lifetime (300 s), per-source quota (32),
+    /// per-network quota (256), cap (16,384), rates of RDV_REGISTER and CONNECT, the replay
+    /// cache (spec/06-node.md, "Rendezvous"). CONNECT limits apply on every node, as callee.
+    pub rendezvous: RendezvousLimits,
 }
 
 impl Default for NodeConfig {
@@ -105,6 +114,8 @@ impl Default for NodeConfig {
             keep_delivered: 100_000,
             max_peers: 4096,
             stun_responder: ResponderConfig::default(),
+            rendezvous_server: false,
+            rendezvous: RendezvousLimits::default(),
         }
     }
 }

@@ -90,8 +90,8 @@ fn idle_limit(shared: &Shared) -> Duration {
 /// here): those stay open while idle, they are how a NATed node is reached.
 fn holds_registration(shared: &Shared, peer: &NodeId, conn: &quinn::Connection) -> bool {
     let theirs = lock(&shared.nat.rdv)
-        .registered
-        .get(peer)
+        .registry
+        .lookup(peer, Instant::now())
         .is_some_and(|c| c.stable_id() == conn.stable_id());
     theirs
         || lock(&shared.nat.status)

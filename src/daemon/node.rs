@@ -429,6 +429,7 @@ impl Node {
             );
         }
         let scores = Scores::new(cfg.max_scored_sources);
+        let nat = super::reach::NatShared::new(&cfg);
         let shared = Arc::new(Shared {
             identity: Arc::new(identity),
             cfg,
@@ -452,7 +453,7 @@ impl Node {
             presence: Mutex::new(None),
             dht,
             stun_pending: Mutex::new(HashMap::new()),
-            nat: super::reach::NatShared::default(),
+            nat,
             hash_key,
             stun_stats: tokio::sync::watch::Sender::new(Default::default()),
             store,

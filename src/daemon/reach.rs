@@ -13,13 +13,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::node::{lock, NodeHandle, Shared};
 use super::rendezvous;
-use crate::crypto::{Fingerprint, NodeId};
+use crate::crypto::Fingerprint;
 use crate::dht::Contact;
 use crate::nat::candidate::{Candidate, CandidateKind, PresenceInfo};
 use crate::nat::discovery::{Discovery, DiscoveryError, NatClass};
 use crate::nat::punch::{Punch, PunchConfig, PunchCreds, PunchResult};
-use crate::nat::signal::{ConnectErrorCode, RateLimiter, Signal, SignalKind};
+use crate::nat::signal::{ConnectErrorCode, Signal, SignalKind};
 use crate::nat::stun;
+use crate::node::rendezvous::{Rendezvous, RendezvousStats};
 use crate::transport::socket::Datagram;
 
 /// After its result, a punching attempt keeps answering the peer's checks this long.
@@ -52,30 +53,26 @@ impl NatStatus {
     }
 }
 
-/// The rendezvous role: who is registered here, and the CONNECT rate limit.
-pub(crate) struct RdvState {
-    pub(crate) registered: HashMap<NodeId, quinn::Connection>,
-    pub(crate) limiter: RateLimiter,
-}
-
 /// NAT state shared by the node's tasks.
 pub(crate) struct NatShared {
     pub(crate) status: Mutex<NatStatus>,
-    pub(crate) rdv: Mutex<RdvState>,
+    /// The rendezvous role (registry and CONNECT admission), a sans-IO core: the lock is
+    /// held only for its calls, never across I/O or a signature check.
+    pub(crate) rdv: Mutex<Rendezvous<quinn::Connection>>,
     /// Punching attempts, by transaction-ID tag (answers) and by local ufrag (checks).
     punch_by_tag: Mutex<HashMap<[u8; 4], mpsc::UnboundedSender<Datagram>>>,
     punch_by_ufrag: Mutex<HashMap<String, mpsc::UnboundedSender<Datagram>>>,
 }
 
-impl Default for NatShared {
-    fn default() -> Self {
+impl NatShared {
+    /// NAT state for a node configured with `cfg`; it accepts registrations only if it is
+    /// configured as a rendezvous server and runs a DHT (registrations ride on DHT
+    /// connections).
+    pub(crate) fn new(cfg: &super::NodeConfig) -> NatShared {
+        let serve = cfg.rendezvous_server && cfg.dht.is_some();
         NatShared {
             status: Mutex::new(NatStatus::default()),
-            rdv: Mutex::new(RdvState {
-                registered: HashMap::new(),
-                // spec/05 §4.3: burst 10, 2 per second, 4096 sources.
-                limiter: RateLimiter::new(10, 2.0, 4096),
-            }),
+            rdv: Mutex::new(Rendezvous::new(serve, &cfg.rendezvous)),
             punch_by_tag: Mutex::new(HashMap::new()),
             punch_by_ufrag: Mutex::new(HashMap::new()),
         }
@@ -139,6 +136,9 @@ pub enum ReachError {
     /// Its presence value did not decode.
     #[error("bad presence value: {0}")]
     BadPresence(String),
+    /// The rendezvous node refused the registration (the reason it gave).
+    #[error("registration refused: {0}")]
+    RegistrationRefused(&'static str),
     /// Talking to a rendezvous node failed.
     #[error("rendezvous: {0}")]
     Rendezvous(&'static str),
@@ -478,6 +478,14 @@ impl NodeHandle {
     /// What this node knows about its own reachability.
     pub fn nat_status(&self) -> NatStatus {
         lock(&self.shared.nat.status).clone()
+    }
+
+    /// The rendezvous role's counters: registrations held, accepted, expired and refused
+    /// by reason; CONNECTs admitted and refused, as rendezvous and as callee.
+    pub fn rendezvous_stats(&self) -> RendezvousStats {
+        let mut rdv = lock(&self.shared.nat.rdv);
+        rdv.handle_timeout(Instant::now());
+        rdv.stats()
     }
 
     /// Registers at a rendezvous node (a DHT node given as address and fingerprint) and

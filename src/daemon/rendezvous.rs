@@ -7,6 +7,10 @@
 //! rendezvous node opens a stream to the registered callee over the callee's own connection,
 //! forwards the bytes unchanged and carries the answer back. It only forwards: the offer and
 //! the answer are signed by their senders.
+//!
+//! What is registered, until when, and which offers pass are decided by the sans-IO
+//! [`Rendezvous`](crate::node::rendezvous::Rendezvous) core; this driver reads the clock
+//! and does the I/O.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +22,7 @@ use super::node::{lock, unix_ms, Shared};
 use super::reach::ReachError;
 use crate::dht::Contact;
 use crate::nat::signal::{ConnectErrorCode, Signal};
+use crate::node::rendezvous::{ConnectLimits, ConnectRefusal};
 use crate::wire::{
     decode_exact, encode_frame, FrameLimits, HeaderView, MessageType, HEADER_LEN, SIGNALLING_RANGE,
 };
@@ -26,10 +31,6 @@ use crate::wire::{
 const MAX_SIGNAL_FRAME: usize = 16 * 1024;
 /// How long a rendezvous node waits for the callee's answer.
 pub(crate) const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
-/// Registration lifetime announced in RDV_REGISTERED; registrants renew well before.
-pub(crate) const REGISTRATION_SECS: u32 = 300;
-/// Most nodes one rendezvous node forwards for.
-const MAX_REGISTERED: usize = 4096;
 
 fn limits() -> FrameLimits {
     FrameLimits {
@@ -61,19 +62,7 @@ pub(crate) async fn serve_stream(
         return;
     };
     let reply = match f.header.msg_type {
-        MessageType::RdvRegister if shared.dht.is_some() => {
-            let mut rdv = lock(&shared.nat.rdv);
-            if rdv.registered.len() < MAX_REGISTERED || rdv.registered.contains_key(&peer.id) {
-                rdv.registered.insert(peer.id, conn.clone());
-                tracing::debug!(peer = %peer.addr, "registered for rendezvous");
-                Some(frame(
-                    MessageType::RdvRegistered,
-                    &REGISTRATION_SECS.to_be_bytes(),
-                ))
-            } else {
-                None
-            }
-        }
+        MessageType::RdvRegister => Some(register_here(shared, conn, peer)),
         MessageType::Connect => Some(match forward_or_answer(shared, conn, f.payload).await {
             Ok(answer) => frame(MessageType::ConnectAnswer, &answer),
             Err(code) => frame(MessageType::ConnectError, &[code as u8]),
@@ -86,29 +75,87 @@ pub(crate) async fn serve_stream(
     let _ = send.finish();
 }
 
-/// A CONNECT for us is answered; one for a node registered here is forwarded.
+/// RDV_REGISTER from `peer` (authenticated by its HELLO) over `conn`: RDV_REGISTERED with
+/// the lifetime, or CONNECT_ERROR with the reason's code. A registration made over a new
+/// connection is dropped when that connection ends.
+fn register_here(shared: &Arc<Shared>, conn: &quinn::Connection, peer: Contact) -> BytesMut {
+    let now = Instant::now();
+    let ip = conn.remote_address().ip();
+    let mut rdv = lock(&shared.nat.rdv);
+    let same_conn = rdv
+        .registry
+        .lookup(&peer.id, now)
+        .is_some_and(|c| c.stable_id() == conn.stable_id());
+    match rdv.registry.register(peer.id, ip, conn.clone(), now) {
+        Ok(lifetime) => {
+            drop(rdv);
+            tracing::debug!(peer = %peer.addr, "registered for rendezvous");
+            if !same_conn {
+                let (shared, conn, id) = (shared.clone(), conn.clone(), peer.id);
+                tokio::spawn(async move {
+                    conn.closed().await;
+                    lock(&shared.nat.rdv)
+                        .registry
+                        .remove_if(&id, |c| c.stable_id() == conn.stable_id());
+                });
+            }
+            let secs = u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX);
+            frame(MessageType::RdvRegistered, &secs.to_be_bytes())
+        }
+        Err(e) => {
+            drop(rdv);
+            tracing::debug!(peer = %peer.addr, error = %e, "rendezvous registration refused");
+            frame(MessageType::ConnectError, &[e.code() as u8])
+        }
+    }
+}
+
+/// A CONNECT for us is answered; one for a node registered here is forwarded. Either way
+/// the offer is admitted first (spec/06-node.md, "Rendezvous"): a token from the bucket of
+/// the delivering connection's source before the signature is checked, then freshness,
+/// the replay cache and the caller's bucket.
 async fn forward_or_answer(
     shared: &Arc<Shared>,
     conn: &quinn::Connection,
     offer: &[u8],
 ) -> Result<Vec<u8>, ConnectErrorCode> {
-    if !lock(&shared.nat.rdv)
-        .limiter
-        .allow(conn.remote_address().ip(), Instant::now())
-    {
-        return Err(ConnectErrorCode::RateLimited);
-    }
-    let signal = Signal::verify(offer).map_err(|_| ConnectErrorCode::Malformed)?;
     let me = shared.identity.fingerprint();
-    if signal.to == me {
+    let for_me = Signal::recipient(offer).ok_or(ConnectErrorCode::Malformed)? == me;
+    if !for_me && !lock(&shared.nat.rdv).registry.serves() {
+        // Nobody registers here: no signature check for it.
+        return Err(ConnectErrorCode::NotRegistered);
+    }
+    let admit = |f: &mut dyn FnMut(&mut ConnectLimits) -> Result<(), ConnectRefusal>| {
+        let mut rdv = lock(&shared.nat.rdv);
+        let limits = if for_me {
+            &mut rdv.answering
+        } else {
+            &mut rdv.forwarding
+        };
+        f(limits).map_err(|e| {
+            tracing::debug!(peer = %conn.remote_address(), error = %e, "CONNECT refused");
+            e.code()
+        })
+    };
+    admit(&mut |l| l.check_source(conn.remote_address().ip(), Instant::now()))?;
+    let signal = Signal::verify(offer).map_err(|_| ConnectErrorCode::Malformed)?;
+    admit(&mut |l| l.admit(&signal, Instant::now(), now_ms()))?;
+    if for_me {
         return super::reach::answer_offer(shared, signal).await;
     }
-    let target = lock(&shared.nat.rdv)
-        .registered
-        .get(&signal.to.node_id())
-        .filter(|c| c.close_reason().is_none())
-        .cloned()
-        .ok_or(ConnectErrorCode::NotRegistered)?;
+    let target = {
+        let mut rdv = lock(&shared.nat.rdv);
+        let id = signal.to.node_id();
+        match rdv.registry.lookup(&id, Instant::now()).cloned() {
+            Some(c) if c.close_reason().is_none() => c,
+            Some(c) => {
+                rdv.registry
+                    .remove_if(&id, |x| x.stable_id() == c.stable_id());
+                return Err(ConnectErrorCode::NotRegistered);
+            }
+            None => return Err(ConnectErrorCode::NotRegistered),
+        }
+    };
     let exchange = async {
         let (mut s, mut r) = target.open_bi().await.ok()?;
         s.write_all(&frame(MessageType::Connect, offer))
@@ -180,6 +227,11 @@ pub(crate) async fn register(
                 p[0], p[1], p[2], p[3],
             ]))))
         }
+        (MessageType::ConnectError, p) => Err(ReachError::RegistrationRefused(
+            p.first()
+                .and_then(|b| ConnectErrorCode::from_u8(*b))
+                .map_or("unknown", ConnectErrorCode::reason),
+        )),
         _ => Err(ReachError::Rendezvous("registration refused")),
     }
 }

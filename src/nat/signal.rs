@@ -1,11 +1,7 @@
 //! Rendezvous signalling (spec/05-nat.md §4): the signed CONNECT offer and answer that carry
-//! each side's candidates and short-term STUN credentials, and the per-source rate limit a
-//! rendezvous node applies. The rendezvous node only forwards; both ends sign what they
-//! send, so it can neither forge nor alter an offer.
-
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::time::{Duration, Instant};
+//! each side's candidates and short-term STUN credentials, and the CONNECT_ERROR codes. The
+//! rendezvous node only forwards; both ends sign what they send, so it can neither forge nor
+//! alter an offer. (The limits a rendezvous node applies are in `node::rendezvous`.)
 
 use super::candidate::{put_candidates, put_text, Candidate, CandidateError, Reader};
 use crate::crypto::{Fingerprint, Identity};
@@ -132,6 +128,15 @@ impl Signal {
         })
     }
 
+    /// The recipient named in a signal's bytes, read without verifying anything: a node
+    /// uses it only to pick which limits to charge before it spends a signature check.
+    pub fn recipient(bytes: &[u8]) -> Option<Fingerprint> {
+        let mut r = Reader(bytes);
+        r.u8().ok()?;
+        r.take(PUBLIC_KEY_LEN).ok()?;
+        r.fingerprint().ok()
+    }
+
     /// Checks an offer received by `me` at `now_ms`.
     pub fn check_offer(&self, me: &Fingerprint, now_ms: u64) -> Result<(), SignalError> {
         if self.kind != SignalKind::Offer {
@@ -180,10 +185,14 @@ pub enum ConnectErrorCode {
     TargetTimeout = 3,
     /// The request was malformed.
     Malformed = 4,
-    /// The callee refused the offer (stale, not for it, bad signature).
+    /// The offer was refused: stale, replayed, or (at the callee) not for it.
     Refused = 5,
-    /// The callee runs too many punching attempts already.
+    /// The callee runs too many punching attempts already, or the node's table is full.
     Busy = 6,
+    /// (Answer to RDV_REGISTER.) This node does not serve as a rendezvous node.
+    NotRendezvous = 7,
+    /// (Answer to RDV_REGISTER.) The registrant's source or network holds its quota.
+    Quota = 8,
 }
 
 impl ConnectErrorCode {
@@ -196,6 +205,8 @@ impl ConnectErrorCode {
             4 => ConnectErrorCode::Malformed,
             5 => ConnectErrorCode::Refused,
             6 => ConnectErrorCode::Busy,
+            7 => ConnectErrorCode::NotRendezvous,
+            8 => ConnectErrorCode::Quota,
             _ => return None,
         })
     }
@@ -207,52 +218,10 @@ impl ConnectErrorCode {
             ConnectErrorCode::RateLimited => "rate limited",
             ConnectErrorCode::TargetTimeout => "callee did not answer",
             ConnectErrorCode::Malformed => "malformed",
-            ConnectErrorCode::Refused => "callee refused the offer",
-            ConnectErrorCode::Busy => "callee busy",
-        }
-    }
-}
-
-/// A token bucket per source address: `burst` requests at once, refilled at `per_second`.
-/// Holds at most `max_sources` buckets; when full, the idlest ones are forgotten.
-#[derive(Debug)]
-pub struct RateLimiter {
-    burst: f64,
-    per_second: f64,
-    max_sources: usize,
-    buckets: HashMap<IpAddr, (f64, Instant)>,
-}
-
-impl RateLimiter {
-    /// A limiter; spec/05 §4.3 uses burst 10, 2 per second, 4096 sources.
-    pub fn new(burst: u32, per_second: f64, max_sources: usize) -> RateLimiter {
-        RateLimiter {
-            burst: f64::from(burst),
-            per_second,
-            max_sources,
-            buckets: HashMap::new(),
-        }
-    }
-
-    /// Takes one token for `source`; `false` means refuse.
-    pub fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
-        if self.buckets.len() >= self.max_sources && !self.buckets.contains_key(&source) {
-            let full = Duration::from_secs_f64(self.burst / self.per_second);
-            self.buckets
-                .retain(|_, (_, t)| now.saturating_duration_since(*t) < full);
-            if self.buckets.len() >= self.max_sources {
-                return false;
-            }
-        }
-        let (tokens, last) = self.buckets.entry(source).or_insert((self.burst, now));
-        let refill = now.saturating_duration_since(*last).as_secs_f64() * self.per_second;
-        *tokens = (*tokens + refill).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
+            ConnectErrorCode::Refused => "offer refused (stale, replayed or not for the callee)",
+            ConnectErrorCode::Busy => "busy",
+            ConnectErrorCode::NotRendezvous => "not a rendezvous node",
+            ConnectErrorCode::Quota => "source holds its quota of registrations",
         }
     }
 }
@@ -288,6 +257,8 @@ mod tests {
         let bytes = o.sign(&a);
         let back = Signal::verify(&bytes).unwrap();
         assert_eq!(back, o);
+        assert_eq!(Signal::recipient(&bytes), Some(b.fingerprint()));
+        assert_eq!(Signal::recipient(&bytes[..100]), None);
         assert_eq!(back.check_offer(&b.fingerprint(), 1_000_500), Ok(()));
         assert_eq!(
             back.check_offer(&a.fingerprint(), 1_000_500),
@@ -321,20 +292,5 @@ mod tests {
             Signal::verify(&bytes[..100]),
             Err(SignalError::Malformed(_))
         ));
-    }
-
-    #[test]
-    fn rate_limiter_refills() {
-        let t = crate::nat::tests::t0();
-        let mut r = RateLimiter::new(3, 1.0, 2);
-        let ip: IpAddr = "198.18.0.11".parse().unwrap();
-        assert!((0..3).all(|_| r.allow(ip, t)));
-        assert!(!r.allow(ip, t));
-        assert!(r.allow(ip, t + Duration::from_millis(1100)));
-        assert!(r.allow("198.18.0.12".parse().unwrap(), t));
-        assert!(
-            !r.allow("198.18.0.13".parse().unwrap(), t),
-            "table full of fresh sources"
-        );
     }
 }

@@ -5,5 +5,7 @@
 //! | module | what |
 //! | --- | --- |
 //! | [`source`] | who a limit applies to: IPv4 address or /24, IPv6 /64 or /48; token buckets keyed by them |
+//! | [`rendezvous`] | the rendezvous role: registrations with expiry, quotas and a cap; CONNECT admission (rate limits, replay cache) |
 
+pub mod rendezvous;
 pub mod source;
