@@ -19,8 +19,9 @@ use crate::session::hello::{EXPORTER_LABEL, EXPORTER_LEN};
 use crate::session::{code, ConnError, ConnEvent, Connection};
 use crate::transport::tls::SERVER_NAME;
 
-use super::node::{lock, Active, NodeEvent, NodeHandle, Path, Shared};
+use super::node::{lock, ConnHandle, NodeEvent, NodeHandle, Path, Shared};
 use super::store::{Cmd, Stored};
+use crate::node::peers::Registration;
 
 /// Counters of the connection drivers, shared by all of them (shown by `dna status`).
 #[derive(Debug, Default)]
@@ -231,14 +232,10 @@ pub(crate) async fn drive(
     {
         let mut peers = lock(&shared.peers);
         if let Some(peer) = st.peer {
-            let p = shared.peer_entry(&mut peers, peer);
-            p.outbox.requeue(conn_id);
-            if p.active.as_ref().map(|a| a.conn_id) == Some(conn_id) {
-                p.active = None;
-            }
+            peers.connection_ended(peer, conn_id);
         }
         if let (Some(dialed), false) = (expected, st.registered) {
-            shared.peer_entry(&mut peers, dialed).dialing = false;
+            peers.entry(dialed).dialing = false;
         }
         // Redial with backoff: a connection that failed before it was established (HELLO
         // refused, handshake timed out or closed) doubles the delay; success resets it.
@@ -254,7 +251,7 @@ pub(crate) async fn drive(
             if scores.peer_banned(&fp) {
                 continue;
             }
-            let p = shared.peer_entry(&mut peers, fp);
+            let p = peers.entry(fp);
             if st.established {
                 p.redial = Duration::ZERO;
             } else if failed {
@@ -670,7 +667,7 @@ fn collect_events(
                     continue;
                 }
                 let peers = peers.get_or_insert_with(|| lock(&shared.peers));
-                if shared.peer_entry(peers, fp).inbox.accept(m.id) {
+                if peers.entry(fp).inbox.accept(m.id) {
                     out.push(NodeEvent::Message {
                         from: m.sender,
                         id: m.id,
@@ -682,10 +679,7 @@ fn collect_events(
             ConnEvent::Acked { below } => {
                 let Some(peer) = st.peer else { continue };
                 let peers = peers.get_or_insert_with(|| lock(&shared.peers));
-                let ids = shared
-                    .peer_entry(peers, peer)
-                    .outbox
-                    .ack_below(conn_id, below);
+                let ids = peers.entry(peer).outbox.ack_below(conn_id, below);
                 if !ids.is_empty() {
                     if shared.store.is_some() {
                         delivered.extend_from_slice(&ids);
@@ -713,8 +707,7 @@ fn collect_events(
 }
 
 /// Makes this connection the peer's live one, or refuses it: banned peers, and the loser of
-/// the duplicate tie-break — keep the connection whose dialer has the lower fingerprint; if
-/// the same side dialed both, keep the newer (spec/03-session.md §4).
+/// the duplicate tie-break (`node::peers`, spec/03-session.md §4).
 fn register(
     shared: &Arc<Shared>,
     conn: &quinn::Connection,
@@ -726,30 +719,29 @@ fn register(
     if lock(&shared.scores).peer_banned(&peer) {
         return Err(End::Banned);
     }
-    let me = shared.identity.fingerprint();
-    let dialer = if expected.is_some() { me } else { peer };
-    let mut peers = lock(&shared.peers);
-    let p = shared.peer_entry(&mut peers, peer);
-    if expected.is_none() && p.addrs.is_empty() {
-        p.addrs.push(conn.remote_address());
-    }
-    if let Some(old) = &p.active {
-        if dialer > old.dialer {
-            return Err(End::Duplicate);
-        }
-        old.conn
-            .close(code::DUPLICATE_CONNECTION.into(), b"duplicate connection");
-    }
-    if expected.is_some() {
-        p.dialing = false;
-    }
-    p.active = Some(Active {
-        conn_id,
+    let handle = ConnHandle {
         conn: conn.clone(),
-        dialer,
         wake: wake.clone(),
-    });
-    Ok(())
+    };
+    let me = shared.identity.fingerprint();
+    let r = lock(&shared.peers).register(
+        me,
+        peer,
+        conn_id,
+        expected.is_some(),
+        conn.remote_address(),
+        handle,
+    );
+    match r {
+        Registration::Duplicate => Err(End::Duplicate),
+        Registration::Live { replaced } => {
+            if let Some(old) = replaced {
+                old.conn
+                    .close(code::DUPLICATE_CONNECTION.into(), b"duplicate connection");
+            }
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

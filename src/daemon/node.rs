@@ -14,7 +14,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, Notify};
 
 use crate::crypto::{Fingerprint, Identity, MessageId};
-use crate::session::{code, Inbox, Outbox, Outgoing, PresenceStatus};
+use crate::session::{code, Outgoing, PresenceStatus};
 use crate::transport::tls::{quic_configs, CertifiedKey, TlsError};
 use crate::transport::{bind_udp, DnaSocket, SideChannels};
 
@@ -22,6 +22,7 @@ use super::conn::{dial_loop, drive};
 use super::score::Scores;
 use super::store::{Store, StoreError, StoreLimits, StoredMessage};
 use super::NodeConfig;
+use crate::node::peers::PeerTable;
 
 /// The events channel, bounded by count and by message bytes (spec/06-node.md §4): a
 /// message's body takes its size from a byte budget when it is queued, and gives it back
@@ -49,9 +50,6 @@ impl EventTx {
         self.tx.send(ev).await.map_err(|_| ())
     }
 }
-
-/// Addresses remembered per peer (the newest first).
-const MAX_PEER_ADDRS: usize = 8;
 
 /// How a peer is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,54 +168,15 @@ pub struct PeerInfo {
     pub score: i32,
 }
 
-pub(crate) struct Active {
-    pub(crate) conn_id: u64,
+/// The driver's handle on a peer's live connection (kept in the sans-IO peer table).
+pub(crate) struct ConnHandle {
     pub(crate) conn: quinn::Connection,
-    /// Fingerprint of the side that dialed this connection (tie-break, spec §4).
-    pub(crate) dialer: Fingerprint,
+    /// Wakes the connection task (new messages, presence).
     pub(crate) wake: Arc<Notify>,
 }
 
-pub(crate) struct Peer {
-    pub(crate) outbox: Outbox,
-    pub(crate) inbox: Inbox,
-    pub(crate) addrs: Vec<SocketAddr>,
-    /// The application asked for this peer: keep reconnecting.
-    pub(crate) want: bool,
-    pub(crate) active: Option<Active>,
-    pub(crate) dialing: bool,
-    /// When the entry was last used (the node's peer tick): least recently used goes first.
-    pub(crate) used: u64,
-    /// The delay before the next dial after connections that failed before they were
-    /// established (zero: none failed since the last success).
-    pub(crate) redial: Duration,
-}
-
-impl Peer {
-    fn new(inbox_capacity: usize, key: [u64; 2]) -> Peer {
-        Peer {
-            outbox: Outbox::default(),
-            inbox: Inbox::new(inbox_capacity, key),
-            addrs: Vec::new(),
-            want: false,
-            active: None,
-            dialing: false,
-            used: 0,
-            redial: Duration::ZERO,
-        }
-    }
-
-    /// Whether the entry may be dropped to make room: nothing live, nothing waiting, and
-    /// the application did not ask for the peer.
-    fn evictable(&self) -> bool {
-        self.active.is_none() && !self.dialing && !self.want && self.outbox.is_empty()
-    }
-
-    /// Whether a connection should be (re)established.
-    pub(crate) fn needs_connection(&self) -> bool {
-        self.active.is_none() && !self.addrs.is_empty() && (self.want || !self.outbox.is_empty())
-    }
-}
+/// The peer table as the driver holds it.
+pub(crate) type Peers = PeerTable<ConnHandle>;
 
 pub(crate) struct Shared {
     pub(crate) identity: Arc<Identity>,
@@ -226,13 +185,12 @@ pub(crate) struct Shared {
     pub(crate) client_cfg: quinn::ClientConfig,
     pub(crate) socket: Arc<DnaSocket>,
     pub(crate) local: SocketAddr,
-    pub(crate) peers: Mutex<HashMap<Fingerprint, Peer>>,
+    /// The peer table (sans-IO, `node::peers`). Locked for table operations only, never
+    /// across an `.await`, a signature check or a disk write.
+    pub(crate) peers: Mutex<Peers>,
     pub(crate) scores: Mutex<Scores>,
     pub(crate) events: EventTx,
     pub(crate) next_conn: AtomicU64,
-    /// Peer-table clock (least recently used eviction) and evictions so far.
-    peer_tick: AtomicU64,
-    peers_evicted: AtomicU64,
     pub(crate) live: AtomicUsize,
     /// No new sends or inbound connections; connections and dials in progress finish.
     pub(crate) closing: AtomicBool,
@@ -241,8 +199,6 @@ pub(crate) struct Shared {
     pub(crate) presence: Mutex<Option<PresenceStatus>>,
     /// Message IDs: ChaCha20 seeded once from the OS, not a system call per message.
     pub(crate) id_rng: Mutex<rand_chacha::ChaCha20Rng>,
-    /// Secret key of the inboxes' ID hash.
-    pub(crate) hash_key: [u64; 2],
     /// The DHT, if this node runs one.
     pub(crate) dht: Option<Arc<super::dht::DhtShared>>,
     /// STUN transactions waiting for answers, by transaction ID.
@@ -266,45 +222,17 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// The entry of `fp`, made if needed. The table holds at most `max_peers` entries that
-    /// could be dropped (spec/06-node.md §4): a new one evicts the least recently used
-    /// entry with nothing live or waiting. Entries with a connection (bounded by
-    /// `max_connections`) or that the application asked for are never evicted.
-    pub(crate) fn peer_entry<'a>(
-        &self,
-        peers: &'a mut HashMap<Fingerprint, Peer>,
-        fp: Fingerprint,
-    ) -> &'a mut Peer {
-        let tick = self.peer_tick.fetch_add(1, Ordering::Relaxed);
-        if !peers.contains_key(&fp) && peers.len() >= self.cfg.max_peers.max(1) {
-            let stalest = peers
-                .iter()
-                .filter(|(_, p)| p.evictable())
-                .min_by_key(|(_, p)| p.used)
-                .map(|(f, _)| *f);
-            if let Some(f) = stalest {
-                peers.remove(&f);
-                self.peers_evicted.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let p = peers
-            .entry(fp)
-            .or_insert_with(|| Peer::new(self.cfg.inbox_capacity, self.hash_key));
-        p.used = tick;
-        p
-    }
-
     /// Starts a dial task for `peer` if it needs a connection and none is being made.
     pub(crate) fn ensure_dialing(
         self: &Arc<Self>,
-        peers: &mut HashMap<Fingerprint, Peer>,
+        peers: &mut Peers,
         fp: Fingerprint,
         delay: Duration,
     ) {
         if self.stopped.load(Ordering::Relaxed) {
             return;
         }
-        let p = self.peer_entry(peers, fp);
+        let p = peers.entry(fp);
         if p.dialing || !p.needs_connection() {
             return;
         }
@@ -412,12 +340,10 @@ impl Node {
         let event_budget = cfg.event_queue_bytes.clamp(1, u32::MAX as usize);
         let event_bytes_sem = Arc::new(tokio::sync::Semaphore::new(event_budget));
         let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
-        let mut peers = HashMap::new();
+        let mut peers = Peers::new(cfg.max_peers, cfg.inbox_capacity, hash_key);
         let pending: usize = backlog.iter().map(|(_, m)| m.len()).sum();
         for (fp, msgs) in backlog {
-            let p = peers
-                .entry(fp)
-                .or_insert_with(|| Peer::new(cfg.inbox_capacity, hash_key));
+            let p = peers.entry(fp);
             for m in msgs {
                 p.outbox.push(m);
             }
@@ -445,8 +371,6 @@ impl Node {
                 budget: event_budget,
             },
             next_conn: AtomicU64::new(1),
-            peer_tick: AtomicU64::new(0),
-            peers_evicted: AtomicU64::new(0),
             live: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -454,7 +378,6 @@ impl Node {
             dht,
             stun_pending: Mutex::new(HashMap::new()),
             nat,
-            hash_key,
             stun_stats: tokio::sync::watch::Sender::new(Default::default()),
             store,
             inbox,
@@ -538,8 +461,8 @@ impl Node {
         let deadline = Instant::now() + grace;
         loop {
             let pending = lock(&s.peers)
-                .values()
-                .any(|p| (p.active.is_some() || p.dialing) && !p.outbox.is_empty());
+                .iter()
+                .any(|(_, p)| (p.active.is_some() || p.dialing) && !p.outbox.is_empty());
             if !pending || Instant::now() >= deadline {
                 break;
             }
@@ -577,16 +500,8 @@ impl NodeHandle {
     /// backoff) until [`NodeHandle::disconnect`].
     pub fn connect(&self, peer: Fingerprint, addrs: Vec<SocketAddr>) {
         let mut peers = lock(&self.shared.peers);
-        let p = self.shared.peer_entry(&mut peers, peer);
-        p.want = true;
-        // The newest addresses first: after a peer restarts, its old ones are stale.
-        let old = std::mem::take(&mut p.addrs);
-        p.addrs = addrs;
-        for a in old {
-            if !p.addrs.contains(&a) && p.addrs.len() < MAX_PEER_ADDRS {
-                p.addrs.push(a);
-            }
-        }
+        peers.add_addrs(peer, addrs);
+        peers.entry(peer).want = true;
         self.shared.ensure_dialing(&mut peers, peer, Duration::ZERO);
     }
 
@@ -634,12 +549,12 @@ impl NodeHandle {
         }
         let ids = msgs.iter().map(|m| m.id).collect();
         let mut peers = lock(&self.shared.peers);
-        let p = self.shared.peer_entry(&mut peers, peer);
+        let p = peers.entry(peer);
         for m in msgs {
             p.outbox.push(m);
         }
         match &p.active {
-            Some(a) => a.wake.notify_one(),
+            Some(a) => a.handle.wake.notify_one(),
             None => self.shared.ensure_dialing(&mut peers, peer, Duration::ZERO),
         }
         Ok(ids)
@@ -648,11 +563,7 @@ impl NodeHandle {
     /// Peers with messages waiting and no live connection: the application reaches them
     /// (DHT lookup, punching) so the outbox can drain.
     pub fn pending_peers(&self) -> Vec<Fingerprint> {
-        lock(&self.shared.peers)
-            .iter()
-            .filter(|(_, p)| p.active.is_none() && !p.outbox.is_empty())
-            .map(|(fp, _)| *fp)
-            .collect()
+        lock(&self.shared.peers).pending()
     }
 
     /// The received messages in the store, oldest first (empty without a store).
@@ -667,9 +578,9 @@ impl NodeHandle {
     /// Announces our presence to every connected peer (and to each new one).
     pub fn set_presence(&self, status: PresenceStatus) {
         *lock(&self.shared.presence) = Some(status);
-        for p in lock(&self.shared.peers).values() {
+        for (_, p) in lock(&self.shared.peers).iter() {
             if let Some(a) = &p.active {
-                a.wake.notify_one();
+                a.handle.wake.notify_one();
             }
         }
     }
@@ -680,7 +591,8 @@ impl NodeHandle {
         if let Some(p) = peers.get_mut(&peer) {
             p.want = false;
             if let Some(a) = &p.active {
-                a.conn
+                a.handle
+                    .conn
                     .close(code::CLOSED_BY_APPLICATION.into(), b"disconnect");
             }
         }
@@ -691,7 +603,9 @@ impl NodeHandle {
     pub fn reset_connection(&self, peer: Fingerprint) {
         if let Some(p) = lock(&self.shared.peers).get(&peer) {
             if let Some(a) = &p.active {
-                a.conn.close(code::CLOSED_BY_APPLICATION.into(), b"reset");
+                a.handle
+                    .conn
+                    .close(code::CLOSED_BY_APPLICATION.into(), b"reset");
             }
         }
     }
@@ -722,8 +636,8 @@ impl NodeHandle {
     /// Messages waiting in outboxes (queued or unacknowledged), over all peers.
     pub fn outbox_len(&self) -> usize {
         lock(&self.shared.peers)
-            .values()
-            .map(|p| p.outbox.queued() + p.outbox.inflight())
+            .iter()
+            .map(|(_, p)| p.outbox.queued() + p.outbox.inflight())
             .sum()
     }
 
@@ -734,10 +648,8 @@ impl NodeHandle {
 
     /// Entries in the peer table, and how many were evicted so far.
     pub fn peer_table(&self) -> (usize, u64) {
-        (
-            lock(&self.shared.peers).len(),
-            self.shared.peers_evicted.load(Ordering::Relaxed),
-        )
+        let peers = lock(&self.shared.peers);
+        (peers.len(), peers.evicted())
     }
 
     /// Live QUIC connections.
