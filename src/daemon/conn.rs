@@ -19,49 +19,11 @@ use crate::session::hello::{EXPORTER_LABEL, EXPORTER_LEN};
 use crate::session::{code, ConnError, ConnEvent, Connection};
 use crate::transport::tls::SERVER_NAME;
 
-use super::node::{lock, ConnHandle, NodeEvent, NodeHandle, Path, Shared};
+use super::events::{NodeEvent, Path};
+use super::state::{sub, ConnHandle, NodeHandle, Peers, Shared, TransportStats};
 use super::store::{Cmd, Stored};
+use super::util::lock;
 use crate::node::peers::Registration;
-
-/// Counters of the connection drivers, shared by all of them (shown by `dna status`).
-#[derive(Debug, Default)]
-pub(crate) struct ConnCounters {
-    /// Bytes waiting for the stream writers, summed over connections.
-    write_queued: AtomicUsize,
-    /// The most bytes that ever waited for one connection's writer.
-    write_queued_peak: AtomicUsize,
-}
-
-impl ConnCounters {
-    fn queued(&self, conn_queued: usize, added: usize) {
-        self.write_queued.fetch_add(added, Ordering::Relaxed);
-        self.write_queued_peak
-            .fetch_max(conn_queued, Ordering::Relaxed);
-    }
-
-    fn written(&self, n: usize) {
-        sub(&self.write_queued, n);
-    }
-}
-
-/// Subtracts without wrapping: a connection's teardown may release its bytes twice.
-fn sub(counter: &AtomicUsize, n: usize) {
-    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-        Some(v.saturating_sub(n))
-    });
-}
-
-/// A snapshot of the connection drivers' counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct TransportStats {
-    /// Bytes waiting for the stream writers now, over all connections.
-    pub write_queued: usize,
-    /// The most bytes that ever waited for one connection's writer.
-    pub write_queued_peak: usize,
-    /// Traffic sources (IPv4 addresses, IPv6 /64s) with a score.
-    pub scored_sources: usize,
-}
 
 impl NodeHandle {
     /// The connection drivers' counters.
@@ -136,6 +98,24 @@ pub(crate) fn next_redial(
     } else {
         (prev * 2).clamp(initial.min(max), max)
     }
+}
+
+/// Starts a dial task for `peer` if it needs a connection and none is being made.
+pub(crate) fn ensure_dialing(
+    shared: &Arc<Shared>,
+    peers: &mut Peers,
+    fp: Fingerprint,
+    delay: Duration,
+) {
+    if shared.stopped.load(Ordering::Relaxed) {
+        return;
+    }
+    let p = peers.entry(fp);
+    if p.dialing || !p.needs_connection() {
+        return;
+    }
+    p.dialing = true;
+    tokio::spawn(dial_loop(shared.clone(), fp, delay));
 }
 
 /// Tries `peer`'s addresses, except banned ones, until a QUIC connection is up, waiting
@@ -258,7 +238,7 @@ pub(crate) async fn drive(
                 p.redial = next_redial(p.redial, wrong_identity, initial, max);
             }
             let delay = p.redial.max(initial);
-            shared.ensure_dialing(&mut peers, fp, delay);
+            ensure_dialing(&shared, &mut peers, fp, delay);
         }
     }
     let Some(peer) = st.peer else { return };

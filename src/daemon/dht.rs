@@ -7,17 +7,17 @@
 //! that, each request is one bidirectional stream: the request frame, FIN; the answer frame,
 //! FIN. Either side may ask.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
 use super::dht_persist::Snapshot;
-use super::node::{lock, unix_ms, Shared};
+use super::state::{DhtShared, Pooled, Shared, SignalStream};
+use super::util::{lock, unix_ms};
 use crate::crypto::record::{presence_key, RecordKind};
 use crate::crypto::{Fingerprint, NodeId, Record};
 use crate::dht::{
@@ -66,19 +66,6 @@ pub(crate) fn close(d: &DhtShared) {
 /// How long a DHT query from the API may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A pooled DHT connection and when it last carried a request (ms on the pool's clock).
-struct Pooled {
-    conn: quinn::Connection,
-    used: Arc<AtomicU64>,
-}
-
-impl DhtShared {
-    /// Milliseconds since the pool's epoch.
-    fn clock(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-}
-
 /// How long a DHT connection may carry no request before it is closed: twice the session
 /// idle timeout (default 2 min). Connections that hold a rendezvous registration (ours at
 /// them, or theirs here) stay.
@@ -124,34 +111,6 @@ pub(crate) fn evict_idle(shared: &Shared, d: &DhtShared) -> bool {
     true
 }
 
-/// Where the state machine's answer to one inbound request goes.
-type AnswerTx = oneshot::Sender<DhtMessage>;
-
-/// DHT state shared by the node's tasks.
-pub(crate) struct DhtShared {
-    pub(crate) dht: Mutex<Dht>,
-    /// Taken (saved and closed) at shutdown: sled holds a lock on its files while open.
-    persist: Mutex<Option<super::dht_persist::Persist>>,
-    pub(crate) wake: Notify,
-    pub(crate) client_cfg: quinn::ClientConfig,
-    /// Authenticated connections by peer, reused for requests both ways.
-    conns: Mutex<HashMap<NodeId, Pooled>>,
-    /// Zero of the pool's use clock ([`DhtShared::clock`]).
-    epoch: Instant,
-    /// Inbound requests waiting for the state machine's answer, by (peer, request ID); the
-    /// token tells a request's own entry from a later one with the same ID. Each entry is
-    /// owned by a [`Responder`] guard: it goes when the answer is routed, and otherwise when
-    /// the request's task ends (timeout, refusal, closed connection).
-    responders: Mutex<HashMap<(NodeId, u64), (u64, AnswerTx)>>,
-    next_token: AtomicU64,
-    /// API queries waiting for their event; each owned by a [`Waiter`] guard, so it goes
-    /// with the event, at the query timeout, or when the caller gives up.
-    waiters: Mutex<HashMap<QueryId, oneshot::Sender<DhtEvent>>>,
-    last_seq: Mutex<u64>,
-    /// Inbound request streams whose serving task ended (answered, refused or timed out).
-    served: AtomicU64,
-}
-
 /// The DHT driver's bookkeeping, for `dna status` and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -176,48 +135,6 @@ pub(crate) fn stats(d: &DhtShared) -> DhtStats {
         connections: lock(&d.conns).len(),
         requests_served: d.served.load(Ordering::Relaxed),
         store: lock(&d.dht).store().stats(),
-    }
-}
-
-impl DhtShared {
-    pub(crate) fn new(
-        mut dht: Dht,
-        client_cfg: quinn::ClientConfig,
-        persist: Option<super::dht_persist::Persist>,
-        now: Instant,
-    ) -> DhtShared {
-        if let Some(p) = &persist {
-            let (contacts, records) = p.load();
-            let (n_contacts, n_records) = (contacts.len(), records.len());
-            for c in contacts {
-                dht.add_contact(c, now);
-            }
-            let kept = records
-                .iter()
-                .filter(|(source, r)| dht.restore_record(r, *source, now).is_ok())
-                .count();
-            // The first save rewrites what is saved: expired records go, old formats too.
-            dht.mark_store_changed();
-            tracing::info!(
-                contacts = n_contacts,
-                records = n_records,
-                kept,
-                "DHT state loaded"
-            );
-        }
-        DhtShared {
-            persist: Mutex::new(persist),
-            dht: Mutex::new(dht),
-            wake: Notify::new(),
-            client_cfg,
-            conns: Mutex::new(HashMap::new()),
-            epoch: now,
-            responders: Mutex::new(HashMap::new()),
-            next_token: AtomicU64::new(0),
-            waiters: Mutex::new(HashMap::new()),
-            last_seq: Mutex::new(0),
-            served: AtomicU64::new(0),
-        }
     }
 }
 
@@ -598,8 +515,17 @@ async fn serve(
         tokio::spawn(async move {
             let answer = async {
                 let bytes = recv.read_to_end(MAX_DHT_FRAME + HEADER_LEN).await.ok()?;
-                if super::rendezvous::is_signalling(&bytes) {
-                    super::rendezvous::serve_stream(&shared, &conn, peer, &bytes, send).await;
+                if super::sigwire::is_signalling(&bytes) {
+                    // The rendezvous task serves it; a full queue drops (resets) the stream.
+                    let s = SignalStream {
+                        conn: conn.clone(),
+                        peer,
+                        bytes: bytes.to_vec(),
+                        send,
+                    };
+                    if shared.signalling.try_send(s).is_err() {
+                        tracing::debug!(peer = %peer.addr, "signalling queue full: stream dropped");
+                    }
                     return Some(());
                 }
                 let msg = parse(&bytes)?;

@@ -1,8 +1,18 @@
 //! The driver: the only code that touches sockets, clocks and OS randomness. It runs the
-//! sans-IO cores (`session`, and later `dht`, `nat`) on tokio and quinn.
+//! sans-IO cores (`session`, `dht`, `nat`, `node`) on tokio and quinn (spec/06-node.md §2).
 //!
-//! [`Node`] is the public API of the transport layer: connect to a fingerprint at some
-//! addresses, send messages, receive [`NodeEvent`]s.
+//! [`Node`] is the public API: connect to a fingerprint at some addresses, send messages,
+//! receive [`NodeEvent`]s, find and reach peers through the DHT and NATs.
+//!
+//! The modules form layers; none imports one above it (spec/06-node.md §1.2):
+//!
+//! | layer | modules |
+//! | --- | --- |
+//! | public API, accept and STUN loops | `node` |
+//! | sessions; serving rendezvous | `conn`; `rendezvous` |
+//! | reaching peers, punching, the caller's signalling | `reach` |
+//! | the DHT over QUIC | `dht` |
+//! | shared state and leaves | `state`, `events`, `store`, `score`, `config`, `sigwire`, `dht_persist`, `util` |
 
 // This module is the I/O driver: it reads the clock (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -11,16 +21,21 @@ mod config;
 mod conn;
 mod dht;
 mod dht_persist;
+mod events;
 mod node;
 mod reach;
 mod rendezvous;
 mod score;
+mod sigwire;
+mod state;
 mod store;
+mod util;
 
 pub use config::{DhtSettings, NodeConfig};
-pub use conn::TransportStats;
 pub use dht::{DhtError, DhtStats};
-pub use node::{Node, NodeError, NodeEvent, NodeHandle, Path, PeerInfo, SendError};
-pub use reach::{NatStatus, ReachError, Reached};
+pub use events::{NodeEvent, Path};
+pub use node::{Node, NodeError, PeerInfo, SendError};
+pub use reach::{ReachError, Reached};
 pub use score::BAN_THRESHOLD;
+pub use state::{NatStatus, NodeHandle, TransportStats};
 pub use store::{read_inbox, StoreError, StoredMessage, DB_DIR as STORE_DB_DIR};

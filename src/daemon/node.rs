@@ -5,115 +5,26 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand_core::{OsRng, SeedableRng};
 use thiserror::Error;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use crate::crypto::{Fingerprint, Identity, MessageId};
 use crate::session::{code, Outgoing, PresenceStatus};
 use crate::transport::tls::{quic_configs, CertifiedKey, TlsError};
 use crate::transport::{bind_udp, DnaSocket, SideChannels};
 
-use super::conn::{dial_loop, drive};
+use super::conn::{drive, ensure_dialing};
+use super::events::{event_bytes, EventTx, NodeEvent};
 use super::score::Scores;
+use super::state::{NatShared, NodeHandle, Peers, Shared};
 use super::store::{Store, StoreError, StoreLimits, StoredMessage};
+use super::util::{lock, unix_ms};
 use super::NodeConfig;
-use crate::node::peers::PeerTable;
-
-/// The events channel, bounded by count and by message bytes (spec/06-node.md §4): a
-/// message's body takes its size from a byte budget when it is queued, and gives it back
-/// when the application takes it.
-pub(crate) struct EventTx {
-    tx: mpsc::Sender<NodeEvent>,
-    bytes: Arc<tokio::sync::Semaphore>,
-    budget: usize,
-}
-
-fn event_bytes(ev: &NodeEvent, budget: usize) -> u32 {
-    match ev {
-        NodeEvent::Message { body, .. } => body.len().min(budget).min(u32::MAX as usize) as u32,
-        _ => 0,
-    }
-}
-
-impl EventTx {
-    /// Queues `ev`, waiting while the application is behind; `Err` once it is gone.
-    pub(crate) async fn send(&self, ev: NodeEvent) -> Result<(), ()> {
-        let n = event_bytes(&ev, self.budget);
-        if n > 0 {
-            self.bytes.acquire_many(n).await.map_err(|_| ())?.forget();
-        }
-        self.tx.send(ev).await.map_err(|_| ())
-    }
-}
-
-/// How a peer is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Path {
-    /// A direct UDP path to this address.
-    Direct(SocketAddr),
-}
-
-/// What the node reports to the application.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum NodeEvent {
-    /// A peer is connected, authenticated and its end-to-end session is up.
-    PeerUp {
-        /// Who.
-        peer: Fingerprint,
-        /// How it is reached.
-        path: Path,
-        /// QUIC's round-trip estimate from the handshake.
-        rtt: Duration,
-    },
-    /// A connection to a peer ended.
-    PeerDown {
-        /// Who.
-        peer: Fingerprint,
-        /// The close code (spec/03-session.md §7).
-        code: u32,
-        /// Why, in words.
-        reason: String,
-    },
-    /// A message arrived (each message ID once).
-    Message {
-        /// The authenticated sender.
-        from: Fingerprint,
-        /// The message ID.
-        id: MessageId,
-        /// Sender's timestamp, ms since the Unix epoch.
-        timestamp_ms: u64,
-        /// The body.
-        body: Bytes,
-    },
-    /// The peer acknowledged these messages: they are delivered.
-    Acked {
-        /// Who acknowledged.
-        peer: Fingerprint,
-        /// Which messages, in send order.
-        ids: Vec<MessageId>,
-    },
-    /// A fresh round-trip time from PING/PONG.
-    Rtt {
-        /// Who.
-        peer: Fingerprint,
-        /// The measurement.
-        rtt: Duration,
-    },
-    /// The peer announced its presence.
-    Presence {
-        /// Who.
-        peer: Fingerprint,
-        /// Its status.
-        status: PresenceStatus,
-    },
-}
 
 /// Starting a node failed.
 #[derive(Debug, Error)]
@@ -168,79 +79,6 @@ pub struct PeerInfo {
     pub score: i32,
 }
 
-/// The driver's handle on a peer's live connection (kept in the sans-IO peer table).
-pub(crate) struct ConnHandle {
-    pub(crate) conn: quinn::Connection,
-    /// Wakes the connection task (new messages, presence).
-    pub(crate) wake: Arc<Notify>,
-}
-
-/// The peer table as the driver holds it.
-pub(crate) type Peers = PeerTable<ConnHandle>;
-
-pub(crate) struct Shared {
-    pub(crate) identity: Arc<Identity>,
-    pub(crate) cfg: NodeConfig,
-    pub(crate) endpoint: quinn::Endpoint,
-    pub(crate) client_cfg: quinn::ClientConfig,
-    pub(crate) socket: Arc<DnaSocket>,
-    pub(crate) local: SocketAddr,
-    /// The peer table (sans-IO, `node::peers`). Locked for table operations only, never
-    /// across an `.await`, a signature check or a disk write.
-    pub(crate) peers: Mutex<Peers>,
-    pub(crate) scores: Mutex<Scores>,
-    pub(crate) events: EventTx,
-    pub(crate) next_conn: AtomicU64,
-    pub(crate) live: AtomicUsize,
-    /// No new sends or inbound connections; connections and dials in progress finish.
-    pub(crate) closing: AtomicBool,
-    /// Past the shutdown grace period: no more dials at all.
-    pub(crate) stopped: AtomicBool,
-    pub(crate) presence: Mutex<Option<PresenceStatus>>,
-    /// Message IDs: ChaCha20 seeded once from the OS, not a system call per message.
-    pub(crate) id_rng: Mutex<rand_chacha::ChaCha20Rng>,
-    /// The DHT, if this node runs one.
-    pub(crate) dht: Option<Arc<super::dht::DhtShared>>,
-    /// STUN transactions waiting for answers, by transaction ID.
-    pub(crate) stun_pending:
-        Mutex<HashMap<[u8; 12], mpsc::UnboundedSender<crate::transport::socket::Datagram>>>,
-    /// NAT class, candidates, rendezvous registrations and punching attempts (spec/05).
-    pub(crate) nat: super::reach::NatShared,
-    /// The STUN responder's counters, published by the task that owns it.
-    pub(crate) stun_stats: tokio::sync::watch::Sender<crate::nat::responder::ResponderStats>,
-    /// The message store, if the node has one, and its inbox tree (for listing).
-    pub(crate) store: Option<Store>,
-    inbox: Option<sled::Tree>,
-    /// Counters of the connection drivers.
-    pub(crate) conn_counters: super::conn::ConnCounters,
-}
-
-/// A poisoned lock only means another task panicked while holding it; the maps inside stay
-/// consistent, so carry on with them.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Shared {
-    /// Starts a dial task for `peer` if it needs a connection and none is being made.
-    pub(crate) fn ensure_dialing(
-        self: &Arc<Self>,
-        peers: &mut Peers,
-        fp: Fingerprint,
-        delay: Duration,
-    ) {
-        if self.stopped.load(Ordering::Relaxed) {
-            return;
-        }
-        let p = peers.entry(fp);
-        if p.dialing || !p.needs_connection() {
-            return;
-        }
-        p.dialing = true;
-        tokio::spawn(dial_loop(self.clone(), fp, delay));
-    }
-}
-
 /// A running node. Dropping it stops nothing; call [`Node::shutdown`].
 pub struct Node {
     handle: NodeHandle,
@@ -249,12 +87,6 @@ pub struct Node {
     event_bytes: Arc<tokio::sync::Semaphore>,
     event_budget: usize,
     turn: Option<mpsc::Receiver<crate::transport::socket::Datagram>>,
-}
-
-/// A cheap, clonable handle for sending and managing peers from any task.
-#[derive(Clone)]
-pub struct NodeHandle {
-    pub(crate) shared: Arc<Shared>,
 }
 
 impl Node {
@@ -330,7 +162,7 @@ impl Node {
                     ),
                     None => None,
                 };
-                Some(Arc::new(super::dht::DhtShared::new(
+                Some(Arc::new(super::state::DhtShared::new(
                     dht, client, persist, now,
                 )))
             }
@@ -355,7 +187,8 @@ impl Node {
             );
         }
         let scores = Scores::new(cfg.max_scored_sources);
-        let nat = super::reach::NatShared::new(&cfg);
+        let nat = NatShared::new(&cfg);
+        let (signalling, signal_rx) = mpsc::channel(super::rendezvous::SIGNAL_QUEUE);
         let shared = Arc::new(Shared {
             identity: Arc::new(identity),
             cfg,
@@ -382,11 +215,16 @@ impl Node {
             store,
             inbox,
             conn_counters: Default::default(),
+            signalling,
             id_rng: Mutex::new(
                 rand_chacha::ChaCha20Rng::from_rng(OsRng).map_err(std::io::Error::other)?,
             ),
         });
         tokio::spawn(accept_loop(shared.clone()));
+        tokio::spawn(super::rendezvous::signalling_loop(
+            shared.clone(),
+            signal_rx,
+        ));
         if let Some(d) = &shared.dht {
             tokio::spawn(super::dht::driver(shared.clone(), d.clone()));
             let seeds = super::dht::seeds(
@@ -502,7 +340,7 @@ impl NodeHandle {
         let mut peers = lock(&self.shared.peers);
         peers.add_addrs(peer, addrs);
         peers.entry(peer).want = true;
-        self.shared.ensure_dialing(&mut peers, peer, Duration::ZERO);
+        ensure_dialing(&self.shared, &mut peers, peer, Duration::ZERO);
     }
 
     /// Queues a message to `peer`; it is sent as soon as a connection is up and resent after
@@ -555,7 +393,7 @@ impl NodeHandle {
         }
         match &p.active {
             Some(a) => a.handle.wake.notify_one(),
-            None => self.shared.ensure_dialing(&mut peers, peer, Duration::ZERO),
+            None => ensure_dialing(&self.shared, &mut peers, peer, Duration::ZERO),
         }
         Ok(ids)
     }
@@ -657,7 +495,7 @@ impl NodeHandle {
         self.shared.live.load(Ordering::Relaxed)
     }
 
-    fn dht(&self) -> Result<&Arc<super::dht::DhtShared>, super::dht::DhtError> {
+    fn dht(&self) -> Result<&Arc<super::state::DhtShared>, super::dht::DhtError> {
         self.shared
             .dht
             .as_ref()
@@ -776,13 +614,6 @@ impl NodeHandle {
     pub async fn send_raw(&self, to: SocketAddr, bytes: &[u8]) -> std::io::Result<()> {
         self.shared.socket.send_raw(to, bytes).await
     }
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Answers STUN Binding requests on the node's socket, within the responder's limits, and

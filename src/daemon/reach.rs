@@ -3,16 +3,16 @@
 //! signals, and runs the sans-IO [`Punch`] on the node's one socket before QUIC dials the
 //! pair that worked.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
 use tokio::sync::{mpsc, oneshot};
 
-use super::node::{lock, NodeHandle, Shared};
-use super::rendezvous;
+use super::sigwire::{frame, limits, now_ms, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
+use super::state::{DhtShared, NatStatus, NodeHandle, Shared};
+use super::util::lock;
 use crate::crypto::Fingerprint;
 use crate::dht::Contact;
 use crate::nat::candidate::{Candidate, CandidateKind, PresenceInfo};
@@ -20,8 +20,9 @@ use crate::nat::discovery::{Discovery, DiscoveryError, NatClass};
 use crate::nat::punch::{Punch, PunchConfig, PunchCreds, PunchResult};
 use crate::nat::signal::{ConnectErrorCode, Signal, SignalKind};
 use crate::nat::stun;
-use crate::node::rendezvous::{Rendezvous, RendezvousStats};
+use crate::node::rendezvous::RendezvousStats;
 use crate::transport::socket::Datagram;
+use crate::wire::{decode_exact, MessageType, HEADER_LEN};
 
 /// After its result, a punching attempt keeps answering the peer's checks this long.
 const LINGER: Duration = Duration::from_secs(5);
@@ -29,55 +30,6 @@ const LINGER: Duration = Duration::from_secs(5);
 /// sends at most 50 checks per remote candidate (10 s / 200 ms), so this also bounds what a
 /// flood of offers can make us send.
 const MAX_PUNCH_ATTEMPTS: usize = 32;
-
-/// What this node knows about its own reachability.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NatStatus {
-    /// The discovered class, if discovery ran and succeeded.
-    pub class: Option<NatClass>,
-    /// Our candidates (host, server-reflexive).
-    pub candidates: Vec<Candidate>,
-    /// Rendezvous nodes we are registered at.
-    pub rendezvous: Vec<(SocketAddr, Fingerprint)>,
-}
-
-impl NatStatus {
-    /// The presence value that publishes this status (spec/05 §4.1).
-    pub fn presence(&self) -> PresenceInfo {
-        PresenceInfo {
-            reachable: self.class.is_some_and(|c| c.reachable()),
-            nat: self.class.map_or("", |c| c.name()).to_owned(),
-            candidates: self.candidates.clone(),
-            rendezvous: self.rendezvous.clone(),
-        }
-    }
-}
-
-/// NAT state shared by the node's tasks.
-pub(crate) struct NatShared {
-    pub(crate) status: Mutex<NatStatus>,
-    /// The rendezvous role (registry and CONNECT admission), a sans-IO core: the lock is
-    /// held only for its calls, never across I/O or a signature check.
-    pub(crate) rdv: Mutex<Rendezvous<quinn::Connection>>,
-    /// Punching attempts, by transaction-ID tag (answers) and by local ufrag (checks).
-    punch_by_tag: Mutex<HashMap<[u8; 4], mpsc::UnboundedSender<Datagram>>>,
-    punch_by_ufrag: Mutex<HashMap<String, mpsc::UnboundedSender<Datagram>>>,
-}
-
-impl NatShared {
-    /// NAT state for a node configured with `cfg`; it accepts registrations only if it is
-    /// configured as a rendezvous server and runs a DHT (registrations ride on DHT
-    /// connections).
-    pub(crate) fn new(cfg: &super::NodeConfig) -> NatShared {
-        let serve = cfg.rendezvous_server && cfg.dht.is_some();
-        NatShared {
-            status: Mutex::new(NatStatus::default()),
-            rdv: Mutex::new(Rendezvous::new(serve, &cfg.rendezvous)),
-            punch_by_tag: Mutex::new(HashMap::new()),
-            punch_by_ufrag: Mutex::new(HashMap::new()),
-        }
-    }
-}
 
 /// Hands a STUN datagram to the punching attempt it belongs to; `false` if none.
 pub(crate) fn route_stun(shared: &Shared, from: SocketAddr, bytes: &[u8]) -> bool {
@@ -251,7 +203,7 @@ pub(crate) async fn answer_offer(
     offer: Signal,
 ) -> Result<Vec<u8>, ConnectErrorCode> {
     let me = shared.identity.fingerprint();
-    if let Err(e) = offer.check_offer(&me, rendezvous::now_ms()) {
+    if let Err(e) = offer.check_offer(&me, now_ms()) {
         tracing::warn!(caller = %offer.from.fingerprint(), error = %e, "CONNECT refused");
         return Err(ConnectErrorCode::Refused);
     }
@@ -266,7 +218,7 @@ pub(crate) async fn answer_offer(
         from: shared.identity.public_key().clone(),
         to: offer.from.fingerprint(),
         session: offer.session,
-        time_ms: rendezvous::now_ms(),
+        time_ms: now_ms(),
         ufrag: ufrag.clone(),
         pwd: pwd.clone(),
         candidates: lock(&shared.nat.status).candidates.clone(),
@@ -496,7 +448,7 @@ impl NodeHandle {
         fp: Fingerprint,
     ) -> Result<Duration, ReachError> {
         let d = self.dht_shared()?;
-        let lifetime = rendezvous::register(
+        let lifetime = register(
             &self.shared,
             &d,
             Contact {
@@ -519,7 +471,7 @@ impl NodeHandle {
         self.announce(value).await
     }
 
-    fn dht_shared(&self) -> Result<Arc<super::dht::DhtShared>, ReachError> {
+    fn dht_shared(&self) -> Result<Arc<DhtShared>, ReachError> {
         self.shared
             .dht
             .clone()
@@ -560,7 +512,7 @@ impl NodeHandle {
             from: self.shared.identity.public_key().clone(),
             to: peer,
             session,
-            time_ms: rendezvous::now_ms(),
+            time_ms: now_ms(),
             ufrag: ufrag.clone(),
             pwd: pwd.clone(),
             candidates: self.nat_status().candidates,
@@ -573,7 +525,7 @@ impl NodeHandle {
                 id: fp.node_id(),
                 addr: *addr,
             };
-            match rendezvous::connect_via(&self.shared, &d, rdv, &offer).await {
+            match connect_via(&self.shared, &d, rdv, &offer).await {
                 Ok(a) => {
                     answer = Some(a);
                     break;
@@ -587,7 +539,7 @@ impl NodeHandle {
         let answer = Signal::verify(&answer.ok_or(last)?)
             .map_err(|e| ReachError::BadAnswer(e.to_string()))?;
         answer
-            .check_answer(&me, &peer, &session, rendezvous::now_ms())
+            .check_answer(&me, &peer, &session, now_ms())
             .map_err(|e| ReachError::BadAnswer(e.to_string()))?;
         let creds = PunchCreds {
             local_ufrag: ufrag,
@@ -608,6 +560,80 @@ impl NodeHandle {
             }
             PunchResult::Failed => Reached::RelayNeeded,
         })
+    }
+}
+
+// ---- the caller's side of rendezvous signalling
+
+/// One exchange with `rdv`: send `t` with `payload`, return the answer frame's type and
+/// payload.
+async fn exchange(
+    shared: &Arc<Shared>,
+    d: &Arc<DhtShared>,
+    rdv: Contact,
+    t: MessageType,
+    payload: &[u8],
+) -> Result<(MessageType, Vec<u8>), ReachError> {
+    let run = async {
+        let conn = super::dht::connect(shared, d, rdv)
+            .await
+            .ok_or(ReachError::Rendezvous("unreachable"))?;
+        let (mut s, mut r) = conn
+            .open_bi()
+            .await
+            .map_err(|_| ReachError::Rendezvous("stream refused"))?;
+        s.write_all(&frame(t, payload))
+            .await
+            .map_err(|_| ReachError::Rendezvous("write failed"))?;
+        let _ = s.finish();
+        let bytes = r
+            .read_to_end(MAX_SIGNAL_FRAME + HEADER_LEN)
+            .await
+            .map_err(|_| ReachError::Rendezvous("no answer"))?;
+        let f = decode_exact(&bytes, &limits()).map_err(|_| ReachError::Rendezvous("malformed"))?;
+        Ok((f.header.msg_type, f.payload.to_vec()))
+    };
+    tokio::time::timeout(FORWARD_TIMEOUT + Duration::from_secs(5), run)
+        .await
+        .unwrap_or(Err(ReachError::Rendezvous("timed out")))
+}
+
+/// Registers at `rdv`; returns the granted lifetime.
+pub(crate) async fn register(
+    shared: &Arc<Shared>,
+    d: &Arc<DhtShared>,
+    rdv: Contact,
+) -> Result<Duration, ReachError> {
+    match exchange(shared, d, rdv, MessageType::RdvRegister, &[]).await? {
+        (MessageType::RdvRegistered, p) if p.len() == 4 => {
+            Ok(Duration::from_secs(u64::from(u32::from_be_bytes([
+                p[0], p[1], p[2], p[3],
+            ]))))
+        }
+        (MessageType::ConnectError, p) => Err(ReachError::RegistrationRefused(
+            p.first()
+                .and_then(|b| ConnectErrorCode::from_u8(*b))
+                .map_or("unknown", ConnectErrorCode::reason),
+        )),
+        _ => Err(ReachError::Rendezvous("registration refused")),
+    }
+}
+
+/// Sends our signed offer through `rdv`; returns the callee's signed answer bytes.
+pub(crate) async fn connect_via(
+    shared: &Arc<Shared>,
+    d: &Arc<DhtShared>,
+    rdv: Contact,
+    offer: &[u8],
+) -> Result<Vec<u8>, ReachError> {
+    match exchange(shared, d, rdv, MessageType::Connect, offer).await? {
+        (MessageType::ConnectAnswer, p) => Ok(p),
+        (MessageType::ConnectError, p) => Err(ReachError::ConnectRefused(
+            p.first()
+                .and_then(|b| ConnectErrorCode::from_u8(*b))
+                .map_or("unknown", ConnectErrorCode::reason),
+        )),
+        _ => Err(ReachError::Rendezvous("unexpected answer")),
     }
 }
 

@@ -1,5 +1,6 @@
-//! Rendezvous signalling over DHT connections (spec/05-nat.md §4.3): registration, CONNECT
-//! forwarding, and both ends of a CONNECT exchange. Each exchange is one bidirectional
+//! The rendezvous node's side of signalling over DHT connections (spec/05-nat.md §4.3):
+//! registration and CONNECT forwarding; offers addressed to us go to `reach`. The caller's
+//! side (registering, sending CONNECT) is in `reach`. Each exchange is one bidirectional
 //! stream on a `dna-dht/1` connection, like a DHT request: one frame, FIN; one frame, FIN.
 //!
 //! A node behind NAT registers at its rendezvous nodes over the DHT connections it keeps to
@@ -13,45 +14,37 @@
 //! and does the I/O.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
+use tokio::sync::mpsc;
 
-use super::dht::DhtShared;
-use super::node::{lock, unix_ms, Shared};
-use super::reach::ReachError;
+use super::sigwire::now_ms;
+use super::sigwire::{frame, limits, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
+use super::state::{Shared, SignalStream};
+use super::util::lock;
 use crate::dht::Contact;
 use crate::nat::signal::{ConnectErrorCode, Signal};
 use crate::node::rendezvous::{ConnectLimits, ConnectRefusal};
-use crate::wire::{
-    decode_exact, encode_frame, FrameLimits, HeaderView, MessageType, HEADER_LEN, SIGNALLING_RANGE,
-};
+use crate::wire::{decode_exact, MessageType, HEADER_LEN};
 
-/// Largest signalling frame (a signed signal with 16 candidates is ≈ 5.7 KB).
-const MAX_SIGNAL_FRAME: usize = 16 * 1024;
-/// How long a rendezvous node waits for the callee's answer.
-pub(crate) const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Signalling streams waiting for the rendezvous task; when full, new ones are dropped
+/// (reset), and the caller retries.
+pub(crate) const SIGNAL_QUEUE: usize = 256;
 
-fn limits() -> FrameLimits {
-    FrameLimits {
-        max_payload: MAX_SIGNAL_FRAME as u32,
+/// The rendezvous task: serves every signalling stream the DHT driver hands over, each in
+/// a task of its own (forwarding waits up to [`FORWARD_TIMEOUT`] for the callee).
+pub(crate) async fn signalling_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<SignalStream>) {
+    while let Some(s) = rx.recv().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            serve_stream(&shared, &s.conn, s.peer, &s.bytes, s.send).await;
+        });
     }
 }
 
-pub(crate) fn frame(t: MessageType, payload: &[u8]) -> BytesMut {
-    let mut out = BytesMut::new();
-    // Signals are bounded by their own limits, far below the frame limit.
-    let _ = encode_frame(t, 0, payload, &limits(), &mut out);
-    out
-}
-
-/// Whether a stream's frame belongs to signalling rather than to the DHT.
-pub(crate) fn is_signalling(bytes: &[u8]) -> bool {
-    HeaderView::new_checked(bytes).is_ok_and(|h| SIGNALLING_RANGE.contains(&h.msg_type()))
-}
-
 /// Serves one signalling stream a peer opened on a DHT connection.
-pub(crate) async fn serve_stream(
+async fn serve_stream(
     shared: &Arc<Shared>,
     conn: &quinn::Connection,
     peer: Contact,
@@ -180,81 +173,4 @@ async fn forward_or_answer(
             .unwrap_or(ConnectErrorCode::Malformed)),
         _ => Err(ConnectErrorCode::Malformed),
     }
-}
-
-/// One exchange with `rdv`: send `t` with `payload`, return the answer frame's type and
-/// payload.
-async fn exchange(
-    shared: &Arc<Shared>,
-    d: &Arc<DhtShared>,
-    rdv: Contact,
-    t: MessageType,
-    payload: &[u8],
-) -> Result<(MessageType, Vec<u8>), ReachError> {
-    let run = async {
-        let conn = super::dht::connect(shared, d, rdv)
-            .await
-            .ok_or(ReachError::Rendezvous("unreachable"))?;
-        let (mut s, mut r) = conn
-            .open_bi()
-            .await
-            .map_err(|_| ReachError::Rendezvous("stream refused"))?;
-        s.write_all(&frame(t, payload))
-            .await
-            .map_err(|_| ReachError::Rendezvous("write failed"))?;
-        let _ = s.finish();
-        let bytes = r
-            .read_to_end(MAX_SIGNAL_FRAME + HEADER_LEN)
-            .await
-            .map_err(|_| ReachError::Rendezvous("no answer"))?;
-        let f = decode_exact(&bytes, &limits()).map_err(|_| ReachError::Rendezvous("malformed"))?;
-        Ok((f.header.msg_type, f.payload.to_vec()))
-    };
-    tokio::time::timeout(FORWARD_TIMEOUT + Duration::from_secs(5), run)
-        .await
-        .unwrap_or(Err(ReachError::Rendezvous("timed out")))
-}
-
-/// Registers at `rdv`; returns the granted lifetime.
-pub(crate) async fn register(
-    shared: &Arc<Shared>,
-    d: &Arc<DhtShared>,
-    rdv: Contact,
-) -> Result<Duration, ReachError> {
-    match exchange(shared, d, rdv, MessageType::RdvRegister, &[]).await? {
-        (MessageType::RdvRegistered, p) if p.len() == 4 => {
-            Ok(Duration::from_secs(u64::from(u32::from_be_bytes([
-                p[0], p[1], p[2], p[3],
-            ]))))
-        }
-        (MessageType::ConnectError, p) => Err(ReachError::RegistrationRefused(
-            p.first()
-                .and_then(|b| ConnectErrorCode::from_u8(*b))
-                .map_or("unknown", ConnectErrorCode::reason),
-        )),
-        _ => Err(ReachError::Rendezvous("registration refused")),
-    }
-}
-
-/// Sends our signed offer through `rdv`; returns the callee's signed answer bytes.
-pub(crate) async fn connect_via(
-    shared: &Arc<Shared>,
-    d: &Arc<DhtShared>,
-    rdv: Contact,
-    offer: &[u8],
-) -> Result<Vec<u8>, ReachError> {
-    match exchange(shared, d, rdv, MessageType::Connect, offer).await? {
-        (MessageType::ConnectAnswer, p) => Ok(p),
-        (MessageType::ConnectError, p) => Err(ReachError::ConnectRefused(
-            p.first()
-                .and_then(|b| ConnectErrorCode::from_u8(*b))
-                .map_or("unknown", ConnectErrorCode::reason),
-        )),
-        _ => Err(ReachError::Rendezvous("unexpected answer")),
-    }
-}
-
-/// Our clock for signal timestamps.
-pub(crate) fn now_ms() -> u64 {
-    unix_ms()
 }

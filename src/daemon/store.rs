@@ -149,7 +149,7 @@ struct Db {
 }
 
 fn now_ms() -> u64 {
-    super::node::unix_ms()
+    super::util::unix_ms()
 }
 
 fn put_messages<'a>(

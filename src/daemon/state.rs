@@ -1,0 +1,274 @@
+//! The driver's shared state (spec/06-node.md §1.2): what the node's tasks hold in common,
+//! and the locks that still guard it. This module imports no other driver module with
+//! functions in it, so the driver's modules form layers without cycles:
+//!
+//! ```text
+//! node (public API, accept and STUN loops)
+//!   ├─ conn (sessions)   ├─ rendezvous (serving) ─ reach (reaching, punching) ─ dht
+//!   └──────────── state, events, store, score, config, util, sigwire, dht_persist
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::events::EventTx;
+use super::score::Scores;
+use super::store::Store;
+use super::NodeConfig;
+use crate::crypto::{Fingerprint, Identity, NodeId};
+use crate::dht::{Contact, Dht, DhtEvent, DhtMessage, QueryId};
+use crate::nat::candidate::{Candidate, PresenceInfo};
+use crate::nat::discovery::NatClass;
+use crate::node::peers::PeerTable;
+use crate::node::rendezvous::Rendezvous;
+use crate::session::PresenceStatus;
+use crate::transport::socket::Datagram;
+use crate::transport::DnaSocket;
+
+/// The driver's handle on a peer's live connection (kept in the sans-IO peer table).
+pub(crate) struct ConnHandle {
+    pub(crate) conn: quinn::Connection,
+    /// Wakes the connection task (new messages, presence).
+    pub(crate) wake: Arc<Notify>,
+}
+
+/// The peer table as the driver holds it.
+pub(crate) type Peers = PeerTable<ConnHandle>;
+
+pub(crate) struct Shared {
+    pub(crate) identity: Arc<Identity>,
+    pub(crate) cfg: NodeConfig,
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) client_cfg: quinn::ClientConfig,
+    pub(crate) socket: Arc<DnaSocket>,
+    pub(crate) local: SocketAddr,
+    /// The peer table (sans-IO, `node::peers`). Locked for table operations only, never
+    /// across an `.await`, a signature check or a disk write.
+    pub(crate) peers: Mutex<Peers>,
+    pub(crate) scores: Mutex<Scores>,
+    pub(crate) events: EventTx,
+    pub(crate) next_conn: AtomicU64,
+    pub(crate) live: AtomicUsize,
+    /// No new sends or inbound connections; connections and dials in progress finish.
+    pub(crate) closing: AtomicBool,
+    /// Past the shutdown grace period: no more dials at all.
+    pub(crate) stopped: AtomicBool,
+    pub(crate) presence: Mutex<Option<PresenceStatus>>,
+    /// Message IDs: ChaCha20 seeded once from the OS, not a system call per message.
+    pub(crate) id_rng: Mutex<rand_chacha::ChaCha20Rng>,
+    /// The DHT, if this node runs one.
+    pub(crate) dht: Option<Arc<DhtShared>>,
+    /// STUN transactions waiting for answers, by transaction ID.
+    pub(crate) stun_pending:
+        Mutex<HashMap<[u8; 12], mpsc::UnboundedSender<crate::transport::socket::Datagram>>>,
+    /// NAT class, candidates, rendezvous registrations and punching attempts (spec/05).
+    pub(crate) nat: NatShared,
+    /// The STUN responder's counters, published by the task that owns it.
+    pub(crate) stun_stats: tokio::sync::watch::Sender<crate::nat::responder::ResponderStats>,
+    /// The message store, if the node has one, and its inbox tree (for listing).
+    pub(crate) store: Option<Store>,
+    pub(crate) inbox: Option<sled::Tree>,
+    /// Counters of the connection drivers.
+    pub(crate) conn_counters: ConnCounters,
+    /// Signalling streams for the rendezvous task (bounded; full: dropped).
+    pub(crate) signalling: mpsc::Sender<SignalStream>,
+}
+
+/// A cheap, clonable handle for sending and managing peers from any task.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+// ---- DHT
+
+/// A pooled DHT connection and when it last carried a request (ms on the pool's clock).
+pub(crate) struct Pooled {
+    pub(crate) conn: quinn::Connection,
+    pub(crate) used: Arc<AtomicU64>,
+}
+
+impl DhtShared {
+    /// Milliseconds since the pool's epoch.
+    pub(crate) fn clock(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// Where the state machine's answer to one inbound request goes.
+pub(crate) type AnswerTx = oneshot::Sender<DhtMessage>;
+
+/// DHT state shared by the node's tasks.
+pub(crate) struct DhtShared {
+    pub(crate) dht: Mutex<Dht>,
+    /// Taken (saved and closed) at shutdown: sled holds a lock on its files while open.
+    pub(crate) persist: Mutex<Option<super::dht_persist::Persist>>,
+    pub(crate) wake: Notify,
+    pub(crate) client_cfg: quinn::ClientConfig,
+    /// Authenticated connections by peer, reused for requests both ways.
+    pub(crate) conns: Mutex<HashMap<NodeId, Pooled>>,
+    /// Zero of the pool's use clock ([`DhtShared::clock`]).
+    pub(crate) epoch: Instant,
+    /// Inbound requests waiting for the state machine's answer, by (peer, request ID); the
+    /// token tells a request's own entry from a later one with the same ID. Each entry is
+    /// owned by a [`Responder`] guard: it goes when the answer is routed, and otherwise when
+    /// the request's task ends (timeout, refusal, closed connection).
+    pub(crate) responders: Mutex<HashMap<(NodeId, u64), (u64, AnswerTx)>>,
+    pub(crate) next_token: AtomicU64,
+    /// API queries waiting for their event; each owned by a [`Waiter`] guard, so it goes
+    /// with the event, at the query timeout, or when the caller gives up.
+    pub(crate) waiters: Mutex<HashMap<QueryId, oneshot::Sender<DhtEvent>>>,
+    pub(crate) last_seq: Mutex<u64>,
+    /// Inbound request streams whose serving task ended (answered, refused or timed out).
+    pub(crate) served: AtomicU64,
+}
+
+impl DhtShared {
+    pub(crate) fn new(
+        mut dht: Dht,
+        client_cfg: quinn::ClientConfig,
+        persist: Option<super::dht_persist::Persist>,
+        now: Instant,
+    ) -> DhtShared {
+        if let Some(p) = &persist {
+            let (contacts, records) = p.load();
+            let (n_contacts, n_records) = (contacts.len(), records.len());
+            for c in contacts {
+                dht.add_contact(c, now);
+            }
+            let kept = records
+                .iter()
+                .filter(|(source, r)| dht.restore_record(r, *source, now).is_ok())
+                .count();
+            // The first save rewrites what is saved: expired records go, old formats too.
+            dht.mark_store_changed();
+            tracing::info!(
+                contacts = n_contacts,
+                records = n_records,
+                kept,
+                "DHT state loaded"
+            );
+        }
+        DhtShared {
+            persist: Mutex::new(persist),
+            dht: Mutex::new(dht),
+            wake: Notify::new(),
+            client_cfg,
+            conns: Mutex::new(HashMap::new()),
+            epoch: now,
+            responders: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(0),
+            waiters: Mutex::new(HashMap::new()),
+            last_seq: Mutex::new(0),
+            served: AtomicU64::new(0),
+        }
+    }
+}
+
+// ---- NAT
+
+/// What this node knows about its own reachability.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatStatus {
+    /// The discovered class, if discovery ran and succeeded.
+    pub class: Option<NatClass>,
+    /// Our candidates (host, server-reflexive).
+    pub candidates: Vec<Candidate>,
+    /// Rendezvous nodes we are registered at.
+    pub rendezvous: Vec<(SocketAddr, Fingerprint)>,
+}
+
+impl NatStatus {
+    /// The presence value that publishes this status (spec/05 §4.1).
+    pub fn presence(&self) -> PresenceInfo {
+        PresenceInfo {
+            reachable: self.class.is_some_and(|c| c.reachable()),
+            nat: self.class.map_or("", |c| c.name()).to_owned(),
+            candidates: self.candidates.clone(),
+            rendezvous: self.rendezvous.clone(),
+        }
+    }
+}
+
+/// NAT state shared by the node's tasks.
+pub(crate) struct NatShared {
+    pub(crate) status: Mutex<NatStatus>,
+    /// The rendezvous role (registry and CONNECT admission), a sans-IO core: the lock is
+    /// held only for its calls, never across I/O or a signature check.
+    pub(crate) rdv: Mutex<Rendezvous<quinn::Connection>>,
+    /// Punching attempts, by transaction-ID tag (answers) and by local ufrag (checks).
+    pub(crate) punch_by_tag: Mutex<HashMap<[u8; 4], mpsc::UnboundedSender<Datagram>>>,
+    pub(crate) punch_by_ufrag: Mutex<HashMap<String, mpsc::UnboundedSender<Datagram>>>,
+}
+
+impl NatShared {
+    /// NAT state for a node configured with `cfg`; it accepts registrations only if it is
+    /// configured as a rendezvous server and runs a DHT (registrations ride on DHT
+    /// connections).
+    pub(crate) fn new(cfg: &super::NodeConfig) -> NatShared {
+        let serve = cfg.rendezvous_server && cfg.dht.is_some();
+        NatShared {
+            status: Mutex::new(NatStatus::default()),
+            rdv: Mutex::new(Rendezvous::new(serve, &cfg.rendezvous)),
+            punch_by_tag: Mutex::new(HashMap::new()),
+            punch_by_ufrag: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+// ---- connection counters
+
+/// Counters of the connection drivers, shared by all of them (shown by `dna status`).
+#[derive(Debug, Default)]
+pub(crate) struct ConnCounters {
+    /// Bytes waiting for the stream writers, summed over connections.
+    pub(crate) write_queued: AtomicUsize,
+    /// The most bytes that ever waited for one connection's writer.
+    pub(crate) write_queued_peak: AtomicUsize,
+}
+
+impl ConnCounters {
+    pub(crate) fn queued(&self, conn_queued: usize, added: usize) {
+        self.write_queued.fetch_add(added, Ordering::Relaxed);
+        self.write_queued_peak
+            .fetch_max(conn_queued, Ordering::Relaxed);
+    }
+
+    pub(crate) fn written(&self, n: usize) {
+        sub(&self.write_queued, n);
+    }
+}
+
+/// Subtracts without wrapping: a connection's teardown may release its bytes twice.
+pub(crate) fn sub(counter: &AtomicUsize, n: usize) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
+}
+
+/// A snapshot of the connection drivers' counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TransportStats {
+    /// Bytes waiting for the stream writers now, over all connections.
+    pub write_queued: usize,
+    /// The most bytes that ever waited for one connection's writer.
+    pub write_queued_peak: usize,
+    /// Traffic sources (IPv4 addresses, IPv6 /64s) with a score.
+    pub scored_sources: usize,
+}
+
+/// A signalling stream a peer opened on a DHT connection, handed from the DHT driver to
+/// the rendezvous task over a bounded channel (full: the stream is dropped, which resets
+/// it; the caller retries or uses another rendezvous node).
+pub(crate) struct SignalStream {
+    pub(crate) conn: quinn::Connection,
+    pub(crate) peer: Contact,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) send: quinn::SendStream,
+}
