@@ -100,7 +100,9 @@ pub(super) async fn request(h: &NodeHandle, req: &Value) -> Value {
 
 /// Reaches the peer if it is not connected, then queues the message; answers once the
 /// message is stored. A peer that cannot be reached now still gets the message later: it
-/// waits in the outbox (`"path":"queued"`) and the daemon retries.
+/// waits in the outbox (`"queued":true`; `"path"` says why: `queued` when the peer is
+/// offline or already has messages waiting, `relay-needed` when no direct path exists)
+/// and the daemon retries.
 async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
     let info = h.peer_info(&to);
     let connected = info.as_ref().is_some_and(|p| p.connected);
@@ -114,14 +116,17 @@ async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
         match h.reach(to).await {
             Ok(Reached::Direct { kind, .. }) => ("direct", kind.name(), None),
             Ok(Reached::Punched { kind, .. }) => ("direct", kind.name(), None),
-            Ok(Reached::RelayNeeded) => ("queued", "none", Some("relay needed".to_owned())),
+            // No direct path: the message waits in the outbox until one appears (the
+            // relay is the next issue's).
+            Ok(Reached::RelayNeeded) => ("relay-needed", "none", None),
             Ok(_) => ("queued", "none", None),
             Err(e) => ("queued", "none", Some(e.to_string())),
         }
     };
     match h.send(to, Bytes::copy_from_slice(text.as_bytes())).await {
         Ok(id) => {
-            let mut v = json!({"ok": true, "id": hex::encode(id.0), "path": path, "via": via});
+            let mut v = json!({"ok": true, "id": hex::encode(id.0), "path": path, "via": via,
+                "queued": path != "direct"});
             if let Some(n) = note {
                 v["note"] = json!(n);
             }
