@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use dna_p2p::crypto::record::RecordKind;
-use dna_p2p::crypto::{Identity, Record, FORM_SEALED};
+use dna_p2p::crypto::{Fingerprint, Identity, Record, FORM_SEALED};
 use dna_p2p::dht::{Body, Contact, Dht, DhtConfig, DhtMessage, StoreStats, StoreStatus};
 use rand::Rng;
 
@@ -80,18 +80,24 @@ fn attacker_addr(i: usize, cfg: &FloodConfig) -> SocketAddr {
     SocketAddr::new(ip, 4567)
 }
 
-/// A mailbox item of `id` for `recipient`: a value of `len` bytes whose header names `id` as
-/// the sender, signed into a record.
-fn mailbox_record(id: &Identity, recipient: &Identity, len: usize, rng: &mut impl Rng) -> Vec<u8> {
+/// A mailbox item of `id` for `recipient`, signed at `now` (Unix seconds) to live an hour: a
+/// value of `len` bytes whose header names `id` as the sender, signed into a record.
+pub(crate) fn mailbox_record(
+    id: &Identity,
+    recipient: &Fingerprint,
+    len: usize,
+    now: u64,
+    rng: &mut impl Rng,
+) -> Vec<u8> {
     let mut value = vec![0u8; len];
     rng.fill(&mut value[..]);
     value[0] = 1;
     value[1] = FORM_SEALED;
     let pk = id.public_key().as_bytes();
     value[2..2 + pk.len()].copy_from_slice(pk);
-    let fp = recipient.fingerprint().0;
+    let fp = recipient.0;
     value[2 + pk.len()..2 + pk.len() + fp.len()].copy_from_slice(&fp);
-    Record::sign(id, RecordKind::MailboxItem, 1, UNIX + 3600, value, UNIX)
+    Record::sign(id, RecordKind::MailboxItem, 1, now + 3600, value, now)
         .expect("a valid mailbox item")
         .encode()
 }
@@ -136,7 +142,7 @@ pub fn run(cfg: &FloodConfig, epoch: Instant) -> FloodReport {
     for i in 0..cfg.identities {
         let id = Identity::generate(&mut rng);
         let len = rng.gen_range(64 * 1024..=max_len);
-        let record = mailbox_record(&id, &recipient, len, &mut rng);
+        let record = mailbox_record(&id, &recipient.fingerprint(), len, UNIX, &mut rng);
         let size = record.len();
         let from = Contact {
             id: id.fingerprint().node_id(),
@@ -153,7 +159,7 @@ pub fn run(cfg: &FloodConfig, epoch: Instant) -> FloodReport {
     }
     // A good publisher from another network.
     let good = Identity::generate(&mut rng);
-    let record = mailbox_record(&good, &recipient, max_len, &mut rng);
+    let record = mailbox_record(&good, &recipient.fingerprint(), max_len, UNIX, &mut rng);
     let from = Contact {
         id: good.fingerprint().node_id(),
         addr: SocketAddr::new(Ipv4Addr::new(203, 0, 113, 7).into(), 4567),

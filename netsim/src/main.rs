@@ -72,6 +72,17 @@ enum Command {
         #[arg(long, value_name = "A:B")]
         only: Vec<String>,
     },
+    /// One bootstrap node's rendezvous and DHT cores under throwaway identities that
+    /// register, store and CONNECT, while a good client registers and delivers; prints the
+    /// counts per reason, the accounted memory and peak RSS. Fails if the client is refused.
+    BootstrapFlood {
+        /// Throwaway identities.
+        #[arg(long, default_value_t = 10_000)]
+        identities: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 11)]
+        seed: u64,
+    },
 }
 
 fn peak_rss_mb() -> f64 {
@@ -176,6 +187,22 @@ fn main() -> ExitCode {
     let command = Cli::parse().command;
     if let Command::NatMatrix { json, dna, only } = command {
         return nat_matrix(json, dna, &only);
+    }
+    if let Command::BootstrapFlood { identities, seed } = command {
+        use netsim::bootstrap_sim::{run, BootSimConfig};
+        let cfg = BootSimConfig {
+            identities,
+            seed,
+            ..BootSimConfig::default()
+        };
+        let (start, r) = (Instant::now(), run(&cfg, Instant::now()));
+        print!("{}", r.summary(&cfg));
+        println!("  wall time {:.1} s", start.elapsed().as_secs_f64());
+        return if r.good.locked_out() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
     }
     let Command::Dht {
         nodes,
