@@ -70,6 +70,43 @@ fn two_daemons_meet_through_a_bootstrap_node() {
     assert!(limits["dht"]["max_bytes"].as_u64().unwrap() > 0);
     assert!(limits["stun"]["per_second"].as_f64().unwrap() > 0.0);
     assert!(limits["events"]["max_bytes"].as_u64().unwrap() > 0);
+    assert!(limits["transport"]["max_scored_sources"].as_u64().unwrap() > 0);
+
+    // The control socket is its owner's only, and refuses what it cannot parse or hold.
+    use std::io::{BufRead, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let sock = b_dir.join("control.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode {mode:o}");
+    let ask = |line: &[u8]| {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        // The node stops reading a line over the cap and closes: the rest of our write
+        // may fail with a broken pipe; its answer is already on its way.
+        let _ = s.write_all(line);
+        let mut answer = String::new();
+        std::io::BufReader::new(&s).read_line(&mut answer).unwrap();
+        serde_json::from_str::<Value>(&answer).unwrap()
+    };
+    let bad = ask(b"{not json\n");
+    assert_eq!(bad["ok"], false);
+    assert!(
+        bad["error"].as_str().unwrap().contains("bad request"),
+        "{bad}"
+    );
+    let unknown = ask(b"{\"cmd\":\"rm -rf\"}\n");
+    assert!(
+        unknown["error"].as_str().unwrap().contains("unknown cmd"),
+        "{unknown}"
+    );
+    // A line over the cap (8 MiB) is refused without being held whole.
+    let mut long = vec![b'x'; 9 << 20];
+    long.push(b'\n');
+    let too_long = ask(&long);
+    assert!(
+        too_long["error"].as_str().unwrap().contains("longer than"),
+        "{too_long}"
+    );
+    println!("control socket: mode {mode:o}; bad JSON, unknown cmd and a 9 MiB line refused");
 
     let to = b_ready["fp"].as_str().unwrap();
     let (ok, sent) = cli(&[

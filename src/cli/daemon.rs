@@ -327,12 +327,19 @@ fn limits(h: &NodeHandle) -> Value {
     let dht = h.dht_stats();
     let dht_cfg = cfg.dht.as_ref().map(|d| d.config.store).unwrap_or_default();
     let stun = h.stun_stats();
+    let ts = h.transport_stats();
     json!({
         "connections": {"live": h.connection_count(), "max": cfg.max_connections},
         "peers": {"entries": peers, "max": cfg.max_peers, "evicted": evicted},
         "outbox": {"messages": h.outbox_len()},
         "events": {"max": cfg.event_queue, "max_bytes": cfg.event_queue_bytes},
         "writer": {"high_water_bytes": cfg.write_high_water},
+        "transport": {
+            "write_queued": ts.write_queued,
+            "write_queued_peak": ts.write_queued_peak,
+            "scored_sources": ts.scored_sources,
+            "max_scored_sources": cfg.max_scored_sources,
+        },
         "dht": {
             "responders": dht.responders,
             "waiters": dht.waiters,
