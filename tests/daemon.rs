@@ -143,3 +143,35 @@ fn two_daemons_meet_through_a_bootstrap_node() {
         "{err}"
     );
 }
+
+#[test]
+fn limits_come_from_the_config_file_and_show_in_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("dna.toml");
+    std::fs::write(
+        &conf,
+        "[limits]\nmax_peers = 7\ndht_store_bytes = 1048576\nstun_burst = 3\n",
+    )
+    .unwrap();
+    let dir = tmp.path().join("boot");
+    let _boot = start(
+        &dir,
+        "bootstrap",
+        &[
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--config".into(),
+            conf.to_string_lossy().into_owned(),
+        ],
+    );
+    let (ok, status) = cli(&["status", "--data-dir", dir.to_str().unwrap()]);
+    assert!(ok, "{status}");
+    let l = &status["limits"];
+    assert_eq!(l["peers"]["max"], 7, "{l}");
+    assert_eq!(l["dht"]["max_bytes"], 1048576);
+    assert_eq!(l["stun"]["burst"], 3);
+    assert_eq!(
+        l["connections"]["max"], 1024,
+        "the rest keep their defaults"
+    );
+}

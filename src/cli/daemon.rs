@@ -47,6 +47,8 @@ pub(super) struct DaemonConfig {
     pub network_check_secs: u64,
     /// Try to reach peers with messages waiting this often (default 5 s).
     pub retry_secs: u64,
+    /// `[limits]`: the node's limits (spec/06-node.md §5); each key optional.
+    pub limits: super::limits::LimitsConfig,
 }
 
 impl Default for DaemonConfig {
@@ -60,6 +62,7 @@ impl Default for DaemonConfig {
             keep_alive_secs: 15,
             network_check_secs: 25,
             retry_secs: 5,
+            limits: Default::default(),
         }
     }
 }
@@ -70,7 +73,8 @@ pub(super) struct DaemonArgs {
     #[command(flatten)]
     data_dir: DataDir,
     /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
-    /// keep_alive_secs, network_check_secs, retry_secs).
+    /// keep_alive_secs, network_check_secs, retry_secs, and a [limits] table: see
+    /// spec/06-node.md §5).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the node's one UDP socket [default: 0.0.0.0:0].
@@ -183,6 +187,8 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         rendezvous_server: bootstrap,
         ..NodeConfig::listening_on(cfg.listen)
     };
+    let mut node_cfg = node_cfg;
+    cfg.limits.apply(&mut node_cfg);
     let node = Node::bind(identity, node_cfg)
         .await
         .map_err(|e| e.to_string())?;

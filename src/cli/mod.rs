@@ -5,6 +5,7 @@ mod control;
 mod daemon;
 mod frame;
 mod id;
+mod limits;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
