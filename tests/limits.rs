@@ -72,3 +72,56 @@ async fn throwaway_identities_do_not_grow_the_peer_table() {
     .await;
     assert!(ok.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_that_does_not_read_bounds_the_event_queue_in_bytes() {
+    const BUDGET: usize = 256 * 1024;
+    const BODY: usize = 16 * 1024;
+    const COUNT: usize = 200; // 3.2 MB: more than twelve budgets
+    let mut b = node(NodeConfig {
+        event_queue_bytes: BUDGET,
+        ..NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())
+    })
+    .await;
+    let a = node(NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())).await;
+    a.connect(b.fingerprint(), vec![b.local_addr()]);
+    a.send_many(
+        b.fingerprint(),
+        (0..COUNT).map(|i| Bytes::from(vec![(i % 251) as u8; BODY])),
+    )
+    .await
+    .unwrap();
+    // B's application reads nothing. First the queue must have had its chance to fill.
+    let filled = tokio::time::timeout(Duration::from_secs(30), async {
+        while b.event_bytes_queued() + BODY <= BUDGET {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(filled.is_ok(), "queued {} bytes", b.event_bytes_queued());
+    let queued = b.event_bytes_queued();
+    let waiting = a.peer_info(&b.fingerprint()).unwrap();
+    println!(
+        "application not reading: {queued} message bytes queued (budget {BUDGET}); \
+         sender still holds {} queued + {} in flight of {COUNT}",
+        waiting.queued, waiting.inflight
+    );
+    assert!(queued <= BUDGET);
+    assert!(
+        waiting.queued + waiting.inflight > 0,
+        "back-pressure reached the sender"
+    );
+    // Nothing is lost: once the application reads, everything arrives.
+    let mut got = 0;
+    while got < COUNT {
+        match tokio::time::timeout(Duration::from_secs(30), b.next_event()).await {
+            Ok(Some(NodeEvent::Message { body, .. })) => {
+                assert_eq!(body.len(), BODY);
+                got += 1;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("after {got} messages: {other:?}"),
+        }
+    }
+    assert!(b.event_bytes_queued() <= BUDGET);
+}

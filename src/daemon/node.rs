@@ -254,6 +254,13 @@ impl Node {
         })
     }
 
+    /// Message bytes waiting in the event queue for the application (at most
+    /// `event_queue_bytes`).
+    pub fn event_bytes_queued(&self) -> usize {
+        self.event_budget
+            .saturating_sub(self.event_bytes.available_permits())
+    }
+
     /// A handle for sending from other tasks.
     pub fn handle(&self) -> NodeHandle {
         self.handle.clone()
