@@ -199,11 +199,10 @@ pub(crate) async fn drive(
         if let Some(peer) = st.peer {
             scores.penalize_peer(peer, penalty);
         }
-        // Until the session is established the source answers for what happened, with or
-        // without a proven identity: identities are free to make, addresses are not.
-        if !st.established {
-            scores.penalize_source(remote, penalty);
-        }
+        // The source answers for what happened too, before and after the session is
+        // established: identities are free to make, addresses are not, so a stream of
+        // fresh identities from one source ends in a ban of the source.
+        scores.penalize_source(remote, penalty);
     }
     if code != code::NO_ERROR {
         tracing::warn!(peer = ?st.peer, %remote, code, reason = %end.reason(), "closing connection");

@@ -12,7 +12,7 @@
 //! | sessions; serving rendezvous | `conn`; `rendezvous` |
 //! | reaching peers, punching, the caller's signalling | `reach` |
 //! | the DHT over QUIC | `dht` |
-//! | shared state and leaves | `state`, `events`, `store`, `score`, `config`, `sigwire`, `dht_persist`, `util` |
+//! | shared state and leaves | `state`, `events`, `store`, `config`, `sigwire`, `dht_persist`, `util` |
 
 // This module is the I/O driver: it reads the clock (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -25,17 +25,16 @@ mod events;
 mod node;
 mod reach;
 mod rendezvous;
-mod score;
 mod sigwire;
 mod state;
 mod store;
 mod util;
 
+pub use crate::node::scores::BAN_THRESHOLD;
 pub use config::{DhtSettings, NodeConfig};
 pub use dht::{DhtError, DhtStats};
 pub use events::{NodeEvent, Path};
 pub use node::{Node, NodeError, PeerInfo, SendError};
 pub use reach::{ReachError, Reached};
-pub use score::BAN_THRESHOLD;
 pub use state::{NatStatus, NodeHandle, TransportStats};
 pub use store::{read_inbox, StoreError, StoredMessage, DB_DIR as STORE_DB_DIR};

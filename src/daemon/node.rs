@@ -20,11 +20,11 @@ use crate::transport::{bind_udp, DnaSocket, SideChannels};
 
 use super::conn::{drive, ensure_dialing};
 use super::events::{event_bytes, EventTx, NodeEvent};
-use super::score::Scores;
 use super::state::{NatShared, NodeHandle, Peers, Shared};
 use super::store::{Store, StoreError, StoreLimits, StoredMessage};
 use super::util::{lock, unix_ms};
 use super::NodeConfig;
+use crate::node::scores::Scores;
 
 /// Starting a node failed.
 #[derive(Debug, Error)]

@@ -17,7 +17,6 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::events::EventTx;
-use super::score::Scores;
 use super::store::Store;
 use super::NodeConfig;
 use crate::crypto::{Fingerprint, Identity, NodeId};
@@ -26,6 +25,7 @@ use crate::nat::candidate::{Candidate, PresenceInfo};
 use crate::nat::discovery::NatClass;
 use crate::node::peers::PeerTable;
 use crate::node::rendezvous::Rendezvous;
+use crate::node::scores::Scores;
 use crate::session::PresenceStatus;
 use crate::transport::socket::Datagram;
 use crate::transport::DnaSocket;

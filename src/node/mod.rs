@@ -6,8 +6,10 @@
 //! | --- | --- |
 //! | [`source`] | who a limit applies to: IPv4 address or /24, IPv6 /64 or /48; token buckets keyed by them |
 //! | [`peers`] | the peer table: outboxes, addresses, live connections, the duplicate tie-break, least-recently-used eviction |
+//! | [`scores`] | misbehaviour scores by identity and by source, bounded; bans |
 //! | [`rendezvous`] | the rendezvous role: registrations with expiry, quotas and a cap; CONNECT admission (rate limits, replay cache) |
 
 pub mod peers;
 pub mod rendezvous;
+pub mod scores;
 pub mod source;

@@ -1,8 +1,8 @@
-//! Peer scores (spec/03-session.md §8, spec/06-node.md "Transport limits"): misbehaviour
-//! costs points; at the threshold a peer's identity, or a traffic source, is refused.
+//! Peer scores (spec/03-session.md §8, spec/06-node.md §4.2), sans-IO: misbehaviour costs
+//! points; at the threshold a peer's identity, or a traffic source, is refused.
 //!
 //! Sources are IPv4 addresses and IPv6 /64s ([`Source`]), never `IP:port`: a new port is
-//! free, so a ban by port bans nothing. The source table is bounded: when it is full, the
+//! free, so a ban by port bans nothing. Both tables are bounded: when one is full, its
 //! mildest entry (the score closest to 0) makes room, so bans are the last to go.
 
 use std::collections::HashMap;
@@ -16,10 +16,32 @@ pub const BAN_THRESHOLD: i32 = -100;
 
 /// Scores by identity and by source.
 #[derive(Debug)]
-pub(crate) struct Scores {
+pub struct Scores {
     peers: HashMap<Fingerprint, i32>,
     sources: HashMap<Source, i32>,
     max_sources: usize,
+    max_peers: usize,
+}
+
+/// Takes `amount` from `key`'s score in `table`, making room first by forgetting the
+/// mildest entry when the table holds `max` keys.
+fn charge<K: std::hash::Hash + Eq + Copy>(
+    table: &mut HashMap<K, i32>,
+    max: usize,
+    key: K,
+    amount: i32,
+) {
+    if amount == 0 {
+        return;
+    }
+    if !table.contains_key(&key) && table.len() >= max {
+        let mildest = table.iter().max_by_key(|(_, s)| **s).map(|(k, _)| *k);
+        if let Some(k) = mildest {
+            table.remove(&k);
+        }
+    }
+    let s = table.entry(key).or_default();
+    *s = s.saturating_sub(amount);
 }
 
 impl Default for Scores {
@@ -29,67 +51,62 @@ impl Default for Scores {
 }
 
 impl Scores {
-    /// Scores keeping at most `max_sources` sources (at least 1).
-    pub(crate) fn new(max_sources: usize) -> Scores {
+    /// Scores keeping at most `max_sources` sources and as many identities (at least 1).
+    pub fn new(max_sources: usize) -> Scores {
         Scores {
             peers: HashMap::new(),
             sources: HashMap::new(),
             max_sources: max_sources.max(1),
+            max_peers: max_sources.max(1),
         }
     }
 
     /// Takes `amount` points from `peer`.
-    pub(crate) fn penalize_peer(&mut self, peer: Fingerprint, amount: i32) {
-        if amount != 0 {
-            let s = self.peers.entry(peer).or_default();
-            *s = s.saturating_sub(amount);
-        }
+    pub fn penalize_peer(&mut self, peer: Fingerprint, amount: i32) {
+        charge(&mut self.peers, self.max_peers, peer, amount);
     }
 
     /// Takes `amount` points from the source of `addr` (its IPv4 address or IPv6 /64).
-    pub(crate) fn penalize_source(&mut self, addr: SocketAddr, amount: i32) {
-        if amount == 0 {
-            return;
-        }
-        let source = Source::of(addr.ip());
-        if !self.sources.contains_key(&source) && self.sources.len() >= self.max_sources {
-            let mildest = self
-                .sources
-                .iter()
-                .max_by_key(|(_, s)| **s)
-                .map(|(k, _)| *k);
-            if let Some(k) = mildest {
-                self.sources.remove(&k);
-            }
-        }
-        let s = self.sources.entry(source).or_default();
-        *s = s.saturating_sub(amount);
+    pub fn penalize_source(&mut self, addr: SocketAddr, amount: i32) {
+        charge(
+            &mut self.sources,
+            self.max_sources,
+            Source::of(addr.ip()),
+            amount,
+        );
     }
 
-    pub(crate) fn peer(&self, peer: &Fingerprint) -> i32 {
+    /// The score of `peer`'s identity.
+    pub fn peer(&self, peer: &Fingerprint) -> i32 {
         self.peers.get(peer).copied().unwrap_or(0)
     }
 
     /// The score of `addr`'s source.
-    pub(crate) fn addr(&self, addr: &SocketAddr) -> i32 {
+    pub fn addr(&self, addr: &SocketAddr) -> i32 {
         self.sources
             .get(&Source::of(addr.ip()))
             .copied()
             .unwrap_or(0)
     }
 
-    pub(crate) fn peer_banned(&self, peer: &Fingerprint) -> bool {
+    /// Whether `peer`'s identity is banned.
+    pub fn peer_banned(&self, peer: &Fingerprint) -> bool {
         self.peer(peer) <= BAN_THRESHOLD
     }
 
     /// Whether `addr`'s source (any port) is banned.
-    pub(crate) fn addr_banned(&self, addr: &SocketAddr) -> bool {
+    pub fn addr_banned(&self, addr: &SocketAddr) -> bool {
         self.addr(addr) <= BAN_THRESHOLD
     }
 
     /// Sources with a score.
-    pub(crate) fn sources(&self) -> usize {
+    pub fn sources(&self) -> usize {
         self.sources.len()
+    }
+
+    /// Identities with a score.
+    pub fn identities(&self) -> usize {
+        self.peers.len()
     }
 }
 
@@ -135,6 +152,20 @@ mod tests {
         }
         assert_eq!(s.sources(), 3);
         assert!(s.addr_banned(&sa("[2001:db8::ff]:7")));
+    }
+
+    #[test]
+    fn throwaway_identities_do_not_grow_the_identity_table() {
+        let mut s = Scores::new(4);
+        let banned = Fingerprint([0; 32]);
+        s.penalize_peer(banned, 100);
+        for i in 1..=1000u32 {
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            s.penalize_peer(Fingerprint(b), 50);
+        }
+        assert_eq!(s.identities(), 4);
+        assert!(s.peer_banned(&banned), "the ban is the last to go");
     }
 
     #[test]
