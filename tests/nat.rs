@@ -35,6 +35,41 @@ fn test_bed_with(test: &str, bootstrap_extra: &[String]) -> Option<TestBed> {
     )
 }
 
+/// A `dna bootstrap` node is a public STUN server: coturn's `turnutils_stunclient` (plain
+/// Binding requests, no FINGERPRINT) behind every router type learns its public address
+/// from it — the router's public IP.
+#[test]
+fn turnutils_stunclient_learns_its_public_address_from_a_bootstrap_node() {
+    let Some(tb) = test_bed("turnutils_stunclient_learns_its_public_address_from_a_bootstrap_node")
+    else {
+        return;
+    };
+    let server: std::net::SocketAddr = tb.bootstrap_args[0]
+        .split('@')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("the bootstrap node's address");
+    for nat in NatType::ALL {
+        let host = tb.host(nat, 'a');
+        let reflexive = tb
+            .turnutils_stunclient(host, server)
+            .expect("run turnutils_stunclient");
+        eprintln!(
+            "{:>20}: turnutils_stunclient → {:?} (router public {})",
+            nat.name(),
+            reflexive,
+            host.public_ip
+        );
+        let reflexive = reflexive.expect("an answer from the bootstrap node");
+        assert_eq!(
+            reflexive.ip(),
+            std::net::IpAddr::V4(host.public_ip),
+            "{}",
+            nat.name()
+        );
+    }
+}
+
 /// turnutils_natdiscovery (coturn's RFC 5780 client) and our discovery, run from the same
 /// host, agree on mapping and filtering behind every router type — and both match what the
 /// router is built to be.

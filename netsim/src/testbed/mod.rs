@@ -100,7 +100,13 @@ pub fn missing_prerequisites() -> Vec<String> {
     if uid.is_none_or(|o| String::from_utf8_lossy(&o.stdout).trim() != "0") {
         missing.push("root (network namespaces and nftables need it)".to_string());
     }
-    for tool in ["ip", "nft", "turnserver", "turnutils_natdiscovery"] {
+    for tool in [
+        "ip",
+        "nft",
+        "turnserver",
+        "turnutils_natdiscovery",
+        "turnutils_stunclient",
+    ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -504,6 +510,36 @@ impl TestBed {
                 .to_string()
         };
         Ok((verdict("Mapping"), verdict("Filtering")))
+    }
+}
+
+impl TestBed {
+    /// coturn's `turnutils_stunclient` (a plain RFC 8489 Binding request) from `host`
+    /// against `server` (a bootstrap node): the reflexive address it prints, or `None` if it
+    /// got no answer within 10 s.
+    pub fn turnutils_stunclient(
+        &self,
+        host: &Host,
+        server: std::net::SocketAddr,
+    ) -> Result<Option<std::net::SocketAddr>, TestBedError> {
+        let port = server.port().to_string();
+        let ip = server.ip().to_string();
+        let out = Command::new("timeout")
+            .args([
+                "10",
+                "ip",
+                "netns",
+                "exec",
+                &host.ns,
+                "turnutils_stunclient",
+            ])
+            .args(["-p", &port, &ip])
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        Ok(stdout
+            .lines()
+            .find_map(|l| l.split("reflexive addr:").nth(1))
+            .and_then(|a| a.trim().parse().ok()))
     }
 }
 
