@@ -1,4 +1,4 @@
-//! The DHT driver's bounds attacked over real QUIC on loopback (issue 9, Build 3; spec/04 §5.2):
+//! The DHT driver's bounds attacked over real QUIC on loopback (issue 9, Build 3; spec/04 §5.1):
 //! inbound requests that are never answered leave no responder behind, a query the caller
 //! gives up on leaves no waiter, DHT connections count toward `max_connections`, and a bad
 //! HELLO on a DHT connection is scored against its address until it is banned.
