@@ -557,16 +557,17 @@ async fn on_stored(
         .map_err(|e| End::Closed(format!("cannot store received messages: {e}")))?;
     st.unstored = st.received - stored.upto;
     core.confirm(stored.upto);
-    for m in new {
-        let ev = NodeEvent::Message {
+    let events: Vec<_> = new
+        .into_iter()
+        .map(|m| NodeEvent::Message {
             from: m.sender,
             id: m.id,
             timestamp_ms: m.timestamp_ms,
             body: m.body,
-        };
-        if shared.events.send(ev).await.is_err() {
-            return Err(End::Closed("node stopped".to_owned()));
-        }
+        })
+        .collect();
+    if !events.is_empty() && shared.events.send_all(events).await.is_err() {
+        return Err(End::Closed("node stopped".to_owned()));
     }
     Ok(())
 }
@@ -608,10 +609,8 @@ async fn handle_events(
                 .map_err(closed)?;
         }
     }
-    for event in events {
-        if shared.events.send(event).await.is_err() {
-            return Err(End::Closed("node stopped".to_owned()));
-        }
+    if !events.is_empty() && shared.events.send_all(events).await.is_err() {
+        return Err(End::Closed("node stopped".to_owned()));
     }
     Ok(())
 }

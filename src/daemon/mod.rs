@@ -11,6 +11,7 @@ mod config;
 mod conn;
 mod dht;
 mod dht_persist;
+mod events;
 mod node;
 mod reach;
 mod rendezvous;

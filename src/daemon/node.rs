@@ -19,37 +19,11 @@ use crate::transport::tls::{quic_configs, CertifiedKey, TlsError};
 use crate::transport::{bind_udp, DnaSocket, SideChannels};
 
 use super::conn::{dial_loop, drive};
+use super::events::{EventRx, EventTx};
 use super::score::Scores;
 use super::store::{Store, StoreError, StoreLimits, StoredMessage};
 use super::NodeConfig;
 use crate::node::peers::PeerTable;
-
-/// The events channel, bounded by count and by message bytes (spec/06-node.md §4): a
-/// message's body takes its size from a byte budget when it is queued, and gives it back
-/// when the application takes it.
-pub(crate) struct EventTx {
-    tx: mpsc::Sender<NodeEvent>,
-    bytes: Arc<tokio::sync::Semaphore>,
-    budget: usize,
-}
-
-fn event_bytes(ev: &NodeEvent, budget: usize) -> u32 {
-    match ev {
-        NodeEvent::Message { body, .. } => body.len().min(budget).min(u32::MAX as usize) as u32,
-        _ => 0,
-    }
-}
-
-impl EventTx {
-    /// Queues `ev`, waiting while the application is behind; `Err` once it is gone.
-    pub(crate) async fn send(&self, ev: NodeEvent) -> Result<(), ()> {
-        let n = event_bytes(&ev, self.budget);
-        if n > 0 {
-            self.bytes.acquire_many(n).await.map_err(|_| ())?.forget();
-        }
-        self.tx.send(ev).await.map_err(|_| ())
-    }
-}
 
 /// How a peer is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,10 +218,7 @@ impl Shared {
 /// A running node. Dropping it stops nothing; call [`Node::shutdown`].
 pub struct Node {
     handle: NodeHandle,
-    events: mpsc::Receiver<NodeEvent>,
-    /// Message bytes waiting in `events` come from this budget; taken events give back.
-    event_bytes: Arc<tokio::sync::Semaphore>,
-    event_budget: usize,
+    events: EventRx,
     turn: Option<mpsc::Receiver<crate::transport::socket::Datagram>>,
 }
 
@@ -336,9 +307,7 @@ impl Node {
             }
             _ => None,
         };
-        let (events_tx, events) = mpsc::channel(cfg.event_queue.max(1));
-        let event_budget = cfg.event_queue_bytes.clamp(1, u32::MAX as usize);
-        let event_bytes_sem = Arc::new(tokio::sync::Semaphore::new(event_budget));
+        let (events_tx, events) = super::events::channel(cfg.event_queue, cfg.event_queue_bytes);
         let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
         let mut peers = Peers::new(cfg.max_peers, cfg.inbox_capacity, hash_key);
         let pending: usize = backlog.iter().map(|(_, m)| m.len()).sum();
@@ -365,11 +334,7 @@ impl Node {
             local,
             peers: Mutex::new(peers),
             scores: Mutex::new(scores),
-            events: EventTx {
-                tx: events_tx,
-                bytes: event_bytes_sem.clone(),
-                budget: event_budget,
-            },
+            events: events_tx,
             next_conn: AtomicU64::new(1),
             live: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
@@ -410,8 +375,6 @@ impl Node {
         Ok(Node {
             handle: NodeHandle { shared },
             events,
-            event_bytes: event_bytes_sem,
-            event_budget,
             turn: Some(turn),
         })
     }
@@ -423,25 +386,12 @@ impl Node {
 
     /// The next event; `None` after shutdown.
     pub async fn next_event(&mut self) -> Option<NodeEvent> {
-        let ev = self.events.recv().await;
-        self.release(&ev);
-        ev
-    }
-
-    fn release(&self, ev: &Option<NodeEvent>) {
-        if let Some(ev) = ev {
-            let n = event_bytes(ev, self.event_budget);
-            if n > 0 {
-                self.event_bytes.add_permits(n as usize);
-            }
-        }
+        self.events.recv().await
     }
 
     /// The next event if one is ready.
     pub fn events_try_recv(&mut self) -> Result<NodeEvent, mpsc::error::TryRecvError> {
-        let ev = self.events.try_recv()?;
-        self.release(&Some(ev.clone()));
-        Ok(ev)
+        self.events.try_recv()
     }
 
     /// The datagrams the socket takes out for the TURN client (once; the TURN issue consumes
