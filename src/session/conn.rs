@@ -397,9 +397,7 @@ impl Connection {
         self.rx_seq = self.rx_seq.wrapping_add(1);
         let t = header.msg_type;
         if (self.phase, t) == (Phase::Established, MessageType::Data) {
-            // The payload is decrypted in place: taken over, not copied, when it is the
-            // decoder's own assembled buffer.
-            let msg = self.open(frame.into_payload_mut())?;
+            let msg = self.open(frame)?;
             self.received += 1;
             self.ack_due |= !self.cfg.ack_on_confirm;
             self.events.push_back(ConnEvent::Message(msg));
@@ -497,22 +495,27 @@ impl Connection {
         self.next_ping = Some(now);
     }
 
-    fn open(&mut self, buf: BytesMut) -> Result<Message, ConnError> {
-        match &mut self.session {
-            Some(session) => Ok(session.open(buf)?),
-            None => {
-                let msg = crate::crypto::parse_plaintext(buf)?;
-                let peer = self.peer.unwrap_or(msg.sender);
-                if msg.sender != peer {
-                    return Err(crate::crypto::OpenError::WrongSender {
-                        expected: peer,
-                        found: msg.sender,
-                    }
-                    .into());
+    /// Opens a DATA payload with one allocation at most: a payload lent from the stream's
+    /// bytes is copied once into the message's own buffer; one the decoder assembled is
+    /// taken over (decrypted in place).
+    fn open(&mut self, frame: Decoded<'_>) -> Result<Message, ConnError> {
+        let msg = match (&mut self.session, frame) {
+            (Some(session), Decoded::Lent(f)) => session.open_slice(f.payload)?,
+            (Some(session), owned) => session.open(owned.into_payload_mut())?,
+            (None, Decoded::Lent(f)) => crate::crypto::parse_plaintext_slice(f.payload)?,
+            (None, owned) => crate::crypto::parse_plaintext_vec(owned.into_payload_mut().into())?,
+        };
+        if self.session.is_none() {
+            let peer = self.peer.unwrap_or(msg.sender);
+            if msg.sender != peer {
+                return Err(crate::crypto::OpenError::WrongSender {
+                    expected: peer,
+                    found: msg.sender,
                 }
-                Ok(msg)
+                .into());
             }
         }
+        Ok(msg)
     }
 
     /// Writes pending frames into `out`: control frames first (PONG, PRESENCE and ACK
