@@ -639,7 +639,9 @@ fn collect_events(
     let mut delivered = Vec::new();
     // One lock for the whole batch; channel sends happen after it is released.
     let mut peers = None;
-    while let Some(ev) = core.poll_event() {
+    // An event the run of messages below read past.
+    let mut next = None;
+    while let Some(ev) = next.take().or_else(|| core.poll_event()) {
         match ev {
             ConnEvent::Authenticated { peer } => {
                 st.peer = Some(peer);
@@ -658,21 +660,39 @@ fn collect_events(
                     rtt: conn.rtt(),
                 });
             }
-            ConnEvent::Message(m) => {
-                st.received += 1;
-                let Some(fp) = st.peer else { continue };
-                if shared.store.is_some() {
-                    to_store.push(m);
-                    continue;
-                }
-                let peers = peers.get_or_insert_with(|| lock(&shared.peers));
-                if peers.entry(fp).inbox.accept(m.id) {
-                    out.push(NodeEvent::Message {
-                        from: m.sender,
-                        id: m.id,
-                        timestamp_ms: m.timestamp_ms,
-                        body: m.body,
-                    });
+            ConnEvent::Message(first) => {
+                // A run of messages: the peer's inbox is looked up once for all of them.
+                let mut inbox = match (st.peer, shared.store.is_some()) {
+                    (Some(fp), false) => Some(
+                        &mut peers
+                            .get_or_insert_with(|| lock(&shared.peers))
+                            .entry(fp)
+                            .inbox,
+                    ),
+                    _ => None,
+                };
+                let mut run = Some(first);
+                while let Some(m) = run.take() {
+                    st.received += 1;
+                    match (&mut inbox, st.peer) {
+                        (Some(inbox), _) => {
+                            if inbox.accept(m.id) {
+                                out.push(NodeEvent::Message {
+                                    from: m.sender,
+                                    id: m.id,
+                                    timestamp_ms: m.timestamp_ms,
+                                    body: m.body,
+                                });
+                            }
+                        }
+                        // With a store, messages are delivered once stored.
+                        (None, Some(_)) => to_store.push(m),
+                        (None, None) => {}
+                    }
+                    match core.poll_event() {
+                        Some(ConnEvent::Message(m)) => run = Some(m),
+                        other => next = other,
+                    }
                 }
             }
             ConnEvent::Acked { below } => {
