@@ -634,7 +634,7 @@ fn collect_events(
     st: &mut State,
     wake: &Arc<Notify>,
 ) -> Result<Collected, End> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(core.pending_events());
     let mut to_store = Vec::new();
     let mut delivered = Vec::new();
     // One lock for the whole batch; channel sends happen after it is released.

@@ -552,6 +552,15 @@ impl Connection {
         if self.phase != Phase::Established {
             return;
         }
+        // Room for what will be taken, at once rather than by doubling: the queued
+        // messages with their frame and envelope overhead (at most the budget and one more).
+        let room = self.cfg.max_inflight.saturating_sub(self.unacked()) as usize;
+        let n = outbox.queued().min(room);
+        if n > 0 {
+            let per_msg = HEADER_LEN + crate::crypto::SESSION_OVERHEAD;
+            let avg = outbox.queued_bytes() / outbox.queued();
+            out.reserve((n * (per_msg + avg)).min(budget + per_msg + avg));
+        }
         let start = out.len();
         while out.len() - start < budget && self.unacked() < self.cfg.max_inflight {
             let counter = self.sent;
@@ -650,5 +659,10 @@ impl Connection {
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<ConnEvent> {
         self.events.pop_front()
+    }
+
+    /// How many events [`Connection::poll_event`] has ready.
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
     }
 }
