@@ -460,10 +460,10 @@ async fn run(
                 Some(batch) => {
                     // Everything already read goes in before the next flush: one ACK per burst.
                     let now = Instant::now();
-                    let mut r = batch.iter().try_for_each(|b| core.handle_input(now, b));
+                    let mut r = core.handle_segments(now, &batch);
                     while r.is_ok() {
                         match chunk_rx.try_recv() {
-                            Ok(more) => r = more.iter().try_for_each(|b| core.handle_input(now, b)),
+                            Ok(more) => r = core.handle_segments(now, &more),
                             Err(_) => break,
                         }
                     }

@@ -369,10 +369,36 @@ impl Connection {
 
     /// Feeds bytes read from the session stream. Stops at the first error: the driver closes
     /// the connection with [`ConnError::code`].
-    pub fn handle_input(&mut self, now: Instant, mut input: &[u8]) -> Result<(), ConnError> {
+    pub fn handle_input(&mut self, now: Instant, input: &[u8]) -> Result<(), ConnError> {
+        self.handle_input_ahead(now, input, 0)
+    }
+
+    /// Feeds the segments of one read of the session stream, in order: as
+    /// [`Connection::handle_input`] on each, except that a frame straddling two segments is
+    /// assembled in one allocation (the decoder is told what follows).
+    pub fn handle_segments<B: AsRef<[u8]>>(
+        &mut self,
+        now: Instant,
+        segments: &[B],
+    ) -> Result<(), ConnError> {
+        let mut ahead: usize = segments.iter().map(|s| s.as_ref().len()).sum();
+        for s in segments {
+            let s = s.as_ref();
+            ahead -= s.len();
+            self.handle_input_ahead(now, s, ahead)?;
+        }
+        Ok(())
+    }
+
+    fn handle_input_ahead(
+        &mut self,
+        now: Instant,
+        mut input: &[u8],
+        ahead: usize,
+    ) -> Result<(), ConnError> {
         self.last_rx = now;
         while !input.is_empty() {
-            if let Some(frame) = self.decoder.decode(&mut input)? {
+            if let Some(frame) = self.decoder.decode_ahead(&mut input, ahead)? {
                 self.handle_frame(now, frame)?;
             }
         }
