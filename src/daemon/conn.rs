@@ -431,6 +431,16 @@ async fn run(
     let max_unstored = cfg.conn.max_inflight.max(1);
     let mut presence_sent = None;
     let mut out = BytesMut::new();
+    // These futures live across passes: made anew each pass, they locked quinn's connection
+    // state (`closed`), the timer wheel and the Notify lists every time.
+    let closed = conn.closed();
+    tokio::pin!(closed);
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(core.poll_timeout()));
+    tokio::pin!(sleep);
+    let woken = wake.notified();
+    tokio::pin!(woken);
+    let progressed = progress.notified();
+    tokio::pin!(progressed);
     let end = loop {
         // Output first: HELLO leaves before anything is read.
         if let Err(end) = flush(
@@ -453,6 +463,9 @@ async fn run(
         );
         written = now_written;
         let deadline = tokio::time::Instant::from_std(core.poll_timeout());
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
         let step = tokio::select! {
             biased;
             Some(stored) = stored_rx.recv() => on_stored(shared, &mut core, st, stored).await,
@@ -472,10 +485,16 @@ async fn run(
                 None => Err(End::Closed(conn.close_reason().map(|r| r.to_string()).unwrap_or_else(|| "session stream ended".to_owned()))),
             },
             _ = &mut flood_rx => Err(End::StreamFlood),
-            _ = wake.notified() => Ok(()),
-            _ = progress.notified() => Ok(()),
-            _ = tokio::time::sleep_until(deadline) => core.handle_timeout(Instant::now()).map_err(End::Protocol),
-            e = conn.closed() => Err(End::Closed(e.to_string())),
+            _ = &mut woken => {
+                woken.set(wake.notified());
+                Ok(())
+            }
+            _ = &mut progressed => {
+                progressed.set(progress.notified());
+                Ok(())
+            }
+            _ = &mut sleep => core.handle_timeout(Instant::now()).map_err(End::Protocol),
+            e = &mut closed => Err(End::Closed(e.to_string())),
         };
         if let Err(end) = step {
             break end;
