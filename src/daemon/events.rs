@@ -1,5 +1,6 @@
 //! The queue of node events for the application, bounded by count (`NodeConfig::event_queue`)
-//! and by message bytes (`NodeConfig::event_queue_bytes`; spec/03-session.md §6, §9).
+//! and by message bytes (`NodeConfig::event_queue_bytes`; spec/06-node.md §4, and
+//! spec/03-session.md §9.1 for the batching).
 //!
 //! Producers hand over whole batches: a connection queues everything one read of its stream
 //! produced at once, so the application's task is woken once per batch, not once per message
