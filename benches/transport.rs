@@ -238,16 +238,20 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         // Profiling aid: TRANSPORT_BENCH=raw|framed|e2e with TRANSPORT_WORKLOAD=bulk|small runs
-        // one variant for a longer time.
+        // one variant for a longer time (or TRANSPORT_COUNT messages).
         if std::env::var("TRANSPORT_BENCH").as_deref() == Ok("durable") {
             measure_durable(DURABLE).await;
             return;
         }
         if let Ok(variant) = std::env::var("TRANSPORT_BENCH") {
-            let w = match std::env::var("TRANSPORT_WORKLOAD").as_deref() {
+            let mut w = match std::env::var("TRANSPORT_WORKLOAD").as_deref() {
                 Ok("bulk") => Workload { count: BULK.count * 4, ..BULK },
                 _ => Workload { count: SMALL.count * 4, ..SMALL },
             };
+            // TRANSPORT_COUNT=n: that many messages instead.
+            if let Some(n) = std::env::var("TRANSPORT_COUNT").ok().and_then(|n| n.parse().ok()) {
+                w.count = n;
+            }
             let rate = match variant.as_str() {
                 "raw" => raw_quinn(w).await,
                 "framed" => ours(w, Protection::UnprotectedForBenchmarks).await,

@@ -4,7 +4,7 @@
 //! version u8 = 1 | sender fp [32] | recipient fp [32] | message id [16] | timestamp_ms u64 | body
 //! ```
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rand_core::CryptoRngCore;
 
 use super::{Fingerprint, OpenError};
@@ -68,14 +68,54 @@ pub(crate) fn encode(
 
 /// Parses a decrypted plaintext; the body is split off without copying.
 pub(crate) fn parse(mut plain: BytesMut) -> Result<Message, OpenError> {
-    if plain.len() < MESSAGE_HEADER_LEN {
+    let header = parse_header(&plain)?;
+    let body = plain.split_off(MESSAGE_HEADER_LEN).freeze();
+    Ok(header.with_body(body))
+}
+
+/// Parses a plaintext the caller holds as a slice: only the body is copied (one allocation).
+pub(crate) fn parse_slice(plain: &[u8]) -> Result<Message, OpenError> {
+    let header = parse_header(plain)?;
+    Ok(header.with_body(Bytes::copy_from_slice(&plain[MESSAGE_HEADER_LEN..])))
+}
+
+/// Parses a plaintext in a buffer of its own: the body is a view of that buffer, with no copy
+/// and — when the buffer has no spare capacity — no further allocation (a split
+/// `BytesMut` allocates a shared header; a whole `Vec` turned into `Bytes` does not).
+pub(crate) fn parse_vec(plain: Vec<u8>) -> Result<Message, OpenError> {
+    let header = parse_header(&plain)?;
+    let mut body = Bytes::from(plain);
+    body.advance(MESSAGE_HEADER_LEN);
+    Ok(header.with_body(body))
+}
+
+/// A plaintext message's header fields.
+struct ParsedHeader {
+    sender: Fingerprint,
+    recipient: Fingerprint,
+    id: MessageId,
+    timestamp_ms: u64,
+}
+
+impl ParsedHeader {
+    fn with_body(self, body: Bytes) -> Message {
+        Message {
+            sender: self.sender,
+            recipient: self.recipient,
+            id: self.id,
+            timestamp_ms: self.timestamp_ms,
+            body,
+        }
+    }
+}
+
+fn parse_header(plain: &[u8]) -> Result<ParsedHeader, OpenError> {
+    let Some(h) = plain.first_chunk::<MESSAGE_HEADER_LEN>() else {
         return Err(OpenError::Truncated {
             needed: MESSAGE_HEADER_LEN,
             available: plain.len(),
         });
-    }
-    let body = plain.split_off(MESSAGE_HEADER_LEN).freeze();
-    let h = &plain[..];
+    };
     if h[0] != MESSAGE_VERSION {
         return Err(OpenError::UnsupportedVersion { found: h[0] });
     }
@@ -87,11 +127,10 @@ pub(crate) fn parse(mut plain: BytesMut) -> Result<Message, OpenError> {
     id.copy_from_slice(&h[65..81]);
     let mut ts = [0u8; 8];
     ts.copy_from_slice(&h[81..89]);
-    Ok(Message {
+    Ok(ParsedHeader {
         sender: Fingerprint(sender),
         recipient: Fingerprint(recipient),
         id: MessageId(id),
         timestamp_ms: u64::from_be_bytes(ts),
-        body,
     })
 }

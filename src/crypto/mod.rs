@@ -32,7 +32,10 @@ pub use identity::{
 };
 pub use kem::{KemKeyPair, KemPublicKey, NonContributory, KEM_CIPHERTEXT_LEN, KEM_PUBLIC_KEY_LEN};
 pub use keyfile::{IdentityFileError, KEY_FILE_LEN, KEY_FILE_NAME};
-pub(crate) use message::{encode as encode_plaintext, parse as parse_plaintext};
+pub(crate) use message::{
+    encode as encode_plaintext, parse_slice as parse_plaintext_slice,
+    parse_vec as parse_plaintext_vec,
+};
 pub use message::{Message, MessageId, MESSAGE_HEADER_LEN};
 pub use record::{Record, RecordError, RecordKind};
 pub use session::{Session, FORM_SEALED, FORM_SESSION, SESSION_OVERHEAD};

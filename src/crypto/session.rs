@@ -133,6 +133,34 @@ impl Session {
     /// Opens a session-form envelope from the peer, decrypting in place. Checks, in order:
     /// length, version, form, counter, AEAD tag, then the sender and recipient named inside.
     pub fn open(&mut self, mut envelope: BytesMut) -> Result<Message, OpenError> {
+        let (counter, tag) = self.check(&envelope)?;
+        envelope.truncate(envelope.len() - TAG_LEN);
+        let (aad, ciphertext) = envelope.split_at_mut(SESSION_HEADER_LEN);
+        if !self.recv.open(nonce(counter), aad, ciphertext, tag) {
+            return Err(OpenError::TamperedCiphertext);
+        }
+        self.next_recv = counter + 1;
+        self.check_names(message::parse(envelope.split_off(SESSION_HEADER_LEN))?)
+    }
+
+    /// As [`Session::open`], for an envelope the caller only lends (a slice of what the
+    /// stream delivered): the ciphertext is copied once into a buffer of exactly the
+    /// plaintext's size, decrypted there, and the body is a view of that buffer — one
+    /// allocation per message.
+    pub fn open_slice(&mut self, envelope: &[u8]) -> Result<Message, OpenError> {
+        let (counter, tag) = self.check(envelope)?;
+        let aad = &envelope[..SESSION_HEADER_LEN];
+        let mut plain = envelope[SESSION_HEADER_LEN..envelope.len() - TAG_LEN].to_vec();
+        if !self.recv.open(nonce(counter), aad, &mut plain, tag) {
+            return Err(OpenError::TamperedCiphertext);
+        }
+        self.next_recv = counter + 1;
+        self.check_names(message::parse_vec(plain)?)
+    }
+
+    /// The checks before the AEAD: length, version, form, counter. Returns the counter and
+    /// the tag.
+    fn check(&self, envelope: &[u8]) -> Result<(u64, [u8; TAG_LEN]), OpenError> {
         if envelope.len() < SESSION_OVERHEAD {
             return Err(OpenError::Truncated {
                 needed: SESSION_OVERHEAD,
@@ -158,16 +186,13 @@ impl Session {
         if counter > expected {
             return Err(OpenError::OutOfOrder { counter, expected });
         }
-        let tag_at = envelope.len() - TAG_LEN;
         let mut tag = [0u8; TAG_LEN];
-        tag.copy_from_slice(&envelope[tag_at..]);
-        envelope.truncate(tag_at);
-        let (aad, ciphertext) = envelope.split_at_mut(SESSION_HEADER_LEN);
-        if !self.recv.open(nonce(counter), aad, ciphertext, tag) {
-            return Err(OpenError::TamperedCiphertext);
-        }
-        self.next_recv = counter + 1;
-        let msg = message::parse(envelope.split_off(SESSION_HEADER_LEN))?;
+        tag.copy_from_slice(&envelope[envelope.len() - TAG_LEN..]);
+        Ok((counter, tag))
+    }
+
+    /// The sender and recipient named inside must be the session's.
+    fn check_names(&self, msg: Message) -> Result<Message, OpenError> {
         if msg.sender != self.peer {
             return Err(OpenError::WrongSender {
                 expected: self.peer,

@@ -410,6 +410,16 @@ async fn run(
     let max_unstored = cfg.conn.max_inflight.max(1);
     let mut presence_sent = None;
     let mut out = BytesMut::new();
+    // These futures live across passes: made anew each pass, they locked quinn's connection
+    // state (`closed`), the timer wheel and the Notify lists every time.
+    let closed = conn.closed();
+    tokio::pin!(closed);
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(core.poll_timeout()));
+    tokio::pin!(sleep);
+    let woken = wake.notified();
+    tokio::pin!(woken);
+    let progressed = progress.notified();
+    tokio::pin!(progressed);
     let end = loop {
         // Output first: HELLO leaves before anything is read.
         if let Err(end) = flush(
@@ -432,6 +442,9 @@ async fn run(
         );
         written = now_written;
         let deadline = tokio::time::Instant::from_std(core.poll_timeout());
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
         let step = tokio::select! {
             biased;
             Some(stored) = stored_rx.recv() => on_stored(shared, &mut core, st, stored).await,
@@ -439,10 +452,10 @@ async fn run(
                 Some(batch) => {
                     // Everything already read goes in before the next flush: one ACK per burst.
                     let now = Instant::now();
-                    let mut r = batch.iter().try_for_each(|b| core.handle_input(now, b));
+                    let mut r = core.handle_segments(now, &batch);
                     while r.is_ok() {
                         match chunk_rx.try_recv() {
-                            Ok(more) => r = more.iter().try_for_each(|b| core.handle_input(now, b)),
+                            Ok(more) => r = core.handle_segments(now, &more),
                             Err(_) => break,
                         }
                     }
@@ -451,10 +464,16 @@ async fn run(
                 None => Err(End::Closed(conn.close_reason().map(|r| r.to_string()).unwrap_or_else(|| "session stream ended".to_owned()))),
             },
             _ = &mut flood_rx => Err(End::StreamFlood),
-            _ = wake.notified() => Ok(()),
-            _ = progress.notified() => Ok(()),
-            _ = tokio::time::sleep_until(deadline) => core.handle_timeout(Instant::now()).map_err(End::Protocol),
-            e = conn.closed() => Err(End::Closed(e.to_string())),
+            _ = &mut woken => {
+                woken.set(wake.notified());
+                Ok(())
+            }
+            _ = &mut progressed => {
+                progressed.set(progress.notified());
+                Ok(())
+            }
+            _ = &mut sleep => core.handle_timeout(Instant::now()).map_err(End::Protocol),
+            e = &mut closed => Err(End::Closed(e.to_string())),
         };
         if let Err(end) = step {
             break end;
@@ -536,16 +555,17 @@ async fn on_stored(
         .map_err(|e| End::Closed(format!("cannot store received messages: {e}")))?;
     st.unstored = st.received - stored.upto;
     core.confirm(stored.upto);
-    for m in new {
-        let ev = NodeEvent::Message {
+    let events: Vec<_> = new
+        .into_iter()
+        .map(|m| NodeEvent::Message {
             from: m.sender,
             id: m.id,
             timestamp_ms: m.timestamp_ms,
             body: m.body,
-        };
-        if shared.events.send(ev).await.is_err() {
-            return Err(End::Closed("node stopped".to_owned()));
-        }
+        })
+        .collect();
+    if !events.is_empty() && shared.events.send_all(events).await.is_err() {
+        return Err(End::Closed("node stopped".to_owned()));
     }
     Ok(())
 }
@@ -587,10 +607,8 @@ async fn handle_events(
                 .map_err(closed)?;
         }
     }
-    for event in events {
-        if shared.events.send(event).await.is_err() {
-            return Err(End::Closed("node stopped".to_owned()));
-        }
+    if !events.is_empty() && shared.events.send_all(events).await.is_err() {
+        return Err(End::Closed("node stopped".to_owned()));
     }
     Ok(())
 }
@@ -614,12 +632,14 @@ fn collect_events(
     st: &mut State,
     wake: &Arc<Notify>,
 ) -> Result<Collected, End> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(core.pending_events());
     let mut to_store = Vec::new();
     let mut delivered = Vec::new();
     // One lock for the whole batch; channel sends happen after it is released.
     let mut peers = None;
-    while let Some(ev) = core.poll_event() {
+    // An event the run of messages below read past.
+    let mut next = None;
+    while let Some(ev) = next.take().or_else(|| core.poll_event()) {
         match ev {
             ConnEvent::Authenticated { peer } => {
                 st.peer = Some(peer);
@@ -638,21 +658,39 @@ fn collect_events(
                     rtt: conn.rtt(),
                 });
             }
-            ConnEvent::Message(m) => {
-                st.received += 1;
-                let Some(fp) = st.peer else { continue };
-                if shared.store.is_some() {
-                    to_store.push(m);
-                    continue;
-                }
-                let peers = peers.get_or_insert_with(|| lock(&shared.peers));
-                if peers.entry(fp).inbox.accept(m.id) {
-                    out.push(NodeEvent::Message {
-                        from: m.sender,
-                        id: m.id,
-                        timestamp_ms: m.timestamp_ms,
-                        body: m.body,
-                    });
+            ConnEvent::Message(first) => {
+                // A run of messages: the peer's inbox is looked up once for all of them.
+                let mut inbox = match (st.peer, shared.store.is_some()) {
+                    (Some(fp), false) => Some(
+                        &mut peers
+                            .get_or_insert_with(|| lock(&shared.peers))
+                            .entry(fp)
+                            .inbox,
+                    ),
+                    _ => None,
+                };
+                let mut run = Some(first);
+                while let Some(m) = run.take() {
+                    st.received += 1;
+                    match (&mut inbox, st.peer) {
+                        (Some(inbox), _) => {
+                            if inbox.accept(m.id) {
+                                out.push(NodeEvent::Message {
+                                    from: m.sender,
+                                    id: m.id,
+                                    timestamp_ms: m.timestamp_ms,
+                                    body: m.body,
+                                });
+                            }
+                        }
+                        // With a store, messages are delivered once stored.
+                        (None, Some(_)) => to_store.push(m),
+                        (None, None) => {}
+                    }
+                    match core.poll_event() {
+                        Some(ConnEvent::Message(m)) => run = Some(m),
+                        other => next = other,
+                    }
                 }
             }
             ConnEvent::Acked { below } => {

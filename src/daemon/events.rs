@@ -1,42 +1,27 @@
-//! What the node reports to the application, and the channel that carries it
-//! (spec/06-node.md §4.3): bounded by count and by message bytes.
+//! The queue of node events for the application, bounded by count (`NodeConfig::event_queue`)
+//! and by message bytes (`NodeConfig::event_queue_bytes`; spec/06-node.md §4, and
+//! spec/03-session.md §9.1 for the batching).
+//!
+//! Producers hand over whole batches: a connection queues everything one read of its stream
+//! produced at once, so the application's task is woken once per batch, not once per message
+//! (per-message wake-ups made the receiving worker and the application's thread take turns
+//! on one core, two context switches a few messages). Room is taken per batch before it is
+//! queued — a batch larger than the limits goes in pieces — and given back when the
+//! application has taken a batch's last event (or an eighth of the limits), so events the
+//! application has not taken yet always count.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{mpsc, Semaphore};
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::crypto::{Fingerprint, MessageId};
 use crate::session::PresenceStatus;
-
-/// The events channel, bounded by count and by message bytes (spec/06-node.md §4): a
-/// message's body takes its size from a byte budget when it is queued, and gives it back
-/// when the application takes it.
-pub(crate) struct EventTx {
-    pub(crate) tx: mpsc::Sender<NodeEvent>,
-    pub(crate) bytes: Arc<tokio::sync::Semaphore>,
-    pub(crate) budget: usize,
-}
-
-pub(crate) fn event_bytes(ev: &NodeEvent, budget: usize) -> u32 {
-    match ev {
-        NodeEvent::Message { body, .. } => body.len().min(budget).min(u32::MAX as usize) as u32,
-        _ => 0,
-    }
-}
-
-impl EventTx {
-    /// Queues `ev`, waiting while the application is behind; `Err` once it is gone.
-    pub(crate) async fn send(&self, ev: NodeEvent) -> Result<(), ()> {
-        let n = event_bytes(&ev, self.budget);
-        if n > 0 {
-            self.bytes.acquire_many(n).await.map_err(|_| ())?.forget();
-        }
-        self.tx.send(ev).await.map_err(|_| ())
-    }
-}
 
 /// How a peer is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,4 +85,248 @@ pub enum NodeEvent {
         /// Its status.
         status: PresenceStatus,
     },
+}
+
+/// The limits, and the room left under them.
+struct Room {
+    events: Semaphore,
+    bytes: Semaphore,
+    max_events: usize,
+    max_bytes: usize,
+}
+
+impl Room {
+    /// The bytes an event counts for: a message's body, at most the whole budget.
+    fn bytes_of(&self, ev: &NodeEvent) -> usize {
+        match ev {
+            NodeEvent::Message { body, .. } => body.len().min(self.max_bytes),
+            _ => 0,
+        }
+    }
+}
+
+/// An event queue of at most `max_events` events holding at most `max_bytes` message bytes
+/// (both at least 1 and at most `u32::MAX`).
+pub(crate) fn channel(max_events: usize, max_bytes: usize) -> (EventTx, EventRx) {
+    let max_events = max_events.clamp(1, u32::MAX as usize);
+    let max_bytes = max_bytes.clamp(1, u32::MAX as usize);
+    let room = Arc::new(Room {
+        events: Semaphore::new(max_events),
+        bytes: Semaphore::new(max_bytes),
+        max_events,
+        max_bytes,
+    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        EventTx {
+            tx,
+            room: room.clone(),
+        },
+        EventRx {
+            rx,
+            batch: Vec::new().into_iter(),
+            owed_events: 0,
+            owed_bytes: 0,
+            room,
+        },
+    )
+}
+
+/// The producers' side.
+pub(crate) struct EventTx {
+    tx: mpsc::UnboundedSender<Vec<NodeEvent>>,
+    room: Arc<Room>,
+}
+
+impl EventTx {
+    /// Queues `ev`, waiting while the application is behind; `Err` once it is gone.
+    pub(crate) async fn send(&self, ev: NodeEvent) -> Result<(), ()> {
+        self.send_all(vec![ev]).await
+    }
+
+    /// Queues `evs` in order, waiting while the application is behind; `Err` once it is gone.
+    pub(crate) async fn send_all(&self, mut evs: Vec<NodeEvent>) -> Result<(), ()> {
+        let room = &*self.room;
+        while !evs.is_empty() {
+            // The longest prefix within the limits (every event fits alone).
+            let (mut n, mut bytes) = (0, 0);
+            for ev in &evs {
+                let b = room.bytes_of(ev);
+                if n == room.max_events || (n > 0 && bytes + b > room.max_bytes) {
+                    break;
+                }
+                n += 1;
+                bytes += b;
+            }
+            let rest = if n < evs.len() {
+                evs.split_off(n)
+            } else {
+                Vec::new()
+            };
+            // Both limits are ≤ u32::MAX, so are n and bytes.
+            let slots = room.events.acquire_many(n as u32).await.map_err(|_| ())?;
+            if bytes > 0 {
+                room.bytes
+                    .acquire_many(bytes as u32)
+                    .await
+                    .map_err(|_| ())?
+                    .forget();
+            }
+            slots.forget();
+            self.tx.send(evs).map_err(|_| ())?;
+            evs = rest;
+        }
+        Ok(())
+    }
+}
+
+/// The application's side.
+pub(crate) struct EventRx {
+    rx: mpsc::UnboundedReceiver<Vec<NodeEvent>>,
+    /// The batch being taken.
+    batch: std::vec::IntoIter<NodeEvent>,
+    /// Room of events taken and not yet given back.
+    owed_events: usize,
+    owed_bytes: usize,
+    room: Arc<Room>,
+}
+
+impl EventRx {
+    /// The next event; `None` once every producer is gone.
+    pub(crate) async fn recv(&mut self) -> Option<NodeEvent> {
+        loop {
+            if let Some(ev) = self.take() {
+                return Some(ev);
+            }
+            self.batch = self.rx.recv().await?.into_iter();
+        }
+    }
+
+    /// The next event if one is queued.
+    pub(crate) fn try_recv(&mut self) -> Result<NodeEvent, TryRecvError> {
+        loop {
+            if let Some(ev) = self.take() {
+                return Ok(ev);
+            }
+            self.batch = self.rx.try_recv()?.into_iter();
+        }
+    }
+
+    fn take(&mut self) -> Option<NodeEvent> {
+        let ev = self.batch.next()?;
+        self.owed_events += 1;
+        self.owed_bytes += self.room.bytes_of(&ev);
+        if self.batch.len() == 0
+            || self.owed_events >= self.room.max_events / 8
+            || self.owed_bytes >= self.room.max_bytes / 8
+        {
+            self.give_back();
+        }
+        Some(ev)
+    }
+
+    fn give_back(&mut self) {
+        if self.owed_events > 0 {
+            self.room.events.add_permits(self.owed_events);
+        }
+        if self.owed_bytes > 0 {
+            self.room.bytes.add_permits(self.owed_bytes);
+        }
+        (self.owed_events, self.owed_bytes) = (0, 0);
+    }
+}
+
+impl EventRx {
+    /// Message bytes queued and not yet given back (at most `event_queue_bytes`).
+    pub(crate) fn bytes_queued(&self) -> usize {
+        self.room
+            .max_bytes
+            .saturating_sub(self.room.bytes.available_permits())
+    }
+}
+
+impl Drop for EventRx {
+    /// Producers waiting for room learn that the application is gone.
+    fn drop(&mut self) {
+        self.room.events.close();
+        self.room.bytes.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Fingerprint, MessageId};
+    use bytes::Bytes;
+
+    fn msg(n: u8, len: usize) -> NodeEvent {
+        NodeEvent::Message {
+            from: Fingerprint([0; 32]),
+            id: MessageId([n; 16]),
+            timestamp_ms: 0,
+            body: Bytes::from(vec![n; len]),
+        }
+    }
+
+    fn id(ev: &NodeEvent) -> u8 {
+        match ev {
+            NodeEvent::Message { id, .. } => id.0[0],
+            _ => panic!("not a message"),
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_keep_order_and_the_limits_hold_until_events_are_taken() {
+        // 4 events or 1000 bytes, whichever comes first.
+        let (tx, mut rx) = channel(4, 1000);
+        // 10 events in one batch go in pieces of at most 4.
+        let sender = tokio::spawn(async move {
+            tx.send_all((0..10).map(|n| msg(n, 100)).collect())
+                .await
+                .unwrap();
+            // 3 × 400 bytes: pieces of at most 1000 bytes (2 events).
+            tx.send_all((10..13).map(|n| msg(n, 400)).collect())
+                .await
+                .unwrap();
+            tx
+        });
+        // The sender runs until the queue is full (one thread: it runs when we yield).
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        // It had its chance (its first piece took all the room): only that piece is queued.
+        assert!(!sender.is_finished());
+        assert_eq!(rx.room.events.available_permits(), 0);
+        assert_eq!(rx.room.bytes.available_permits(), 600);
+        let mut got = Vec::new();
+        for _ in 0..13 {
+            let ev = rx.recv().await.unwrap();
+            got.push(id(&ev));
+        }
+        assert_eq!(got, (0..13).collect::<Vec<_>>());
+        let tx = sender.await.unwrap();
+        println!(
+            "room after draining: {} events, {} bytes",
+            rx.room.events.available_permits(),
+            rx.room.bytes.available_permits()
+        );
+        assert_eq!(rx.room.events.available_permits(), 4);
+        assert_eq!(rx.room.bytes.available_permits(), 1000);
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+        drop(tx);
+        assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_producer_fails_when_the_application_is_gone() {
+        let (tx, rx) = channel(1, 1000);
+        tx.send(msg(0, 10)).await.unwrap();
+        let waiting = tokio::spawn(async move { tx.send(msg(1, 10)).await });
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "the queue is full");
+        drop(rx);
+        assert_eq!(waiting.await.unwrap(), Err(()));
+    }
 }

@@ -19,7 +19,7 @@ use crate::transport::tls::{quic_configs, CertifiedKey, TlsError};
 use crate::transport::{bind_udp, DnaSocket, SideChannels};
 
 use super::conn::{drive, ensure_dialing};
-use super::events::{event_bytes, EventTx, NodeEvent};
+use super::events::{EventRx, NodeEvent};
 use super::state::{NatShared, NodeHandle, Peers, Shared};
 use super::store::{Store, StoreError, StoreLimits, StoredMessage};
 use super::util::{lock, unix_ms};
@@ -82,10 +82,7 @@ pub struct PeerInfo {
 /// A running node. Dropping it stops nothing; call [`Node::shutdown`].
 pub struct Node {
     handle: NodeHandle,
-    events: mpsc::Receiver<NodeEvent>,
-    /// Message bytes waiting in `events` come from this budget; taken events give back.
-    event_bytes: Arc<tokio::sync::Semaphore>,
-    event_budget: usize,
+    events: EventRx,
     turn: Option<mpsc::Receiver<crate::transport::socket::Datagram>>,
 }
 
@@ -168,9 +165,7 @@ impl Node {
             }
             _ => None,
         };
-        let (events_tx, events) = mpsc::channel(cfg.event_queue.max(1));
-        let event_budget = cfg.event_queue_bytes.clamp(1, u32::MAX as usize);
-        let event_bytes_sem = Arc::new(tokio::sync::Semaphore::new(event_budget));
+        let (events_tx, events) = super::events::channel(cfg.event_queue, cfg.event_queue_bytes);
         let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
         let mut peers = Peers::new(cfg.max_peers, cfg.inbox_capacity, hash_key);
         let pending: usize = backlog.iter().map(|(_, m)| m.len()).sum();
@@ -198,11 +193,7 @@ impl Node {
             local,
             peers: Mutex::new(peers),
             scores: Mutex::new(scores),
-            events: EventTx {
-                tx: events_tx,
-                bytes: event_bytes_sem.clone(),
-                budget: event_budget,
-            },
+            events: events_tx,
             next_conn: AtomicU64::new(1),
             live: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
@@ -248,8 +239,6 @@ impl Node {
         Ok(Node {
             handle: NodeHandle { shared },
             events,
-            event_bytes: event_bytes_sem,
-            event_budget,
             turn: Some(turn),
         })
     }
@@ -257,8 +246,7 @@ impl Node {
     /// Message bytes waiting in the event queue for the application (at most
     /// `event_queue_bytes`).
     pub fn event_bytes_queued(&self) -> usize {
-        self.event_budget
-            .saturating_sub(self.event_bytes.available_permits())
+        self.events.bytes_queued()
     }
 
     /// A handle for sending from other tasks.
@@ -268,25 +256,12 @@ impl Node {
 
     /// The next event; `None` after shutdown.
     pub async fn next_event(&mut self) -> Option<NodeEvent> {
-        let ev = self.events.recv().await;
-        self.release(&ev);
-        ev
-    }
-
-    fn release(&self, ev: &Option<NodeEvent>) {
-        if let Some(ev) = ev {
-            let n = event_bytes(ev, self.event_budget);
-            if n > 0 {
-                self.event_bytes.add_permits(n as usize);
-            }
-        }
+        self.events.recv().await
     }
 
     /// The next event if one is ready.
     pub fn events_try_recv(&mut self) -> Result<NodeEvent, mpsc::error::TryRecvError> {
-        let ev = self.events.try_recv()?;
-        self.release(&Some(ev.clone()));
-        Ok(ev)
+        self.events.try_recv()
     }
 
     /// The datagrams the socket takes out for the TURN client (once; the TURN issue consumes

@@ -369,10 +369,36 @@ impl Connection {
 
     /// Feeds bytes read from the session stream. Stops at the first error: the driver closes
     /// the connection with [`ConnError::code`].
-    pub fn handle_input(&mut self, now: Instant, mut input: &[u8]) -> Result<(), ConnError> {
+    pub fn handle_input(&mut self, now: Instant, input: &[u8]) -> Result<(), ConnError> {
+        self.handle_input_ahead(now, input, 0)
+    }
+
+    /// Feeds the segments of one read of the session stream, in order: as
+    /// [`Connection::handle_input`] on each, except that a frame straddling two segments is
+    /// assembled in one allocation (the decoder is told what follows).
+    pub fn handle_segments<B: AsRef<[u8]>>(
+        &mut self,
+        now: Instant,
+        segments: &[B],
+    ) -> Result<(), ConnError> {
+        let mut ahead: usize = segments.iter().map(|s| s.as_ref().len()).sum();
+        for s in segments {
+            let s = s.as_ref();
+            ahead -= s.len();
+            self.handle_input_ahead(now, s, ahead)?;
+        }
+        Ok(())
+    }
+
+    fn handle_input_ahead(
+        &mut self,
+        now: Instant,
+        mut input: &[u8],
+        ahead: usize,
+    ) -> Result<(), ConnError> {
         self.last_rx = now;
         while !input.is_empty() {
-            if let Some(frame) = self.decoder.decode(&mut input)? {
+            if let Some(frame) = self.decoder.decode_ahead(&mut input, ahead)? {
                 self.handle_frame(now, frame)?;
             }
         }
@@ -397,9 +423,7 @@ impl Connection {
         self.rx_seq = self.rx_seq.wrapping_add(1);
         let t = header.msg_type;
         if (self.phase, t) == (Phase::Established, MessageType::Data) {
-            // The payload is decrypted in place: taken over, not copied, when it is the
-            // decoder's own assembled buffer.
-            let msg = self.open(frame.into_payload_mut())?;
+            let msg = self.open(frame)?;
             self.received += 1;
             self.ack_due |= !self.cfg.ack_on_confirm;
             self.events.push_back(ConnEvent::Message(msg));
@@ -497,22 +521,27 @@ impl Connection {
         self.next_ping = Some(now);
     }
 
-    fn open(&mut self, buf: BytesMut) -> Result<Message, ConnError> {
-        match &mut self.session {
-            Some(session) => Ok(session.open(buf)?),
-            None => {
-                let msg = crate::crypto::parse_plaintext(buf)?;
-                let peer = self.peer.unwrap_or(msg.sender);
-                if msg.sender != peer {
-                    return Err(crate::crypto::OpenError::WrongSender {
-                        expected: peer,
-                        found: msg.sender,
-                    }
-                    .into());
+    /// Opens a DATA payload with one allocation at most: a payload lent from the stream's
+    /// bytes is copied once into the message's own buffer; one the decoder assembled is
+    /// taken over (decrypted in place).
+    fn open(&mut self, frame: Decoded<'_>) -> Result<Message, ConnError> {
+        let msg = match (&mut self.session, frame) {
+            (Some(session), Decoded::Lent(f)) => session.open_slice(f.payload)?,
+            (Some(session), owned) => session.open(owned.into_payload_mut())?,
+            (None, Decoded::Lent(f)) => crate::crypto::parse_plaintext_slice(f.payload)?,
+            (None, owned) => crate::crypto::parse_plaintext_vec(owned.into_payload_mut().into())?,
+        };
+        if self.session.is_none() {
+            let peer = self.peer.unwrap_or(msg.sender);
+            if msg.sender != peer {
+                return Err(crate::crypto::OpenError::WrongSender {
+                    expected: peer,
+                    found: msg.sender,
                 }
-                Ok(msg)
+                .into());
             }
         }
+        Ok(msg)
     }
 
     /// Writes pending frames into `out`: control frames first (PONG, PRESENCE and ACK
@@ -548,6 +577,15 @@ impl Connection {
         let Some(outbox) = outbox else { return };
         if self.phase != Phase::Established {
             return;
+        }
+        // Room for what will be taken, at once rather than by doubling: the queued
+        // messages with their frame and envelope overhead (at most the budget and one more).
+        let room = self.cfg.max_inflight.saturating_sub(self.unacked()) as usize;
+        let n = outbox.queued().min(room);
+        if n > 0 {
+            let per_msg = HEADER_LEN + crate::crypto::SESSION_OVERHEAD;
+            let avg = outbox.queued_bytes() / outbox.queued();
+            out.reserve((n * (per_msg + avg)).min(budget + per_msg + avg));
         }
         let start = out.len();
         while out.len() - start < budget && self.unacked() < self.cfg.max_inflight {
@@ -647,5 +685,10 @@ impl Connection {
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<ConnEvent> {
         self.events.pop_front()
+    }
+
+    /// How many events [`Connection::poll_event`] has ready.
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
     }
 }

@@ -23,6 +23,8 @@ pub struct Outgoing {
 #[derive(Debug, Default)]
 pub struct Outbox {
     queued: VecDeque<Outgoing>,
+    /// Body bytes of the queued messages (to size the sender's output at once).
+    queued_bytes: usize,
     /// (connection id, session counter, message), in send order.
     inflight: VecDeque<(u64, u64, Outgoing)>,
 }
@@ -30,12 +32,18 @@ pub struct Outbox {
 impl Outbox {
     /// Queues a message at the back.
     pub fn push(&mut self, msg: Outgoing) {
+        self.queued_bytes += msg.body.len();
         self.queued.push_back(msg);
     }
 
     /// Messages not yet sent.
     pub fn queued(&self) -> usize {
         self.queued.len()
+    }
+
+    /// Body bytes of the messages not yet sent.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
     }
 
     /// Messages sent but not acknowledged.
@@ -52,6 +60,7 @@ impl Outbox {
     /// session counter `counter`.
     pub fn take_next(&mut self, conn: u64, counter: u64) -> Option<&Outgoing> {
         let msg = self.queued.pop_front()?;
+        self.queued_bytes -= msg.body.len();
         self.inflight.push_back((conn, counter, msg));
         self.inflight.back().map(|(_, _, m)| m)
     }
@@ -96,6 +105,7 @@ impl Outbox {
         });
         let n = back.len();
         for m in back.into_iter().rev() {
+            self.queued_bytes += m.body.len();
             self.queued.push_front(m);
         }
         n
@@ -228,7 +238,9 @@ mod tests {
             vec![],
             "another connection's ACK does not apply"
         );
+        assert_eq!(o.queued_bytes(), 1);
         assert_eq!(o.requeue(1), 2);
+        assert_eq!(o.queued_bytes(), 3);
         let order: Vec<u8> = std::iter::from_fn(|| o.queued.pop_front())
             .map(|m| m.body[0])
             .collect();

@@ -563,3 +563,55 @@ fn a_wrong_identity_costs_no_score_and_timeouts_do() {
     assert_eq!(ConnError::Auth(HelloError::BadSignature).penalty(), 100);
     assert_eq!(ConnError::HandshakeTimeout { ms: 1 }.penalty(), 25);
 }
+
+#[test]
+fn a_read_cut_into_segments_anywhere_delivers_the_same_messages() {
+    for protection in [Protection::EndToEnd, Protection::UnprotectedForBenchmarks] {
+        let mut p = Pair::new(
+            1,
+            ConnConfig {
+                protection,
+                ..ConnConfig::default()
+            },
+        );
+        p.run().unwrap();
+        for n in 0..300 {
+            p.a_out.push(Outgoing {
+                body: Bytes::from(vec![n as u8; 1 + (n as usize * 37) % 700]),
+                ..msg(n)
+            });
+        }
+        let mut ab = BytesMut::new();
+        p.a.poll_transmit(Some(&mut p.a_out), 1 << 20, &mut ab);
+        // Segments of 1, 7, 100, 333 and 1000 bytes, in turn: frames straddle them.
+        let mut segments = Vec::new();
+        let mut rest = ab.freeze();
+        for len in [1usize, 7, 100, 333, 1000].into_iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            segments.push(rest.split_to(len.min(rest.len())));
+        }
+        // Half the reads at once, the rest one segment per read.
+        let half = segments.len() / 2;
+        p.b.handle_segments(p.now, &segments[..half]).unwrap();
+        for s in &segments[half..] {
+            p.b.handle_segments(p.now, std::slice::from_ref(s)).unwrap();
+        }
+        let got: Vec<_> = std::iter::from_fn(|| p.b.poll_event())
+            .filter_map(|e| match e {
+                ConnEvent::Message(m) => Some(m.body),
+                _ => None,
+            })
+            .collect();
+        println!(
+            "{protection:?}: {} segments, {} messages",
+            segments.len(),
+            got.len()
+        );
+        assert_eq!(got.len(), 300);
+        for (n, body) in got.iter().enumerate() {
+            assert_eq!(&body[..], &vec![n as u8; 1 + (n * 37) % 700][..]);
+        }
+    }
+}

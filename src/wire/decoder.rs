@@ -6,6 +6,9 @@
 //! against [`FrameLimits`] *before* any payload byte was buffered. The payload buffer grows
 //! with the bytes that arrived (doubling, never past the declared length), not with the
 //! length a peer declared: a header announcing 1 MiB followed by nothing costs nothing.
+//! A caller holding more of the stream than the input it feeds says how much
+//! ([`FrameDecoder::decode_ahead`]); when those bytes complete the payload, it is sized at
+//! once — they have arrived.
 //! When a chunk already holds the whole payload, the frame's payload is a zero-copy slice
 //! of the chunk. The limits can change between frames ([`FrameDecoder::set_limits`]): a
 //! session allows only a HELLO-sized frame until the peer is authenticated.
@@ -155,7 +158,15 @@ impl FrameDecoder {
     /// Consumes bytes from `input` until one frame is complete (returned) or `input` is
     /// empty (`Ok(None)`). Call again while `input` is not empty.
     pub fn feed<I: Input>(&mut self, input: &mut I) -> Result<Option<Frame>, FrameError> {
-        match self.step(input) {
+        self.feed_ahead(input, 0)
+    }
+
+    fn feed_ahead<I: Input>(
+        &mut self,
+        input: &mut I,
+        ahead: usize,
+    ) -> Result<Option<Frame>, FrameError> {
+        match self.step(input, ahead) {
             Ok(frame) => Ok(frame),
             Err(e) => {
                 self.state = State::Failed(e.clone());
@@ -171,6 +182,19 @@ impl FrameDecoder {
     /// exactly what `feed` would.
     #[inline]
     pub fn decode<'i>(&mut self, input: &mut &'i [u8]) -> Result<Option<Decoded<'i>>, FrameError> {
+        self.decode_ahead(input, 0)
+    }
+
+    /// Like [`FrameDecoder::decode`], from a caller that already holds `ahead` more bytes of
+    /// the stream after `input` (the next segments of one read). A payload that straddles
+    /// into them is allocated at its full length at once instead of by doubling: the bytes
+    /// have arrived, so memory still follows arrived bytes.
+    #[inline]
+    pub fn decode_ahead<'i>(
+        &mut self,
+        input: &mut &'i [u8],
+        ahead: usize,
+    ) -> Result<Option<Decoded<'i>>, FrameError> {
         if let State::Header { filled: 0, .. } = self.state {
             if let Some(h) = input.first_chunk::<HEADER_LEN>() {
                 let header = match Header::parse_array(h, &self.limits) {
@@ -191,7 +215,7 @@ impl FrameDecoder {
                 }
             }
         }
-        Ok(self.feed(input)?.map(Decoded::Owned))
+        Ok(self.feed_ahead(input, ahead)?.map(Decoded::Owned))
     }
 
     /// Feeds all of `input` and collects every frame it completes.
@@ -239,7 +263,7 @@ impl FrameDecoder {
         }
     }
 
-    fn step<I: Input>(&mut self, input: &mut I) -> Result<Option<Frame>, FrameError> {
+    fn step<I: Input>(&mut self, input: &mut I, ahead: usize) -> Result<Option<Frame>, FrameError> {
         loop {
             match &mut self.state {
                 State::Failed(e) => return Err(e.clone()),
@@ -270,6 +294,10 @@ impl FrameDecoder {
                         input.take(len)
                     } else {
                         let n = (len - buf.len()).min(input.chunk().len());
+                        if buf.capacity() == 0 && n + ahead >= len {
+                            // The rest is in the caller's hands: one allocation.
+                            buf.reserve_exact(len);
+                        }
                         grow(buf, n, len);
                         buf.extend_from_slice(&input.chunk()[..n]);
                         input.skip(n);

@@ -430,3 +430,27 @@ proptest! {
         let _ = dec.feed_all(&bytes[..]);
     }
 }
+
+#[test]
+fn a_payload_whose_rest_is_in_hand_is_allocated_once() {
+    let payload = vec![0x5Au8; 3000];
+    let f = frame_bytes(MessageType::Data, 1, &payload);
+    let cut = HEADER_LEN + 10;
+    // The caller holds the rest (the next segment of the same read): one allocation of the
+    // payload's length, which is what arrived.
+    let mut dec = FrameDecoder::new(limits());
+    let mut first = &f[..cut];
+    assert_eq!(dec.decode_ahead(&mut first, f.len() - cut), Ok(None));
+    assert_eq!(dec.allocated(), payload.len());
+    let mut rest = &f[cut..];
+    match dec.decode_ahead(&mut rest, 0) {
+        Ok(Some(Decoded::Owned(fr))) => assert_eq!(fr.payload, payload),
+        other => panic!("{other:?}"),
+    }
+    // One byte short of the whole payload in hand: growth follows arrived bytes as before.
+    let mut dec = FrameDecoder::new(limits());
+    let mut first = &f[..cut];
+    assert_eq!(dec.decode_ahead(&mut first, f.len() - cut - 1), Ok(None));
+    println!("allocated {} for 10 arrived bytes", dec.allocated());
+    assert_eq!(dec.allocated(), 10);
+}
