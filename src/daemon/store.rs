@@ -366,27 +366,39 @@ impl Db {
         Ok(())
     }
 
-    /// Stores the messages not stored before, as one entry; returns those.
-    fn received(
-        &mut self,
-        from: &Fingerprint,
-        msgs: Vec<Message>,
-    ) -> Result<Vec<Message>, StoreError> {
+    /// The messages of `msgs` not stored before (and remembers them as seen).
+    fn new_ones(&mut self, from: &Fingerprint, msgs: Vec<Message>) -> Vec<Message> {
         let window = self.window(*from);
-        let new: Vec<Message> = msgs.into_iter().filter(|m| window.accept(m.id)).collect();
-        if new.is_empty() {
-            return Ok(new);
+        msgs.into_iter().filter(|m| window.accept(m.id)).collect()
+    }
+
+    /// Stores `msgs` from `from` as one inbox entry.
+    fn store_inbox(&mut self, from: &Fingerprint, msgs: &[Message]) -> Result<(), StoreError> {
+        if msgs.is_empty() {
+            return Ok(());
         }
-        let size: usize = new.iter().map(|m| 28 + m.body.len()).sum();
+        let size: usize = msgs.iter().map(|m| 28 + m.body.len()).sum();
         let mut v = Vec::with_capacity(FINGERPRINT_LEN + 12 + size);
         v.extend_from_slice(from.as_bytes());
         v.extend_from_slice(&now_ms().to_be_bytes());
         put_messages(
             &mut v,
-            new.iter().map(|m| (&m.id, m.timestamp_ms, &m.body[..])),
+            msgs.iter().map(|m| (&m.id, m.timestamp_ms, &m.body[..])),
         );
         let seq = self.db.generate_id()?;
         self.inbox.insert(seq.to_be_bytes(), v)?;
+        Ok(())
+    }
+
+    /// Stores the messages not stored before, as one entry; returns those.
+    #[cfg(test)]
+    fn received(
+        &mut self,
+        from: &Fingerprint,
+        msgs: Vec<Message>,
+    ) -> Result<Vec<Message>, StoreError> {
+        let new = self.new_ones(from, msgs);
+        self.store_inbox(from, &new)?;
         Ok(new)
     }
 }
@@ -480,6 +492,7 @@ fn run(mut db: Db, mut rx: mpsc::Receiver<Cmd>) {
             }
         }
         let mut replies = Vec::with_capacity(batch.len());
+        let mut arrived: Vec<(Fingerprint, Vec<Message>)> = Vec::new();
         let mut failed = None;
         for cmd in batch.drain(..) {
             match cmd {
@@ -498,9 +511,20 @@ fn run(mut db: Db, mut rx: mpsc::Receiver<Cmd>) {
                     upto,
                     reply,
                 } => {
-                    let new = db.received(&from, msgs);
-                    replies.push(Reply::Received(reply, Stored { upto, new }));
+                    // What every connection received from one sender in this commit goes
+                    // into one entry (written below), not one per connection pass.
+                    let new = db.new_ones(&from, msgs);
+                    match arrived.iter_mut().find(|(f, _)| *f == from) {
+                        Some((_, all)) => all.extend(new.iter().cloned()),
+                        None => arrived.push((from, new.clone())),
+                    }
+                    replies.push(Reply::Received(reply, Stored { upto, new: Ok(new) }));
                 }
+            }
+        }
+        for (from, msgs) in arrived.drain(..) {
+            if let Err(e) = db.store_inbox(&from, &msgs) {
+                failed = Some(e);
             }
         }
         if let Err(e) = db.db.flush() {
