@@ -375,8 +375,13 @@ impl Dht {
 
     /// [`Dht::put`] of a record verified (or signed) by the caller, outside its lock.
     pub fn put_verified(&mut self, record: VerifiedRecord, now: Instant) -> QueryId {
+        self.own.insert(record.key(), record.clone());
+        self.start_put(record, now)
+    }
+
+    /// Starts the lookup that stores `record` at the k closest nodes.
+    fn start_put(&mut self, record: VerifiedRecord, now: Instant) -> QueryId {
         let key = record.key();
-        self.own.insert(key, record.clone());
         self.start(
             Kind::Put {
                 record,
@@ -789,16 +794,7 @@ impl Dht {
             self.own.retain(|_, r| r.expiry() > unix);
             let own: Vec<VerifiedRecord> = self.own.values().cloned().collect();
             for record in own {
-                let key = record.key();
-                self.start(
-                    Kind::Put {
-                        record,
-                        storing: None,
-                    },
-                    key,
-                    &[],
-                    now,
-                );
+                self.start_put(record, now);
             }
         }
     }
