@@ -13,13 +13,8 @@ use serde_json::Value;
 const DNA: &str = env!("CARGO_BIN_EXE_dna");
 
 fn start(dir: &Path, role: &str, args: &[String]) -> DnaProcess {
-    let p = DnaProcess::spawn(Path::new(DNA), None, role, dir, args).expect("spawn dna");
-    assert!(
-        p.wait_event("ready", Duration::from_secs(30)).is_some(),
-        "{role} ready; stderr: {}",
-        p.stderr_tail()
-    );
-    p
+    DnaProcess::start_ready(Path::new(DNA), role, dir, args, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn cli(args: &[&str]) -> (bool, Value) {

@@ -27,13 +27,8 @@ fn text(prefix: &str, i: usize) -> String {
 }
 
 fn start(dir: &Path, role: &str, args: &[String]) -> DnaProcess {
-    let p = DnaProcess::spawn(Path::new(DNA), None, role, dir, args).expect("spawn dna");
-    assert!(
-        p.wait_event("ready", Duration::from_secs(60)).is_some(),
-        "{role} ready; stderr: {}",
-        p.stderr_tail()
-    );
-    p
+    DnaProcess::start_ready(Path::new(DNA), role, dir, args, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 struct Net {

@@ -83,6 +83,23 @@ impl DnaProcess {
         })
     }
 
+    /// Starts `dna <role>` on the host (no namespace) and waits up to `within` for its
+    /// `ready` event; the error carries the tail of its stderr.
+    pub fn start_ready(
+        dna: &Path,
+        role: &str,
+        data: &Path,
+        extra: &[String],
+        within: Duration,
+    ) -> Result<DnaProcess, String> {
+        let p = DnaProcess::spawn(dna, None, role, data, extra)
+            .map_err(|e| format!("spawn dna {role}: {e}"))?;
+        match p.wait_event("ready", within) {
+            Some(_) => Ok(p),
+            None => Err(format!("{role} not ready; stderr: {}", p.stderr_tail())),
+        }
+    }
+
     /// Every event read so far, in order.
     pub fn events(&self) -> Vec<Value> {
         let (list, _) = &*self.events;
