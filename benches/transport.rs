@@ -131,7 +131,7 @@ async fn ours_with(w: Workload, protection: Protection, durable: bool) -> f64 {
     let mut b = Node::bind(Identity::generate(&mut OsRng), store(&dirs.1))
         .await
         .unwrap();
-    a.connect(b.fingerprint(), vec![b.local_addr()]);
+    a.connect(b.fingerprint(), vec![b.local_addr()]).await;
     while !matches!(b.next_event().await, Some(NodeEvent::PeerUp { .. })) {}
     let fb = b.fingerprint();
     let handle = a.handle();

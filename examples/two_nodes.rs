@@ -46,7 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         record.seq()
     );
 
-    alice.connect(bob.fingerprint(), vec![addr]);
+    alice.connect(bob.fingerprint(), vec![addr]).await;
     let id = alice
         .send(bob.fingerprint(), Bytes::from_static(b"hello, bob"))
         .await?;

@@ -98,7 +98,8 @@ async fn still_serves(victim: &mut Node) {
     )
     .await
     .unwrap();
-    good.connect(victim.fingerprint(), vec![victim.local_addr()]);
+    good.connect(victim.fingerprint(), vec![victim.local_addr()])
+        .await;
     good.send(victim.fingerprint(), Bytes::from_static(b"still there?"))
         .await
         .unwrap();
@@ -121,14 +122,14 @@ async fn still_serves(victim: &mut Node) {
 async fn score_of(victim: &Node, fp: &Fingerprint) -> i32 {
     // The node scores right after closing; give its task a moment.
     for _ in 0..100 {
-        if let Some(info) = victim.peer_info(fp) {
+        if let Some(info) = victim.peer_info(fp).await {
             if info.score < 0 {
                 return info.score;
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    victim.peer_info(fp).map(|i| i.score).unwrap_or(0)
+    victim.peer_info(fp).await.map(|i| i.score).unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +240,12 @@ async fn repeated_offences_get_a_peer_banned() {
         ]
     );
     assert!(
-        victim.peer_info(&identity.fingerprint()).unwrap().score <= dna_p2p::daemon::BAN_THRESHOLD
+        victim
+            .peer_info(&identity.fingerprint())
+            .await
+            .unwrap()
+            .score
+            <= dna_p2p::daemon::BAN_THRESHOLD
     );
     let from_banned_ip = client_endpoint(&key)
         .connect(victim.local_addr(), SERVER_NAME)
@@ -265,7 +271,7 @@ async fn a_bad_hello_signature_is_auth_failed_and_scored_by_address() {
         .local_ip()
         .map(|ip| SocketAddr::new(ip, h._ep.local_addr().unwrap().port()));
     let addr = addr.unwrap_or_else(|| h._ep.local_addr().unwrap());
-    assert_eq!(victim.addr_score(&addr), -100);
+    assert_eq!(victim.addr_score(&addr).await, -100);
     still_serves(&mut victim).await;
 }
 
@@ -320,7 +326,7 @@ async fn a_relaying_man_in_the_middle_is_refused() {
             tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(up, down) }).await;
         (from_a, to_b)
     });
-    a.connect(b.fingerprint(), vec![m_addr]);
+    a.connect(b.fingerprint(), vec![m_addr]).await;
     a.send(b.fingerprint(), Bytes::from_static(b"for B only"))
         .await
         .unwrap();
@@ -343,8 +349,8 @@ async fn a_relaying_man_in_the_middle_is_refused() {
         "a message or a PeerUp got through the man in the middle"
     );
     assert_eq!(
-        a.peer_info(&b.fingerprint()).unwrap().queued
-            + a.peer_info(&b.fingerprint()).unwrap().inflight,
+        a.peer_info(&b.fingerprint()).await.unwrap().queued
+            + a.peer_info(&b.fingerprint()).await.unwrap().inflight,
         1,
         "the message waits for the real B"
     );
@@ -356,20 +362,21 @@ async fn a_node_with_another_key_cannot_pose_as_the_one_dialed() {
     let a = node().await;
     let b = node().await;
     let mallory = node().await;
-    a.connect(b.fingerprint(), vec![mallory.local_addr()]);
+    a.connect(b.fingerprint(), vec![mallory.local_addr()]).await;
     a.send(b.fingerprint(), Bytes::from_static(b"for B only"))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let info = a.peer_info(&b.fingerprint()).unwrap();
+    let info = a.peer_info(&b.fingerprint()).await.unwrap();
     assert!(!info.connected);
     assert_eq!(info.queued, 1, "kept for the real B");
     assert!(
-        mallory.peer_info(&b.fingerprint()).is_none()
-            || !mallory.peer_info(&b.fingerprint()).unwrap().connected
+        mallory.peer_info(&b.fingerprint()).await.is_none()
+            || !mallory.peer_info(&b.fingerprint()).await.unwrap().connected
     );
     assert!(mallory
         .peer_info(&a.fingerprint())
+        .await
         .map(|i| !i.connected)
         .unwrap_or(true));
 }
@@ -437,7 +444,7 @@ async fn a_node_cannot_reuse_another_nodes_certificate() {
         .unwrap();
         close_code(&conn).await
     });
-    a.connect(b.fingerprint(), vec![addr]);
+    a.connect(b.fingerprint(), vec![addr]).await;
     assert_eq!(serve.await.unwrap(), code::AUTH_FAILED as u64);
-    assert!(!a.peer_info(&b.fingerprint()).unwrap().connected);
+    assert!(!a.peer_info(&b.fingerprint()).await.unwrap().connected);
 }

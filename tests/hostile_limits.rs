@@ -100,7 +100,8 @@ fn on(addr: &str) -> NodeConfig {
 /// A well-behaved node on `at` still gets a message through to `victim`.
 async fn still_serves(victim: &mut Node, at: &str) {
     let good = node_with(on(&format!("{at}:0"))).await;
-    good.connect(victim.fingerprint(), vec![victim.local_addr()]);
+    good.connect(victim.fingerprint(), vec![victim.local_addr()])
+        .await;
     good.send(victim.fingerprint(), Bytes::from_static(b"still there?"))
         .await
         .unwrap();
@@ -350,7 +351,7 @@ async fn a_peer_that_pings_and_never_reads_is_closed_and_our_queue_stays_bounded
     }
     let sent = burst + paced;
     let end = outcome(&conn).await;
-    let stats = victim.transport_stats();
+    let stats = victim.transport_stats().await;
     println!(
         "PING flood, {sent} PINGs ({} KiB) sent, nothing read: closed with {end}; peak bytes \
          queued to our writer {} (budget {high_water}); queued now {}",
@@ -367,7 +368,10 @@ async fn a_peer_that_pings_and_never_reads_is_closed_and_our_queue_stays_bounded
         stats.write_queued_peak
     );
     // Scored: the session was established, so its identity answers for it.
-    assert_eq!(victim.peer_info(&attacker).map(|p| p.score), Some(-25));
+    assert_eq!(
+        victim.peer_info(&attacker).await.map(|p| p.score),
+        Some(-25)
+    );
     still_serves(&mut victim, "127.0.5.2").await;
 }
 
@@ -401,7 +405,7 @@ async fn handshake_timeouts_and_failures_ban_the_ip_whatever_the_port() {
     assert!(ends[..ends.len() - 1]
         .iter()
         .all(|e| *e == code_str(code::HANDSHAKE_TIMEOUT)));
-    assert!(victim.addr_score(&SocketAddr::new(slow, 1)) <= BAN_THRESHOLD);
+    assert!(victim.addr_score(&SocketAddr::new(slow, 1)).await <= BAN_THRESHOLD);
 
     // A forged HELLO (signed over another connection's exporter) from another IP.
     let forger = ip("127.0.6.2");
@@ -503,9 +507,9 @@ async fn redials_after_hello_failures_back_off_and_skip_banned_addresses() {
     let (refusing, refusing_n) = refuser(ip("127.0.7.3"));
     let fp = |_| Identity::generate(&mut OsRng).fingerprint();
     let (b, f, r) = (fp(0), fp(1), fp(2));
-    a.connect(b, vec![wrong_id]);
-    a.connect(f, vec![forger]);
-    a.connect(r, vec![refusing]);
+    a.connect(b, vec![wrong_id]).await;
+    a.connect(f, vec![forger]).await;
+    a.connect(r, vec![refusing]).await;
     // Every dial loop had its first attempt …
     until("first dials", || {
         wrong_id_n.load(Ordering::SeqCst) >= 1
@@ -513,10 +517,13 @@ async fn redials_after_hello_failures_back_off_and_skip_banned_addresses() {
             && refusing_n.load(Ordering::SeqCst) >= 1
     })
     .await;
-    until("the forger's address to be scored", || {
-        a.addr_score(&forger) <= BAN_THRESHOLD
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while a.addr_score(&forger).await > BAN_THRESHOLD {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     })
-    .await;
+    .await
+    .expect("waited in vain for the forger's address to be scored");
     // … then the refused peer's dial loop, backing off 20, 40, 80 … ms, makes 8 attempts.
     until("8 refused dials", || refusing_n.load(Ordering::SeqCst) >= 8).await;
     let (w, fo, re) = (
@@ -534,5 +541,5 @@ async fn redials_after_hello_failures_back_off_and_skip_banned_addresses() {
          refusing one ({w} vs {re})"
     );
     assert_eq!(fo, 1, "a banned address was dialed again");
-    assert!(!a.peer_info(&b).unwrap().connected);
+    assert!(!a.peer_info(&b).await.unwrap().connected);
 }

@@ -28,7 +28,7 @@ async fn throwaway_identities_do_not_grow_the_peer_table() {
     let mut peak = 0;
     for i in 0..VISITORS {
         let v = node(NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())).await;
-        v.connect(victim.fingerprint(), vec![addr]);
+        v.connect(victim.fingerprint(), vec![addr]).await;
         v.send(victim.fingerprint(), Bytes::from(format!("visitor {i}")))
             .await
             .unwrap();
@@ -45,9 +45,9 @@ async fn throwaway_identities_do_not_grow_the_peer_table() {
         .await;
         assert!(got.is_ok(), "visitor {i} delivered");
         v.shutdown(Duration::from_millis(200)).await;
-        peak = peak.max(victim.peer_table().0);
+        peak = peak.max(victim.peer_table().await.0);
     }
-    let (entries, evicted) = victim.peer_table();
+    let (entries, evicted) = victim.peer_table().await;
     println!(
         "{VISITORS} identities visited: peer table {entries} entries (peak {peak}, cap {MAX_PEERS} + live), {evicted} evicted"
     );
@@ -56,7 +56,7 @@ async fn throwaway_identities_do_not_grow_the_peer_table() {
     assert!(evicted as usize >= VISITORS - MAX_PEERS - 1);
     // A good peer still gets through after the stream of visitors.
     let good = node(NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())).await;
-    good.connect(victim.fingerprint(), vec![addr]);
+    good.connect(victim.fingerprint(), vec![addr]).await;
     good.send(victim.fingerprint(), Bytes::from_static(b"still here"))
         .await
         .unwrap();
@@ -84,7 +84,7 @@ async fn an_application_that_does_not_read_bounds_the_event_queue_in_bytes() {
     })
     .await;
     let a = node(NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())).await;
-    a.connect(b.fingerprint(), vec![b.local_addr()]);
+    a.connect(b.fingerprint(), vec![b.local_addr()]).await;
     a.send_many(
         b.fingerprint(),
         (0..COUNT).map(|i| Bytes::from(vec![(i % 251) as u8; BODY])),
@@ -100,7 +100,7 @@ async fn an_application_that_does_not_read_bounds_the_event_queue_in_bytes() {
     .await;
     assert!(filled.is_ok(), "queued {} bytes", b.event_bytes_queued());
     let queued = b.event_bytes_queued();
-    let waiting = a.peer_info(&b.fingerprint()).unwrap();
+    let waiting = a.peer_info(&b.fingerprint()).await.unwrap();
     println!(
         "application not reading: {queued} message bytes queued (budget {BUDGET}); \
          sender still holds {} queued + {} in flight of {COUNT}",

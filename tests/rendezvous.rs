@@ -190,7 +190,7 @@ async fn many_identities_from_one_address_do_not_lock_out_a_good_client() {
             }
         }
     }
-    let st = boot.rendezvous_stats().registry;
+    let st = boot.rendezvous_stats().await.registry;
     println!(
         "{count} throwaway identities from 127.0.0.1: {accepted} registered, {refused} refused; \
          registry: {} live (peak {}), {} refused by source quota, {} expired, {} dropped with \
@@ -243,7 +243,7 @@ async fn many_identities_from_one_address_do_not_lock_out_a_good_client() {
     })
     .await
     .expect("delivered");
-    let st = boot.rendezvous_stats();
+    let st = boot.rendezvous_stats().await;
     println!(
         "after: {} live registrations from {} sources, CONNECTs forwarded {}",
         st.registry.live, st.registry.sources, st.forwarding.admitted
@@ -265,8 +265,11 @@ async fn a_client_node_refuses_registrations() {
         r,
         Err(ReachError::RegistrationRefused("not a rendezvous node"))
     );
-    assert_eq!(callee.rendezvous_stats().registry.refused_not_serving, 1);
-    assert_eq!(callee.rendezvous_stats().registry.live, 0);
+    assert_eq!(
+        callee.rendezvous_stats().await.registry.refused_not_serving,
+        1
+    );
+    assert_eq!(callee.rendezvous_stats().await.registry.live, 0);
 }
 
 /// Attack: one caller floods CONNECTs at a callee through the rendezvous node. Another
@@ -304,8 +307,8 @@ async fn a_caller_flooding_connect_does_not_lock_out_another_caller() {
         "another caller still gets through: {reached:?}"
     );
     let (f, a) = (
-        boot.rendezvous_stats().forwarding,
-        callee.rendezvous_stats().answering,
+        boot.rendezvous_stats().await.forwarding,
+        callee.rendezvous_stats().await.answering,
     );
     println!(
         "rendezvous: {} admitted, {} refused per caller, {} per source; callee: {} admitted, \

@@ -31,7 +31,7 @@ fn binding_request() -> Vec<u8> {
 }
 
 async fn exchange_one(a: &mut Node, b: &mut Node, b_addr: SocketAddr) {
-    a.connect(b.fingerprint(), vec![b_addr]);
+    a.connect(b.fingerprint(), vec![b_addr]).await;
     a.send(b.fingerprint(), Bytes::from_static(b"over QUIC"))
         .await
         .unwrap();

@@ -68,7 +68,7 @@ async fn exchange(n: u32, cut_after: Option<usize>) -> (Tally, Tally) {
     let mut a = node().await;
     let mut b = node().await;
     let (fa, fb) = (a.fingerprint(), b.fingerprint());
-    a.connect(fb, vec![b.local_addr()]);
+    a.connect(fb, vec![b.local_addr()]).await;
     for i in 0..n {
         a.send(fb, body(i)).await.unwrap();
         b.send(fa, body(i)).await.unwrap();
@@ -89,15 +89,22 @@ async fn exchange(n: u32, cut_after: Option<usize>) -> (Tally, Tally) {
             }
             if let Some(k) = cut {
                 if ta.received.len() >= k {
-                    a.reset_connection(fb);
+                    a.reset_connection(fb).await;
                     cut = None;
                 }
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(120), run)
+    if tokio::time::timeout(Duration::from_secs(120), run)
         .await
-        .expect("exchange timed out");
+        .is_err()
+    {
+        panic!(
+            "exchange timed out: A received {} acked {} ups {} downs {} ({:?}); B received {} acked {} ups {} downs {} ({:?})",
+            ta.received.len(), ta.acked, ta.ups, ta.downs, a.peer_info(&fb).await,
+            tb.received.len(), tb.acked, tb.ups, tb.downs, b.peer_info(&fa).await,
+        );
+    }
     // Let any late duplicate surface before counting.
     tokio::time::sleep(Duration::from_millis(200)).await;
     while let Ok(e) = a.events_try_recv() {
@@ -151,8 +158,8 @@ async fn presence_rtt_and_peer_up_down() {
         .await
         .unwrap();
     let fb = b.fingerprint();
-    b.set_presence(dna_p2p::session::PresenceStatus::Away);
-    a.connect(b.fingerprint(), vec![b.local_addr()]);
+    b.set_presence(dna_p2p::session::PresenceStatus::Away).await;
+    a.connect(b.fingerprint(), vec![b.local_addr()]).await;
     let (mut up, mut rtts, mut presence) = (None, 0, None);
     tokio::time::timeout(Duration::from_secs(10), async {
         while up.is_none() || rtts < 3 || presence.is_none() {
@@ -196,7 +203,7 @@ async fn shutdown_flushes_what_is_queued() {
     let a = node().await;
     let mut b = node().await;
     let fb = b.fingerprint();
-    a.connect(fb, vec![b.local_addr()]);
+    a.connect(fb, vec![b.local_addr()]).await;
     a.send_many(fb, (0..2000).map(body)).await.unwrap();
     // Shut down at once: the node waits until B acknowledged everything.
     a.shutdown(Duration::from_secs(20)).await;
@@ -224,18 +231,26 @@ async fn the_connection_limit_refuses_more() {
         .unwrap();
     let first = node().await;
     let second = node().await;
-    first.connect(hub.fingerprint(), vec![hub.local_addr()]);
+    first
+        .connect(hub.fingerprint(), vec![hub.local_addr()])
+        .await;
     for _ in 0..100 {
-        if first.peer_info(&hub.fingerprint()).unwrap().connected {
+        if first.peer_info(&hub.fingerprint()).await.unwrap().connected {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(first.peer_info(&hub.fingerprint()).unwrap().connected);
-    second.connect(hub.fingerprint(), vec![hub.local_addr()]);
+    assert!(first.peer_info(&hub.fingerprint()).await.unwrap().connected);
+    second
+        .connect(hub.fingerprint(), vec![hub.local_addr()])
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        !second.peer_info(&hub.fingerprint()).unwrap().connected,
+        !second
+            .peer_info(&hub.fingerprint())
+            .await
+            .unwrap()
+            .connected,
         "over the limit"
     );
     assert_eq!(hub.connection_count(), 1);

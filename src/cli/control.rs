@@ -81,7 +81,7 @@ async fn serve(h: NodeHandle, stream: tokio::net::UnixStream) {
 /// One control request.
 pub(super) async fn request(h: &NodeHandle, req: &Value) -> Value {
     match req.get("cmd").and_then(Value::as_str) {
-        Some("status") => super::daemon::status(h),
+        Some("status") => super::daemon::status(h).await,
         Some("send") => {
             let to = req.get("to").and_then(Value::as_str).unwrap_or_default();
             let text = req.get("text").and_then(Value::as_str).unwrap_or_default();
@@ -104,7 +104,7 @@ pub(super) async fn request(h: &NodeHandle, req: &Value) -> Value {
 /// offline or already has messages waiting, `relay-needed` when no direct path exists)
 /// and the daemon retries.
 async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
-    let info = h.peer_info(&to);
+    let info = h.peer_info(&to).await;
     let connected = info.as_ref().is_some_and(|p| p.connected);
     let waiting = info.as_ref().is_some_and(|p| p.queued + p.inflight > 0);
     let (path, via, note) = if connected {

@@ -306,7 +306,7 @@ async fn refresh(h: &NodeHandle, cfg: &DaemonConfig, seeds: &[(SocketAddr, Finge
 }
 
 /// `{"cmd":"status"}`: who we are, NAT facts, connections and the message store.
-pub(super) fn status(h: &NodeHandle) -> Value {
+pub(super) async fn status(h: &NodeHandle) -> Value {
     let st = h.nat_status();
     json!({
         "ok": true,
@@ -320,24 +320,25 @@ pub(super) fn status(h: &NodeHandle) -> Value {
         "candidates": st.candidates.iter().map(|c| json!({"kind": c.kind.name(), "addr": c.addr.to_string()})).collect::<Vec<_>>(),
         "rendezvous": st.rendezvous.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
         "connections": h.connection_count(),
-        "pending_peers": h.pending_peers().len(),
-        "rendezvous_role": h.rendezvous_stats(),
-        "limits": limits(h),
+        "pending_peers": h.pending_peers().await.len(),
+        "rendezvous_role": h.rendezvous_stats().await,
+        "limits": limits(h).await,
     })
 }
 
 /// Every bounded table with its fill and its limit (spec/06-node.md §4).
-fn limits(h: &NodeHandle) -> Value {
+async fn limits(h: &NodeHandle) -> Value {
     let cfg = h.config();
-    let (peers, evicted) = h.peer_table();
+    let (peers, evicted) = h.peer_table().await;
     let dht = h.dht_stats();
     let dht_cfg = cfg.dht.as_ref().map(|d| d.config.store).unwrap_or_default();
     let stun = h.stun_stats();
-    let ts = h.transport_stats();
+    let ts = h.transport_stats().await;
+    let outbox = h.outbox_len().await;
     json!({
         "connections": {"live": h.connection_count(), "max": cfg.max_connections},
         "peers": {"entries": peers, "max": cfg.max_peers, "evicted": evicted},
-        "outbox": {"messages": h.outbox_len()},
+        "outbox": {"messages": outbox},
         "events": {"max": cfg.event_queue, "max_bytes": cfg.event_queue_bytes},
         "writer": {"high_water_bytes": cfg.write_high_water},
         "transport": {
@@ -376,7 +377,7 @@ fn limits(h: &NodeHandle) -> Value {
 /// Reaches every peer that has messages waiting and no connection, so the outbox drains
 /// (after a restart, or when a recipient comes back online).
 async fn retry_pending(h: &NodeHandle) {
-    for peer in h.pending_peers() {
+    for peer in h.pending_peers().await {
         match h.reach(peer).await {
             Ok(r) => tracing::info!(%peer, reached = ?r, "reaching a peer with messages waiting"),
             Err(e) => {

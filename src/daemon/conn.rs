@@ -1,12 +1,15 @@
 //! Driving one QUIC connection: the session stream's reader and writer, the stream guard,
 //! and the loop that feeds the sans-IO [`Connection`] with bytes and time
-//! (spec/03-session.md §3–§8). Also the dial loop with its backoff, and the limits of
-//! spec/06-node.md "Transport limits": the write budget shared by every frame, the stalled
-//! writer reported to the core, scoring of handshake failures by source, redial backoff.
+//! (spec/03-session.md §3–§8). The connection task owns what it sends: the node core hands
+//! it batches of messages ([`ConnCmd::Batch`]); it seals them, sends them, and reports
+//! ACKs and its end to the core (spec/06-node.md §1–§2). Also one dial round, and the
+//! limits of spec/06-node.md §4: the write budget shared by every frame, the stalled
+//! writer, scoring of handshake failures by source.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use rand_chacha::ChaCha20Rng;
@@ -15,24 +18,30 @@ use rand_core::SeedableRng;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::crypto::Fingerprint;
+use crate::node::core::{Ended, Refused};
 use crate::session::hello::{EXPORTER_LABEL, EXPORTER_LEN};
-use crate::session::{code, ConnError, ConnEvent, Connection};
+use crate::session::{code, ConnError, ConnEvent, Connection, Outbox, PresenceStatus};
 use crate::transport::tls::SERVER_NAME;
 
 use super::events::{NodeEvent, Path};
-use super::state::{sub, ConnHandle, NodeHandle, Peers, Shared, TransportStats};
+use super::state::{
+    conn_queue, sub, ConnCmd, ConnHandle, CoreCmd, NodeHandle, Shared, TransportStats,
+};
 use super::store::{Cmd, Stored};
-use super::util::lock;
-use crate::node::peers::Registration;
 
 impl NodeHandle {
     /// The connection drivers' counters.
-    pub fn transport_stats(&self) -> TransportStats {
+    pub async fn transport_stats(&self) -> TransportStats {
         let c = &self.shared.conn_counters;
         TransportStats {
             write_queued: c.write_queued.load(Ordering::Relaxed),
             write_queued_peak: c.write_queued_peak.load(Ordering::Relaxed),
-            scored_sources: lock(&self.shared.scores).sources(),
+            scored_sources: self
+                .shared
+                .core
+                .call(|core, _| core.scored_sources())
+                .await
+                .unwrap_or(0),
         }
     }
 }
@@ -81,94 +90,34 @@ impl End {
     }
 }
 
-/// The delay before redialing a peer after a dialed connection failed before it was
-/// established, given the delay after the previous such failure (`prev`, zero if none):
-/// the normal backoff, doubling from `initial` to `max` — and `max` at once when the address
-/// answered with another identity than the one dialed (spec/06-node.md).
-pub(crate) fn next_redial(
-    prev: Duration,
-    wrong_identity: bool,
-    initial: Duration,
-    max: Duration,
-) -> Duration {
-    if wrong_identity {
-        max
-    } else if prev.is_zero() {
-        initial.min(max)
-    } else {
-        (prev * 2).clamp(initial.min(max), max)
-    }
-}
-
-/// Starts a dial task for `peer` if it needs a connection and none is being made.
-pub(crate) fn ensure_dialing(
-    shared: &Arc<Shared>,
-    peers: &mut Peers,
-    fp: Fingerprint,
-    delay: Duration,
-) {
-    if shared.stopped.load(Ordering::Relaxed) {
-        return;
-    }
-    let p = peers.entry(fp);
-    if p.dialing || !p.needs_connection() {
-        return;
-    }
-    p.dialing = true;
-    tokio::spawn(dial_loop(shared.clone(), fp, delay));
-}
-
-/// Tries `peer`'s addresses, except banned ones, until a QUIC connection is up, waiting
-/// `delay` first and then 1, 2, 4 … up to the configured maximum between rounds.
-pub(crate) async fn dial_loop(shared: Arc<Shared>, peer: Fingerprint, mut delay: Duration) {
-    loop {
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        let addrs = {
-            let mut peers = lock(&shared.peers);
-            let Some(p) = peers.get_mut(&peer) else {
-                return;
-            };
-            if shared.stopped.load(Ordering::Relaxed) || !p.needs_connection() {
-                p.dialing = false;
-                return;
-            }
-            p.addrs.clone()
-        };
-        for addr in addrs {
-            if lock(&shared.scores).addr_banned(&addr) {
-                tracing::debug!(%peer, %addr, "banned address: not dialing it");
-                continue;
-            }
-            let connecting =
-                match shared
-                    .endpoint
-                    .connect_with(shared.client_cfg.clone(), addr, SERVER_NAME)
-                {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!(%peer, %addr, error = %e, "cannot dial");
-                        continue;
-                    }
-                };
-            match tokio::time::timeout(shared.cfg.conn.handshake_timeout, connecting).await {
-                Ok(Ok(conn)) => {
-                    // Still "dialing" until the connection registers or ends (drive clears
-                    // it), so no second dial starts while HELLO is on its way.
-                    tokio::spawn(drive(shared.clone(), conn, Some(peer)));
-                    return;
+/// One dial round for `peer` (the core decides when, and which addresses): tries them in
+/// order until a QUIC connection is up, then drives it; tells the core if none answered.
+pub(crate) async fn dial_round(shared: Arc<Shared>, peer: Fingerprint, addrs: Vec<SocketAddr>) {
+    for addr in addrs {
+        let connecting =
+            match shared
+                .endpoint
+                .connect_with(shared.client_cfg.clone(), addr, SERVER_NAME)
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(%peer, %addr, error = %e, "cannot dial");
+                    continue;
                 }
-                Ok(Err(e)) => tracing::debug!(%peer, %addr, error = %e, "dial failed"),
-                Err(_) => tracing::debug!(%peer, %addr, "dial timed out"),
+            };
+        match tokio::time::timeout(shared.cfg.conn.handshake_timeout, connecting).await {
+            Ok(Ok(conn)) => {
+                // Still "dialing" until the connection registers or ends, so no second
+                // dial starts while HELLO is on its way.
+                shared.core.send(CoreCmd::DialConnected(peer)).await;
+                drive(shared, conn, Some(peer)).await;
+                return;
             }
+            Ok(Err(e)) => tracing::debug!(%peer, %addr, error = %e, "dial failed"),
+            Err(_) => tracing::debug!(%peer, %addr, "dial timed out"),
         }
-        delay = if delay.is_zero() {
-            shared.cfg.reconnect_initial
-        } else {
-            (delay * 2).min(shared.cfg.reconnect_max)
-        };
     }
+    shared.core.send(CoreCmd::DialFailed(peer)).await;
 }
 
 /// Runs one connection to its end, then cleans up: unacknowledged messages go back to the
@@ -188,57 +137,32 @@ pub(crate) async fn drive(
         received: 0,
         unstored: 0,
         registered: false,
+        outbox: Outbox::default(),
+        presence: None,
     };
     let end = run(&shared, &conn, conn_id, expected, &mut st).await;
     shared.live.fetch_sub(1, Ordering::SeqCst);
     let code = end.code();
-    // Scored before the close goes out: a peer reconnecting on seeing it finds its score.
-    {
-        let penalty = end.penalty();
-        let mut scores = lock(&shared.scores);
-        if let Some(peer) = st.peer {
-            scores.penalize_peer(peer, penalty);
-        }
-        // The source answers for what happened too, before and after the session is
-        // established: identities are free to make, addresses are not, so a stream of
-        // fresh identities from one source ends in a ban of the source.
-        scores.penalize_source(remote, penalty);
-    }
+    // Scores, requeueing and redials are the core's. Told before the close goes out: the
+    // core takes commands in order, so a peer reconnecting on seeing the close finds its
+    // score.
+    shared
+        .core
+        .send(CoreCmd::Ended(Ended {
+            conn_id,
+            peer: st.peer,
+            dialed: expected,
+            registered: st.registered,
+            established: st.established,
+            remote,
+            penalty: end.penalty(),
+            failed: !st.established && !matches!(end, End::Duplicate | End::Banned),
+            wrong_identity: matches!(&end, End::Protocol(e) if e.is_wrong_identity()),
+        }))
+        .await;
     if code != code::NO_ERROR {
         tracing::warn!(peer = ?st.peer, %remote, code, reason = %end.reason(), "closing connection");
         conn.close(code.into(), end.reason().as_bytes());
-    }
-    {
-        let mut peers = lock(&shared.peers);
-        if let Some(peer) = st.peer {
-            peers.connection_ended(peer, conn_id);
-        }
-        if let (Some(dialed), false) = (expected, st.registered) {
-            peers.entry(dialed).dialing = false;
-        }
-        // Redial with backoff: a connection that failed before it was established (HELLO
-        // refused, handshake timed out or closed) doubles the delay; success resets it.
-        let failed = !st.established && !matches!(end, End::Duplicate | End::Banned);
-        let wrong_identity = matches!(&end, End::Protocol(e) if e.is_wrong_identity());
-        let (initial, max) = (shared.cfg.reconnect_initial, shared.cfg.reconnect_max);
-        let scores = lock(&shared.scores);
-        let mut redial = [st.peer, expected];
-        if redial[0] == redial[1] {
-            redial[1] = None;
-        }
-        for fp in redial.into_iter().flatten() {
-            if scores.peer_banned(&fp) {
-                continue;
-            }
-            let p = peers.entry(fp);
-            if st.established {
-                p.redial = Duration::ZERO;
-            } else if failed {
-                p.redial = next_redial(p.redial, wrong_identity, initial, max);
-            }
-            let delay = p.redial.max(initial);
-            ensure_dialing(&shared, &mut peers, fp, delay);
-        }
     }
     let Some(peer) = st.peer else { return };
     if st.established {
@@ -262,6 +186,11 @@ struct State {
     unstored: u64,
     /// The connection became the peer's live one (which also ends our dial).
     registered: bool,
+    /// The messages the core handed this connection: to send, and sent and not yet
+    /// acknowledged (session counters in the order they were handed).
+    outbox: Outbox,
+    /// Our presence as the core last told it.
+    presence: Option<PresenceStatus>,
 }
 
 /// Reads whatever the stream has ready — up to 32 received segments, zero-copy — per hop.
@@ -404,7 +333,7 @@ async fn run(
         )),
         tokio::spawn(stream_guard(conn.clone(), cfg.max_extra_streams, flood_tx)),
     ];
-    let wake = Arc::new(Notify::new());
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<ConnCmd>(conn_queue(super::state::window(cfg)));
     let (stored_tx, mut stored_rx) = mpsc::unbounded_channel::<Stored>();
     // Received messages waiting for the store before no more input is read.
     let max_unstored = cfg.conn.max_inflight.max(1);
@@ -416,8 +345,6 @@ async fn run(
     tokio::pin!(closed);
     let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(core.poll_timeout()));
     tokio::pin!(sleep);
-    let woken = wake.notified();
-    tokio::pin!(woken);
     let progressed = progress.notified();
     tokio::pin!(progressed);
     let end = loop {
@@ -464,8 +391,12 @@ async fn run(
                 None => Err(End::Closed(conn.close_reason().map(|r| r.to_string()).unwrap_or_else(|| "session stream ended".to_owned()))),
             },
             _ = &mut flood_rx => Err(End::StreamFlood),
-            _ = &mut woken => {
-                woken.set(wake.notified());
+            Some(cmd) = cmd_rx.recv() => {
+                on_cmd(st, cmd);
+                // Everything the core sent so far goes into this pass's flush.
+                while let Ok(cmd) = cmd_rx.try_recv() {
+                    on_cmd(st, cmd);
+                }
                 Ok(())
             }
             _ = &mut progressed => {
@@ -479,7 +410,7 @@ async fn run(
             break end;
         }
         if let Err(end) = handle_events(
-            shared, conn, conn_id, expected, &mut core, st, &wake, &stored_tx,
+            shared, conn, conn_id, expected, &mut core, st, &cmd_tx, &stored_tx,
         )
         .await
         {
@@ -488,6 +419,18 @@ async fn run(
     };
     for t in tasks {
         t.abort();
+    }
+    // Received messages on their way to the store (or the core's de-duplication) are still
+    // delivered: without a store they may already be acknowledged. Every request answers
+    // or is dropped, so this ends once our own sender is gone.
+    drop(stored_tx);
+    while st.unstored > 0 {
+        let Some(stored) = stored_rx.recv().await else {
+            break;
+        };
+        if on_stored(shared, &mut core, st, stored).await.is_err() {
+            break;
+        }
     }
     // Bytes still queued leave the counters (the writer's own release may come later).
     shared
@@ -503,35 +446,24 @@ async fn run(
 fn flush(
     shared: &Arc<Shared>,
     core: &mut Connection,
-    st: &State,
+    st: &mut State,
     queued: &AtomicUsize,
     out: &mut BytesMut,
     write_tx: &mpsc::UnboundedSender<Bytes>,
-    presence_sent: &mut Option<crate::session::PresenceStatus>,
+    presence_sent: &mut Option<PresenceStatus>,
 ) -> Result<(), End> {
-    if st.established {
-        let presence = *lock(&shared.presence);
-        if presence.is_some() && presence != *presence_sent {
-            if let Some(p) = presence {
-                core.send_presence(p);
-            }
-            *presence_sent = presence;
+    if st.established && st.presence.is_some() && st.presence != *presence_sent {
+        if let Some(p) = st.presence {
+            core.send_presence(p);
         }
+        *presence_sent = st.presence;
     }
     let budget = shared
         .cfg
         .write_high_water
         .saturating_sub(queued.load(Ordering::Relaxed));
-    {
-        let mut peers = lock(&shared.peers);
-        let outbox = st
-            .peer
-            .filter(|_| st.established)
-            .and_then(|fp| peers.get_mut(&fp))
-            .filter(|p| p.active.as_ref().map(|a| a.conn_id) == Some(core.id()))
-            .map(|p| &mut p.outbox);
-        core.poll_transmit(outbox, budget, out);
-    }
+    let outbox = (st.established && st.registered).then_some(&mut st.outbox);
+    core.poll_transmit(outbox, budget, out);
     if !out.is_empty() {
         let chunk = out.split().freeze();
         let now_queued = queued.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len();
@@ -541,6 +473,18 @@ fn flush(
             .map_err(|_| End::Closed("session stream writer ended".to_owned()))?;
     }
     Ok(())
+}
+
+/// A command from the node core.
+fn on_cmd(st: &mut State, cmd: ConnCmd) {
+    match cmd {
+        ConnCmd::Batch(msgs) => {
+            for m in msgs {
+                st.outbox.push(m);
+            }
+        }
+        ConnCmd::Presence(p) => st.presence = Some(p),
+    }
 }
 
 /// The store has the messages up to `stored.upto`: acknowledge them, deliver the new ones.
@@ -578,73 +522,18 @@ async fn handle_events(
     expected: Option<Fingerprint>,
     core: &mut Connection,
     st: &mut State,
-    wake: &Arc<Notify>,
+    cmd_tx: &mpsc::Sender<ConnCmd>,
     stored_tx: &mpsc::UnboundedSender<Stored>,
 ) -> Result<(), End> {
-    let Collected {
-        events,
-        to_store,
-        delivered,
-    } = collect_events(shared, conn, conn_id, expected, core, st, wake)?;
-    if let Some(store) = &shared.store {
-        let closed = |_| End::Closed("message store closed".to_owned());
-        if !delivered.is_empty() {
-            store
-                .cmd(Cmd::Delivered { ids: delivered })
-                .await
-                .map_err(closed)?;
-        }
-        if let (Some(from), false) = (st.peer, to_store.is_empty()) {
-            st.unstored += to_store.len() as u64;
-            store
-                .cmd(Cmd::Received {
-                    from,
-                    msgs: to_store,
-                    upto: st.received,
-                    reply: stored_tx.clone(),
-                })
-                .await
-                .map_err(closed)?;
-        }
-    }
-    if !events.is_empty() && shared.events.send_all(events).await.is_err() {
-        return Err(End::Closed("node stopped".to_owned()));
-    }
-    Ok(())
-}
-
-/// What one pass over the core's events produced.
-struct Collected {
-    events: Vec<NodeEvent>,
-    /// Received messages for the store (with a store, they are delivered once stored).
-    to_store: Vec<crate::crypto::Message>,
-    /// Acknowledged messages, for the store.
-    delivered: Vec<crate::crypto::MessageId>,
-}
-
-/// Turns the core's events into node events, doing the outbox and inbox work under one lock.
-fn collect_events(
-    shared: &Arc<Shared>,
-    conn: &quinn::Connection,
-    conn_id: u64,
-    expected: Option<Fingerprint>,
-    core: &mut Connection,
-    st: &mut State,
-    wake: &Arc<Notify>,
-) -> Result<Collected, End> {
-    let mut out = Vec::with_capacity(core.pending_events());
+    let mut events = Vec::with_capacity(core.pending_events());
     let mut to_store = Vec::new();
     let mut delivered = Vec::new();
-    // One lock for the whole batch; channel sends happen after it is released.
-    let mut peers = None;
-    // An event the run of messages below read past.
-    let mut next = None;
-    while let Some(ev) = next.take().or_else(|| core.poll_event()) {
+    let mut acked_below = None;
+    while let Some(ev) = core.poll_event() {
         match ev {
             ConnEvent::Authenticated { peer } => {
                 st.peer = Some(peer);
-                drop(peers.take());
-                register(shared, conn, conn_id, expected, peer, wake)?;
+                register(shared, conn, conn_id, expected, peer, cmd_tx).await?;
                 st.registered = true;
             }
             ConnEvent::Established => {
@@ -652,134 +541,115 @@ fn collect_events(
                 let peer = st
                     .peer
                     .ok_or_else(|| End::Closed("established without a peer".to_owned()))?;
-                out.push(NodeEvent::PeerUp {
+                events.push(NodeEvent::PeerUp {
                     peer,
                     path: Path::Direct(conn.remote_address()),
                     rtt: conn.rtt(),
                 });
             }
-            ConnEvent::Message(first) => {
-                // A run of messages: the peer's inbox is looked up once for all of them.
-                let mut inbox = match (st.peer, shared.store.is_some()) {
-                    (Some(fp), false) => Some(
-                        &mut peers
-                            .get_or_insert_with(|| lock(&shared.peers))
-                            .entry(fp)
-                            .inbox,
-                    ),
-                    _ => None,
-                };
-                let mut run = Some(first);
-                while let Some(m) = run.take() {
-                    st.received += 1;
-                    match (&mut inbox, st.peer) {
-                        (Some(inbox), _) => {
-                            if inbox.accept(m.id) {
-                                out.push(NodeEvent::Message {
-                                    from: m.sender,
-                                    id: m.id,
-                                    timestamp_ms: m.timestamp_ms,
-                                    body: m.body,
-                                });
-                            }
-                        }
-                        // With a store, messages are delivered once stored.
-                        (None, Some(_)) => to_store.push(m),
-                        (None, None) => {}
-                    }
-                    match core.poll_event() {
-                        Some(ConnEvent::Message(m)) => run = Some(m),
-                        other => next = other,
-                    }
+            ConnEvent::Message(m) => {
+                st.received += 1;
+                if st.peer.is_some() {
+                    to_store.push(m);
                 }
             }
             ConnEvent::Acked { below } => {
                 let Some(peer) = st.peer else { continue };
-                let peers = peers.get_or_insert_with(|| lock(&shared.peers));
-                let ids = peers.entry(peer).outbox.ack_below(conn_id, below);
+                let ids = st.outbox.ack_below(conn_id, below);
+                acked_below = Some(below);
                 if !ids.is_empty() {
                     if shared.store.is_some() {
                         delivered.extend_from_slice(&ids);
                     }
-                    out.push(NodeEvent::Acked { peer, ids });
+                    events.push(NodeEvent::Acked { peer, ids });
                 }
             }
             ConnEvent::Rtt(rtt) => {
                 if let Some(peer) = st.peer {
-                    out.push(NodeEvent::Rtt { peer, rtt });
+                    events.push(NodeEvent::Rtt { peer, rtt });
                 }
             }
             ConnEvent::Presence(status) => {
                 if let Some(peer) = st.peer {
-                    out.push(NodeEvent::Presence { peer, status });
+                    events.push(NodeEvent::Presence { peer, status });
                 }
             }
         }
     }
-    Ok(Collected {
-        events: out,
-        to_store,
-        delivered,
-    })
+    let gone = || End::Closed("node stopped".to_owned());
+    if let (Some(peer), Some(below)) = (st.peer, acked_below) {
+        let acked = CoreCmd::Acked {
+            peer,
+            conn_id,
+            below,
+        };
+        if !shared.core.send(acked).await {
+            return Err(gone());
+        }
+    }
+    // Received messages are delivered once the store (or, without one, the core's
+    // de-duplication window) has them: both answer on `stored_tx`.
+    if let (Some(from), false) = (st.peer, to_store.is_empty()) {
+        st.unstored += to_store.len() as u64;
+        let (msgs, upto, reply) = (to_store, st.received, stored_tx.clone());
+        match &shared.store {
+            Some(store) => store
+                .cmd(Cmd::Received {
+                    from,
+                    msgs,
+                    upto,
+                    reply,
+                })
+                .await
+                .map_err(|_| End::Closed("message store closed".to_owned()))?,
+            None => {
+                let cmd = CoreCmd::Received {
+                    from,
+                    msgs,
+                    upto,
+                    reply,
+                };
+                if !shared.core.send(cmd).await {
+                    return Err(gone());
+                }
+            }
+        }
+    }
+    if let (Some(store), false) = (&shared.store, delivered.is_empty()) {
+        store
+            .cmd(Cmd::Delivered { ids: delivered })
+            .await
+            .map_err(|_| End::Closed("message store closed".to_owned()))?;
+    }
+    if !events.is_empty() && shared.events.send_all(events).await.is_err() {
+        return Err(gone());
+    }
+    Ok(())
 }
 
 /// Makes this connection the peer's live one, or refuses it: banned peers, and the loser of
-/// the duplicate tie-break (`node::peers`, spec/03-session.md §4).
-fn register(
+/// the duplicate tie-break — the node core decides (`node::core`, spec/03-session.md §4).
+async fn register(
     shared: &Arc<Shared>,
     conn: &quinn::Connection,
     conn_id: u64,
     expected: Option<Fingerprint>,
     peer: Fingerprint,
-    wake: &Arc<Notify>,
+    cmd_tx: &mpsc::Sender<ConnCmd>,
 ) -> Result<(), End> {
-    if lock(&shared.scores).peer_banned(&peer) {
-        return Err(End::Banned);
-    }
     let handle = ConnHandle {
         conn: conn.clone(),
-        wake: wake.clone(),
+        tx: cmd_tx.clone(),
     };
-    let me = shared.identity.fingerprint();
-    let r = lock(&shared.peers).register(
-        me,
-        peer,
-        conn_id,
-        expected.is_some(),
-        conn.remote_address(),
-        handle,
-    );
+    let (we_dialed, remote) = (expected.is_some(), conn.remote_address());
+    let r = shared
+        .core
+        .call(move |core, _| core.authenticated(conn_id, peer, we_dialed, remote, handle))
+        .await
+        .ok_or_else(|| End::Closed("node stopped".to_owned()))?;
     match r {
-        Registration::Duplicate => Err(End::Duplicate),
-        Registration::Live { replaced } => {
-            if let Some(old) = replaced {
-                old.conn
-                    .close(code::DUPLICATE_CONNECTION.into(), b"duplicate connection");
-            }
-            Ok(())
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redials_double_after_failures_and_a_wrong_identity_waits_longest() {
-        let (s, initial, max) = (
-            Duration::from_secs,
-            Duration::from_secs(1),
-            Duration::from_secs(30),
-        );
-        let mut d = Duration::ZERO;
-        let mut seen = Vec::new();
-        for _ in 0..7 {
-            d = next_redial(d, false, initial, max);
-            seen.push(d.as_secs());
-        }
-        assert_eq!(seen, [1, 2, 4, 8, 16, 30, 30]);
-        assert_eq!(next_redial(Duration::ZERO, true, initial, max), s(30));
-        assert_eq!(next_redial(s(2), true, initial, max), s(30));
+        Ok(()) => Ok(()),
+        Err(Refused::Banned) => Err(End::Banned),
+        Err(Refused::Duplicate) => Err(End::Duplicate),
     }
 }

@@ -75,22 +75,28 @@ fn idle_limit(shared: &Shared) -> Duration {
 
 /// Whether the connection to `peer` holds a rendezvous registration (ours there, theirs
 /// here): those stay open while idle, they are how a NATed node is reached.
-fn holds_registration(shared: &Shared, peer: &NodeId, conn: &quinn::Connection) -> bool {
-    let theirs = lock(&shared.nat.rdv)
-        .registry
-        .lookup(peer, Instant::now())
-        .is_some_and(|c| c.stable_id() == conn.stable_id());
+async fn holds_registration(shared: &Shared, peer: &NodeId, conn: &quinn::Connection) -> bool {
+    let (peer, stable) = (*peer, conn.stable_id());
+    let theirs = shared
+        .core
+        .call(move |c, now| {
+            c.rdv_lookup(now, &peer)
+                .is_some_and(|x| x.stable_id() == stable)
+        })
+        .await
+        // The core is gone: the node is stopping, keep nothing for it.
+        .unwrap_or(false);
     theirs
         || lock(&shared.nat.status)
             .rendezvous
             .iter()
-            .any(|(_, fp)| fp.node_id() == *peer)
+            .any(|(_, fp)| fp.node_id() == peer)
 }
 
 /// At the connection limit: closes the least recently used DHT connection that carried no
 /// request for a handshake timeout (none is in flight) and holds no registration, so a new
 /// connection can take its place. Returns whether one was closed.
-pub(crate) fn evict_idle(shared: &Shared, d: &DhtShared) -> bool {
+pub(crate) async fn evict_idle(shared: &Shared, d: &DhtShared) -> bool {
     let now = d.clock();
     let quiet = shared.cfg.conn.handshake_timeout.as_millis() as u64;
     let candidates: Vec<(u64, NodeId, quinn::Connection)> = lock(&d.conns)
@@ -98,10 +104,15 @@ pub(crate) fn evict_idle(shared: &Shared, d: &DhtShared) -> bool {
         .map(|(id, p)| (p.used.load(Ordering::Relaxed), *id, p.conn.clone()))
         .filter(|(used, _, _)| now.saturating_sub(*used) >= quiet)
         .collect();
-    let victim = candidates
-        .into_iter()
-        .filter(|(_, id, c)| !holds_registration(shared, id, c))
-        .min_by_key(|(used, _, _)| *used);
+    let mut victim = None;
+    for (used, id, c) in candidates {
+        if victim.as_ref().is_some_and(|(u, _, _)| *u <= used) {
+            continue;
+        }
+        if !holds_registration(shared, &id, &c).await {
+            victim = Some((used, id, c));
+        }
+    }
     let Some((_, id, conn)) = victim else {
         return false;
     };
@@ -341,11 +352,16 @@ async fn read_hello(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, Option<Conn
 
 /// Closes `conn` for `e` and scores its address, as the session path does for a failed
 /// handshake (spec/03 §8): before HELLO verified, the address is all we know.
-fn refuse(shared: &Shared, conn: &quinn::Connection, e: &ConnError) {
+async fn refuse(shared: &Shared, conn: &quinn::Connection, e: &ConnError) {
     let addr = conn.remote_address();
     tracing::warn!(%addr, error = %e, "DHT peer failed its handshake");
+    let penalty = e.penalty();
+    // Scored before the close goes out (the core takes commands in order).
+    shared
+        .core
+        .call(move |c, _| c.penalize_source(addr, penalty))
+        .await;
     conn.close(e.code().into(), e.to_string().as_bytes());
-    lock(&shared.scores).penalize_source(addr, e.penalty());
 }
 
 fn exporter(conn: &quinn::Connection) -> Option<[u8; EXPORTER_LEN]> {
@@ -396,7 +412,7 @@ pub(crate) async fn connect(
         Ok(h) => h,
         Err(e) => {
             if let Some(e) = e {
-                refuse(shared, &conn, &e);
+                refuse(shared, &conn, &e).await;
             }
             return None;
         }
@@ -411,7 +427,7 @@ pub(crate) async fn connect(
             return None;
         }
         Err(e) => {
-            refuse(shared, &conn, &ConnError::Auth(e));
+            refuse(shared, &conn, &ConnError::Auth(e)).await;
             return None;
         }
     }
@@ -470,7 +486,7 @@ pub(crate) async fn accept(shared: Arc<Shared>, d: Arc<DhtShared>, conn: quinn::
         }),
     };
     if let Some(e) = failure {
-        refuse(&shared, &conn, &e);
+        refuse(&shared, &conn, &e).await;
     }
 }
 
@@ -493,7 +509,7 @@ async fn serve(
             _ = tokio::time::sleep(idle.saturating_sub(quiet)) => {
                 let quiet = d.clock().saturating_sub(used.load(Ordering::Relaxed));
                 if Duration::from_millis(quiet) >= idle
-                    && !holds_registration(&shared, &peer.id, &conn)
+                    && !holds_registration(&shared, &peer.id, &conn).await
                 {
                     conn.close(crate::session::code::NO_ERROR.into(), b"idle");
                     break;

@@ -19,6 +19,7 @@
 
 mod config;
 mod conn;
+mod core;
 mod dht;
 mod dht_persist;
 mod events;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rand_core::{OsRng, SeedableRng};
+use rand_core::OsRng;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -18,13 +18,13 @@ use crate::session::{code, Outgoing, PresenceStatus};
 use crate::transport::tls::{quic_configs, CertifiedKey, TlsError};
 use crate::transport::{bind_udp, DnaSocket, SideChannels};
 
-use super::conn::{drive, ensure_dialing};
+use super::conn::drive;
 use super::events::{EventRx, NodeEvent};
-use super::state::{NatShared, NodeHandle, Peers, Shared};
+use super::state::{CoreCmd, CoreTx, NatShared, NodeHandle, Shared};
 use super::store::{Store, StoreError, StoreLimits, StoredMessage};
-use super::util::{lock, unix_ms};
+use super::util::{lock, unix_ms, with_rng};
 use super::NodeConfig;
-use crate::node::scores::Scores;
+use crate::node::core::{Core, CoreConfig};
 
 /// Starting a node failed.
 #[derive(Debug, Error)]
@@ -167,13 +167,24 @@ impl Node {
         };
         let (events_tx, events) = super::events::channel(cfg.event_queue, cfg.event_queue_bytes);
         let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
-        let mut peers = Peers::new(cfg.max_peers, cfg.inbox_capacity, hash_key);
+        let mut core = Core::new(
+            identity.fingerprint(),
+            CoreConfig {
+                max_peers: cfg.max_peers,
+                inbox_capacity: cfg.inbox_capacity,
+                hash_key,
+                max_scored_sources: cfg.max_scored_sources,
+                window: super::state::window(&cfg),
+                reconnect_initial: cfg.reconnect_initial,
+                reconnect_max: cfg.reconnect_max,
+                rendezvous_server: super::state::serves_rendezvous(&cfg),
+                rendezvous: cfg.rendezvous.clone(),
+            },
+        );
         let pending: usize = backlog.iter().map(|(_, m)| m.len()).sum();
+        let now = Instant::now();
         for (fp, msgs) in backlog {
-            let p = peers.entry(fp);
-            for m in msgs {
-                p.outbox.push(m);
-            }
+            core.send(now, fp, msgs);
         }
         if pending > 0 {
             tracing::info!(
@@ -181,8 +192,8 @@ impl Node {
                 "unacknowledged messages loaded from the store"
             );
         }
-        let scores = Scores::new(cfg.max_scored_sources);
         let nat = NatShared::new(&cfg);
+        let (core_tx, core_rx) = super::core::channel();
         let (signalling, signal_rx) = mpsc::channel(super::rendezvous::SIGNAL_QUEUE);
         let shared = Arc::new(Shared {
             identity: Arc::new(identity),
@@ -191,14 +202,12 @@ impl Node {
             client_cfg,
             socket,
             local,
-            peers: Mutex::new(peers),
-            scores: Mutex::new(scores),
+            core: CoreTx(core_tx),
             events: events_tx,
             next_conn: AtomicU64::new(1),
             live: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            presence: Mutex::new(None),
             dht,
             stun_pending: Mutex::new(HashMap::new()),
             nat,
@@ -207,10 +216,8 @@ impl Node {
             inbox,
             conn_counters: Default::default(),
             signalling,
-            id_rng: Mutex::new(
-                rand_chacha::ChaCha20Rng::from_rng(OsRng).map_err(std::io::Error::other)?,
-            ),
         });
+        tokio::spawn(super::core::run(shared.clone(), core, core_rx));
         tokio::spawn(accept_loop(shared.clone()));
         tokio::spawn(super::rendezvous::signalling_loop(
             shared.clone(),
@@ -280,15 +287,14 @@ impl Node {
         s.closing.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + grace;
         loop {
-            let pending = lock(&s.peers)
-                .iter()
-                .any(|(_, p)| (p.active.is_some() || p.dialing) && !p.outbox.is_empty());
-            if !pending || Instant::now() >= deadline {
+            let draining = s.core.call(|c, _| c.draining()).await.unwrap_or(false);
+            if !draining || Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         s.stopped.store(true, Ordering::SeqCst);
+        s.core.call(|c, _| c.stop()).await;
         if let Some(d) = &s.dht {
             super::dht::close(d);
             d.wake.notify_one();
@@ -318,11 +324,11 @@ impl NodeHandle {
 
     /// Asks for a connection to `peer` at `addrs` and keeps it up (reconnecting with
     /// backoff) until [`NodeHandle::disconnect`].
-    pub fn connect(&self, peer: Fingerprint, addrs: Vec<SocketAddr>) {
-        let mut peers = lock(&self.shared.peers);
-        peers.add_addrs(peer, addrs);
-        peers.entry(peer).want = true;
-        ensure_dialing(&self.shared, &mut peers, peer, Duration::ZERO);
+    pub async fn connect(&self, peer: Fingerprint, addrs: Vec<SocketAddr>) {
+        self.shared
+            .core
+            .call(move |c, now| c.connect(now, peer, addrs))
+            .await;
     }
 
     /// Queues a message to `peer`; it is sent as soon as a connection is up and resent after
@@ -348,42 +354,37 @@ impl NodeHandle {
             self.shared.cfg.conn.limits.max_payload as usize - crate::crypto::SESSION_OVERHEAD;
         let now = unix_ms();
         let mut msgs = Vec::new();
-        {
-            let mut rng = lock(&self.shared.id_rng);
-            for body in bodies {
-                if body.len() > max {
-                    return Err(SendError::TooLarge {
-                        len: body.len(),
-                        max,
-                    });
-                }
-                msgs.push(Outgoing {
-                    id: MessageId::random(&mut *rng),
-                    timestamp_ms: now,
-                    body,
+        for body in bodies {
+            if body.len() > max {
+                return Err(SendError::TooLarge {
+                    len: body.len(),
+                    max,
                 });
             }
+            msgs.push(Outgoing {
+                id: with_rng(MessageId::random),
+                timestamp_ms: now,
+                body,
+            });
         }
         if let Some(store) = &self.shared.store {
             store.enqueue(peer, msgs.clone()).await?;
         }
         let ids = msgs.iter().map(|m| m.id).collect();
-        let mut peers = lock(&self.shared.peers);
-        let p = peers.entry(peer);
-        for m in msgs {
-            p.outbox.push(m);
-        }
-        match &p.active {
-            Some(a) => a.handle.wake.notify_one(),
-            None => ensure_dialing(&self.shared, &mut peers, peer, Duration::ZERO),
+        if !self.shared.core.send(CoreCmd::Send { peer, msgs }).await {
+            return Err(SendError::ShuttingDown);
         }
         Ok(ids)
     }
 
     /// Peers with messages waiting and no live connection: the application reaches them
     /// (DHT lookup, punching) so the outbox can drain.
-    pub fn pending_peers(&self) -> Vec<Fingerprint> {
-        lock(&self.shared.peers).pending()
+    pub async fn pending_peers(&self) -> Vec<Fingerprint> {
+        self.shared
+            .core
+            .call(|c, _| c.pending())
+            .await
+            .unwrap_or_default()
     }
 
     /// The received messages in the store, oldest first (empty without a store).
@@ -396,56 +397,45 @@ impl NodeHandle {
     }
 
     /// Announces our presence to every connected peer (and to each new one).
-    pub fn set_presence(&self, status: PresenceStatus) {
-        *lock(&self.shared.presence) = Some(status);
-        for (_, p) in lock(&self.shared.peers).iter() {
-            if let Some(a) = &p.active {
-                a.handle.wake.notify_one();
-            }
-        }
+    pub async fn set_presence(&self, status: PresenceStatus) {
+        self.shared
+            .core
+            .call(move |c, _| c.set_presence(status))
+            .await;
     }
 
     /// Closes the connection to `peer` and stops reconnecting.
-    pub fn disconnect(&self, peer: Fingerprint) {
-        let mut peers = lock(&self.shared.peers);
-        if let Some(p) = peers.get_mut(&peer) {
-            p.want = false;
-            if let Some(a) = &p.active {
-                a.handle
-                    .conn
-                    .close(code::CLOSED_BY_APPLICATION.into(), b"disconnect");
-            }
-        }
+    pub async fn disconnect(&self, peer: Fingerprint) {
+        self.shared.core.call(move |c, _| c.disconnect(peer)).await;
     }
 
     /// Cuts the live connection to `peer` (not the process) and lets the node reconnect:
     /// what a network failure looks like.
-    pub fn reset_connection(&self, peer: Fingerprint) {
-        if let Some(p) = lock(&self.shared.peers).get(&peer) {
-            if let Some(a) = &p.active {
-                a.handle
-                    .conn
-                    .close(code::CLOSED_BY_APPLICATION.into(), b"reset");
-            }
-        }
+    pub async fn reset_connection(&self, peer: Fingerprint) {
+        self.shared.core.call(move |c, _| c.reset(peer)).await;
     }
 
     /// What the node knows about `peer`.
-    pub fn peer_info(&self, peer: &Fingerprint) -> Option<PeerInfo> {
-        let peers = lock(&self.shared.peers);
-        let p = peers.get(peer)?;
+    pub async fn peer_info(&self, peer: &Fingerprint) -> Option<PeerInfo> {
+        let peer = *peer;
+        let p = self.shared.core.call(move |c, _| c.peer(&peer)).await??;
         Some(PeerInfo {
-            connected: p.active.is_some(),
-            addrs: p.addrs.clone(),
-            queued: p.outbox.queued(),
-            inflight: p.outbox.inflight(),
-            score: lock(&self.shared.scores).peer(peer),
+            connected: p.connected,
+            addrs: p.addrs,
+            queued: p.queued,
+            inflight: p.inflight,
+            score: p.score,
         })
     }
 
     /// The score of an address, for failures before a peer authenticated.
-    pub fn addr_score(&self, addr: &SocketAddr) -> i32 {
-        lock(&self.shared.scores).addr(addr)
+    pub async fn addr_score(&self, addr: &SocketAddr) -> i32 {
+        let addr = *addr;
+        self.shared
+            .core
+            .call(move |c, _| c.addr_score(&addr))
+            .await
+            .unwrap_or(0)
     }
 
     /// What the STUN responder answered and refused so far.
@@ -454,11 +444,12 @@ impl NodeHandle {
     }
 
     /// Messages waiting in outboxes (queued or unacknowledged), over all peers.
-    pub fn outbox_len(&self) -> usize {
-        lock(&self.shared.peers)
-            .iter()
-            .map(|(_, p)| p.outbox.queued() + p.outbox.inflight())
-            .sum()
+    pub async fn outbox_len(&self) -> usize {
+        self.shared
+            .core
+            .call(|c, _| c.outbox_len())
+            .await
+            .unwrap_or(0)
     }
 
     /// The node's configuration (its limits, for `dna status`).
@@ -467,9 +458,12 @@ impl NodeHandle {
     }
 
     /// Entries in the peer table, and how many were evicted so far.
-    pub fn peer_table(&self) -> (usize, u64) {
-        let peers = lock(&self.shared.peers);
-        (peers.len(), peers.evicted())
+    pub async fn peer_table(&self) -> (usize, u64) {
+        self.shared
+            .core
+            .call(|c, _| c.peer_table())
+            .await
+            .unwrap_or_default()
     }
 
     /// Live QUIC connections.
@@ -553,7 +547,7 @@ impl NodeHandle {
     /// A fresh random STUN transaction ID.
     pub fn transaction_id(&self) -> [u8; 12] {
         let mut tid = [0u8; 12];
-        rand_core::RngCore::fill_bytes(&mut *lock(&self.shared.id_rng), &mut tid);
+        with_rng(|r| rand_core::RngCore::fill_bytes(r, &mut tid));
         tid
     }
 
@@ -647,17 +641,18 @@ async fn accept_loop(shared: Arc<Shared>) {
             incoming.refuse();
             continue;
         }
-        if shared.live.load(Ordering::Relaxed) >= shared.cfg.max_connections
-            && !shared
-                .dht
-                .as_ref()
-                .is_some_and(|d| super::dht::evict_idle(&shared, d))
-        {
+        let full = shared.live.load(Ordering::Relaxed) >= shared.cfg.max_connections;
+        let made_room = match (&shared.dht, full) {
+            (Some(d), true) => super::dht::evict_idle(&shared, d).await,
+            _ => false,
+        };
+        if full && !made_room {
             tracing::warn!(%from, "connection limit reached: refusing");
             incoming.refuse();
             continue;
         }
-        if lock(&shared.scores).addr_banned(&from) {
+        let banned = shared.core.call(move |c, _| c.addr_banned(&from)).await;
+        if banned.unwrap_or(true) {
             tracing::warn!(%from, "banned address: refusing");
             incoming.refuse();
             continue;

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sigwire::{frame, limits, now_ms, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
 use super::state::{DhtShared, NatStatus, NodeHandle, Shared};
-use super::util::lock;
+use super::util::{lock, with_rng};
 use crate::crypto::Fingerprint;
 use crate::dht::Contact;
 use crate::nat::candidate::{Candidate, CandidateKind, PresenceInfo};
@@ -102,9 +102,9 @@ pub enum ReachError {
     BadAnswer(String),
 }
 
-fn random_hex(shared: &Shared, n: usize) -> String {
+fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
-    lock(&shared.id_rng).fill_bytes(&mut b);
+    with_rng(|r| r.fill_bytes(&mut b));
     hex::encode(b)
 }
 
@@ -122,7 +122,7 @@ struct PunchRoute {
 impl PunchRoute {
     fn new(shared: &Arc<Shared>, ufrag: &str) -> PunchRoute {
         let mut tag = [0u8; 4];
-        lock(&shared.id_rng).fill_bytes(&mut tag);
+        with_rng(|r| r.fill_bytes(&mut tag));
         let (tx, rx) = mpsc::unbounded_channel();
         lock(&shared.nat.punch_by_tag).insert(tag, tx.clone());
         lock(&shared.nat.punch_by_ufrag).insert(ufrag.to_owned(), tx);
@@ -211,8 +211,8 @@ pub(crate) async fn answer_offer(
         tracing::warn!(caller = %offer.from.fingerprint(), "CONNECT refused: busy");
         return Err(ConnectErrorCode::Busy);
     }
-    let ufrag = random_hex(shared, 4);
-    let pwd = random_hex(shared, 16);
+    let ufrag = random_hex(4);
+    let pwd = random_hex(16);
     let answer = Signal {
         kind: SignalKind::Answer,
         from: shared.identity.public_key().clone(),
@@ -434,10 +434,12 @@ impl NodeHandle {
 
     /// The rendezvous role's counters: registrations held, accepted, expired and refused
     /// by reason; CONNECTs admitted and refused, as rendezvous and as callee.
-    pub fn rendezvous_stats(&self) -> RendezvousStats {
-        let mut rdv = lock(&self.shared.nat.rdv);
-        rdv.handle_timeout(Instant::now());
-        rdv.stats()
+    pub async fn rendezvous_stats(&self) -> RendezvousStats {
+        self.shared
+            .core
+            .call(|c, now| c.rdv_stats(now))
+            .await
+            .unwrap_or_default()
     }
 
     /// Registers at a rendezvous node (a DHT node given as address and fingerprint) and
@@ -494,7 +496,8 @@ impl NodeHandle {
             let first = *cands
                 .first()
                 .ok_or(ReachError::BadPresence("no candidates".into()))?;
-            self.connect(peer, cands.iter().map(|c| c.addr).collect());
+            self.connect(peer, cands.iter().map(|c| c.addr).collect())
+                .await;
             return Ok(Reached::Direct {
                 addr: first.addr,
                 kind: first.kind,
@@ -502,9 +505,9 @@ impl NodeHandle {
         }
         let me = self.fingerprint();
         let mut session = [0u8; 8];
-        lock(&self.shared.id_rng).fill_bytes(&mut session);
-        let ufrag = random_hex(&self.shared, 4);
-        let pwd = random_hex(&self.shared, 16);
+        with_rng(|r| r.fill_bytes(&mut session));
+        let ufrag = random_hex(4);
+        let pwd = random_hex(16);
         // The callee starts checking as soon as it answers: be ready for it before asking.
         let route = PunchRoute::new(&self.shared, &ufrag);
         let offer = Signal {
@@ -552,7 +555,7 @@ impl NodeHandle {
             .unwrap_or(PunchResult::Failed);
         Ok(match result {
             PunchResult::Connected(sel) => {
-                self.connect(peer, vec![sel.remote]);
+                self.connect(peer, vec![sel.remote]).await;
                 Reached::Punched {
                     addr: sel.remote,
                     kind: sel.kind,

@@ -14,7 +14,6 @@
 //! and does the I/O.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::sync::mpsc;
@@ -22,10 +21,9 @@ use tokio::sync::mpsc;
 use super::sigwire::now_ms;
 use super::sigwire::{frame, limits, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
 use super::state::{Shared, SignalStream};
-use super::util::lock;
 use crate::dht::Contact;
 use crate::nat::signal::{ConnectErrorCode, Signal};
-use crate::node::rendezvous::{ConnectLimits, ConnectRefusal};
+use crate::node::rendezvous::ConnectRefusal;
 use crate::wire::{decode_exact, MessageType, HEADER_LEN};
 
 /// Signalling streams waiting for the rendezvous task; when full, new ones are dropped
@@ -55,7 +53,7 @@ async fn serve_stream(
         return;
     };
     let reply = match f.header.msg_type {
-        MessageType::RdvRegister => Some(register_here(shared, conn, peer)),
+        MessageType::RdvRegister => Some(register_here(shared, conn, peer).await),
         MessageType::Connect => Some(match forward_or_answer(shared, conn, f.payload).await {
             Ok(answer) => frame(MessageType::ConnectAnswer, &answer),
             Err(code) => frame(MessageType::ConnectError, &[code as u8]),
@@ -71,32 +69,39 @@ async fn serve_stream(
 /// RDV_REGISTER from `peer` (authenticated by its HELLO) over `conn`: RDV_REGISTERED with
 /// the lifetime, or CONNECT_ERROR with the reason's code. A registration made over a new
 /// connection is dropped when that connection ends.
-fn register_here(shared: &Arc<Shared>, conn: &quinn::Connection, peer: Contact) -> BytesMut {
-    let now = Instant::now();
+async fn register_here(shared: &Arc<Shared>, conn: &quinn::Connection, peer: Contact) -> BytesMut {
     let ip = conn.remote_address().ip();
-    let mut rdv = lock(&shared.nat.rdv);
-    let same_conn = rdv
-        .registry
-        .lookup(&peer.id, now)
-        .is_some_and(|c| c.stable_id() == conn.stable_id());
-    match rdv.registry.register(peer.id, ip, conn.clone(), now) {
-        Ok(lifetime) => {
-            drop(rdv);
+    let (c, id) = (conn.clone(), peer.id);
+    let r = shared
+        .core
+        .call(move |core, now| {
+            let same_conn = core
+                .rdv_lookup(now, &id)
+                .is_some_and(|x| x.stable_id() == c.stable_id());
+            core.rdv_register(now, id, ip, c).map(|l| (l, same_conn))
+        })
+        .await;
+    let Some(r) = r else {
+        return frame(MessageType::ConnectError, &[ConnectErrorCode::Busy as u8]);
+    };
+    match r {
+        Ok((lifetime, same_conn)) => {
             tracing::debug!(peer = %peer.addr, "registered for rendezvous");
             if !same_conn {
                 let (shared, conn, id) = (shared.clone(), conn.clone(), peer.id);
                 tokio::spawn(async move {
                     conn.closed().await;
-                    lock(&shared.nat.rdv)
-                        .registry
-                        .remove_if(&id, |c| c.stable_id() == conn.stable_id());
+                    let stable = conn.stable_id();
+                    shared
+                        .core
+                        .call(move |core, _| core.rdv_remove_if(&id, |c| c.stable_id() == stable))
+                        .await;
                 });
             }
             let secs = u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX);
             frame(MessageType::RdvRegistered, &secs.to_be_bytes())
         }
         Err(e) => {
-            drop(rdv);
             tracing::debug!(peer = %peer.addr, error = %e, "rendezvous registration refused");
             frame(MessageType::ConnectError, &[e.code() as u8])
         }
@@ -114,41 +119,54 @@ async fn forward_or_answer(
 ) -> Result<Vec<u8>, ConnectErrorCode> {
     let me = shared.identity.fingerprint();
     let for_me = Signal::recipient(offer).ok_or(ConnectErrorCode::Malformed)? == me;
-    if !for_me && !lock(&shared.nat.rdv).registry.serves() {
+    if !for_me && !shared.nat.serves_rendezvous {
         // Nobody registers here: no signature check for it.
         return Err(ConnectErrorCode::NotRegistered);
     }
-    let admit = |f: &mut dyn FnMut(&mut ConnectLimits) -> Result<(), ConnectRefusal>| {
-        let mut rdv = lock(&shared.nat.rdv);
-        let limits = if for_me {
-            &mut rdv.answering
-        } else {
-            &mut rdv.forwarding
-        };
-        f(limits).map_err(|e| {
-            tracing::debug!(peer = %conn.remote_address(), error = %e, "CONNECT refused");
-            e.code()
-        })
+    let remote = conn.remote_address();
+    let refused = |e: ConnectRefusal| {
+        tracing::debug!(peer = %remote, error = %e, "CONNECT refused");
+        e.code()
     };
-    admit(&mut |l| l.check_source(conn.remote_address().ip(), Instant::now()))?;
+    let ip = remote.ip();
+    shared
+        .core
+        .call(move |c, now| c.rdv_admit(for_me, |l| l.check_source(ip, now)))
+        .await
+        .ok_or(ConnectErrorCode::Busy)?
+        .map_err(refused)?;
+    // The signature is checked here, off the core's task.
     let signal = Signal::verify(offer).map_err(|_| ConnectErrorCode::Malformed)?;
-    admit(&mut |l| l.admit(&signal, Instant::now(), now_ms()))?;
+    let (signal, admitted) = shared
+        .core
+        .call(move |c, now| {
+            let r = c.rdv_admit(for_me, |l| l.admit(&signal, now, now_ms()));
+            (signal, r)
+        })
+        .await
+        .ok_or(ConnectErrorCode::Busy)?;
+    admitted.map_err(refused)?;
     if for_me {
         return super::reach::answer_offer(shared, signal).await;
     }
-    let target = {
-        let mut rdv = lock(&shared.nat.rdv);
-        let id = signal.to.node_id();
-        match rdv.registry.lookup(&id, Instant::now()).cloned() {
-            Some(c) if c.close_reason().is_none() => c,
-            Some(c) => {
-                rdv.registry
-                    .remove_if(&id, |x| x.stable_id() == c.stable_id());
-                return Err(ConnectErrorCode::NotRegistered);
+    let id = signal.to.node_id();
+    let target = shared
+        .core
+        .call(move |c, now| {
+            let found = c.rdv_lookup(now, &id).cloned();
+            match found {
+                Some(x) if x.close_reason().is_none() => Some(x),
+                Some(x) => {
+                    let stable = x.stable_id();
+                    c.rdv_remove_if(&id, |y| y.stable_id() == stable);
+                    None
+                }
+                None => None,
             }
-            None => return Err(ConnectErrorCode::NotRegistered),
-        }
-    };
+        })
+        .await
+        .flatten()
+        .ok_or(ConnectErrorCode::NotRegistered)?;
     let exchange = async {
         let (mut s, mut r) = target.open_bi().await.ok()?;
         s.write_all(&frame(MessageType::Connect, offer))

@@ -1,11 +1,14 @@
-//! The driver's shared state (spec/06-node.md §1.2): what the node's tasks hold in common,
-//! and the locks that still guard it. This module imports no other driver module with
-//! functions in it, so the driver's modules form layers without cycles:
+//! The driver's shared state (spec/06-node.md §1.2): what the node's tasks hold in common —
+//! the sockets, the configuration, the command channel of the task that owns the node core
+//! ([`CoreCmd`]), and the locks that still guard the DHT and NAT pieces. This module imports
+//! no other driver module with functions in it, so the driver's modules form layers without
+//! cycles:
 //!
 //! ```text
 //! node (public API, accept and STUN loops)
-//!   ├─ conn (sessions)   ├─ rendezvous (serving) ─ reach (reaching, punching) ─ dht
-//!   └──────────── state, events, store, score, config, util, sigwire, dht_persist
+//!   └─ core (the task owning node::Core)
+//!        ├─ conn (sessions, dial rounds) ├─ rendezvous (serving) ─ reach (punching) ─ dht
+//!        └──────── state, events, store, config, util, sigwire, dht_persist
 //! ```
 
 use std::collections::HashMap;
@@ -23,22 +26,119 @@ use crate::crypto::{Fingerprint, Identity, NodeId};
 use crate::dht::{Contact, Dht, DhtEvent, DhtMessage, QueryId};
 use crate::nat::candidate::{Candidate, PresenceInfo};
 use crate::nat::discovery::NatClass;
-use crate::node::peers::PeerTable;
-use crate::node::rendezvous::Rendezvous;
-use crate::node::scores::Scores;
-use crate::session::PresenceStatus;
+use crate::node::core::{Core, Ended};
+use crate::session::{Outgoing, PresenceStatus};
 use crate::transport::socket::Datagram;
 use crate::transport::DnaSocket;
 
-/// The driver's handle on a peer's live connection (kept in the sans-IO peer table).
+/// The driver's handle on a connection, kept by the node core for the live one.
+#[derive(Clone)]
 pub(crate) struct ConnHandle {
     pub(crate) conn: quinn::Connection,
-    /// Wakes the connection task (new messages, presence).
-    pub(crate) wake: Arc<Notify>,
+    /// The connection task's commands: batches of messages, our presence. Its capacity
+    /// exceeds what the core may have outstanding ([`conn_queue`]), so the core's
+    /// `try_send` never finds it full.
+    pub(crate) tx: mpsc::Sender<ConnCmd>,
 }
 
-/// The peer table as the driver holds it.
-pub(crate) type Peers = PeerTable<ConnHandle>;
+impl std::fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnHandle")
+            .field("remote", &self.conn.remote_address())
+            .finish()
+    }
+}
+
+/// What the node core tells a connection task.
+pub(crate) enum ConnCmd {
+    /// Messages to send, in this order (owned; the connection task seals them).
+    Batch(Vec<Outgoing>),
+    /// Our presence, announced once the session is up.
+    Presence(PresenceStatus),
+}
+
+/// The capacity of a connection task's command queue: every batch carries at least one
+/// message and at most `window` messages are outstanding, plus room for presence changes.
+pub(crate) fn conn_queue(window: usize) -> usize {
+    window + 64
+}
+
+/// Messages the core hands one connection ahead of its ACKs: twice what the session keeps
+/// in flight, so a batch is ready when the window moves.
+pub(crate) fn window(cfg: &super::NodeConfig) -> usize {
+    usize::try_from(cfg.conn.max_inflight)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .max(1)
+}
+
+/// The node core as the driver holds it: connection handles for the peer table, QUIC
+/// connections for the rendezvous registry.
+pub(crate) type DriverCore = Core<ConnHandle, quinn::Connection>;
+
+/// A request run by the core task on the core; its answer goes back by the request's own
+/// channel.
+pub(crate) type CoreCall = Box<dyn FnOnce(&mut DriverCore, Instant) + Send>;
+
+/// Commands to the task that owns the node core (`daemon::core`). The hot ones have
+/// variants; the rest are calls.
+pub(crate) enum CoreCmd {
+    /// Messages (already durable) to queue for a peer.
+    Send {
+        peer: Fingerprint,
+        msgs: Vec<Outgoing>,
+    },
+    /// A connection acknowledged every message it was handed below `below`.
+    Acked {
+        peer: Fingerprint,
+        conn_id: u64,
+        below: u64,
+    },
+    /// Without a store: messages received, to de-duplicate; the new ones come back on
+    /// `reply` as the store's answer would.
+    Received {
+        from: Fingerprint,
+        msgs: Vec<crate::crypto::Message>,
+        upto: u64,
+        reply: mpsc::UnboundedSender<super::store::Stored>,
+    },
+    /// A connection ended.
+    Ended(Ended),
+    /// A dial round reached no address.
+    DialFailed(Fingerprint),
+    /// A dial round has a QUIC connection (the connection reports the rest).
+    DialConnected(Fingerprint),
+    /// Anything else.
+    Call(CoreCall),
+}
+
+/// Commands waiting for the core task; senders wait when it is full.
+pub(crate) const CORE_QUEUE: usize = 1024;
+
+/// The sending side of the core task's queue.
+#[derive(Clone)]
+pub(crate) struct CoreTx(pub(crate) mpsc::Sender<CoreCmd>);
+
+impl CoreTx {
+    /// Queues a command; `false` once the core task is gone.
+    pub(crate) async fn send(&self, cmd: CoreCmd) -> bool {
+        self.0.send(cmd).await.is_ok()
+    }
+
+    /// Runs `f` on the core in its task and returns its answer (`None` once the task is
+    /// gone).
+    pub(crate) async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut DriverCore, Instant) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let call: CoreCall = Box::new(move |core, now| {
+            let _ = tx.send(f(core, now));
+        });
+        self.0.send(CoreCmd::Call(call)).await.ok()?;
+        rx.await.ok()
+    }
+}
 
 pub(crate) struct Shared {
     pub(crate) identity: Arc<Identity>,
@@ -47,10 +147,8 @@ pub(crate) struct Shared {
     pub(crate) client_cfg: quinn::ClientConfig,
     pub(crate) socket: Arc<DnaSocket>,
     pub(crate) local: SocketAddr,
-    /// The peer table (sans-IO, `node::peers`). Locked for table operations only, never
-    /// across an `.await`, a signature check or a disk write.
-    pub(crate) peers: Mutex<Peers>,
-    pub(crate) scores: Mutex<Scores>,
+    /// The task that owns the node core: peers, outboxes, scores, the rendezvous role.
+    pub(crate) core: CoreTx,
     pub(crate) events: EventTx,
     pub(crate) next_conn: AtomicU64,
     pub(crate) live: AtomicUsize,
@@ -58,9 +156,6 @@ pub(crate) struct Shared {
     pub(crate) closing: AtomicBool,
     /// Past the shutdown grace period: no more dials at all.
     pub(crate) stopped: AtomicBool,
-    pub(crate) presence: Mutex<Option<PresenceStatus>>,
-    /// Message IDs: ChaCha20 seeded once from the OS, not a system call per message.
-    pub(crate) id_rng: Mutex<rand_chacha::ChaCha20Rng>,
     /// The DHT, if this node runs one.
     pub(crate) dht: Option<Arc<DhtShared>>,
     /// STUN transactions waiting for answers, by transaction ID.
@@ -198,9 +293,8 @@ impl NatStatus {
 /// NAT state shared by the node's tasks.
 pub(crate) struct NatShared {
     pub(crate) status: Mutex<NatStatus>,
-    /// The rendezvous role (registry and CONNECT admission), a sans-IO core: the lock is
-    /// held only for its calls, never across I/O or a signature check.
-    pub(crate) rdv: Mutex<Rendezvous<quinn::Connection>>,
+    /// Whether this node accepts rendezvous registrations (the registry is in the core).
+    pub(crate) serves_rendezvous: bool,
     /// Punching attempts, by transaction-ID tag (answers) and by local ufrag (checks).
     pub(crate) punch_by_tag: Mutex<HashMap<[u8; 4], mpsc::UnboundedSender<Datagram>>>,
     pub(crate) punch_by_ufrag: Mutex<HashMap<String, mpsc::UnboundedSender<Datagram>>>,
@@ -211,14 +305,19 @@ impl NatShared {
     /// configured as a rendezvous server and runs a DHT (registrations ride on DHT
     /// connections).
     pub(crate) fn new(cfg: &super::NodeConfig) -> NatShared {
-        let serve = cfg.rendezvous_server && cfg.dht.is_some();
         NatShared {
             status: Mutex::new(NatStatus::default()),
-            rdv: Mutex::new(Rendezvous::new(serve, &cfg.rendezvous)),
+            serves_rendezvous: serves_rendezvous(cfg),
             punch_by_tag: Mutex::new(HashMap::new()),
             punch_by_ufrag: Mutex::new(HashMap::new()),
         }
     }
+}
+
+/// Whether a node configured with `cfg` accepts rendezvous registrations: configured as a
+/// rendezvous server and running a DHT (registrations ride on DHT connections).
+pub(crate) fn serves_rendezvous(cfg: &super::NodeConfig) -> bool {
+    cfg.rendezvous_server && cfg.dht.is_some()
 }
 
 // ---- connection counters

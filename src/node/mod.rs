@@ -5,10 +5,12 @@
 //! | module | what |
 //! | --- | --- |
 //! | [`source`] | who a limit applies to: IPv4 address or /24, IPv6 /64 or /48; token buckets keyed by them |
+//! | [`core`] | the node core: one owner of the pieces below, driven by commands and time; batches for connections, dial rounds, the tie-break's outcome |
 //! | [`peers`] | the peer table: outboxes, addresses, live connections, the duplicate tie-break, least-recently-used eviction |
 //! | [`scores`] | misbehaviour scores by identity and by source, bounded; bans |
 //! | [`rendezvous`] | the rendezvous role: registrations with expiry, quotas and a cap; CONNECT admission (rate limits, replay cache) |
 
+pub mod core;
 pub mod peers;
 pub mod rendezvous;
 pub mod scores;

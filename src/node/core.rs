@@ -1,0 +1,606 @@
+//! The node core (spec/06-node.md §1): one owner of the node's state about peers — the
+//! peer table with outboxes and de-duplication windows, scores and bans, our presence, the
+//! rendezvous role — and of the decisions about them: which connection to a peer survives,
+//! which messages a connection carries next, when to dial whom, whom to refuse.
+//!
+//! Sans-IO, driven as `quinn-proto` and `str0m` are: `handle_*(now, …)` and the calls
+//! below take input, [`Core::poll_output`] and [`Core::poll_timeout`] say what to do. The
+//! daemon runs it in one task (`daemon::core`); `netsim` and the tests drive it directly.
+//!
+//! **Messages leave by owned batches.** A connection is handed messages (clones of the
+//! outbox's, the bodies shared) and seals and sends them itself, off the core: the core
+//! only moves messages from "queued" to "in flight on connection N". At most
+//! [`CoreConfig::window`] messages are handed to a connection and not yet acknowledged. The
+//! connection reports cumulative ACKs by session counter; counters are the order messages
+//! were handed in, so the core needs no message IDs from it. When a connection ends, what
+//! it was handed and did not get acknowledged goes back to the front of the outbox.
+//!
+//! `C` is the driver's handle on a connection (its command channel in the daemon, a number
+//! in tests); `R` is the handle the rendezvous registry keeps on a registered node's
+//! connection.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::crypto::{Fingerprint, Message, NodeId};
+use crate::session::{code, Outgoing, PresenceStatus};
+
+use super::peers::{PeerTable, Registration};
+use super::rendezvous::{
+    ConnectLimits, ConnectRefusal, RegisterError, Rendezvous, RendezvousLimits, RendezvousStats,
+};
+use super::scores::Scores;
+
+/// The core's limits and timers.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Peer entries that may be dropped when idle (least recently used first).
+    pub max_peers: usize,
+    /// The in-memory de-duplication window per peer (used without a message store).
+    pub inbox_capacity: usize,
+    /// Key of the de-duplication windows' hash.
+    pub hash_key: [u64; 2],
+    /// Traffic sources (and identities) with a score.
+    pub max_scored_sources: usize,
+    /// Messages handed to one connection and not yet acknowledged, at most.
+    pub window: usize,
+    /// First delay between dial rounds after a failure; doubles up to `reconnect_max`.
+    pub reconnect_initial: Duration,
+    /// Longest delay between dial rounds.
+    pub reconnect_max: Duration,
+    /// Whether this node accepts rendezvous registrations.
+    pub rendezvous_server: bool,
+    /// The rendezvous role's limits.
+    pub rendezvous: RendezvousLimits,
+}
+
+/// What the driver is asked to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output<C> {
+    /// Hand these messages to the connection behind `handle`; it sends them in this order.
+    Batch {
+        /// The connection.
+        handle: C,
+        /// The messages, oldest first.
+        msgs: Vec<Outgoing>,
+    },
+    /// Tell the connection our presence (it announces it once the session is up).
+    Presence {
+        /// The connection.
+        handle: C,
+        /// Our status.
+        status: PresenceStatus,
+    },
+    /// Close the connection with this code.
+    Close {
+        /// The connection.
+        handle: C,
+        /// Close code (spec/03-session.md §7).
+        code: u32,
+        /// Why, in words.
+        reason: &'static str,
+    },
+    /// Try these addresses of `peer`, one after another, until a connection is up; report
+    /// [`Core::dial_failed`] if none is.
+    Dial {
+        /// Who.
+        peer: Fingerprint,
+        /// Where, the newest first; banned addresses left out.
+        addrs: Vec<SocketAddr>,
+    },
+}
+
+/// Why a connection was refused when its peer authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The peer is banned.
+    Banned,
+    /// Another connection to the peer won the tie-break (spec/03-session.md §4).
+    Duplicate,
+}
+
+/// How a connection ended, as the driver reports it to [`Core::connection_ended`].
+#[derive(Debug, Clone, Copy)]
+pub struct Ended {
+    /// The driver's connection number.
+    pub conn_id: u64,
+    /// The authenticated peer, if HELLO verified.
+    pub peer: Option<Fingerprint>,
+    /// The peer we dialed (`None`: the peer dialed us).
+    pub dialed: Option<Fingerprint>,
+    /// Whether it became the peer's live connection.
+    pub registered: bool,
+    /// Whether the session was established.
+    pub established: bool,
+    /// The remote address.
+    pub remote: SocketAddr,
+    /// Points the peer and its source lose for how it ended.
+    pub penalty: i32,
+    /// It failed before the session was up (not a duplicate or a ban): redial with backoff.
+    pub failed: bool,
+    /// The address answered with another identity than the one dialed.
+    pub wrong_identity: bool,
+}
+
+/// A snapshot of one peer's entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSnapshot {
+    /// Whether a connection is live.
+    pub connected: bool,
+    /// Addresses known for it, the newest first.
+    pub addrs: Vec<SocketAddr>,
+    /// Messages queued, not yet handed to a connection.
+    pub queued: usize,
+    /// Messages handed to a connection, not yet acknowledged.
+    pub inflight: usize,
+    /// Its score (0 is clean; at −100 it is banned).
+    pub score: i32,
+}
+
+/// The driver's handle on a peer's live connection, with what it was handed.
+#[derive(Debug)]
+struct Link<C> {
+    handle: C,
+    /// Messages handed to it (the next one's counter).
+    handed: u64,
+    /// Messages it acknowledged (all counters below this).
+    acked: u64,
+}
+
+/// The node core. See the module documentation.
+#[derive(Debug)]
+pub struct Core<C, R> {
+    me: Fingerprint,
+    cfg: CoreConfig,
+    peers: PeerTable<Link<C>>,
+    scores: Scores,
+    rdv: Rendezvous<R>,
+    presence: Option<PresenceStatus>,
+    /// Dial rounds scheduled: when, and the delay waited for it.
+    dial_due: HashMap<Fingerprint, (Instant, Duration)>,
+    /// Dial rounds running, with the delay waited for each (the next failure doubles it).
+    rounds: HashMap<Fingerprint, Duration>,
+    /// No more dials.
+    stopped: bool,
+    out: VecDeque<Output<C>>,
+}
+
+impl<C: Clone, R> Core<C, R> {
+    /// A core for the node with fingerprint `me`.
+    pub fn new(me: Fingerprint, cfg: CoreConfig) -> Core<C, R> {
+        Core {
+            me,
+            peers: PeerTable::new(cfg.max_peers, cfg.inbox_capacity, cfg.hash_key),
+            scores: Scores::new(cfg.max_scored_sources),
+            rdv: Rendezvous::new(cfg.rendezvous_server, &cfg.rendezvous),
+            presence: None,
+            dial_due: HashMap::new(),
+            rounds: HashMap::new(),
+            stopped: false,
+            out: VecDeque::new(),
+            cfg,
+        }
+    }
+
+    // ---- the application's requests
+
+    /// Queues messages to `peer` (already durable if the node has a store) and hands them
+    /// to its live connection or schedules a dial.
+    pub fn send(&mut self, now: Instant, peer: Fingerprint, msgs: Vec<Outgoing>) {
+        let p = self.peers.entry(peer);
+        for m in msgs {
+            p.outbox.push(m);
+        }
+        self.top_up(peer);
+        self.ensure_dialing(now, peer, Duration::ZERO);
+    }
+
+    /// The application wants a connection to `peer` at `addrs`, kept up until
+    /// [`Core::disconnect`].
+    pub fn connect(&mut self, now: Instant, peer: Fingerprint, addrs: Vec<SocketAddr>) {
+        self.peers.add_addrs(peer, addrs);
+        self.peers.entry(peer).want = true;
+        self.ensure_dialing(now, peer, Duration::ZERO);
+    }
+
+    /// Adds addresses for `peer` (newest first) without asking for a connection.
+    pub fn add_addrs(&mut self, peer: Fingerprint, addrs: Vec<SocketAddr>) {
+        self.peers.add_addrs(peer, addrs);
+    }
+
+    /// The application no longer wants `peer`: its connection closes, no redial.
+    pub fn disconnect(&mut self, peer: Fingerprint) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.want = false;
+            if let Some(a) = &p.active {
+                self.out.push_back(Output::Close {
+                    handle: a.handle.handle.clone(),
+                    code: code::CLOSED_BY_APPLICATION,
+                    reason: "disconnect",
+                });
+            }
+        }
+    }
+
+    /// Cuts the live connection to `peer` and lets the node reconnect (a network failure).
+    pub fn reset(&mut self, peer: Fingerprint) {
+        if let Some(a) = self.peers.get(&peer).and_then(|p| p.active.as_ref()) {
+            self.out.push_back(Output::Close {
+                handle: a.handle.handle.clone(),
+                code: code::CLOSED_BY_APPLICATION,
+                reason: "reset",
+            });
+        }
+    }
+
+    /// Our presence, announced to every connected peer and to each new one.
+    pub fn set_presence(&mut self, status: PresenceStatus) {
+        self.presence = Some(status);
+        for (_, p) in self.peers.iter() {
+            if let Some(a) = &p.active {
+                self.out.push_back(Output::Presence {
+                    handle: a.handle.handle.clone(),
+                    status,
+                });
+            }
+        }
+    }
+
+    /// No more dials from now on (shutdown).
+    pub fn stop(&mut self) {
+        self.stopped = true;
+        self.dial_due.clear();
+        self.rounds.clear();
+    }
+
+    // ---- connections
+
+    /// A connection's peer authenticated: make it the live one (handing it messages and
+    /// our presence), or refuse it — banned peers, and the loser of the tie-break
+    /// (spec/03-session.md §4), whose handle the caller closes.
+    pub fn authenticated(
+        &mut self,
+        conn_id: u64,
+        peer: Fingerprint,
+        we_dialed: bool,
+        remote: SocketAddr,
+        handle: C,
+    ) -> Result<(), Refused> {
+        if self.scores.peer_banned(&peer) {
+            return Err(Refused::Banned);
+        }
+        let link = Link {
+            handle: handle.clone(),
+            handed: 0,
+            acked: 0,
+        };
+        match self
+            .peers
+            .register(self.me, peer, conn_id, we_dialed, remote, link)
+        {
+            Registration::Duplicate => return Err(Refused::Duplicate),
+            Registration::Live { replaced } => {
+                if let Some(old) = replaced {
+                    self.out.push_back(Output::Close {
+                        handle: old.handle,
+                        code: code::DUPLICATE_CONNECTION,
+                        reason: "duplicate connection",
+                    });
+                }
+            }
+        }
+        if let Some(status) = self.presence {
+            self.out.push_back(Output::Presence { handle, status });
+        }
+        self.top_up(peer);
+        Ok(())
+    }
+
+    /// Connection `conn_id` to `peer` acknowledged every message it was handed below
+    /// counter `below`; it may be handed more.
+    pub fn acked(&mut self, peer: Fingerprint, conn_id: u64, below: u64) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.outbox.ack_below(conn_id, below);
+        if let Some(a) = p.active.as_mut().filter(|a| a.conn_id == conn_id) {
+            a.handle.acked = a.handle.acked.max(below);
+        }
+        self.top_up(peer);
+    }
+
+    /// Without a message store: which of the messages just received from `peer` are new
+    /// (the in-memory de-duplication window, spec/03-session.md §5).
+    pub fn received(&mut self, peer: Fingerprint, msgs: Vec<Message>) -> Vec<Message> {
+        let inbox = &mut self.peers.entry(peer).inbox;
+        msgs.into_iter().filter(|m| inbox.accept(m.id)).collect()
+    }
+
+    /// A connection ended: scores for how it ended (the source answers too, before and
+    /// after the session was up: identities are free, addresses are not), messages it
+    /// did not get acknowledged go back to the outbox, and a redial is scheduled where
+    /// one is wanted — with backoff after failures before the session was up.
+    pub fn connection_ended(&mut self, now: Instant, e: Ended) {
+        if let Some(peer) = e.peer {
+            self.scores.penalize_peer(peer, e.penalty);
+        }
+        self.scores.penalize_source(e.remote, e.penalty);
+        if let Some(peer) = e.peer {
+            self.peers.connection_ended(peer, e.conn_id);
+            // What came back goes to the live connection if another one is up.
+            self.top_up(peer);
+        }
+        if let (Some(dialed), false) = (e.dialed, e.registered) {
+            self.peers.entry(dialed).dialing = false;
+        }
+        let (initial, max) = (self.cfg.reconnect_initial, self.cfg.reconnect_max);
+        let mut redial = [e.peer, e.dialed];
+        if redial[0] == redial[1] {
+            redial[1] = None;
+        }
+        for fp in redial.into_iter().flatten() {
+            if self.scores.peer_banned(&fp) {
+                continue;
+            }
+            let p = self.peers.entry(fp);
+            if e.established {
+                p.redial = Duration::ZERO;
+            } else if e.failed {
+                p.redial = next_redial(p.redial, e.wrong_identity, initial, max);
+            }
+            let delay = p.redial.max(initial);
+            self.ensure_dialing(now, fp, delay);
+        }
+    }
+
+    /// A dial round for `peer` reached no address: the next round comes after a doubled
+    /// delay (the first after `reconnect_initial`), up to `reconnect_max`.
+    pub fn dial_failed(&mut self, now: Instant, peer: Fingerprint) {
+        let waited = self.rounds.remove(&peer).unwrap_or_default();
+        self.schedule_after_failure(now, peer, waited);
+    }
+
+    fn schedule_after_failure(&mut self, now: Instant, peer: Fingerprint, waited: Duration) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if self.stopped || !p.needs_connection() {
+            p.dialing = false;
+            return;
+        }
+        let delay = if waited.is_zero() {
+            self.cfg.reconnect_initial
+        } else {
+            (waited * 2).min(self.cfg.reconnect_max)
+        };
+        self.dial_due.insert(peer, (now + delay, delay));
+    }
+
+    /// A dial round for `peer` has a QUIC connection: it is the connection's to report.
+    pub fn dial_connected(&mut self, peer: Fingerprint) {
+        self.rounds.remove(&peer);
+    }
+
+    // ---- scores
+
+    /// Takes `amount` points from the source of `addr` (a DHT handshake failure).
+    pub fn penalize_source(&mut self, addr: SocketAddr, amount: i32) {
+        self.scores.penalize_source(addr, amount);
+    }
+
+    /// Whether a connection from `addr` is refused before its handshake.
+    pub fn addr_banned(&self, addr: &SocketAddr) -> bool {
+        self.scores.addr_banned(addr)
+    }
+
+    /// The score of `addr`'s source.
+    pub fn addr_score(&self, addr: &SocketAddr) -> i32 {
+        self.scores.addr(addr)
+    }
+
+    /// Sources with a score.
+    pub fn scored_sources(&self) -> usize {
+        self.scores.sources()
+    }
+
+    // ---- the rendezvous role (spec/05-nat.md §4.3, spec/06-node.md §4.4)
+
+    /// A registration from `peer` (source `ip`) over the connection behind `conn`: the
+    /// granted lifetime, or why not.
+    pub fn rdv_register(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        ip: IpAddr,
+        conn: R,
+    ) -> Result<Duration, RegisterError> {
+        self.rdv.registry.register(peer, ip, conn, now)
+    }
+
+    /// The connection `peer` registered over, if it is registered.
+    pub fn rdv_lookup(&self, now: Instant, peer: &NodeId) -> Option<&R> {
+        self.rdv.registry.lookup(peer, now)
+    }
+
+    /// Drops `peer`'s registration if `ended` says its connection is the one that ended.
+    pub fn rdv_remove_if(&mut self, peer: &NodeId, ended: impl FnOnce(&R) -> bool) -> bool {
+        self.rdv.registry.remove_if(peer, ended)
+    }
+
+    /// Admission of a CONNECT: `answering` for offers to us, else for offers to forward;
+    /// `f` runs the check (source bucket, or signature-verified offer).
+    pub fn rdv_admit(
+        &mut self,
+        answering: bool,
+        f: impl FnOnce(&mut ConnectLimits) -> Result<(), ConnectRefusal>,
+    ) -> Result<(), ConnectRefusal> {
+        let limits = match answering {
+            true => &mut self.rdv.answering,
+            false => &mut self.rdv.forwarding,
+        };
+        f(limits)
+    }
+
+    /// Whether this node accepts registrations.
+    pub fn rdv_serves(&self) -> bool {
+        self.rdv.registry.serves()
+    }
+
+    /// The rendezvous role's counters.
+    pub fn rdv_stats(&mut self, now: Instant) -> RendezvousStats {
+        self.rdv.handle_timeout(now);
+        self.rdv.stats()
+    }
+
+    // ---- queries
+
+    /// What the core knows about `peer`.
+    pub fn peer(&self, peer: &Fingerprint) -> Option<PeerSnapshot> {
+        let p = self.peers.get(peer)?;
+        Some(PeerSnapshot {
+            connected: p.active.is_some(),
+            addrs: p.addrs.clone(),
+            queued: p.outbox.queued(),
+            inflight: p.outbox.inflight(),
+            score: self.scores.peer(peer),
+        })
+    }
+
+    /// Peers with messages waiting and no live connection.
+    pub fn pending(&self) -> Vec<Fingerprint> {
+        self.peers.pending()
+    }
+
+    /// Messages waiting (queued or unacknowledged), over all peers.
+    pub fn outbox_len(&self) -> usize {
+        self.peers
+            .iter()
+            .map(|(_, p)| p.outbox.queued() + p.outbox.inflight())
+            .sum()
+    }
+
+    /// Whether a peer that is connected or being dialed still has messages waiting.
+    pub fn draining(&self) -> bool {
+        self.peers
+            .iter()
+            .any(|(_, p)| (p.active.is_some() || p.dialing) && !p.outbox.is_empty())
+    }
+
+    /// Entries in the peer table, and how many were evicted so far.
+    pub fn peer_table(&self) -> (usize, u64) {
+        (self.peers.len(), self.peers.evicted())
+    }
+
+    // ---- driving
+
+    /// What the driver should do next.
+    pub fn poll_output(&mut self) -> Option<Output<C>> {
+        self.out.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] has work next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let dials = self.dial_due.values().map(|(at, _)| *at).min();
+        [dials, self.rdv.poll_timeout()].into_iter().flatten().min()
+    }
+
+    /// Runs what is due: dial rounds, the rendezvous role's expiries.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.rdv.handle_timeout(now);
+        let due: Vec<(Fingerprint, Duration)> = self
+            .dial_due
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(fp, (_, waited))| (*fp, *waited))
+            .collect();
+        for (peer, waited) in due {
+            self.dial_due.remove(&peer);
+            let Some(p) = self.peers.get_mut(&peer) else {
+                continue;
+            };
+            if self.stopped || !p.needs_connection() {
+                p.dialing = false;
+                continue;
+            }
+            let addrs: Vec<SocketAddr> = p
+                .addrs
+                .iter()
+                .filter(|a| !self.scores.addr_banned(a))
+                .copied()
+                .collect();
+            if addrs.is_empty() {
+                // Every address banned: try again later.
+                self.schedule_after_failure(now, peer, waited);
+                continue;
+            }
+            self.rounds.insert(peer, waited);
+            self.out.push_back(Output::Dial { peer, addrs });
+        }
+    }
+
+    /// Starts dial rounds for `peer` after `delay` if it needs a connection and none is
+    /// being made.
+    fn ensure_dialing(&mut self, now: Instant, peer: Fingerprint, delay: Duration) {
+        if self.stopped {
+            return;
+        }
+        let p = self.peers.entry(peer);
+        if p.dialing || !p.needs_connection() {
+            return;
+        }
+        p.dialing = true;
+        self.dial_due.insert(peer, (now + delay, delay));
+    }
+
+    /// Hands `peer`'s live connection what fits in its window.
+    fn top_up(&mut self, peer: Fingerprint) {
+        let window = self.cfg.window as u64;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Some(active) = p.active.as_mut() else {
+            return;
+        };
+        let link = &mut active.handle;
+        let room = window.saturating_sub(link.handed.saturating_sub(link.acked)) as usize;
+        let n = room.min(p.outbox.queued());
+        if n == 0 {
+            return;
+        }
+        let mut msgs = Vec::with_capacity(n);
+        for _ in 0..n {
+            match p.outbox.take_next(active.conn_id, link.handed) {
+                Some(m) => msgs.push(m.clone()),
+                None => break,
+            }
+            link.handed += 1;
+        }
+        self.out.push_back(Output::Batch {
+            handle: link.handle.clone(),
+            msgs,
+        });
+    }
+}
+
+/// The delay before redialing a peer after a dialed connection failed before it was
+/// established, given the delay after the previous such failure (`prev`, zero if none):
+/// doubling from `initial` to `max` — and `max` at once when the address answered with
+/// another identity than the one dialed (spec/06-node.md §4.2).
+pub fn next_redial(
+    prev: Duration,
+    wrong_identity: bool,
+    initial: Duration,
+    max: Duration,
+) -> Duration {
+    if wrong_identity {
+        max
+    } else if prev.is_zero() {
+        initial.min(max)
+    } else {
+        (prev * 2).clamp(initial.min(max), max)
+    }
+}
+
+#[cfg(test)]
+mod tests;
