@@ -87,7 +87,10 @@ async fn holds_registration(shared: &Shared, peer: &NodeId, conn: &quinn::Connec
         // The core is gone: the node is stopping, keep nothing for it.
         .unwrap_or(false);
     theirs
-        || lock(&shared.nat.status)
+        || shared
+            .nat
+            .status
+            .borrow()
             .rendezvous
             .iter()
             .any(|(_, fp)| fp.node_id() == peer)

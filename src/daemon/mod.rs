@@ -9,10 +9,11 @@
 //! | layer | modules |
 //! | --- | --- |
 //! | public API, accept and STUN loops | `node` |
-//! | sessions; serving rendezvous | `conn`; `rendezvous` |
+//! | the task owning the node core (`node::Core`) | `core` |
+//! | sessions and dial rounds; serving rendezvous | `conn`; `rendezvous` |
 //! | reaching peers, punching, the caller's signalling | `reach` |
 //! | the DHT over QUIC | `dht` |
-//! | shared state and leaves | `state`, `events`, `store`, `config`, `sigwire`, `dht_persist`, `util` |
+//! | shared state and leaves | `state`, `events`, `store`, `stun_routes`, `config`, `sigwire`, `dht_persist`, `util` |
 
 // This module is the I/O driver: it reads the clock (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -29,6 +30,7 @@ mod rendezvous;
 mod sigwire;
 mod state;
 mod store;
+mod stun_routes;
 mod util;
 
 pub use crate::node::scores::BAN_THRESHOLD;

@@ -2,10 +2,9 @@
 //! runs one sans-IO [`Connection`](crate::session::Connection) per QUIC connection
 //! (spec/03-session.md).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +21,7 @@ use super::conn::drive;
 use super::events::{EventRx, NodeEvent};
 use super::state::{CoreCmd, CoreTx, NatShared, NodeHandle, Shared};
 use super::store::{Store, StoreError, StoreLimits, StoredMessage};
+use super::stun_routes::{StunRoute, StunRoutes};
 use super::util::{lock, unix_ms, with_rng};
 use super::NodeConfig;
 use crate::node::core::{Core, CoreConfig};
@@ -194,6 +194,7 @@ impl Node {
         }
         let nat = NatShared::new(&cfg);
         let (core_tx, core_rx) = super::core::channel();
+        let (routes_tx, routes_rx) = mpsc::channel(super::stun_routes::ROUTE_QUEUE);
         let (signalling, signal_rx) = mpsc::channel(super::rendezvous::SIGNAL_QUEUE);
         let shared = Arc::new(Shared {
             identity: Arc::new(identity),
@@ -209,7 +210,7 @@ impl Node {
             closing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             dht,
-            stun_pending: Mutex::new(HashMap::new()),
+            stun_routes: routes_tx,
             nat,
             stun_stats: tokio::sync::watch::Sender::new(Default::default()),
             store,
@@ -242,7 +243,7 @@ impl Node {
         }
         tracing::info!(fingerprint = %shared.identity.fingerprint(), addr = %shared.local, "node up");
         let SideChannels { stun, turn } = side;
-        tokio::spawn(stun_loop(shared.clone(), stun));
+        tokio::spawn(stun_loop(shared.clone(), stun, routes_rx));
         Ok(Node {
             handle: NodeHandle { shared },
             events,
@@ -558,7 +559,12 @@ impl NodeHandle {
     ) -> Result<crate::nat::stun::Answer, crate::nat::stun::BindingError> {
         let tid = binding.transaction_id();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        lock(&self.shared.stun_pending).insert(tid, tx);
+        // Registered before the first request leaves; the route goes once `rx` is dropped.
+        let _ = self
+            .shared
+            .stun_routes
+            .send(StunRoute::Transaction { tid, tx })
+            .await;
         let result = loop {
             let now = Instant::now();
             while let Some((to, request)) = binding.poll_transmit(now) {
@@ -577,7 +583,6 @@ impl NodeHandle {
                 binding.handle_response(from, &bytes);
             }
         };
-        lock(&self.shared.stun_pending).remove(&tid);
         result
     }
 
@@ -597,11 +602,26 @@ impl NodeHandle {
 async fn stun_loop(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<crate::transport::socket::Datagram>,
+    mut routes_rx: mpsc::Receiver<StunRoute>,
 ) {
     let mut responder =
         crate::nat::responder::StunResponder::new(shared.cfg.stun_responder.clone());
-    while let Some((from, bytes)) = rx.recv().await {
-        if super::reach::route_stun(&shared, from, &bytes) {
+    let mut routes = StunRoutes::default();
+    loop {
+        // Registrations first: one is always queued before its first request leaves, so
+        // it is in the table before an answer can be taken.
+        let (from, bytes) = tokio::select! {
+            biased;
+            Some(r) = routes_rx.recv() => {
+                routes.add(r);
+                continue;
+            }
+            d = rx.recv() => match d {
+                Some(d) => d,
+                None => return,
+            },
+        };
+        if routes.deliver_to_punch(from, &bytes) {
             continue;
         }
         let answer = responder.handle(Instant::now(), from, &bytes);
@@ -610,11 +630,7 @@ async fn stun_loop(
             let _ = shared.socket.send_raw(from, &answer).await;
             continue;
         }
-        let waiting = crate::nat::stun::transaction_id(&bytes)
-            .and_then(|tid| lock(&shared.stun_pending).get(&tid).cloned());
-        if let Some(tx) = waiting {
-            let _ = tx.send((from, bytes));
-        }
+        routes.deliver_to_transaction(from, &bytes);
     }
 }
 

@@ -4,6 +4,7 @@
 //! pair that worked.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sigwire::{frame, limits, now_ms, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
 use super::state::{DhtShared, NatStatus, NodeHandle, Shared};
-use super::util::{lock, with_rng};
+use super::stun_routes::StunRoute;
+use super::util::with_rng;
 use crate::crypto::Fingerprint;
 use crate::dht::Contact;
 use crate::nat::candidate::{Candidate, CandidateKind, PresenceInfo};
@@ -30,28 +32,6 @@ const LINGER: Duration = Duration::from_secs(5);
 /// sends at most 50 checks per remote candidate (10 s / 200 ms), so this also bounds what a
 /// flood of offers can make us send.
 const MAX_PUNCH_ATTEMPTS: usize = 32;
-
-/// Hands a STUN datagram to the punching attempt it belongs to; `false` if none.
-pub(crate) fn route_stun(shared: &Shared, from: SocketAddr, bytes: &[u8]) -> bool {
-    let n = &shared.nat;
-    let tx = match stun::request_username(bytes) {
-        Some(user) => {
-            let local = user.split(':').next().unwrap_or_default();
-            lock(&n.punch_by_ufrag).get(local).cloned()
-        }
-        None => stun::transaction_id(bytes).and_then(|t| {
-            let mut tag = [0u8; 4];
-            tag.copy_from_slice(&t[..4]);
-            lock(&n.punch_by_tag).get(&tag).cloned()
-        }),
-    };
-    match tx {
-        Some(tx) => tx
-            .send((from, bytes::Bytes::copy_from_slice(bytes)))
-            .is_ok(),
-        None => false,
-    }
-}
 
 /// How [`NodeHandle::reach`] got (or did not get) a path to a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,30 +95,38 @@ fn random_hex(n: usize) -> String {
 struct PunchRoute {
     shared: Arc<Shared>,
     tag: [u8; 4],
-    ufrag: String,
     rx: mpsc::UnboundedReceiver<Datagram>,
 }
 
 impl PunchRoute {
-    fn new(shared: &Arc<Shared>, ufrag: &str) -> PunchRoute {
+    async fn new(shared: &Arc<Shared>, ufrag: &str) -> PunchRoute {
         let mut tag = [0u8; 4];
         with_rng(|r| r.fill_bytes(&mut tag));
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&shared.nat.punch_by_tag).insert(tag, tx.clone());
-        lock(&shared.nat.punch_by_ufrag).insert(ufrag.to_owned(), tx);
-        PunchRoute {
+        shared.nat.punch_attempts.fetch_add(1, Ordering::SeqCst);
+        let route = PunchRoute {
             shared: shared.clone(),
             tag,
-            ufrag: ufrag.to_owned(),
             rx,
-        }
+        };
+        let r = StunRoute::Punch {
+            tag,
+            ufrag: ufrag.to_owned(),
+            tx,
+        };
+        // The STUN loop is gone only at shutdown: the attempt then simply hears nothing.
+        let _ = shared.stun_routes.send(r).await;
+        route
     }
 }
 
 impl Drop for PunchRoute {
     fn drop(&mut self) {
-        lock(&self.shared.nat.punch_by_tag).remove(&self.tag);
-        lock(&self.shared.nat.punch_by_ufrag).remove(&self.ufrag);
+        // The STUN loop forgets the routes once it finds `rx` gone.
+        self.shared
+            .nat
+            .punch_attempts
+            .fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -207,7 +195,7 @@ pub(crate) async fn answer_offer(
         tracing::warn!(caller = %offer.from.fingerprint(), error = %e, "CONNECT refused");
         return Err(ConnectErrorCode::Refused);
     }
-    if lock(&shared.nat.punch_by_tag).len() >= MAX_PUNCH_ATTEMPTS {
+    if shared.nat.punch_attempts.load(Ordering::SeqCst) >= MAX_PUNCH_ATTEMPTS {
         tracing::warn!(caller = %offer.from.fingerprint(), "CONNECT refused: busy");
         return Err(ConnectErrorCode::Busy);
     }
@@ -221,7 +209,7 @@ pub(crate) async fn answer_offer(
         time_ms: now_ms(),
         ufrag: ufrag.clone(),
         pwd: pwd.clone(),
-        candidates: lock(&shared.nat.status).candidates.clone(),
+        candidates: shared.nat.status.borrow().candidates.clone(),
     };
     let creds = PunchCreds {
         local_ufrag: ufrag,
@@ -231,7 +219,7 @@ pub(crate) async fn answer_offer(
     };
     tracing::info!(caller = %offer.from.fingerprint(), "CONNECT: punching toward the caller");
     // Punching runs on; its result matters to the caller, which dials.
-    let route = PunchRoute::new(shared, &creds.local_ufrag);
+    let route = PunchRoute::new(shared, &creds.local_ufrag).await;
     drop(start_punch(
         shared,
         route,
@@ -350,9 +338,10 @@ impl NodeHandle {
                 Err(e) => return Err(DiscoveryError::Unreachable(e)),
             }
         }
-        let mut st = lock(&self.shared.nat.status);
-        st.class = Some(class);
-        st.candidates = cands;
+        self.shared.nat.status.send_modify(|st| {
+            st.class = Some(class);
+            st.candidates = cands;
+        });
         Ok(class)
     }
 
@@ -383,9 +372,10 @@ impl NodeHandle {
         if !cands.iter().any(|c| c.addr.ip() == m1.ip()) {
             cands.push(Candidate::new(CandidateKind::ServerReflexive, m1, 65535));
         }
-        let mut st = lock(&self.shared.nat.status);
-        st.class = None;
-        st.candidates = cands;
+        self.shared.nat.status.send_modify(|st| {
+            st.class = None;
+            st.candidates = cands;
+        });
         Ok(mapped.get(1).map(|m2| *m2 == m1))
     }
 
@@ -429,7 +419,7 @@ impl NodeHandle {
 
     /// What this node knows about its own reachability.
     pub fn nat_status(&self) -> NatStatus {
-        lock(&self.shared.nat.status).clone()
+        self.shared.nat.status.borrow().clone()
     }
 
     /// The rendezvous role's counters: registrations held, accepted, expired and refused
@@ -459,10 +449,13 @@ impl NodeHandle {
             },
         )
         .await?;
-        let mut st = lock(&self.shared.nat.status);
-        if !st.rendezvous.contains(&(addr, fp)) {
-            st.rendezvous.push((addr, fp));
-        }
+        self.shared.nat.status.send_if_modified(|st| {
+            let new = !st.rendezvous.contains(&(addr, fp));
+            if new {
+                st.rendezvous.push((addr, fp));
+            }
+            new
+        });
         Ok(lifetime)
     }
 
@@ -509,7 +502,7 @@ impl NodeHandle {
         let ufrag = random_hex(4);
         let pwd = random_hex(16);
         // The callee starts checking as soon as it answers: be ready for it before asking.
-        let route = PunchRoute::new(&self.shared, &ufrag);
+        let route = PunchRoute::new(&self.shared, &ufrag).await;
         let offer = Signal {
             kind: SignalKind::Offer,
             from: self.shared.identity.public_key().clone(),

@@ -28,7 +28,6 @@ use crate::nat::candidate::{Candidate, PresenceInfo};
 use crate::nat::discovery::NatClass;
 use crate::node::core::{Core, Ended};
 use crate::session::{Outgoing, PresenceStatus};
-use crate::transport::socket::Datagram;
 use crate::transport::DnaSocket;
 
 /// The driver's handle on a connection, kept by the node core for the live one.
@@ -158,9 +157,8 @@ pub(crate) struct Shared {
     pub(crate) stopped: AtomicBool,
     /// The DHT, if this node runs one.
     pub(crate) dht: Option<Arc<DhtShared>>,
-    /// STUN transactions waiting for answers, by transaction ID.
-    pub(crate) stun_pending:
-        Mutex<HashMap<[u8; 12], mpsc::UnboundedSender<crate::transport::socket::Datagram>>>,
+    /// Registrations for the STUN loop's routing table (`stun_routes`).
+    pub(crate) stun_routes: mpsc::Sender<super::stun_routes::StunRoute>,
     /// NAT class, candidates, rendezvous registrations and punching attempts (spec/05).
     pub(crate) nat: NatShared,
     /// The STUN responder's counters, published by the task that owns it.
@@ -292,12 +290,13 @@ impl NatStatus {
 
 /// NAT state shared by the node's tasks.
 pub(crate) struct NatShared {
-    pub(crate) status: Mutex<NatStatus>,
+    /// Our NAT facts: one value, written by discovery and registration (`send_modify`),
+    /// read by presence and status (`borrow`, never held across an `.await`).
+    pub(crate) status: tokio::sync::watch::Sender<NatStatus>,
     /// Whether this node accepts rendezvous registrations (the registry is in the core).
     pub(crate) serves_rendezvous: bool,
-    /// Punching attempts, by transaction-ID tag (answers) and by local ufrag (checks).
-    pub(crate) punch_by_tag: Mutex<HashMap<[u8; 4], mpsc::UnboundedSender<Datagram>>>,
-    pub(crate) punch_by_ufrag: Mutex<HashMap<String, mpsc::UnboundedSender<Datagram>>>,
+    /// Punching attempts running (their routes are in the STUN loop's table).
+    pub(crate) punch_attempts: AtomicUsize,
 }
 
 impl NatShared {
@@ -306,10 +305,9 @@ impl NatShared {
     /// connections).
     pub(crate) fn new(cfg: &super::NodeConfig) -> NatShared {
         NatShared {
-            status: Mutex::new(NatStatus::default()),
+            status: tokio::sync::watch::Sender::new(NatStatus::default()),
             serves_rendezvous: serves_rendezvous(cfg),
-            punch_by_tag: Mutex::new(HashMap::new()),
-            punch_by_ufrag: Mutex::new(HashMap::new()),
+            punch_attempts: AtomicUsize::new(0),
         }
     }
 }

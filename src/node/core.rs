@@ -519,7 +519,7 @@ impl<C: Clone, R> Core<C, R> {
             let Some(p) = self.peers.get_mut(&peer) else {
                 continue;
             };
-            if self.stopped || !p.needs_connection() {
+            if self.stopped || !p.needs_connection() || self.scores.peer_banned(&peer) {
                 p.dialing = false;
                 continue;
             }

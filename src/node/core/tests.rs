@@ -1,1 +1,260 @@
 use super::*;
+
+use bytes::Bytes;
+
+use crate::crypto::MessageId;
+
+type TestCore = Core<u64, u64>;
+
+#[allow(clippy::disallowed_methods)] // any instant will do as the fake clock's zero
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn fp(b: u8) -> Fingerprint {
+    Fingerprint([b; 32])
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn msg(i: u32) -> Outgoing {
+    let mut id = [0u8; 16];
+    id[..4].copy_from_slice(&i.to_be_bytes());
+    Outgoing {
+        id: MessageId(id),
+        timestamp_ms: 0,
+        body: Bytes::from(i.to_be_bytes().to_vec()),
+    }
+}
+
+fn core(me: u8, window: usize) -> TestCore {
+    Core::new(
+        fp(me),
+        CoreConfig {
+            max_peers: 16,
+            inbox_capacity: 64,
+            hash_key: [1, 2],
+            max_scored_sources: 16,
+            window,
+            reconnect_initial: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(8),
+            rendezvous_server: false,
+            rendezvous: RendezvousLimits::default(),
+        },
+    )
+}
+
+fn outputs(c: &mut TestCore) -> Vec<Output<u64>> {
+    std::iter::from_fn(|| c.poll_output()).collect()
+}
+
+/// The message numbers of the batches handed to connection `handle`.
+fn batches_to(outs: &[Output<u64>], to: u64) -> Vec<u32> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Batch { handle, msgs } if *handle == to => Some(msgs),
+            _ => None,
+        })
+        .flatten()
+        .map(|m| u32::from_be_bytes(m.body[..4].try_into().unwrap()))
+        .collect()
+}
+
+fn dials(outs: &[Output<u64>]) -> Vec<(Fingerprint, Vec<SocketAddr>)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Dial { peer, addrs } => Some((*peer, addrs.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_connection_is_handed_its_window_and_more_as_acks_come() {
+    let now = t0();
+    let mut c = core(1, 4);
+    let b = fp(2);
+    c.send(now, b, (0..10).map(msg).collect());
+    assert!(outputs(&mut c).is_empty(), "no address: nothing to dial");
+    c.authenticated(7, b, false, addr(2), 70).unwrap();
+    assert_eq!(batches_to(&outputs(&mut c), 70), [0, 1, 2, 3]);
+    c.acked(b, 7, 2);
+    assert_eq!(batches_to(&outputs(&mut c), 70), [4, 5]);
+    assert_eq!(c.peer(&b).unwrap().inflight, 4);
+    assert_eq!(c.peer(&b).unwrap().queued, 4);
+}
+
+#[test]
+fn what_an_ended_connection_did_not_get_acknowledged_goes_to_the_next_first() {
+    let now = t0();
+    let mut c = core(1, 4);
+    let b = fp(2);
+    c.connect(now, b, vec![addr(2)]);
+    c.send(now, b, (0..6).map(msg).collect());
+    c.authenticated(7, b, false, addr(2), 70).unwrap();
+    assert_eq!(batches_to(&outputs(&mut c), 70), [0, 1, 2, 3]);
+    c.acked(b, 7, 1);
+    outputs(&mut c);
+    c.connection_ended(
+        now,
+        Ended {
+            conn_id: 7,
+            peer: Some(b),
+            dialed: None,
+            registered: true,
+            established: true,
+            remote: addr(2),
+            penalty: 0,
+            failed: false,
+            wrong_identity: false,
+        },
+    );
+    assert_eq!(c.peer(&b).unwrap().queued, 5, "1 acknowledged, 5 back");
+    c.authenticated(8, b, false, addr(2), 80).unwrap();
+    assert_eq!(batches_to(&outputs(&mut c), 80), [1, 2, 3, 4]);
+}
+
+#[test]
+fn the_tie_break_closes_the_loser_on_both_ends() {
+    let (a, b) = (fp(1), fp(2));
+    let mut at_a = core(1, 4);
+    let mut at_b = core(2, 4);
+    // Connection 10 dialed by A, 20 dialed by B; each end sees them in another order.
+    at_a.authenticated(20, b, false, addr(2), 20).unwrap();
+    at_a.authenticated(10, b, true, addr(2), 10).unwrap();
+    let closed_at_a: Vec<u64> = outputs(&mut at_a)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Close { handle, code, .. } if code == code::DUPLICATE_CONNECTION => {
+                Some(handle)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed_at_a, [20]);
+    at_b.authenticated(10, a, false, addr(1), 10).unwrap();
+    assert_eq!(
+        at_b.authenticated(20, a, true, addr(1), 20),
+        Err(Refused::Duplicate)
+    );
+}
+
+#[test]
+fn dial_rounds_back_off_and_skip_banned_addresses() {
+    let start = t0();
+    let mut c = core(1, 4);
+    let b = fp(2);
+    let (good, bad) = (addr(2), SocketAddr::from(([10, 0, 0, 9], 9)));
+    c.connect(start, b, vec![good, bad]);
+    c.handle_timeout(start);
+    assert_eq!(dials(&outputs(&mut c)), [(b, vec![good, bad])]);
+    // Nothing is due while the round runs.
+    assert_eq!(c.poll_timeout(), None);
+    c.penalize_source(bad, 100);
+    let mut at = start;
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        c.dial_failed(at, b);
+        let next = c.poll_timeout().unwrap();
+        waits.push((next - at).as_secs());
+        at = next;
+        c.handle_timeout(at);
+        assert_eq!(
+            dials(&outputs(&mut c)),
+            [(b, vec![good])],
+            "banned left out"
+        );
+    }
+    assert_eq!(waits, [1, 2, 4, 8, 8]);
+}
+
+#[test]
+fn a_peer_banned_for_what_it_did_is_refused_and_not_redialed() {
+    let now = t0();
+    let mut c = core(1, 4);
+    let b = fp(2);
+    c.connect(now, b, vec![addr(2)]);
+    c.authenticated(7, b, true, addr(2), 70).unwrap();
+    c.connection_ended(
+        now,
+        Ended {
+            conn_id: 7,
+            peer: Some(b),
+            dialed: Some(b),
+            registered: true,
+            established: true,
+            remote: addr(2),
+            penalty: 100,
+            failed: false,
+            wrong_identity: false,
+        },
+    );
+    c.handle_timeout(now + Duration::from_secs(3600));
+    assert!(
+        dials(&outputs(&mut c)).is_empty(),
+        "no dial to a banned peer"
+    );
+    assert_eq!(c.poll_timeout(), None, "and none scheduled");
+    assert_eq!(
+        c.authenticated(8, b, false, addr(2), 80),
+        Err(Refused::Banned)
+    );
+    assert!(
+        c.addr_banned(&addr(3)),
+        "its source is banned too, any port"
+    );
+}
+
+#[test]
+fn presence_goes_to_live_connections_and_to_each_new_one() {
+    let now = t0();
+    let mut c = core(1, 4);
+    c.authenticated(7, fp(2), false, addr(2), 70).unwrap();
+    outputs(&mut c);
+    c.set_presence(PresenceStatus::Online);
+    assert!(outputs(&mut c).contains(&Output::Presence {
+        handle: 70,
+        status: PresenceStatus::Online
+    }));
+    c.authenticated(8, fp(3), false, addr(3), 80).unwrap();
+    assert!(outputs(&mut c).contains(&Output::Presence {
+        handle: 80,
+        status: PresenceStatus::Online
+    }));
+    c.send(now, fp(3), vec![msg(1)]);
+    assert_eq!(batches_to(&outputs(&mut c), 80), [1]);
+}
+
+#[test]
+fn without_a_store_each_message_id_is_new_once() {
+    let mut c = core(1, 4);
+    let m = |i: u32| Message {
+        sender: fp(2),
+        recipient: fp(1),
+        id: msg(i).id,
+        timestamp_ms: 0,
+        body: Bytes::new(),
+    };
+    assert_eq!(c.received(fp(2), vec![m(1), m(2)]).len(), 2);
+    assert_eq!(c.received(fp(2), vec![m(2), m(3)]).len(), 1);
+}
+
+#[test]
+fn redials_double_after_failures_and_a_wrong_identity_waits_longest() {
+    let (s, initial, max) = (
+        Duration::from_secs,
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+    );
+    let mut d = Duration::ZERO;
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        d = next_redial(d, false, initial, max);
+        seen.push(d.as_secs());
+    }
+    assert_eq!(seen, [1, 2, 4, 8, 16, 30, 30]);
+    assert_eq!(next_redial(Duration::ZERO, true, initial, max), s(30));
+    assert_eq!(next_redial(s(2), true, initial, max), s(30));
+}
