@@ -5,8 +5,8 @@
 //!
 //! Allocate (unauthenticated) → 401 with REALM and NONCE → Allocate again with the
 //! long-term credential (§7.1, RFC 8489 §9.2); 438 Stale Nonce → again with the new nonce.
-//! Once allocated: Refresh at `lifetime − refresh_margin` (never before half the lifetime,
-//! §7.2); CreatePermission per peer IP, refreshed 60 s before its 300 s lifetime (§9);
+//! Once allocated: Refresh at `lifetime − refresh_margin` (at half the lifetime if that is
+//! not longer than the margin, §7.2); CreatePermission per peer IP, refreshed 60 s before its 300 s lifetime (§9);
 //! Send indications out and Data indications in (§§10–11). A transaction that gets no
 //! answer, or a Refresh or CreatePermission that the server no longer knows the allocation
 //! for, loses the allocation: [`TurnEvent::Lost`], then a new Allocate (permissions are
@@ -50,8 +50,8 @@ pub struct TurnConfig {
     pub timers: Timers,
     /// LIFETIME asked for in Allocate and Refresh (the server may grant less). 600 s.
     pub lifetime: Duration,
-    /// Refresh this long before the allocation expires (but not before half its
-    /// lifetime). 60 s.
+    /// Refresh this long before the allocation expires; at half the lifetime when the
+    /// lifetime granted is not longer. 60 s.
     pub refresh_margin: Duration,
     /// Peer IPs with a permission at once. 64.
     pub max_permissions: usize,
@@ -640,11 +640,13 @@ impl Client {
     }
 
     /// When to refresh an allocation granted `lifetime`: `refresh_margin` before it ends,
-    /// but not before half of it.
+    /// or at half of it when it is not longer than the margin.
     fn refresh_delay(&self, lifetime: Duration) -> Duration {
-        lifetime
-            .saturating_sub(self.config.refresh_margin)
-            .max(lifetime / 2)
+        if lifetime > self.config.refresh_margin {
+            lifetime - self.config.refresh_margin
+        } else {
+            lifetime / 2
+        }
     }
 
     /// Retransmits, gives up on unanswered transactions, and starts the refreshes that are

@@ -288,8 +288,16 @@ fn refresh_at_lifetime_minus_margin_or_half() {
     );
     assert_eq!(
         c.poll_timeout(),
-        Some(at + Duration::from_secs(50)),
-        "half of 100 s"
+        Some(at + Duration::from_secs(40)),
+        "100 - 60 s"
+    );
+    let at = at + Duration::from_secs(40);
+    let r = next(&mut c, at);
+    c.handle_input(at, server(), &ok(&r, Some(50)));
+    assert_eq!(
+        c.poll_timeout(),
+        Some(at + Duration::from_secs(25)),
+        "half of 50 s, not longer than the margin"
     );
 }
 
