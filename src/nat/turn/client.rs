@@ -175,7 +175,7 @@ enum State {
     Failed,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Tx {
     tid: [u8; 12],
     request: Request,
@@ -194,7 +194,7 @@ struct Permission {
 }
 
 /// A TURN client for one server (see the module docs).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Client {
     server: SocketAddr,
     config: TurnConfig,
