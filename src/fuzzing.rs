@@ -296,3 +296,157 @@ pub fn signal_message(data: &[u8]) {
         let _ = sig.check_offer(&me, sig.time_ms);
     }
 }
+
+/// TURN input never panics (spec/07-relay.md §2): a parsed Data indication or ChannelData
+/// re-encodes to something that parses the same; the TCP framing decoder yields the same
+/// frames and the same error however the stream is cut, and never holds more than its
+/// limit; an allocated client takes the bytes as a datagram and as TCP frames — and, when
+/// the first byte is odd, with its pending transaction's ID spliced in, so that the
+/// response paths (verification, error codes, permissions) are reached.
+pub fn turn_message(data: &[u8]) {
+    use crate::nat::turn::message::{data_indication, encode_channel_data, parse, Incoming};
+    use crate::nat::turn::tcp::{FramingError, TcpDecoder};
+    let Some((&sel, data)) = data.split_first() else {
+        return;
+    };
+    static FIXTURE: OnceLock<(
+        std::time::Instant,
+        crate::nat::turn::Client,
+        stun_rs::HMACKey,
+    )> = OnceLock::new();
+    let (now, client, key) = FIXTURE.get_or_init(turn_fixture);
+    let (now, mut client, key) = (*now, client.clone(), key.clone());
+    for k in [None, Some(&key)] {
+        match parse(data, k) {
+            Ok(Incoming::Data { peer, data: d }) => {
+                let again = data_indication([0; 12], peer, &d);
+                assert_eq!(
+                    parse(&again, None),
+                    Ok(Incoming::Data { peer, data: d }),
+                    "Data indication does not round-trip"
+                );
+            }
+            Ok(Incoming::ChannelData { channel, data: d }) => {
+                let again = encode_channel_data(channel, &d, true).expect("a parsed channel");
+                assert_eq!(
+                    parse(&again, None),
+                    Ok(Incoming::ChannelData { channel, data: d }),
+                    "ChannelData does not round-trip"
+                );
+            }
+            _ => {}
+        }
+    }
+    // TCP framing: one-shot vs chunks of 1..=(sel % 32 + 1) bytes.
+    let max = 64 + usize::from(sel) * 8;
+    let run = |cut: usize| -> (Vec<Vec<u8>>, Option<FramingError>, usize) {
+        let mut dec = TcpDecoder::new(max);
+        let mut frames = Vec::new();
+        for chunk in data.chunks(cut.max(1)) {
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                match dec.decode(&mut rest) {
+                    Ok(Some(f)) => frames.push(f),
+                    Ok(None) => {}
+                    Err(e) => return (frames, Some(e), dec.stats().peak_buffered),
+                }
+            }
+        }
+        (frames, None, dec.stats().peak_buffered)
+    };
+    let whole = run(data.len());
+    let cut = run(usize::from(sel % 32) + 1);
+    assert_eq!(whole.0, cut.0, "chunking changed the TCP frames");
+    assert_eq!(whole.1, cut.1, "chunking changed the TCP framing error");
+    assert!(
+        whole.2.max(cut.2) <= max,
+        "the TCP decoder held more than its limit"
+    );
+    // The client, allocated, with a CreatePermission in flight.
+    let server = client.server();
+    let mut input = data.to_vec();
+    if sel & 1 == 1 && input.len() >= 20 {
+        if let Some((_, pending)) = client.poll_transmit(now) {
+            input[8..20].copy_from_slice(&pending[8..20]);
+        }
+    }
+    client.handle_input(now, server, &input);
+    for f in &whole.0 {
+        client.handle_input(now, server, f);
+    }
+    let later = now + std::time::Duration::from_secs(u64::from(sel) * 10);
+    client.handle_timeout(later);
+    while client.poll_transmit(later).is_some() {}
+    while client.poll_event().is_some() {}
+}
+
+/// A TURN client allocated through a canned 401 and success (built here with stun-rs, as
+/// a server would), with a permission for 192.0.2.9 asked; and the long-term key.
+#[allow(clippy::disallowed_methods)]
+fn turn_fixture() -> (
+    std::time::Instant,
+    crate::nat::turn::Client,
+    stun_rs::HMACKey,
+) {
+    use crate::nat::turn::message::Auth;
+    use crate::nat::turn::{Client, Credentials, TurnConfig};
+    use stun_rs::attributes::stun::{ErrorCode, MessageIntegrity, Nonce, Realm};
+    use stun_rs::attributes::turn::{LifeTime, XorRelayedAddress};
+    use stun_rs::{MessageClass, MessageDecoderBuilder, MessageEncoderBuilder, StunMessageBuilder};
+    let now = std::time::Instant::now();
+    let server = std::net::SocketAddr::from(([192, 0, 2, 1], 3478));
+    let creds = Credentials::Static {
+        username: "u".into(),
+        password: "p".into(),
+    };
+    let mut c = Client::new(
+        server,
+        creds,
+        TurnConfig::default(),
+        now,
+        1_700_000_000,
+        [3; 32],
+    );
+    let key = Auth::new("u", "p", "r", "n").expect("fixture").key;
+    let answer = |req: &[u8], ok: bool| -> Vec<u8> {
+        let (m, _) = MessageDecoderBuilder::default()
+            .build()
+            .decode(req)
+            .expect("our request");
+        let class = if ok {
+            MessageClass::SuccessResponse
+        } else {
+            MessageClass::ErrorResponse
+        };
+        let mut b =
+            StunMessageBuilder::new(m.method(), class).with_transaction_id(*m.transaction_id());
+        b = if ok {
+            b.with_attribute(XorRelayedAddress::from(std::net::SocketAddr::from((
+                [192, 0, 2, 1],
+                50_000,
+            ))))
+            .with_attribute(LifeTime::new(600))
+            .with_attribute(MessageIntegrity::new(key.clone()))
+        } else {
+            let code = stun_rs::ErrorCode::new(401, "Unauthorized").expect("fixture");
+            b.with_attribute(ErrorCode::new(code))
+                .with_attribute(Realm::new("r").expect("fixture"))
+                .with_attribute(Nonce::new("n").expect("fixture"))
+        };
+        let mut buf = vec![0; 512];
+        let n = MessageEncoderBuilder::default()
+            .build()
+            .encode(&mut buf, &b.build())
+            .expect("fixture");
+        buf.truncate(n);
+        buf
+    };
+    let (_, first) = c.poll_transmit(now).expect("Allocate");
+    c.handle_input(now, server, &answer(&first, false));
+    let (_, second) = c.poll_transmit(now).expect("authenticated Allocate");
+    c.handle_input(now, server, &answer(&second, true));
+    assert!(c.relayed().is_some(), "fixture allocated");
+    c.create_permission(now, std::net::IpAddr::from([192, 0, 2, 9]))
+        .expect("one permission");
+    (now, c, key)
+}

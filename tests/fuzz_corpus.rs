@@ -66,6 +66,11 @@ fn dht_message_corpus() {
     replay("dht_message", fuzzing::dht_message);
 }
 
+#[test]
+fn turn_message_corpus() {
+    replay("turn_message", fuzzing::turn_message);
+}
+
 fn write(target: &str, name: &str, data: &[u8]) {
     let dir = corpus_dir(target);
     fs::create_dir_all(&dir).unwrap();
@@ -330,4 +335,50 @@ fn write_nat_seed_corpus() {
         candidates: cands,
     };
     write("signal_message", "offer", &offer.sign(&id));
+}
+
+/// Seeds for `turn_message` (spec/07-relay.md §2): each starts with the selector byte (odd:
+/// the client's pending transaction ID is spliced in). A Data indication, ChannelData, a
+/// TCP stream of both, our own requests, and a 438 / 437 / success answer shape.
+/// `cargo test --test fuzz_corpus -- --ignored write_turn_seed_corpus`.
+#[test]
+#[ignore = "writes the seed corpus; run on demand"]
+fn write_turn_seed_corpus() {
+    use dna_p2p::nat::turn::message::{
+        data_indication, encode_channel_data, encode_request, Auth, Request,
+    };
+    let peer: std::net::SocketAddr = "192.0.2.9:4000".parse().unwrap();
+    let with = |sel: u8, bytes: &[u8]| [&[sel][..], bytes].concat();
+    let data = data_indication([1; 12], peer, b"a QUIC packet, say");
+    let chan = encode_channel_data(0x4000, b"abcde", true).unwrap();
+    write("turn_message", "data-indication", &with(0, &data));
+    write("turn_message", "channel-data", &with(0, &chan));
+    write(
+        "turn_message",
+        "tcp-stream",
+        &with(6, &[data.clone(), chan, data].concat()),
+    );
+    let auth = Auth::new("u", "p", "r", "n").unwrap();
+    for (name, req) in [
+        ("allocate", Request::Allocate { lifetime: 600 }),
+        ("refresh-0", Request::Refresh { lifetime: 0 }),
+        ("permission", Request::CreatePermission { peer }),
+    ] {
+        write(
+            "turn_message",
+            name,
+            &with(1, &encode_request([2; 12], &req, Some(&auth))),
+        );
+    }
+    // Answer shapes: a CreatePermission response header (method 0x0008) with ERROR-CODE
+    // 438 + REALM + NONCE, and a bare success; the odd selector gives them the live ID.
+    let mut err = vec![0x01, 0x18, 0x00, 0x1c, 0x21, 0x12, 0xA4, 0x42];
+    err.extend_from_slice(&[0; 12]);
+    err.extend_from_slice(&[0x00, 0x09, 0x00, 0x08, 0, 0, 4, 38, b'S', b't', b'a', b'l']);
+    err.extend_from_slice(&[0x00, 0x14, 0x00, 0x01, b'r', 0, 0, 0]);
+    err.extend_from_slice(&[0x00, 0x15, 0x00, 0x02, b'n', b'2', 0, 0]);
+    write("turn_message", "stale-nonce", &with(1, &err));
+    let mut ok = vec![0x01, 0x08, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    ok.extend_from_slice(&[0; 12]);
+    write("turn_message", "bare-success", &with(1, &ok));
 }

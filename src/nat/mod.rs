@@ -9,6 +9,7 @@ pub mod punch;
 pub mod responder;
 pub mod signal;
 pub mod stun;
+pub mod turn;
 
 #[cfg(test)]
 pub(crate) mod tests {

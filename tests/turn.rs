@@ -1,0 +1,659 @@
+//! The sans-IO TURN client (`dna_p2p::nat::turn`, spec/07-relay.md §2) against a real coturn
+//! `turnserver` on loopback only: allocation through the 401 challenge, CreatePermission, a
+//! plain UDP socket as the peer (it receives our Send indication's payload from the
+//! relayed address, its reply comes back as a Data indication), Refresh, a stale nonce,
+//! wrong and expired credentials, Refresh with lifetime 0 deleting the allocation, the REST
+//! (`use-auth-secret`) scheme, and the same flow over TCP through the framing decoder.
+//!
+//! The test is the driver: it owns the sockets and reads the clock. Each coturn runs with
+//! its own ports, is killed when its guard drops (also when a test fails), and logs to a
+//! file in a temporary directory. Without `turnserver` the tests say SKIPPED and return —
+//! except under `CI=true`, where a missing prerequisite fails.
+
+#![allow(clippy::disallowed_methods)] // the driver reads the clock
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dna_p2p::nat::turn::credentials::rest_credential;
+use dna_p2p::nat::turn::message::{encode_request, parse, Auth, Incoming, Request};
+use dna_p2p::nat::turn::{
+    Client, Credentials, TcpDecoder, Transport, TurnConfig, TurnError, TurnEvent,
+};
+
+const REALM: &str = "dna.test";
+const SECRET: &str = "S-north-wind";
+/// How long a driver loop waits for an event before the test fails (a hang guard; no test
+/// asserts on how long anything took).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Whether `turnserver` is here; otherwise SKIPPED, or a failure under `CI=true`.
+fn have_turnserver(test: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", "command -v turnserver"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        let msg = format!("{test}: needs turnserver (Debian package coturn)");
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{msg} (CI=true: a missing prerequisite fails the run)");
+        }
+        eprintln!("SKIPPED {msg}");
+    }
+    found
+}
+
+/// A running coturn; killed and reaped on drop.
+struct Coturn {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Coturn {
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("turn.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+/// Ten consecutive loopback ports free for UDP (and the first for TCP): the listening
+/// port, coturn's alternative port, and eight relay ports.
+fn free_ports() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let spread = (std::process::id() % 1000) as u16;
+    loop {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let base = 40_000 + (spread * 13 + k * 10) % 20_000;
+        let udp: Vec<_> = (base..base + 10)
+            .map_while(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if udp.len() == 10 && TcpListener::bind(("127.0.0.1", base)).is_ok() {
+            return base;
+        }
+    }
+}
+
+/// Starts coturn on 127.0.0.1 with `extra` flags and waits until it answers a Binding
+/// request.
+fn coturn(extra: &[&str]) -> Coturn {
+    coturn_on(free_ports(), extra)
+}
+
+/// [`coturn`] on `port` (and the nine ports after it).
+fn coturn_on(port: u16, extra: &[&str]) -> Coturn {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
+    let p = |x: u16| x.to_string();
+    let mut args: Vec<String> = [
+        "-n",
+        "--no-cli",
+        "--log-file",
+        "stdout",
+        "--simple-log",
+        "--listening-ip",
+        "127.0.0.1",
+        "--relay-ip",
+        "127.0.0.1",
+        "--allow-loopback-peers",
+        "--no-tls",
+        "--no-dtls",
+        "--realm",
+        REALM,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend([
+        "--listening-port".into(),
+        p(port),
+        "--alt-listening-port".into(),
+        p(port + 1),
+        "--min-port".into(),
+        p(port + 2),
+        "--max-port".into(),
+        p(port + 9),
+        "--log-file".into(),
+        dir.path().join("turn.log").display().to_string(),
+        "--pidfile".into(),
+        dir.path().join("turn.pid").display().to_string(),
+        "--userdb".into(),
+        dir.path().join("turndb").display().to_string(),
+    ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let child = Command::new("turnserver")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn turnserver");
+    let c = Coturn {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        dir,
+    };
+    // Ready when it answers a Binding request.
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    req.extend_from_slice(&[9; 12]);
+    let deadline = Instant::now() + PATIENCE;
+    let mut buf = [0u8; 1500];
+    loop {
+        probe.send_to(&req, c.addr).unwrap();
+        if probe.recv_from(&mut buf).is_ok() {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "coturn never answered:\n{}",
+            c.log_tail()
+        );
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn seed() -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&(unix_now() ^ u64::from(std::process::id())).to_le_bytes());
+    s
+}
+
+/// coturn grants at least 600 s; a 597 s margin makes the client refresh 3 s after each
+/// grant, so that the tests see refreshes.
+fn quick_refresh() -> TurnConfig {
+    TurnConfig {
+        refresh_margin: Duration::from_secs(597),
+        ..TurnConfig::default()
+    }
+}
+
+fn static_creds(password: &str) -> Credentials {
+    Credentials::Static {
+        username: "u".into(),
+        password: password.into(),
+    }
+}
+
+/// The client's way to the server.
+trait Io {
+    fn send(&mut self, bytes: &[u8]);
+    /// One message from the server, waiting at most `wait`.
+    fn recv(&mut self, wait: Duration) -> Option<Vec<u8>>;
+}
+
+struct UdpIo {
+    sock: UdpSocket,
+    server: SocketAddr,
+}
+
+impl Io for UdpIo {
+    fn send(&mut self, bytes: &[u8]) {
+        self.sock.send_to(bytes, self.server).unwrap();
+    }
+    fn recv(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        self.sock.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = vec![0u8; 2048];
+        let (n, from) = self.sock.recv_from(&mut buf).ok()?;
+        assert_eq!(from, self.server, "only the server talks to this socket");
+        buf.truncate(n);
+        Some(buf)
+    }
+}
+
+struct TcpIo {
+    stream: TcpStream,
+    decoder: TcpDecoder,
+    pending: Vec<u8>,
+}
+
+impl Io for TcpIo {
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+    fn recv(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        loop {
+            let mut rest = &self.pending[..];
+            let frame = self.decoder.decode(&mut rest).expect("framing");
+            self.pending.drain(..self.pending.len() - rest.len());
+            if frame.is_some() {
+                return frame;
+            }
+            self.stream.set_read_timeout(Some(wait)).unwrap();
+            let mut buf = [0u8; 700]; // small reads: frames arrive in pieces
+            let n = self.stream.read(&mut buf).ok()?;
+            assert!(n > 0, "coturn closed the TCP connection");
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+/// Runs the client until an event satisfies `until`; returns every event seen.
+fn pump(c: &mut Client, io: &mut dyn Io, until: impl Fn(&TurnEvent) -> bool) -> Vec<TurnEvent> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut seen = Vec::new();
+    loop {
+        let now = Instant::now();
+        while let Some((_, bytes)) = c.poll_transmit(now) {
+            io.send(&bytes);
+        }
+        while let Some(e) = c.poll_event() {
+            let done = until(&e);
+            seen.push(e);
+            if done {
+                return seen;
+            }
+        }
+        assert!(now < deadline, "no awaited event; saw {seen:?}");
+        let wait = c
+            .poll_timeout()
+            .map_or(Duration::from_millis(100), |t| {
+                t.saturating_duration_since(now)
+            })
+            .clamp(Duration::from_millis(1), Duration::from_millis(100));
+        if let Some(bytes) = io.recv(wait) {
+            c.handle_input(Instant::now(), c.server(), &bytes);
+        }
+        c.handle_timeout(Instant::now());
+    }
+}
+
+fn allocated(seen: &[TurnEvent]) -> SocketAddr {
+    match seen.last() {
+        Some(TurnEvent::Allocated {
+            relayed,
+            mapped,
+            lifetime,
+        }) => {
+            println!("allocated: relayed {relayed}, mapped {mapped:?}, lifetime {lifetime:?}");
+            *relayed
+        }
+        other => panic!("expected Allocated, got {other:?} after {seen:?}"),
+    }
+}
+
+/// Permission for `peer`, a Send indication it receives from `relayed`, its reply back as
+/// a Data indication.
+fn relay_round_trip(c: &mut Client, io: &mut dyn Io, relayed: SocketAddr, peer: &UdpSocket) {
+    let peer_addr = peer.local_addr().unwrap();
+    c.create_permission(Instant::now(), peer_addr.ip()).unwrap();
+    pump(c, io, |e| {
+        *e == TurnEvent::PermissionCreated(peer_addr.ip())
+    });
+    exchange(c, io, relayed, peer);
+}
+
+/// A Send indication `peer` receives from `relayed`, its reply back as a Data indication.
+fn exchange(c: &mut Client, io: &mut dyn Io, relayed: SocketAddr, peer: &UdpSocket) {
+    let peer_addr = peer.local_addr().unwrap();
+    io.send(&c.send(peer_addr, b"hello through TURN").unwrap());
+    peer.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = peer.recv_from(&mut buf).expect("the peer gets our payload");
+    println!(
+        "peer {peer_addr} got {:?} from {from}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eq!((&buf[..n], from), (&b"hello through TURN"[..], relayed));
+    peer.send_to(b"hello back", relayed).unwrap();
+    let seen = pump(c, io, |e| matches!(e, TurnEvent::Data { .. }));
+    assert_eq!(
+        seen.last(),
+        Some(&TurnEvent::Data {
+            peer: peer_addr,
+            data: b"hello back".to_vec()
+        })
+    );
+}
+
+/// One Allocate made by hand on `sock` (401, then authenticated): the server's verdict on
+/// this 5-tuple. Used to show whether an allocation still exists (437) or not.
+fn raw_allocate(sock: &UdpSocket, server: SocketAddr) -> Result<(), u16> {
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let ask = |tid: [u8; 12], auth: Option<&Auth>| {
+        let req = encode_request(tid, &Request::Allocate { lifetime: 60 }, auth);
+        sock.send_to(&req, server).unwrap();
+        let mut buf = [0u8; 1500];
+        loop {
+            let (n, _) = sock.recv_from(&mut buf).expect("an answer");
+            if let Ok(Incoming::Response(r)) = parse(&buf[..n], auth.map(|a| &a.key)) {
+                if r.tid == tid {
+                    return r.outcome;
+                }
+            }
+        }
+    };
+    let challenge = ask([0xA1; 12], None).expect_err("not without credentials");
+    if challenge.code != 401 {
+        return Err(challenge.code);
+    }
+    let auth = Auth::new(
+        "u",
+        "p",
+        challenge.realm.as_deref().unwrap(),
+        challenge.nonce.as_deref().unwrap(),
+    )
+    .unwrap();
+    ask([0xA2; 12], Some(&auth)).map(|_| ()).map_err(|e| e.code)
+}
+
+#[test]
+fn udp_allocate_permission_send_data_refresh_close() {
+    if !have_turnserver("udp_allocate_permission_send_data_refresh_close") {
+        return;
+    }
+    let server = coturn(&["--lt-cred-mech", "--user", "u:p"]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut io = UdpIo {
+        sock: sock.try_clone().unwrap(),
+        server: server.addr,
+    };
+    let mut c = Client::new(
+        server.addr,
+        static_creds("p"),
+        quick_refresh(),
+        Instant::now(),
+        unix_now(),
+        seed(),
+    );
+    let seen = pump(&mut c, &mut io, |e| {
+        matches!(e, TurnEvent::Allocated { .. })
+    });
+    let relayed = allocated(&seen);
+    let st = c.stats();
+    println!(
+        "allocate: {} requests ({} retransmits), 401 answered then retried",
+        st.requests, st.retransmits
+    );
+    assert!(
+        st.requests >= 2,
+        "the unauthenticated Allocate, then the authenticated one"
+    );
+    assert_eq!(relayed.ip(), server.addr.ip());
+
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    relay_round_trip(&mut c, &mut io, relayed, &peer);
+
+    for _ in 0..2 {
+        let seen = pump(&mut c, &mut io, |e| {
+            matches!(e, TurnEvent::Refreshed { .. })
+        });
+        println!("refreshed: {:?}", seen.last());
+    }
+    assert_eq!(c.stats().refreshes, 2);
+    // Still relaying after the refreshes.
+    io.send(
+        &c.send(peer.local_addr().unwrap(), b"after refresh")
+            .unwrap(),
+    );
+    let mut buf = [0u8; 100];
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"after refresh"[..], relayed));
+
+    // While the allocation lives, another Allocate on this 5-tuple is refused with 437;
+    // after Refresh with lifetime 0 it succeeds.
+    assert_eq!(
+        raw_allocate(&sock, server.addr),
+        Err(437),
+        "{}",
+        server.log_tail()
+    );
+    c.close(Instant::now());
+    pump(&mut c, &mut io, |e| *e == TurnEvent::Closed);
+    // coturn deletes it on its next timer tick, so ask until it is gone. The allocation
+    // was granted 600 s and just refreshed: only the Refresh(0) can have deleted it.
+    let deadline = Instant::now() + PATIENCE;
+    let mut asked = 1;
+    while raw_allocate(&sock, server.addr) == Err(437) {
+        assert!(
+            Instant::now() < deadline,
+            "still allocated:\n{}",
+            server.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        asked += 1;
+    }
+    println!(
+        "after Refresh(0): Allocate on the same 5-tuple refused {} times with 437, then succeeded",
+        asked - 1
+    );
+    println!("stats: {:?}", c.stats());
+}
+
+#[test]
+fn udp_stale_nonce_is_retried() {
+    if !have_turnserver("udp_stale_nonce_is_retried") {
+        return;
+    }
+    // Nonces live 2 s; the client refreshes 3 s after allocating, with a stale nonce.
+    let server = coturn(&["--lt-cred-mech", "--user", "u:p", "--stale-nonce=2"]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut io = UdpIo {
+        sock,
+        server: server.addr,
+    };
+    let mut c = Client::new(
+        server.addr,
+        static_creds("p"),
+        quick_refresh(),
+        Instant::now(),
+        unix_now(),
+        seed(),
+    );
+    allocated(&pump(&mut c, &mut io, |e| {
+        matches!(e, TurnEvent::Allocated { .. })
+    }));
+    let seen = pump(&mut c, &mut io, |e| {
+        matches!(e, TurnEvent::Refreshed { .. })
+    });
+    println!(
+        "refresh after the nonce went stale: {seen:?}; stats {:?}",
+        c.stats()
+    );
+    assert!(c.stats().stale_nonces >= 1, "{}", server.log_tail());
+}
+
+#[test]
+fn udp_wrong_and_expired_credentials_fail_typed() {
+    if !have_turnserver("udp_wrong_and_expired_credentials_fail_typed") {
+        return;
+    }
+    let lt = coturn(&["--lt-cred-mech", "--user", "u:p"]);
+    let rest = coturn(&["--use-auth-secret", "--static-auth-secret", SECRET]);
+    let expired = rest_credential(SECRET, "alice", unix_now() - 60);
+    for (server, creds) in [
+        (&lt, static_creds("not-p")),
+        (
+            &rest,
+            Credentials::Static {
+                username: expired.username,
+                password: expired.password,
+            },
+        ),
+    ] {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut io = UdpIo {
+            sock,
+            server: server.addr,
+        };
+        let mut c = Client::new(
+            server.addr,
+            creds,
+            quick_refresh(),
+            Instant::now(),
+            unix_now(),
+            seed(),
+        );
+        let seen = pump(&mut c, &mut io, |e| matches!(e, TurnEvent::Failed(_)));
+        let err = match seen.last() {
+            Some(TurnEvent::Failed(e)) => e.clone(),
+            _ => unreachable!(),
+        };
+        println!("{err}");
+        assert!(
+            matches!(err, TurnError::Unauthorized(s) | TurnError::WrongCredentials(s) if s == server.addr),
+            "{err:?}"
+        );
+        assert_eq!(c.poll_timeout(), None);
+    }
+}
+
+#[test]
+fn udp_rest_credentials_relay() {
+    if !have_turnserver("udp_rest_credentials_relay") {
+        return;
+    }
+    let server = coturn(&["--use-auth-secret", "--static-auth-secret", SECRET]);
+    let creds = Credentials::Rest {
+        secret: SECRET.into(),
+        user: "alice".into(),
+        ttl: Duration::from_secs(3600),
+    };
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut io = UdpIo {
+        sock,
+        server: server.addr,
+    };
+    let mut c = Client::new(
+        server.addr,
+        creds,
+        quick_refresh(),
+        Instant::now(),
+        unix_now(),
+        seed(),
+    );
+    let relayed = allocated(&pump(&mut c, &mut io, |e| {
+        matches!(e, TurnEvent::Allocated { .. })
+    }));
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    relay_round_trip(&mut c, &mut io, relayed, &peer);
+    c.close(Instant::now());
+    pump(&mut c, &mut io, |e| *e == TurnEvent::Closed);
+}
+
+#[test]
+fn tcp_allocate_permission_send_data() {
+    if !have_turnserver("tcp_allocate_permission_send_data") {
+        return;
+    }
+    let server = coturn(&["--lt-cred-mech", "--user", "u:p"]);
+    let stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut io = TcpIo {
+        stream,
+        decoder: TcpDecoder::new(dna_p2p::nat::turn::tcp::DEFAULT_MAX_FRAME),
+        pending: Vec::new(),
+    };
+    let config = TurnConfig {
+        transport: Transport::Tcp,
+        ..quick_refresh()
+    };
+    let mut c = Client::new(
+        server.addr,
+        static_creds("p"),
+        config,
+        Instant::now(),
+        unix_now(),
+        seed(),
+    );
+    let relayed = allocated(&pump(&mut c, &mut io, |e| {
+        matches!(e, TurnEvent::Allocated { .. })
+    }));
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    relay_round_trip(&mut c, &mut io, relayed, &peer);
+    pump(&mut c, &mut io, |e| {
+        matches!(e, TurnEvent::Refreshed { .. })
+    });
+    c.close(Instant::now());
+    pump(&mut c, &mut io, |e| *e == TurnEvent::Closed);
+    let st = io.decoder.stats();
+    println!(
+        "over TCP: {} frames decoded, peak {} bytes buffered, {} retransmits; {:?}",
+        st.frames,
+        st.peak_buffered,
+        c.stats().retransmits,
+        c.stats()
+    );
+    assert_eq!(
+        c.stats().retransmits,
+        0,
+        "no retransmissions on a reliable transport"
+    );
+}
+
+#[test]
+fn udp_server_restart_is_noticed_and_the_allocation_remade() {
+    if !have_turnserver("udp_server_restart_is_noticed_and_the_allocation_remade") {
+        return;
+    }
+    let first = coturn(&["--lt-cred-mech", "--user", "u:p"]);
+    let addr = first.addr;
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut io = UdpIo { sock, server: addr };
+    // Short timers (2.2 s to give up) and room for re-allocations while coturn restarts.
+    let config = TurnConfig {
+        timers: dna_p2p::nat::stun::Timers::DISCOVERY,
+        max_reallocations: 20,
+        ..quick_refresh()
+    };
+    let mut c = Client::new(
+        addr,
+        static_creds("p"),
+        config,
+        Instant::now(),
+        unix_now(),
+        seed(),
+    );
+    let relayed = allocated(&pump(&mut c, &mut io, |e| {
+        matches!(e, TurnEvent::Allocated { .. })
+    }));
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    relay_round_trip(&mut c, &mut io, relayed, &peer);
+    drop(first); // killed: the next Refresh goes unanswered
+    let seen = pump(&mut c, &mut io, |e| matches!(e, TurnEvent::Lost(_)));
+    println!("coturn killed: {:?}", seen.last());
+    assert_eq!(
+        seen.last(),
+        Some(&TurnEvent::Lost(TurnError::Timeout(addr)))
+    );
+    let second = coturn_on(addr.port(), &["--lt-cred-mech", "--user", "u:p"]);
+    let seen = pump(&mut c, &mut io, |e| {
+        matches!(e, TurnEvent::Allocated { .. })
+    });
+    let lost = seen
+        .iter()
+        .filter(|e| matches!(e, TurnEvent::Lost(_)))
+        .count();
+    let relayed = allocated(&seen);
+    println!(
+        "coturn back: allocated again after {lost} more lost attempts; {:?}",
+        c.stats()
+    );
+    // The permission is asked again by itself, and the relay works.
+    pump(&mut c, &mut io, |e| {
+        *e == TurnEvent::PermissionCreated(peer.local_addr().unwrap().ip())
+    });
+    exchange(&mut c, &mut io, relayed, &peer);
+    drop(second);
+}
