@@ -467,6 +467,11 @@ impl<C: Clone, R> Core<C, R> {
         })
     }
 
+    /// The driver's number of `peer`'s live connection, if it has one.
+    pub fn live_connection(&self, peer: &Fingerprint) -> Option<u64> {
+        self.peers.get(peer)?.active.as_ref().map(|a| a.conn_id)
+    }
+
     /// Peers with messages waiting and no live connection.
     pub fn pending(&self) -> Vec<Fingerprint> {
         self.peers.pending()
