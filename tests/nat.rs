@@ -1,6 +1,10 @@
 //! NAT traversal against real kernel NATs (spec/05-nat.md §7): the namespace test bed of
 //! `netsim::testbed`, real `dna` processes, a real coturn.
 //!
+//! The six matrix types (21 pairs, `udp-blocked` among them) and the extra ones
+//! (symmetric-seq, ipv6-firewall, same-lan, same-lan-hairpin), each with a test of the
+//! router's behaviour with plain datagrams, and coturn's TURN with the bed's credentials.
+//!
 //! Needs root, `ip`, `nft`, `turnserver` and `turnutils_natdiscovery`. Without them the
 //! tests say what is missing and skip — except under `CI=true`, where a missing
 //! prerequisite fails them: the matrix never silently does not run.
@@ -200,6 +204,42 @@ fn nat_matrix() {
         if blocked {
             assert!(r.detail.contains("no presence record"), "{}", r.detail);
         }
+    }
+}
+
+/// The extra types' pairs, run as `nat-matrix --only A:B` runs them: the two same-LAN
+/// pairs and ipv6-firewall ↔ ipv6-firewall connect directly (today over IPv4: the daemon's
+/// socket is `0.0.0.0`), symmetric-seq behaves as symmetric (relay-needed toward port-
+/// restricted and itself, direct toward full cone).
+#[test]
+fn extra_pairs() {
+    let Some(tb) = test_bed("extra_pairs") else {
+        return;
+    };
+    use NatType::*;
+    let extra = [
+        (SameLan, SameLan),
+        (SameLanHairpin, SameLanHairpin),
+        (Ipv6Firewall, Ipv6Firewall),
+        (FullCone, SymmetricSeq),
+        (PortRestricted, SymmetricSeq),
+        (SymmetricSeq, SymmetricSeq),
+    ];
+    let results = tb.run_pairs(&extra, |r| eprintln!("{}", r.json()));
+    for r in &results {
+        let want = if NatType::direct_expected(r.a, r.b) {
+            "direct"
+        } else {
+            "relay-needed"
+        };
+        assert_eq!(
+            r.path,
+            want,
+            "{} ↔ {}: {}",
+            r.a.name(),
+            r.b.name(),
+            r.detail
+        );
     }
 }
 

@@ -2,13 +2,17 @@
 //! processes, a real coturn.
 //!
 //! [`TestBed::build`] creates, under names unique to this process, a "public" namespace
-//! holding a bridge (198.18.0.0/24, the RFC 2544 benchmarking range), coturn on two
-//! addresses (198.18.0.2 and .3, port 3478: RFC 5780 discovery) and two `dna bootstrap`
-//! nodes (port 4000 on each address); then, for each NAT type and each of two sides, a
-//! host: on the bridge itself for `public`, else behind its own router namespace whose
-//! nftables rules (`netsim/netns/nat-router.sh`) make it that NAT type. Nothing leaves the
-//! namespaces. Dropping the [`TestBed`] kills its processes and deletes its namespaces,
-//! also when a test fails.
+//! holding a bridge (198.18.0.0/24, the RFC 2544 benchmarking range, and 2001:db8::/64),
+//! coturn on two addresses (198.18.0.2 and .3, port 3478, UDP and TCP: RFC 5780 discovery,
+//! and TURN with the long-term credentials [`TURN_USER`] / [`TURN_PASSWORD`], realm
+//! [`TURN_REALM`], relay ports [`TURN_RELAY_PORTS`]) and two `dna bootstrap` nodes (port
+//! 4000 on each address); then, for each router type ([`NatType::ALL`], the six of the
+//! matrix, and [`NatType::EXTRA`]) and each of two sides, a host: on the bridge itself for
+//! `public`, else behind a router namespace whose nftables rules
+//! (`netsim/netns/nat-router.sh`) make it that type (the same-LAN types put both sides
+//! behind one router). [`UdpProbe`] and [`EchoServer`] send and answer single datagrams
+//! inside the namespaces. Nothing leaves the namespaces. Dropping the [`TestBed`] kills its
+//! processes and deletes its namespaces, also when a test fails.
 
 #![allow(clippy::disallowed_methods)] // a driver: it reads the clock
 
@@ -171,6 +175,7 @@ pub fn missing_prerequisites() -> Vec<String> {
         "turnserver",
         "turnutils_natdiscovery",
         "turnutils_stunclient",
+        "turnutils_uclient",
     ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
