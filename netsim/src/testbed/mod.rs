@@ -2,27 +2,34 @@
 //! processes, a real coturn.
 //!
 //! [`TestBed::build`] creates, under names unique to this process, a "public" namespace
-//! holding a bridge (198.18.0.0/24, the RFC 2544 benchmarking range), coturn on two
-//! addresses (198.18.0.2 and .3, port 3478: RFC 5780 discovery) and two `dna bootstrap`
-//! nodes (port 4000 on each address); then, for each NAT type and each of two sides, a
-//! host: on the bridge itself for `public`, else behind its own router namespace whose
-//! nftables rules (`netsim/netns/nat-router.sh`) make it that NAT type. Nothing leaves the
-//! namespaces. Dropping the [`TestBed`] kills its processes and deletes its namespaces,
-//! also when a test fails.
+//! holding a bridge (198.18.0.0/24, the RFC 2544 benchmarking range, and 2001:db8::/64),
+//! coturn on two addresses (198.18.0.2 and .3, port 3478, UDP and TCP: RFC 5780 discovery,
+//! and TURN with the long-term credentials [`TURN_USER`] / [`TURN_PASSWORD`], realm
+//! [`TURN_REALM`], relay ports [`TURN_RELAY_PORTS`]) and two `dna bootstrap` nodes (port
+//! 4000 on each address); then, for each router type ([`NatType::ALL`], the six of the
+//! matrix, and [`NatType::EXTRA`]) and each of two sides, a host: on the bridge itself for
+//! `public`, else behind a router namespace whose nftables rules
+//! (`netsim/netns/nat-router.sh`) make it that type (the same-LAN types put both sides
+//! behind one router). [`UdpProbe`] and [`EchoServer`] send and answer single datagrams
+//! inside the namespaces. Nothing leaves the namespaces. Dropping the [`TestBed`] kills its
+//! processes and deletes its namespaces, also when a test fails.
 
 #![allow(clippy::disallowed_methods)] // a driver: it reads the clock
 
+mod probe;
 mod process;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub use probe::{probe_binary, EchoServer, Received, UdpProbe};
 pub use process::{DnaProcess, Event};
 
-/// The NAT types of the test bed.
+/// The router types of the test bed: the six of the matrix ([`NatType::ALL`]) and the
+/// extra ones addressable by name ([`NatType::EXTRA`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NatType {
     /// No NAT: a host on the public network.
@@ -33,21 +40,50 @@ pub enum NatType {
     AddressRestricted,
     /// Endpoint-independent mapping, address-and-port-dependent filtering.
     PortRestricted,
-    /// Address-and-port-dependent mapping and filtering.
+    /// Address-and-port-dependent mapping (random ports) and filtering.
     Symmetric,
+    /// No UDP leaves at all; TCP only to the TURN server's port (the router still NATs
+    /// it: plain masquerade, port-preserving, replies only).
+    UdpBlocked,
+    /// Address-and-port-dependent mapping with sequential ports (each new UDP flow takes
+    /// the next port from 20000), address-and-port-dependent filtering. Extra.
+    SymmetricSeq,
+    /// IPv4 as port-restricted; IPv6 routed without NAT through a stateful firewall that
+    /// lets in only flows the inside opened (most home routers). Extra.
+    Ipv6Firewall,
+    /// Sides a and b behind ONE port-restricted router that does not hairpin (as Linux
+    /// does by default). Extra.
+    SameLan,
+    /// Sides a and b behind one port-restricted router that hairpins. Extra.
+    SameLanHairpin,
 }
 
 impl NatType {
-    /// All five, in matrix order.
-    pub const ALL: [NatType; 5] = [
+    /// The six types of the matrix, in matrix order (21 pairs).
+    pub const ALL: [NatType; 6] = [
         NatType::Public,
         NatType::FullCone,
         NatType::AddressRestricted,
         NatType::PortRestricted,
         NatType::Symmetric,
+        NatType::UdpBlocked,
     ];
 
-    /// The name used in output and by `nat-router.sh`.
+    /// The extra types: built by every test bed, run by `nat-matrix --only A:B`, not part
+    /// of the default matrix.
+    pub const EXTRA: [NatType; 4] = [
+        NatType::SymmetricSeq,
+        NatType::Ipv6Firewall,
+        NatType::SameLan,
+        NatType::SameLanHairpin,
+    ];
+
+    /// [`ALL`](NatType::ALL) then [`EXTRA`](NatType::EXTRA).
+    pub fn every() -> impl Iterator<Item = NatType> {
+        NatType::ALL.into_iter().chain(NatType::EXTRA)
+    }
+
+    /// The name used in output, by `--only` and by `nat-router.sh`.
     pub fn name(self) -> &'static str {
         match self {
             NatType::Public => "public",
@@ -55,27 +91,55 @@ impl NatType {
             NatType::AddressRestricted => "address-restricted",
             NatType::PortRestricted => "port-restricted",
             NatType::Symmetric => "symmetric",
+            NatType::UdpBlocked => "udp-blocked",
+            NatType::SymmetricSeq => "symmetric-seq",
+            NatType::Ipv6Firewall => "ipv6-firewall",
+            NatType::SameLan => "same-lan",
+            NatType::SameLanHairpin => "same-lan-hairpin",
         }
     }
 
-    /// RFC 4787 mapping and filtering as our discovery names them (`None`: no NAT, nothing
-    /// to compare beyond endpoint independence).
-    pub fn expected(self) -> (&'static str, &'static str) {
+    /// The type named `name`.
+    pub fn from_name(name: &str) -> Option<NatType> {
+        NatType::every().find(|t| t.name() == name)
+    }
+
+    /// The matrix type whose IPv4 behaviour this one has (itself for the six).
+    pub fn ipv4_like(self) -> NatType {
         match self {
+            NatType::SymmetricSeq => NatType::Symmetric,
+            NatType::Ipv6Firewall | NatType::SameLan | NatType::SameLanHairpin => {
+                NatType::PortRestricted
+            }
+            t => t,
+        }
+    }
+
+    /// RFC 4787 mapping and filtering as our discovery names them, over IPv4; `None` where
+    /// discovery cannot work (`udp-blocked`: no STUN server is reachable).
+    pub fn expected(self) -> Option<(&'static str, &'static str)> {
+        Some(match self.ipv4_like() {
             NatType::Public | NatType::FullCone => ("EndpointIndependent", "EndpointIndependent"),
             NatType::AddressRestricted => ("EndpointIndependent", "AddressDependent"),
             NatType::PortRestricted => ("EndpointIndependent", "AddressAndPortDependent"),
             NatType::Symmetric => ("AddressAndPortDependent", "AddressAndPortDependent"),
-        }
+            _ => return None,
+        })
     }
 
     /// Whether two sides of these types are expected to punch through directly
-    /// (spec/05 §7): all but port-restricted ↔ symmetric and symmetric ↔ symmetric.
+    /// (spec/05 §7): all but port-restricted ↔ symmetric, symmetric ↔ symmetric and every
+    /// pair with a `udp-blocked` side (no UDP at all: QUIC cannot leave). The extra types
+    /// count as their IPv4 behaviour.
     pub fn direct_expected(a: NatType, b: NatType) -> bool {
         use NatType::*;
         !matches!(
-            (a, b),
-            (PortRestricted, Symmetric) | (Symmetric, PortRestricted) | (Symmetric, Symmetric)
+            (a.ipv4_like(), b.ipv4_like()),
+            (PortRestricted, Symmetric)
+                | (Symmetric, PortRestricted)
+                | (Symmetric, Symmetric)
+                | (UdpBlocked, _)
+                | (_, UdpBlocked)
         )
     }
 }
@@ -87,10 +151,15 @@ pub struct Host {
     pub ns: String,
     /// Its NAT type.
     pub nat: NatType,
-    /// Its router's namespace (none for `public`).
+    /// Its router's namespace (none for `public`; sides a and b share one for the
+    /// same-LAN types).
     pub router: Option<String>,
     /// Its address on the public network: its own, or its router's.
     pub public_ip: Ipv4Addr,
+    /// Its own IPv4 address (the public one for `public`, else on its LAN).
+    pub ip: Ipv4Addr,
+    /// Its own global IPv6 address (`public` and `ipv6-firewall` hosts only).
+    pub ip6: Option<Ipv6Addr>,
 }
 
 /// What is missing for the test bed to run here.
@@ -106,6 +175,7 @@ pub fn missing_prerequisites() -> Vec<String> {
         "turnserver",
         "turnutils_natdiscovery",
         "turnutils_stunclient",
+        "turnutils_uclient",
     ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -126,6 +196,35 @@ pub const SERVER_B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 pub const STUN_PORT: u16 = 3478;
 /// The bootstrap nodes' port.
 pub const BOOTSTRAP_PORT: u16 = 4000;
+/// How long the bed waits for a daemon's `ready` behind a `udp-blocked` router. Today's
+/// daemon (no TURN client) prints it only after every UDP exchange of its start timed out —
+/// RFC 5780 discovery, the DHT join, the STUN probe of a bootstrap node, two rendezvous
+/// registrations: 103 s measured on the bed (`nat: null`, `rendezvous: 0`).
+pub const UDP_BLOCKED_READY: Duration = Duration::from_secs(180);
+/// The public IPv6 network's "core router" address (the public namespace routes between
+/// the IPv6 LANs); the bridge is 2001:db8::/64 (documentation prefix, inside the bed only).
+pub const CORE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+/// coturn's first address over IPv6.
+pub const SERVER_A6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// coturn's second address over IPv6.
+pub const SERVER_B6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 3);
+/// The TURN long-term-credential user of the bed's coturn (RFC 8489 §9.2).
+pub const TURN_USER: &str = "dna";
+/// Its password.
+pub const TURN_PASSWORD: &str = "dna-test-turn-password";
+/// coturn's realm.
+pub const TURN_REALM: &str = "dna.test";
+/// coturn's relay ports (both ends included): 49 relayed addresses at most.
+pub const TURN_RELAY_PORTS: (u16, u16) = (49152, 49200);
+
+/// The TURN server's addresses: coturn on UDP and TCP, [`STUN_PORT`] on [`SERVER_A`] and
+/// [`SERVER_B`] (the `udp-blocked` routers let TCP through to exactly these).
+pub fn turn_servers() -> [SocketAddr; 2] {
+    [
+        SocketAddr::from((SERVER_A, STUN_PORT)),
+        SocketAddr::from((SERVER_B, STUN_PORT)),
+    ]
+}
 
 /// The built test bed. Dropping it tears everything down.
 pub struct TestBed {
@@ -175,6 +274,29 @@ fn router_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("netns/nat-router.sh")
 }
 
+fn ip(args: &[&str]) -> Result<String, TestBedError> {
+    run("ip", args)
+}
+
+fn sysctl(ns: &str, setting: &str) -> Result<String, TestBedError> {
+    run("ip", &["netns", "exec", ns, "sysctl", "-qw", setting])
+}
+
+/// The public IPv4 address of host or router `i`.
+fn wan_ip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 10 + i)
+}
+
+/// The public IPv6 address of host or router `i` (on the bridge's 2001:db8::/64).
+fn wan_ip6(i: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100 + u16::from(i))
+}
+
+/// Address `last` in router `n`'s IPv6 LAN prefix 2001:db8:0:n::/64.
+fn lan_ip6(n: u8, last: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, u16::from(n), 0, 0, 0, last)
+}
+
 impl TestBed {
     /// Builds the test bed and starts coturn and the bootstrap nodes. `dna`: the `dna`
     /// binary to run.
@@ -218,116 +340,108 @@ impl TestBed {
 
     fn build_networks(&mut self) -> Result<(), TestBedError> {
         let public = self.add_ns("pub")?;
-        run(
-            "ip",
-            &["-n", &public, "link", "add", "br0", "type", "bridge"],
-        )?;
-        run("ip", &["-n", &public, "link", "set", "br0", "up"])?;
+        ip(&["-n", &public, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &public, "link", "set", "br0", "up"])?;
         for a in [SERVER_A, SERVER_B] {
-            let a = format!("{a}/24");
-            run("ip", &["-n", &public, "addr", "add", &a, "dev", "br0"])?;
+            ip(&[
+                "-n",
+                &public,
+                "addr",
+                "add",
+                &format!("{a}/24"),
+                "dev",
+                "br0",
+            ])?;
         }
+        for a in [CORE6, SERVER_A6, SERVER_B6] {
+            let a = format!("{a}/64");
+            ip(&["-n", &public, "addr", "add", &a, "dev", "br0", "nodad"])?;
+        }
+        // The public namespace routes IPv6 between the firewalled LANs (the "Internet").
+        sysctl(&public, "net.ipv6.conf.all.forwarding=1")?;
         let mut i = 0u8;
-        for nat in NatType::ALL {
+        for nat in NatType::every() {
+            // The same-LAN types put both sides behind the router made for side a.
+            let mut shared: Option<(String, Ipv4Addr, u8)> = None;
             for side in ['a', 'b'] {
                 i += 1;
-                let wan_ip = format!("198.18.0.{}", 10 + i);
                 let host = self.add_ns(&format!("h{i}"))?;
-                let port = format!("v{i}");
-                // The far end of the public link: the host itself, or its router.
-                let (far, far_if) = if nat == NatType::Public {
-                    (host.clone(), "eth0")
-                } else {
-                    (self.add_ns(&format!("r{i}"))?, "wan")
-                };
-                run(
-                    "ip",
-                    &[
-                        "link", "add", &port, "netns", &public, "type", "veth", "peer", "name",
-                        far_if, "netns", &far,
-                    ],
-                )?;
-                run(
-                    "ip",
-                    &["-n", &public, "link", "set", &port, "master", "br0", "up"],
-                )?;
-                run("ip", &["-n", &far, "link", "set", far_if, "up"])?;
-                let wan_cidr = format!("{wan_ip}/24");
-                run("ip", &["-n", &far, "addr", "add", &wan_cidr, "dev", far_if])?;
-                if nat != NatType::Public {
-                    let lan = format!("10.{i}.0");
-                    run(
-                        "ip",
-                        &[
-                            "link", "add", "lan", "netns", &far, "type", "veth", "peer", "name",
-                            "eth0", "netns", &host,
-                        ],
-                    )?;
-                    run("ip", &["-n", &far, "link", "set", "lan", "up"])?;
-                    run(
-                        "ip",
-                        &[
-                            "-n",
-                            &far,
-                            "addr",
-                            "add",
-                            &format!("{lan}.1/24"),
-                            "dev",
-                            "lan",
-                        ],
-                    )?;
-                    run("ip", &["-n", &host, "link", "set", "eth0", "up"])?;
-                    run(
-                        "ip",
-                        &[
-                            "-n",
-                            &host,
-                            "addr",
-                            "add",
-                            &format!("{lan}.2/24"),
-                            "dev",
-                            "eth0",
-                        ],
-                    )?;
-                    run(
-                        "ip",
-                        &[
-                            "-n",
-                            &host,
-                            "route",
-                            "add",
-                            "default",
-                            "via",
-                            &format!("{lan}.1"),
-                        ],
-                    )?;
-                    run(
-                        "ip",
-                        &[
-                            "netns",
-                            "exec",
-                            &far,
-                            "sysctl",
-                            "-qw",
-                            "net.ipv4.ip_forward=1",
-                        ],
-                    )?;
-                    let script = router_script();
-                    run(
-                        "sh",
-                        &[&script.to_string_lossy(), nat.name(), &far, "wan", &wan_ip],
-                    )?;
+                if nat == NatType::Public {
+                    let wan_ip = wan_ip(i);
+                    self.wan_link(&public, i, &host, "eth0", wan_ip)?;
+                    let ip6 = wan_ip6(i);
+                    let cidr6 = format!("{ip6}/64");
+                    ip(&["-n", &host, "addr", "add", &cidr6, "dev", "eth0", "nodad"])?;
+                    self.hosts.push((
+                        nat,
+                        side,
+                        Host {
+                            ns: host,
+                            nat,
+                            router: None,
+                            public_ip: wan_ip,
+                            ip: wan_ip,
+                            ip6: Some(ip6),
+                        },
+                    ));
+                    continue;
                 }
-                let router = (nat != NatType::Public).then(|| far.clone());
-                let public_ip = wan_ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
+                let same_lan = matches!(nat, NatType::SameLan | NatType::SameLanHairpin);
+                let (router, public_ip, n) = match shared.clone() {
+                    Some(r) if same_lan => r,
+                    _ => {
+                        let r = self.add_router(&public, i, nat)?;
+                        shared = Some(r.clone());
+                        r
+                    }
+                };
+                let octet = if same_lan && side == 'b' { 3 } else { 2 };
+                let host_ip = Ipv4Addr::new(10, n, 0, octet);
+                let router_if = if same_lan {
+                    format!("p{side}")
+                } else {
+                    "lan".to_string()
+                };
+                ip(&[
+                    "link", "add", &router_if, "netns", &router, "type", "veth", "peer", "name",
+                    "eth0", "netns", &host,
+                ])?;
+                if same_lan {
+                    ip(&["-n", &router, "link", "set", &router_if, "master", "lan"])?;
+                } else {
+                    let gw = format!("10.{n}.0.1/24");
+                    ip(&["-n", &router, "addr", "add", &gw, "dev", "lan"])?;
+                }
+                ip(&["-n", &router, "link", "set", &router_if, "up"])?;
+                ip(&["-n", &host, "link", "set", "eth0", "up"])?;
+                let cidr = format!("{host_ip}/24");
+                ip(&["-n", &host, "addr", "add", &cidr, "dev", "eth0"])?;
+                let gw = format!("10.{n}.0.1");
+                ip(&["-n", &host, "route", "add", "default", "via", &gw])?;
+                let ip6 = if nat == NatType::Ipv6Firewall {
+                    let ip6 = lan_ip6(n, 2);
+                    if side == 'a' || !same_lan {
+                        let gw6 = format!("{}/64", lan_ip6(n, 1));
+                        ip(&["-n", &router, "addr", "add", &gw6, "dev", "lan", "nodad"])?;
+                    }
+                    let cidr6 = format!("{ip6}/64");
+                    ip(&["-n", &host, "addr", "add", &cidr6, "dev", "eth0", "nodad"])?;
+                    let gw6 = lan_ip6(n, 1).to_string();
+                    ip(&["-n", &host, "-6", "route", "add", "default", "via", &gw6])?;
+                    Some(ip6)
+                } else {
+                    None
+                };
                 self.hosts.push((
                     nat,
                     side,
                     Host {
                         ns: host,
                         nat,
-                        router,
+                        router: Some(router),
                         public_ip,
+                        ip: host_ip,
+                        ip6,
                     },
                 ));
             }
@@ -335,13 +449,137 @@ impl TestBed {
         Ok(())
     }
 
-    fn public_ns(&self) -> &str {
+    /// A veth from the public bridge (port `v{i}`) to `far_if` in namespace `far`, with
+    /// the public address `wan_ip`.
+    fn wan_link(
+        &self,
+        public: &str,
+        i: u8,
+        far: &str,
+        far_if: &str,
+        wan_ip: Ipv4Addr,
+    ) -> Result<(), TestBedError> {
+        let port = format!("v{i}");
+        ip(&[
+            "link", "add", &port, "netns", public, "type", "veth", "peer", "name", far_if, "netns",
+            far,
+        ])?;
+        ip(&["-n", public, "link", "set", &port, "master", "br0", "up"])?;
+        ip(&["-n", far, "link", "set", far_if, "up"])?;
+        let cidr = format!("{wan_ip}/24");
+        ip(&["-n", far, "addr", "add", &cidr, "dev", far_if])?;
+        Ok(())
+    }
+
+    /// Router `r{i}` of type `nat`: its WAN on the public bridge at 198.18.0.(10+i), LAN
+    /// 10.i.0.0/24 (a bridge `lan` for the same-LAN types, else the host's veth `lan`,
+    /// made by the caller), its nftables ruleset. Returns (namespace, WAN address, i).
+    fn add_router(
+        &mut self,
+        public: &str,
+        i: u8,
+        nat: NatType,
+    ) -> Result<(String, Ipv4Addr, u8), TestBedError> {
+        let router = self.add_ns(&format!("r{i}"))?;
+        let wan = wan_ip(i);
+        self.wan_link(public, i, &router, "wan", wan)?;
+        sysctl(&router, "net.ipv4.ip_forward=1")?;
+        if matches!(nat, NatType::SameLan | NatType::SameLanHairpin) {
+            ip(&["-n", &router, "link", "add", "lan", "type", "bridge"])?;
+            ip(&["-n", &router, "link", "set", "lan", "up"])?;
+            let gw = format!("10.{i}.0.1/24");
+            ip(&["-n", &router, "addr", "add", &gw, "dev", "lan"])?;
+        }
+        if nat == NatType::Ipv6Firewall {
+            let wan6 = wan_ip6(i);
+            let cidr6 = format!("{wan6}/64");
+            ip(&["-n", &router, "addr", "add", &cidr6, "dev", "wan", "nodad"])?;
+            sysctl(&router, "net.ipv6.conf.all.forwarding=1")?;
+            let core = CORE6.to_string();
+            ip(&["-n", &router, "-6", "route", "add", "default", "via", &core])?;
+            let prefix = format!("{}/64", lan_ip6(i, 0));
+            let via = wan6.to_string();
+            ip(&["-n", public, "-6", "route", "add", &prefix, "via", &via])?;
+        }
+        let script = router_script();
+        let (wan_s, lan_net) = (wan.to_string(), format!("10.{i}.0.0/24"));
+        let turn: Vec<String> = turn_servers().iter().map(ToString::to_string).collect();
+        let mut args = vec![
+            script.to_string_lossy().into_owned(),
+            nat.name().to_string(),
+            router.clone(),
+            "wan".into(),
+            wan_s,
+            lan_net,
+        ];
+        args.extend(turn);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run("sh", &args)?;
+        Ok((router, wan, i))
+    }
+
+    /// The public namespace (the bridge, coturn, the bootstrap nodes).
+    pub fn public_ns(&self) -> &str {
         &self.namespaces[0]
+    }
+
+    /// Side `side` (`'a'` or `'b'`) of the same-LAN router that hairpins (`hairpin`) or
+    /// does not: both sides of one variant share one router and LAN (10.i.0.2 and .3).
+    pub fn lan_host(&self, hairpin: bool, side: char) -> &Host {
+        let nat = if hairpin {
+            NatType::SameLanHairpin
+        } else {
+            NatType::SameLan
+        };
+        self.host(nat, side)
+    }
+
+    /// The `dna daemon` arguments for the bed's TURN server (for when the daemon takes
+    /// them): `--turn A:3478 --turn B:3478 --turn-user U --turn-password P`.
+    pub fn turn_args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for s in turn_servers() {
+            v.push("--turn".to_string());
+            v.push(s.to_string());
+        }
+        v.extend(["--turn-user".into(), TURN_USER.into()]);
+        v.extend(["--turn-password".into(), TURN_PASSWORD.into()]);
+        v
+    }
+
+    /// The packets counted so far by the named nftables counter `name` of `table` (e.g.
+    /// `ip dnanat`, `inet dnafw6`) in namespace `ns` (see `nat-router.sh`).
+    pub fn nft_counter(&self, ns: &str, table: &str, name: &str) -> Result<u64, TestBedError> {
+        let mut args = vec!["netns", "exec", ns, "nft", "list", "counter"];
+        args.extend(table.split_whitespace());
+        args.push(name);
+        let out = run("ip", &args)?;
+        out.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| TestBedError::NotReady(format!("counter {table} {name}: {out}")))
+    }
+
+    /// A [`UdpProbe`] in namespace `ns`, its socket bound to `bind`.
+    pub fn udp_probe(&self, ns: &str, bind: SocketAddr) -> Result<UdpProbe, TestBedError> {
+        UdpProbe::start(ns, bind)
+    }
+
+    /// An [`EchoServer`] in the public namespace on each of `addrs`.
+    pub fn public_echo(&self, addrs: &[SocketAddr]) -> Result<EchoServer, TestBedError> {
+        EchoServer::start(self.public_ns(), addrs)
     }
 
     fn start_servers(&mut self, bootstrap_extra: &[String]) -> Result<(), TestBedError> {
         let public = self.public_ns().to_string();
         let log = std::fs::File::create(self.dir.join("coturn.log"))?;
+        let (min_port, max_port) = (
+            TURN_RELAY_PORTS.0.to_string(),
+            TURN_RELAY_PORTS.1.to_string(),
+        );
+        // Long-term credentials for Allocate; Binding (RFC 5780 discovery) stays
+        // unauthenticated. UDP and TCP (coturn's default) on every listening address.
         let coturn = Command::new("ip")
             .args([
                 "netns",
@@ -352,30 +590,36 @@ impl TestBed {
                 "--no-tls",
                 "--no-dtls",
             ])
-            .args([
-                "--no-cli",
-                "--lt-cred-mech",
-                "--user",
-                "dna:dna",
-                "--realm",
-                "dna",
-            ])
+            .args(["--no-cli", "--lt-cred-mech", "--realm", TURN_REALM])
+            .args(["--user", &format!("{TURN_USER}:{TURN_PASSWORD}")])
             .args(["--listening-ip", &SERVER_A.to_string()])
             .args(["--listening-ip", &SERVER_B.to_string()])
+            .args(["--listening-ip", &SERVER_A6.to_string()])
+            .args(["--listening-ip", &SERVER_B6.to_string()])
             .args(["--listening-port", &STUN_PORT.to_string()])
-            .args(["--min-port", "49152", "--max-port", "49352"])
+            .args(["--min-port", &min_port, "--max-port", &max_port])
             .args(["--pidfile", &self.dir.join("coturn.pid").to_string_lossy()])
             .args(["--log-file", "stdout", "--simple-log"])
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
         self.coturn = Some(coturn);
-        // coturn is ready when both addresses' ports are bound.
+        // coturn is ready when both IPv4 addresses' ports are bound, UDP and TCP (listen).
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let udp = run("ip", &["netns", "exec", &public, "cat", "/proc/net/udp"])?;
             let want = format!(":{:04X}", STUN_PORT);
-            if udp.lines().filter(|l| l.contains(&want)).count() >= 2 {
+            let udp = run("ip", &["netns", "exec", &public, "cat", "/proc/net/udp"])?;
+            let tcp = run("ip", &["netns", "exec", &public, "cat", "/proc/net/tcp"])?;
+            let tcp_listening = tcp
+                .lines()
+                .filter(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|a| a.ends_with(&want))
+                })
+                .filter(|l| l.split_whitespace().nth(3) == Some("0A"))
+                .count();
+            if udp.lines().filter(|l| l.contains(&want)).count() >= 2 && tcp_listening >= 2 {
                 break;
             }
             if Instant::now() > deadline {
@@ -441,28 +685,46 @@ impl TestBed {
 
     /// [`daemon`](TestBed::daemon) with extra command-line arguments.
     pub fn daemon_with(&self, host: &Host, extra: &[String]) -> Result<DnaProcess, TestBedError> {
+        let p = self.start_daemon(host, extra)?;
+        self.wait_ready(&p, host)?;
+        Ok(p)
+    }
+
+    /// Starts `dna daemon` on `host` like [`daemon_with`](TestBed::daemon_with) but returns
+    /// at once; [`wait_ready`](TestBed::wait_ready) waits for it.
+    pub fn start_daemon(&self, host: &Host, extra: &[String]) -> Result<DnaProcess, TestBedError> {
         let mut args = vec!["--stun".to_string(), format!("{SERVER_A}:{STUN_PORT}")];
         for b in &self.bootstrap_args {
             args.push("--bootstrap".into());
             args.push(b.clone());
         }
         args.extend_from_slice(extra);
-        let p = self.spawn(&host.ns, host.nat.name(), "daemon", &args)?;
-        if p.wait_event("ready", Duration::from_secs(60)).is_none() {
+        self.spawn(&host.ns, host.nat.name(), "daemon", &args)
+    }
+
+    /// Waits for the `ready` event of a daemon started on `host`: up to 60 s, or
+    /// [`UDP_BLOCKED_READY`] behind a `udp-blocked` router.
+    pub fn wait_ready(&self, p: &DnaProcess, host: &Host) -> Result<(), TestBedError> {
+        let within = if host.nat == NatType::UdpBlocked {
+            UDP_BLOCKED_READY
+        } else {
+            Duration::from_secs(60)
+        };
+        if p.wait_event("ready", within).is_none() {
             return Err(TestBedError::NotReady(format!(
-                "daemon on {} ({}): no ready event; stderr: {}",
+                "daemon on {} ({}): no ready event in {within:?}; stderr: {}",
                 host.ns,
                 host.nat.name(),
                 p.stderr_tail()
             )));
         }
-        Ok(p)
+        Ok(())
     }
 
     /// Gives `host`'s router a new public address (an ISP renumbering the uplink): the old
     /// address is removed, which also drops the router's masquerade mappings, and the new
     /// one added. Only for routers whose rules do not name their address (port-restricted,
-    /// symmetric).
+    /// symmetric, udp-blocked, same-lan, ipv6-firewall's IPv4).
     pub fn renumber_router(&self, host: &Host, new_ip: Ipv4Addr) -> Result<(), TestBedError> {
         let router = host
             .router
@@ -543,6 +805,63 @@ impl TestBed {
     }
 }
 
+/// What coturn's `turnutils_uclient` reported (see [`TestBed::turnutils_uclient`]).
+#[derive(Debug, Clone, Default)]
+pub struct UclientReport {
+    /// The relayed addresses coturn allocated.
+    pub relays: Vec<SocketAddr>,
+    /// Messages sent and received through the relays.
+    pub sent: u64,
+    /// Messages received.
+    pub received: u64,
+    /// It said "Cannot complete Allocation".
+    pub allocation_failed: bool,
+}
+
+impl TestBed {
+    /// coturn's `turnutils_uclient` from `host` against [`SERVER_A`]: two clients allocate
+    /// with [`TURN_USER`] and `password` (over TCP if `tcp`) and send each other 5 messages
+    /// through their relayed addresses (`-y`). Bounded by 30 s.
+    pub fn turnutils_uclient(
+        &self,
+        host: &Host,
+        tcp: bool,
+        password: &str,
+    ) -> Result<UclientReport, TestBedError> {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["30", "ip", "netns", "exec", &host.ns, "turnutils_uclient"]);
+        if tcp {
+            cmd.arg("-t");
+        }
+        let out = cmd
+            .args([
+                "-v", "-y", "-c", "-n", "5", "-m", "1", "-u", TURN_USER, "-w", password,
+            ])
+            .arg(SERVER_A.to_string())
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let mut r = UclientReport::default();
+        let count = |l: &str, key: &str| {
+            l.split(key)
+                .nth(1)
+                .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        for l in text.lines() {
+            if let Some(a) = l.split("Received relay addr: ").nth(1) {
+                r.relays.extend(a.trim().parse::<SocketAddr>().ok());
+            }
+            if l.contains("start_mclient: tot_send_msgs=") {
+                r.sent = count(l, "tot_send_msgs=").unwrap_or(0);
+                r.received = count(l, "tot_recv_msgs=").unwrap_or(0);
+            }
+            r.allocation_failed |= l.contains("Cannot complete Allocation");
+        }
+        Ok(r)
+    }
+}
+
 impl Drop for TestBed {
     fn drop(&mut self) {
         self.bootstraps.clear();
@@ -590,7 +909,7 @@ impl PairResult {
     }
 }
 
-/// Every unordered pair of types, `a` ≤ `b` (15).
+/// Every unordered pair of the matrix types ([`NatType::ALL`]), `a` ≤ `b` (21).
 pub fn pairs() -> Vec<(NatType, NatType)> {
     let mut v = Vec::new();
     for (i, a) in NatType::ALL.iter().enumerate() {
@@ -602,6 +921,58 @@ pub fn pairs() -> Vec<(NatType, NatType)> {
 }
 
 impl TestBed {
+    /// Runs `pairs` with [`run_pair`](TestBed::run_pair): those with a `udp-blocked` side
+    /// each in a thread of their own, started first (their daemons take
+    /// [`UDP_BLOCKED_READY`]-bounded minutes to start and are idle meanwhile), the others
+    /// one after another. `each` sees every result as it comes; the results return in the
+    /// order of `pairs`.
+    pub fn run_pairs(
+        &self,
+        pairs: &[(NatType, NatType)],
+        each: impl Fn(&PairResult) + Sync,
+    ) -> Vec<PairResult> {
+        let slow =
+            |(a, b): (NatType, NatType)| a == NatType::UdpBlocked || b == NatType::UdpBlocked;
+        let mut out: Vec<Option<PairResult>> = vec![None; pairs.len()];
+        std::thread::scope(|scope| {
+            let each = &each;
+            let threads: Vec<_> = pairs
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| slow(**p))
+                .map(|(i, &(a, b))| {
+                    let t = scope.spawn(move || {
+                        let r = self.run_pair(a, b);
+                        each(&r);
+                        r
+                    });
+                    (i, t)
+                })
+                .collect();
+            for (i, &(a, b)) in pairs.iter().enumerate().filter(|(_, p)| !slow(**p)) {
+                let r = self.run_pair(a, b);
+                each(&r);
+                out[i] = Some(r);
+            }
+            for (i, t) in threads {
+                out[i] = t.join().ok();
+            }
+        });
+        out.into_iter()
+            .zip(pairs)
+            .map(|(r, &(a, b))| {
+                r.unwrap_or_else(|| PairResult {
+                    a,
+                    b,
+                    path: "failed".into(),
+                    via: String::new(),
+                    ms: None,
+                    detail: "the pair's thread panicked".into(),
+                })
+            })
+            .collect()
+    }
+
     /// Runs one pair: fresh daemons on side a (type `a`) and side b (type `b`), then a sends
     /// a message to b, which a has never seen: DHT lookup, direct dial or CONNECT and hole
     /// punching, QUIC, end-to-end key exchange, delivery.
@@ -614,16 +985,22 @@ impl TestBed {
             ms: None,
             detail: String::new(),
         };
-        let (pa, pb) = match (
-            self.daemon(self.host(a, 'a')),
-            self.daemon(self.host(b, 'b')),
-        ) {
+        // Both start at once; a sends once both are ready (b has published its presence).
+        let (ha, hb) = (self.host(a, 'a'), self.host(b, 'b'));
+        let (pa, pb) = match (self.start_daemon(ha, &[]), self.start_daemon(hb, &[])) {
             (Ok(x), Ok(y)) => (x, y),
             (Err(e), _) | (_, Err(e)) => {
                 r.detail = e.to_string();
                 return r;
             }
         };
+        if let Err(e) = self
+            .wait_ready(&pa, ha)
+            .and_then(|()| self.wait_ready(&pb, hb))
+        {
+            r.detail = e.to_string();
+            return r;
+        }
         let fp_b = pb.fingerprint().unwrap_or_default();
         let text = format!("hello from {} to {}", a.name(), b.name());
         let start = Instant::now();
