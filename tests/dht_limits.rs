@@ -102,9 +102,9 @@ impl Attacker {
 
 /// Polls `f` until it holds (a node's tasks run concurrently with the test); panics after
 /// 30 s, which only a broken node reaches.
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
     for _ in 0..3000 {
-        if f() {
+        if f().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -153,11 +153,11 @@ async fn unanswered_dht_requests_leave_no_responders() {
         conns.push(t.await.unwrap());
     }
     // Every request reached the node and its task ended: the node had its chance.
-    eventually("all requests served", || {
-        victim.dht_stats().requests_served == REQUESTS as u64
+    eventually("all requests served", || async {
+        victim.dht_stats().await.requests_served == REQUESTS as u64
     })
     .await;
-    let s = victim.dht_stats();
+    let s = victim.dht_stats().await;
     println!(
         "after {REQUESTS} unanswered requests: responders {} waiters {} (served {})",
         s.responders, s.waiters, s.requests_served
@@ -181,8 +181,8 @@ async fn a_query_given_up_leaves_no_waiter() {
     let a = Node::bind(Identity::generate(&mut OsRng), cfg)
         .await
         .unwrap();
-    eventually("A knows B and its bootstrap is over", || {
-        a.dht_table_size() == 1 && a.dht_stats().waiters == 0
+    eventually("A knows B and its bootstrap is over", || async {
+        a.dht_table_size().await == 1 && a.dht_stats().await.waiters == 0
     })
     .await;
     b.shutdown(Duration::ZERO).await;
@@ -196,7 +196,7 @@ async fn a_query_given_up_leaves_no_waiter() {
             biased;
             _ = &mut find => false,
             _ = async {
-                while a.dht_stats().waiters == 0 {
+                while a.dht_stats().await.waiters == 0 {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             } => true,
@@ -204,7 +204,7 @@ async fn a_query_given_up_leaves_no_waiter() {
         assert!(started, "a lookup to a silent node cannot finish at once");
         given_up += 1;
     }
-    let s = a.dht_stats();
+    let s = a.dht_stats().await;
     println!(
         "after {given_up} queries given up: waiters {} responders {}",
         s.waiters, s.responders
@@ -248,7 +248,7 @@ async fn dht_connections_count_toward_max_connections() {
     for (_, c) in &held {
         c.close(0u32.into(), b"bye");
     }
-    eventually("slots freed", || victim.connection_count() == 0).await;
+    eventually("slots freed", || async { victim.connection_count() == 0 }).await;
     let late = Attacker::new();
     assert!(late.hello(victim.local_addr(), true).await.is_ok());
     victim.shutdown(Duration::ZERO).await;
@@ -293,7 +293,7 @@ async fn at_the_limit_a_quiet_dht_connection_makes_room() {
         quinn::ConnectionError::ApplicationClosed(c) => c.reason,
         other => panic!("closed otherwise: {other}"),
     };
-    eventually("count back at the limit", || {
+    eventually("count back at the limit", || async {
         victim.connection_count() == MAX
     })
     .await;
@@ -335,15 +335,18 @@ async fn an_idle_dht_connection_is_closed() {
         quinn::ConnectionError::ApplicationClosed(c) => c.reason,
         other => panic!("closed otherwise: {other}"),
     };
-    eventually("count back to 0", || victim.connection_count() == 0).await;
+    eventually("count back to 0", || async {
+        victim.connection_count() == 0
+    })
+    .await;
     println!(
         "idle DHT connection closed by the node ({:?}); count {} pooled {}",
         String::from_utf8_lossy(&reason),
         victim.connection_count(),
-        victim.dht_stats().connections
+        victim.dht_stats().await.connections
     );
     assert_eq!(&reason[..], b"idle");
-    assert_eq!(victim.dht_stats().connections, 0);
+    assert_eq!(victim.dht_stats().await.connections, 0);
     victim.shutdown(Duration::ZERO).await;
 }
 

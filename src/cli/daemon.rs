@@ -330,7 +330,7 @@ pub(super) async fn status(h: &NodeHandle) -> Value {
 async fn limits(h: &NodeHandle) -> Value {
     let cfg = h.config();
     let (peers, evicted) = h.peer_table().await;
-    let dht = h.dht_stats();
+    let dht = h.dht_stats().await;
     let dht_cfg = cfg.dht.as_ref().map(|d| d.config.store).unwrap_or_default();
     let stun = h.stun_stats();
     let ts = h.transport_stats().await;

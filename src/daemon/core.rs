@@ -1,26 +1,47 @@
 //! The task that owns the node core (spec/06-node.md §1, §2): the one place the node's
-//! per-peer state lives. It takes commands from the API, the connection tasks and the
-//! serving tasks over one bounded queue ([`CORE_QUEUE`]), runs them on the sans-IO
-//! [`Core`](crate::node::core::Core) with the time, and carries out what the core asks:
-//! batches and presence to connection tasks (`try_send` on queues sized so they never fill),
-//! closes, dial rounds. It never waits on anything but its own queue and its timer.
+//! state lives — peers, outboxes, scores, the rendezvous role and the DHT state machine. It
+//! takes commands from the API, the connection tasks and the serving tasks over one bounded
+//! queue ([`CORE_QUEUE`]), runs them on the sans-IO [`Core`](crate::node::core::Core) with
+//! the time, and carries out what the core asks: batches and presence to connection tasks
+//! (`try_send` on queues sized so they never fill), closes, dial rounds, DHT requests,
+//! answers and query events. It never waits on anything but its own queue and its timer;
+//! the DHT database is written on a blocking thread from a snapshot taken here.
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::conn::dial_round;
-use super::state::{ConnCmd, ConnHandle, CoreCmd, DriverCore, Shared, CORE_QUEUE};
+use super::dht_persist::Snapshot;
+use super::state::{ConnCmd, ConnHandle, CoreCmd, DhtShared, DriverCore, Shared, CORE_QUEUE};
 use super::store::Stored;
+use super::util::lock;
+use crate::dht::{DhtEvent, DhtMessage, QueryId};
 use crate::node::core::Output;
 
 /// Commands taken per pass before the core's output is carried out.
 const BATCH: usize = 256;
+/// How often the DHT's table and records are saved.
+const SAVE_EVERY: Duration = Duration::from_secs(30);
 
 /// The core task's queue.
 pub(crate) fn channel() -> (mpsc::Sender<CoreCmd>, mpsc::Receiver<CoreCmd>) {
     mpsc::channel(CORE_QUEUE)
+}
+
+/// What waits for the DHT state machine, owned by the core task.
+#[derive(Default)]
+struct DhtWaits {
+    /// API queries, by query: the event goes to the sender. A caller that gave up dropped
+    /// its receiver; such entries go at the start of the next pass.
+    queries: HashMap<QueryId, oneshot::Sender<DhtEvent>>,
+    /// Inbound requests of this pass, by (peer, request ID): the DHT answers requests at
+    /// once, so what is unanswered when the pass ends gets no answer (the sender is
+    /// dropped, which ends the request's task).
+    answers: HashMap<(crate::crypto::NodeId, u64), oneshot::Sender<DhtMessage>>,
 }
 
 /// Runs the core until every sender of its queue is gone.
@@ -31,10 +52,16 @@ pub(crate) async fn run(
 ) {
     // `shared` holds a sender of our own queue: hold it weakly, or the task never ends.
     let weak = Arc::downgrade(&shared);
+    let dht = shared.dht.clone();
     drop(shared);
+    let mut waits = DhtWaits::default();
     let mut cmds = Vec::with_capacity(BATCH);
+    let mut next_save = Instant::now() + SAVE_EVERY;
     loop {
-        let deadline = core.poll_timeout();
+        let mut deadline = core.poll_timeout();
+        if dht.is_some() {
+            deadline = Some(deadline.map_or(next_save, |d| d.min(next_save)));
+        }
         let sleep = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -47,11 +74,23 @@ pub(crate) async fn run(
                     return;
                 }
                 let now = Instant::now();
+                if let Some(d) = &dht {
+                    // Queries whose callers gave up go before anything reads the count.
+                    waits.queries.retain(|_, tx| !tx.is_closed());
+                    d.waiting.store(waits.queries.len(), Ordering::Relaxed);
+                }
                 for cmd in cmds.drain(..) {
-                    handle(&mut core, now, cmd);
+                    handle(&mut core, &mut waits, now, cmd);
                 }
             }
-            () = sleep => core.handle_timeout(Instant::now()),
+            () = sleep => {
+                let now = Instant::now();
+                core.handle_timeout(now);
+                if let Some(d) = dht.as_ref().filter(|_| now >= next_save) {
+                    save(d, &mut core);
+                    next_save = now + SAVE_EVERY;
+                }
+            }
         }
         let Some(shared) = weak.upgrade() else {
             return;
@@ -59,10 +98,13 @@ pub(crate) async fn run(
         while let Some(out) = core.poll_output() {
             carry_out(&shared, out);
         }
+        if let Some(d) = &dht {
+            dht_output(&shared, d, &mut core, &mut waits);
+        }
     }
 }
 
-fn handle(core: &mut DriverCore, now: Instant, cmd: CoreCmd) {
+fn handle(core: &mut DriverCore, waits: &mut DhtWaits, now: Instant, cmd: CoreCmd) {
     match cmd {
         CoreCmd::Send { peer, msgs } => core.send(now, peer, msgs),
         CoreCmd::Acked {
@@ -82,6 +124,23 @@ fn handle(core: &mut DriverCore, now: Instant, cmd: CoreCmd) {
         CoreCmd::Ended(e) => core.connection_ended(now, e),
         CoreCmd::DialFailed(peer) => core.dial_failed(now, peer),
         CoreCmd::DialConnected(peer) => core.dial_connected(peer),
+        CoreCmd::DhtInbound { from, msg, reply } => {
+            if let Some(d) = core.dht_mut() {
+                waits.answers.insert((from.id, msg.msg.id), reply);
+                d.handle_checked(now, from, msg);
+            }
+        }
+        CoreCmd::DhtAnswer { from, msg } => {
+            if let Some(d) = core.dht_mut() {
+                d.handle_checked(now, from, msg);
+            }
+        }
+        CoreCmd::DhtQuery { start, reply } => {
+            if let Some(d) = core.dht_mut() {
+                let q = start(d, now);
+                waits.queries.insert(q, reply);
+            }
+        }
         CoreCmd::Call(f) => f(core, now),
     }
 }
@@ -99,6 +158,71 @@ fn carry_out(shared: &Arc<Shared>, out: Output<ConnHandle>) {
             tokio::spawn(dial_round(shared.clone(), peer, addrs));
         }
     }
+}
+
+/// What the DHT state machine produced: requests go out (one task each), answers to the
+/// inbound requests waiting for them, events to the queries waiting for them.
+fn dht_output(shared: &Arc<Shared>, d: &Arc<DhtShared>, core: &mut DriverCore, w: &mut DhtWaits) {
+    let Some(dht) = core.dht_mut() else {
+        return;
+    };
+    while let Some(t) = dht.poll_transmit() {
+        if t.msg.is_request() {
+            tokio::spawn(super::dht::request(shared.clone(), d.clone(), t.to, t.msg));
+        } else if let Some(tx) = w.answers.remove(&(t.to.id, t.msg.id)) {
+            let _ = tx.send(t.msg);
+        }
+    }
+    // The DHT answers at once: a request it did not answer now gets no answer.
+    w.answers.clear();
+    while let Some(ev) = dht.poll_event() {
+        let q = match &ev {
+            DhtEvent::FoundNodes { query, .. }
+            | DhtEvent::FoundValue { query, .. }
+            | DhtEvent::Put { query, .. }
+            | DhtEvent::Bootstrapped { query, .. } => *query,
+        };
+        if let Some(tx) = w.queries.remove(&q) {
+            let _ = tx.send(ev);
+        }
+    }
+    d.waiting.store(w.queries.len(), Ordering::Relaxed);
+}
+
+/// Saves the DHT's table and the records that changed, if this node persists them: the
+/// snapshot is taken here, written on a blocking thread (the persistence lock keeps writes
+/// in order). A failed write makes the next save write everything.
+pub(crate) fn save(d: &Arc<DhtShared>, core: &mut DriverCore) {
+    if lock(&d.persist).is_none() {
+        return;
+    }
+    let Some(dht) = core.dht_mut() else {
+        return;
+    };
+    if d.save_failed.swap(false, Ordering::Relaxed) {
+        dht.mark_store_changed();
+    }
+    let snap = Snapshot::take(dht);
+    let d = d.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = write_snapshot(&d, &snap) {
+            // Everything again next time; the core marks it when told.
+            tracing::warn!(error = %e, "saving the DHT state failed");
+            d.save_failed.store(true, Ordering::Relaxed);
+        }
+    });
+}
+
+/// Writes a snapshot to the database, if it is still open.
+pub(crate) fn write_snapshot(d: &DhtShared, snap: &Snapshot) -> sled::Result<()> {
+    let persist = lock(&d.persist);
+    let Some(p) = persist.as_ref() else {
+        return Ok(());
+    };
+    p.write(snap)?;
+    let (saved, removed) = snap.records();
+    tracing::debug!(saved, removed, "DHT state saved");
+    Ok(())
 }
 
 /// Hands a command to a connection task. Its queue holds more than the core ever has

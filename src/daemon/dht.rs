@@ -16,12 +16,12 @@ use bytes::BytesMut;
 use tokio::sync::oneshot;
 
 use super::dht_persist::Snapshot;
-use super::state::{DhtShared, Pooled, Shared, SignalStream};
+use super::state::{CoreCmd, DhtShared, Pooled, Shared, SignalStream};
 use super::util::{lock, unix_ms};
 use crate::crypto::record::{presence_key, RecordKind};
 use crate::crypto::{Fingerprint, NodeId, Record};
 use crate::dht::{
-    Checked, Contact, Dht, DhtEvent, DhtMessage, QueryId, StoreStats, Transmit, VerifiedRecord,
+    Checked, Contact, Dht, DhtEvent, DhtMessage, QueryId, StoreStats, VerifiedRecord,
 };
 use crate::session::hello::{
     hello, verify_hello, verify_hello_node, HelloError, Role, EXPORTER_LABEL, EXPORTER_LEN,
@@ -33,33 +33,20 @@ use crate::wire::{decode_exact, encode_frame, FrameLimits, MessageType, HEADER_L
 
 /// The largest DHT frame read (a VALUE with 8 maximal records fits).
 const MAX_DHT_FRAME: usize = 1 << 20;
-/// How often the table and records are saved.
-const SAVE_EVERY: Duration = Duration::from_secs(30);
 
-/// Saves the table and the records that changed, if this node persists them: a snapshot
-/// taken under the DHT lock, written to sled after it is released. The persistence lock
-/// keeps saves in order; a failed one makes the next one write everything.
-pub(crate) fn save(d: &DhtShared) {
-    let persist = lock(&d.persist);
-    let Some(p) = persist.as_ref() else {
-        return;
-    };
-    let snap = Snapshot::take(&mut lock(&d.dht));
-    match p.write(&snap) {
-        Ok(()) => {
-            let (saved, removed) = snap.records();
-            tracing::debug!(saved, removed, "DHT state saved");
-        }
-        Err(e) => {
+/// Saves one last time and closes the database (shutdown): the snapshot is taken by the
+/// core task, written here.
+pub(crate) async fn close(shared: &Shared, d: &DhtShared) {
+    let snap = shared
+        .core
+        .call(|c, _| c.dht_mut().map(Snapshot::take))
+        .await
+        .flatten();
+    if let Some(snap) = snap {
+        if let Err(e) = super::core::write_snapshot(d, &snap) {
             tracing::warn!(error = %e, "saving the DHT state failed");
-            lock(&d.dht).mark_store_changed();
         }
     }
-}
-
-/// Saves one last time and closes the database.
-pub(crate) fn close(d: &DhtShared) {
-    save(d);
     lock(&d.persist).take();
 }
 
@@ -142,66 +129,36 @@ pub struct DhtStats {
 }
 
 /// The figures of `d` now.
-pub(crate) fn stats(d: &DhtShared) -> DhtStats {
+pub(crate) async fn stats(shared: &Shared, d: &DhtShared) -> DhtStats {
+    let store = shared
+        .core
+        .call(|c, _| c.dht().map(|d| d.store().stats()))
+        .await
+        .flatten()
+        .unwrap_or_default();
     DhtStats {
-        responders: lock(&d.responders).len(),
-        waiters: lock(&d.waiters).len(),
+        responders: d.answering.load(Ordering::Relaxed),
+        waiters: d.waiting.load(Ordering::Relaxed),
         connections: lock(&d.conns).len(),
         requests_served: d.served.load(Ordering::Relaxed),
-        store: lock(&d.dht).store().stats(),
+        store,
     }
 }
 
-/// An inbound request's responder entry; removing it on drop is what bounds the map.
-struct Responder {
-    d: Arc<DhtShared>,
-    key: (NodeId, u64),
-    token: u64,
-}
+/// An inbound request waiting for the core's answer, counted while it waits (a gauge).
+struct Answering<'a>(&'a DhtShared);
 
-impl Responder {
-    fn register(
-        d: &Arc<DhtShared>,
-        key: (NodeId, u64),
-    ) -> (Responder, oneshot::Receiver<DhtMessage>) {
-        let (tx, rx) = oneshot::channel();
-        let token = d.next_token.fetch_add(1, Ordering::Relaxed);
-        lock(&d.responders).insert(key, (token, tx));
-        let guard = Responder {
-            d: d.clone(),
-            key,
-            token,
-        };
-        (guard, rx)
+impl<'a> Answering<'a> {
+    fn new(d: &'a DhtShared) -> Answering<'a> {
+        d.answering.fetch_add(1, Ordering::Relaxed);
+        Answering(d)
     }
 }
 
-impl Drop for Responder {
+impl Drop for Answering<'_> {
     fn drop(&mut self) {
-        let mut r = lock(&self.d.responders);
-        if r.get(&self.key).is_some_and(|(t, _)| *t == self.token) {
-            r.remove(&self.key);
-        }
+        self.0.answering.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// A query's waiter entry, removed on drop (event delivered, timeout, caller gone).
-struct Waiter<'a> {
-    d: &'a DhtShared,
-    query: QueryId,
-}
-
-impl Drop for Waiter<'_> {
-    fn drop(&mut self) {
-        lock(&self.d.waiters).remove(&self.query);
-    }
-}
-
-/// Registers a waiter for `query` (call under the DHT lock, so the event cannot come first).
-fn wait_for(d: &DhtShared, query: QueryId) -> (Waiter<'_>, oneshot::Receiver<DhtEvent>) {
-    let (tx, rx) = oneshot::channel();
-    lock(&d.waiters).insert(query, tx);
-    (Waiter { d, query }, rx)
 }
 
 /// One live QUIC connection in the node's count (`Shared::live`, which `max_connections`
@@ -262,65 +219,9 @@ fn parse(bytes: &[u8]) -> Option<DhtMessage> {
     DhtMessage::decode(f.header.msg_type, f.payload).ok()
 }
 
-/// Runs the state machine's timers and sends what it wants sent. One per node.
-pub(crate) async fn driver(shared: Arc<Shared>, d: Arc<DhtShared>) {
-    let mut next_save = Instant::now() + SAVE_EVERY;
-    loop {
-        let deadline = tokio::time::Instant::from_std(lock(&d.dht).poll_timeout().min(next_save));
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = d.wake.notified() => {}
-        }
-        if shared.stopped.load(Ordering::Relaxed) {
-            save(&d);
-            return;
-        }
-        if Instant::now() >= next_save {
-            // sled writes block: off the runtime's worker threads, and off the DHT lock.
-            let d = d.clone();
-            tokio::task::spawn_blocking(move || save(&d));
-            next_save = Instant::now() + SAVE_EVERY;
-        }
-        let now = Instant::now();
-        let (transmits, events) = {
-            let mut dht = lock(&d.dht);
-            if now >= dht.poll_timeout() {
-                dht.handle_timeout(now);
-            }
-            (
-                std::iter::from_fn(|| dht.poll_transmit()).collect::<Vec<_>>(),
-                std::iter::from_fn(|| dht.poll_event()).collect::<Vec<_>>(),
-            )
-        };
-        for t in transmits {
-            route(&shared, &d, t);
-        }
-        let mut waiters = lock(&d.waiters);
-        for ev in events {
-            let q = match &ev {
-                DhtEvent::FoundNodes { query, .. }
-                | DhtEvent::FoundValue { query, .. }
-                | DhtEvent::Put { query, .. }
-                | DhtEvent::Bootstrapped { query, .. } => *query,
-            };
-            if let Some(w) = waiters.remove(&q) {
-                let _ = w.send(ev);
-            }
-        }
-    }
-}
-
-fn route(shared: &Arc<Shared>, d: &Arc<DhtShared>, t: Transmit) {
-    if t.msg.is_request() {
-        tokio::spawn(request(shared.clone(), d.clone(), t.to, t.msg));
-    } else if let Some((_, tx)) = lock(&d.responders).remove(&(t.to.id, t.msg.id)) {
-        let _ = tx.send(t.msg);
-    }
-}
-
 /// One request to `to`; the answer goes to the state machine. Failures are left to its
 /// request timeout.
-async fn request(shared: Arc<Shared>, d: Arc<DhtShared>, to: Contact, msg: DhtMessage) {
+pub(crate) async fn request(shared: Arc<Shared>, d: Arc<DhtShared>, to: Contact, msg: DhtMessage) {
     let timeout = shared.cfg.conn.handshake_timeout;
     let exchange = async {
         let conn = connect(&shared, &d, to).await?;
@@ -331,10 +232,9 @@ async fn request(shared: Arc<Shared>, d: Arc<DhtShared>, to: Contact, msg: DhtMe
         parse(&bytes)
     };
     if let Ok(Some(answer)) = tokio::time::timeout(timeout, exchange).await {
-        // Signatures are checked here, not under the DHT lock.
-        let answer = Checked::new(answer, unix_ms() / 1000);
-        lock(&d.dht).handle_checked(Instant::now(), to, answer);
-        d.wake.notify_one();
+        // Signatures are checked here, off the core's task.
+        let msg = Checked::new(answer, unix_ms() / 1000);
+        shared.core.send(CoreCmd::DhtAnswer { from: to, msg }).await;
     }
 }
 
@@ -551,11 +451,18 @@ async fn serve(
                 if !msg.is_request() {
                     return None;
                 }
-                let (_responder, rx) = Responder::register(&d, (peer.id, msg.id));
-                // A STORE's signature is checked here, not under the DHT lock.
+                let _answering = Answering::new(&d);
+                // A STORE's signature is checked here, off the core's task.
                 let msg = Checked::new(msg, unix_ms() / 1000);
-                lock(&d.dht).handle_checked(Instant::now(), peer, msg);
-                d.wake.notify_one();
+                let (reply, rx) = oneshot::channel();
+                let inbound = CoreCmd::DhtInbound {
+                    from: peer,
+                    msg,
+                    reply,
+                };
+                if !shared.core.send(inbound).await {
+                    return None;
+                }
                 let answer = rx.await.ok()?;
                 send.write_all(&frame(&answer)).await.ok()?;
                 send.finish().ok()
@@ -567,17 +474,16 @@ async fn serve(
     lock(&d.conns).retain(|_, p| p.conn.stable_id() != conn.stable_id());
 }
 
-/// Starts a query under the DHT lock and waits for its event.
+/// Starts a query in the core task and waits for its event.
 pub(crate) async fn query(
-    d: &DhtShared,
-    start: impl FnOnce(&mut Dht, Instant) -> QueryId,
+    shared: &Shared,
+    start: impl FnOnce(&mut Dht, Instant) -> QueryId + Send + 'static,
 ) -> Result<DhtEvent, DhtError> {
-    let (_waiter, rx) = {
-        let mut dht = lock(&d.dht);
-        let q = start(&mut dht, Instant::now());
-        wait_for(d, q)
-    };
-    d.wake.notify_one();
+    let (reply, rx) = oneshot::channel();
+    let start = Box::new(start);
+    if !shared.core.send(CoreCmd::DhtQuery { start, reply }).await {
+        return Err(DhtError::Timeout);
+    }
     match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
         Ok(Ok(ev)) => Ok(ev),
         _ => Err(DhtError::Timeout),
@@ -586,17 +492,14 @@ pub(crate) async fn query(
 
 /// Signs and stores our presence record (value: what peers need to reach us). Returns how
 /// many nodes hold it.
-pub(crate) async fn announce(
-    shared: &Shared,
-    d: &DhtShared,
-    value: Vec<u8>,
-) -> Result<usize, DhtError> {
+pub(crate) async fn announce(shared: &Shared, value: Vec<u8>) -> Result<usize, DhtError> {
     let now_s = unix_ms() / 1000;
-    let seq = {
-        let mut last = lock(&d.last_seq);
-        *last = (*last + 1).max(unix_ms());
-        *last
-    };
+    let now_ms = unix_ms();
+    let seq = shared
+        .core
+        .call(move |c, _| c.next_record_seq(now_ms))
+        .await
+        .ok_or(DhtError::Timeout)?;
     let record = Record::sign(
         &shared.identity,
         RecordKind::Presence,
@@ -606,28 +509,21 @@ pub(crate) async fn announce(
         now_s,
     )
     .map_err(|e| DhtError::Record(e.to_string()))?;
-    // Signed here: encoded outside the lock, nothing to verify.
+    // Signed here: encoded off the core's task, nothing to verify.
     let record = VerifiedRecord::from_record(&record);
-    let (_waiter, rx) = {
-        let mut dht = lock(&d.dht);
-        let q = dht.put_verified(record, Instant::now());
-        wait_for(d, q)
-    };
-    d.wake.notify_one();
-    match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
-        Ok(Ok(DhtEvent::Put { stored_at, .. })) => Ok(stored_at),
-        Ok(Ok(_)) => Err(DhtError::Timeout),
+    match query(shared, move |dht, now| dht.put_verified(record, now)).await? {
+        DhtEvent::Put { stored_at, .. } => Ok(stored_at),
         _ => Err(DhtError::Timeout),
     }
 }
 
 /// The newest valid presence record of `peer`, or `None` ("offline").
 pub(crate) async fn find_peer(
-    d: &DhtShared,
+    shared: &Shared,
     peer: Fingerprint,
 ) -> Result<Option<Record>, DhtError> {
     let key = presence_key(&peer);
-    let ev = query(d, |dht, now| dht.find_value(key, now)).await?;
+    let ev = query(shared, move |dht, now| dht.find_value(key, now)).await?;
     let DhtEvent::FoundValue { records, .. } = ev else {
         return Ok(None);
     };
@@ -640,8 +536,8 @@ pub(crate) async fn find_peer(
 }
 
 /// Joins through the configured bootstrap nodes.
-pub(crate) async fn bootstrap(d: &DhtShared, seeds: Vec<Contact>) -> Result<usize, DhtError> {
-    match query(d, |dht, now| dht.bootstrap(seeds, now)).await? {
+pub(crate) async fn bootstrap(shared: &Shared, seeds: Vec<Contact>) -> Result<usize, DhtError> {
+    match query(shared, move |dht, now| dht.bootstrap(seeds, now)).await? {
         DhtEvent::Bootstrapped { table_size, .. } => Ok(table_size),
         _ => Ok(0),
     }

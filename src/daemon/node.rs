@@ -22,7 +22,7 @@ use super::events::{EventRx, NodeEvent};
 use super::state::{CoreCmd, CoreTx, NatShared, NodeHandle, Shared};
 use super::store::{Store, StoreError, StoreLimits, StoredMessage};
 use super::stun_routes::{StunRoute, StunRoutes};
-use super::util::{lock, unix_ms, with_rng};
+use super::util::{unix_ms, with_rng};
 use super::NodeConfig;
 use crate::node::core::{Core, CoreConfig};
 
@@ -143,10 +143,10 @@ impl Node {
             socket.clone(),
             Arc::new(quinn::TokioRuntime),
         )?;
-        let dht = match (&cfg.dht, dht_client) {
+        let (dht, dht_core) = match (&cfg.dht, dht_client) {
             (Some(settings), Some(client)) => {
                 let now = Instant::now();
-                let dht = crate::dht::Dht::new(
+                let mut dht = crate::dht::Dht::new(
                     identity.fingerprint().node_id(),
                     settings.config,
                     (now, unix_ms() / 1000),
@@ -159,11 +159,13 @@ impl Node {
                     ),
                     None => None,
                 };
-                Some(Arc::new(super::state::DhtShared::new(
-                    dht, client, persist, now,
-                )))
+                if let Some(p) = &persist {
+                    super::state::load_dht(&mut dht, p, now);
+                }
+                let shared = super::state::DhtShared::new(client, persist, now);
+                (Some(Arc::new(shared)), Some(dht))
             }
-            _ => None,
+            _ => (None, None),
         };
         let (events_tx, events) = super::events::channel(cfg.event_queue, cfg.event_queue_bytes);
         let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
@@ -181,6 +183,9 @@ impl Node {
                 rendezvous: cfg.rendezvous.clone(),
             },
         );
+        if let Some(d) = dht_core {
+            core = core.with_dht(d);
+        }
         let pending: usize = backlog.iter().map(|(_, m)| m.len()).sum();
         let now = Instant::now();
         for (fp, msgs) in backlog {
@@ -224,8 +229,7 @@ impl Node {
             shared.clone(),
             signal_rx,
         ));
-        if let Some(d) = &shared.dht {
-            tokio::spawn(super::dht::driver(shared.clone(), d.clone()));
+        if shared.dht.is_some() {
             let seeds = super::dht::seeds(
                 &shared
                     .cfg
@@ -235,9 +239,9 @@ impl Node {
                     .unwrap_or_default(),
             );
             if !seeds.is_empty() {
-                let d = d.clone();
+                let shared = shared.clone();
                 tokio::spawn(async move {
-                    let _ = super::dht::bootstrap(&d, seeds).await;
+                    let _ = super::dht::bootstrap(&shared, seeds).await;
                 });
             }
         }
@@ -297,8 +301,7 @@ impl Node {
         s.stopped.store(true, Ordering::SeqCst);
         s.core.call(|c, _| c.stop()).await;
         if let Some(d) = &s.dht {
-            super::dht::close(d);
-            d.wake.notify_one();
+            super::dht::close(s, d).await;
         }
         s.endpoint.close(code::NO_ERROR.into(), b"shutdown");
         let _ = tokio::time::timeout(Duration::from_secs(1), s.endpoint.wait_idle()).await;
@@ -481,7 +484,7 @@ impl NodeHandle {
 
     /// Joins (again) through the configured bootstrap nodes; returns the routing table size.
     pub async fn dht_bootstrap(&self) -> Result<usize, super::dht::DhtError> {
-        let d = self.dht()?;
+        self.dht()?;
         let seeds = super::dht::seeds(
             &self
                 .shared
@@ -491,14 +494,14 @@ impl NodeHandle {
                 .map(|s| s.bootstrap.clone())
                 .unwrap_or_default(),
         );
-        super::dht::bootstrap(d, seeds).await
+        super::dht::bootstrap(&self.shared, seeds).await
     }
 
     /// Stores our signed presence record (`value`: how to reach us) at the k nodes closest
     /// to its key; returns how many hold it.
     pub async fn announce(&self, value: Vec<u8>) -> Result<usize, super::dht::DhtError> {
-        let d = self.dht()?;
-        super::dht::announce(&self.shared, d, value).await
+        self.dht()?;
+        super::dht::announce(&self.shared, value).await
     }
 
     /// The newest valid presence record of `peer`, or `None` if it has none ("offline").
@@ -506,32 +509,35 @@ impl NodeHandle {
         &self,
         peer: Fingerprint,
     ) -> Result<Option<crate::crypto::Record>, super::dht::DhtError> {
-        super::dht::find_peer(self.dht()?, peer).await
+        self.dht()?;
+        super::dht::find_peer(&self.shared, peer).await
     }
 
     /// Records this node holds for the DHT (0 without a DHT).
-    pub fn dht_records_held(&self) -> usize {
+    pub async fn dht_records_held(&self) -> usize {
         self.shared
-            .dht
-            .as_ref()
-            .map_or(0, |d| lock(&d.dht).store().len())
+            .core
+            .call(|c, _| c.dht().map_or(0, |d| d.store().len()))
+            .await
+            .unwrap_or(0)
     }
 
     /// The DHT driver's bookkeeping: requests and queries waiting, connections, records
     /// (all zero without a DHT).
-    pub fn dht_stats(&self) -> super::dht::DhtStats {
-        self.shared
-            .dht
-            .as_ref()
-            .map_or_else(Default::default, |d| super::dht::stats(d))
+    pub async fn dht_stats(&self) -> super::dht::DhtStats {
+        match &self.shared.dht {
+            Some(d) => super::dht::stats(&self.shared, d).await,
+            None => Default::default(),
+        }
     }
 
     /// Entries in the DHT routing table (0 without a DHT).
-    pub fn dht_table_size(&self) -> usize {
+    pub async fn dht_table_size(&self) -> usize {
         self.shared
-            .dht
-            .as_ref()
-            .map_or(0, |d| lock(&d.dht).table().len())
+            .core
+            .call(|c, _| c.dht().map_or(0, |d| d.table().len()))
+            .await
+            .unwrap_or(0)
     }
 
     /// Our address as `server` sees it: a STUN Binding transaction (RFC 8489 timers) from the

@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 
 use super::events::EventTx;
 use super::store::Store;
 use super::NodeConfig;
 use crate::crypto::{Fingerprint, Identity, NodeId};
-use crate::dht::{Contact, Dht, DhtEvent, DhtMessage, QueryId};
+use crate::dht::{Checked, Contact, Dht, DhtEvent, DhtMessage, QueryId};
 use crate::nat::candidate::{Candidate, PresenceInfo};
 use crate::nat::discovery::NatClass;
 use crate::node::core::{Core, Ended};
@@ -107,9 +107,26 @@ pub(crate) enum CoreCmd {
     DialFailed(Fingerprint),
     /// A dial round has a QUIC connection (the connection reports the rest).
     DialConnected(Fingerprint),
+    /// An inbound DHT request from `from` (signatures checked by the sender); the answer,
+    /// if the DHT gives one, goes to `reply`.
+    DhtInbound {
+        from: Contact,
+        msg: Checked,
+        reply: oneshot::Sender<DhtMessage>,
+    },
+    /// The answer to one of our DHT requests.
+    DhtAnswer { from: Contact, msg: Checked },
+    /// Starts a DHT query; its event goes to `reply`.
+    DhtQuery {
+        start: DhtStart,
+        reply: oneshot::Sender<DhtEvent>,
+    },
     /// Anything else.
     Call(CoreCall),
 }
+
+/// Starts a DHT query on the state machine (in the core task).
+pub(crate) type DhtStart = Box<dyn FnOnce(&mut Dht, Instant) -> QueryId + Send>;
 
 /// Commands waiting for the core task; senders wait when it is full.
 pub(crate) const CORE_QUEUE: usize = 1024;
@@ -193,72 +210,64 @@ impl DhtShared {
     }
 }
 
-/// Where the state machine's answer to one inbound request goes.
-pub(crate) type AnswerTx = oneshot::Sender<DhtMessage>;
-
-/// DHT state shared by the node's tasks.
+/// The DHT driver's shared pieces: the connection pool and the database. The DHT state
+/// machine itself is owned by the node core (`node::Core::dht`), and what waits for it
+/// (answers to inbound requests, the API's queries) by the core task.
 pub(crate) struct DhtShared {
-    pub(crate) dht: Mutex<Dht>,
     /// Taken (saved and closed) at shutdown: sled holds a lock on its files while open.
+    /// The lock orders the writes of snapshots taken by the core task.
     pub(crate) persist: Mutex<Option<super::dht_persist::Persist>>,
-    pub(crate) wake: Notify,
     pub(crate) client_cfg: quinn::ClientConfig,
     /// Authenticated connections by peer, reused for requests both ways.
     pub(crate) conns: Mutex<HashMap<NodeId, Pooled>>,
     /// Zero of the pool's use clock ([`DhtShared::clock`]).
     pub(crate) epoch: Instant,
-    /// Inbound requests waiting for the state machine's answer, by (peer, request ID); the
-    /// token tells a request's own entry from a later one with the same ID. Each entry is
-    /// owned by a [`Responder`] guard: it goes when the answer is routed, and otherwise when
-    /// the request's task ends (timeout, refusal, closed connection).
-    pub(crate) responders: Mutex<HashMap<(NodeId, u64), (u64, AnswerTx)>>,
-    pub(crate) next_token: AtomicU64,
-    /// API queries waiting for their event; each owned by a [`Waiter`] guard, so it goes
-    /// with the event, at the query timeout, or when the caller gives up.
-    pub(crate) waiters: Mutex<HashMap<QueryId, oneshot::Sender<DhtEvent>>>,
-    pub(crate) last_seq: Mutex<u64>,
     /// Inbound request streams whose serving task ended (answered, refused or timed out).
     pub(crate) served: AtomicU64,
+    /// API queries waiting for their event in the core task (a gauge for `dna status`).
+    pub(crate) waiting: AtomicUsize,
+    /// Inbound requests waiting for the core's answer (a gauge for `dna status`).
+    pub(crate) answering: AtomicUsize,
+    /// The last snapshot could not be written: the next one writes everything.
+    pub(crate) save_failed: AtomicBool,
+}
+
+/// Loads the saved table and records into `dht` (before the core owns it).
+pub(crate) fn load_dht(dht: &mut Dht, persist: &super::dht_persist::Persist, now: Instant) {
+    let (contacts, records) = persist.load();
+    let (n_contacts, n_records) = (contacts.len(), records.len());
+    for c in contacts {
+        dht.add_contact(c, now);
+    }
+    let kept = records
+        .iter()
+        .filter(|(source, r)| dht.restore_record(r, *source, now).is_ok())
+        .count();
+    // The first save rewrites what is saved: expired records go, old formats too.
+    dht.mark_store_changed();
+    tracing::info!(
+        contacts = n_contacts,
+        records = n_records,
+        kept,
+        "DHT state loaded"
+    );
 }
 
 impl DhtShared {
     pub(crate) fn new(
-        mut dht: Dht,
         client_cfg: quinn::ClientConfig,
         persist: Option<super::dht_persist::Persist>,
         now: Instant,
     ) -> DhtShared {
-        if let Some(p) = &persist {
-            let (contacts, records) = p.load();
-            let (n_contacts, n_records) = (contacts.len(), records.len());
-            for c in contacts {
-                dht.add_contact(c, now);
-            }
-            let kept = records
-                .iter()
-                .filter(|(source, r)| dht.restore_record(r, *source, now).is_ok())
-                .count();
-            // The first save rewrites what is saved: expired records go, old formats too.
-            dht.mark_store_changed();
-            tracing::info!(
-                contacts = n_contacts,
-                records = n_records,
-                kept,
-                "DHT state loaded"
-            );
-        }
         DhtShared {
             persist: Mutex::new(persist),
-            dht: Mutex::new(dht),
-            wake: Notify::new(),
             client_cfg,
             conns: Mutex::new(HashMap::new()),
             epoch: now,
-            responders: Mutex::new(HashMap::new()),
-            next_token: AtomicU64::new(0),
-            waiters: Mutex::new(HashMap::new()),
-            last_seq: Mutex::new(0),
             served: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            answering: AtomicUsize::new(0),
+            save_failed: AtomicBool::new(false),
         }
     }
 }

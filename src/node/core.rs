@@ -1,6 +1,6 @@
-//! The node core (spec/06-node.md §1): one owner of the node's state about peers — the
-//! peer table with outboxes and de-duplication windows, scores and bans, our presence, the
-//! rendezvous role — and of the decisions about them: which connection to a peer survives,
+//! The node core (spec/06-node.md §1): one owner of the node's state — the peer table with
+//! outboxes and de-duplication windows, scores and bans, our presence, the rendezvous role,
+//! the DHT state machine — and of the decisions about them: which connection to a peer survives,
 //! which messages a connection carries next, when to dial whom, whom to refuse.
 //!
 //! Sans-IO, driven as `quinn-proto` and `str0m` are: `handle_*(now, …)` and the calls
@@ -24,6 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::crypto::{Fingerprint, Message, NodeId};
+use crate::dht::Dht;
 use crate::session::{code, Outgoing, PresenceStatus};
 
 use super::peers::{PeerTable, Registration};
@@ -164,6 +165,11 @@ pub struct Core<C, R> {
     /// No more dials.
     stopped: bool,
     out: VecDeque<Output<C>>,
+    /// The DHT state machine, if this node runs one (its own `poll_transmit` and
+    /// `poll_event` give its output; its timers run in [`Core::handle_timeout`]).
+    dht: Option<Dht>,
+    /// The sequence number of the last record this node signed.
+    last_seq: u64,
 }
 
 impl<C: Clone, R> Core<C, R> {
@@ -179,8 +185,33 @@ impl<C: Clone, R> Core<C, R> {
             rounds: HashMap::new(),
             stopped: false,
             out: VecDeque::new(),
+            dht: None,
+            last_seq: 0,
             cfg,
         }
+    }
+
+    /// The core with a DHT state machine to own.
+    pub fn with_dht(mut self, dht: Dht) -> Core<C, R> {
+        self.dht = Some(dht);
+        self
+    }
+
+    /// The DHT state machine, if this node runs one.
+    pub fn dht(&self) -> Option<&Dht> {
+        self.dht.as_ref()
+    }
+
+    /// The DHT state machine, to feed it or take its output.
+    pub fn dht_mut(&mut self) -> Option<&mut Dht> {
+        self.dht.as_mut()
+    }
+
+    /// The sequence number for the next record this node signs: above the last one, and at
+    /// least `unix_ms` so a restarted node's records still replace its older ones.
+    pub fn next_record_seq(&mut self, unix_ms: u64) -> u64 {
+        self.last_seq = (self.last_seq + 1).max(unix_ms);
+        self.last_seq
     }
 
     // ---- the application's requests
@@ -507,12 +538,19 @@ impl<C: Clone, R> Core<C, R> {
     /// When [`Core::handle_timeout`] has work next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let dials = self.dial_due.values().map(|(at, _)| *at).min();
-        [dials, self.rdv.poll_timeout()].into_iter().flatten().min()
+        let dht = self.dht.as_ref().map(|d| d.poll_timeout());
+        [dials, self.rdv.poll_timeout(), dht]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Runs what is due: dial rounds, the rendezvous role's expiries.
+    /// Runs what is due: dial rounds, the rendezvous role's expiries, the DHT's timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.rdv.handle_timeout(now);
+        if let Some(d) = self.dht.as_mut().filter(|d| now >= d.poll_timeout()) {
+            d.handle_timeout(now);
+        }
         let due: Vec<(Fingerprint, Duration)> = self
             .dial_due
             .iter()
