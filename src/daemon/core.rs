@@ -205,24 +205,12 @@ pub(crate) fn save(d: &Arc<DhtShared>, core: &mut DriverCore) {
     let snap = Snapshot::take(dht);
     let d = d.clone();
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = write_snapshot(&d, &snap) {
+        if let Err(e) = super::dht::write_snapshot(&d, &snap) {
             // Everything again next time; the core marks it when told.
             tracing::warn!(error = %e, "saving the DHT state failed");
             d.save_failed.store(true, Ordering::Relaxed);
         }
     });
-}
-
-/// Writes a snapshot to the database, if it is still open.
-pub(crate) fn write_snapshot(d: &DhtShared, snap: &Snapshot) -> sled::Result<()> {
-    let persist = lock(&d.persist);
-    let Some(p) = persist.as_ref() else {
-        return Ok(());
-    };
-    p.write(snap)?;
-    let (saved, removed) = snap.records();
-    tracing::debug!(saved, removed, "DHT state saved");
-    Ok(())
 }
 
 /// Hands a command to a connection task. Its queue holds more than the core ever has

@@ -43,11 +43,23 @@ pub(crate) async fn close(shared: &Shared, d: &DhtShared) {
         .await
         .flatten();
     if let Some(snap) = snap {
-        if let Err(e) = super::core::write_snapshot(d, &snap) {
+        if let Err(e) = write_snapshot(d, &snap) {
             tracing::warn!(error = %e, "saving the DHT state failed");
         }
     }
     lock(&d.persist).take();
+}
+
+/// Writes a snapshot to the database, if it is still open.
+pub(crate) fn write_snapshot(d: &DhtShared, snap: &Snapshot) -> sled::Result<()> {
+    let persist = lock(&d.persist);
+    let Some(p) = persist.as_ref() else {
+        return Ok(());
+    };
+    p.write(snap)?;
+    let (saved, removed) = snap.records();
+    tracing::debug!(saved, removed, "DHT state saved");
+    Ok(())
 }
 
 /// How long a DHT query from the API may take.

@@ -2,7 +2,7 @@
 //! records in a sled database in the data directory. Loaded at start — so the saved table is
 //! tried before the bootstrap nodes — and saved every 30 s and at shutdown.
 //!
-//! A save writes a [`Snapshot`] taken under the DHT lock, after the lock is released: the
+//! A save writes a [`Snapshot`] the core task took (it owns the DHT), on a blocking thread: the
 //! table (a few thousand small entries, rewritten whole) and the records that changed since
 //! the last save (all of them only the first time, or after a failed save). Each record is
 //! saved under its slot (key ‖ publisher fingerprint) with the address that stored it, so the
@@ -29,7 +29,7 @@ pub(crate) struct Persist {
 /// A saved record: the address that stored it (`None`: this node) and its encoding.
 pub(crate) type SavedRecord = (Option<IpAddr>, Vec<u8>);
 
-/// What to write: taken under the DHT lock, written after it is released.
+/// What to write: taken by the task that owns the DHT, written on a blocking thread.
 pub(crate) struct Snapshot {
     contacts: Vec<Contact>,
     changes: StoreChanges,

@@ -1,6 +1,6 @@
 //! The driver's shared state (spec/06-node.md §1.2): what the node's tasks hold in common —
 //! the sockets, the configuration, the command channel of the task that owns the node core
-//! ([`CoreCmd`]), and the locks that still guard the DHT and NAT pieces. This module imports
+//! ([`CoreCmd`]), the DHT connection pool and database handle (the two locks left, §1.3). This module imports
 //! no other driver module with functions in it, so the driver's modules form layers without
 //! cycles:
 //!

@@ -1,7 +1,7 @@
 //! Records checked before they reach the node (spec/04-dht.md §6.2). A record's signature
-//! check is the DHT's costliest step (Dilithium over up to 80 KB), so a driver that shares
-//! one [`Dht`](super::Dht) between tasks checks first, outside its lock, and hands the node
-//! a [`Checked`] message; the node then only re-checks expiry.
+//! check is the DHT's costliest step (Dilithium over up to 80 KB), so the driver checks in
+//! the task that read the message, off the task that owns the [`Dht`](super::Dht), and
+//! hands the node a [`Checked`] message; the node then only re-checks expiry.
 //!
 //! A [`VerifiedRecord`] exists only after [`Record::verify`] passed on its bytes, or for a
 //! [`Record`] signed here: the store keeps these, never unchecked bytes.
