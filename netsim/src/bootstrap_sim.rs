@@ -1,14 +1,16 @@
 //! One bootstrap node's two server roles under a flood of throwaway identities, in
 //! simulation (issue 9, "Done when"; spec/06-node.md, "Rendezvous"; spec/04-dht.md §4.1).
 //!
-//! One simulated bootstrap holds both cores a `dna bootstrap` node runs: its rendezvous core
-//! ([`Rendezvous`]: registry and CONNECT limits) and its DHT core ([`Dht`], a server with a
-//! byte-capped store), both driven on the simulated clock at their `poll_timeout`.
+//! One simulated bootstrap is the node core a `dna bootstrap` node runs ([`Core`]): its
+//! peer table and scores, its rendezvous role (registry and CONNECT limits) and its DHT
+//! state machine ([`Dht`], a server with a byte-capped store), driven on the simulated clock
+//! at its `poll_timeout`; the good callee's CONNECT admission is its own node core.
 //!
 //! Throwaway identities (real Dilithium keys) arrive over the attack window from a spread
 //! of sources: dense IPv4 /24s (a few addresses in them carry a large share), lone IPv4
 //! addresses each in its own /24, IPv6 /64s in a few /48s (each identity at another address
-//! of its /64) and one /48 walked a fresh /64 per identity. Each registers, and re-registers
+//! of its /64) and one /48 walked a fresh /64 per identity. Each opens a session with the
+//! bootstrap (its HELLO authenticates, the connection ends), registers, and re-registers
 //! every renewal period until the end; STOREs one signed record through the DHT codec —
 //! presence-sized for most, a ≈ 64 KB mailbox item for a share; and sends signed CONNECT
 //! offers to registered identities, some of them replayed within their freshness window.
@@ -32,7 +34,8 @@ use dna_p2p::crypto::record::{presence_key, RecordKind};
 use dna_p2p::crypto::{Fingerprint, Identity, NodeId, Record};
 use dna_p2p::dht::{Body, Checked, Contact, Dht, DhtConfig, DhtMessage, StoreError, StoreStatus};
 use dna_p2p::nat::signal::{Signal, SignalKind};
-use dna_p2p::node::rendezvous::{ConnectRefusal, RegisterError, Rendezvous, RendezvousLimits};
+use dna_p2p::node::core::{Core, CoreConfig, Ended};
+use dna_p2p::node::rendezvous::{ConnectRefusal, RegisterError, RendezvousLimits};
 use rand::Rng;
 
 use crate::dht_flood::mailbox_record;
@@ -88,6 +91,8 @@ pub struct BootSimConfig {
     pub rendezvous: RendezvousLimits,
     /// The bootstrap's DHT parameters (its store limits).
     pub dht: DhtConfig,
+    /// The bootstrap's peer table: entries that may be dropped (`NodeConfig::max_peers`).
+    pub max_peers: usize,
     /// Seed.
     pub seed: u64,
 }
@@ -116,6 +121,7 @@ impl Default for BootSimConfig {
             duration: Duration::from_secs(900),
             rendezvous: RendezvousLimits::default(),
             dht: DhtConfig::default(),
+            max_peers: 4096,
             seed: 11,
         }
     }
@@ -178,9 +184,10 @@ struct Sim<'a> {
     sched: Scheduler<Event>,
     rng: SimRng,
     epoch: Instant,
-    boot: Rendezvous<u32>,
-    dht: Dht,
-    callee: Rendezvous<()>,
+    /// The bootstrap's node core (session handles and registrations are numbers here).
+    boot: Core<u32, u32>,
+    /// The good callee's node core (its CONNECT admission).
+    callee: Core<(), ()>,
     good: Good,
     /// Fingerprints of accepted throwaway identities (targets for offers and mail).
     targets: Vec<Fingerprint>,
@@ -284,32 +291,34 @@ impl Sim<'_> {
     fn connect(&mut self, ip: IpAddr, bytes: &[u8]) -> Result<Option<bool>, Refused> {
         let (now, now_ms) = (self.now(), self.now_ms());
         self.boot
-            .forwarding
-            .check_source(ip, now)
+            .rdv_admit(false, |l| l.check_source(ip, now))
             .map_err(Refused::Limit)?;
         self.report.signatures.1 += 1;
         let offer = Signal::verify(bytes).map_err(|_| Refused::Malformed)?;
         self.boot
-            .forwarding
-            .admit(&offer, now, now_ms)
+            .rdv_admit(false, |l| l.admit(&offer, now, now_ms))
             .map_err(Refused::Limit)?;
         self.boot
-            .registry
-            .lookup(&offer.to.node_id(), now)
+            .rdv_lookup(now, &offer.to.node_id())
             .ok_or(Refused::NotRegistered)?;
         if offer.to != self.good.callee.fingerprint() {
             return Ok(None);
         }
-        let callee = &mut self.callee.answering;
-        if callee
-            .check_source(IpAddr::V4(BOOT_IP.into()), now)
+        let boot_ip = IpAddr::V4(BOOT_IP.into());
+        if self
+            .callee
+            .rdv_admit(true, |l| l.check_source(boot_ip, now))
             .is_err()
         {
             return Ok(Some(false));
         }
         self.report.signatures.1 += 1;
         let again = Signal::verify(bytes).map_err(|_| Refused::Malformed)?;
-        Ok(Some(callee.admit(&again, now, now_ms).is_ok()))
+        Ok(Some(
+            self.callee
+                .rdv_admit(true, |l| l.admit(&again, now, now_ms))
+                .is_ok(),
+        ))
     }
 
     /// Sends a DHT request from `from` through the codec, as the daemon does (records
@@ -324,9 +333,10 @@ impl Sim<'_> {
             self.report.signatures.1 += 1;
         }
         let now = self.now();
-        self.dht.handle_checked(now, from, checked);
+        let dht = self.boot.dht_mut()?;
+        dht.handle_checked(now, from, checked);
         let mut answer = None;
-        while let Some(t) = self.dht.poll_transmit() {
+        while let Some(t) = dht.poll_transmit() {
             if t.to.id == from.id && t.msg.id == id {
                 answer = Some(t.msg.body);
             } else {
@@ -338,7 +348,33 @@ impl Sim<'_> {
 
     fn register(&mut self, id: NodeId, ip: IpAddr, conn: u32) -> Result<Duration, RegisterError> {
         let now = self.now();
-        self.boot.registry.register(id, ip, conn, now)
+        self.boot.rdv_register(now, id, ip, conn)
+    }
+
+    /// A session from a throwaway identity: its HELLO authenticates at the bootstrap's core,
+    /// then the connection ends (the peer table must stay bounded).
+    fn session(&mut self, n: u32, fp: Fingerprint, ip: IpAddr) {
+        let now = self.now();
+        let remote = SocketAddr::new(ip, PORT);
+        let conn = u64::from(n) + 1;
+        if self.boot.authenticated(conn, fp, false, remote, n).is_ok() {
+            self.report.sessions += 1;
+        }
+        self.boot.connection_ended(
+            now,
+            Ended {
+                conn_id: conn,
+                peer: Some(fp),
+                dialed: None,
+                registered: true,
+                established: true,
+                remote,
+                penalty: 0,
+                failed: false,
+                wrong_identity: false,
+            },
+        );
+        while self.boot.poll_output().is_some() {}
     }
 
     fn arrive(&mut self, n: u32) {
@@ -346,6 +382,7 @@ impl Sim<'_> {
         let ip = source_of(cfg, &mut self.rng);
         let id = Identity::generate(&mut rand::rngs::OsRng);
         let node = id.fingerprint().node_id();
+        self.session(n, id.fingerprint(), ip);
         let r = self.register(node, ip, n);
         self.report.register.count(&r);
         if r.is_ok() {
@@ -435,7 +472,10 @@ impl Sim<'_> {
             }) => {
                 self.report.reason_probes += 1;
                 let now = self.now();
-                let why = self.dht.restore_record(&copy, Some(from.addr.ip()), now);
+                let why = match self.boot.dht_mut() {
+                    Some(d) => d.restore_record(&copy, Some(from.addr.ip()), now),
+                    None => return,
+                };
                 self.report.signatures.1 += 1;
                 let c = &mut self.report.store;
                 match why {
@@ -581,22 +621,20 @@ impl Sim<'_> {
         }
         self.boot.handle_timeout(now);
         self.callee.handle_timeout(now);
-        self.dht.handle_timeout(now);
-        while self.dht.poll_transmit().is_some() {
-            self.report.dht_unanswered += 1;
+        while self.boot.poll_output().is_some() {}
+        if let Some(dht) = self.boot.dht_mut() {
+            while dht.poll_transmit().is_some() {
+                self.report.dht_unanswered += 1;
+            }
         }
     }
 
     /// Schedules the cores' next timeout, unless an earlier one is pending.
     fn arm_timer(&mut self) {
-        let next = [
-            self.boot.poll_timeout(),
-            self.callee.poll_timeout(),
-            Some(self.dht.poll_timeout()),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let next = [self.boot.poll_timeout(), self.callee.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
         let Some(t) = next else { return };
         let soonest = self.sched.now() + Duration::from_millis(1);
         let at = t.saturating_duration_since(self.epoch).max(soonest);
@@ -607,10 +645,16 @@ impl Sim<'_> {
     }
 
     fn track_peak(&mut self) {
-        let s = self.boot.stats();
+        let s = self.boot.rdv_stats();
         let rdv = s.registry.bytes + s.forwarding.bytes + s.answering.bytes;
-        let st = self.dht.store().stats();
+        let st = self
+            .boot
+            .dht()
+            .map(|d| d.store().stats())
+            .unwrap_or_default();
+        let peers = self.boot.peer_table().0;
         let r = &mut self.report;
+        r.peak_peer_entries = r.peak_peer_entries.max(peers);
         r.peak_registrations = r.peak_registrations.max(s.registry.live);
         r.peak_records = r.peak_records.max(st.records);
         r.peak_rendezvous_bytes = r.peak_rendezvous_bytes.max(rdv);
@@ -645,6 +689,22 @@ impl Sim<'_> {
     }
 }
 
+/// A node core's configuration for the simulation: the run's peer-table cap, a server of
+/// rendezvous or not.
+fn core_config(cfg: &BootSimConfig, serve: bool, rendezvous: RendezvousLimits) -> CoreConfig {
+    CoreConfig {
+        max_peers: cfg.max_peers,
+        inbox_capacity: 64,
+        hash_key: [cfg.seed, !cfg.seed],
+        max_scored_sources: 65_536,
+        window: 1024,
+        reconnect_initial: Duration::from_secs(1),
+        reconnect_max: Duration::from_secs(60),
+        rendezvous_server: serve,
+        rendezvous,
+    }
+}
+
 /// Runs the scenario; `epoch` is the real instant simulated time starts from.
 pub fn run(cfg: &BootSimConfig, epoch: Instant) -> BootReport {
     let hwm_before = status_kib("VmHWM").unwrap_or(0);
@@ -672,9 +732,15 @@ pub fn run(cfg: &BootSimConfig, epoch: Instant) -> BootReport {
         sched: Scheduler::new(),
         rng,
         epoch,
-        boot: Rendezvous::new(true, &cfg.rendezvous),
-        dht,
-        callee: Rendezvous::new(false, &RendezvousLimits::default()),
+        boot: Core::new(
+            boot_id.fingerprint(),
+            core_config(cfg, true, cfg.rendezvous.clone()),
+        )
+        .with_dht(dht),
+        callee: Core::new(
+            good.callee.fingerprint(),
+            core_config(cfg, false, RendezvousLimits::default()),
+        ),
         good,
         targets: Vec::new(),
         next_msg: 0,
@@ -703,12 +769,14 @@ pub fn run(cfg: &BootSimConfig, epoch: Instant) -> BootReport {
     }
     let rss_end = status_kib("VmRSS").unwrap_or(0);
     let mut r = sim.report;
-    r.rendezvous = sim.boot.stats();
-    r.dht_store = sim.dht.store().stats();
-    r.dht_table = (sim.dht.table().len(), sim.dht.pending_requests());
-    r.callee = sim.callee.stats();
+    r.rendezvous = sim.boot.rdv_stats();
+    if let Some(d) = sim.boot.dht() {
+        r.dht_store = d.store().stats();
+        r.dht_table = (d.table().len(), d.pending_requests());
+    }
+    r.peer_table = sim.boot.peer_table();
+    r.callee = sim.callee.rdv_stats();
     r.sim_time = sim.sched.now();
-    drop(sim.dht);
     drop(sim.boot);
     r.rss_kib = (hwm_before, status_kib("VmHWM").unwrap_or(0), rss_end);
     r

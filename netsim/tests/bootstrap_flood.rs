@@ -1,5 +1,5 @@
-//! One bootstrap node — its rendezvous core and its DHT core together — under 10,000
-//! throwaway identities that register, store records (presence-sized, and ≈ 64 KB mailbox
+//! One bootstrap node — its whole node core: peer table, rendezvous role and DHT — under
+//! 10,000 throwaway identities that open a session, register, store records (presence-sized, and ≈ 64 KB mailbox
 //! items for a share) and send CONNECT offers (some replayed), from a few hundred IPv4
 //! addresses (dense /24s, a few very busy addresses), IPv6 /64s and one walked /48 (issue 9,
 //! "Done when"). A good client joins mid-attack and still registers, renews, stores and
@@ -59,4 +59,14 @@ fn ten_thousand_throwaway_identities_at_one_bootstrap_do_not_lock_out_a_good_cli
     let store_cap = nets * s.per_network_bytes + cfg.lone_v4_addresses * s.per_source_bytes;
     assert!(r.peak_store_bytes <= store_cap.min(s.max_bytes) + 16 * 1024);
     assert!(r.store.refused() > 0 && r.store.stored_mailbox > 0);
+    // Peer table: every throwaway identity had its session, and the table stayed at its
+    // cap, evicting the least recently used.
+    assert_eq!(r.sessions, cfg.identities as u64, "every session accepted");
+    assert!(
+        r.peak_peer_entries <= cfg.max_peers && r.peer_table.1 > 0,
+        "peer table bounded: peak {} of {}, {} evicted",
+        r.peak_peer_entries,
+        cfg.max_peers,
+        r.peer_table.1
+    );
 }

@@ -427,7 +427,10 @@ impl NodeHandle {
     pub async fn rendezvous_stats(&self) -> RendezvousStats {
         self.shared
             .core
-            .call(|c, now| c.rdv_stats(now))
+            .call(|c, now| {
+                c.rdv_expire(now);
+                c.rdv_stats()
+            })
             .await
             .unwrap_or_default()
     }

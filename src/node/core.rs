@@ -478,9 +478,13 @@ impl<C: Clone, R> Core<C, R> {
         self.rdv.registry.serves()
     }
 
-    /// The rendezvous role's counters.
-    pub fn rdv_stats(&mut self, now: Instant) -> RendezvousStats {
+    /// Drops expired registrations and forgets stale offers now (as the timer would).
+    pub fn rdv_expire(&mut self, now: Instant) {
         self.rdv.handle_timeout(now);
+    }
+
+    /// The rendezvous role's counters.
+    pub fn rdv_stats(&self) -> RendezvousStats {
         self.rdv.stats()
     }
 

@@ -138,6 +138,12 @@ pub struct BootReport {
     pub peak_store_bytes: usize,
     /// Most of both at once.
     pub peak_bytes: usize,
+    /// Sessions of throwaway identities the core accepted (HELLO authenticated).
+    pub sessions: u64,
+    /// Most entries its peer table held at once.
+    pub peak_peer_entries: usize,
+    /// Its peer table at the end: entries, and entries evicted.
+    pub peer_table: (usize, u64),
     /// The bootstrap's rendezvous counters at the end.
     pub rendezvous: RendezvousStats,
     /// Its store at the end (`refused` includes the reason probes).
@@ -198,6 +204,15 @@ impl BootReport {
             self.sim_time.as_secs(),
             self.events,
             cfg.seed
+        ));
+        line(format!(
+            "  node core, sessions: {} accepted; peer table peak {} entries (max {}), {} at \
+             the end, {} evicted",
+            self.sessions,
+            self.peak_peer_entries,
+            cfg.max_peers,
+            self.peer_table.0,
+            self.peer_table.1
         ));
         line(format!(
             "  rendezvous core, registrations: {}",
