@@ -246,7 +246,7 @@ pub fn stun_message(data: &[u8]) {
         st.answered + st.rate_limited + st.over_budget + st.malformed + st.oversize + st.not_for_us,
         6
     );
-    // The RFC 5780 server (spec/05 §2.5): on each of its four sockets, an answer is
+    // The RFC 5780 server (spec/05 §2.1): on each of its four sockets, an answer is
     // well-formed, leaves from one of them, and the byte rule holds with its start credit.
     let server = crate::nat::stun::ServerAddresses::new(
         std::net::SocketAddr::from(([198, 18, 0, 2], 4000)),

@@ -337,7 +337,7 @@ fn write_nat_seed_corpus() {
     write("signal_message", "offer", &offer.sign(&id));
 }
 
-/// Seeds for `stun_message`'s RFC 5780 path (spec/05-nat.md §2.5): a discovery request with
+/// Seeds for `stun_message`'s RFC 5780 path (spec/05-nat.md §2.1): a discovery request with
 /// CHANGE-REQUEST(ip, port) and the RFC 5780 server's answer to it.
 /// `cargo test --test fuzz_corpus -- --ignored write_rfc5780_seed_corpus`.
 #[test]

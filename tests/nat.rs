@@ -158,7 +158,7 @@ fn discovery_agrees_with_turnutils_natdiscovery() {
     }
 }
 
-/// One binary is enough for discovery (spec/05 §2.5): behind each of the five classic
+/// One binary is enough for discovery (spec/05 §2.1): behind each of the five classic
 /// types, the daemon's discovery with `dna bootstrap` (SERVER_A:4000, `--other-address
 /// SERVER_B`) as its only STUN server gives the class, mapping and filtering it gives with
 /// coturn; and coturn's own client, `turnutils_natdiscovery -m -f`, pointed at the bootstrap

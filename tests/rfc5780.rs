@@ -1,5 +1,5 @@
 //! `dna bootstrap --other-address` as an RFC 5780 NAT discovery server on loopback
-//! (spec/05-nat.md §2.5): its four sockets answer CHANGE-REQUEST from the socket asked for,
+//! (spec/05-nat.md §2.1): its four sockets answer CHANGE-REQUEST from the socket asked for,
 //! our discovery and coturn's `turnutils_natdiscovery` classify loopback through it, and a
 //! flood spread over the four sockets gets one source's limit, not four. Behind real NATs:
 //! `tests/nat.rs`, `discovery_through_dna_bootstrap_agrees_with_coturn`.

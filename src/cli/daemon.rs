@@ -51,7 +51,7 @@ pub(super) struct DaemonConfig {
     pub retry_secs: u64,
     /// `[limits]`: the node's limits (spec/06-node.md §5); each key optional.
     pub limits: super::limits::LimitsConfig,
-    /// Answer RFC 5780 NAT behaviour discovery (spec/05-nat.md §2.5) with this second
+    /// Answer RFC 5780 NAT behaviour discovery (spec/05-nat.md §2.1) with this second
     /// address of the host: three more UDP sockets for STUN only, at `listen`'s address
     /// with `other_port`, and at this address with both ports (default none: off; meant for
     /// `dna bootstrap`, whose `listen` must then be a specific address).

@@ -84,7 +84,7 @@ pub struct NodeConfig {
     /// 5780 server: five full answers); 4096 sources remembered; requests over 548 bytes
     /// dropped.
     pub stun_responder: ResponderConfig,
-    /// Be an RFC 5780 NAT behaviour discovery server (spec/05-nat.md §2.5): three more UDP
+    /// Be an RFC 5780 NAT behaviour discovery server (spec/05-nat.md §2.1): three more UDP
     /// sockets, for STUN only, at the other address and port (default none: off; `dna
     /// bootstrap --other-address`). Needs `listen` to be a specific address.
     pub discovery_server: Option<DiscoveryServerConfig>,

@@ -1,4 +1,4 @@
-//! The RFC 5780 discovery server's driver (spec/05-nat.md §2.5): `dna bootstrap
+//! The RFC 5780 discovery server's driver (spec/05-nat.md §2.1): `dna bootstrap
 //! --other-address IP2` keeps its one socket IP1:P1 and opens three more UDP sockets, for
 //! STUN only — IP1:P2, IP2:P1, IP2:P2 — so NAT behaviour discovery needs no coturn.
 //!
@@ -28,7 +28,7 @@ use crate::transport::DnaSocket;
 /// most `max_request`, 548 bytes: ≈ 140 KiB); more are dropped and counted.
 pub const FORWARD_QUEUE: usize = 256;
 
-/// Where the RFC 5780 server's second address and port are (spec/05 §2.5).
+/// Where the RFC 5780 server's second address and port are (spec/05 §2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiscoveryServerConfig {
     /// IP2: a second address of the host, of the family of the node's own (specific,

@@ -634,7 +634,7 @@ async fn stun_loop(
             continue;
         }
         if let Some(server) = &rfc5780 {
-            // An RFC 5780 server answers every Binding request (spec/05-nat.md §2.5).
+            // An RFC 5780 server answers every Binding request (spec/05-nat.md §2.1).
             if !server.offer(from, &bytes) {
                 routes.deliver_to_transaction(from, &bytes);
             }

@@ -1,4 +1,4 @@
-//! The STUN responder's limits, sans-IO (spec/05-nat.md §1.1–1.3, §2.5): which datagrams
+//! The STUN responder's limits, sans-IO (spec/05-nat.md §1.1–1.3, §2.1): which datagrams
 //! are answered (the answers themselves are [`stun::respond_to`]'s, or
 //! [`stun::respond_rfc5780`]'s), how often per source, and the byte rule that keeps it from
 //! amplifying: per source, the bytes it answers never exceed the bytes that source sent plus
@@ -40,7 +40,7 @@ pub struct ResponderConfig {
     /// XOR-MAPPED-ADDRESS, RESPONSE-ORIGIN, OTHER-ADDRESS: 56 bytes for IPv4, 92 for IPv6).
     /// Default 5: one run of a client that does not pad its requests — coturn's
     /// `turnutils_natdiscovery -m -f` sends at most 6 requests of 20 or 28 bytes for 6
-    /// answers — once per source; after it, every answer is paid for (spec/05 §2.5).
+    /// answers — once per source; after it, every answer is paid for (spec/05 §2.1).
     pub rfc5780_start_answers: usize,
 }
 
@@ -179,7 +179,7 @@ impl StunResponder {
     }
 
     /// The answer to `request` from `from`, received at `now` on the socket `on`, and the
-    /// socket it leaves from (spec/05 §2.5); or why there is none. One rate limit and one
+    /// socket it leaves from (spec/05 §2.1); or why there is none. One rate limit and one
     /// byte rule per source for all sockets.
     pub fn handle_on(
         &mut self,

@@ -6,7 +6,7 @@
 //! XOR-MAPPED-ADDRESS (plus FINGERPRINT when the request carried one), or 420 with
 //! UNKNOWN-ATTRIBUTES when the request carries a comprehension-required attribute it does
 //! not implement. A responder with two addresses and two ports is an RFC 5780 server
-//! ([`respond_rfc5780`], spec/05 §2.5): its answers add RESPONSE-ORIGIN and OTHER-ADDRESS,
+//! ([`respond_rfc5780`], spec/05 §2.1): its answers add RESPONSE-ORIGIN and OTHER-ADDRESS,
 //! and it honours CHANGE-REQUEST by naming the socket the answer leaves from. Our own
 //! requests carry SOFTWARE and FINGERPRINT, which makes them as long as the largest answer
 //! they can get, from either kind of server (spec/05 §1.2). A transaction may also carry
@@ -336,7 +336,7 @@ pub fn respond_to(from: SocketAddr, request: &[u8]) -> Result<Vec<u8>, Unanswere
     answer(from, request, None).map(|(_, a)| a)
 }
 
-/// The answer of an RFC 5780 server (spec/05 §2.5) to a Binding request from `from` that
+/// The answer of an RFC 5780 server (spec/05 §2.1) to a Binding request from `from` that
 /// arrived on its socket `on`, before any limit, and the socket it leaves from. As
 /// [`respond_to`], except that CHANGE-REQUEST is understood — the answer leaves from
 /// `on.changed(change IP, change port)` — and a success answer also carries RESPONSE-ORIGIN

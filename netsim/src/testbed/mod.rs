@@ -205,7 +205,7 @@ pub const BOOTSTRAP_OTHER_PORT: u16 = 4001;
 pub const BOOTSTRAP_B_PORT: u16 = 4002;
 
 /// The first bootstrap node's address: [`SERVER_A`], [`BOOTSTRAP_PORT`]; an RFC 5780
-/// server (spec/05-nat.md §2.5).
+/// server (spec/05-nat.md §2.1).
 pub fn rfc5780_bootstrap() -> SocketAddr {
     SocketAddr::from((SERVER_A, BOOTSTRAP_PORT))
 }

@@ -179,7 +179,7 @@ fn a_server_without_rfc5780_is_reported() {
 }
 
 /// The same model NATs against our own RFC 5780 server, the sans-IO responder of `dna
-/// bootstrap --other-address` (spec/05 §2.5), with its default limits: every type is
+/// bootstrap --other-address` (spec/05 §2.1), with its default limits: every type is
 /// classified, and the byte rule never refuses our client's requests.
 #[test]
 fn every_modelled_nat_type_is_classified_by_our_own_rfc5780_server() {

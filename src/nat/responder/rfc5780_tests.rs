@@ -1,4 +1,4 @@
-//! The RFC 5780 server's answers (spec/05 §2.5): each CHANGE-REQUEST variant on each of the
+//! The RFC 5780 server's answers (spec/05 §2.1): each CHANGE-REQUEST variant on each of the
 //! four sockets, RESPONSE-ORIGIN and OTHER-ADDRESS, and the limits — one rate limit and one
 //! byte rule per source across all four sockets, with the larger start credit that lets an
 //! unpadded client (turnutils_natdiscovery) finish one run.
