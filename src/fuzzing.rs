@@ -246,6 +246,32 @@ pub fn stun_message(data: &[u8]) {
         st.answered + st.rate_limited + st.over_budget + st.malformed + st.oversize + st.not_for_us,
         6
     );
+    // The RFC 5780 server (spec/05 §2.1): on each of its four sockets, an answer is
+    // well-formed, leaves from one of them, and the byte rule holds with its start credit.
+    let server = crate::nat::stun::ServerAddresses::new(
+        std::net::SocketAddr::from(([198, 18, 0, 2], 4000)),
+        std::net::IpAddr::from([198, 18, 0, 3]),
+        4001,
+    )
+    .expect("four distinct addresses");
+    let mut rfc5780 = StunResponder::rfc5780(ResponderConfig::default(), server);
+    let (mut sent, mut received) = (0, 0);
+    for (i, on) in [(false, false), (false, true), (true, false), (true, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let on = crate::nat::stun::ServerSocket {
+            ip: on.0,
+            port: on.1,
+        };
+        received += data.len();
+        let at = now + std::time::Duration::from_millis(i as u64);
+        if let Ok(reply) = rfc5780.handle_on(at, on, from, data) {
+            assert!(crate::transport::demux::is_stun(&reply.bytes));
+            sent += reply.bytes.len();
+        }
+        assert!(sent <= received + rfc5780.start_credit(from.ip()));
+    }
     let mut b = Binding::new(from, transaction_id(data).unwrap_or([0; 12]), now);
     let _ = b.poll_transmit(now);
     b.handle_response(from, data);

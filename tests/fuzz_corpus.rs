@@ -337,6 +337,37 @@ fn write_nat_seed_corpus() {
     write("signal_message", "offer", &offer.sign(&id));
 }
 
+/// Seeds for `stun_message`'s RFC 5780 path (spec/05-nat.md §2.1): a discovery request with
+/// CHANGE-REQUEST(ip, port) and the RFC 5780 server's answer to it.
+/// `cargo test --test fuzz_corpus -- --ignored write_rfc5780_seed_corpus`.
+#[test]
+#[ignore = "writes the seed corpus; run on demand"]
+fn write_rfc5780_seed_corpus() {
+    use dna_p2p::nat::stun::{
+        respond_rfc5780, Binding, Change, Options, ServerAddresses, ServerSocket, Timers,
+    };
+    let primary: std::net::SocketAddr = "198.18.0.2:4000".parse().unwrap();
+    let server = ServerAddresses::new(primary, "198.18.0.3".parse().unwrap(), 4001).unwrap();
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::Instant::now();
+    let opts = Options {
+        timers: Timers::DISCOVERY,
+        change: Change::IpAndPort,
+        credentials: None,
+    };
+    let mut b = Binding::with_options(primary, [6; 12], opts, now);
+    let request = b.poll_transmit(now).unwrap().1.to_vec();
+    write("stun_message", "change-request", &request);
+    let (_, answer) = respond_rfc5780(
+        "203.0.113.9:5000".parse().unwrap(),
+        &request,
+        ServerSocket::PRIMARY,
+        &server,
+    )
+    .unwrap();
+    write("stun_message", "rfc5780-answer", &answer);
+}
+
 /// Seeds for `turn_message` (spec/07-relay.md §2): each starts with the selector byte (odd:
 /// the client's pending transaction ID is spliced in). A Data indication, ChannelData, a
 /// TCP stream of both, our own requests, and a 438 / 437 / success answer shape.

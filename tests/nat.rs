@@ -158,6 +158,71 @@ fn discovery_agrees_with_turnutils_natdiscovery() {
     }
 }
 
+/// One binary is enough for discovery (spec/05 §2.1): behind each of the five classic
+/// types, the daemon's discovery with `dna bootstrap` (SERVER_A:4000, `--other-address
+/// SERVER_B`) as its only STUN server gives the class, mapping and filtering it gives with
+/// coturn; and coturn's own client, `turnutils_natdiscovery -m -f`, pointed at the bootstrap
+/// node, gives the verdicts it gives pointed at coturn — all of them what the router is
+/// built to be.
+#[test]
+fn discovery_through_dna_bootstrap_agrees_with_coturn() {
+    use netsim::testbed::{rfc5780_bootstrap, SERVER_A, STUN_PORT};
+    let Some(tb) = test_bed("discovery_through_dna_bootstrap_agrees_with_coturn") else {
+        return;
+    };
+    let coturn = SocketAddr::from((SERVER_A, STUN_PORT));
+    let boot = rfc5780_bootstrap();
+    let types = [
+        NatType::Public,
+        NatType::FullCone,
+        NatType::AddressRestricted,
+        NatType::PortRestricted,
+        NatType::Symmetric,
+    ];
+    for nat in types {
+        let host = tb.host(nat, 'a');
+        let mut classes = Vec::new();
+        for server in [coturn, boot] {
+            let theirs = tb
+                .turnutils_discovery_at(host, server)
+                .expect("turnutils_natdiscovery");
+            let daemon = tb
+                .start_daemon_discovering_with(host, server, &[])
+                .expect("daemon");
+            tb.wait_ready(&daemon, host).expect("ready");
+            let ready = daemon.wait_event("ready", Duration::ZERO).expect("ready");
+            let field = |k: &str| {
+                ready
+                    .get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("none")
+                    .to_string()
+            };
+            let ours = (field("nat"), field("mapping"), field("filtering"));
+            eprintln!(
+                "{:>18} via {server}: ours {ours:?}, turnutils {theirs:?}",
+                nat.name()
+            );
+            classes.push((ours, theirs));
+        }
+        let (with_coturn, with_boot) = (&classes[0], &classes[1]);
+        println!(
+            "{:>18}: ours {} (coturn) / {} (dna bootstrap); turnutils {:?} / {:?}",
+            nat.name(),
+            with_coturn.0 .0,
+            with_boot.0 .0,
+            with_coturn.1,
+            with_boot.1
+        );
+        assert_eq!(with_boot.0, with_coturn.0, "{}: our discovery", nat.name());
+        assert_eq!(with_boot.1, with_coturn.1, "{}: turnutils", nat.name());
+        let expected = nat.expected().expect("discovery works");
+        assert_eq!(with_boot.0 .0, nat.name());
+        assert_eq!((with_boot.0 .1.as_str(), with_boot.0 .2.as_str()), expected);
+        assert_eq!((with_boot.1 .0.as_str(), with_boot.1 .1.as_str()), expected);
+    }
+}
+
 /// Every pair of the six matrix types (21), each side behind its own NAT: b publishes its
 /// presence, a sends it a message without having seen it before. 13 pairs connect
 /// directly; port-restricted ↔ symmetric and symmetric ↔ symmetric report "relay-needed";

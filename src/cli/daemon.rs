@@ -6,7 +6,7 @@
 //! daemon listens on `<data dir>/control.sock` for one-line JSON requests, which
 //! `dna send` and `dna status` make (spec/05-nat.md §6 lists the requests).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,7 +16,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use dna_p2p::crypto::{Fingerprint, Identity};
-use dna_p2p::daemon::{DhtSettings, Node, NodeConfig, NodeEvent, NodeHandle};
+use dna_p2p::daemon::{
+    DhtSettings, DiscoveryServerConfig, Node, NodeConfig, NodeEvent, NodeHandle,
+};
 use dna_p2p::dht::DhtConfig;
 
 use super::DataDir;
@@ -49,6 +51,13 @@ pub(super) struct DaemonConfig {
     pub retry_secs: u64,
     /// `[limits]`: the node's limits (spec/06-node.md §5); each key optional.
     pub limits: super::limits::LimitsConfig,
+    /// Answer RFC 5780 NAT behaviour discovery (spec/05-nat.md §2.1) with this second
+    /// address of the host: three more UDP sockets for STUN only, at `listen`'s address
+    /// with `other_port`, and at this address with both ports (default none: off; meant for
+    /// `dna bootstrap`, whose `listen` must then be a specific address).
+    pub other_address: Option<IpAddr>,
+    /// The RFC 5780 server's second port (default: `listen`'s port + 1).
+    pub other_port: Option<u16>,
 }
 
 impl Default for DaemonConfig {
@@ -63,6 +72,8 @@ impl Default for DaemonConfig {
             network_check_secs: 25,
             retry_secs: 5,
             limits: Default::default(),
+            other_address: None,
+            other_port: None,
         }
     }
 }
@@ -73,8 +84,8 @@ pub(super) struct DaemonArgs {
     #[command(flatten)]
     data_dir: DataDir,
     /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
-    /// keep_alive_secs, network_check_secs, retry_secs, and a [limits] table: see
-    /// spec/06-node.md §5).
+    /// keep_alive_secs, network_check_secs, retry_secs, other_address, other_port, and a
+    /// [limits] table: see spec/06-node.md §5).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the node's one UDP socket [default: 0.0.0.0:0].
@@ -87,6 +98,13 @@ pub(super) struct DaemonArgs {
     /// (repeatable; the first that answers is used).
     #[arg(long, value_name = "ADDR")]
     stun: Vec<SocketAddr>,
+    /// Be an RFC 5780 NAT discovery server too (for `dna bootstrap`): this second address
+    /// of the host, with --listen's port and --other-port [default: off].
+    #[arg(long, value_name = "IP")]
+    other_address: Option<IpAddr>,
+    /// The RFC 5780 server's second port [default: the --listen port + 1].
+    #[arg(long, value_name = "PORT")]
+    other_port: Option<u16>,
 }
 
 impl DaemonArgs {
@@ -104,6 +122,8 @@ impl DaemonArgs {
         }
         cfg.bootstrap.extend(self.bootstrap.iter().cloned());
         cfg.stun.extend(self.stun.iter().copied());
+        cfg.other_address = self.other_address.or(cfg.other_address);
+        cfg.other_port = self.other_port.or(cfg.other_port);
         Ok((self.data_dir.resolve(), cfg))
     }
 }
@@ -185,6 +205,10 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         store_dir: Some(dir.clone()),
         keep_alive: Duration::from_secs(cfg.keep_alive_secs.max(1)),
         rendezvous_server: bootstrap,
+        discovery_server: cfg.other_address.map(|other_ip| DiscoveryServerConfig {
+            other_ip,
+            other_port: cfg.other_port,
+        }),
         ..NodeConfig::listening_on(cfg.listen)
     };
     let mut node_cfg = node_cfg;
@@ -367,6 +391,9 @@ async fn limits(h: &NodeHandle) -> Value {
             "over_budget": stun.over_budget,
             "malformed": stun.malformed,
             "oversize": stun.oversize,
+            "changed": stun.changed,
+            "dropped": stun.dropped,
+            "rfc5780": cfg.discovery_server.is_some(),
             "burst": cfg.stun_responder.burst,
             "per_second": cfg.stun_responder.per_second,
             "max_sources": cfg.stun_responder.max_sources,

@@ -54,6 +54,9 @@ pub(super) struct LimitsConfig {
     pub stun_per_second: Option<f64>,
     /// `stun_responder.max_sources` (4096).
     pub stun_max_sources: Option<usize>,
+    /// `stun_responder.rfc5780_start_answers` (5): an RFC 5780 server's start credit per
+    /// source, in full answers.
+    pub stun_rfc5780_start_answers: Option<usize>,
 }
 
 fn set<T: Copy>(field: &mut T, value: Option<T>) {
@@ -98,6 +101,10 @@ impl LimitsConfig {
         set(&mut st.burst, self.stun_burst);
         set(&mut st.per_second, self.stun_per_second);
         set(&mut st.max_sources, self.stun_max_sources);
+        set(
+            &mut st.rfc5780_start_answers,
+            self.stun_rfc5780_start_answers,
+        );
     }
 }
 

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::discovery_server::DiscoveryServerConfig;
 use crate::crypto::Fingerprint;
 use crate::dht::DhtConfig;
 use crate::nat::responder::ResponderConfig;
@@ -79,9 +80,14 @@ pub struct NodeConfig {
     /// without a connection or waiting messages is dropped.
     pub max_peers: usize,
     /// The STUN responder's limits (spec/05-nat.md §1.3): per source 32 answers at once,
-    /// 10 per second, never more bytes than the source sent plus one minimal answer; 4096
-    /// sources remembered; requests over 548 bytes dropped.
+    /// 10 per second, never more bytes than the source sent plus one minimal answer (an RFC
+    /// 5780 server: five full answers); 4096 sources remembered; requests over 548 bytes
+    /// dropped.
     pub stun_responder: ResponderConfig,
+    /// Be an RFC 5780 NAT behaviour discovery server (spec/05-nat.md §2.1): three more UDP
+    /// sockets, for STUN only, at the other address and port (default none: off; `dna
+    /// bootstrap --other-address`). Needs `listen` to be a specific address.
+    pub discovery_server: Option<DiscoveryServerConfig>,
     /// Accept rendezvous registrations and forward CONNECTs for registered nodes (default
     /// false; `dna bootstrap` sets it). Needs `dht`. A node that does not serve answers
     /// RDV_REGISTER with CONNECT_ERROR 7 (spec/05 §4.3).
@@ -114,6 +120,7 @@ impl Default for NodeConfig {
             keep_delivered: 100_000,
             max_peers: 4096,
             stun_responder: ResponderConfig::default(),
+            discovery_server: None,
             rendezvous_server: false,
             rendezvous: RendezvousLimits::default(),
         }

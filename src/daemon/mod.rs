@@ -13,7 +13,7 @@
 //! | sessions and dial rounds; serving rendezvous | `conn`; `rendezvous` |
 //! | reaching peers, punching, the caller's signalling | `reach` |
 //! | the DHT over QUIC | `dht` |
-//! | shared state and leaves | `state`, `events`, `store`, `stun_routes`, `config`, `sigwire`, `dht_persist`, `util` |
+//! | shared state and leaves | `state`, `events`, `store`, `stun_routes`, `config`, `sigwire`, `dht_persist`, `util`, `discovery_server` |
 
 // This module is the I/O driver: it reads the clock (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -23,6 +23,7 @@ mod conn;
 mod core;
 mod dht;
 mod dht_persist;
+mod discovery_server;
 mod events;
 mod node;
 mod reach;
@@ -36,6 +37,7 @@ mod util;
 pub use crate::node::scores::BAN_THRESHOLD;
 pub use config::{DhtSettings, NodeConfig};
 pub use dht::{DhtError, DhtStats};
+pub use discovery_server::{DiscoveryServerConfig, FORWARD_QUEUE as DISCOVERY_FORWARD_QUEUE};
 pub use events::{NodeEvent, Path};
 pub use node::{Node, NodeError, PeerInfo, SendError};
 pub use reach::{ReachError, Reached};

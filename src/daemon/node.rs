@@ -169,6 +169,10 @@ impl Node {
         };
         let (events_tx, events) = super::events::channel(cfg.event_queue, cfg.event_queue_bytes);
         let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
+        let rfc5780 = match &cfg.discovery_server {
+            Some(d) => Some(super::discovery_server::bind(local, d).await?),
+            None => None,
+        };
         let mut core = Core::new(
             identity.fingerprint(),
             CoreConfig {
@@ -247,7 +251,11 @@ impl Node {
         }
         tracing::info!(fingerprint = %shared.identity.fingerprint(), addr = %shared.local, "node up");
         let SideChannels { stun, turn } = side;
-        tokio::spawn(stun_loop(shared.clone(), stun, routes_rx));
+        let rfc5780 = rfc5780.map(|d| {
+            let cfg = shared.cfg.stun_responder.clone();
+            d.spawn(shared.socket.clone(), cfg, shared.stun_stats.clone())
+        });
+        tokio::spawn(stun_loop(shared.clone(), stun, routes_rx, rfc5780));
         Ok(Node {
             handle: NodeHandle { shared },
             events,
@@ -609,6 +617,7 @@ async fn stun_loop(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<crate::transport::socket::Datagram>,
     mut routes_rx: mpsc::Receiver<StunRoute>,
+    rfc5780: Option<super::discovery_server::Forward>,
 ) {
     let mut responder =
         crate::nat::responder::StunResponder::new(shared.cfg.stun_responder.clone());
@@ -628,6 +637,13 @@ async fn stun_loop(
             },
         };
         if routes.deliver_to_punch(from, &bytes) {
+            continue;
+        }
+        if let Some(server) = &rfc5780 {
+            // An RFC 5780 server answers every Binding request (spec/05-nat.md §2.1).
+            if !server.offer(from, &bytes) {
+                routes.deliver_to_transaction(from, &bytes);
+            }
             continue;
         }
         let answer = responder.handle(Instant::now(), from, &bytes);

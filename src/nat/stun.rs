@@ -5,16 +5,21 @@
 //! The responder answers any Binding request without credentials: a success response with
 //! XOR-MAPPED-ADDRESS (plus FINGERPRINT when the request carried one), or 420 with
 //! UNKNOWN-ATTRIBUTES when the request carries a comprehension-required attribute it does
-//! not implement. Our own requests carry SOFTWARE and FINGERPRINT, which makes them as long
-//! as the largest answer they can get (spec/05 §1.2). A transaction may also carry
+//! not implement. A responder with two addresses and two ports is an RFC 5780 server
+//! ([`respond_rfc5780`], spec/05 §2.1): its answers add RESPONSE-ORIGIN and OTHER-ADDRESS,
+//! and it honours CHANGE-REQUEST by naming the socket the answer leaves from. Our own
+//! requests carry SOFTWARE and FINGERPRINT, which makes them as long as the largest answer
+//! they can get, from either kind of server (spec/05 §1.2). A transaction may also carry
 //! CHANGE-REQUEST (RFC 5780 behaviour discovery, spec/05 §2) or short-term credentials
 //! (USERNAME + MESSAGE-INTEGRITY, the connectivity checks of spec/05 §5). The encoding is
 //! stun-rs's.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use stun_rs::attributes::discovery::{ChangeRequest, ChangeRequestFlags, OtherAddress};
+use stun_rs::attributes::discovery::{
+    ChangeRequest, ChangeRequestFlags, OtherAddress, ResponseOrigin,
+};
 use stun_rs::attributes::stun::{
     ErrorCode, Fingerprint, MessageIntegrity, Software, UnknownAttributes, UserName,
     XorMappedAddress,
@@ -167,10 +172,132 @@ const CREDENTIAL_ATTRIBUTES: [u16; 4] = [
 ];
 /// At most this many attribute types are listed in a 420's UNKNOWN-ATTRIBUTES.
 pub const MAX_UNKNOWN_LISTED: usize = 16;
-/// SOFTWARE in our requests: 20 bytes of text, so that a request (header, SOFTWARE,
-/// FINGERPRINT: 52 bytes) is as long as the largest success answer (IPv6 with FINGERPRINT:
-/// 52 bytes) and a responder that answers only what it was paid for never refuses it.
+/// SOFTWARE in our requests, padded with spaces so that a request (header, SOFTWARE,
+/// FINGERPRINT) is as long as the largest success answer it can get ([`largest_answer`]):
+/// a responder that answers only what it was paid for never refuses it.
 const SOFTWARE: &str = concat!("dna-p2p/", env!("CARGO_PKG_VERSION"));
+/// The CHANGE-REQUEST attribute type (RFC 5780 §7.2).
+const CHANGE_REQUEST: u16 = 0x0003;
+
+/// The largest success answer a server of `server`'s family gives our requests: an RFC 5780
+/// answer — header, XOR-MAPPED-ADDRESS, RESPONSE-ORIGIN, OTHER-ADDRESS, FINGERPRINT — of
+/// 64 bytes to an IPv4 server, 100 to an IPv6 one (a plain responder's is 40 or 52).
+pub fn largest_answer(server: SocketAddr) -> usize {
+    match mapped_address(server) {
+        SocketAddr::V4(_) => 20 + 3 * 12 + 8,
+        SocketAddr::V6(_) => 20 + 3 * 24 + 8,
+    }
+}
+
+/// One of the four sockets of an RFC 5780 server, by what it changes of the primary
+/// address IP1:P1: `ip` (IP2 instead of IP1) and `port` (P2 instead of P1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServerSocket {
+    /// On the other IP address.
+    pub ip: bool,
+    /// On the other port.
+    pub port: bool,
+}
+
+impl ServerSocket {
+    /// IP1:P1, the node's own socket.
+    pub const PRIMARY: ServerSocket = ServerSocket {
+        ip: false,
+        port: false,
+    };
+    /// IP1:P2.
+    pub const OTHER_PORT: ServerSocket = ServerSocket {
+        ip: false,
+        port: true,
+    };
+    /// IP2:P1.
+    pub const OTHER_IP: ServerSocket = ServerSocket {
+        ip: true,
+        port: false,
+    };
+    /// IP2:P2.
+    pub const OTHER_BOTH: ServerSocket = ServerSocket {
+        ip: true,
+        port: true,
+    };
+
+    /// The socket that differs from this one in the IP address (if `ip`) and the port (if
+    /// `port`): where an answer to CHANGE-REQUEST(`ip`, `port`) received here leaves from.
+    pub fn changed(self, ip: bool, port: bool) -> ServerSocket {
+        ServerSocket {
+            ip: self.ip ^ ip,
+            port: self.port ^ port,
+        }
+    }
+}
+
+/// Why two addresses do not make an RFC 5780 server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ServerAddressError {
+    /// The primary or the other address is unspecified (0.0.0.0, ::): RESPONSE-ORIGIN and
+    /// OTHER-ADDRESS must name real addresses.
+    #[error("an RFC 5780 server needs specific addresses, not 0.0.0.0 or ::")]
+    Unspecified,
+    /// The two addresses are of different families.
+    #[error("the other address must be of the primary address's family")]
+    Family,
+    /// The other address or port equals the primary one (or a port is 0).
+    #[error("the other address and port must differ from the primary ones")]
+    Same,
+}
+
+/// The addresses of an RFC 5780 server: the primary IP1:P1 and the other IP2 and port P2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerAddresses {
+    primary: SocketAddr,
+    other_ip: IpAddr,
+    other_port: u16,
+}
+
+impl ServerAddresses {
+    /// Checks that the four sockets are four distinct, specific addresses of one family.
+    pub fn new(
+        primary: SocketAddr,
+        other_ip: IpAddr,
+        other_port: u16,
+    ) -> Result<ServerAddresses, ServerAddressError> {
+        if primary.ip().is_unspecified() || other_ip.is_unspecified() {
+            return Err(ServerAddressError::Unspecified);
+        }
+        if primary.is_ipv4() != other_ip.is_ipv4() {
+            return Err(ServerAddressError::Family);
+        }
+        if primary.ip() == other_ip
+            || primary.port() == other_port
+            || primary.port() == 0
+            || other_port == 0
+        {
+            return Err(ServerAddressError::Same);
+        }
+        Ok(ServerAddresses {
+            primary,
+            other_ip,
+            other_port,
+        })
+    }
+
+    /// The address of socket `s`.
+    pub fn addr(&self, s: ServerSocket) -> SocketAddr {
+        SocketAddr::new(
+            if s.ip {
+                self.other_ip
+            } else {
+                self.primary.ip()
+            },
+            if s.port {
+                self.other_port
+            } else {
+                self.primary.port()
+            },
+        )
+    }
+}
 
 /// Why the responder does not answer a datagram (before any limit applies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -202,10 +329,33 @@ pub fn mapped_address(from: SocketAddr) -> SocketAddr {
 
 /// The answer to a Binding request from `from`, before any limit: a success response with
 /// XOR-MAPPED-ADDRESS, or 420 (Unknown Attribute) listing the comprehension-required
-/// attributes it does not implement (all but the credential ones). Either carries
-/// FINGERPRINT if and only if the request did. Requests with credentials are answered only
-/// by [`respond_authenticated`].
+/// attributes it does not implement (all but the credential ones; CHANGE-REQUEST too: this
+/// responder has one address). Either carries FINGERPRINT if and only if the request did.
+/// Requests with credentials are answered only by [`respond_authenticated`].
 pub fn respond_to(from: SocketAddr, request: &[u8]) -> Result<Vec<u8>, Unanswered> {
+    answer(from, request, None).map(|(_, a)| a)
+}
+
+/// The answer of an RFC 5780 server (spec/05 §2.1) to a Binding request from `from` that
+/// arrived on its socket `on`, before any limit, and the socket it leaves from. As
+/// [`respond_to`], except that CHANGE-REQUEST is understood — the answer leaves from
+/// `on.changed(change IP, change port)` — and a success answer also carries RESPONSE-ORIGIN
+/// (the socket it leaves from) and OTHER-ADDRESS (the socket differing from `on` in both
+/// address and port, where a both-changed answer would leave from). A 420 leaves from `on`.
+pub fn respond_rfc5780(
+    from: SocketAddr,
+    request: &[u8],
+    on: ServerSocket,
+    server: &ServerAddresses,
+) -> Result<(ServerSocket, Vec<u8>), Unanswered> {
+    answer(from, request, Some((on, server)))
+}
+
+fn answer(
+    from: SocketAddr,
+    request: &[u8],
+    rfc5780: Option<(ServerSocket, &ServerAddresses)>,
+) -> Result<(ServerSocket, Vec<u8>), Unanswered> {
     // Unvalidated first, to sort requests from the rest; then FINGERPRINT, if present.
     let (msg, _) = MessageDecoderBuilder::default()
         .build()
@@ -222,30 +372,53 @@ pub fn respond_to(from: SocketAddr, request: &[u8]) -> Result<Vec<u8>, Unanswere
     if fingerprint && decoder(None).decode(request).is_err() {
         return Err(Unanswered::Malformed);
     }
+    let understood = |t: u16| rfc5780.is_some() && t == CHANGE_REQUEST;
     let mut unknown: Vec<u16> = Vec::new();
-    for t in types.filter(|t| *t < 0x8000) {
+    for t in types.filter(|t| *t < 0x8000 && !understood(*t)) {
         if !unknown.contains(&t) && unknown.len() < MAX_UNKNOWN_LISTED {
             unknown.push(t);
         }
     }
-    let answer = if unknown.is_empty() {
-        StunMessageBuilder::new(BINDING, MessageClass::SuccessResponse)
+    let on = rfc5780.map_or(ServerSocket::PRIMARY, |(on, _)| on);
+    let (via, answer) = if unknown.is_empty() {
+        let b = StunMessageBuilder::new(BINDING, MessageClass::SuccessResponse)
             .with_transaction_id(*msg.transaction_id())
-            .with_attribute(XorMappedAddress::from(mapped_address(from)))
+            .with_attribute(XorMappedAddress::from(mapped_address(from)));
+        match rfc5780 {
+            None => (on, b),
+            Some((on, server)) => {
+                // The first CHANGE-REQUEST counts; stun-rs has checked its length.
+                let flags = msg
+                    .get::<ChangeRequest>()
+                    .and_then(|a| a.as_change_request().ok())
+                    .map(|c| c.flags())
+                    .unwrap_or_default();
+                let via = on.changed(
+                    flags.contains(ChangeRequestFlags::ChangeIp),
+                    flags.contains(ChangeRequestFlags::ChangePort),
+                );
+                let b = b
+                    .with_attribute(ResponseOrigin::from(server.addr(via)))
+                    .with_attribute(OtherAddress::from(server.addr(on.changed(true, true))));
+                (via, b)
+            }
+        }
     } else {
         let code =
             stun_rs::ErrorCode::new(420, "Unknown Attribute").map_err(|_| Unanswered::Malformed)?;
-        StunMessageBuilder::new(BINDING, MessageClass::ErrorResponse)
+        let b = StunMessageBuilder::new(BINDING, MessageClass::ErrorResponse)
             .with_transaction_id(*msg.transaction_id())
             .with_attribute(ErrorCode::new(code))
-            .with_attribute(UnknownAttributes::from(unknown.as_slice()))
+            .with_attribute(UnknownAttributes::from(unknown.as_slice()));
+        (on, b)
     };
     let answer = if fingerprint {
         answer.with_attribute(Fingerprint::default())
     } else {
         answer
     };
-    encode(&answer.build()).ok_or(Unanswered::Malformed)
+    let bytes = encode(&answer.build()).ok_or(Unanswered::Malformed)?;
+    Ok((via, bytes))
 }
 
 /// [`respond_to`]'s answer, if there is one.
@@ -342,8 +515,10 @@ impl Binding {
                 }
             }
             None => {
-                // Pays for the answer (spec/05 §1.2): 20 bytes of text, padded with spaces.
-                if let Ok(sw) = Software::new(format!("{SOFTWARE:<20}")) {
+                // Pays for the answer (spec/05 §1.2): header 20, SOFTWARE 4 + text, FINGERPRINT
+                // 8 — the text padded with spaces to make the largest answer's length.
+                let text = largest_answer(server) - 32;
+                if let Ok(sw) = Software::new(format!("{SOFTWARE:<text$}")) {
                     b = b.with_attribute(sw);
                 }
             }

@@ -5,8 +5,10 @@
 //! holding a bridge (198.18.0.0/24, the RFC 2544 benchmarking range, and 2001:db8::/64),
 //! coturn on two addresses (198.18.0.2 and .3, port 3478, UDP and TCP: RFC 5780 discovery,
 //! and TURN with the long-term credentials [`TURN_USER`] / [`TURN_PASSWORD`], realm
-//! [`TURN_REALM`], relay ports [`TURN_RELAY_PORTS`]) and two `dna bootstrap` nodes (port
-//! 4000 on each address); then, for each router type ([`NatType::ALL`], the six of the
+//! [`TURN_REALM`], relay ports [`TURN_RELAY_PORTS`]) and two `dna bootstrap` nodes — the
+//! first on [`SERVER_A`] port 4000 and an RFC 5780 discovery server with `--other-address`
+//! [`SERVER_B`] (ports 4000 and 4001 of both addresses), the second on [`SERVER_B`] port
+//! 4002; then, for each router type ([`NatType::ALL`], the six of the
 //! matrix, and [`NatType::EXTRA`]) and each of two sides, a host: on the bridge itself for
 //! `public`, else behind a router namespace whose nftables rules
 //! (`netsim/netns/nat-router.sh`) make it that type (the same-LAN types put both sides
@@ -194,8 +196,19 @@ pub const SERVER_A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const SERVER_B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 /// coturn's port.
 pub const STUN_PORT: u16 = 3478;
-/// The bootstrap nodes' port.
+/// The first bootstrap node's port on [`SERVER_A`] (P1 of its RFC 5780 server, which also
+/// answers on [`SERVER_B`] at this port).
 pub const BOOTSTRAP_PORT: u16 = 4000;
+/// P2 of the first bootstrap node's RFC 5780 server, on both addresses.
+pub const BOOTSTRAP_OTHER_PORT: u16 = 4001;
+/// The second bootstrap node's port, on [`SERVER_B`].
+pub const BOOTSTRAP_B_PORT: u16 = 4002;
+
+/// The first bootstrap node's address: [`SERVER_A`], [`BOOTSTRAP_PORT`]; an RFC 5780
+/// server (spec/05-nat.md §2.1).
+pub fn rfc5780_bootstrap() -> SocketAddr {
+    SocketAddr::from((SERVER_A, BOOTSTRAP_PORT))
+}
 /// How long the bed waits for a daemon's `ready` behind a `udp-blocked` router. Today's
 /// daemon (no TURN client) prints it only after every UDP exchange of its start timed out —
 /// RFC 5780 discovery, the DHT join, the STUN probe of a bootstrap node, two rendezvous
@@ -627,9 +640,19 @@ impl TestBed {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        for (i, ip) in [SERVER_A, SERVER_B].into_iter().enumerate() {
-            let listen = format!("{ip}:{BOOTSTRAP_PORT}");
+        // One bootstrap node with both addresses is what a deployment would run: the first
+        // is also the RFC 5780 server, on SERVER_A and SERVER_B, ports 4000 and 4001.
+        let nodes = [
+            (SERVER_A, BOOTSTRAP_PORT, true),
+            (SERVER_B, BOOTSTRAP_B_PORT, false),
+        ];
+        for (i, (ip, port, rfc5780)) in nodes.into_iter().enumerate() {
+            let listen = format!("{ip}:{port}");
             let mut args = vec!["--listen".to_string(), listen.clone()];
+            if rfc5780 {
+                args.extend(["--other-address".to_string(), SERVER_B.to_string()]);
+                args.extend(["--other-port".to_string(), BOOTSTRAP_OTHER_PORT.to_string()]);
+            }
             for b in &self.bootstrap_args {
                 args.push("--bootstrap".into());
                 args.push(b.clone());
@@ -693,7 +716,18 @@ impl TestBed {
     /// Starts `dna daemon` on `host` like [`daemon_with`](TestBed::daemon_with) but returns
     /// at once; [`wait_ready`](TestBed::wait_ready) waits for it.
     pub fn start_daemon(&self, host: &Host, extra: &[String]) -> Result<DnaProcess, TestBedError> {
-        let mut args = vec!["--stun".to_string(), format!("{SERVER_A}:{STUN_PORT}")];
+        self.start_daemon_discovering_with(host, SocketAddr::from((SERVER_A, STUN_PORT)), extra)
+    }
+
+    /// [`start_daemon`](TestBed::start_daemon) with `stun` as its only discovery server
+    /// (coturn, or [`rfc5780_bootstrap`]).
+    pub fn start_daemon_discovering_with(
+        &self,
+        host: &Host,
+        stun: SocketAddr,
+        extra: &[String],
+    ) -> Result<DnaProcess, TestBedError> {
+        let mut args = vec!["--stun".to_string(), stun.to_string()];
         for b in &self.bootstrap_args {
             args.push("--bootstrap".into());
             args.push(b.clone());
@@ -741,6 +775,16 @@ impl TestBed {
     /// Runs `turnutils_natdiscovery -m -f` against coturn from `host`; returns its mapping
     /// and filtering verdicts in our names.
     pub fn turnutils_discovery(&self, host: &Host) -> Result<(String, String), TestBedError> {
+        self.turnutils_discovery_at(host, SocketAddr::from((SERVER_A, STUN_PORT)))
+    }
+
+    /// [`turnutils_discovery`](TestBed::turnutils_discovery) against `server` (coturn, or
+    /// [`rfc5780_bootstrap`]).
+    pub fn turnutils_discovery_at(
+        &self,
+        host: &Host,
+        server: SocketAddr,
+    ) -> Result<(String, String), TestBedError> {
         let out = run(
             "ip",
             &[
@@ -750,7 +794,9 @@ impl TestBed {
                 "turnutils_natdiscovery",
                 "-m",
                 "-f",
-                &SERVER_A.to_string(),
+                "-p",
+                &server.port().to_string(),
+                &server.ip().to_string(),
             ],
         )?;
         let verdict = |what: &str| {

@@ -60,8 +60,18 @@ fn serve(to: SocketAddr, request: &[u8], mapped: SocketAddr) -> (SocketAddr, Vec
     (SocketAddr::new(ip, port), buf)
 }
 
-/// Runs discovery from 10.0.0.2:5000 behind `nat` (public address 203.0.113.9).
+/// Runs discovery from 10.0.0.2:5000 behind `nat` (public address 203.0.113.9) against the
+/// modelled server.
 fn run(nat: Option<Nat>) -> NatClass {
+    run_against(nat, &mut |to, req, mapped| Some(serve(to, req, mapped)))
+}
+
+/// A server: from the address a request went to, the request and the address it came from,
+/// the answer and the address it leaves from, if any.
+type Server<'a> = dyn FnMut(SocketAddr, &[u8], SocketAddr) -> Option<(SocketAddr, Vec<u8>)> + 'a;
+
+/// [`run`] against `server`.
+fn run_against(nat: Option<Nat>, server: &mut Server<'_>) -> NatClass {
     let start = crate::nat::tests::t0();
     let local: SocketAddr = "10.0.0.2:5000".parse().unwrap();
     let mut d = Discovery::new(
@@ -94,7 +104,9 @@ fn run(nat: Option<Nat>) -> NatClass {
                     SocketAddr::new("203.0.113.9".parse().unwrap(), port)
                 }
             };
-            let (from, answer) = serve(to, &req, mapped);
+            let Some((from, answer)) = server(to, &req, mapped) else {
+                continue;
+            };
             let passes = match nat.map(|n| n.filtering) {
                 None | Some(Filtering::EndpointIndependent) => true,
                 Some(Filtering::AddressDependent) => contacted.iter().any(|c| c.ip() == from.ip()),
@@ -164,4 +176,63 @@ fn a_server_without_rfc5780_is_reported() {
     let answer = crate::nat::stun::respond("203.0.113.9:5000".parse().unwrap(), &req).unwrap();
     assert!(d.handle_response(to, &answer, start));
     assert_eq!(d.result(), Some(&Err(DiscoveryError::NoOtherAddress)));
+}
+
+/// The same model NATs against our own RFC 5780 server, the sans-IO responder of `dna
+/// bootstrap --other-address` (spec/05 §2.1), with its default limits: every type is
+/// classified, and the byte rule never refuses our client's requests.
+#[test]
+fn every_modelled_nat_type_is_classified_by_our_own_rfc5780_server() {
+    use crate::nat::responder::{ResponderConfig, StunResponder};
+    use crate::nat::stun::{ServerAddresses, ServerSocket};
+    use Filtering as F;
+    use Mapping as M;
+    let (a1, a2): (SocketAddr, SocketAddr) = (A1.parse().unwrap(), A2.parse().unwrap());
+    let addrs = ServerAddresses::new(a1, a2.ip(), a2.port()).unwrap();
+    let now = crate::nat::tests::t0();
+    let mut nats = vec![None];
+    for (mapping, filtering) in [
+        (M::EndpointIndependent, F::EndpointIndependent),
+        (M::EndpointIndependent, F::AddressDependent),
+        (M::EndpointIndependent, F::AddressAndPortDependent),
+        (M::AddressDependent, F::AddressAndPortDependent),
+        (M::AddressAndPortDependent, F::AddressAndPortDependent),
+    ] {
+        nats.push(Some(Nat { mapping, filtering }));
+    }
+    for nat in nats {
+        let mut r = StunResponder::rfc5780(ResponderConfig::default(), addrs);
+        let class = run_against(nat, &mut |to, req, mapped| {
+            let on = ServerSocket {
+                ip: to.ip() == a2.ip(),
+                port: to.port() == a2.port(),
+            };
+            assert_eq!(addrs.addr(on), to, "a request to one of the four sockets");
+            let reply = r.handle_on(now, on, mapped, req).expect("answered");
+            assert!(
+                reply.bytes.len() <= req.len(),
+                "our request pays for its answer"
+            );
+            Some((addrs.addr(reply.via), reply.bytes))
+        });
+        let want = match nat {
+            None => (M::EndpointIndependent, F::EndpointIndependent),
+            Some(n) => (n.mapping, n.filtering),
+        };
+        assert_eq!((class.mapping, class.filtering), want);
+        let s = r.stats();
+        println!(
+            "{:18}: {} answers ({} from another socket), {} bytes, over budget {}",
+            class.name(),
+            s.answered,
+            s.changed,
+            s.answered_bytes,
+            s.over_budget
+        );
+        assert_eq!(s.over_budget, 0);
+        assert!(
+            s.changed >= 1,
+            "a filtering test was answered from elsewhere"
+        );
+    }
 }
