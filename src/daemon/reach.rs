@@ -22,6 +22,8 @@ use crate::nat::discovery::{Discovery, DiscoveryError, NatClass};
 use crate::nat::punch::{Punch, PunchConfig, PunchCreds, PunchResult};
 use crate::nat::signal::{ConnectErrorCode, Signal, SignalKind};
 use crate::nat::stun;
+pub use crate::node::reach::Reached;
+use crate::node::reach::{Action, Reach, ReachFailure};
 use crate::node::rendezvous::RendezvousStats;
 use crate::transport::socket::Datagram;
 use crate::wire::{decode_exact, MessageType, HEADER_LEN};
@@ -32,28 +34,6 @@ const LINGER: Duration = Duration::from_secs(5);
 /// sends at most 50 checks per remote candidate (10 s / 200 ms), so this also bounds what a
 /// flood of offers can make us send.
 const MAX_PUNCH_ATTEMPTS: usize = 32;
-
-/// How [`NodeHandle::reach`] got (or did not get) a path to a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Reached {
-    /// The peer is directly reachable; QUIC dials it at `addr`.
-    Direct {
-        /// The address dialed first.
-        addr: SocketAddr,
-        /// Its candidate kind (host for a public node, server-reflexive behind a full cone).
-        kind: CandidateKind,
-    },
-    /// Hole punching found a working pair; QUIC dials it.
-    Punched {
-        /// The peer's address on the pair.
-        addr: SocketAddr,
-        /// The kind of the peer's candidate (peer-reflexive for a symmetric NAT).
-        kind: CandidateKind,
-    },
-    /// No direct path: a relay is needed (the TURN issue).
-    RelayNeeded,
-}
 
 /// Why reaching a peer failed before punching could start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +60,31 @@ pub enum ReachError {
     /// The callee's answer did not verify.
     #[error("bad CONNECT answer: {0}")]
     BadAnswer(String),
+}
+
+impl From<ReachFailure> for ReachError {
+    fn from(f: ReachFailure) -> ReachError {
+        match f {
+            ReachFailure::Offline => ReachError::Offline,
+            ReachFailure::BadPresence(e) => ReachError::BadPresence(e),
+            ReachFailure::Rendezvous(e) => ReachError::Rendezvous(e),
+            ReachFailure::ConnectRefused(e) => ReachError::ConnectRefused(e),
+            ReachFailure::BadAnswer(e) => ReachError::BadAnswer(e),
+        }
+    }
+}
+
+impl ReachError {
+    /// What the reach machine makes of a failed CONNECT exchange.
+    fn into_failure(self) -> ReachFailure {
+        match self {
+            ReachError::ConnectRefused(e) => ReachFailure::ConnectRefused(e),
+            ReachError::Rendezvous(e) | ReachError::RegistrationRefused(e) => {
+                ReachFailure::Rendezvous(e)
+            }
+            other => ReachFailure::BadAnswer(other.to_string()),
+        }
+    }
 }
 
 fn random_hex(n: usize) -> String {
@@ -483,82 +488,72 @@ impl NodeHandle {
     /// [`NodeHandle::send`] flow as soon as it is up.
     pub async fn reach(&self, peer: Fingerprint) -> Result<Reached, ReachError> {
         let d = self.dht_shared()?;
-        let record = self.find_peer(peer).await?.ok_or(ReachError::Offline)?;
-        let info = PresenceInfo::decode(record.value())
-            .map_err(|e| ReachError::BadPresence(e.to_string()))?;
-        if info.reachable {
-            let mut cands = info.candidates.clone();
-            cands.sort_by_key(|c| std::cmp::Reverse(c.kind == CandidateKind::ServerReflexive));
-            let first = *cands
-                .first()
-                .ok_or(ReachError::BadPresence("no candidates".into()))?;
-            self.connect(peer, cands.iter().map(|c| c.addr).collect())
-                .await;
-            return Ok(Reached::Direct {
-                addr: first.addr,
-                kind: first.kind,
-            });
-        }
-        let me = self.fingerprint();
         let mut session = [0u8; 8];
         with_rng(|r| r.fill_bytes(&mut session));
-        let ufrag = random_hex(4);
-        let pwd = random_hex(16);
-        // The callee starts checking as soon as it answers: be ready for it before asking.
-        let route = PunchRoute::new(&self.shared, &ufrag).await;
-        let offer = Signal {
-            kind: SignalKind::Offer,
-            from: self.shared.identity.public_key().clone(),
-            to: peer,
+        let mut attempt = Reach::new(
+            self.fingerprint(),
+            peer,
             session,
-            time_ms: now_ms(),
-            ufrag: ufrag.clone(),
-            pwd: pwd.clone(),
-            candidates: self.nat_status().candidates,
-        }
-        .sign(&self.shared.identity);
-        let mut last = ReachError::Rendezvous("the peer names no rendezvous node");
-        let mut answer = None;
-        for (addr, fp) in &info.rendezvous {
-            let rdv = Contact {
-                id: fp.node_id(),
-                addr: *addr,
+            random_hex(4),
+            random_hex(16),
+        );
+        // Made before the first offer leaves (the callee starts checking as soon as it
+        // answers), with the signed offer; reused for every rendezvous node.
+        let mut offer: Option<(PunchRoute, Vec<u8>)> = None;
+        loop {
+            let Some(action) = attempt.poll_action() else {
+                // Every action's result is handed back before the next poll.
+                return Err(ReachError::Rendezvous("reach attempt stalled"));
             };
-            match connect_via(&self.shared, &d, rdv, &offer).await {
-                Ok(a) => {
-                    answer = Some(a);
-                    break;
+            match action {
+                Action::FindPresence => {
+                    let record = self.find_peer(peer).await?;
+                    let info =
+                        record.map(|r| PresenceInfo::decode(r.value()).map_err(|e| e.to_string()));
+                    attempt.handle_presence(info);
                 }
-                Err(e) => {
-                    tracing::debug!(rendezvous = %addr, error = %e, "CONNECT failed");
-                    last = e;
+                Action::Dial { addrs } => self.connect(peer, addrs).await,
+                Action::Offer { via: (addr, fp) } => {
+                    if offer.is_none() {
+                        let (ufrag, pwd) = attempt.credentials();
+                        let route = PunchRoute::new(&self.shared, ufrag).await;
+                        let signed = Signal {
+                            kind: SignalKind::Offer,
+                            from: self.shared.identity.public_key().clone(),
+                            to: peer,
+                            session,
+                            time_ms: now_ms(),
+                            ufrag: ufrag.to_owned(),
+                            pwd: pwd.to_owned(),
+                            candidates: self.nat_status().candidates,
+                        }
+                        .sign(&self.shared.identity);
+                        offer = Some((route, signed));
+                    }
+                    let Some((_, signed)) = &offer else { continue };
+                    let rdv = Contact {
+                        id: fp.node_id(),
+                        addr,
+                    };
+                    let r = connect_via(&self.shared, &d, rdv, signed).await;
+                    if let Err(e) = &r {
+                        tracing::debug!(rendezvous = %addr, error = %e, "CONNECT failed");
+                    }
+                    attempt.handle_offer(now_ms(), r.map_err(ReachError::into_failure));
                 }
+                Action::Punch { creds, candidates } => {
+                    let Some((route, _)) = offer.take() else {
+                        attempt.handle_punch(PunchResult::Failed);
+                        continue;
+                    };
+                    let result = start_punch(&self.shared, route, creds, candidates, true)
+                        .await
+                        .unwrap_or(PunchResult::Failed);
+                    attempt.handle_punch(result);
+                }
+                Action::Done(r) => return r.map_err(ReachError::from),
             }
         }
-        let answer = Signal::verify(&answer.ok_or(last)?)
-            .map_err(|e| ReachError::BadAnswer(e.to_string()))?;
-        answer
-            .check_answer(&me, &peer, &session, now_ms())
-            .map_err(|e| ReachError::BadAnswer(e.to_string()))?;
-        let creds = PunchCreds {
-            local_ufrag: ufrag,
-            local_pwd: pwd,
-            remote_ufrag: answer.ufrag.clone(),
-            remote_pwd: answer.pwd.clone(),
-        };
-        let result = start_punch(&self.shared, route, creds, answer.candidates.clone(), true)
-            .await
-            .unwrap_or(PunchResult::Failed);
-        Ok(match result {
-            PunchResult::Connected(sel) => {
-                self.connect(peer, vec![sel.remote]).await;
-                Reached::Punched {
-                    addr: sel.remote,
-                    kind: sel.kind,
-                }
-            }
-            PunchResult::Failed => Reached::RelayNeeded,
-        })
     }
 }
 

@@ -8,10 +8,12 @@
 //! | [`core`] | the node core: one owner of the pieces below, driven by commands and time; batches for connections, dial rounds, the tie-break's outcome |
 //! | [`peers`] | the peer table: outboxes, addresses, live connections, the duplicate tie-break, least-recently-used eviction |
 //! | [`scores`] | misbehaviour scores by identity and by source, bounded; bans |
+//! | [`reach`] | reaching a peer: lookup, direct dial, CONNECT through rendezvous nodes, punching — the order of attempts |
 //! | [`rendezvous`] | the rendezvous role: registrations with expiry, quotas and a cap; CONNECT admission (rate limits, replay cache) |
 
 pub mod core;
 pub mod peers;
+pub mod reach;
 pub mod rendezvous;
 pub mod scores;
 pub mod source;

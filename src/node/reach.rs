@@ -1,0 +1,279 @@
+//! Reaching a peer (spec/05-nat.md §3–§5, spec/06-node.md §1.1): the order of attempts as a
+//! sans-IO state machine. The driver asks [`Reach::poll_action`] what to do next, does it
+//! (a DHT lookup, a dial, a CONNECT through a rendezvous node, a punching attempt) and hands
+//! the result back; the machine decides what follows:
+//!
+//! 1. Look up the peer's presence record. None: the peer is offline.
+//! 2. Reachable (its presence says so): dial its candidates, server-reflexive first (a
+//!    public node's host candidates are its server-reflexive ones too). Done: `Direct`.
+//! 3. Else send our signed offer through its rendezvous nodes, one after the other, until
+//!    one carries an answer; the answer must verify, be from the peer, for our session, and
+//!    fresh.
+//! 4. Punch toward the answer's candidates: the working pair is dialed (`Punched`); no pair
+//!    means a relay is needed (`RelayNeeded`).
+//!
+//! Randomness (the session ID, ufrag and password) and the clock come from the caller.
+
+use std::net::SocketAddr;
+
+use crate::crypto::Fingerprint;
+use crate::nat::candidate::{Candidate, CandidateKind, PresenceInfo};
+use crate::nat::punch::{PunchCreds, PunchResult};
+use crate::nat::signal::Signal;
+
+/// How a peer was reached (or why not directly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reached {
+    /// The peer is directly reachable; QUIC dials it at `addr`.
+    Direct {
+        /// The address dialed first.
+        addr: SocketAddr,
+        /// Its candidate kind (host for a public node, server-reflexive behind a full cone).
+        kind: CandidateKind,
+    },
+    /// Hole punching found a working pair; QUIC dials it.
+    Punched {
+        /// The peer's address on the pair.
+        addr: SocketAddr,
+        /// The kind of the peer's candidate (peer-reflexive for a symmetric NAT).
+        kind: CandidateKind,
+    },
+    /// No direct path: a relay is needed (the TURN issue).
+    RelayNeeded,
+}
+
+/// Why reaching a peer stopped before a path was found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReachFailure {
+    /// The peer has no presence record: offline.
+    #[error("the peer has no presence record (offline)")]
+    Offline,
+    /// Its presence value did not decode, or names nothing to dial.
+    #[error("bad presence value: {0}")]
+    BadPresence(String),
+    /// Talking to a rendezvous node failed (the last one tried), or none is named.
+    #[error("rendezvous: {0}")]
+    Rendezvous(&'static str),
+    /// The rendezvous node refused the CONNECT.
+    #[error("CONNECT refused: {0}")]
+    ConnectRefused(&'static str),
+    /// The callee's answer did not verify.
+    #[error("bad CONNECT answer: {0}")]
+    BadAnswer(String),
+}
+
+/// What the driver does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Look the peer's presence record up; answer with [`Reach::handle_presence`].
+    FindPresence,
+    /// Send our signed offer through this rendezvous node; answer with
+    /// [`Reach::handle_offer`].
+    Offer {
+        /// The rendezvous node's address and fingerprint.
+        via: (SocketAddr, Fingerprint),
+    },
+    /// Punch toward the peer's candidates with these credentials; answer with
+    /// [`Reach::handle_punch`].
+    Punch {
+        /// Ours and the peer's ufrag and password.
+        creds: PunchCreds,
+        /// The peer's candidates from its answer.
+        candidates: Vec<Candidate>,
+    },
+    /// Dial the peer at these addresses (keep the connection up).
+    Dial {
+        /// Where, in order.
+        addrs: Vec<SocketAddr>,
+    },
+    /// Finished.
+    Done(Result<Reached, ReachFailure>),
+}
+
+#[derive(Debug)]
+enum State {
+    /// The lookup is to be asked for.
+    Start,
+    /// Waiting for the lookup.
+    Finding,
+    /// Offers through the rendezvous nodes, the next one at `next`.
+    Offering {
+        via: Vec<(SocketAddr, Fingerprint)>,
+        next: usize,
+        last: ReachFailure,
+    },
+    /// Waiting for the offer's answer.
+    Offered {
+        via: Vec<(SocketAddr, Fingerprint)>,
+        next: usize,
+    },
+    /// Waiting for the punching attempt.
+    Punching,
+    /// Nothing more to do.
+    Finished,
+}
+
+/// One attempt to reach one peer.
+#[derive(Debug)]
+pub struct Reach {
+    me: Fingerprint,
+    peer: Fingerprint,
+    session: [u8; 8],
+    ufrag: String,
+    pwd: String,
+    state: State,
+    out: Vec<Action>,
+}
+
+impl Reach {
+    /// An attempt by `me` to reach `peer`, with the offer's session ID and our ufrag and
+    /// password (random, from the caller).
+    pub fn new(
+        me: Fingerprint,
+        peer: Fingerprint,
+        session: [u8; 8],
+        ufrag: String,
+        pwd: String,
+    ) -> Reach {
+        Reach {
+            me,
+            peer,
+            session,
+            ufrag,
+            pwd,
+            state: State::Start,
+            out: Vec::new(),
+        }
+    }
+
+    /// The offer's session ID.
+    pub fn session(&self) -> [u8; 8] {
+        self.session
+    }
+
+    /// Our ufrag and password, for the offer.
+    pub fn credentials(&self) -> (&str, &str) {
+        (&self.ufrag, &self.pwd)
+    }
+
+    /// What to do next; `None` while the last action's result is awaited.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if !self.out.is_empty() {
+            return Some(self.out.remove(0));
+        }
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Start => {
+                self.state = State::Finding;
+                Some(Action::FindPresence)
+            }
+            State::Offering { via, next, last } => match via.get(next).copied() {
+                Some(v) => {
+                    self.state = State::Offered {
+                        via,
+                        next: next + 1,
+                    };
+                    Some(Action::Offer { via: v })
+                }
+                None => Some(Action::Done(Err(last))),
+            },
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// The lookup's result: the peer's presence value (`None`: no record), decoded or not.
+    pub fn handle_presence(&mut self, presence: Option<Result<PresenceInfo, String>>) {
+        if !matches!(self.state, State::Finding) {
+            return;
+        }
+        let info = match presence {
+            None => return self.finish(Err(ReachFailure::Offline)),
+            Some(Err(e)) => return self.finish(Err(ReachFailure::BadPresence(e))),
+            Some(Ok(info)) => info,
+        };
+        if info.reachable {
+            let mut cands = info.candidates;
+            cands.sort_by_key(|c| std::cmp::Reverse(c.kind == CandidateKind::ServerReflexive));
+            let Some(first) = cands.first().copied() else {
+                return self.finish(Err(ReachFailure::BadPresence("no candidates".into())));
+            };
+            self.out.push(Action::Dial {
+                addrs: cands.iter().map(|c| c.addr).collect(),
+            });
+            return self.finish(Ok(Reached::Direct {
+                addr: first.addr,
+                kind: first.kind,
+            }));
+        }
+        self.state = State::Offering {
+            via: info.rendezvous,
+            next: 0,
+            last: ReachFailure::Rendezvous("the peer names no rendezvous node"),
+        };
+    }
+
+    /// The offer's outcome through the rendezvous node asked last: the answer's bytes, or
+    /// why there is none (then the next rendezvous node is tried). `now_ms`: the wall clock,
+    /// for the answer's freshness.
+    pub fn handle_offer(&mut self, now_ms: u64, answer: Result<Vec<u8>, ReachFailure>) {
+        let State::Offered { via, next } = std::mem::replace(&mut self.state, State::Finished)
+        else {
+            return;
+        };
+        let bytes = match answer {
+            Ok(b) => b,
+            Err(last) => {
+                self.state = State::Offering { via, next, last };
+                return;
+            }
+        };
+        let answer = match Signal::verify(&bytes) {
+            Ok(a) => a,
+            Err(e) => return self.finish(Err(ReachFailure::BadAnswer(e.to_string()))),
+        };
+        if let Err(e) = answer.check_answer(&self.me, &self.peer, &self.session, now_ms) {
+            return self.finish(Err(ReachFailure::BadAnswer(e.to_string())));
+        }
+        self.state = State::Punching;
+        self.out.push(Action::Punch {
+            creds: PunchCreds {
+                local_ufrag: self.ufrag.clone(),
+                local_pwd: self.pwd.clone(),
+                remote_ufrag: answer.ufrag,
+                remote_pwd: answer.pwd,
+            },
+            candidates: answer.candidates,
+        });
+    }
+
+    /// The punching attempt's result.
+    pub fn handle_punch(&mut self, result: PunchResult) {
+        if !matches!(self.state, State::Punching) {
+            return;
+        }
+        match result {
+            PunchResult::Connected(sel) => {
+                self.out.push(Action::Dial {
+                    addrs: vec![sel.remote],
+                });
+                self.finish(Ok(Reached::Punched {
+                    addr: sel.remote,
+                    kind: sel.kind,
+                }));
+            }
+            PunchResult::Failed => self.finish(Ok(Reached::RelayNeeded)),
+        }
+    }
+
+    fn finish(&mut self, r: Result<Reached, ReachFailure>) {
+        self.state = State::Finished;
+        self.out.push(Action::Done(r));
+    }
+}
+
+#[cfg(test)]
+mod tests;

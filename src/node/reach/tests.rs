@@ -1,0 +1,177 @@
+use std::time::Duration;
+
+use rand_core::OsRng;
+
+use super::*;
+use crate::crypto::Identity;
+use crate::nat::punch::Selected;
+use crate::nat::signal::SignalKind;
+
+const NOW_MS: u64 = 1_800_000_000_000;
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn rdv(port: u16) -> (SocketAddr, Fingerprint) {
+    (
+        SocketAddr::from(([192, 0, 2, 1], port)),
+        Fingerprint([port as u8; 32]),
+    )
+}
+
+fn presence(reachable: bool, rendezvous: Vec<(SocketAddr, Fingerprint)>) -> PresenceInfo {
+    PresenceInfo {
+        reachable,
+        nat: String::new(),
+        candidates: vec![
+            Candidate::new(CandidateKind::Host, sa("10.0.0.2:4000"), 100),
+            Candidate::new(CandidateKind::ServerReflexive, sa("198.51.100.2:4000"), 90),
+        ],
+        rendezvous,
+    }
+}
+
+fn start(me: Fingerprint, peer: Fingerprint) -> Reach {
+    let mut r = Reach::new(me, peer, [7; 8], "ufra".into(), "p".repeat(32));
+    assert_eq!(r.poll_action(), Some(Action::FindPresence));
+    assert_eq!(r.poll_action(), None, "waits for the lookup");
+    r
+}
+
+fn answer(callee: &Identity, to: Fingerprint, session: [u8; 8], time_ms: u64) -> Vec<u8> {
+    Signal {
+        kind: SignalKind::Answer,
+        from: callee.public_key().clone(),
+        to,
+        session,
+        time_ms,
+        ufrag: "cuf1".into(),
+        pwd: "q".repeat(32),
+        candidates: vec![Candidate::new(
+            CandidateKind::ServerReflexive,
+            sa("203.0.113.9:5000"),
+            90,
+        )],
+    }
+    .sign(callee)
+}
+
+#[test]
+fn no_record_means_offline() {
+    let mut r = start(Fingerprint([1; 32]), Fingerprint([2; 32]));
+    r.handle_presence(None);
+    assert_eq!(
+        r.poll_action(),
+        Some(Action::Done(Err(ReachFailure::Offline)))
+    );
+}
+
+#[test]
+fn a_reachable_peer_is_dialed_server_reflexive_first() {
+    let mut r = start(Fingerprint([1; 32]), Fingerprint([2; 32]));
+    r.handle_presence(Some(Ok(presence(true, vec![]))));
+    assert_eq!(
+        r.poll_action(),
+        Some(Action::Dial {
+            addrs: vec![sa("198.51.100.2:4000"), sa("10.0.0.2:4000")]
+        })
+    );
+    assert_eq!(
+        r.poll_action(),
+        Some(Action::Done(Ok(Reached::Direct {
+            addr: sa("198.51.100.2:4000"),
+            kind: CandidateKind::ServerReflexive
+        })))
+    );
+}
+
+#[test]
+fn offers_go_through_each_rendezvous_until_one_answers_then_the_punched_pair_is_dialed() {
+    let me = Identity::generate(&mut OsRng);
+    let callee = Identity::generate(&mut OsRng);
+    let mut r = start(me.fingerprint(), callee.fingerprint());
+    r.handle_presence(Some(Ok(presence(false, vec![rdv(1), rdv(2)]))));
+    assert_eq!(r.poll_action(), Some(Action::Offer { via: rdv(1) }));
+    r.handle_offer(NOW_MS, Err(ReachFailure::Rendezvous("timed out")));
+    assert_eq!(r.poll_action(), Some(Action::Offer { via: rdv(2) }));
+    let a = answer(&callee, me.fingerprint(), r.session(), NOW_MS);
+    r.handle_offer(NOW_MS, Ok(a));
+    let Some(Action::Punch { creds, candidates }) = r.poll_action() else {
+        panic!("punching expected");
+    };
+    assert_eq!(
+        (creds.remote_ufrag.as_str(), creds.local_ufrag.as_str()),
+        ("cuf1", "ufra")
+    );
+    assert_eq!(candidates.len(), 1);
+    let sel = Selected {
+        remote: sa("203.0.113.9:5001"),
+        kind: CandidateKind::PeerReflexive,
+        rtt: Duration::from_millis(3),
+    };
+    r.handle_punch(PunchResult::Connected(sel));
+    assert_eq!(
+        r.poll_action(),
+        Some(Action::Dial {
+            addrs: vec![sa("203.0.113.9:5001")]
+        })
+    );
+    assert!(matches!(
+        r.poll_action(),
+        Some(Action::Done(Ok(Reached::Punched { .. })))
+    ));
+    assert_eq!(r.poll_action(), None);
+}
+
+#[test]
+fn every_rendezvous_failing_reports_the_last_failure_and_no_pair_means_a_relay() {
+    let me = Identity::generate(&mut OsRng);
+    let callee = Identity::generate(&mut OsRng);
+    let mut r = start(me.fingerprint(), callee.fingerprint());
+    r.handle_presence(Some(Ok(presence(false, vec![rdv(1)]))));
+    assert_eq!(r.poll_action(), Some(Action::Offer { via: rdv(1) }));
+    r.handle_offer(NOW_MS, Err(ReachFailure::ConnectRefused("busy")));
+    assert_eq!(
+        r.poll_action(),
+        Some(Action::Done(Err(ReachFailure::ConnectRefused("busy"))))
+    );
+
+    let mut r = start(me.fingerprint(), callee.fingerprint());
+    r.handle_presence(Some(Ok(presence(false, vec![rdv(1)]))));
+    r.poll_action();
+    let a = answer(&callee, me.fingerprint(), r.session(), NOW_MS);
+    r.handle_offer(NOW_MS, Ok(a));
+    assert!(matches!(r.poll_action(), Some(Action::Punch { .. })));
+    r.handle_punch(PunchResult::Failed);
+    assert_eq!(
+        r.poll_action(),
+        Some(Action::Done(Ok(Reached::RelayNeeded)))
+    );
+}
+
+#[test]
+fn answers_from_someone_else_for_another_session_or_stale_are_refused() {
+    let me = Identity::generate(&mut OsRng);
+    let callee = Identity::generate(&mut OsRng);
+    let mallory = Identity::generate(&mut OsRng);
+    let cases = [
+        answer(&mallory, me.fingerprint(), [7; 8], NOW_MS),
+        answer(&callee, me.fingerprint(), [8; 8], NOW_MS),
+        answer(&callee, me.fingerprint(), [7; 8], NOW_MS - 3_600_000),
+        b"garbage".to_vec(),
+    ];
+    for bytes in cases {
+        let mut r = start(me.fingerprint(), callee.fingerprint());
+        r.handle_presence(Some(Ok(presence(false, vec![rdv(1)]))));
+        r.poll_action();
+        r.handle_offer(NOW_MS, Ok(bytes));
+        assert!(
+            matches!(
+                r.poll_action(),
+                Some(Action::Done(Err(ReachFailure::BadAnswer(_))))
+            ),
+            "refused"
+        );
+    }
+}
