@@ -657,3 +657,76 @@ fn udp_server_restart_is_noticed_and_the_allocation_remade() {
     exchange(&mut c, &mut io, relayed, &peer);
     drop(second);
 }
+
+/// The node keeps an allocation on its one socket (spec/07-relay.md §2.7): the socket
+/// hands the TURN server's datagrams to the node's TURN task, which allocates, and the
+/// relayed address shows in the node's status; at shutdown the allocation is released.
+#[test]
+fn the_node_keeps_an_allocation_on_its_one_socket() {
+    if !have_turnserver("the_node_keeps_an_allocation_on_its_one_socket") {
+        return;
+    }
+    let server = coturn(&["--lt-cred-mech", "--user", "u:p"]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cfg = dna_p2p::daemon::NodeConfig {
+            turn_server: Some(server.addr),
+            turn_credentials: Some(static_creds("p")),
+            ..dna_p2p::daemon::NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())
+        };
+        let id = dna_p2p::crypto::Identity::generate(&mut rand_core::OsRng);
+        let mut node = dna_p2p::daemon::Node::bind(id, cfg).await.unwrap();
+        assert!(
+            node.take_turn_channel().is_none(),
+            "the node's own TURN task has the channel"
+        );
+        let started = Instant::now();
+        let status = loop {
+            let st = node.turn_status();
+            if st.relayed.is_some() || st.state == "failed" {
+                break st;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "no allocation: {st:?}\n{}",
+                server.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let relayed = status.relayed.expect("allocated");
+        let routed = node.socket_stats().turn.load(Ordering::Relaxed);
+        println!(
+            "node allocated {relayed} at {} (mapped {:?}); {} requests, {} datagrams routed to \
+             the TURN task",
+            server.addr, status.mapped, status.stats.requests, routed
+        );
+        assert_eq!(status.state, "allocated");
+        assert_eq!(relayed.ip(), server.addr.ip());
+        assert!((server.addr.port() + 2..=server.addr.port() + 9).contains(&relayed.port()));
+        assert_eq!(
+            status.mapped,
+            Some(node.local_addr()),
+            "allocated from the node's one socket"
+        );
+        assert!(
+            routed >= 2,
+            "401 and the success came through the socket's side channel"
+        );
+        let h = node.handle();
+        node.shutdown(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        while h.turn_status().state != "closed" {
+            assert!(
+                started.elapsed() < PATIENCE,
+                "never closed: {:?}",
+                h.turn_status()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!("after shutdown: {:?}", h.turn_status().state);
+    });
+}

@@ -58,6 +58,13 @@ pub(super) struct DaemonConfig {
     pub other_address: Option<IpAddr>,
     /// The RFC 5780 server's second port (default: `listen`'s port + 1).
     pub other_port: Option<u16>,
+    /// A TURN server, `HOST:PORT` (default none): with `turn_user` and `turn_password`, the
+    /// node keeps a relayed address there (spec/07-relay.md §2.7). One server for now.
+    pub turn: Option<String>,
+    /// The TURN server's long-term credential: user (default none).
+    pub turn_user: Option<String>,
+    /// The TURN server's long-term credential: password (default none).
+    pub turn_password: Option<String>,
 }
 
 impl Default for DaemonConfig {
@@ -73,6 +80,9 @@ impl Default for DaemonConfig {
             retry_secs: 5,
             limits: Default::default(),
             other_address: None,
+            turn: None,
+            turn_user: None,
+            turn_password: None,
             other_port: None,
         }
     }
@@ -84,7 +94,8 @@ pub(super) struct DaemonArgs {
     #[command(flatten)]
     data_dir: DataDir,
     /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
-    /// keep_alive_secs, network_check_secs, retry_secs, other_address, other_port, and a
+    /// keep_alive_secs, network_check_secs, retry_secs, other_address, other_port, turn,
+    /// turn_user, turn_password, and a
     /// [limits] table: see spec/06-node.md §5).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -105,6 +116,16 @@ pub(super) struct DaemonArgs {
     /// The RFC 5780 server's second port [default: the --listen port + 1].
     #[arg(long, value_name = "PORT")]
     other_port: Option<u16>,
+    /// A TURN server (RFC 8656), HOST:PORT: the node allocates a relayed address there from
+    /// its one socket and keeps it; needs --turn-user and --turn-password [default: none].
+    #[arg(long, value_name = "HOST:PORT")]
+    turn: Option<String>,
+    /// The TURN server's long-term credential: user name.
+    #[arg(long, value_name = "USER", requires = "turn")]
+    turn_user: Option<String>,
+    /// The TURN server's long-term credential: password.
+    #[arg(long, value_name = "PASSWORD", requires = "turn")]
+    turn_password: Option<String>,
 }
 
 impl DaemonArgs {
@@ -124,6 +145,9 @@ impl DaemonArgs {
         cfg.stun.extend(self.stun.iter().copied());
         cfg.other_address = self.other_address.or(cfg.other_address);
         cfg.other_port = self.other_port.or(cfg.other_port);
+        cfg.turn = self.turn.clone().or(cfg.turn);
+        cfg.turn_user = self.turn_user.clone().or(cfg.turn_user);
+        cfg.turn_password = self.turn_password.clone().or(cfg.turn_password);
         Ok((self.data_dir.resolve(), cfg))
     }
 }
@@ -213,6 +237,21 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
     };
     let mut node_cfg = node_cfg;
     cfg.limits.apply(&mut node_cfg);
+    if let Some(t) = &cfg.turn {
+        let (user, password) = match (&cfg.turn_user, &cfg.turn_password) {
+            (Some(u), Some(p)) => (u.clone(), p.clone()),
+            _ => return Err("--turn needs --turn-user and --turn-password".into()),
+        };
+        let server = std::net::ToSocketAddrs::to_socket_addrs(t.as_str())
+            .map_err(|e| format!("--turn {t}: {e}"))?
+            .find(|a| a.is_ipv4() == node_cfg.listen.is_ipv4())
+            .ok_or_else(|| format!("--turn {t}: no address of the socket's family"))?;
+        node_cfg.turn_server = Some(server);
+        node_cfg.turn_credentials = Some(dna_p2p::nat::turn::Credentials::Static {
+            username: user,
+            password,
+        });
+    }
     let node = Node::bind(identity, node_cfg)
         .await
         .map_err(|e| e.to_string())?;
@@ -346,8 +385,27 @@ pub(super) async fn status(h: &NodeHandle) -> Value {
         "connections": h.connection_count(),
         "pending_peers": h.pending_peers().await.len(),
         "rendezvous_role": h.rendezvous_stats().await,
+        "turn": turn_status(h),
         "limits": limits(h).await,
     })
+}
+
+/// The TURN allocation, if the node keeps one.
+fn turn_status(h: &NodeHandle) -> Value {
+    let t = h.turn_status();
+    match t.server {
+        None => Value::Null,
+        Some(server) => json!({
+            "server": server.to_string(),
+            "state": t.state,
+            "relayed": t.relayed.map(|a| a.to_string()),
+            "mapped": t.mapped.map(|a| a.to_string()),
+            "error": t.error,
+            "allocations": t.stats.allocations,
+            "requests": t.stats.requests,
+            "retransmits": t.stats.retransmits,
+        }),
+    }
 }
 
 /// Every bounded table with its fill and its limit (spec/06-node.md §4).

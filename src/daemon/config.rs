@@ -50,6 +50,9 @@ pub struct NodeConfig {
     pub keep_alive: Duration,
     /// The TURN server whose datagrams the socket hands to the TURN client (default none).
     pub turn_server: Option<SocketAddr>,
+    /// Credentials for `turn_server`: with both set, the node allocates a relayed address
+    /// there from its one socket and keeps it (spec/07-relay.md §2.7; default none).
+    pub turn_credentials: Option<crate::nat::turn::Credentials>,
     /// Message IDs remembered per peer to drop duplicates: at least this many, at most twice
     /// (default 16384; keep it ≥ 2 × `conn.max_inflight`, the most a peer can resend after
     /// two cuts in a row).
@@ -110,6 +113,7 @@ impl Default for NodeConfig {
             reconnect_max: Duration::from_secs(30),
             keep_alive: Duration::from_secs(15),
             turn_server: None,
+            turn_credentials: None,
             inbox_capacity: 16384,
             event_queue: 16384,
             event_queue_bytes: 64 << 20,

@@ -13,6 +13,7 @@
 //! | sessions and dial rounds; serving rendezvous | `conn`; `rendezvous` |
 //! | reaching peers, punching, the caller's signalling | `reach` |
 //! | the DHT over QUIC | `dht` |
+//! | the TURN task | `turn` |
 //! | shared state and leaves | `state`, `events`, `store`, `stun_routes`, `config`, `sigwire`, `dht_persist`, `util`, `discovery_server` |
 
 // This module is the I/O driver: it reads the clock (see clippy.toml).
@@ -32,6 +33,7 @@ mod sigwire;
 mod state;
 mod store;
 mod stun_routes;
+mod turn;
 mod util;
 
 pub use crate::node::scores::BAN_THRESHOLD;
@@ -41,5 +43,5 @@ pub use discovery_server::{DiscoveryServerConfig, FORWARD_QUEUE as DISCOVERY_FOR
 pub use events::{NodeEvent, Path};
 pub use node::{Node, NodeError, PeerInfo, SendError};
 pub use reach::{ReachError, Reached};
-pub use state::{NatStatus, NodeHandle, TransportStats};
+pub use state::{NatStatus, NodeHandle, TransportStats, TurnStatus};
 pub use store::{read_inbox, StoreError, StoredMessage, DB_DIR as STORE_DB_DIR};

@@ -251,6 +251,14 @@ impl Node {
         }
         tracing::info!(fingerprint = %shared.identity.fingerprint(), addr = %shared.local, "node up");
         let SideChannels { stun, turn } = side;
+        // With credentials for the TURN server, the node keeps an allocation there itself.
+        let turn = match (shared.cfg.turn_server, shared.cfg.turn_credentials.clone()) {
+            (Some(server), Some(creds)) => {
+                tokio::spawn(super::turn::run(shared.clone(), server, creds, turn));
+                None
+            }
+            _ => Some(turn),
+        };
         let rfc5780 = rfc5780.map(|d| {
             let cfg = shared.cfg.stun_responder.clone();
             d.spawn(shared.socket.clone(), cfg, shared.stun_stats.clone())
@@ -259,7 +267,7 @@ impl Node {
         Ok(Node {
             handle: NodeHandle { shared },
             events,
-            turn: Some(turn),
+            turn,
         })
     }
 
@@ -284,8 +292,9 @@ impl Node {
         self.events.try_recv()
     }
 
-    /// The datagrams the socket takes out for the TURN client (once; the TURN issue consumes
-    /// them). STUN datagrams are handled by the node itself.
+    /// The datagrams the socket takes out for a TURN client the application runs itself
+    /// (once; `None` when the node keeps its own allocation: `turn_credentials` set). STUN
+    /// datagrams are handled by the node itself.
     pub fn take_turn_channel(
         &mut self,
     ) -> Option<mpsc::Receiver<crate::transport::socket::Datagram>> {
@@ -598,6 +607,11 @@ impl NodeHandle {
             }
         };
         result
+    }
+
+    /// The TURN allocation, if the node keeps one (`turn_server` with `turn_credentials`).
+    pub fn turn_status(&self) -> crate::daemon::TurnStatus {
+        self.shared.nat.turn.borrow().clone()
     }
 
     /// What the socket's demultiplexer sorted so far.

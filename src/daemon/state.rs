@@ -297,6 +297,25 @@ impl NatStatus {
     }
 }
 
+/// The node's TURN allocation (spec/07-relay.md §2.7), as the TURN task last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TurnStatus {
+    /// The TURN server.
+    pub server: Option<SocketAddr>,
+    /// `allocating`, `allocated`, `lost` (a new Allocate is on its way), `failed` or
+    /// `closed`.
+    pub state: &'static str,
+    /// The relayed address, while allocated.
+    pub relayed: Option<SocketAddr>,
+    /// Our address as the TURN server sees it.
+    pub mapped: Option<SocketAddr>,
+    /// The last error, if any.
+    pub error: Option<String>,
+    /// The client's counters.
+    pub stats: crate::nat::turn::TurnStats,
+}
+
 /// NAT state shared by the node's tasks.
 pub(crate) struct NatShared {
     /// Our NAT facts: one value, written by discovery and registration (`send_modify`),
@@ -306,6 +325,8 @@ pub(crate) struct NatShared {
     pub(crate) serves_rendezvous: bool,
     /// Punching attempts running (their routes are in the STUN loop's table).
     pub(crate) punch_attempts: AtomicUsize,
+    /// The TURN allocation: one value, written by the TURN task.
+    pub(crate) turn: tokio::sync::watch::Sender<TurnStatus>,
 }
 
 impl NatShared {
@@ -317,6 +338,7 @@ impl NatShared {
             status: tokio::sync::watch::Sender::new(NatStatus::default()),
             serves_rendezvous: serves_rendezvous(cfg),
             punch_attempts: AtomicUsize::new(0),
+            turn: tokio::sync::watch::Sender::new(TurnStatus::default()),
         }
     }
 }

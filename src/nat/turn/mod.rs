@@ -1,5 +1,7 @@
 //! A TURN client (RFC 8656), sans-IO: the fallback relay for pairs that neither a direct
-//! path nor hole punching connects (spec/07-relay.md §2). Not yet driven by the daemon.
+//! path nor hole punching connects (spec/07-relay.md §2). The daemon drives it on the
+//! node's one socket (`daemon::turn`, spec/07 §2.10); relaying QUIC over it is not reached
+//! yet.
 //!
 //! - [`message`]: the TURN messages used, and ChannelData (§§7–12).
 //! - [`client`]: the allocation state machine (§§7–11); [`config`]: its settings, limits,
