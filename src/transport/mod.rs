@@ -5,6 +5,7 @@
 //! driver in `daemon` composes.
 
 pub mod demux;
+pub mod relay;
 pub mod socket;
 pub mod tls;
 

@@ -5,13 +5,22 @@
 //! The wrapper delegates to quinn's own tokio socket (so GSO/GRO and ECN stay on) and
 //! filters each received batch in place: a non-QUIC segment inside a GRO batch is cut out
 //! and the rest closed up.
+//!
+//! Relayed peers (spec/07-relay.md §3.1): a peer whose datagrams arrive as TURN Data
+//! indications from our TURN server is remembered, and quinn sees it as an ordinary
+//! address. Inbound, the indication is unwrapped and handed to quinn as a datagram from
+//! the peer (a STUN payload goes to the STUN queue instead, as from the peer); outbound,
+//! a datagram to a relayed peer leaves as Send indications to the TURN server (one per
+//! GSO segment, sent as one GSO batch again).
 
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -19,10 +28,22 @@ use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, Runtime, TokioRuntime, UdpPoller};
 use tokio::sync::mpsc;
 
-use super::demux::{classify, Route};
+use super::demux::{classify, is_stun, Route};
+use super::relay::{encode_indication, indication_len, parse_indication, DATA_INDICATION, SEND_INDICATION};
 
 /// How many STUN or TURN datagrams may wait for their handler before new ones are dropped.
 pub const SIDE_QUEUE: usize = 1024;
+/// Most relayed peers the socket remembers; a Data indication from one more peer is still
+/// delivered, but the peer is not added (our answers to it then go direct). Peers come only
+/// from the TURN server, which relays only from IPs we gave a permission.
+pub const MAX_RELAYED_PEERS: usize = 256;
+/// Most unwrapped relayed datagrams waiting for quinn's next receive call (several Data
+/// indications can arrive in one GRO batch; the first few fill quinn's buffers and the
+/// rest wait here). Beyond it they are dropped and counted.
+pub const INJECT_QUEUE: usize = 1024;
+/// A GSO batch of Send indications is cut into sends of at most this many bytes (UDP's
+/// 64 KiB limit, with the indications' overhead on top of quinn's batch).
+const MAX_GSO_BYTES: usize = 60_000;
 
 /// A datagram for the STUN agent or TURN client.
 pub type Datagram = (SocketAddr, Bytes);
@@ -44,6 +65,21 @@ pub struct SocketStats {
     pub turn: AtomicU64,
     /// Datagrams dropped: unknown protocol, or a full queue.
     pub dropped: AtomicU64,
+    /// QUIC datagrams that arrived through our TURN allocation (Data indications unwrapped).
+    pub relayed_in: AtomicU64,
+    /// QUIC datagrams (GSO segments) sent through our TURN allocation (Send indications).
+    pub relayed_out: AtomicU64,
+}
+
+/// What the relayed path keeps between calls. Behind a `Mutex` because quinn's
+/// `poll_recv` and `try_send` take `&self` and may run on different threads; it is held
+/// only to look a peer up or to move a datagram, never across an `.await` or a syscall.
+#[derive(Debug, Default)]
+struct RelayState {
+    /// Peers reached through our allocation.
+    peers: HashSet<SocketAddr>,
+    /// Unwrapped datagrams waiting for quinn: (its metadata, its bytes).
+    inject: VecDeque<(RecvMeta, Vec<u8>)>,
 }
 
 /// The shared socket.
@@ -53,6 +89,16 @@ pub struct DnaSocket {
     stun_tx: mpsc::Sender<Datagram>,
     turn_tx: mpsc::Sender<Datagram>,
     stats: SocketStats,
+    relay: Mutex<RelayState>,
+    /// Whether `relay.peers` is non-empty: keeps `try_send` lock-free while nothing is
+    /// relayed.
+    relaying: AtomicBool,
+    /// Whether `relay.inject` may hold datagrams: keeps `poll_recv` lock-free otherwise.
+    injected: AtomicBool,
+    /// Transaction IDs of Send indications: a random prefix and a counter (indications get
+    /// no answer; the ID only has to look random to middleboxes).
+    tid_prefix: u32,
+    tid_next: AtomicU64,
 }
 
 impl fmt::Debug for DnaSocket {
@@ -92,6 +138,14 @@ impl DnaSocket {
             stun_tx,
             turn_tx,
             stats: SocketStats::default(),
+            relay: Mutex::new(RelayState::default()),
+            relaying: AtomicBool::new(false),
+            injected: AtomicBool::new(false),
+            // std's hasher keys are random per process: a prefix without a new crate.
+            tid_prefix: std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish() as u32,
+            tid_next: AtomicU64::new(0),
         });
         Ok((s, SideChannels { stun, turn }))
     }
@@ -101,7 +155,150 @@ impl DnaSocket {
         &self.stats
     }
 
-    /// Sends one datagram from this socket (STUN probes, TURN requests).
+    /// The TURN server whose datagrams go to the TURN queue.
+    pub fn turn_server(&self) -> Option<SocketAddr> {
+        self.turn_server
+    }
+
+    fn relay(&self) -> MutexGuard<'_, RelayState> {
+        // A panic while holding it cannot leave the state inconsistent (plain inserts).
+        self.relay.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `peer` is reached through our TURN allocation.
+    pub fn is_relayed(&self, peer: SocketAddr) -> bool {
+        self.relaying.load(Ordering::Acquire) && self.relay().peers.contains(&peer)
+    }
+
+    /// Reaches `peer` through our TURN allocation from now on (also done by itself when a
+    /// Data indication from it arrives). `false` when there is no TURN server, `peer` is
+    /// the server, or [`MAX_RELAYED_PEERS`] are known.
+    pub fn add_relayed(&self, peer: SocketAddr) -> bool {
+        if self.turn_server.is_none() || self.turn_server == Some(peer) {
+            return false;
+        }
+        let mut r = self.relay();
+        if !r.peers.contains(&peer) && r.peers.len() >= MAX_RELAYED_PEERS {
+            return false;
+        }
+        r.peers.insert(peer);
+        self.relaying.store(true, Ordering::Release);
+        true
+    }
+
+    /// Reaches `peer` directly again.
+    pub fn remove_relayed(&self, peer: SocketAddr) {
+        let mut r = self.relay();
+        r.peers.remove(&peer);
+        self.relaying.store(!r.peers.is_empty(), Ordering::Release);
+    }
+
+    fn next_tid(&self) -> [u8; 12] {
+        let mut tid = [0u8; 12];
+        tid[..4].copy_from_slice(&self.tid_prefix.to_be_bytes());
+        tid[4..].copy_from_slice(&self.tid_next.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        tid
+    }
+
+    /// Sends `t` to a relayed peer: each segment wrapped in a Send indication to the TURN
+    /// server, the indications sent as GSO batches again (equal-size segments make
+    /// equal-size indications; only the last may be shorter, as GSO wants).
+    fn send_relayed(&self, server: SocketAddr, t: &Transmit) -> io::Result<()> {
+        let seg = t.segment_size.unwrap_or(t.contents.len()).max(1);
+        let stride = indication_len(t.destination, seg);
+        let per_batch = (MAX_GSO_BYTES / stride)
+            .clamp(1, self.inner.max_transmit_segments().max(1));
+        let mut sent_any = false;
+        let mut buf = Vec::new();
+        for batch in t.contents.chunks(seg * per_batch) {
+            buf.clear();
+            let mut n = 0;
+            for s in batch.chunks(seg) {
+                if encode_indication(&mut buf, SEND_INDICATION, self.next_tid(), t.destination, s)
+                    .is_none()
+                {
+                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "segment too long"));
+                }
+                n += 1;
+            }
+            let out = Transmit {
+                destination: server,
+                // The relay does not carry ECN marks; quinn then turns ECN off for the path.
+                ecn: None,
+                contents: &buf,
+                segment_size: (n > 1).then_some(stride),
+                src_ip: t.src_ip,
+            };
+            match self.inner.try_send(&out) {
+                Ok(()) => {
+                    sent_any = true;
+                    self.stats.relayed_out.fetch_add(n, Ordering::Relaxed);
+                }
+                // What went out already must not go twice; the rest is a loss QUIC repairs.
+                Err(_) if sent_any => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves waiting unwrapped datagrams into quinn's buffers; how many.
+    fn drain_injected(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
+        if !self.injected.load(Ordering::Acquire) {
+            return 0;
+        }
+        let mut r = self.relay();
+        let mut n = 0;
+        while n < bufs.len().min(meta.len()) {
+            let Some((m, data)) = r.inject.pop_front() else {
+                break;
+            };
+            if data.len() > bufs[n].len() {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            bufs[n][..data.len()].copy_from_slice(&data);
+            meta[n] = m;
+            n += 1;
+        }
+        self.injected.store(!r.inject.is_empty(), Ordering::Release);
+        n
+    }
+
+    /// A datagram from the TURN server: a Data indication is unwrapped (its peer becomes a
+    /// relayed peer; STUN inside goes to the STUN queue as from the peer, anything else
+    /// waits for quinn); everything else goes to the TURN queue.
+    fn from_turn_server(&self, meta: &RecvMeta, data: &[u8]) {
+        let Some((peer, payload)) = parse_indication(DATA_INDICATION, data) else {
+            return self.dispatch(Route::Turn, meta.addr, data);
+        };
+        self.add_relayed(peer);
+        if is_stun(payload) {
+            return self.dispatch(Route::Stun, peer, payload);
+        }
+        if classify(peer, payload, None) != Route::Quic {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut r = self.relay();
+        if r.inject.len() >= INJECT_QUEUE {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let m = RecvMeta {
+            addr: peer,
+            len: payload.len(),
+            stride: payload.len(),
+            ecn: None,
+            dst_ip: meta.dst_ip,
+        };
+        r.inject.push_back((m, payload.to_vec()));
+        self.injected.store(true, Ordering::Release);
+        self.stats.relayed_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sends one datagram from this socket (STUN probes, TURN requests); to a relayed peer
+    /// through the TURN server.
     pub async fn send_raw(&self, to: SocketAddr, bytes: &[u8]) -> io::Result<()> {
         let mut poller = self.inner.clone().create_io_poller();
         let transmit = Transmit {
@@ -112,7 +309,7 @@ impl DnaSocket {
             src_ip: None,
         };
         loop {
-            match self.inner.try_send(&transmit) {
+            match AsyncUdpSocket::try_send(self, &transmit) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx)).await?;
                 }
@@ -137,9 +334,17 @@ impl DnaSocket {
     }
 
     /// Takes non-QUIC segments out of one received buffer; returns the QUIC bytes left.
-    fn filter(&self, from: SocketAddr, buf: &mut [u8], stride: usize) -> usize {
+    /// Everything from the TURN server is taken out ([`Self::from_turn_server`]).
+    fn filter(&self, meta: &RecvMeta, buf: &mut [u8]) -> usize {
+        let (from, stride) = (meta.addr, meta.stride);
         let mut len = buf.len();
         let stride = if stride == 0 { len } else { stride };
+        if self.turn_server == Some(from) {
+            for seg in buf.chunks(stride) {
+                self.from_turn_server(meta, seg);
+            }
+            return 0;
+        }
         let mut at = 0;
         while at < len {
             let end = (at + stride).min(len);
@@ -162,6 +367,11 @@ impl AsyncUdpSocket for DnaSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        if let Some(server) = self.turn_server {
+            if self.is_relayed(transmit.destination) {
+                return self.send_relayed(server, transmit);
+            }
+        }
         self.inner.try_send(transmit)
     }
 
@@ -172,6 +382,11 @@ impl AsyncUdpSocket for DnaSocket {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         loop {
+            // Unwrapped relayed datagrams first: they were received earlier.
+            let n = self.drain_injected(bufs, meta);
+            if n > 0 {
+                return Poll::Ready(Ok(n));
+            }
             let n = match self.inner.poll_recv(cx, bufs, meta) {
                 Poll::Ready(Ok(n)) => n,
                 other => return other,
@@ -180,7 +395,7 @@ impl AsyncUdpSocket for DnaSocket {
             for i in 0..n {
                 let m = meta[i];
                 let len = m.len.min(bufs[i].len());
-                let left = self.filter(m.addr, &mut bufs[i][..len], m.stride);
+                let left = self.filter(&m, &mut bufs[i][..len]);
                 if left == 0 {
                     continue;
                 }
