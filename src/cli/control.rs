@@ -116,6 +116,8 @@ async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
         match h.reach(to).await {
             Ok(Reached::Direct { kind, .. }) => ("direct", kind.name(), None),
             Ok(Reached::Punched { kind, .. }) => ("direct", kind.name(), None),
+            // Through the peer's TURN allocation (spec/07-relay.md §3).
+            Ok(Reached::Relayed { .. }) => ("turn", "relay", None),
             // No direct path: the message waits in the outbox until one appears (the
             // relay is the next issue's).
             Ok(Reached::RelayNeeded) => ("relay-needed", "none", None),
@@ -126,7 +128,7 @@ async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
     match h.send(to, Bytes::copy_from_slice(text.as_bytes())).await {
         Ok(id) => {
             let mut v = json!({"ok": true, "id": hex::encode(id.0), "path": path, "via": via,
-                "queued": path != "direct"});
+                "queued": path != "direct" && path != "turn"});
             if let Some(n) = note {
                 v["note"] = json!(n);
             }

@@ -145,6 +145,11 @@ fn start_punch(
     controlling: bool,
 ) -> oneshot::Receiver<PunchResult> {
     let tag = route.tag;
+    // Checks toward a relayed candidate would only find the relay (spec/07-relay.md §3.4).
+    let remote: Vec<Candidate> = remote
+        .into_iter()
+        .filter(|c| c.kind != CandidateKind::Relayed)
+        .collect();
     let (done_tx, done_rx) = oneshot::channel();
     let shared = shared.clone();
     tokio::spawn(async move {
@@ -222,6 +227,8 @@ pub(crate) async fn answer_offer(
         remote_ufrag: offer.ufrag.clone(),
         remote_pwd: offer.pwd.clone(),
     };
+    // If we keep a TURN allocation, the caller may end up dialing our relayed candidate.
+    shared.nat.turn_permit(peer_ips(&offer.candidates));
     tracing::info!(caller = %offer.from.fingerprint(), "CONNECT: punching toward the caller");
     // Punching runs on; its result matters to the caller, which dials.
     let route = PunchRoute::new(shared, &creds.local_ufrag).await;
@@ -249,6 +256,28 @@ fn route_source(to: SocketAddr) -> Option<IpAddr> {
     let s = std::net::UdpSocket::bind(any_port_of_family(to)).ok()?;
     s.connect(to).ok()?;
     Some(s.local_addr().ok()?.ip())
+}
+
+/// Keeps the TURN task's `relay` candidate when discovery replaces the others.
+fn keep_relayed(new: &mut Vec<Candidate>, old: &[Candidate]) {
+    new.extend(
+        old.iter()
+            .filter(|c| c.kind == CandidateKind::Relayed)
+            .copied(),
+    );
+}
+
+/// The IPs a peer's datagrams may come from (its non-relayed candidates): what our TURN
+/// allocation is asked to permit (spec/07-relay.md §3.2).
+fn peer_ips(cands: &[Candidate]) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = cands
+        .iter()
+        .filter(|c| c.kind != CandidateKind::Relayed)
+        .map(|c| c.addr.ip())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 /// Most host candidates published.
@@ -345,6 +374,7 @@ impl NodeHandle {
         }
         self.shared.nat.status.send_modify(|st| {
             st.class = Some(class);
+            keep_relayed(&mut cands, &st.candidates);
             st.candidates = cands;
         });
         Ok(class)
@@ -379,6 +409,7 @@ impl NodeHandle {
         }
         self.shared.nat.status.send_modify(|st| {
             st.class = None;
+            keep_relayed(&mut cands, &st.candidates);
             st.candidates = cands;
         });
         Ok(mapped.get(1).map(|m2| *m2 == m1))
@@ -542,6 +573,8 @@ impl NodeHandle {
                     attempt.handle_offer(now_ms(), r.map_err(ReachError::into_failure));
                 }
                 Action::Punch { creds, candidates } => {
+                    // Our allocation (if any) lets the callee's datagrams through.
+                    self.shared.nat.turn_permit(peer_ips(&candidates));
                     let Some((route, _)) = offer.take() else {
                         attempt.handle_punch(PunchResult::Failed);
                         continue;

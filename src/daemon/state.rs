@@ -327,9 +327,28 @@ pub(crate) struct NatShared {
     pub(crate) punch_attempts: AtomicUsize,
     /// The TURN allocation: one value, written by the TURN task.
     pub(crate) turn: tokio::sync::watch::Sender<TurnStatus>,
+    /// Commands to the TURN task; set by the task when it starts (none without one).
+    pub(crate) turn_cmd: std::sync::OnceLock<tokio::sync::mpsc::Sender<TurnCmd>>,
+}
+
+/// What the TURN task is asked to do (spec/07-relay.md §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TurnCmd {
+    /// Install (and keep refreshing) a permission for this peer IP.
+    Permit(std::net::IpAddr),
 }
 
 impl NatShared {
+    /// Asks the TURN task, if there is one, for permissions for `ips`; `false` when there
+    /// is no task or its queue is full (a CONNECT flood must not block the caller).
+    pub(crate) fn turn_permit(&self, ips: impl IntoIterator<Item = std::net::IpAddr>) -> bool {
+        let Some(tx) = self.turn_cmd.get() else {
+            return false;
+        };
+        ips.into_iter()
+            .all(|ip| tx.try_send(TurnCmd::Permit(ip)).is_ok())
+    }
+
     /// NAT state for a node configured with `cfg`; it accepts registrations only if it is
     /// configured as a rendezvous server and runs a DHT (registrations ride on DHT
     /// connections).
@@ -339,6 +358,7 @@ impl NatShared {
             serves_rendezvous: serves_rendezvous(cfg),
             punch_attempts: AtomicUsize::new(0),
             turn: tokio::sync::watch::Sender::new(TurnStatus::default()),
+            turn_cmd: std::sync::OnceLock::new(),
         }
     }
 }

@@ -3,7 +3,12 @@
 //! channel); what the client sends leaves from the same socket, so the allocation's
 //! 5-tuple is the one QUIC uses. The allocation is kept — refreshed, re-made when the
 //! server forgets it — and released (Refresh 0) at shutdown. What it holds is published as
-//! [`TurnStatus`] (`dna status`). Relaying QUIC over it is not reached yet (spec/07 §1).
+//! [`TurnStatus`] (`dna status`).
+//!
+//! Relayed QUIC (spec/07-relay.md §3): the relayed address is published as our `relay`
+//! candidate while allocated; the task takes [`TurnCmd::Permit`] from the CONNECT exchange
+//! (the peer's candidate IPs) and keeps those permissions; the QUIC datagrams themselves
+//! never pass through here — the socket wraps and unwraps them.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,13 +16,26 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::state::{Shared, TurnStatus};
+use super::state::{Shared, TurnCmd, TurnStatus};
+use crate::nat::candidate::{Candidate, CandidateKind};
 use super::util::{unix_ms, with_rng};
 use crate::nat::turn::{Client, Credentials, TurnConfig, TurnEvent};
 use crate::transport::socket::Datagram;
 
 /// How long the task waits for the Refresh 0's answer at shutdown.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Commands that may wait for the task; more are refused (the CONNECT that asked goes on
+/// without them). Each CONNECT asks for a few (one per candidate IP).
+const CMD_QUEUE: usize = 64;
+
+impl crate::daemon::NodeHandle {
+    /// Asks our TURN allocation for a permission for `ip` (what the CONNECT exchange
+    /// does for the peer's candidates): the peer's datagrams to our relayed address then
+    /// reach us. `false` when the node keeps no allocation or the queue is full.
+    pub fn turn_permit(&self, ip: std::net::IpAddr) -> bool {
+        self.shared.nat.turn_permit([ip])
+    }
+}
 
 /// Allocates at `server` and keeps the allocation until the node stops.
 pub(crate) async fn run(
@@ -26,6 +44,9 @@ pub(crate) async fn run(
     credentials: Credentials,
     mut rx: mpsc::Receiver<Datagram>,
 ) {
+    let (cmd_tx, mut cmds) = mpsc::channel(CMD_QUEUE);
+    // Set once: one TURN task per node.
+    let _ = shared.nat.turn_cmd.set(cmd_tx);
     let mut seed = [0u8; 32];
     with_rng(|r| rand_core::RngCore::fill_bytes(r, &mut seed));
     let now = Instant::now();
@@ -77,6 +98,11 @@ pub(crate) async fn run(
                 }
                 None => return,
             },
+            Some(TurnCmd::Permit(ip)) = cmds.recv() => {
+                if let Err(e) = client.create_permission(Instant::now(), ip) {
+                    tracing::debug!(%ip, error = %e, "TURN permission refused");
+                }
+            }
             () = tokio::time::sleep_until(wake.into()) => client.handle_timeout(Instant::now()),
         }
     }
@@ -95,8 +121,10 @@ fn on_event(shared: &Shared, client: &Client, ev: TurnEvent) -> bool {
                 st.mapped = mapped;
                 st.error = None;
             });
+            set_relay_candidate(shared, Some(relayed));
         }
         TurnEvent::Lost(e) => {
+            set_relay_candidate(shared, None);
             tracing::warn!(error = %e, "TURN allocation lost: allocating again");
             publish(shared, client, |st| {
                 st.state = "lost";
@@ -105,6 +133,7 @@ fn on_event(shared: &Shared, client: &Client, ev: TurnEvent) -> bool {
             });
         }
         TurnEvent::Failed(e) => {
+            set_relay_candidate(shared, None);
             tracing::warn!(error = %e, "TURN: giving up on this server");
             publish(shared, client, |st| {
                 st.state = "failed";
@@ -114,16 +143,27 @@ fn on_event(shared: &Shared, client: &Client, ev: TurnEvent) -> bool {
             return true;
         }
         TurnEvent::Closed => {
+            set_relay_candidate(shared, None);
             publish(shared, client, |st| {
                 st.state = "closed";
                 st.relayed = None;
             });
             return true;
         }
-        // Permissions and data belong to relayed sessions (not reached yet).
+        // Permission outcomes show in the counters; Data indications never get here (the
+        // socket unwraps them for quinn).
         _ => publish(shared, client, |_| {}),
     }
     false
+}
+
+/// Our `relay` candidate (lowest priority) is `relayed`, or there is none.
+fn set_relay_candidate(shared: &Shared, relayed: Option<std::net::SocketAddr>) {
+    shared.nat.status.send_modify(|st| {
+        st.candidates.retain(|c| c.kind != CandidateKind::Relayed);
+        st.candidates
+            .extend(relayed.map(|a| Candidate::new(CandidateKind::Relayed, a, 0)));
+    });
 }
 
 fn publish(shared: &Shared, client: &Client, f: impl FnOnce(&mut TurnStatus)) {

@@ -9,8 +9,11 @@
 //! 3. Else send our signed offer through its rendezvous nodes, one after the other, until
 //!    one carries an answer; the answer must verify, be from the peer, for our session, and
 //!    fresh.
-//! 4. Punch toward the answer's candidates: the working pair is dialed (`Punched`); no pair
-//!    means a relay is needed (`RelayNeeded`).
+//! 4. Punch toward the answer's candidates (not its relayed ones): the working pair is
+//!    dialed (`Punched`).
+//! 5. No pair: if the answer named a relayed candidate (the peer keeps a TURN allocation),
+//!    dial it — the peer's relay carries our QUIC to it (`Relayed`, spec/07-relay.md §3).
+//!    Else a relay is needed that this node cannot use (`RelayNeeded`).
 //!
 //! Randomness (the session ID, ufrag and password) and the clock come from the caller.
 
@@ -39,7 +42,12 @@ pub enum Reached {
         /// The kind of the peer's candidate (peer-reflexive for a symmetric NAT).
         kind: CandidateKind,
     },
-    /// No direct path: a relay is needed (the TURN issue).
+    /// No direct path; the peer's TURN allocation relays: QUIC dials its relayed address.
+    Relayed {
+        /// The peer's relayed candidate.
+        addr: SocketAddr,
+    },
+    /// No direct path and no relayed candidate from the peer: a relay is needed.
     RelayNeeded,
 }
 
@@ -109,8 +117,8 @@ enum State {
         via: Vec<(SocketAddr, Fingerprint)>,
         next: usize,
     },
-    /// Waiting for the punching attempt.
-    Punching,
+    /// Waiting for the punching attempt; the peer's relayed candidate, if it named one.
+    Punching { relay: Option<SocketAddr> },
     /// Nothing more to do.
     Finished,
 }
@@ -197,6 +205,8 @@ impl Reach {
         };
         if info.reachable {
             let mut cands = info.candidates;
+            // A reachable peer needs no relay.
+            cands.retain(|c| c.kind != CandidateKind::Relayed);
             cands.sort_by_key(|c| std::cmp::Reverse(c.kind == CandidateKind::ServerReflexive));
             let Some(first) = cands.first().copied() else {
                 return self.finish(Err(ReachFailure::BadPresence("no candidates".into())));
@@ -238,7 +248,14 @@ impl Reach {
         if let Err(e) = answer.check_answer(&self.me, &self.peer, &self.session, now_ms) {
             return self.finish(Err(ReachFailure::BadAnswer(e.to_string())));
         }
-        self.state = State::Punching;
+        // Checks toward a relayed candidate would only find the relay: it comes last.
+        let (relayed, direct): (Vec<Candidate>, Vec<Candidate>) = answer
+            .candidates
+            .into_iter()
+            .partition(|c| c.kind == CandidateKind::Relayed);
+        self.state = State::Punching {
+            relay: relayed.first().map(|c| c.addr),
+        };
         self.out.push(Action::Punch {
             creds: PunchCreds {
                 local_ufrag: self.ufrag.clone(),
@@ -246,15 +263,15 @@ impl Reach {
                 remote_ufrag: answer.ufrag,
                 remote_pwd: answer.pwd,
             },
-            candidates: answer.candidates,
+            candidates: direct,
         });
     }
 
     /// The punching attempt's result.
     pub fn handle_punch(&mut self, result: PunchResult) {
-        if !matches!(self.state, State::Punching) {
+        let State::Punching { relay } = self.state else {
             return;
-        }
+        };
         match result {
             PunchResult::Connected(sel) => {
                 self.out.push(Action::Dial {
@@ -265,7 +282,13 @@ impl Reach {
                     kind: sel.kind,
                 }));
             }
-            PunchResult::Failed => self.finish(Ok(Reached::RelayNeeded)),
+            PunchResult::Failed => match relay {
+                Some(addr) => {
+                    self.out.push(Action::Dial { addrs: vec![addr] });
+                    self.finish(Ok(Reached::Relayed { addr }));
+                }
+                None => self.finish(Ok(Reached::RelayNeeded)),
+            },
         }
     }
 

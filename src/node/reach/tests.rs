@@ -40,6 +40,22 @@ fn start(me: Fingerprint, peer: Fingerprint) -> Reach {
 }
 
 fn answer(callee: &Identity, to: Fingerprint, session: [u8; 8], time_ms: u64) -> Vec<u8> {
+    answer_with(callee, to, session, time_ms, None)
+}
+
+fn answer_with(
+    callee: &Identity,
+    to: Fingerprint,
+    session: [u8; 8],
+    time_ms: u64,
+    relayed: Option<SocketAddr>,
+) -> Vec<u8> {
+    let mut candidates = vec![Candidate::new(
+        CandidateKind::ServerReflexive,
+        sa("203.0.113.9:5000"),
+        90,
+    )];
+    candidates.extend(relayed.map(|a| Candidate::new(CandidateKind::Relayed, a, 0)));
     Signal {
         kind: SignalKind::Answer,
         from: callee.public_key().clone(),
@@ -48,11 +64,7 @@ fn answer(callee: &Identity, to: Fingerprint, session: [u8; 8], time_ms: u64) ->
         time_ms,
         ufrag: "cuf1".into(),
         pwd: "q".repeat(32),
-        candidates: vec![Candidate::new(
-            CandidateKind::ServerReflexive,
-            sa("203.0.113.9:5000"),
-            90,
-        )],
+        candidates,
     }
     .sign(callee)
 }
@@ -148,6 +160,46 @@ fn every_rendezvous_failing_reports_the_last_failure_and_no_pair_means_a_relay()
         r.poll_action(),
         Some(Action::Done(Ok(Reached::RelayNeeded)))
     );
+}
+
+#[test]
+fn no_pair_and_a_relayed_candidate_dials_the_peers_relay() {
+    let me = Identity::generate(&mut OsRng);
+    let callee = Identity::generate(&mut OsRng);
+    let relay = sa("192.0.2.50:49160");
+    let mut r = start(me.fingerprint(), callee.fingerprint());
+    r.handle_presence(Some(Ok(presence(false, vec![rdv(1)]))));
+    r.poll_action();
+    let a = answer_with(&callee, me.fingerprint(), r.session(), NOW_MS, Some(relay));
+    r.handle_offer(NOW_MS, Ok(a));
+    let Some(Action::Punch { candidates, .. }) = r.poll_action() else {
+        panic!("punching expected");
+    };
+    assert!(
+        candidates.iter().all(|c| c.kind != CandidateKind::Relayed),
+        "no checks toward the relay: {candidates:?}"
+    );
+    assert_eq!(candidates.len(), 1);
+    r.handle_punch(PunchResult::Failed);
+    assert_eq!(r.poll_action(), Some(Action::Dial { addrs: vec![relay] }));
+    assert_eq!(
+        r.poll_action(),
+        Some(Action::Done(Ok(Reached::Relayed { addr: relay })))
+    );
+    assert_eq!(r.poll_action(), None);
+}
+
+#[test]
+fn a_reachable_peer_is_dialed_without_its_relayed_candidate() {
+    let mut r = start(Fingerprint([1; 32]), Fingerprint([2; 32]));
+    let mut info = presence(true, vec![]);
+    info.candidates
+        .push(Candidate::new(CandidateKind::Relayed, sa("192.0.2.50:49160"), 0));
+    r.handle_presence(Some(Ok(info)));
+    let Some(Action::Dial { addrs }) = r.poll_action() else {
+        panic!("dial expected");
+    };
+    assert_eq!(addrs, vec![sa("198.51.100.2:4000"), sa("10.0.0.2:4000")]);
 }
 
 #[test]
