@@ -428,3 +428,148 @@ impl AsyncUdpSocket for DnaSocket {
         self.inner.may_fragment()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::relay::{encode_indication, DATA_INDICATION};
+
+    fn socket(turn: SocketAddr) -> Arc<DnaSocket> {
+        let udp = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        DnaSocket::new(udp, Some(turn)).unwrap().0
+    }
+
+    /// Several Data indications in one GRO buffer (one source, one stride): payloads of
+    /// 1197–1200 bytes pad to the same size, so the stride cannot be kept for quinn. Each is
+    /// unwrapped into its own datagram from its peer, in order; a STUN payload goes to the
+    /// STUN queue as from its peer; garbage goes to the TURN queue.
+    #[tokio::test]
+    async fn a_gro_batch_of_data_indications_becomes_one_datagram_each() {
+        let turn: SocketAddr = "127.0.0.1:3478".parse().unwrap();
+        let s = socket(turn);
+        let peers: Vec<SocketAddr> = (0..4)
+            .map(|i| SocketAddr::from(([192, 0, 2, 7], 5000 + i)))
+            .collect();
+        let mut batch = Vec::new();
+        let mut want = Vec::new();
+        for (i, p) in peers.iter().enumerate() {
+            let mut payload = vec![0x40 | i as u8; 1197 + i];
+            payload[1] = i as u8;
+            encode_indication(&mut batch, DATA_INDICATION, [i as u8; 12], *p, &payload)
+                .unwrap();
+            want.push((*p, payload));
+        }
+        let stride = batch.len() / 4;
+        let meta = RecvMeta {
+            addr: turn,
+            len: batch.len(),
+            stride,
+            ecn: None,
+            dst_ip: None,
+        };
+        assert_eq!(s.filter(&meta, &mut batch), 0, "nothing left in place");
+        let mut storage = vec![vec![0u8; 1500]; 3];
+        let mut metas = [RecvMeta::default(); 3];
+        let mut got = Vec::new();
+        loop {
+            let mut bufs: Vec<IoSliceMut> = storage.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            let n = s.drain_injected(&mut bufs, &mut metas);
+            if n == 0 {
+                break;
+            }
+            for (m, b) in metas.iter().zip(&storage).take(n) {
+                got.push((m.addr, b[..m.len].to_vec()));
+            }
+        }
+        assert_eq!(got, want);
+        assert!(peers.iter().all(|p| s.is_relayed(*p)));
+        assert_eq!(s.stats().relayed_in.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test]
+    async fn stun_through_the_relay_and_garbage_from_the_server() {
+        let turn: SocketAddr = "127.0.0.1:3478".parse().unwrap();
+        let udp = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (s, mut side) = DnaSocket::new(udp, Some(turn)).unwrap();
+        let peer: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        let mut check = vec![0x00, 0x01, 0x00, 0x00];
+        check.extend_from_slice(&crate::transport::demux::STUN_MAGIC_COOKIE);
+        check.extend_from_slice(&[9; 12]);
+        let mut buf = Vec::new();
+        encode_indication(&mut buf, DATA_INDICATION, [1; 12], peer, &check).unwrap();
+        buf.extend_from_slice(&[0xFF; 3]);
+        let meta = RecvMeta {
+            addr: turn,
+            len: buf.len(),
+            stride: buf.len() - 3,
+            ecn: None,
+            dst_ip: None,
+        };
+        assert_eq!(s.filter(&meta, &mut buf), 0);
+        assert_eq!(side.stun.try_recv().unwrap(), (peer, Bytes::from(check)));
+        assert_eq!(side.turn.try_recv().unwrap().1, Bytes::from_static(&[0xFF; 3]));
+        assert_eq!(s.stats().relayed_in.load(Ordering::Relaxed), 0);
+    }
+
+    /// A GSO transmit to a relayed peer leaves as one Send indication per segment, to the
+    /// TURN server, each carrying its segment.
+    #[tokio::test]
+    async fn a_gso_transmit_to_a_relayed_peer_becomes_send_indications() {
+        use crate::transport::relay::{parse_indication, SEND_INDICATION};
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let s = socket(server.local_addr().unwrap());
+        let peer: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        assert!(s.add_relayed(peer));
+        let contents: Vec<u8> = (0..1200 * 2 + 700).map(|i| (i % 251) as u8 | 0x40).collect();
+        let t = Transmit {
+            destination: peer,
+            ecn: None,
+            contents: &contents,
+            segment_size: Some(1200),
+            src_ip: None,
+        };
+        let mut poller = s.clone().create_io_poller();
+        loop {
+            match AsyncUdpSocket::try_send(&*s, &t) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx))
+                        .await
+                        .unwrap();
+                }
+                r => break r.unwrap(),
+            }
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2000];
+        while got.len() < contents.len() {
+            let n = server.recv(&mut buf).unwrap();
+            let (to, data) = parse_indication(SEND_INDICATION, &buf[..n]).unwrap();
+            assert_eq!(to, peer);
+            got.extend_from_slice(data);
+        }
+        assert_eq!(got, contents);
+        assert_eq!(s.stats().relayed_out.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn the_relayed_set_is_bounded_and_never_holds_the_server() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let turn: SocketAddr = "127.0.0.1:3478".parse().unwrap();
+        let s = socket(turn);
+        assert!(!s.add_relayed(turn));
+        let added = (0..MAX_RELAYED_PEERS as u16 + 10)
+            .filter(|i| s.add_relayed(SocketAddr::from(([192, 0, 2, 7], *i))))
+            .count();
+        println!("relayed peers kept: {added} of {}", MAX_RELAYED_PEERS + 10);
+        assert_eq!(added, MAX_RELAYED_PEERS);
+        s.remove_relayed(SocketAddr::from(([192, 0, 2, 7], 0)));
+        assert!(!s.is_relayed(SocketAddr::from(([192, 0, 2, 7], 0))));
+    }
+}
