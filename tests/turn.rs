@@ -752,7 +752,10 @@ async fn relayed_of(node: &dna_p2p::daemon::Node, server: &Coturn) -> SocketAddr
 async fn count_messages(
     mut node: dna_p2p::daemon::Node,
     n: usize,
-) -> (dna_p2p::daemon::Node, std::collections::HashMap<Vec<u8>, u32>) {
+) -> (
+    dna_p2p::daemon::Node,
+    std::collections::HashMap<Vec<u8>, u32>,
+) {
     let mut seen = std::collections::HashMap::new();
     let mut total = 0;
     while total < n {
@@ -785,9 +788,7 @@ fn quic_runs_through_the_nodes_turn_allocation() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let local = || {
-            dna_p2p::daemon::NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())
-        };
+        let local = || dna_p2p::daemon::NodeConfig::listening_on("127.0.0.1:0".parse().unwrap());
         let b_cfg = dna_p2p::daemon::NodeConfig {
             turn_server: Some(server.addr),
             turn_credentials: Some(static_creds("p")),

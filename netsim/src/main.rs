@@ -74,6 +74,10 @@ enum Command {
         /// same-lan-hairpin), which the default matrix leaves out.
         #[arg(long, visible_alias = "pair", value_name = "A:B")]
         only: Vec<String>,
+        /// Both daemons of each pair keep an allocation on the bed's coturn (its first
+        /// address): pairs without a direct path go through it (`path` "turn").
+        #[arg(long)]
+        turn: bool,
     },
     /// One bootstrap node's rendezvous and DHT cores under throwaway identities that
     /// register, store and CONNECT, while a good client registers and delivers; prints the
@@ -120,7 +124,12 @@ fn dna_binary() -> Result<std::path::PathBuf, String> {
     Ok(dir.join("dna"))
 }
 
-fn nat_matrix(json: bool, dna: Option<std::path::PathBuf>, only: &[String]) -> ExitCode {
+fn nat_matrix(
+    json: bool,
+    dna: Option<std::path::PathBuf>,
+    only: &[String],
+    turn: bool,
+) -> ExitCode {
     use netsim::testbed::{missing_prerequisites, pairs, NatType, TestBed};
     let missing = missing_prerequisites();
     if !missing.is_empty() {
@@ -155,13 +164,16 @@ fn nat_matrix(json: bool, dna: Option<std::path::PathBuf>, only: &[String]) -> E
         chosen = pairs();
     }
     let started = Instant::now();
-    let tb = match TestBed::build(&dna) {
+    let mut tb = match TestBed::build(&dna) {
         Ok(tb) => tb,
         Err(e) => {
             eprintln!("error: building the test bed: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if turn {
+        tb.pair_args = tb.turn_args_for(1);
+    }
     let results = tb.run_pairs(&chosen, |r| {
         let (a, b) = (r.a, r.b);
         if json {
@@ -200,8 +212,14 @@ fn nat_matrix(json: bool, dna: Option<std::path::PathBuf>, only: &[String]) -> E
 
 fn main() -> ExitCode {
     let command = Cli::parse().command;
-    if let Command::NatMatrix { json, dna, only } = command {
-        return nat_matrix(json, dna, &only);
+    if let Command::NatMatrix {
+        json,
+        dna,
+        only,
+        turn,
+    } = command
+    {
+        return nat_matrix(json, dna, &only, turn);
     }
     if let Command::BootstrapFlood { identities, seed } = command {
         use netsim::bootstrap_sim::{run, BootSimConfig};

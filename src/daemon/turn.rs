@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::state::{Shared, TurnCmd, TurnStatus};
-use crate::nat::candidate::{Candidate, CandidateKind};
 use super::util::{unix_ms, with_rng};
+use crate::nat::candidate::{Candidate, CandidateKind};
 use crate::nat::turn::{Client, Credentials, TurnConfig, TurnEvent};
 use crate::transport::socket::Datagram;
 

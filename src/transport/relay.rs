@@ -67,7 +67,11 @@ pub fn encode_indication(
             out.extend_from_slice(&[0, 2]);
             out.extend_from_slice(&port.to_be_bytes());
             let o = ip.octets();
-            let key: Vec<u8> = STUN_MAGIC_COOKIE.iter().chain(tid.iter()).copied().collect();
+            let key: Vec<u8> = STUN_MAGIC_COOKIE
+                .iter()
+                .chain(tid.iter())
+                .copied()
+                .collect();
             out.extend((0..16).map(|i| o[i] ^ key[i]));
         }
     }
@@ -195,7 +199,12 @@ mod tests {
         let mut send = Vec::new();
         encode_indication(&mut send, SEND_INDICATION, [1; 12], peer, b"x").unwrap();
         assert_eq!(parse_indication(DATA_INDICATION, &send), None, "wrong type");
-        assert_eq!(parse_indication(DATA_INDICATION, &send[..send.len() - 4]), None);
-        assert!(encode_indication(&mut send, SEND_INDICATION, [1; 12], peer, &[0; 65_001]).is_none());
+        assert_eq!(
+            parse_indication(DATA_INDICATION, &send[..send.len() - 4]),
+            None
+        );
+        assert!(
+            encode_indication(&mut send, SEND_INDICATION, [1; 12], peer, &[0; 65_001]).is_none()
+        );
     }
 }

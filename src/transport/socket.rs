@@ -13,12 +13,12 @@
 //! a datagram to a relayed peer leaves as Send indications to the TURN server (one per
 //! GSO segment, sent as one GSO batch again).
 
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -29,7 +29,9 @@ use quinn::{AsyncUdpSocket, Runtime, TokioRuntime, UdpPoller};
 use tokio::sync::mpsc;
 
 use super::demux::{classify, is_stun, Route};
-use super::relay::{encode_indication, indication_len, parse_indication, DATA_INDICATION, SEND_INDICATION};
+use super::relay::{
+    encode_indication, indication_len, parse_indication, DATA_INDICATION, SEND_INDICATION,
+};
 
 /// How many STUN or TURN datagrams may wait for their handler before new ones are dropped.
 pub const SIDE_QUEUE: usize = 1024;
@@ -206,8 +208,8 @@ impl DnaSocket {
     fn send_relayed(&self, server: SocketAddr, t: &Transmit) -> io::Result<()> {
         let seg = t.segment_size.unwrap_or(t.contents.len()).max(1);
         let stride = indication_len(t.destination, seg);
-        let per_batch = (MAX_GSO_BYTES / stride)
-            .clamp(1, self.inner.max_transmit_segments().max(1));
+        let per_batch =
+            (MAX_GSO_BYTES / stride).clamp(1, self.inner.max_transmit_segments().max(1));
         let mut sent_any = false;
         let mut buf = Vec::new();
         for batch in t.contents.chunks(seg * per_batch) {
@@ -217,7 +219,10 @@ impl DnaSocket {
                 if encode_indication(&mut buf, SEND_INDICATION, self.next_tid(), t.destination, s)
                     .is_none()
                 {
-                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "segment too long"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "segment too long",
+                    ));
                 }
                 n += 1;
             }
@@ -270,7 +275,14 @@ impl DnaSocket {
     /// waits for quinn); everything else goes to the TURN queue.
     fn from_turn_server(&self, meta: &RecvMeta, data: &[u8]) {
         let Some((peer, payload)) = parse_indication(DATA_INDICATION, data) else {
-            return self.dispatch(Route::Turn, meta.addr, data);
+            // The TURN server is often our STUN server too: its Binding answers belong to
+            // the STUN agent (the TURN client sends no Binding).
+            let route = if is_binding(data) {
+                Route::Stun
+            } else {
+                Route::Turn
+            };
+            return self.dispatch(route, meta.addr, data);
         };
         self.add_relayed(peer);
         if is_stun(payload) {
@@ -359,6 +371,12 @@ impl DnaSocket {
         }
         len
     }
+}
+
+/// Whether `d` is a STUN message of method Binding (any class; RFC 8489 §5: the method
+/// bits leave out the two class bits 0x0110).
+fn is_binding(d: &[u8]) -> bool {
+    is_stun(d) && u16::from_be_bytes([d[0], d[1]]) & !0x0110 == 0x0001
 }
 
 impl AsyncUdpSocket for DnaSocket {
@@ -455,8 +473,7 @@ mod tests {
         for (i, p) in peers.iter().enumerate() {
             let mut payload = vec![0x40 | i as u8; 1197 + i];
             payload[1] = i as u8;
-            encode_indication(&mut batch, DATA_INDICATION, [i as u8; 12], *p, &payload)
-                .unwrap();
+            encode_indication(&mut batch, DATA_INDICATION, [i as u8; 12], *p, &payload).unwrap();
             want.push((*p, payload));
         }
         let stride = batch.len() / 4;
@@ -472,7 +489,8 @@ mod tests {
         let mut metas = [RecvMeta::default(); 3];
         let mut got = Vec::new();
         loop {
-            let mut bufs: Vec<IoSliceMut> = storage.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            let mut bufs: Vec<IoSliceMut> =
+                storage.iter_mut().map(|b| IoSliceMut::new(b)).collect();
             let n = s.drain_injected(&mut bufs, &mut metas);
             if n == 0 {
                 break;
@@ -507,7 +525,21 @@ mod tests {
         };
         assert_eq!(s.filter(&meta, &mut buf), 0);
         assert_eq!(side.stun.try_recv().unwrap(), (peer, Bytes::from(check)));
-        assert_eq!(side.turn.try_recv().unwrap().1, Bytes::from_static(&[0xFF; 3]));
+        assert_eq!(
+            side.turn.try_recv().unwrap().1,
+            Bytes::from_static(&[0xFF; 3])
+        );
+        // A Binding answer from the TURN server (our STUN server too) goes to STUN.
+        let mut answer = vec![0x01, 0x01, 0x00, 0x00];
+        answer.extend_from_slice(&crate::transport::demux::STUN_MAGIC_COOKIE);
+        answer.extend_from_slice(&[3; 12]);
+        let meta = RecvMeta {
+            len: answer.len(),
+            stride: answer.len(),
+            ..meta
+        };
+        assert_eq!(s.filter(&meta, &mut answer.clone()), 0);
+        assert_eq!(side.stun.try_recv().unwrap(), (turn, Bytes::from(answer)));
         assert_eq!(s.stats().relayed_in.load(Ordering::Relaxed), 0);
     }
 
@@ -523,7 +555,9 @@ mod tests {
         let s = socket(server.local_addr().unwrap());
         let peer: SocketAddr = "192.0.2.7:5000".parse().unwrap();
         assert!(s.add_relayed(peer));
-        let contents: Vec<u8> = (0..1200 * 2 + 700).map(|i| (i % 251) as u8 | 0x40).collect();
+        let contents: Vec<u8> = (0..1200 * 2 + 700)
+            .map(|i| (i % 251) as u8 | 0x40)
+            .collect();
         let t = Transmit {
             destination: peer,
             ecn: None,

@@ -250,6 +250,9 @@ pub struct TestBed {
     bootstraps: Vec<DnaProcess>,
     /// `ADDR@FP` of each bootstrap node.
     pub bootstrap_args: Vec<String>,
+    /// Extra `dna daemon` arguments for both daemons of every pair (e.g.
+    /// [`TestBed::turn_args`]); empty by default.
+    pub pair_args: Vec<String>,
     next_id: AtomicU32,
 }
 
@@ -336,6 +339,7 @@ impl TestBed {
             coturn: None,
             bootstraps: Vec::new(),
             bootstrap_args: Vec::new(),
+            pair_args: Vec::new(),
             next_id: AtomicU32::new(0),
         };
         tb.build_networks()?;
@@ -550,8 +554,14 @@ impl TestBed {
     /// The `dna daemon` arguments for the bed's TURN server (for when the daemon takes
     /// them): `--turn A:3478 --turn B:3478 --turn-user U --turn-password P`.
     pub fn turn_args(&self) -> Vec<String> {
+        self.turn_args_for(turn_servers().len())
+    }
+
+    /// [`turn_args`](TestBed::turn_args) with the first `servers` TURN servers only (the
+    /// daemon takes one `--turn` today).
+    pub fn turn_args_for(&self, servers: usize) -> Vec<String> {
         let mut v = Vec::new();
-        for s in turn_servers() {
+        for s in turn_servers().into_iter().take(servers) {
             v.push("--turn".to_string());
             v.push(s.to_string());
         }
@@ -935,7 +945,8 @@ pub struct PairResult {
     pub a: NatType,
     /// Side b's type.
     pub b: NatType,
-    /// `direct`, `relay`, `relay-needed` or `failed`.
+    /// `direct`, `turn` (through the peer's TURN allocation), `relay`, `relay-needed` or
+    /// `failed`.
     pub path: String,
     /// The candidate type the direct path uses (`srflx`, `prflx`, `host`), if direct.
     pub via: String,
@@ -1033,7 +1044,8 @@ impl TestBed {
         };
         // Both start at once; a sends once both are ready (b has published its presence).
         let (ha, hb) = (self.host(a, 'a'), self.host(b, 'b'));
-        let (pa, pb) = match (self.start_daemon(ha, &[]), self.start_daemon(hb, &[])) {
+        let extra = &self.pair_args;
+        let (pa, pb) = match (self.start_daemon(ha, extra), self.start_daemon(hb, extra)) {
             (Ok(x), Ok(y)) => (x, y),
             (Err(e), _) | (_, Err(e)) => {
                 r.detail = e.to_string();
@@ -1068,7 +1080,7 @@ impl TestBed {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_string();
-        if r.path != "direct" {
+        if r.path != "direct" && r.path != "turn" {
             r.detail = format!(
                 "{reply}; b ready: {}; b: {}",
                 pb.wait_event("ready", Duration::ZERO).unwrap_or_default(),

@@ -193,8 +193,11 @@ fn no_pair_and_a_relayed_candidate_dials_the_peers_relay() {
 fn a_reachable_peer_is_dialed_without_its_relayed_candidate() {
     let mut r = start(Fingerprint([1; 32]), Fingerprint([2; 32]));
     let mut info = presence(true, vec![]);
-    info.candidates
-        .push(Candidate::new(CandidateKind::Relayed, sa("192.0.2.50:49160"), 0));
+    info.candidates.push(Candidate::new(
+        CandidateKind::Relayed,
+        sa("192.0.2.50:49160"),
+        0,
+    ));
     r.handle_presence(Some(Ok(info)));
     let Some(Action::Dial { addrs }) = r.poll_action() else {
         panic!("dial expected");
