@@ -273,7 +273,7 @@ impl DnaSocket {
     /// A datagram from the TURN server: a Data indication is unwrapped (its peer becomes a
     /// relayed peer; STUN inside goes to the STUN queue as from the peer, anything else
     /// waits for quinn); everything else goes to the TURN queue.
-    fn from_turn_server(&self, meta: &RecvMeta, data: &[u8]) {
+    fn sort_turn_datagram(&self, meta: &RecvMeta, data: &[u8]) {
         let Some((peer, payload)) = parse_indication(DATA_INDICATION, data) else {
             // The TURN server is often our STUN server too: its Binding answers belong to
             // the STUN agent (the TURN client sends no Binding).
@@ -346,14 +346,14 @@ impl DnaSocket {
     }
 
     /// Takes non-QUIC segments out of one received buffer; returns the QUIC bytes left.
-    /// Everything from the TURN server is taken out ([`Self::from_turn_server`]).
+    /// Everything from the TURN server is taken out ([`Self::sort_turn_datagram`]).
     fn filter(&self, meta: &RecvMeta, buf: &mut [u8]) -> usize {
         let (from, stride) = (meta.addr, meta.stride);
         let mut len = buf.len();
         let stride = if stride == 0 { len } else { stride };
         if self.turn_server == Some(from) {
             for seg in buf.chunks(stride) {
-                self.from_turn_server(meta, seg);
+                self.sort_turn_datagram(meta, seg);
             }
             return 0;
         }
