@@ -660,3 +660,31 @@ fn same_lan_hairpinning_only_where_the_router_does_it() {
         assert_eq!(back, Received::Datagram(mapped_b, "back".into()));
     }
 }
+
+/// The two pairs without a direct path deliver through coturn when both daemons keep an
+/// allocation there (spec/07-relay.md §3): punching fails, the caller dials the callee's
+/// relay candidate, QUIC runs over the callee's allocation.
+#[test]
+fn pairs_without_a_direct_path_deliver_through_turn() {
+    let Some(mut tb) = test_bed("pairs_without_a_direct_path_deliver_through_turn") else {
+        return;
+    };
+    tb.pair_args = tb.turn_args_for(1);
+    let pairs = [
+        (NatType::PortRestricted, NatType::Symmetric),
+        (NatType::Symmetric, NatType::Symmetric),
+    ];
+    let results = tb.run_pairs(&pairs, |r| eprintln!("{}  {}", r.json(), r.detail));
+    for r in &results {
+        println!("{}", r.json());
+        assert_eq!(
+            (r.path.as_str(), r.via.as_str()),
+            ("turn", "relay"),
+            "{} ↔ {}: {}",
+            r.a.name(),
+            r.b.name(),
+            r.detail
+        );
+        assert!(r.ms.is_some(), "{} ↔ {}: delivered", r.a.name(), r.b.name());
+    }
+}
