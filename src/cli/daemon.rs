@@ -423,6 +423,13 @@ async fn limits(h: &NodeHandle) -> Value {
         "outbox": {"messages": outbox},
         "events": {"max": cfg.event_queue, "max_bytes": cfg.event_queue_bytes},
         "writer": {"high_water_bytes": cfg.write_high_water},
+        "relay": {
+            "relayed_in": h.socket_stats().relayed_in.load(std::sync::atomic::Ordering::Relaxed),
+            "relayed_out": h.socket_stats().relayed_out.load(std::sync::atomic::Ordering::Relaxed),
+            "max_peers": cfg.relay.max_peers,
+            "inject_queue": cfg.relay.inject_queue,
+            "turn_permit_queue": cfg.turn_permit_queue,
+        },
         "transport": {
             "write_queued": ts.write_queued,
             "write_queued_peak": ts.write_queued_peak,

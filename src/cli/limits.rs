@@ -57,6 +57,12 @@ pub(super) struct LimitsConfig {
     /// `stun_responder.rfc5780_start_answers` (5): an RFC 5780 server's start credit per
     /// source, in full answers.
     pub stun_rfc5780_start_answers: Option<usize>,
+    /// `relay.max_peers` (256): peers reached through our TURN allocation.
+    pub relay_max_peers: Option<usize>,
+    /// `relay.inject_queue` (1024): unwrapped relayed datagrams waiting for QUIC.
+    pub relay_inject_queue: Option<usize>,
+    /// `turn_permit_queue` (64): permission requests waiting for the TURN task.
+    pub turn_permit_queue: Option<usize>,
 }
 
 fn set<T: Copy>(field: &mut T, value: Option<T>) {
@@ -97,6 +103,9 @@ impl LimitsConfig {
         set(&mut r.per_source, self.rendezvous_per_source);
         set(&mut r.per_network, self.rendezvous_per_network);
         set(&mut r.max_registrations, self.rendezvous_max);
+        set(&mut cfg.relay.max_peers, self.relay_max_peers);
+        set(&mut cfg.relay.inject_queue, self.relay_inject_queue);
+        set(&mut cfg.turn_permit_queue, self.turn_permit_queue);
         let st = &mut cfg.stun_responder;
         set(&mut st.burst, self.stun_burst);
         set(&mut st.per_second, self.stun_per_second);

@@ -51,8 +51,14 @@ pub struct NodeConfig {
     /// The TURN server whose datagrams the socket hands to the TURN client (default none).
     pub turn_server: Option<SocketAddr>,
     /// Credentials for `turn_server`: with both set, the node allocates a relayed address
-    /// there from its one socket and keeps it (spec/07-relay.md §2.7; default none).
+    /// there from its one socket and keeps it (spec/07-relay.md §2.10; default none).
     pub turn_credentials: Option<crate::nat::turn::Credentials>,
+    /// The socket's relaying bounds: peers reached through the allocation (default 256) and
+    /// unwrapped datagrams waiting for quinn (default 1024) (spec/07-relay.md §3).
+    pub relay: crate::transport::RelayLimits,
+    /// Permission requests waiting for the TURN task (default 64); more are refused and
+    /// the CONNECT that asked goes on without them.
+    pub turn_permit_queue: usize,
     /// Message IDs remembered per peer to drop duplicates: at least this many, at most twice
     /// (default 16384; keep it ≥ 2 × `conn.max_inflight`, the most a peer can resend after
     /// two cuts in a row).
@@ -114,6 +120,8 @@ impl Default for NodeConfig {
             keep_alive: Duration::from_secs(15),
             turn_server: None,
             turn_credentials: None,
+            relay: Default::default(),
+            turn_permit_queue: 64,
             inbox_capacity: 16384,
             event_queue: 16384,
             event_queue_bytes: 64 << 20,

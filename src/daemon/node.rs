@@ -108,7 +108,7 @@ impl Node {
         // With a store, a message is acknowledged only once it is stored.
         cfg.conn.ack_on_confirm = store.is_some();
         let udp = bind_udp(cfg.listen)?;
-        let (socket, side) = DnaSocket::new(udp, cfg.turn_server)?;
+        let (socket, side) = DnaSocket::with_limits(udp, cfg.turn_server, cfg.relay)?;
         let key = CertifiedKey::generate()?;
         let (server_crypto, client_crypto) = quic_configs(&key)?;
         let mut transport = quinn::TransportConfig::default();

@@ -24,9 +24,6 @@ use crate::transport::socket::Datagram;
 
 /// How long the task waits for the Refresh 0's answer at shutdown.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
-/// Commands that may wait for the task; more are refused (the CONNECT that asked goes on
-/// without them). Each CONNECT asks for a few (one per candidate IP).
-const CMD_QUEUE: usize = 64;
 
 impl crate::daemon::NodeHandle {
     /// Asks our TURN allocation for a permission for `ip` (what the CONNECT exchange
@@ -44,7 +41,9 @@ pub(crate) async fn run(
     credentials: Credentials,
     mut rx: mpsc::Receiver<Datagram>,
 ) {
-    let (cmd_tx, mut cmds) = mpsc::channel(CMD_QUEUE);
+    // Commands that may wait for the task (`turn_permit_queue`); more are refused (the
+    // CONNECT that asked goes on without them). Each CONNECT asks for a few.
+    let (cmd_tx, mut cmds) = mpsc::channel(shared.cfg.turn_permit_queue.max(1));
     // Set once: one TURN task per node.
     let _ = shared.nat.turn_cmd.set(cmd_tx);
     let mut seed = [0u8; 32];

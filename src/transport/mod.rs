@@ -9,4 +9,4 @@ pub mod relay;
 pub mod socket;
 pub mod tls;
 
-pub use socket::{bind_udp, DnaSocket, SideChannels, SocketStats};
+pub use socket::{bind_udp, DnaSocket, RelayLimits, SideChannels, SocketStats};

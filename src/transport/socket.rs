@@ -101,6 +101,27 @@ pub struct DnaSocket {
     /// no answer; the ID only has to look random to middleboxes).
     tid_prefix: u32,
     tid_next: AtomicU64,
+    limits: RelayLimits,
+}
+
+/// Bounds of the socket's relaying (spec/07-relay.md §3; `NodeConfig::relay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Peers reached through our TURN allocation at most (default
+    /// [`MAX_RELAYED_PEERS`], 256); more are not relayed.
+    pub max_peers: usize,
+    /// Unwrapped datagrams waiting for quinn at most (default [`INJECT_QUEUE`], 1024); more
+    /// are dropped and counted.
+    pub inject_queue: usize,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            max_peers: MAX_RELAYED_PEERS,
+            inject_queue: INJECT_QUEUE,
+        }
+    }
 }
 
 impl fmt::Debug for DnaSocket {
@@ -126,10 +147,20 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 }
 
 impl DnaSocket {
-    /// Wraps a bound socket. Must run inside a tokio runtime.
+    /// Wraps a bound socket with the default [`RelayLimits`]. Must run inside a tokio
+    /// runtime.
     pub fn new(
         socket: std::net::UdpSocket,
         turn_server: Option<SocketAddr>,
+    ) -> io::Result<(Arc<DnaSocket>, SideChannels)> {
+        DnaSocket::with_limits(socket, turn_server, RelayLimits::default())
+    }
+
+    /// Wraps a bound socket with these relay limits. Must run inside a tokio runtime.
+    pub fn with_limits(
+        socket: std::net::UdpSocket,
+        turn_server: Option<SocketAddr>,
+        limits: RelayLimits,
     ) -> io::Result<(Arc<DnaSocket>, SideChannels)> {
         let inner = TokioRuntime.wrap_udp_socket(socket)?;
         let (stun_tx, stun) = mpsc::channel(SIDE_QUEUE);
@@ -148,6 +179,7 @@ impl DnaSocket {
                 .build_hasher()
                 .finish() as u32,
             tid_next: AtomicU64::new(0),
+            limits,
         });
         Ok((s, SideChannels { stun, turn }))
     }
@@ -174,13 +206,13 @@ impl DnaSocket {
 
     /// Reaches `peer` through our TURN allocation from now on (also done by itself when a
     /// Data indication from it arrives). `false` when there is no TURN server, `peer` is
-    /// the server, or [`MAX_RELAYED_PEERS`] are known.
+    /// the server, or [`RelayLimits::max_peers`] are known.
     pub fn add_relayed(&self, peer: SocketAddr) -> bool {
         if self.turn_server.is_none() || self.turn_server == Some(peer) {
             return false;
         }
         let mut r = self.relay();
-        if !r.peers.contains(&peer) && r.peers.len() >= MAX_RELAYED_PEERS {
+        if !r.peers.contains(&peer) && r.peers.len() >= self.limits.max_peers {
             return false;
         }
         r.peers.insert(peer);
@@ -293,7 +325,7 @@ impl DnaSocket {
             return;
         }
         let mut r = self.relay();
-        if r.inject.len() >= INJECT_QUEUE {
+        if r.inject.len() >= self.limits.inject_queue {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
