@@ -536,6 +536,40 @@ mod tests {
         assert_eq!(s.stats().relayed_in.load(Ordering::Relaxed), 4);
     }
 
+    /// Relayed datagrams quinn does not take wait in a queue of `relay.inject_queue`;
+    /// beyond it they are dropped and counted, and the queue never grows past its bound.
+    #[tokio::test]
+    async fn the_injection_queue_is_bounded() {
+        let turn: SocketAddr = "127.0.0.1:3478".parse().unwrap();
+        let udp = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let limits = RelayLimits {
+            max_peers: 4,
+            inject_queue: 8,
+        };
+        let (s, _side) = DnaSocket::with_limits(udp, Some(turn), limits).unwrap();
+        let peer: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        for i in 0..20u8 {
+            let mut buf = Vec::new();
+            let payload = vec![0x40 | (i & 0x3F); 100];
+            encode_indication(&mut buf, DATA_INDICATION, [i; 12], peer, &payload).unwrap();
+            let meta = RecvMeta {
+                addr: turn,
+                len: buf.len(),
+                stride: buf.len(),
+                ecn: None,
+                dst_ip: None,
+            };
+            assert_eq!(s.filter(&meta, &mut buf), 0);
+        }
+        let mut storage = vec![vec![0u8; 1500]; 32];
+        let mut metas = [RecvMeta::default(); 32];
+        let mut bufs: Vec<IoSliceMut> = storage.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let queued = s.drain_injected(&mut bufs, &mut metas);
+        let dropped = s.stats().dropped.load(Ordering::Relaxed);
+        println!("20 relayed datagrams not taken: {queued} queued (bound 8), {dropped} dropped");
+        assert_eq!((queued, dropped), (8, 12));
+    }
+
     #[tokio::test]
     async fn stun_through_the_relay_and_garbage_from_the_server() {
         let turn: SocketAddr = "127.0.0.1:3478".parse().unwrap();
