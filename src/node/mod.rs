@@ -14,6 +14,7 @@
 pub mod core;
 pub mod peers;
 pub mod reach;
+pub mod relay;
 pub mod rendezvous;
 pub mod scores;
 pub mod source;
