@@ -107,7 +107,12 @@ async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
     let info = h.peer_info(&to).await;
     let connected = info.as_ref().is_some_and(|p| p.connected);
     let waiting = info.as_ref().is_some_and(|p| p.queued + p.inflight > 0);
-    let (path, via, note) = if connected {
+    let relayed = info
+        .as_ref()
+        .is_some_and(|p| p.addrs.iter().copied().any(dna_p2p::transport::is_token));
+    let (path, via, note) = if connected && relayed {
+        ("relay", "connected", None)
+    } else if connected {
         ("direct", "connected", None)
     } else if waiting {
         // Messages are already waiting for this peer: the daemon is reaching it.
@@ -118,6 +123,8 @@ async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
             Ok(Reached::Punched { kind, .. }) => ("direct", kind.name(), None),
             // Through the peer's TURN allocation (spec/07-relay.md §3).
             Ok(Reached::Relayed { .. }) => ("turn", "relay", None),
+            // Through a rendezvous node's bundled relay (spec/07-relay.md §1).
+            Ok(Reached::Bundled { .. }) => ("relay", "relay", None),
             // No direct path: the message waits in the outbox until one appears (the
             // relay is the next issue's).
             Ok(Reached::RelayNeeded) => ("relay-needed", "none", None),
@@ -128,7 +135,7 @@ async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
     match h.send(to, Bytes::copy_from_slice(text.as_bytes())).await {
         Ok(id) => {
             let mut v = json!({"ok": true, "id": hex::encode(id.0), "path": path, "via": via,
-                "queued": path != "direct" && path != "turn"});
+                "queued": !matches!(path, "direct" | "turn" | "relay")});
             if let Some(n) = note {
                 v["note"] = json!(n);
             }

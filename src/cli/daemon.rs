@@ -20,6 +20,8 @@ use dna_p2p::daemon::{
     DhtSettings, DiscoveryServerConfig, Node, NodeConfig, NodeEvent, NodeHandle,
 };
 use dna_p2p::dht::DhtConfig;
+use dna_p2p::node::reach::RelayPolicy;
+use dna_p2p::node::relay::RelayServerLimits;
 
 use super::DataDir;
 
@@ -65,6 +67,59 @@ pub(super) struct DaemonConfig {
     pub turn_user: Option<String>,
     /// The TURN server's long-term credential: password (default none).
     pub turn_password: Option<String>,
+    /// Whether relays may carry our sessions: `"auto"` (direct first, then a relay),
+    /// `"never"`, `"only"` (never a direct path; the peer learns no address of ours)
+    /// (default `"auto"`; spec/07-relay.md §1.5).
+    pub relay: RelayPolicy,
+    /// `[relay_server]`: the bundled relay (spec/07-relay.md §1.4).
+    pub relay_server: RelayServerConfig,
+}
+
+/// `[relay_server]`: relaying for registered clients that both ask. Every key optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RelayServerConfig {
+    /// Relay at all (default: on for `dna bootstrap`, off for `dna daemon`, which would
+    /// need to be a rendezvous node).
+    pub enabled: Option<bool>,
+    /// Relayed pairs at once (default 64).
+    pub max_pairs: usize,
+    /// Requests waiting for their other side at once (default 256).
+    pub max_waiting: usize,
+    /// Bytes per second per pair, both directions together (default 1048576).
+    pub pair_rate: u64,
+    /// A pair that forwarded nothing this long ends (default 120 s).
+    pub pair_idle_secs: u64,
+    /// A pair ends this long after it was made; its ends ask again (default 3600 s).
+    pub pair_lifetime_secs: u64,
+}
+
+impl Default for RelayServerConfig {
+    fn default() -> Self {
+        let d = RelayServerLimits::default();
+        RelayServerConfig {
+            enabled: None,
+            max_pairs: d.max_pairs,
+            max_waiting: d.max_waiting,
+            pair_rate: d.pair_rate,
+            pair_idle_secs: d.pair_idle.as_secs(),
+            pair_lifetime_secs: d.pair_lifetime.as_secs(),
+        }
+    }
+}
+
+impl RelayServerConfig {
+    /// The limits, if this node relays.
+    fn limits(&self, bootstrap: bool) -> Option<RelayServerLimits> {
+        self.enabled.unwrap_or(bootstrap).then(|| RelayServerLimits {
+            max_pairs: self.max_pairs,
+            max_waiting: self.max_waiting,
+            pair_rate: self.pair_rate.max(1),
+            pair_idle: Duration::from_secs(self.pair_idle_secs.max(1)),
+            pair_lifetime: Duration::from_secs(self.pair_lifetime_secs.max(1)),
+            ..RelayServerLimits::default()
+        })
+    }
 }
 
 impl Default for DaemonConfig {
@@ -84,6 +139,8 @@ impl Default for DaemonConfig {
             turn_user: None,
             turn_password: None,
             other_port: None,
+            relay: RelayPolicy::Auto,
+            relay_server: RelayServerConfig::default(),
         }
     }
 }
@@ -95,8 +152,8 @@ pub(super) struct DaemonArgs {
     data_dir: DataDir,
     /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
     /// keep_alive_secs, network_check_secs, retry_secs, other_address, other_port, turn,
-    /// turn_user, turn_password, and a
-    /// [limits] table: see spec/06-node.md §5).
+    /// turn_user, turn_password, relay, and the tables [limits] (spec/06-node.md §5) and
+    /// [relay_server] (spec/07-relay.md §1.4)).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the node's one UDP socket [default: 0.0.0.0:0].
@@ -126,6 +183,11 @@ pub(super) struct DaemonArgs {
     /// The TURN server's long-term credential: password.
     #[arg(long, value_name = "PASSWORD", requires = "turn")]
     turn_password: Option<String>,
+    /// Whether relays may carry this node's sessions: auto (direct first, then a
+    /// bootstrap node's relay, then TURN), never, or only (always relayed; peers never
+    /// learn this node's addresses) [default: auto].
+    #[arg(long, value_name = "POLICY")]
+    relay: Option<RelayPolicy>,
 }
 
 impl DaemonArgs {
@@ -148,6 +210,7 @@ impl DaemonArgs {
         cfg.turn = self.turn.clone().or(cfg.turn);
         cfg.turn_user = self.turn_user.clone().or(cfg.turn_user);
         cfg.turn_password = self.turn_password.clone().or(cfg.turn_password);
+        cfg.relay = self.relay.unwrap_or(cfg.relay);
         Ok((self.data_dir.resolve(), cfg))
     }
 }
@@ -229,6 +292,8 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         store_dir: Some(dir.clone()),
         keep_alive: Duration::from_secs(cfg.keep_alive_secs.max(1)),
         rendezvous_server: bootstrap,
+        relay_server: cfg.relay_server.limits(bootstrap),
+        relay_policy: cfg.relay,
         discovery_server: cfg.other_address.map(|other_ip| DiscoveryServerConfig {
             other_ip,
             other_port: cfg.other_port,
@@ -351,7 +416,8 @@ async fn refresh(h: &NodeHandle, cfg: &DaemonConfig, seeds: &[(SocketAddr, Finge
         }
     }
     let reachable = h.nat_status().presence().reachable;
-    if !reachable {
+    // `relay = "only"`: reached through a rendezvous node's relay, so registered there.
+    if !reachable || cfg.relay == RelayPolicy::Only {
         let mut ok = 0;
         for (addr, fp) in seeds {
             if ok >= cfg.rendezvous {
@@ -386,6 +452,7 @@ pub(super) async fn status(h: &NodeHandle) -> Value {
         "pending_peers": h.pending_peers().await.len(),
         "rendezvous_role": h.rendezvous_stats().await,
         "turn": turn_status(h),
+        "relay": h.relay_status(),
         "limits": limits(h).await,
     })
 }

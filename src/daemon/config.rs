@@ -105,6 +105,14 @@ pub struct NodeConfig {
     /// per-network quota (256), cap (16,384), rates of RDV_REGISTER and CONNECT, the replay
     /// cache (spec/06-node.md, "Rendezvous"). CONNECT limits apply on every node, as callee.
     pub rendezvous: RendezvousLimits,
+    /// Relay for registered clients that both ask (the bundled relay, spec/07-relay.md §1),
+    /// with these limits: 64 pairs, 256 waiting requests, 1 MiB/s per pair, 120 s idle,
+    /// 1 h lifetime (default none: off; `dna bootstrap` turns it on). Needs
+    /// `rendezvous_server`.
+    pub relay_server: Option<crate::node::relay::RelayServerLimits>,
+    /// Whether relays may carry our own sessions: `auto` (direct first), `never`, `only`
+    /// (spec/07-relay.md §1.5; default `auto`).
+    pub relay_policy: crate::node::reach::RelayPolicy,
 }
 
 impl Default for NodeConfig {
@@ -135,6 +143,8 @@ impl Default for NodeConfig {
             discovery_server: None,
             rendezvous_server: false,
             rendezvous: RendezvousLimits::default(),
+            relay_server: None,
+            relay_policy: Default::default(),
         }
     }
 }

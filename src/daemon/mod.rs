@@ -11,6 +11,7 @@
 //! | public API, accept and STUN loops | `node` |
 //! | the task owning the node core (`node::Core`) | `core` |
 //! | sessions and dial rounds; serving rendezvous | `conn`; `rendezvous` |
+//! | the bundled relay's table and requests | `relay` |
 //! | reaching peers, punching, the caller's signalling | `reach` |
 //! | the DHT over QUIC | `dht` |
 //! | the TURN task | `turn` |
@@ -28,6 +29,7 @@ mod discovery_server;
 mod events;
 mod node;
 mod reach;
+mod relay;
 mod rendezvous;
 mod sigwire;
 mod state;
@@ -43,5 +45,6 @@ pub use discovery_server::{DiscoveryServerConfig, FORWARD_QUEUE as DISCOVERY_FOR
 pub use events::{NodeEvent, Path};
 pub use node::{Node, NodeError, PeerInfo, SendError};
 pub use reach::{ReachError, Reached};
+pub use relay::{RelayStatus, RelayedPeer};
 pub use state::{NatStatus, NodeHandle, TransportStats, TurnStatus};
 pub use store::{read_inbox, StoreError, StoredMessage, DB_DIR as STORE_DB_DIR};

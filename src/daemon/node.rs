@@ -202,6 +202,14 @@ impl Node {
             );
         }
         let nat = NatShared::new(&cfg);
+        let relay = match (&cfg.relay_server, super::state::serves_rendezvous(&cfg)) {
+            (Some(limits), true) => {
+                let r = Arc::new(super::relay::RelayShared::new(*limits));
+                socket.set_forwarder(r.clone());
+                Some(r)
+            }
+            _ => None,
+        };
         let (core_tx, core_rx) = super::core::channel();
         let (routes_tx, routes_rx) = mpsc::channel(super::stun_routes::ROUTE_QUEUE);
         let (signalling, signal_rx) = mpsc::channel(super::rendezvous::SIGNAL_QUEUE);
@@ -226,6 +234,7 @@ impl Node {
             inbox,
             conn_counters: Default::default(),
             signalling,
+            relay,
         });
         tokio::spawn(super::core::run(shared.clone(), core, core_rx));
         tokio::spawn(accept_loop(shared.clone()));

@@ -23,7 +23,7 @@ use crate::nat::punch::{Punch, PunchConfig, PunchCreds, PunchResult};
 use crate::nat::signal::{ConnectErrorCode, Signal, SignalKind};
 use crate::nat::stun;
 pub use crate::node::reach::Reached;
-use crate::node::reach::{Action, Reach, ReachFailure};
+use crate::node::reach::{Action, Reach, ReachFailure, RelayPolicy};
 use crate::node::rendezvous::RendezvousStats;
 use crate::transport::socket::Datagram;
 use crate::wire::{decode_exact, MessageType, HEADER_LEN};
@@ -194,12 +194,17 @@ fn start_punch(
     done_rx
 }
 
-/// Answers an offer addressed to us (forwarded by a rendezvous node) and starts punching
-/// toward the caller. Returns the signed answer.
+/// Answers an offer addressed to us (forwarded by the rendezvous node `via`) and starts
+/// punching toward the caller; if punching finds no pair, asks `via` to relay us to the
+/// caller (the caller asks too: spec/07-relay.md §1.2). With the policy `only`, no
+/// candidates in the answer, no punching, the relay at once; with `never`, no relay.
+/// Returns the signed answer.
 pub(crate) async fn answer_offer(
     shared: &Arc<Shared>,
     offer: Signal,
+    via: Contact,
 ) -> Result<Vec<u8>, ConnectErrorCode> {
+    let policy = shared.cfg.relay_policy;
     let me = shared.identity.fingerprint();
     if let Err(e) = offer.check_offer(&me, now_ms()) {
         tracing::warn!(caller = %offer.from.fingerprint(), error = %e, "CONNECT refused");
@@ -219,8 +224,17 @@ pub(crate) async fn answer_offer(
         time_ms: now_ms(),
         ufrag: ufrag.clone(),
         pwd: pwd.clone(),
-        candidates: shared.nat.status.borrow().candidates.clone(),
+        candidates: match policy {
+            RelayPolicy::Only => Vec::new(),
+            _ => shared.nat.status.borrow().candidates.clone(),
+        },
     };
+    let caller = offer.from.fingerprint();
+    if policy == RelayPolicy::Only {
+        tracing::info!(%caller, relay = %via.addr, "CONNECT: relay only, asking the relay");
+        tokio::spawn(callee_relay(shared.clone(), via, caller, None));
+        return Ok(answer.sign(&shared.identity));
+    }
     let creds = PunchCreds {
         local_ufrag: ufrag,
         local_pwd: pwd,
@@ -232,14 +246,31 @@ pub(crate) async fn answer_offer(
     tracing::info!(caller = %offer.from.fingerprint(), "CONNECT: punching toward the caller");
     // Punching runs on; its result matters to the caller, which dials.
     let route = PunchRoute::new(shared, &creds.local_ufrag).await;
-    drop(start_punch(
-        shared,
-        route,
-        creds,
-        offer.candidates.clone(),
-        false,
-    ));
+    let punched = start_punch(shared, route, creds, offer.candidates.clone(), false);
+    if policy == RelayPolicy::Auto && shared.dht.is_some() {
+        tokio::spawn(callee_relay(shared.clone(), via, caller, Some(punched)));
+    }
     Ok(answer.sign(&shared.identity))
+}
+
+/// The callee's half of a bundled relay pair: once punching failed (or at once), ask the
+/// rendezvous node that forwarded the offer to relay us to the caller.
+async fn callee_relay(
+    shared: Arc<Shared>,
+    via: Contact,
+    caller: Fingerprint,
+    punched: Option<oneshot::Receiver<PunchResult>>,
+) {
+    if let Some(rx) = punched {
+        if !matches!(rx.await, Ok(PunchResult::Failed)) {
+            return;
+        }
+    }
+    let Some(d) = shared.dht.clone() else { return };
+    match request_relay(&shared, &d, via, caller).await {
+        Ok(token) => tracing::info!(%caller, relay = %via.addr, %token, "relayed pair up"),
+        Err(e) => tracing::info!(%caller, relay = %via.addr, error = %e, "no relayed pair"),
+    }
 }
 
 /// The wildcard address, any port, of `to`'s family.
@@ -501,7 +532,13 @@ impl NodeHandle {
     /// Publishes our presence record with the current NAT status; returns how many DHT
     /// nodes hold it.
     pub async fn announce_presence(&self) -> Result<usize, super::dht::DhtError> {
-        let value = self.nat_status().presence().encode();
+        let mut info = self.nat_status().presence();
+        if self.shared.cfg.relay_policy == RelayPolicy::Only {
+            // Reached through our rendezvous nodes' relays only: no address of ours.
+            info.reachable = false;
+            info.candidates.clear();
+        }
+        let value = info.encode();
         self.announce(value).await
     }
 
@@ -521,13 +558,15 @@ impl NodeHandle {
         let d = self.dht_shared()?;
         let mut session = [0u8; 8];
         with_rng(|r| r.fill_bytes(&mut session));
+        let policy = self.shared.cfg.relay_policy;
         let mut attempt = Reach::new(
             self.fingerprint(),
             peer,
             session,
             random_hex(4),
             random_hex(16),
-        );
+        )
+        .with_policy(policy);
         // Made before the first offer leaves (the callee starts checking as soon as it
         // answers), with the signed offer; reused for every rendezvous node.
         let mut offer: Option<(PunchRoute, Vec<u8>)> = None;
@@ -556,7 +595,11 @@ impl NodeHandle {
                             time_ms: now_ms(),
                             ufrag: ufrag.to_owned(),
                             pwd: pwd.to_owned(),
-                            candidates: self.nat_status().candidates,
+                            // `only`: the peer learns no address of ours.
+                            candidates: match policy {
+                                RelayPolicy::Only => Vec::new(),
+                                _ => self.nat_status().candidates,
+                            },
                         }
                         .sign(&self.shared.identity);
                         offer = Some((route, signed));
@@ -584,9 +627,46 @@ impl NodeHandle {
                         .unwrap_or(PunchResult::Failed);
                     attempt.handle_punch(result);
                 }
+                Action::Relay { via: (addr, fp) } => {
+                    let relay = Contact {
+                        id: fp.node_id(),
+                        addr,
+                    };
+                    let r = request_relay(&self.shared, &d, relay, peer).await;
+                    if let Err(e) = &r {
+                        tracing::info!(relay = %addr, error = %e, "no relayed pair");
+                    }
+                    attempt.handle_relay(r.map_err(ReachError::into_failure));
+                }
                 Action::Done(r) => return r.map_err(ReachError::from),
             }
         }
+    }
+}
+
+/// Asks `relay` (a rendezvous node we are registered at) to relay us to `peer`; on a
+/// grant, the socket routes the peer's token through it. Returns the token.
+pub(crate) async fn request_relay(
+    shared: &Arc<Shared>,
+    d: &Arc<DhtShared>,
+    relay: Contact,
+    peer: Fingerprint,
+) -> Result<SocketAddr, ReachError> {
+    match exchange(shared, d, relay, MessageType::RelayRequest, peer.as_bytes()).await? {
+        (MessageType::RelayGranted, p) => {
+            let g = super::relay::decode_grant(&p)
+                .ok_or(ReachError::Rendezvous("malformed RELAY_GRANTED"))?;
+            if !shared.socket.add_bundled_route(g.peer_token, relay.addr) {
+                return Err(ReachError::Rendezvous("no room for another relayed peer"));
+            }
+            Ok(g.peer_token)
+        }
+        (MessageType::ConnectError, p) => Err(ReachError::ConnectRefused(
+            p.first()
+                .and_then(|b| ConnectErrorCode::from_u8(*b))
+                .map_or("unknown", ConnectErrorCode::reason),
+        )),
+        _ => Err(ReachError::Rendezvous("unexpected answer")),
     }
 }
 

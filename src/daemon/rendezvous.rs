@@ -54,7 +54,10 @@ async fn serve_stream(
     };
     let reply = match f.header.msg_type {
         MessageType::RdvRegister => Some(register_here(shared, conn, peer).await),
-        MessageType::Connect => Some(match forward_or_answer(shared, conn, f.payload).await {
+        MessageType::RelayRequest => {
+            Some(super::relay::serve_request(shared, conn, peer, f.payload).await)
+        }
+        MessageType::Connect => Some(match forward_or_answer(shared, conn, peer, f.payload).await {
             Ok(answer) => frame(MessageType::ConnectAnswer, &answer),
             Err(code) => frame(MessageType::ConnectError, &[code as u8]),
         }),
@@ -115,6 +118,7 @@ async fn register_here(shared: &Arc<Shared>, conn: &quinn::Connection, peer: Con
 async fn forward_or_answer(
     shared: &Arc<Shared>,
     conn: &quinn::Connection,
+    from: Contact,
     offer: &[u8],
 ) -> Result<Vec<u8>, ConnectErrorCode> {
     let me = shared.identity.fingerprint();
@@ -147,7 +151,8 @@ async fn forward_or_answer(
         .ok_or(ConnectErrorCode::Busy)?;
     admitted.map_err(refused)?;
     if for_me {
-        return super::reach::answer_offer(shared, signal).await;
+        // `from` is the rendezvous node that forwarded it: it may relay us too.
+        return super::reach::answer_offer(shared, signal, from).await;
     }
     let id = signal.to.node_id();
     let target = shared

@@ -187,6 +187,8 @@ pub(crate) struct Shared {
     pub(crate) conn_counters: ConnCounters,
     /// Signalling streams for the rendezvous task (bounded; full: dropped).
     pub(crate) signalling: mpsc::Sender<SignalStream>,
+    /// The bundled relay's table, if this node relays (spec/07-relay.md §1).
+    pub(crate) relay: Option<Arc<super::relay::RelayShared>>,
 }
 
 /// A cheap, clonable handle for sending and managing peers from any task.

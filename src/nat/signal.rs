@@ -193,6 +193,12 @@ pub enum ConnectErrorCode {
     NotRendezvous = 7,
     /// (Answer to RDV_REGISTER.) The registrant's source or network holds its quota.
     Quota = 8,
+    /// (Answer to RELAY_REQUEST.) This node does not relay.
+    NotRelay = 9,
+    /// (Answer to RELAY_REQUEST.) The relay holds its most pairs or waiting requests.
+    RelayFull = 10,
+    /// (Answer to RELAY_REQUEST.) The peer did not ask for the pair in time.
+    PeerDidNotAsk = 11,
 }
 
 impl ConnectErrorCode {
@@ -207,6 +213,9 @@ impl ConnectErrorCode {
             6 => ConnectErrorCode::Busy,
             7 => ConnectErrorCode::NotRendezvous,
             8 => ConnectErrorCode::Quota,
+            9 => ConnectErrorCode::NotRelay,
+            10 => ConnectErrorCode::RelayFull,
+            11 => ConnectErrorCode::PeerDidNotAsk,
             _ => return None,
         })
     }
@@ -222,6 +231,9 @@ impl ConnectErrorCode {
             ConnectErrorCode::Busy => "busy",
             ConnectErrorCode::NotRendezvous => "not a rendezvous node",
             ConnectErrorCode::Quota => "source holds its quota of registrations",
+            ConnectErrorCode::NotRelay => "not a relay",
+            ConnectErrorCode::RelayFull => "the relay is full",
+            ConnectErrorCode::PeerDidNotAsk => "the peer did not ask for the relayed pair",
         }
     }
 }

@@ -11,9 +11,16 @@
 //!    fresh.
 //! 4. Punch toward the answer's candidates (not its relayed ones): the working pair is
 //!    dialed (`Punched`).
-//! 5. No pair: if the answer named a relayed candidate (the peer keeps a TURN allocation),
-//!    dial it — the peer's relay carries our QUIC to it (`Relayed`, spec/07-relay.md §3).
-//!    Else a relay is needed that this node cannot use (`RelayNeeded`).
+//! 5. No pair: ask the rendezvous node that carried the answer to relay us (the bundled
+//!    relay, spec/07-relay.md §1; the callee asks too) and dial the token it gives
+//!    (`Bundled`).
+//! 6. No bundled relay: if the answer named a relayed candidate (the peer keeps a TURN
+//!    allocation), dial it — the peer's TURN server carries our QUIC to it (`Relayed`,
+//!    spec/07-relay.md §3). Else a relay is needed that this node cannot use
+//!    (`RelayNeeded`).
+//!
+//! The user's [`RelayPolicy`] shapes it: `never` stops after step 4; `only` skips steps 2
+//! and 4 (the offer then carries no candidates: the peer learns no address of ours).
 //!
 //! Randomness (the session ID, ufrag and password) and the clock come from the caller.
 
@@ -23,6 +30,43 @@ use crate::crypto::Fingerprint;
 use crate::nat::candidate::{Candidate, CandidateKind, PresenceInfo};
 use crate::nat::punch::{PunchCreds, PunchResult};
 use crate::nat::signal::Signal;
+
+/// Whether relays may carry our traffic (spec/07-relay.md §1.5; seed 003: the user's
+/// choice).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayPolicy {
+    /// Direct when possible, else a relay (the default).
+    #[default]
+    Auto,
+    /// Never through a relay: no direct path means no path.
+    Never,
+    /// Only through a relay: no direct dial, no punching, no address of ours in offers.
+    Only,
+}
+
+impl RelayPolicy {
+    /// The name used in the config and in `dna status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayPolicy::Auto => "auto",
+            RelayPolicy::Never => "never",
+            RelayPolicy::Only => "only",
+        }
+    }
+}
+
+impl std::str::FromStr for RelayPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RelayPolicy, String> {
+        match s {
+            "auto" => Ok(RelayPolicy::Auto),
+            "never" => Ok(RelayPolicy::Never),
+            "only" => Ok(RelayPolicy::Only),
+            other => Err(format!("relay policy {other:?}: auto, never or only")),
+        }
+    }
+}
 
 /// How a peer was reached (or why not directly).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +85,14 @@ pub enum Reached {
         addr: SocketAddr,
         /// The kind of the peer's candidate (peer-reflexive for a symmetric NAT).
         kind: CandidateKind,
+    },
+    /// No direct path; a rendezvous node's bundled relay carries the session: QUIC dials
+    /// the peer's token there.
+    Bundled {
+        /// The relay node.
+        relay: SocketAddr,
+        /// The peer's token address at the relay.
+        token: SocketAddr,
     },
     /// No direct path; the peer's TURN allocation relays: QUIC dials its relayed address.
     Relayed {
@@ -91,6 +143,12 @@ pub enum Action {
         /// The peer's candidates from its answer.
         candidates: Vec<Candidate>,
     },
+    /// Ask this rendezvous node to relay us to the peer; answer with
+    /// [`Reach::handle_relay`].
+    Relay {
+        /// The relay node's address and fingerprint.
+        via: (SocketAddr, Fingerprint),
+    },
     /// Dial the peer at these addresses (keep the connection up).
     Dial {
         /// Where, in order.
@@ -117,8 +175,17 @@ enum State {
         via: Vec<(SocketAddr, Fingerprint)>,
         next: usize,
     },
-    /// Waiting for the punching attempt; the peer's relayed candidate, if it named one.
-    Punching { relay: Option<SocketAddr> },
+    /// Waiting for the punching attempt; the peer's relayed candidate, if it named one, and
+    /// the rendezvous node that carried the answer.
+    Punching {
+        relay: Option<SocketAddr>,
+        via: (SocketAddr, Fingerprint),
+    },
+    /// Waiting for the bundled relay's grant.
+    Relaying {
+        relay: Option<SocketAddr>,
+        via: (SocketAddr, Fingerprint),
+    },
     /// Nothing more to do.
     Finished,
 }
@@ -131,6 +198,7 @@ pub struct Reach {
     session: [u8; 8],
     ufrag: String,
     pwd: String,
+    policy: RelayPolicy,
     state: State,
     out: Vec<Action>,
 }
@@ -151,9 +219,21 @@ impl Reach {
             session,
             ufrag,
             pwd,
+            policy: RelayPolicy::Auto,
             state: State::Start,
             out: Vec::new(),
         }
+    }
+
+    /// Follows this relay policy (default `auto`).
+    pub fn with_policy(mut self, policy: RelayPolicy) -> Reach {
+        self.policy = policy;
+        self
+    }
+
+    /// The relay policy followed.
+    pub fn policy(&self) -> RelayPolicy {
+        self.policy
     }
 
     /// The offer's session ID.
@@ -203,7 +283,7 @@ impl Reach {
             Some(Err(e)) => return self.finish(Err(ReachFailure::BadPresence(e))),
             Some(Ok(info)) => info,
         };
-        if info.reachable {
+        if info.reachable && self.policy != RelayPolicy::Only {
             let mut cands = info.candidates;
             // A reachable peer needs no relay.
             cands.retain(|c| c.kind != CandidateKind::Relayed);
@@ -234,6 +314,9 @@ impl Reach {
         else {
             return;
         };
+        let Some(answered_by) = next.checked_sub(1).and_then(|i| via.get(i)).copied() else {
+            return self.finish(Err(ReachFailure::Rendezvous("no rendezvous node asked")));
+        };
         let bytes = match answer {
             Ok(b) => b,
             Err(last) => {
@@ -253,8 +336,19 @@ impl Reach {
             .candidates
             .into_iter()
             .partition(|c| c.kind == CandidateKind::Relayed);
+        let relay = relayed.first().map(|c| c.addr);
+        if self.policy == RelayPolicy::Only {
+            // No punching: the peer must not learn our addresses.
+            self.state = State::Relaying {
+                relay,
+                via: answered_by,
+            };
+            self.out.push(Action::Relay { via: answered_by });
+            return;
+        }
         self.state = State::Punching {
-            relay: relayed.first().map(|c| c.addr),
+            relay,
+            via: answered_by,
         };
         self.out.push(Action::Punch {
             creds: PunchCreds {
@@ -269,7 +363,7 @@ impl Reach {
 
     /// The punching attempt's result.
     pub fn handle_punch(&mut self, result: PunchResult) {
-        let State::Punching { relay } = self.state else {
+        let State::Punching { relay, via } = self.state else {
             return;
         };
         match result {
@@ -282,13 +376,34 @@ impl Reach {
                     kind: sel.kind,
                 }));
             }
-            PunchResult::Failed => match relay {
-                Some(addr) => {
-                    self.out.push(Action::Dial { addrs: vec![addr] });
-                    self.finish(Ok(Reached::Relayed { addr }));
-                }
-                None => self.finish(Ok(Reached::RelayNeeded)),
-            },
+            PunchResult::Failed if self.policy == RelayPolicy::Never => {
+                self.finish(Ok(Reached::RelayNeeded))
+            }
+            PunchResult::Failed => {
+                self.state = State::Relaying { relay, via };
+                self.out.push(Action::Relay { via });
+            }
+        }
+    }
+
+    /// The bundled relay's answer: the peer's token there, or why there is none (then the
+    /// peer's TURN relayed candidate, if it named one).
+    pub fn handle_relay(&mut self, token: Result<SocketAddr, ReachFailure>) {
+        let State::Relaying { relay, via } = self.state else {
+            return;
+        };
+        match (token, relay) {
+            (Ok(token), _) => {
+                self.out.push(Action::Dial {
+                    addrs: vec![token],
+                });
+                self.finish(Ok(Reached::Bundled { relay: via.0, token }));
+            }
+            (Err(_), Some(addr)) => {
+                self.out.push(Action::Dial { addrs: vec![addr] });
+                self.finish(Ok(Reached::Relayed { addr }));
+            }
+            (Err(_), None) => self.finish(Ok(Reached::RelayNeeded)),
         }
     }
 

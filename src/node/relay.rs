@@ -4,7 +4,7 @@
 //! [`RelayServer::forward`] for every Send indication a client sends.
 //!
 //! - A pair exists only after **both** ends asked for each other ([`RelayServer::ask`]); the
-//!   first one's request waits ([`RelayLimits::wait`]), bounded in number.
+//!   first one's request waits ([`RelayServerLimits::wait`]), bounded in number.
 //! - Each side of a pair gets a **token**: a virtual address in 240.0.0.0/5 (reserved
 //!   IPv4, never routed), unique in this relay. A client sends Send indications whose
 //!   XOR-PEER-ADDRESS is the peer's token; the relay checks that the datagram comes from the
@@ -29,7 +29,7 @@ pub const RELAY_WAIT: Duration = Duration::from_secs(8);
 /// Limits of the bundled relay (`NodeConfig::relay_server`). `Default` gives the values in
 /// spec/07-relay.md §1.4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RelayLimits {
+pub struct RelayServerLimits {
     /// Relayed pairs at once (default 64); a request beyond is refused.
     pub max_pairs: usize,
     /// Requests waiting for their other side at once (default 256); more are refused.
@@ -48,9 +48,9 @@ pub struct RelayLimits {
     pub wait: Duration,
 }
 
-impl Default for RelayLimits {
+impl Default for RelayServerLimits {
     fn default() -> Self {
-        RelayLimits {
+        RelayServerLimits {
             max_pairs: 64,
             max_waiting: 256,
             pair_rate: 1 << 20,
@@ -68,10 +68,10 @@ pub enum RelayRefusal {
     /// A client asked for a pair with itself.
     #[error("a pair needs two different peers")]
     SamePeer,
-    /// [`RelayLimits::max_pairs`] pairs are relayed already.
+    /// [`RelayServerLimits::max_pairs`] pairs are relayed already.
     #[error("the relay is full")]
     Full,
-    /// [`RelayLimits::max_waiting`] requests wait already.
+    /// [`RelayServerLimits::max_waiting`] requests wait already.
     #[error("too many requests are waiting")]
     Busy,
 }
@@ -102,7 +102,7 @@ pub enum Ask {
     /// The pair is up.
     Granted(Grant),
     /// The other side has not asked yet; ask [`RelayServer::grant`] again when something
-    /// changed, until [`RelayLimits::wait`] is over.
+    /// changed, until [`RelayServerLimits::wait`] is over.
     Waiting,
 }
 
@@ -175,7 +175,7 @@ fn key(a: NodeId, b: NodeId) -> PairKey {
 /// The bundled relay's table.
 #[derive(Debug)]
 pub struct RelayServer {
-    limits: RelayLimits,
+    limits: RelayServerLimits,
     /// Requests waiting: (asker, wanted peer) → (asker's address, since).
     waiting: HashMap<(NodeId, NodeId), (SocketAddr, Instant)>,
     pairs: HashMap<PairKey, Pair>,
@@ -187,7 +187,7 @@ pub struct RelayServer {
 
 impl RelayServer {
     /// An empty relay with these limits.
-    pub fn new(limits: RelayLimits) -> RelayServer {
+    pub fn new(limits: RelayServerLimits) -> RelayServer {
         RelayServer {
             limits,
             waiting: HashMap::new(),
@@ -199,7 +199,7 @@ impl RelayServer {
     }
 
     /// The limits in force.
-    pub fn limits(&self) -> &RelayLimits {
+    pub fn limits(&self) -> &RelayServerLimits {
         &self.limits
     }
 

@@ -9,4 +9,7 @@ pub mod relay;
 pub mod socket;
 pub mod tls;
 
-pub use socket::{bind_udp, DnaSocket, RelayLimits, SideChannels, SocketStats};
+pub use socket::{
+    bind_udp, is_token, DnaSocket, RelayForwarder, RelayLimits, RelayRoute, SideChannels,
+    SocketStats,
+};

@@ -12,15 +12,23 @@
 //! the peer (a STUN payload goes to the STUN queue instead, as from the peer); outbound,
 //! a datagram to a relayed peer leaves as Send indications to the TURN server (one per
 //! GSO segment, sent as one GSO batch again).
+//!
+//! The bundled relay (spec/07-relay.md §1) uses the same two messages: a peer reached
+//! through a relay node has a *token* address (240.0.0.0/5, never routed) that the relay
+//! gave; Send indications to the relay node carry the token, Data indications from it are
+//! unwrapped like the TURN server's (only those: its QUIC and STUN are ordinary traffic).
+//! A datagram for a token without a route is dropped, never sent to the network. On a
+//! relay node, a [`RelayForwarder`] passes Send indications from its clients on as Data
+//! indications, in the receive path, without a copy to another task.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -71,6 +79,58 @@ pub struct SocketStats {
     pub relayed_in: AtomicU64,
     /// QUIC datagrams (GSO segments) sent through our TURN allocation (Send indications).
     pub relayed_out: AtomicU64,
+    /// Datagrams to a token address without a route: dropped, never sent.
+    pub unrouted: AtomicU64,
+    /// (Relay node.) Send indications passed on as Data indications.
+    pub forwarded: AtomicU64,
+    /// (Relay node.) Send indications the forwarder refused (no pair, wrong source, rate).
+    pub forward_refused: AtomicU64,
+}
+
+/// Where a relayed peer's datagrams go, and what went each way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayRoute {
+    /// The TURN server or relay node that carries them.
+    pub server: SocketAddr,
+    /// Whether `server` is a bundled relay (else our TURN server).
+    pub bundled: bool,
+    /// Payload bytes received from the peer through it.
+    pub bytes_in: u64,
+    /// Payload bytes sent to the peer through it.
+    pub bytes_out: u64,
+}
+
+/// A relay node's forwarding decision, called by the socket for every Send indication
+/// (spec/07-relay.md §1.3): `from` sent `len` bytes for `token`; `Some((to, from_token))`
+/// passes them on to `to` as a Data indication from `from_token`.
+pub trait RelayForwarder: Send + Sync {
+    /// Decides one datagram.
+    fn forward(
+        &self,
+        from: SocketAddr,
+        token: SocketAddr,
+        len: usize,
+    ) -> Option<(SocketAddr, SocketAddr)>;
+}
+
+/// Whether `a` is a bundled relay's token address (240.0.0.0/4, reserved and never routed;
+/// also as an IPv4-mapped IPv6 address).
+pub fn is_token(a: SocketAddr) -> bool {
+    match canonical(a) {
+        SocketAddr::V4(v4) => v4.ip().octets()[0] & 0xF0 == 0xF0,
+        SocketAddr::V6(_) => false,
+    }
+}
+
+/// An IPv4-mapped IPv6 address as IPv4; others unchanged.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(ip) => SocketAddr::new(ip.into(), v6.port()),
+            None => a,
+        },
+        v4 => v4,
+    }
 }
 
 /// What the relayed path keeps between calls. Behind a `Mutex` because quinn's
@@ -78,8 +138,10 @@ pub struct SocketStats {
 /// only to look a peer up or to move a datagram, never across an `.await` or a syscall.
 #[derive(Debug, Default)]
 struct RelayState {
-    /// Peers reached through our allocation.
-    peers: HashSet<SocketAddr>,
+    /// Peers reached through a relay (canonical addresses).
+    peers: HashMap<SocketAddr, RelayRoute>,
+    /// Bundled relay nodes whose Data indications are unwrapped.
+    servers: HashSet<SocketAddr>,
     /// Unwrapped datagrams waiting for quinn: (its metadata, its bytes).
     inject: VecDeque<(RecvMeta, Vec<u8>)>,
 }
@@ -102,6 +164,11 @@ pub struct DnaSocket {
     tid_prefix: u32,
     tid_next: AtomicU64,
     limits: RelayLimits,
+    /// Whether quinn's addresses are IPv6 (a dual-stack socket): relayed peers are shown
+    /// to it IPv4-mapped then.
+    v6: bool,
+    /// Set on a relay node.
+    forwarder: OnceLock<Arc<dyn RelayForwarder>>,
 }
 
 /// Bounds of the socket's relaying (spec/07-relay.md §3; `NodeConfig::relay`).
@@ -162,6 +229,7 @@ impl DnaSocket {
         turn_server: Option<SocketAddr>,
         limits: RelayLimits,
     ) -> io::Result<(Arc<DnaSocket>, SideChannels)> {
+        let v6 = socket.local_addr()?.is_ipv6();
         let inner = TokioRuntime.wrap_udp_socket(socket)?;
         let (stun_tx, stun) = mpsc::channel(SIDE_QUEUE);
         let (turn_tx, turn) = mpsc::channel(SIDE_QUEUE);
@@ -180,6 +248,8 @@ impl DnaSocket {
                 .finish() as u32,
             tid_next: AtomicU64::new(0),
             limits,
+            v6,
+            forwarder: OnceLock::new(),
         });
         Ok((s, SideChannels { stun, turn }))
     }
@@ -199,23 +269,74 @@ impl DnaSocket {
         self.relay.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `peer` is reached through our TURN allocation.
+    /// Makes this socket a relay node's: Send indications go to `f` (once; later calls
+    /// are ignored).
+    pub fn set_forwarder(&self, f: Arc<dyn RelayForwarder>) {
+        let _ = self.forwarder.set(f);
+    }
+
+    /// Whether `peer` is reached through a relay.
     pub fn is_relayed(&self, peer: SocketAddr) -> bool {
-        self.relaying.load(Ordering::Acquire) && self.relay().peers.contains(&peer)
+        self.route(peer).is_some()
+    }
+
+    /// The relay that carries `peer`'s datagrams, if one does.
+    pub fn route(&self, peer: SocketAddr) -> Option<SocketAddr> {
+        if !self.relaying.load(Ordering::Acquire) {
+            return None;
+        }
+        self.relay().peers.get(&canonical(peer)).map(|r| r.server)
+    }
+
+    /// Every relayed peer and its route.
+    pub fn routes(&self) -> Vec<(SocketAddr, RelayRoute)> {
+        self.relay().peers.iter().map(|(p, r)| (*p, *r)).collect()
     }
 
     /// Reaches `peer` through our TURN allocation from now on (also done by itself when a
     /// Data indication from it arrives). `false` when there is no TURN server, `peer` is
     /// the server, or [`RelayLimits::max_peers`] are known.
     pub fn add_relayed(&self, peer: SocketAddr) -> bool {
-        if self.turn_server.is_none() || self.turn_server == Some(peer) {
+        match self.turn_server {
+            Some(server) if server != peer => self.add_route(peer, server, false),
+            _ => false,
+        }
+    }
+
+    /// Reaches the peer with this token through the relay node `server` from now on (its
+    /// Data indications are unwrapped from now on too). `false` when [`RelayLimits::max_peers`]
+    /// are known or `token` is not a token address.
+    pub fn add_bundled_route(&self, token: SocketAddr, server: SocketAddr) -> bool {
+        if !is_token(token) {
             return false;
         }
+        let server = canonical(server);
+        self.relay().servers.insert(server);
+        self.add_route(token, server, true)
+    }
+
+    fn add_route(&self, peer: SocketAddr, server: SocketAddr, bundled: bool) -> bool {
+        let peer = canonical(peer);
         let mut r = self.relay();
-        if !r.peers.contains(&peer) && r.peers.len() >= self.limits.max_peers {
-            return false;
+        let len = r.peers.len();
+        match r.peers.get_mut(&peer) {
+            Some(route) => {
+                route.server = server;
+                route.bundled = bundled;
+            }
+            None if len >= self.limits.max_peers => return false,
+            None => {
+                r.peers.insert(
+                    peer,
+                    RelayRoute {
+                        server,
+                        bundled,
+                        bytes_in: 0,
+                        bytes_out: 0,
+                    },
+                );
+            }
         }
-        r.peers.insert(peer);
         self.relaying.store(true, Ordering::Release);
         true
     }
@@ -223,8 +344,16 @@ impl DnaSocket {
     /// Reaches `peer` directly again.
     pub fn remove_relayed(&self, peer: SocketAddr) {
         let mut r = self.relay();
-        r.peers.remove(&peer);
+        r.peers.remove(&canonical(peer));
         self.relaying.store(!r.peers.is_empty(), Ordering::Release);
+    }
+
+    /// How quinn sees `a`: IPv4-mapped on a dual-stack socket.
+    fn present(&self, a: SocketAddr) -> SocketAddr {
+        match a {
+            SocketAddr::V4(v4) if self.v6 => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+            a => a,
+        }
     }
 
     fn next_tid(&self) -> [u8; 12] {
@@ -238,8 +367,9 @@ impl DnaSocket {
     /// server, the indications sent as GSO batches again (equal-size segments make
     /// equal-size indications; only the last may be shorter, as GSO wants).
     fn send_relayed(&self, server: SocketAddr, t: &Transmit) -> io::Result<()> {
+        let peer = canonical(t.destination);
         let seg = t.segment_size.unwrap_or(t.contents.len()).max(1);
-        let stride = indication_len(t.destination, seg);
+        let stride = indication_len(peer, seg);
         let per_batch =
             (MAX_GSO_BYTES / stride).clamp(1, self.inner.max_transmit_segments().max(1));
         let mut sent_any = false;
@@ -248,7 +378,7 @@ impl DnaSocket {
             buf.clear();
             let mut n = 0;
             for s in batch.chunks(seg) {
-                if encode_indication(&mut buf, SEND_INDICATION, self.next_tid(), t.destination, s)
+                if encode_indication(&mut buf, SEND_INDICATION, self.next_tid(), peer, s)
                     .is_none()
                 {
                     return Err(io::Error::new(
@@ -259,7 +389,7 @@ impl DnaSocket {
                 n += 1;
             }
             let out = Transmit {
-                destination: server,
+                destination: self.present(server),
                 // The relay does not carry ECN marks; quinn then turns ECN off for the path.
                 ecn: None,
                 contents: &buf,
@@ -270,6 +400,9 @@ impl DnaSocket {
                 Ok(()) => {
                     sent_any = true;
                     self.stats.relayed_out.fetch_add(n, Ordering::Relaxed);
+                    if let Some(r) = self.relay().peers.get_mut(&peer) {
+                        r.bytes_out += batch.len() as u64;
+                    }
                 }
                 // What went out already must not go twice; the rest is a loss QUIC repairs.
                 Err(_) if sent_any => return Ok(()),
@@ -317,6 +450,64 @@ impl DnaSocket {
             return self.dispatch(route, meta.addr, data);
         };
         self.add_relayed(peer);
+        self.unwrapped(meta, peer, payload);
+    }
+
+    /// A STUN-shaped datagram not from the TURN server: a client's Send indication on a
+    /// relay node, or a Data indication from a relay node we use. `false`: neither, it is
+    /// ordinary STUN.
+    fn relay_datagram(&self, meta: &RecvMeta, data: &[u8]) -> bool {
+        let from = canonical(meta.addr);
+        if let Some(f) = self.forwarder.get() {
+            if let Some((token, payload)) = parse_indication(SEND_INDICATION, data) {
+                match f.forward(from, canonical(token), payload.len()) {
+                    Some((to, from_token)) => {
+                        let mut buf = Vec::with_capacity(data.len());
+                        let _ = encode_indication(
+                            &mut buf,
+                            DATA_INDICATION,
+                            self.next_tid(),
+                            from_token,
+                            payload,
+                        );
+                        let t = Transmit {
+                            destination: self.present(to),
+                            ecn: None,
+                            contents: &buf,
+                            segment_size: None,
+                            src_ip: meta.dst_ip,
+                        };
+                        // A full send buffer is a loss QUIC repairs.
+                        match self.inner.try_send(&t) {
+                            Ok(()) => self.stats.forwarded.fetch_add(1, Ordering::Relaxed),
+                            Err(_) => self.stats.dropped.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                    None => {
+                        self.stats.forward_refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                return true;
+            }
+        }
+        if !self.relaying.load(Ordering::Acquire) || !self.relay().servers.contains(&from) {
+            return false;
+        }
+        let Some((peer, payload)) = parse_indication(DATA_INDICATION, data) else {
+            return false;
+        };
+        if !is_token(peer) || !self.add_route(peer, from, true) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.unwrapped(meta, peer, payload);
+        true
+    }
+
+    /// The payload of a Data indication from `peer`: STUN to the STUN queue as from the
+    /// peer, QUIC to quinn (through the injection queue).
+    fn unwrapped(&self, meta: &RecvMeta, peer: SocketAddr, payload: &[u8]) {
+        let peer = self.present(canonical(peer));
         if is_stun(payload) {
             return self.dispatch(Route::Stun, peer, payload);
         }
@@ -328,6 +519,9 @@ impl DnaSocket {
         if r.inject.len() >= self.limits.inject_queue {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
+        }
+        if let Some(route) = r.peers.get_mut(&canonical(peer)) {
+            route.bytes_in += payload.len() as u64;
         }
         let m = RecvMeta {
             addr: peer,
@@ -395,7 +589,9 @@ impl DnaSocket {
             match classify(from, &buf[at..end], self.turn_server) {
                 Route::Quic => at = end,
                 route => {
-                    self.dispatch(route, from, &buf[at..end]);
+                    if route != Route::Stun || !self.relay_datagram(meta, &buf[at..end]) {
+                        self.dispatch(route, from, &buf[at..end]);
+                    }
                     buf.copy_within(end..len, at);
                     len -= end - at;
                 }
@@ -417,10 +613,13 @@ impl AsyncUdpSocket for DnaSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        if let Some(server) = self.turn_server {
-            if self.is_relayed(transmit.destination) {
-                return self.send_relayed(server, transmit);
-            }
+        if let Some(server) = self.route(transmit.destination) {
+            return self.send_relayed(server, transmit);
+        }
+        if is_token(transmit.destination) {
+            // Reserved addresses never reach the network.
+            self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
         }
         self.inner.try_send(transmit)
     }

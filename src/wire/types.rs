@@ -69,11 +69,15 @@ pub enum MessageType {
     RdvRegister = 0x0203,
     /// Signalling: registration accepted (answer).
     RdvRegistered = 0x0204,
+    /// Signalling: relay me to this peer through you (spec/07-relay.md §1.2).
+    RelayRequest = 0x0205,
+    /// Signalling: the relayed pair is up; the tokens (answer).
+    RelayGranted = 0x0206,
 }
 
 impl MessageType {
     /// Every registered type, in number order.
-    pub const ALL: [MessageType; 22] = [
+    pub const ALL: [MessageType; 24] = [
         MessageType::Data,
         MessageType::Ack,
         MessageType::Ping,
@@ -96,6 +100,8 @@ impl MessageType {
         MessageType::ConnectError,
         MessageType::RdvRegister,
         MessageType::RdvRegistered,
+        MessageType::RelayRequest,
+        MessageType::RelayGranted,
     ];
 
     /// The number on the wire.
@@ -128,6 +134,8 @@ impl MessageType {
             0x0202 => Some(MessageType::ConnectError),
             0x0203 => Some(MessageType::RdvRegister),
             0x0204 => Some(MessageType::RdvRegistered),
+            0x0205 => Some(MessageType::RelayRequest),
+            0x0206 => Some(MessageType::RelayGranted),
             _ => None,
         }
     }
@@ -157,6 +165,8 @@ impl MessageType {
             MessageType::ConnectError => "CONNECT_ERROR",
             MessageType::RdvRegister => "RDV_REGISTER",
             MessageType::RdvRegistered => "RDV_REGISTERED",
+            MessageType::RelayRequest => "RELAY_REQUEST",
+            MessageType::RelayGranted => "RELAY_GRANTED",
         }
     }
 }

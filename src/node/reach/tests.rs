@@ -156,6 +156,8 @@ fn every_rendezvous_failing_reports_the_last_failure_and_no_pair_means_a_relay()
     r.handle_offer(NOW_MS, Ok(a));
     assert!(matches!(r.poll_action(), Some(Action::Punch { .. })));
     r.handle_punch(PunchResult::Failed);
+    assert_eq!(r.poll_action(), Some(Action::Relay { via: rdv(1) }));
+    r.handle_relay(Err(ReachFailure::ConnectRefused("not a relay")));
     assert_eq!(
         r.poll_action(),
         Some(Action::Done(Ok(Reached::RelayNeeded)))
@@ -181,6 +183,9 @@ fn no_pair_and_a_relayed_candidate_dials_the_peers_relay() {
     );
     assert_eq!(candidates.len(), 1);
     r.handle_punch(PunchResult::Failed);
+    // The bundled relay first; it refuses, so the peer's TURN allocation.
+    assert_eq!(r.poll_action(), Some(Action::Relay { via: rdv(1) }));
+    r.handle_relay(Err(ReachFailure::ConnectRefused("the relay is full")));
     assert_eq!(r.poll_action(), Some(Action::Dial { addrs: vec![relay] }));
     assert_eq!(
         r.poll_action(),
@@ -229,4 +234,75 @@ fn answers_from_someone_else_for_another_session_or_stale_are_refused() {
             "refused"
         );
     }
+}
+
+/// Seed 000's order: after punching fails, the rendezvous node that carried the answer
+/// relays (its token is dialed) before the peer's TURN allocation is tried.
+#[test]
+fn no_pair_asks_the_bundled_relay_before_turn() {
+    let me = Identity::generate(&mut OsRng);
+    let callee = Identity::generate(&mut OsRng);
+    let turn = sa("192.0.2.50:49160");
+    let token = sa("240.1.2.3:4567");
+    let mut r = start(me.fingerprint(), callee.fingerprint());
+    r.handle_presence(Some(Ok(presence(false, vec![rdv(1), rdv(2)]))));
+    assert_eq!(r.poll_action(), Some(Action::Offer { via: rdv(1) }));
+    r.handle_offer(NOW_MS, Err(ReachFailure::Rendezvous("timed out")));
+    assert_eq!(r.poll_action(), Some(Action::Offer { via: rdv(2) }));
+    let a = answer_with(&callee, me.fingerprint(), r.session(), NOW_MS, Some(turn));
+    r.handle_offer(NOW_MS, Ok(a));
+    assert!(matches!(r.poll_action(), Some(Action::Punch { .. })));
+    r.handle_punch(PunchResult::Failed);
+    assert_eq!(
+        r.poll_action(),
+        Some(Action::Relay { via: rdv(2) }),
+        "the node that answered relays"
+    );
+    r.handle_relay(Ok(token));
+    assert_eq!(r.poll_action(), Some(Action::Dial { addrs: vec![token] }));
+    assert_eq!(
+        r.poll_action(),
+        Some(Action::Done(Ok(Reached::Bundled {
+            relay: rdv(2).0,
+            token
+        })))
+    );
+}
+
+/// `never`: no relay of either kind; `only`: a reachable peer is not dialed and no
+/// punching happens, the offer goes straight to the relay.
+#[test]
+fn the_relay_policy_is_followed() {
+    let me = Identity::generate(&mut OsRng);
+    let callee = Identity::generate(&mut OsRng);
+    let turn = sa("192.0.2.50:49160");
+    let mut r = start(me.fingerprint(), callee.fingerprint()).with_policy(RelayPolicy::Never);
+    r.handle_presence(Some(Ok(presence(false, vec![rdv(1)]))));
+    r.poll_action();
+    let a = answer_with(&callee, me.fingerprint(), r.session(), NOW_MS, Some(turn));
+    r.handle_offer(NOW_MS, Ok(a));
+    assert!(matches!(r.poll_action(), Some(Action::Punch { .. })));
+    r.handle_punch(PunchResult::Failed);
+    assert_eq!(
+        r.poll_action(),
+        Some(Action::Done(Ok(Reached::RelayNeeded))),
+        "never: not even the peer's TURN allocation"
+    );
+
+    let mut r = start(me.fingerprint(), callee.fingerprint()).with_policy(RelayPolicy::Only);
+    r.handle_presence(Some(Ok(presence(true, vec![rdv(1)]))));
+    assert_eq!(
+        r.poll_action(),
+        Some(Action::Offer { via: rdv(1) }),
+        "only: a reachable peer is not dialed"
+    );
+    let a = answer(&callee, me.fingerprint(), r.session(), NOW_MS);
+    r.handle_offer(NOW_MS, Ok(a));
+    assert_eq!(
+        r.poll_action(),
+        Some(Action::Relay { via: rdv(1) }),
+        "only: no punching"
+    );
+    assert_eq!("only".parse::<RelayPolicy>(), Ok(RelayPolicy::Only));
+    assert!("sometimes".parse::<RelayPolicy>().is_err());
 }

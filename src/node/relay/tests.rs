@@ -6,6 +6,11 @@ use rand_chacha::ChaCha20Rng;
 
 use super::*;
 
+#[allow(clippy::disallowed_methods)] // any instant will do as the fake clock's zero
+fn t0() -> Instant {
+    Instant::now()
+}
+
 fn id(n: u8) -> NodeId {
     NodeId([n; 20])
 }
@@ -31,8 +36,8 @@ fn pair(r: &mut RelayServer, a: u8, b: u8, now: Instant, rng: &mut ChaCha20Rng) 
 #[test]
 fn both_ends_must_ask_and_tokens_cross() {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
-    let now = Instant::now();
-    let mut r = RelayServer::new(RelayLimits::default());
+    let now = t0();
+    let mut r = RelayServer::new(RelayServerLimits::default());
     assert_eq!(r.ask(id(1), addr(1), id(2), now, &mut rng), Ok(Ask::Waiting));
     assert_eq!(r.grant(id(1), id(2)), None, "one side asking makes no pair");
     let gb = granted(r.ask(id(2), addr(2), id(1), now, &mut rng));
@@ -60,8 +65,8 @@ fn both_ends_must_ask_and_tokens_cross() {
 #[test]
 fn strangers_and_spoofed_sources_are_dropped() {
     let mut rng = ChaCha20Rng::seed_from_u64(2);
-    let now = Instant::now();
-    let mut r = RelayServer::new(RelayLimits::default());
+    let now = t0();
+    let mut r = RelayServer::new(RelayServerLimits::default());
     let (ga, _) = pair(&mut r, 1, 2, now, &mut rng);
     // From a third address, to a real token: not the pair's end.
     assert_eq!(r.forward(addr(3), ga.peer_token, 10, now), Err(Drop::Unknown));
@@ -77,11 +82,11 @@ fn strangers_and_spoofed_sources_are_dropped() {
 #[test]
 fn pairs_and_waiting_requests_are_capped() {
     let mut rng = ChaCha20Rng::seed_from_u64(3);
-    let now = Instant::now();
-    let limits = RelayLimits {
+    let now = t0();
+    let limits = RelayServerLimits {
         max_pairs: 2,
         max_waiting: 3,
-        ..RelayLimits::default()
+        ..RelayServerLimits::default()
     };
     let mut r = RelayServer::new(limits);
     pair(&mut r, 1, 2, now, &mut rng);
@@ -110,10 +115,10 @@ fn pairs_and_waiting_requests_are_capped() {
 #[test]
 fn the_byte_rate_caps_a_pair() {
     let mut rng = ChaCha20Rng::seed_from_u64(4);
-    let t0 = Instant::now();
-    let limits = RelayLimits {
+    let t0 = t0();
+    let limits = RelayServerLimits {
         pair_rate: 10_000,
-        ..RelayLimits::default()
+        ..RelayServerLimits::default()
     };
     let mut r = RelayServer::new(limits);
     let (ga, _) = pair(&mut r, 1, 2, t0, &mut rng);
@@ -135,11 +140,11 @@ fn the_byte_rate_caps_a_pair() {
 #[test]
 fn idle_pairs_expire_and_lifetime_ends_busy_ones() {
     let mut rng = ChaCha20Rng::seed_from_u64(5);
-    let t0 = Instant::now();
-    let limits = RelayLimits {
+    let t0 = t0();
+    let limits = RelayServerLimits {
         pair_idle: Duration::from_secs(10),
         pair_lifetime: Duration::from_secs(60),
-        ..RelayLimits::default()
+        ..RelayServerLimits::default()
     };
     let mut r = RelayServer::new(limits);
     let (ga, _) = pair(&mut r, 1, 2, t0, &mut rng);

@@ -1,0 +1,249 @@
+//! The bundled relay's driver (spec/07-relay.md §1): a rendezvous node that relays. The
+//! table is the sans-IO [`RelayServer`]; this module reads the clock for it, answers
+//! RELAY_REQUEST on signalling streams, and is the socket's [`RelayForwarder`], so a
+//! client's datagram is passed on inside the socket's receive path.
+//!
+//! The client's side (asking, adding the route) is in `reach`.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::sync::Notify;
+
+use super::sigwire::frame;
+use super::state::{NodeHandle, Shared};
+use super::util::with_rng;
+use crate::crypto::{Fingerprint, FINGERPRINT_LEN};
+use crate::dht::Contact;
+use crate::nat::signal::ConnectErrorCode;
+use crate::node::relay::{Ask, Grant, RelayRefusal, RelayServer, RelayServerLimits};
+use crate::node::relay::{RelayServerStats, RELAY_WAIT};
+use crate::transport::{is_token, RelayForwarder};
+use crate::wire::MessageType;
+
+/// Bytes of a RELAY_GRANTED payload: the peer's token, ours (each IPv4 ‖ port), the
+/// lifetime in seconds (u32).
+pub(crate) const GRANT_LEN: usize = 16;
+
+/// The relay's table, shared by the socket (forwarding) and the signalling tasks
+/// (requests). The lock is held for one lookup or one request, never across an `.await`.
+pub(crate) struct RelayShared {
+    table: Mutex<RelayServer>,
+    /// Woken when a pair is made, so the request waiting for it answers.
+    made: Notify,
+}
+
+impl RelayShared {
+    pub(crate) fn new(limits: RelayServerLimits) -> RelayShared {
+        RelayShared {
+            table: Mutex::new(RelayServer::new(limits)),
+            made: Notify::new(),
+        }
+    }
+
+    fn table(&self) -> MutexGuard<'_, RelayServer> {
+        // A panic while holding it cannot leave the table half-changed in a way that
+        // matters more than the panic.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The relay's counters with each pair.
+    pub(crate) fn stats(&self) -> RelayServerStats {
+        self.table().stats(Instant::now())
+    }
+}
+
+impl RelayForwarder for RelayShared {
+    fn forward(
+        &self,
+        from: SocketAddr,
+        token: SocketAddr,
+        len: usize,
+    ) -> Option<(SocketAddr, SocketAddr)> {
+        self.table().forward(from, token, len, Instant::now()).ok()
+    }
+}
+
+/// RELAY_REQUEST from `peer` (authenticated by its HELLO) over `conn`: both it and the
+/// peer it names must be registered here; the answer comes when the other side asked too
+/// (RELAY_GRANTED) or after at most [`RELAY_WAIT`] (CONNECT_ERROR `PeerDidNotAsk`).
+pub(crate) async fn serve_request(
+    shared: &Arc<Shared>,
+    conn: &quinn::Connection,
+    peer: Contact,
+    payload: &[u8],
+) -> BytesMut {
+    match request(shared, conn, peer, payload).await {
+        Ok(g) => frame(MessageType::RelayGranted, &encode_grant(&g)),
+        Err(code) => {
+            tracing::debug!(peer = %peer.addr, reason = code.reason(), "relay request refused");
+            frame(MessageType::ConnectError, &[code as u8])
+        }
+    }
+}
+
+async fn request(
+    shared: &Arc<Shared>,
+    conn: &quinn::Connection,
+    peer: Contact,
+    payload: &[u8],
+) -> Result<Grant, ConnectErrorCode> {
+    let relay = shared.relay.as_ref().ok_or(ConnectErrorCode::NotRelay)?;
+    let bytes: [u8; FINGERPRINT_LEN] = payload
+        .try_into()
+        .map_err(|_| ConnectErrorCode::Malformed)?;
+    let (me, other) = (peer.id, Fingerprint(bytes).node_id());
+    // Strangers are refused: both ends hold a live registration here.
+    let registered = shared
+        .core
+        .call(move |c, now| c.rdv_lookup(now, &me).is_some() && c.rdv_lookup(now, &other).is_some())
+        .await
+        .ok_or(ConnectErrorCode::Busy)?;
+    if !registered {
+        return Err(ConnectErrorCode::NotRegistered);
+    }
+    let addr = conn.remote_address();
+    let wait = relay.table().limits().wait.min(RELAY_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    let first = with_rng(|rng| relay.table().ask(me, addr, other, Instant::now(), rng));
+    match first {
+        Ok(Ask::Granted(g)) => {
+            relay.made.notify_waiters();
+            tracing::info!(a = %me, b = %other, "relayed pair up");
+            return Ok(g);
+        }
+        Ok(Ask::Waiting) => {}
+        Err(RelayRefusal::SamePeer) => return Err(ConnectErrorCode::Malformed),
+        Err(_) => return Err(ConnectErrorCode::RelayFull),
+    }
+    loop {
+        let made = relay.made.notified();
+        tokio::pin!(made);
+        made.as_mut().enable();
+        if let Some(g) = relay.table().grant(me, other) {
+            return Ok(g);
+        }
+        if tokio::time::timeout_at(deadline, made).await.is_err() {
+            relay.table().give_up(me, other);
+            return Err(ConnectErrorCode::PeerDidNotAsk);
+        }
+    }
+}
+
+/// One peer whose datagrams a relay carries for us.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RelayedPeer {
+    /// The peer's address as QUIC sees it: a token at a bundled relay, or its TURN
+    /// relayed address.
+    pub addr: String,
+    /// `relay` (a bundled relay) or `turn`.
+    pub path: &'static str,
+    /// The relay node or TURN server.
+    pub via: String,
+    /// Payload bytes received from the peer through it.
+    pub bytes_in: u64,
+    /// Payload bytes sent to the peer through it.
+    pub bytes_out: u64,
+}
+
+/// What relays carry for this node, and what it relays for others.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RelayStatus {
+    /// The relay policy: `auto`, `never` or `only`.
+    pub policy: &'static str,
+    /// Peers reached through a relay.
+    pub peers: Vec<RelayedPeer>,
+    /// Bytes sent and received through relays in total.
+    pub bytes_in: u64,
+    /// See `bytes_in`.
+    pub bytes_out: u64,
+    /// The bundled relay's counters and pairs, if this node relays.
+    pub server: Option<RelayServerStats>,
+}
+
+impl NodeHandle {
+    /// What relays carry for this node (per peer and in total) and, on a relay node, what
+    /// it relays (spec/07-relay.md §1.6).
+    pub fn relay_status(&self) -> RelayStatus {
+        let mut peers: Vec<RelayedPeer> = self
+            .shared
+            .socket
+            .routes()
+            .into_iter()
+            .map(|(addr, r)| RelayedPeer {
+                addr: addr.to_string(),
+                path: if r.bundled && is_token(addr) { "relay" } else { "turn" },
+                via: r.server.to_string(),
+                bytes_in: r.bytes_in,
+                bytes_out: r.bytes_out,
+            })
+            .collect();
+        peers.sort_by(|a, b| a.addr.cmp(&b.addr));
+        RelayStatus {
+            policy: self.shared.cfg.relay_policy.name(),
+            bytes_in: peers.iter().map(|p| p.bytes_in).sum(),
+            bytes_out: peers.iter().map(|p| p.bytes_out).sum(),
+            peers,
+            server: self.shared.relay.as_ref().map(|r| r.stats()),
+        }
+    }
+}
+
+fn put_v4(out: &mut Vec<u8>, a: SocketAddr) {
+    let (ip, port) = match a {
+        SocketAddr::V4(v4) => (*v4.ip(), v4.port()),
+        // Tokens are IPv4 (240.0.0.0/5).
+        SocketAddr::V6(_) => (Ipv4Addr::UNSPECIFIED, 0),
+    };
+    out.extend_from_slice(&ip.octets());
+    out.extend_from_slice(&port.to_be_bytes());
+}
+
+/// RELAY_GRANTED's payload.
+pub(crate) fn encode_grant(g: &Grant) -> Vec<u8> {
+    let mut out = Vec::with_capacity(GRANT_LEN);
+    put_v4(&mut out, g.peer_token);
+    put_v4(&mut out, g.own_token);
+    let secs = u32::try_from(g.lifetime.as_secs()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&secs.to_be_bytes());
+    out
+}
+
+/// Reads RELAY_GRANTED's payload; `None` unless it is exactly [`GRANT_LEN`] bytes.
+pub(crate) fn decode_grant(p: &[u8]) -> Option<Grant> {
+    let p: &[u8; GRANT_LEN] = p.try_into().ok()?;
+    let v4 = |b: &[u8]| {
+        SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+            u16::from_be_bytes([b[4], b[5]]),
+        ))
+    };
+    Some(Grant {
+        peer_token: v4(&p[0..6]),
+        own_token: v4(&p[6..12]),
+        lifetime: Duration::from_secs(u64::from(u32::from_be_bytes([
+            p[12], p[13], p[14], p[15],
+        ]))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_round_trip_and_other_lengths_are_refused() {
+        let g = Grant {
+            peer_token: "240.1.2.3:4".parse().unwrap(),
+            own_token: "247.255.0.9:65535".parse().unwrap(),
+            lifetime: Duration::from_secs(3600),
+        };
+        let bytes = encode_grant(&g);
+        assert_eq!(bytes.len(), GRANT_LEN);
+        assert_eq!(decode_grant(&bytes), Some(g));
+        assert_eq!(decode_grant(&bytes[..15]), None);
+        assert_eq!(decode_grant(&[bytes.clone(), vec![0]].concat()), None);
+    }
+}
