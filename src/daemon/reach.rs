@@ -542,6 +542,24 @@ impl NodeHandle {
         self.announce(value).await
     }
 
+    /// Asks the rendezvous node at `addr` (fingerprint `fp`) to relay us to `peer`
+    /// (spec/07-relay.md §1.2); answers once `peer` asked too. Returns the peer's token,
+    /// which the socket now routes through the relay. `reach` does this by itself when
+    /// punching fails.
+    pub async fn request_relay(
+        &self,
+        addr: SocketAddr,
+        fp: Fingerprint,
+        peer: Fingerprint,
+    ) -> Result<SocketAddr, ReachError> {
+        let d = self.dht_shared()?;
+        let relay = Contact {
+            id: fp.node_id(),
+            addr,
+        };
+        request_relay(&self.shared, &d, relay, peer).await
+    }
+
     fn dht_shared(&self) -> Result<Arc<DhtShared>, ReachError> {
         self.shared
             .dht
