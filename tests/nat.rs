@@ -225,8 +225,8 @@ fn discovery_through_dna_bootstrap_agrees_with_coturn() {
 
 /// Every pair of the six matrix types (21), each side behind its own NAT: b publishes its
 /// presence, a sends it a message without having seen it before. 13 pairs connect
-/// directly; port-restricted ↔ symmetric and symmetric ↔ symmetric report "relay-needed";
-/// the six pairs with a `udp-blocked` side report "queued" today: that side's daemon
+/// directly; port-restricted ↔ symmetric and symmetric ↔ symmetric deliver through the
+/// bootstrap node's bundled relay ("relay"); the six pairs with a `udp-blocked` side report "queued" today: that side's daemon
 /// reaches nobody over UDP, so b never publishes a presence record ("the peer has no
 /// presence record (offline)") and a, when it is the blocked one, finds none.
 #[test]
@@ -253,7 +253,7 @@ fn nat_matrix() {
         } else if blocked {
             "queued"
         } else {
-            "relay-needed"
+            "relay"
         };
         assert_eq!(
             r.path,
@@ -263,7 +263,7 @@ fn nat_matrix() {
             r.b.name(),
             r.detail
         );
-        if want == "direct" {
+        if want == "direct" || want == "relay" {
             assert!(r.ms.is_some(), "{} ↔ {}: delivered", r.a.name(), r.b.name());
         }
         if blocked {
@@ -274,8 +274,8 @@ fn nat_matrix() {
 
 /// The extra types' pairs, run as `nat-matrix --only A:B` runs them: the two same-LAN
 /// pairs and ipv6-firewall ↔ ipv6-firewall connect directly (today over IPv4: the daemon's
-/// socket is `0.0.0.0`), symmetric-seq behaves as symmetric (relay-needed toward port-
-/// restricted and itself, direct toward full cone).
+/// socket is `0.0.0.0`), symmetric-seq behaves as symmetric (through the bootstrap node's
+/// relay toward port-restricted and itself, direct toward full cone).
 #[test]
 fn extra_pairs() {
     let Some(tb) = test_bed("extra_pairs") else {
@@ -295,8 +295,9 @@ fn extra_pairs() {
         let want = if NatType::direct_expected(r.a, r.b) {
             "direct"
         } else {
-            "relay-needed"
+            "relay"
         };
+        assert!(r.ms.is_some(), "{} ↔ {}: delivered", r.a.name(), r.b.name());
         assert_eq!(
             r.path,
             want,
@@ -661,12 +662,45 @@ fn same_lan_hairpinning_only_where_the_router_does_it() {
     }
 }
 
+/// The two pairs without a direct path deliver through the bootstrap node's bundled relay
+/// (spec/07-relay.md §1): punching fails on both ends, both ask the rendezvous node that
+/// carried the offer, and the session runs over it. No TURN server is configured.
+#[test]
+fn pairs_without_a_direct_path_deliver_through_the_bundled_relay() {
+    let Some(tb) = test_bed("pairs_without_a_direct_path_deliver_through_the_bundled_relay")
+    else {
+        return;
+    };
+    let pairs = [
+        (NatType::PortRestricted, NatType::Symmetric),
+        (NatType::Symmetric, NatType::PortRestricted),
+        (NatType::Symmetric, NatType::Symmetric),
+    ];
+    let results = tb.run_pairs(&pairs, |r| eprintln!("{}  {}", r.json(), r.detail));
+    for r in &results {
+        println!("{}", r.json());
+        assert_eq!(
+            (r.path.as_str(), r.via.as_str()),
+            ("relay", "relay"),
+            "{} ↔ {}: {}",
+            r.a.name(),
+            r.b.name(),
+            r.detail
+        );
+        assert!(r.ms.is_some(), "{} ↔ {}: delivered", r.a.name(), r.b.name());
+    }
+}
+
 /// The two pairs without a direct path deliver through coturn when both daemons keep an
 /// allocation there (spec/07-relay.md §3): punching fails, the caller dials the callee's
 /// relay candidate, QUIC runs over the callee's allocation.
 #[test]
 fn pairs_without_a_direct_path_deliver_through_turn() {
-    let Some(mut tb) = test_bed("pairs_without_a_direct_path_deliver_through_turn") else {
+    // Bootstrap nodes that do not relay: coturn is the only relay.
+    let Some(mut tb) = test_bed_with(
+        "pairs_without_a_direct_path_deliver_through_turn",
+        &["--no-relay-server".to_string()],
+    ) else {
         return;
     };
     tb.pair_args = tb.turn_args_for(1);

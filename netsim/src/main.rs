@@ -164,7 +164,14 @@ fn nat_matrix(
         chosen = pairs();
     }
     let started = Instant::now();
-    let mut tb = match TestBed::build(&dna) {
+    // With --turn the bootstrap nodes do not relay: the pairs without a direct path show
+    // coturn; without it, the bootstrap nodes' bundled relay.
+    let boot_extra: Vec<String> = if turn {
+        vec!["--no-relay-server".into()]
+    } else {
+        Vec::new()
+    };
+    let mut tb = match TestBed::build_with(&dna, &boot_extra) {
         Ok(tb) => tb,
         Err(e) => {
             eprintln!("error: building the test bed: {e}");

@@ -188,6 +188,10 @@ pub(super) struct DaemonArgs {
     /// learn this node's addresses) [default: auto].
     #[arg(long, value_name = "POLICY")]
     relay: Option<RelayPolicy>,
+    /// Do not relay for others (`dna bootstrap` relays for its registered clients by
+    /// default; the same as `[relay_server] enabled = false`).
+    #[arg(long)]
+    no_relay_server: bool,
 }
 
 impl DaemonArgs {
@@ -211,6 +215,9 @@ impl DaemonArgs {
         cfg.turn_user = self.turn_user.clone().or(cfg.turn_user);
         cfg.turn_password = self.turn_password.clone().or(cfg.turn_password);
         cfg.relay = self.relay.unwrap_or(cfg.relay);
+        if self.no_relay_server {
+            cfg.relay_server.enabled = Some(false);
+        }
         Ok((self.data_dir.resolve(), cfg))
     }
 }

@@ -1080,7 +1080,7 @@ impl TestBed {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_string();
-        if r.path != "direct" && r.path != "turn" {
+        if !matches!(r.path.as_str(), "direct" | "turn" | "relay") {
             r.detail = format!(
                 "{reply}; b ready: {}; b: {}",
                 pb.wait_event("ready", Duration::ZERO).unwrap_or_default(),
