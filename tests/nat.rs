@@ -667,8 +667,7 @@ fn same_lan_hairpinning_only_where_the_router_does_it() {
 /// carried the offer, and the session runs over it. No TURN server is configured.
 #[test]
 fn pairs_without_a_direct_path_deliver_through_the_bundled_relay() {
-    let Some(tb) = test_bed("pairs_without_a_direct_path_deliver_through_the_bundled_relay")
-    else {
+    let Some(tb) = test_bed("pairs_without_a_direct_path_deliver_through_the_bundled_relay") else {
         return;
     };
     let pairs = [

@@ -113,7 +113,10 @@ async fn relay_only_nodes_talk_through_the_bootstrap_relay() {
     );
 
     let (a, b) = (alice.relay_status(), bob.relay_status());
-    let server = boot.relay_status().server.expect("the bootstrap node relays");
+    let server = boot
+        .relay_status()
+        .server
+        .expect("the bootstrap node relays");
     println!(
         "{n} messages alice → bob through the relay: alice sent {} B, bob received {} B \
          relayed; the relay forwarded {} datagrams, {} B in {} pair(s)",
@@ -124,7 +127,10 @@ async fn relay_only_nodes_talk_through_the_bootstrap_relay() {
     assert_eq!(a.peers[0].addr, token.to_string());
     assert!(a.bytes_out > 8 * n as u64 && b.bytes_in > 8 * n as u64);
     assert_eq!(server.pairs, 1);
-    assert_eq!(server.detail[0].bytes.iter().sum::<u64>(), server.forwarded_bytes);
+    assert_eq!(
+        server.detail[0].bytes.iter().sum::<u64>(),
+        server.forwarded_bytes
+    );
     // Nothing went around the relay: neither socket saw the other's address.
     let info = alice.peer_info(&bob.fingerprint()).await.unwrap();
     assert!(info.addrs.iter().all(|x| is_token(*x)), "{:?}", info.addrs);
@@ -195,6 +201,7 @@ async fn strangers_one_sided_requests_and_forged_datagrams_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::disallowed_methods)] // the test reads the clock to bound the relay's rate
 async fn the_relays_caps_hold() {
     let rate = 128 * 1024;
     let limits = RelayServerLimits {

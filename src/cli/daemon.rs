@@ -111,14 +111,16 @@ impl Default for RelayServerConfig {
 impl RelayServerConfig {
     /// The limits, if this node relays.
     fn limits(&self, bootstrap: bool) -> Option<RelayServerLimits> {
-        self.enabled.unwrap_or(bootstrap).then(|| RelayServerLimits {
-            max_pairs: self.max_pairs,
-            max_waiting: self.max_waiting,
-            pair_rate: self.pair_rate.max(1),
-            pair_idle: Duration::from_secs(self.pair_idle_secs.max(1)),
-            pair_lifetime: Duration::from_secs(self.pair_lifetime_secs.max(1)),
-            ..RelayServerLimits::default()
-        })
+        self.enabled
+            .unwrap_or(bootstrap)
+            .then(|| RelayServerLimits {
+                max_pairs: self.max_pairs,
+                max_waiting: self.max_waiting,
+                pair_rate: self.pair_rate.max(1),
+                pair_idle: Duration::from_secs(self.pair_idle_secs.max(1)),
+                pair_lifetime: Duration::from_secs(self.pair_lifetime_secs.max(1)),
+                ..RelayServerLimits::default()
+            })
     }
 }
 

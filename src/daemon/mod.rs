@@ -15,7 +15,7 @@
 //! | reaching peers, punching, the caller's signalling | `reach` |
 //! | the DHT over QUIC | `dht` |
 //! | the TURN task | `turn` |
-//! | shared state and leaves | `state`, `events`, `store`, `stun_routes`, `config`, `sigwire`, `dht_persist`, `util`, `discovery_server` |
+//! | shared state and leaves | `state`, `events`, `store`, `stun_routes`, `config`, `sigwire`, `dht_persist`, `util`, `discovery_server`, `relay_table` |
 
 // This module is the I/O driver: it reads the clock (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -30,6 +30,7 @@ mod events;
 mod node;
 mod reach;
 mod relay;
+mod relay_table;
 mod rendezvous;
 mod sigwire;
 mod state;

@@ -204,7 +204,7 @@ impl Node {
         let nat = NatShared::new(&cfg);
         let relay = match (&cfg.relay_server, super::state::serves_rendezvous(&cfg)) {
             (Some(limits), true) => {
-                let r = Arc::new(super::relay::RelayShared::new(*limits));
+                let r = Arc::new(super::relay_table::RelayShared::new(*limits));
                 socket.set_forwarder(r.clone());
                 Some(r)
             }

@@ -1,16 +1,15 @@
 //! The bundled relay's driver (spec/07-relay.md §1): a rendezvous node that relays. The
-//! table is the sans-IO [`RelayServer`]; this module reads the clock for it, answers
-//! RELAY_REQUEST on signalling streams, and is the socket's [`RelayForwarder`], so a
-//! client's datagram is passed on inside the socket's receive path.
+//! table is the sans-IO [`RelayServer`](crate::node::relay::RelayServer), shared with the
+//! socket as `relay_table::RelayShared`; this module answers RELAY_REQUEST on signalling
+//! streams and reports the relay's status.
 //!
 //! The client's side (asking, adding the route) is in `reach`.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::sync::Notify;
 
 use super::sigwire::frame;
 use super::state::{NodeHandle, Shared};
@@ -18,53 +17,13 @@ use super::util::with_rng;
 use crate::crypto::{Fingerprint, FINGERPRINT_LEN};
 use crate::dht::Contact;
 use crate::nat::signal::ConnectErrorCode;
-use crate::node::relay::{Ask, Grant, RelayRefusal, RelayServer, RelayServerLimits};
-use crate::node::relay::{RelayServerStats, RELAY_WAIT};
-use crate::transport::{is_token, RelayForwarder};
+use crate::node::relay::{Ask, Grant, RelayRefusal, RelayServerStats, RELAY_WAIT};
+use crate::transport::is_token;
 use crate::wire::MessageType;
 
 /// Bytes of a RELAY_GRANTED payload: the peer's token, ours (each IPv4 ‖ port), the
 /// lifetime in seconds (u32).
 pub(crate) const GRANT_LEN: usize = 16;
-
-/// The relay's table, shared by the socket (forwarding) and the signalling tasks
-/// (requests). The lock is held for one lookup or one request, never across an `.await`.
-pub(crate) struct RelayShared {
-    table: Mutex<RelayServer>,
-    /// Woken when a pair is made, so the request waiting for it answers.
-    made: Notify,
-}
-
-impl RelayShared {
-    pub(crate) fn new(limits: RelayServerLimits) -> RelayShared {
-        RelayShared {
-            table: Mutex::new(RelayServer::new(limits)),
-            made: Notify::new(),
-        }
-    }
-
-    fn table(&self) -> MutexGuard<'_, RelayServer> {
-        // A panic while holding it cannot leave the table half-changed in a way that
-        // matters more than the panic.
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The relay's counters with each pair.
-    pub(crate) fn stats(&self) -> RelayServerStats {
-        self.table().stats(Instant::now())
-    }
-}
-
-impl RelayForwarder for RelayShared {
-    fn forward(
-        &self,
-        from: SocketAddr,
-        token: SocketAddr,
-        len: usize,
-    ) -> Option<(SocketAddr, SocketAddr)> {
-        self.table().forward(from, token, len, Instant::now()).ok()
-    }
-}
 
 /// RELAY_REQUEST from `peer` (authenticated by its HELLO) over `conn`: both it and the
 /// peer it names must be registered here; the answer comes when the other side asked too
@@ -174,7 +133,11 @@ impl NodeHandle {
             .into_iter()
             .map(|(addr, r)| RelayedPeer {
                 addr: addr.to_string(),
-                path: if r.bundled && is_token(addr) { "relay" } else { "turn" },
+                path: if r.bundled && is_token(addr) {
+                    "relay"
+                } else {
+                    "turn"
+                },
                 via: r.server.to_string(),
                 bytes_in: r.bytes_in,
                 bytes_out: r.bytes_out,
@@ -223,9 +186,7 @@ pub(crate) fn decode_grant(p: &[u8]) -> Option<Grant> {
     Some(Grant {
         peer_token: v4(&p[0..6]),
         own_token: v4(&p[6..12]),
-        lifetime: Duration::from_secs(u64::from(u32::from_be_bytes([
-            p[12], p[13], p[14], p[15],
-        ]))),
+        lifetime: Duration::from_secs(u64::from(u32::from_be_bytes([p[12], p[13], p[14], p[15]]))),
     })
 }
 

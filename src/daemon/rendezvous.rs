@@ -57,10 +57,12 @@ async fn serve_stream(
         MessageType::RelayRequest => {
             Some(super::relay::serve_request(shared, conn, peer, f.payload).await)
         }
-        MessageType::Connect => Some(match forward_or_answer(shared, conn, peer, f.payload).await {
-            Ok(answer) => frame(MessageType::ConnectAnswer, &answer),
-            Err(code) => frame(MessageType::ConnectError, &[code as u8]),
-        }),
+        MessageType::Connect => Some(
+            match forward_or_answer(shared, conn, peer, f.payload).await {
+                Ok(answer) => frame(MessageType::ConnectAnswer, &answer),
+                Err(code) => frame(MessageType::ConnectError, &[code as u8]),
+            },
+        ),
         _ => None,
     };
     if let Some(r) = reply {

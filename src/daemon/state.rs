@@ -188,7 +188,7 @@ pub(crate) struct Shared {
     /// Signalling streams for the rendezvous task (bounded; full: dropped).
     pub(crate) signalling: mpsc::Sender<SignalStream>,
     /// The bundled relay's table, if this node relays (spec/07-relay.md §1).
-    pub(crate) relay: Option<Arc<super::relay::RelayShared>>,
+    pub(crate) relay: Option<Arc<super::relay_table::RelayShared>>,
 }
 
 /// A cheap, clonable handle for sending and managing peers from any task.

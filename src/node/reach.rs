@@ -394,10 +394,11 @@ impl Reach {
         };
         match (token, relay) {
             (Ok(token), _) => {
-                self.out.push(Action::Dial {
-                    addrs: vec![token],
-                });
-                self.finish(Ok(Reached::Bundled { relay: via.0, token }));
+                self.out.push(Action::Dial { addrs: vec![token] });
+                self.finish(Ok(Reached::Bundled {
+                    relay: via.0,
+                    token,
+                }));
             }
             (Err(_), Some(addr)) => {
                 self.out.push(Action::Dial { addrs: vec![addr] });

@@ -253,9 +253,7 @@ impl RelayServer {
                 },
             );
             self.stats.made += 1;
-            return Ok(self
-                .grant_of(&k, me)
-                .map_or(Ask::Waiting, Ask::Granted));
+            return Ok(self.grant_of(&k, me).map_or(Ask::Waiting, Ask::Granted));
         }
         if !self.waiting.contains_key(&(me, peer)) && self.waiting.len() >= self.limits.max_waiting
         {

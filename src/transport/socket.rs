@@ -351,7 +351,9 @@ impl DnaSocket {
     /// How quinn sees `a`: IPv4-mapped on a dual-stack socket.
     fn present(&self, a: SocketAddr) -> SocketAddr {
         match a {
-            SocketAddr::V4(v4) if self.v6 => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+            SocketAddr::V4(v4) if self.v6 => {
+                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+            }
             a => a,
         }
     }
@@ -378,8 +380,7 @@ impl DnaSocket {
             buf.clear();
             let mut n = 0;
             for s in batch.chunks(seg) {
-                if encode_indication(&mut buf, SEND_INDICATION, self.next_tid(), peer, s)
-                    .is_none()
+                if encode_indication(&mut buf, SEND_INDICATION, self.next_tid(), peer, s).is_none()
                 {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,

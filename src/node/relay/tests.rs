@@ -38,14 +38,19 @@ fn both_ends_must_ask_and_tokens_cross() {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let now = t0();
     let mut r = RelayServer::new(RelayServerLimits::default());
-    assert_eq!(r.ask(id(1), addr(1), id(2), now, &mut rng), Ok(Ask::Waiting));
+    assert_eq!(
+        r.ask(id(1), addr(1), id(2), now, &mut rng),
+        Ok(Ask::Waiting)
+    );
     assert_eq!(r.grant(id(1), id(2)), None, "one side asking makes no pair");
     let gb = granted(r.ask(id(2), addr(2), id(1), now, &mut rng));
     let ga = r.grant(id(1), id(2)).unwrap();
     assert_eq!(ga.own_token, gb.peer_token);
     assert_eq!(ga.peer_token, gb.own_token);
     for t in [ga.own_token, ga.peer_token] {
-        let SocketAddr::V4(v4) = t else { panic!("tokens are IPv4") };
+        let SocketAddr::V4(v4) = t else {
+            panic!("tokens are IPv4")
+        };
         assert_eq!(v4.ip().octets()[0] & 0xF8, 0xF0, "token {t} in 240.0.0.0/5");
     }
     // a → b: sent to b's token from a's address, arrives at b from a's token.
@@ -69,14 +74,23 @@ fn strangers_and_spoofed_sources_are_dropped() {
     let mut r = RelayServer::new(RelayServerLimits::default());
     let (ga, _) = pair(&mut r, 1, 2, now, &mut rng);
     // From a third address, to a real token: not the pair's end.
-    assert_eq!(r.forward(addr(3), ga.peer_token, 10, now), Err(Drop::Unknown));
+    assert_eq!(
+        r.forward(addr(3), ga.peer_token, 10, now),
+        Err(Drop::Unknown)
+    );
     // To a token nobody holds.
     let bogus: SocketAddr = "240.1.2.3:4".parse().unwrap();
     assert_eq!(r.forward(addr(1), bogus, 10, now), Err(Drop::Unknown));
     // b sending "to itself" (its own token) is not a path either.
-    assert_eq!(r.forward(addr(2), ga.peer_token, 10, now), Err(Drop::Unknown));
+    assert_eq!(
+        r.forward(addr(2), ga.peer_token, 10, now),
+        Err(Drop::Unknown)
+    );
     assert_eq!(r.stats(now).dropped_unknown, 3);
-    assert_eq!(r.ask(id(1), addr(1), id(1), now, &mut rng), Err(RelayRefusal::SamePeer));
+    assert_eq!(
+        r.ask(id(1), addr(1), id(1), now, &mut rng),
+        Err(RelayRefusal::SamePeer)
+    );
 }
 
 #[test]
@@ -91,14 +105,23 @@ fn pairs_and_waiting_requests_are_capped() {
     let mut r = RelayServer::new(limits);
     pair(&mut r, 1, 2, now, &mut rng);
     pair(&mut r, 3, 4, now, &mut rng);
-    assert_eq!(r.ask(id(5), addr(5), id(6), now, &mut rng), Ok(Ask::Waiting));
+    assert_eq!(
+        r.ask(id(5), addr(5), id(6), now, &mut rng),
+        Ok(Ask::Waiting)
+    );
     assert_eq!(
         r.ask(id(6), addr(6), id(5), now, &mut rng),
         Err(RelayRefusal::Full),
         "a third pair is refused"
     );
-    assert_eq!(r.ask(id(7), addr(7), id(8), now, &mut rng), Ok(Ask::Waiting));
-    assert_eq!(r.ask(id(9), addr(9), id(10), now, &mut rng), Ok(Ask::Waiting));
+    assert_eq!(
+        r.ask(id(7), addr(7), id(8), now, &mut rng),
+        Ok(Ask::Waiting)
+    );
+    assert_eq!(
+        r.ask(id(9), addr(9), id(10), now, &mut rng),
+        Ok(Ask::Waiting)
+    );
     assert_eq!(
         r.ask(id(11), addr(11), id(12), now, &mut rng),
         Err(RelayRefusal::Busy)
@@ -152,7 +175,10 @@ fn idle_pairs_expire_and_lifetime_ends_busy_ones() {
     // Pair 3–4 stays busy, 1–2 goes quiet.
     for s in 1..59 {
         let now = t0 + Duration::from_secs(s);
-        assert!(r.forward(addr(3), gc.peer_token, 10, now).is_ok(), "second {s}");
+        assert!(
+            r.forward(addr(3), gc.peer_token, 10, now).is_ok(),
+            "second {s}"
+        );
     }
     assert_eq!(r.pairs(), 1, "the idle pair is gone");
     assert_eq!(
@@ -162,10 +188,7 @@ fn idle_pairs_expire_and_lifetime_ends_busy_ones() {
     r.handle_timeout(t0 + Duration::from_secs(60));
     assert_eq!(r.pairs(), 0, "the busy pair ends at its lifetime");
     // A waiting request ends after `wait`.
-    assert_eq!(
-        r.ask(id(5), addr(5), id(6), t0, &mut rng),
-        Ok(Ask::Waiting)
-    );
+    assert_eq!(r.ask(id(5), addr(5), id(6), t0, &mut rng), Ok(Ask::Waiting));
     r.handle_timeout(t0 + RELAY_WAIT);
     assert_eq!(r.stats(t0).waiting, 0);
 }
