@@ -187,6 +187,8 @@ pub(crate) struct Shared {
     pub(crate) conn_counters: ConnCounters,
     /// Signalling streams for the rendezvous task (bounded; full: dropped).
     pub(crate) signalling: mpsc::Sender<SignalStream>,
+    /// Our claimed names and the contact list (spec/08-names.md).
+    pub(crate) names: super::contacts::Names,
 }
 
 /// A cheap, clonable handle for sending and managing peers from any task.
