@@ -132,7 +132,10 @@ fn claim_resolve_pin_send_by_name_and_refuse_a_changed_key() {
     let r = ask(&bob, json!({"cmd": "name_resolve", "name": "alice"}));
     assert_eq!(r["ok"], false, "{r}");
     assert_eq!(r["key_changed"], true);
-    assert_eq!((r["pinned"].as_str(), r["resolved"].as_str()), (Some(a_fp.as_str()), Some(c_fp.as_str())));
+    assert_eq!(
+        (r["pinned"].as_str(), r["resolved"].as_str()),
+        (Some(a_fp.as_str()), Some(c_fp.as_str()))
+    );
     let v = ask(&bob, json!({"cmd": "contacts_add", "target": "alice"}));
     assert_eq!(v["key_changed"], true, "{v}");
     let (ok, _) = cli(&dir("bob"), &["contacts", "add", "alice"]);
@@ -140,7 +143,10 @@ fn claim_resolve_pin_send_by_name_and_refuse_a_changed_key() {
     // The pin stands: "alice" still means alice's key for bob.
     let (ok, out) = cli(&dir("bob"), &["contacts", "list", "--json"]);
     assert!(ok);
-    let list: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let list: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     println!("bob's contacts after the refused change: {list:?}");
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["fingerprint"], a_fp.as_str());

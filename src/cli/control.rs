@@ -104,7 +104,9 @@ pub(super) async fn request(h: &NodeHandle, req: &Value) -> Value {
         Some(cmd) if cmd.starts_with("name_") || cmd.starts_with("contacts_") => {
             super::names::request(h, cmd, req).await
         }
-        _ => json!({"ok": false, "error": "unknown cmd (expected status, send, inbox, name_claim, name_resolve, contacts_add, contacts_list or contacts_remove)"}),
+        _ => {
+            json!({"ok": false, "error": "unknown cmd (expected status, send, inbox, name_claim, name_resolve, contacts_add, contacts_list or contacts_remove)"})
+        }
     }
 }
 

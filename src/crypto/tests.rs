@@ -612,18 +612,16 @@ mod records {
     #[test]
     fn name_claims_are_keyed_by_name() {
         let id = Identity::generate(&mut OsRng);
-        let r = Record::sign(
-            &id,
-            RecordKind::NameClaim,
-            1,
-            NOW + 60,
-            claim("bob"),
-            NOW,
-        )
-        .unwrap();
+        let r = Record::sign(&id, RecordKind::NameClaim, 1, NOW + 60, claim("bob"), NOW).unwrap();
         assert_eq!(r.key(), record::name_key("bob"));
         let bare = b"bob".to_vec();
-        for bad in [claim(""), claim("Bob"), claim("a b"), claim(&"a".repeat(33)), bare] {
+        for bad in [
+            claim(""),
+            claim("Bob"),
+            claim("a b"),
+            claim(&"a".repeat(33)),
+            bare,
+        ] {
             assert!(matches!(
                 Record::sign(&id, RecordKind::NameClaim, 1, NOW + 60, bad, NOW),
                 Err(RecordError::InvalidValue { .. }) | Err(RecordError::ValueTooLarge { .. })

@@ -175,7 +175,11 @@ impl ContactBook {
         self.contacts
             .iter()
             .find(|c| c.alias.as_deref() == Some(&lower))
-            .or_else(|| self.contacts.iter().find(|c| c.name.as_deref() == Some(&lower)))
+            .or_else(|| {
+                self.contacts
+                    .iter()
+                    .find(|c| c.name.as_deref() == Some(&lower))
+            })
             .or_else(|| self.contacts.iter().find(|c| c.fingerprint == lower))
     }
 
@@ -265,7 +269,9 @@ mod tests {
         let (c, new) = book.pin(fp(1), Some("alice".into()), None, 5).unwrap();
         assert!(new && c.name.as_deref() == Some("alice"));
         // Same key again: unchanged, alias added.
-        let (c, new) = book.pin(fp(1), Some("alice".into()), Some("Al1"), 6).unwrap();
+        let (c, new) = book
+            .pin(fp(1), Some("alice".into()), Some("Al1"), 6)
+            .unwrap();
         assert!(!new && c.alias.as_deref() == Some("al1"));
         // The name now resolves to another key.
         let e = book.pin(fp(2), Some("alice".into()), None, 7).unwrap_err();
@@ -293,7 +299,8 @@ mod tests {
     #[test]
     fn lookup_by_alias_name_or_fingerprint_and_remove() {
         let mut book = ContactBook::default();
-        book.pin(fp(1), Some("alice".into()), Some("ally"), 1).unwrap();
+        book.pin(fp(1), Some("alice".into()), Some("ally"), 1)
+            .unwrap();
         book.pin(fp(2), None, Some("bob"), 2).unwrap();
         assert_eq!(book.lookup("ALLY").unwrap().fp(), Some(fp(1)));
         assert_eq!(book.lookup("alice").unwrap().fp(), Some(fp(1)));

@@ -323,8 +323,6 @@ impl NodeHandle {
 
     /// Removes a contact by alias, name or fingerprint.
     pub fn contact_remove(&self, label: &str) -> Result<Contact, NamesError> {
-        self.shared
-            .names
-            .update(|f| Ok(f.contacts.remove(label)?))
+        self.shared.names.update(|f| Ok(f.contacts.remove(label)?))
     }
 }

@@ -664,8 +664,15 @@ mod tests {
             claimed_at,
             name: name.into(),
         };
-        Record::sign(id, RecordKind::NameClaim, seq, NOW + 600, value.encode(), NOW)
-            .unwrap()
+        Record::sign(
+            id,
+            RecordKind::NameClaim,
+            seq,
+            NOW + 600,
+            value.encode(),
+            NOW,
+        )
+        .unwrap()
         .encode()
     }
 
@@ -673,12 +680,22 @@ mod tests {
     /// for. First come: it is refused, and a lookup here sees only the first claim.
     #[test]
     fn a_second_publisher_cannot_claim_a_held_name() {
-        let (alice, mallory) = (Identity::generate(&mut OsRng), Identity::generate(&mut OsRng));
+        let (alice, mallory) = (
+            Identity::generate(&mut OsRng),
+            Identity::generate(&mut OsRng),
+        );
         let mut s = RecordStore::new(StoreConfig::default());
         let from = ip("10.0.0.1");
-        assert_eq!(s.put(&claim(&alice, "alice", 1, NOW - 5), from, NOW), Ok(Stored::New));
+        assert_eq!(
+            s.put(&claim(&alice, "alice", 1, NOW - 5), from, NOW),
+            Ok(Stored::New)
+        );
         // Mallory, from another network, with an earlier claim time: still second here.
-        let stolen = s.put(&claim(&mallory, "alice", 1, NOW - 3600), ip("198.51.100.7"), NOW);
+        let stolen = s.put(
+            &claim(&mallory, "alice", 1, NOW - 3600),
+            ip("198.51.100.7"),
+            NOW,
+        );
         let held = s.get(&crate::crypto::record::name_key("alice"), NOW).len();
         println!("second publisher's claim for a held name: {stolen:?}; claims held for the name: {held}");
         assert_eq!(stolen, Err(StoreError::NameTaken));
@@ -687,7 +704,10 @@ mod tests {
 
     #[test]
     fn the_owner_renews_its_claim_and_a_lapsed_name_is_free_again() {
-        let (alice, bob) = (Identity::generate(&mut OsRng), Identity::generate(&mut OsRng));
+        let (alice, bob) = (
+            Identity::generate(&mut OsRng),
+            Identity::generate(&mut OsRng),
+        );
         let mut s = RecordStore::new(StoreConfig::default());
         let from = ip("10.0.0.1");
         s.put(&claim(&alice, "alice", 1, NOW), from, NOW).unwrap();
@@ -696,7 +716,10 @@ mod tests {
             Ok(Stored::Updated)
         );
         // Another name is not affected.
-        assert_eq!(s.put(&claim(&bob, "bob", 1, NOW), from, NOW), Ok(Stored::New));
+        assert_eq!(
+            s.put(&claim(&bob, "bob", 1, NOW), from, NOW),
+            Ok(Stored::New)
+        );
         // Alice's claim expires (NOW + 600): the name is free for Bob.
         s.expire(NOW + 600);
         let bobs = Record::sign(
