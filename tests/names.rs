@@ -151,3 +151,44 @@ fn claim_resolve_pin_send_by_name_and_refuse_a_changed_key() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["fingerprint"], a_fp.as_str());
 }
+
+/// Two claims for one name made apart (two networks, as in a partition), then a node that
+/// reaches both: its lookup collects both claims and every resolver picks the same one,
+/// the earliest claim time (ties: the smaller fingerprint).
+#[test]
+fn a_race_is_decided_by_the_earliest_claim_then_the_smaller_fingerprint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("daemon.toml");
+    std::fs::write(&config, "retry_secs = 1\n").unwrap();
+    let dir = |n: &str| -> PathBuf { tmp.path().join(n) };
+    let (_b1, args1) = bootstrap(&dir("boot1"), &config);
+    let (_b2, args2) = bootstrap(&dir("boot2"), &config);
+    let alice = start(&dir("alice"), "daemon", &args1);
+    let a = ask(&alice, json!({"cmd": "name_claim", "name": "sam"}));
+    assert_eq!(a["ok"], true, "{a}");
+    let carol = start(&dir("carol"), "daemon", &args2);
+    let c = ask(&carol, json!({"cmd": "name_claim", "name": "sam"}));
+    assert_eq!(c["ok"], true, "{c}");
+    // The rule, from the two signed claims.
+    let key = |v: &Value| {
+        (
+            v["claimed_at"].as_u64().unwrap(),
+            v["fingerprint"].as_str().unwrap().to_string(),
+        )
+    };
+    let expected = key(&a).min(key(&c)).1;
+    // Dave joins through both bootstrap nodes: both claims are found.
+    let mut both = args1.clone();
+    both.extend(["--bootstrap".to_string(), args2[3].clone()]);
+    let dave = start(&dir("dave"), "daemon", &both);
+    let r = ask(&dave, json!({"cmd": "name_resolve", "name": "sam"}));
+    println!(
+        "claims: alice {:?}, carol {:?}; dave resolves {} claims to {}",
+        key(&a),
+        key(&c),
+        r["claims"],
+        r["fingerprint"]
+    );
+    assert_eq!(r["claims"], 2, "{r}");
+    assert_eq!(r["fingerprint"], expected.as_str());
+}

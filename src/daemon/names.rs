@@ -247,11 +247,12 @@ impl NodeHandle {
             name: name.clone(),
         };
         if let Some(e) = taken(&lookup(shared, &name).await?, Some(&ours)) {
+            self.forget_name(&name).await;
             return Err(e);
         }
         let (expiry, stored_at) = publish(shared, &name, claimed_at).await?;
         if let Some(e) = taken(&lookup(shared, &name).await?, Some(&ours)) {
-            withdraw(shared, &name).await;
+            self.forget_name(&name).await;
             return Err(e);
         }
         shared.names.update(|f| {
@@ -270,6 +271,18 @@ impl NodeHandle {
             expiry,
             stored_at,
         })
+    }
+
+    /// Stops claiming `name`: no more republishing, and out of `names.json` (it lost).
+    async fn forget_name(&self, name: &str) {
+        withdraw(&self.shared, name).await;
+        let r = self.shared.names.update(|f| {
+            f.names.retain(|n| n.name != name);
+            Ok::<_, NamesError>(())
+        });
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "forgetting a lost name");
+        }
     }
 
     /// The names this node claimed (republished while it runs).
