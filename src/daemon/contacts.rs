@@ -65,6 +65,9 @@ pub enum ContactError {
     /// No contact answers to this.
     #[error("no contact {0:?}")]
     NotFound(String),
+    /// The list could not be saved.
+    #[error("{0}")]
+    Save(#[from] SaveError),
     /// The list holds [`MAX_CONTACTS`].
     #[error("the contact list is full ({MAX_CONTACTS} contacts)")]
     Full,
@@ -106,12 +109,18 @@ pub(crate) struct Names {
 }
 
 impl Names {
-    /// Loads `<dir>/names.json` (empty if missing or unreadable: a warning, not a failure).
+    /// Loads `<dir>/names.json`: empty if missing; if unreadable, it is renamed to
+    /// `names.json.corrupt` (a warning, not a failure) so its pins are not overwritten.
     pub(crate) fn open(dir: Option<&std::path::Path>) -> Names {
         let path = dir.map(|d| d.join(NAMES_FILE));
         let state = match path.as_ref().map(std::fs::read) {
             Some(Ok(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "{NAMES_FILE} unreadable: starting without names");
+                // Kept aside, not overwritten: it holds the pins.
+                let p = path.as_ref().map(|p| p.with_extension("json.corrupt"));
+                if let (Some(from), Some(to)) = (path.as_ref(), p.as_ref()) {
+                    let _ = std::fs::rename(from, to);
+                }
+                tracing::warn!(error = %e, kept = ?p, "{NAMES_FILE} unreadable: moved aside, starting without names");
                 NamesFile::default()
             }),
             _ => NamesFile::default(),
@@ -294,6 +303,27 @@ mod tests {
         assert_eq!(book.check("alice", &fp(1)), Ok(()));
         assert!(book.check("al1", &fp(2)).is_err());
         assert_eq!(book.list().len(), 1);
+    }
+
+    #[test]
+    fn the_list_survives_a_restart_and_a_corrupt_file_is_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = Names::open(Some(dir.path()));
+        names
+            .update(|f| {
+                f.contacts.pin(fp(1), Some("alice".into()), None, 1)?;
+                Ok::<_, ContactError>(())
+            })
+            .unwrap();
+        let again = Names::open(Some(dir.path()));
+        assert_eq!(
+            again.read(|f| f.contacts.lookup("alice").and_then(Contact::fp)),
+            Some(fp(1))
+        );
+        std::fs::write(dir.path().join(NAMES_FILE), b"{not json").unwrap();
+        let fresh = Names::open(Some(dir.path()));
+        assert!(fresh.read(|f| f.contacts.list().is_empty()));
+        assert!(dir.path().join("names.json.corrupt").exists());
     }
 
     #[test]
