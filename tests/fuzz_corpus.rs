@@ -164,7 +164,11 @@ fn write_seed_corpus() {
                 RecordKind::NameClaim,
                 1,
                 NOW + 600,
-                b"alice".to_vec(),
+                dna_p2p::crypto::name::NameClaim {
+                    claimed_at: NOW - 10,
+                    name: "alice".into(),
+                }
+                .encode(),
                 NOW - 10,
             ),
         ),

@@ -2,7 +2,8 @@
 //! socket only its owner may open, taking one JSON request per line and answering one JSON
 //! object per line. `dna send`, `dna status` and `dna inbox` are its clients.
 //!
-//! Requests: `{"cmd":"status"}`, `{"cmd":"send","to":FP,"text":TEXT}`, `{"cmd":"inbox"}`.
+//! Requests: `{"cmd":"status"}`, `{"cmd":"send","to":FP_OR_CONTACT,"text":TEXT}`,
+//! `{"cmd":"inbox"}`; names and contacts (`name_*`, `contacts_*`) in `names`.
 //! A line longer than [`MAX_LINE`] ends the connection with an error; bad JSON and unknown
 //! commands get `{"ok":false,"error":…}`.
 
@@ -85,8 +86,14 @@ pub(super) async fn request(h: &NodeHandle, req: &Value) -> Value {
         Some("send") => {
             let to = req.get("to").and_then(Value::as_str).unwrap_or_default();
             let text = req.get("text").and_then(Value::as_str).unwrap_or_default();
-            let Ok(to) = to.parse::<Fingerprint>() else {
-                return json!({"ok": false, "error": "bad fingerprint in \"to\""});
+            // A fingerprint, else a contact's alias or name (spec/08-names.md §5).
+            let Some(to) = to
+                .parse::<Fingerprint>()
+                .ok()
+                .or_else(|| h.contact_lookup(to).and_then(|c| c.fp()))
+            else {
+                return json!({"ok": false, "error": format!(
+                    "{to:?} is not a fingerprint or a contact (add it: dna contacts add NAME)")});
             };
             send(h, to, text).await
         }
@@ -94,7 +101,12 @@ pub(super) async fn request(h: &NodeHandle, req: &Value) -> Value {
             let msgs: Vec<Value> = h.stored_inbox().iter().map(inbox_json).collect();
             json!({"ok": true, "messages": msgs})
         }
-        _ => json!({"ok": false, "error": "unknown cmd (expected status, send or inbox)"}),
+        Some(cmd) if cmd.starts_with("name_") || cmd.starts_with("contacts_") => {
+            super::names::request(h, cmd, req).await
+        }
+        _ => {
+            json!({"ok": false, "error": "unknown cmd (expected status, send, inbox, name_claim, name_resolve, contacts_add, contacts_list or contacts_remove)"})
+        }
     }
 }
 
@@ -156,7 +168,7 @@ pub(super) fn inbox_json(m: &StoredMessage) -> Value {
 }
 
 /// Sends one request to a running daemon; `None` if no daemon listens.
-fn ask(dir: &Path, req: &Value) -> Option<Result<Value, String>> {
+pub(super) fn ask(dir: &Path, req: &Value) -> Option<Result<Value, String>> {
     use std::io::{BufRead, Write};
     let p = path(dir);
     let mut s = std::os::unix::net::UnixStream::connect(&p).ok()?;

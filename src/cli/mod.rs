@@ -6,6 +6,7 @@ mod daemon;
 mod frame;
 mod id;
 mod limits;
+mod names;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,7 +41,7 @@ enum Command {
     Send {
         #[command(flatten)]
         data_dir: DataDir,
-        /// The contact's fingerprint (hex).
+        /// The contact's fingerprint (hex), or a contact's alias or name (`dna contacts add`).
         #[arg(long)]
         to: String,
         /// The message text.
@@ -51,6 +52,12 @@ enum Command {
         #[command(flatten)]
         data_dir: DataDir,
     },
+    /// Claim and resolve human names (first come, signed, in the DHT; spec/08-names.md).
+    #[command(subcommand)]
+    Name(names::NameCommand),
+    /// The contact list: names and fingerprints pinned on first use.
+    #[command(subcommand)]
+    Contacts(names::ContactsCommand),
     /// List the received messages stored in the data directory, oldest first (from the
     /// running daemon, or from the store when no daemon runs).
     Inbox {
@@ -101,5 +108,7 @@ pub fn run(cli: Cli) -> ExitCode {
             control::client(&data_dir.resolve(), serde_json::json!({"cmd": "status"}))
         }
         Command::Inbox { data_dir, json } => control::inbox(&data_dir.resolve(), json),
+        Command::Name(cmd) => names::run_name(cmd),
+        Command::Contacts(cmd) => names::run_contacts(cmd),
     }
 }

@@ -19,6 +19,7 @@ mod kem;
 pub mod kex;
 mod keyfile;
 mod message;
+pub mod name;
 pub mod record;
 pub mod sealed;
 mod session;

@@ -22,7 +22,7 @@ use thiserror::Error;
 
 use super::identity::{PublicKey, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use super::kem::KemPublicKey;
-use super::{sealed, Fingerprint, Identity, NodeId};
+use super::{name, sealed, Fingerprint, Identity, NodeId};
 
 const VERSION: u8 = 1;
 pub(crate) const DOMAIN: &[u8] = b"dna/record/v1";
@@ -71,7 +71,7 @@ impl RecordKind {
     pub fn max_value_len(self) -> usize {
         match self {
             RecordKind::Presence => 2048,
-            RecordKind::NameClaim => MAX_NAME_LEN,
+            RecordKind::NameClaim => name::MAX_CLAIM_LEN,
             RecordKind::MailboxItem => MAX_MAILBOX_BODY + sealed::SEALED_OVERHEAD,
             RecordKind::KemKey => super::kem::KEM_PUBLIC_KEY_LEN,
         }
@@ -81,7 +81,7 @@ impl RecordKind {
     pub fn max_ttl_secs(self) -> u64 {
         match self {
             RecordKind::Presence => 60 * 60,
-            RecordKind::NameClaim => 30 * 24 * 3600,
+            RecordKind::NameClaim => name::CLAIM_TTL_SECS,
             RecordKind::MailboxItem => 14 * 24 * 3600,
             RecordKind::KemKey => 30 * 24 * 3600,
         }
@@ -94,8 +94,8 @@ impl fmt::Display for RecordKind {
     }
 }
 
-/// Longest name in a name claim.
-pub const MAX_NAME_LEN: usize = 63;
+/// Longest name in a name claim (spec/08-names.md).
+pub const MAX_NAME_LEN: usize = name::MAX_NAME_LEN;
 /// Largest message body a mailbox item may carry.
 pub const MAX_MAILBOX_BODY: usize = 64 * 1024;
 
@@ -207,17 +207,10 @@ pub fn mailbox_key(recipient: &Fingerprint) -> NodeId {
     NodeId::derive(b"dna/mailbox", &[&recipient.0])
 }
 
-/// The key claims of `name` live under: H160("dna/name" ‖ name).
+/// The key claims of `name` (normalised, spec/08-names.md) live under:
+/// H160("dna/name" ‖ name).
 pub fn name_key(name: &str) -> NodeId {
     NodeId::derive(b"dna/name", &[name.as_bytes()])
-}
-
-fn valid_name(value: &[u8]) -> bool {
-    !value.is_empty()
-        && value.len() <= MAX_NAME_LEN
-        && value.iter().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-        })
 }
 
 /// The key a record of `kind` with `value` by `publisher` must be stored under.
@@ -234,10 +227,10 @@ fn derive_key(
             Ok(kem_key(&publisher.fingerprint()))
         }
         RecordKind::NameClaim => {
-            if !valid_name(value) {
-                return Err(invalid("name must be 1-63 bytes of a-z 0-9 . _ -"));
-            }
-            Ok(NodeId::derive(b"dna/name", &[value]))
+            let claim = name::NameClaim::decode(value).ok_or(invalid(
+                "not claim time + a name of 3-32 a-z 0-9 - (spec/08-names.md)",
+            ))?;
+            Ok(name_key(&claim.name))
         }
         RecordKind::MailboxItem => {
             let header = sealed::inspect(value).map_err(|_| invalid("not a sealed envelope"))?;

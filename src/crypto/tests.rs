@@ -602,22 +602,28 @@ mod records {
         ));
     }
 
+    /// A claim value: claim time and name bytes, unchecked.
+    fn claim(name: &str) -> Vec<u8> {
+        let mut v = NOW.to_be_bytes().to_vec();
+        v.extend_from_slice(name.as_bytes());
+        v
+    }
+
     #[test]
     fn name_claims_are_keyed_by_name() {
         let id = Identity::generate(&mut OsRng);
-        let r = Record::sign(
-            &id,
-            RecordKind::NameClaim,
-            1,
-            NOW + 60,
-            b"bob".to_vec(),
-            NOW,
-        )
-        .unwrap();
+        let r = Record::sign(&id, RecordKind::NameClaim, 1, NOW + 60, claim("bob"), NOW).unwrap();
         assert_eq!(r.key(), record::name_key("bob"));
-        for bad in [&b""[..], b"Bob", b"a b", &[b'a'; 64]] {
+        let bare = b"bob".to_vec();
+        for bad in [
+            claim(""),
+            claim("Bob"),
+            claim("a b"),
+            claim(&"a".repeat(33)),
+            bare,
+        ] {
             assert!(matches!(
-                Record::sign(&id, RecordKind::NameClaim, 1, NOW + 60, bad.to_vec(), NOW),
+                Record::sign(&id, RecordKind::NameClaim, 1, NOW + 60, bad, NOW),
                 Err(RecordError::InvalidValue { .. }) | Err(RecordError::ValueTooLarge { .. })
             ));
         }

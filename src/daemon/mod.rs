@@ -13,20 +13,23 @@
 //! | sessions and dial rounds; serving rendezvous | `conn`; `rendezvous` |
 //! | the bundled relay's table and requests | `relay` |
 //! | reaching peers, punching, the caller's signalling | `reach` |
+//! | names and contacts (spec/08-names.md) | `names` |
 //! | the DHT over QUIC | `dht` |
 //! | the TURN task | `turn` |
-//! | shared state and leaves | `state`, `events`, `store`, `stun_routes`, `config`, `sigwire`, `dht_persist`, `util`, `discovery_server`, `relay_table` |
+//! | shared state and leaves | `state`, `events`, `store`, `contacts`, `stun_routes`, `config`, `sigwire`, `dht_persist`, `util`, `discovery_server`, `relay_table` |
 
 // This module is the I/O driver: it reads the clock (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
 mod config;
 mod conn;
+mod contacts;
 mod core;
 mod dht;
 mod dht_persist;
 mod discovery_server;
 mod events;
+mod names;
 mod node;
 mod reach;
 mod relay;
@@ -41,9 +44,11 @@ mod util;
 
 pub use crate::node::scores::BAN_THRESHOLD;
 pub use config::{DhtSettings, NodeConfig};
+pub use contacts::{Contact, ContactError, OwnName, SaveError, MAX_CONTACTS, NAMES_FILE};
 pub use dht::{DhtError, DhtStats};
 pub use discovery_server::{DiscoveryServerConfig, FORWARD_QUEUE as DISCOVERY_FORWARD_QUEUE};
 pub use events::{NodeEvent, Path};
+pub use names::{Claimed, NamesError, Resolved, MAX_OWN_NAMES};
 pub use node::{Node, NodeError, PeerInfo, SendError};
 pub use reach::{ReachError, Reached};
 pub use relay::{RelayStatus, RelayedPeer};

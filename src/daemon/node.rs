@@ -213,6 +213,7 @@ impl Node {
         let (core_tx, core_rx) = super::core::channel();
         let (routes_tx, routes_rx) = mpsc::channel(super::stun_routes::ROUTE_QUEUE);
         let (signalling, signal_rx) = mpsc::channel(super::rendezvous::SIGNAL_QUEUE);
+        let cfg_store_dir = cfg.store_dir.clone();
         let shared = Arc::new(Shared {
             identity: Arc::new(identity),
             cfg,
@@ -235,9 +236,11 @@ impl Node {
             conn_counters: Default::default(),
             signalling,
             relay,
+            names: super::contacts::Names::open(cfg_store_dir.as_deref()),
         });
         tokio::spawn(super::core::run(shared.clone(), core, core_rx));
         tokio::spawn(accept_loop(shared.clone()));
+        tokio::spawn(super::names::republish_loop(Arc::downgrade(&shared)));
         tokio::spawn(super::rendezvous::signalling_loop(
             shared.clone(),
             signal_rx,

@@ -189,6 +189,8 @@ pub(crate) struct Shared {
     pub(crate) signalling: mpsc::Sender<SignalStream>,
     /// The bundled relay's table, if this node relays (spec/07-relay.md §1).
     pub(crate) relay: Option<Arc<super::relay_table::RelayShared>>,
+    /// Our claimed names and the contact list (spec/08-names.md).
+    pub(crate) names: super::contacts::Names,
 }
 
 /// A cheap, clonable handle for sending and managing peers from any task.

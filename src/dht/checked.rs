@@ -10,12 +10,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::rpc::{Body, DhtMessage};
-use crate::crypto::{Fingerprint, NodeId, Record, RecordError};
+use crate::crypto::{Fingerprint, NodeId, Record, RecordError, RecordKind};
 
 /// An encoded record whose signature, key, size and expiry were checked, with the fields the
 /// store needs. The bytes are shared: cloning is cheap (persistence snapshots do it).
 #[derive(Clone, PartialEq, Eq)]
 pub struct VerifiedRecord {
+    kind: RecordKind,
     key: NodeId,
     publisher: Fingerprint,
     seq: u64,
@@ -37,12 +38,18 @@ impl VerifiedRecord {
 
     fn with_bytes(r: &Record, bytes: Arc<[u8]>) -> VerifiedRecord {
         VerifiedRecord {
+            kind: r.kind(),
             key: r.key(),
             publisher: r.publisher().fingerprint(),
             seq: r.seq(),
             expiry: r.expiry(),
             bytes,
         }
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> RecordKind {
+        self.kind
     }
 
     /// The DHT key it lives under.

@@ -379,6 +379,14 @@ impl Dht {
         self.start_put(record, now)
     }
 
+    /// Stops republishing our record under `key` (a name claim that lost its race); the copy
+    /// in our own store is dropped too if it is ours.
+    pub fn unpublish(&mut self, key: &NodeId) {
+        if let Some(r) = self.own.remove(key) {
+            self.store.remove_slot(&(r.key(), r.publisher()));
+        }
+    }
+
     /// Starts the lookup that stores `record` at the k closest nodes.
     fn start_put(&mut self, record: VerifiedRecord, now: Instant) -> QueryId {
         let key = record.key();

@@ -3,7 +3,8 @@
 //! (spec/04 §4.1).
 //!
 //! Rules: a lower sequence number than the one held is refused; an equal one only with
-//! identical bytes; expired records are dropped.
+//! identical bytes; expired records are dropped. A name claim is refused while another
+//! publisher's unexpired claim for the name is held (first come, spec/08-names.md §3).
 //!
 //! Bounds: a record costs its encoded size plus [`RECORD_OVERHEAD`] (what holding and
 //! indexing it takes). The store holds at most `max_bytes` of such costs. Quotas in the
@@ -21,7 +22,7 @@ use std::net::IpAddr;
 use thiserror::Error;
 
 use super::checked::VerifiedRecord;
-use crate::crypto::{Fingerprint, NodeId, RecordError};
+use crate::crypto::{Fingerprint, NodeId, RecordError, RecordKind};
 use crate::node::source::{Network, Source};
 
 /// What one held record costs beyond its encoded bytes: its map entry (key, fields, the
@@ -91,6 +92,10 @@ pub enum StoreError {
     /// The store is full and the sender's network holds at least a fair share.
     #[error("store full")]
     Full,
+    /// A name claim while another publisher's claim for that name is held and unexpired:
+    /// first come (spec/08-names.md §3).
+    #[error("name already claimed by another publisher")]
+    NameTaken,
 }
 
 /// What a successful `put` did.
@@ -203,6 +208,9 @@ impl RecordStore {
             .into());
         }
         let slot = (rec.key(), rec.publisher());
+        if rec.kind() == RecordKind::NameClaim && self.claimed_by_other(&rec, now) {
+            return Err(StoreError::NameTaken);
+        }
         let old = match self.records.get(&slot) {
             Some(held) => match rec.seq().cmp(&held.rec.seq()) {
                 std::cmp::Ordering::Less => {
@@ -334,6 +342,11 @@ impl RecordStore {
         self.changed(slot);
     }
 
+    /// Drops the record of `publisher` under `key`, if held (our own claim that lost a race).
+    pub fn remove_slot(&mut self, slot: &(NodeId, Fingerprint)) {
+        self.remove(slot);
+    }
+
     fn remove(&mut self, slot: &Slot) -> Option<Held> {
         let held = self.records.remove(slot)?;
         let c = cost(&held.rec);
@@ -363,6 +376,15 @@ impl RecordStore {
             self.dirty.clear();
             self.full = true;
         }
+    }
+
+    /// Whether another publisher holds an unexpired claim under `rec`'s key (a name claim).
+    fn claimed_by_other(&self, rec: &VerifiedRecord, now: u64) -> bool {
+        let key = rec.key();
+        let range = (key, Fingerprint([0; 32]))..=(key, Fingerprint([0xff; 32]));
+        self.records
+            .range(range)
+            .any(|((_, fp), h)| *fp != rec.publisher() && h.rec.expiry() > now)
     }
 
     /// The encoded records under `key` that have not expired at `now`, newest sequence first.
@@ -471,7 +493,7 @@ fn subtract<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K, c: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{Identity, Record, RecordKind};
+    use crate::crypto::{Identity, Record};
     use rand_core::OsRng;
 
     const NOW: u64 = 1_800_000_000;
@@ -619,7 +641,11 @@ mod tests {
             RecordKind::NameClaim,
             1,
             NOW + 60,
-            b"alice".to_vec(),
+            crate::crypto::name::NameClaim {
+                claimed_at: NOW,
+                name: "alice".into(),
+            }
+            .encode(),
             NOW,
         )
         .unwrap()
@@ -631,6 +657,86 @@ mod tests {
         s.expire(NOW + 600);
         assert_eq!(s.put(&name, ip("10.9.9.9"), NOW + 1), Ok(Stored::New));
         assert_eq!(s.stats().refused, 1);
+    }
+
+    fn claim(id: &Identity, name: &str, seq: u64, claimed_at: u64) -> Vec<u8> {
+        let value = crate::crypto::name::NameClaim {
+            claimed_at,
+            name: name.into(),
+        };
+        Record::sign(
+            id,
+            RecordKind::NameClaim,
+            seq,
+            NOW + 600,
+            value.encode(),
+            NOW,
+        )
+        .unwrap()
+        .encode()
+    }
+
+    /// The attack: a second publisher claims a name this node already holds a live claim
+    /// for. First come: it is refused, and a lookup here sees only the first claim.
+    #[test]
+    fn a_second_publisher_cannot_claim_a_held_name() {
+        let (alice, mallory) = (
+            Identity::generate(&mut OsRng),
+            Identity::generate(&mut OsRng),
+        );
+        let mut s = RecordStore::new(StoreConfig::default());
+        let from = ip("10.0.0.1");
+        assert_eq!(
+            s.put(&claim(&alice, "alice", 1, NOW - 5), from, NOW),
+            Ok(Stored::New)
+        );
+        // Mallory, from another network, with an earlier claim time: still second here.
+        let stolen = s.put(
+            &claim(&mallory, "alice", 1, NOW - 3600),
+            ip("198.51.100.7"),
+            NOW,
+        );
+        let held = s.get(&crate::crypto::record::name_key("alice"), NOW).len();
+        println!("second publisher's claim for a held name: {stolen:?}; claims held for the name: {held}");
+        assert_eq!(stolen, Err(StoreError::NameTaken));
+        assert_eq!(held, 1);
+    }
+
+    #[test]
+    fn the_owner_renews_its_claim_and_a_lapsed_name_is_free_again() {
+        let (alice, bob) = (
+            Identity::generate(&mut OsRng),
+            Identity::generate(&mut OsRng),
+        );
+        let mut s = RecordStore::new(StoreConfig::default());
+        let from = ip("10.0.0.1");
+        s.put(&claim(&alice, "alice", 1, NOW), from, NOW).unwrap();
+        assert_eq!(
+            s.put(&claim(&alice, "alice", 2, NOW), from, NOW),
+            Ok(Stored::Updated)
+        );
+        // Another name is not affected.
+        assert_eq!(
+            s.put(&claim(&bob, "bob", 1, NOW), from, NOW),
+            Ok(Stored::New)
+        );
+        // Alice's claim expires (NOW + 600): the name is free for Bob.
+        s.expire(NOW + 600);
+        let bobs = Record::sign(
+            &bob,
+            RecordKind::NameClaim,
+            1,
+            NOW + 1200,
+            crate::crypto::name::NameClaim {
+                claimed_at: NOW + 601,
+                name: "alice".into(),
+            }
+            .encode(),
+            NOW + 601,
+        )
+        .unwrap()
+        .encode();
+        assert_eq!(s.put(&bobs, from, NOW + 601), Ok(Stored::New));
     }
 
     /// Small limits so a few dozen identities make a flood: records of ~7.4 KB cost.

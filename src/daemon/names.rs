@@ -1,0 +1,341 @@
+//! Names and contacts in the daemon (spec/08-names.md §4–§5): claiming a name in the DHT,
+//! resolving one, republishing our own claims, and the pinned contact list — all kept in
+//! `<data dir>/names.json` (owner-only).
+//!
+//! Claiming: look the name up; if another publisher's claim wins the race rule, refuse.
+//! Otherwise sign a claim (claim time kept across republishes) and put it to the k closest
+//! nodes (the DHT's put path, which also re-sends it every refresh interval), then look it
+//! up again: if another claim won meanwhile, withdraw ours. A task signs a fresh claim for
+//! each of our names every [`CLAIM_REPUBLISH_SECS`] (a third of the 7-day lifetime).
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use super::contacts::{Contact, ContactError, OwnName, SaveError};
+use super::dht::{query, DhtError};
+use super::state::{NodeHandle, Shared};
+use super::util::unix_ms;
+use crate::crypto::name::{
+    normalize, winner, NameClaim, NameError, CLAIM_REPUBLISH_SECS, CLAIM_TTL_SECS,
+};
+use crate::crypto::record::{name_key, RecordKind};
+use crate::crypto::{Fingerprint, Record};
+use crate::dht::{DhtEvent, VerifiedRecord};
+
+/// Most names one node claims (each costs a signature and a put per republish).
+pub const MAX_OWN_NAMES: usize = 16;
+/// After a failed republish, the next try.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// Why a name or contact request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NamesError {
+    /// Not a valid name.
+    #[error("{0}")]
+    Invalid(#[from] NameError),
+    /// The DHT failed or is not configured.
+    #[error("{0}")]
+    Dht(#[from] DhtError),
+    /// Another publisher's claim wins.
+    #[error("name {name:?} is taken by {holder} (claimed at {claimed_at})")]
+    Taken {
+        /// The name.
+        name: String,
+        /// The winning claim's publisher.
+        holder: Fingerprint,
+        /// Its claim time (Unix seconds).
+        claimed_at: u64,
+    },
+    /// No claim for the name was found.
+    #[error("no claim for {0:?} found")]
+    NotFound(String),
+    /// We hold [`MAX_OWN_NAMES`] names.
+    #[error("this node holds {MAX_OWN_NAMES} names already")]
+    TooMany,
+    /// A contact rule refused it (e.g. a pinned key changed).
+    #[error("{0}")]
+    Contact(#[from] ContactError),
+    /// The names file could not be written.
+    #[error("{0}")]
+    Storage(#[from] SaveError),
+}
+
+/// A name resolved through the DHT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The name.
+    pub name: String,
+    /// The winning claim's publisher.
+    pub fingerprint: Fingerprint,
+    /// Its claim time (Unix seconds).
+    pub claimed_at: u64,
+    /// When its current record expires (Unix seconds).
+    pub expiry: u64,
+    /// Claims from distinct publishers found (more than one: a race was decided).
+    pub claims: usize,
+}
+
+/// A claim made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// The name.
+    pub name: String,
+    /// Claim time (Unix seconds).
+    pub claimed_at: u64,
+    /// Expiry of the record just published.
+    pub expiry: u64,
+    /// DHT nodes that hold it (this node included when it is one of the k closest).
+    pub stored_at: usize,
+}
+
+/// The valid claims for `name` in the DHT, one per publisher (newest).
+async fn lookup(shared: &Shared, name: &str) -> Result<Vec<(NameClaim, Record)>, DhtError> {
+    if shared.dht.is_none() {
+        return Err(DhtError::Disabled);
+    }
+    let key = name_key(name);
+    let ev = query(shared, move |dht, now| dht.find_value(key, now)).await?;
+    let DhtEvent::FoundValue { records, .. } = ev else {
+        return Ok(Vec::new());
+    };
+    let now = unix_ms() / 1000;
+    Ok(records
+        .iter()
+        .filter_map(|b| Record::verify(b, now).ok())
+        .filter(|r| r.kind() == RecordKind::NameClaim && r.key() == key)
+        .filter_map(|r| NameClaim::decode(r.value()).map(|c| (c, r)))
+        .filter(|(c, _)| c.name == name)
+        .collect())
+}
+
+fn decide(name: &str, found: &[(NameClaim, Record)]) -> Option<Resolved> {
+    let (fingerprint, r) = winner(
+        found
+            .iter()
+            .map(|(c, r)| (c, r.publisher().fingerprint(), r)),
+    )?;
+    Some(Resolved {
+        name: name.to_string(),
+        fingerprint,
+        claimed_at: NameClaim::decode(r.value()).map_or(0, |c| c.claimed_at),
+        expiry: r.expiry(),
+        claims: found.len(),
+    })
+}
+
+/// Signs a claim for `name` made at `claimed_at` and puts it; returns (expiry, stored_at).
+async fn publish(shared: &Shared, name: &str, claimed_at: u64) -> Result<(u64, usize), DhtError> {
+    let (now_s, now_ms) = (unix_ms() / 1000, unix_ms());
+    let seq = shared
+        .core
+        .call(move |c, _| c.next_record_seq(now_ms))
+        .await
+        .ok_or(DhtError::Timeout)?;
+    let expiry = now_s + CLAIM_TTL_SECS;
+    let value = NameClaim {
+        claimed_at,
+        name: name.to_string(),
+    }
+    .encode();
+    let record = Record::sign(
+        &shared.identity,
+        RecordKind::NameClaim,
+        seq,
+        expiry,
+        value,
+        now_s,
+    )
+    .map_err(|e| DhtError::Record(e.to_string()))?;
+    let record = VerifiedRecord::from_record(&record);
+    match query(shared, move |dht, now| dht.put_verified(record, now)).await? {
+        DhtEvent::Put { stored_at, .. } => Ok((expiry, stored_at)),
+        _ => Err(DhtError::Timeout),
+    }
+}
+
+/// Stops republishing our claim for `name` (it lost a race).
+async fn withdraw(shared: &Shared, name: &str) {
+    let key = name_key(name);
+    shared
+        .core
+        .call(move |c, _| {
+            if let Some(d) = c.dht_mut() {
+                d.unpublish(&key);
+            }
+        })
+        .await;
+}
+
+/// Signs a fresh claim for each of our names every [`CLAIM_REPUBLISH_SECS`] (retrying a
+/// failed one after [`RETRY`]), until the node stops.
+/// Holds the node weakly: it ends once the node is gone or stopped.
+pub(crate) async fn republish_loop(shared: Weak<Shared>) {
+    // Let the bootstrap run first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    loop {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.dht.is_none() || shared.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let own = shared.names.read(|f| f.names.clone());
+        let mut failed = false;
+        for n in own {
+            match publish(&shared, &n.name, n.claimed_at).await {
+                Ok((_, stored_at)) if stored_at > 0 => {
+                    tracing::debug!(name = %n.name, stored_at, "name claim republished");
+                }
+                Ok(_) => failed = true,
+                Err(e) => {
+                    tracing::debug!(name = %n.name, error = %e, "name republish failed");
+                    failed = true;
+                }
+            }
+        }
+        let wait = if failed {
+            RETRY
+        } else {
+            Duration::from_secs(CLAIM_REPUBLISH_SECS)
+        };
+        drop(shared);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+impl NodeHandle {
+    /// Claims `name` (normalised; spec/08-names.md): refused if another publisher's claim
+    /// wins the race rule, before or after ours is put. Claiming a name we hold republishes
+    /// it with its original claim time.
+    pub async fn name_claim(&self, name: &str) -> Result<Claimed, NamesError> {
+        let name = normalize(name)?;
+        let shared = &self.shared;
+        let me = self.fingerprint();
+        let held = shared
+            .names
+            .read(|f| f.names.iter().find(|n| n.name == name).cloned());
+        if held.is_none() && shared.names.read(|f| f.names.len()) >= MAX_OWN_NAMES {
+            return Err(NamesError::TooMany);
+        }
+        let claimed_at = held.map_or(unix_ms() / 1000, |n| n.claimed_at);
+        let taken = |found: &[(NameClaim, Record)], ours: Option<&NameClaim>| {
+            let mut all: Vec<(&NameClaim, Fingerprint, ())> = found
+                .iter()
+                .map(|(c, r)| (c, r.publisher().fingerprint(), ()))
+                .collect();
+            if let Some(c) = ours {
+                all.push((c, me, ()));
+            }
+            match winner(all) {
+                Some((fp, ())) if fp != me => {
+                    let at = found
+                        .iter()
+                        .find(|(_, r)| r.publisher().fingerprint() == fp)
+                        .map_or(0, |(c, _)| c.claimed_at);
+                    Some(NamesError::Taken {
+                        name: name.clone(),
+                        holder: fp,
+                        claimed_at: at,
+                    })
+                }
+                _ => None,
+            }
+        };
+        let ours = NameClaim {
+            claimed_at,
+            name: name.clone(),
+        };
+        if let Some(e) = taken(&lookup(shared, &name).await?, Some(&ours)) {
+            self.forget_name(&name).await;
+            return Err(e);
+        }
+        let (expiry, stored_at) = publish(shared, &name, claimed_at).await?;
+        if let Some(e) = taken(&lookup(shared, &name).await?, Some(&ours)) {
+            self.forget_name(&name).await;
+            return Err(e);
+        }
+        shared.names.update(|f| {
+            if !f.names.iter().any(|n| n.name == name) {
+                f.names.push(OwnName {
+                    name: name.clone(),
+                    claimed_at,
+                });
+            }
+            Ok::<_, NamesError>(())
+        })?;
+        tracing::info!(%name, stored_at, "name claimed");
+        Ok(Claimed {
+            name,
+            claimed_at,
+            expiry,
+            stored_at,
+        })
+    }
+
+    /// Stops claiming `name`: no more republishing, and out of `names.json` (it lost).
+    async fn forget_name(&self, name: &str) {
+        withdraw(&self.shared, name).await;
+        let r = self.shared.names.update(|f| {
+            f.names.retain(|n| n.name != name);
+            Ok::<_, NamesError>(())
+        });
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "forgetting a lost name");
+        }
+    }
+
+    /// The names this node claimed (republished while it runs).
+    pub fn own_names(&self) -> Vec<OwnName> {
+        self.shared.names.read(|f| f.names.clone())
+    }
+
+    /// Resolves `name` through the DHT (race rule applied). A contact pinned under this name
+    /// to another key makes it fail with [`ContactError::KeyChanged`].
+    pub async fn name_resolve(&self, name: &str) -> Result<Resolved, NamesError> {
+        let name = normalize(name)?;
+        let found = lookup(&self.shared, &name).await?;
+        let r = decide(&name, &found).ok_or_else(|| NamesError::NotFound(name.clone()))?;
+        self.shared
+            .names
+            .read(|f| f.contacts.check(&name, &r.fingerprint))?;
+        Ok(r)
+    }
+
+    /// Adds a contact by fingerprint, or by name (resolved through the DHT and pinned: trust
+    /// on first use), under an optional alias. Returns the contact and whether it is new.
+    pub async fn contact_add(
+        &self,
+        target: &str,
+        alias: Option<&str>,
+    ) -> Result<(Contact, bool), NamesError> {
+        let (fp, name) = match target.parse::<Fingerprint>() {
+            Ok(fp) => (fp, None),
+            Err(_) => {
+                let r = self.name_resolve(target).await?;
+                (r.fingerprint, Some(r.name))
+            }
+        };
+        let now = unix_ms();
+        self.shared
+            .names
+            .update(|f| Ok(f.contacts.pin(fp, name, alias, now)?))
+    }
+
+    /// Every contact, in the order added.
+    pub fn contacts(&self) -> Vec<Contact> {
+        self.shared.names.read(|f| f.contacts.list().to_vec())
+    }
+
+    /// The contact an alias, name or fingerprint names.
+    pub fn contact_lookup(&self, label: &str) -> Option<Contact> {
+        self.shared
+            .names
+            .read(|f| f.contacts.lookup(label).cloned())
+    }
+
+    /// Removes a contact by alias, name or fingerprint.
+    pub fn contact_remove(&self, label: &str) -> Result<Contact, NamesError> {
+        self.shared.names.update(|f| Ok(f.contacts.remove(label)?))
+    }
+}
