@@ -690,6 +690,83 @@ fn pairs_without_a_direct_path_deliver_through_the_bundled_relay() {
     }
 }
 
+/// The bundled relay's node dies mid-session (issue 10; spec/07-relay.md §1.8): the caller
+/// reports the peer down (messages wait for ACKs that do not come: the 20 s ACK timeout of
+/// spec/03 §6), reaches it again through the other bootstrap node (the callee is registered
+/// at both) and its relay, and every message sent meanwhile arrives exactly once. The
+/// times are printed, not asserted.
+#[test]
+fn a_relayed_session_survives_its_relay_node_dying() {
+    use std::time::Instant;
+    let Some(mut tb) = test_bed("a_relayed_session_survives_its_relay_node_dying") else {
+        return;
+    };
+    let callee = tb.daemon(tb.host(NatType::Symmetric, 'b')).unwrap();
+    let caller = tb.daemon(tb.host(NatType::Symmetric, 'a')).unwrap();
+    let to = callee.fingerprint().unwrap();
+    let send = |text: &str| {
+        caller
+            .control(&serde_json::json!({"cmd": "send", "to": to, "text": text}))
+            .unwrap()
+    };
+    let arrived = |text: &str, within: Duration| {
+        callee
+            .wait_for(within, |e| {
+                e.get("text").and_then(|t| t.as_str()) == Some(text)
+            })
+            .is_some()
+    };
+    let reply = send("before");
+    assert_eq!(reply["path"], "relay", "{reply}");
+    assert!(arrived("before", Duration::from_secs(30)), "{reply}");
+    let status = caller
+        .control(&serde_json::json!({"cmd": "status"}))
+        .unwrap();
+    let relay = status["relay"]["peers"][0]["via"]
+        .as_str()
+        .expect("a relayed peer")
+        .to_owned();
+    assert!(tb.kill_bootstrap(&relay), "{relay} is a bootstrap node");
+    let killed = Instant::now();
+    let texts: Vec<String> = (0..20).map(|i| format!("during {i}")).collect();
+    for t in &texts {
+        send(t);
+    }
+    let down = caller
+        .wait_for(Duration::from_secs(90), |e| e["event"] == "peer_down")
+        .expect("the peer is reported down");
+    let down_s = (down.at - killed).as_secs_f64();
+    for t in &texts {
+        assert!(
+            arrived(t, Duration::from_secs(120)),
+            "{t} not delivered; caller: {}; callee: {}",
+            caller.stderr_tail(),
+            callee.stderr_tail()
+        );
+    }
+    let back_s = killed.elapsed().as_secs_f64();
+    let status = caller
+        .control(&serde_json::json!({"cmd": "status"}))
+        .unwrap();
+    let vias: Vec<&str> = status["relay"]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["via"].as_str())
+        .collect();
+    let events = callee.events();
+    let count = |t: &str| events.iter().filter(|e| e["text"] == t).count();
+    println!(
+        "relay {relay} killed: peer down after {down_s:.1} s, 20 messages sent meanwhile all \
+         delivered after {back_s:.1} s; caller's relayed routes now via {vias:?}"
+    );
+    assert!(texts.iter().all(|t| count(t) == 1), "each exactly once");
+    assert!(
+        vias.iter().any(|v| *v != relay),
+        "through the other relay: {vias:?}"
+    );
+}
+
 /// The two pairs without a direct path deliver through coturn when both daemons keep an
 /// allocation there (spec/07-relay.md §3): punching fails, the caller dials the callee's
 /// relay candidate, QUIC runs over the callee's allocation.

@@ -84,6 +84,10 @@ pub struct ConnConfig {
     /// A peer that takes none of our bytes for this long while some wait for it is closed
     /// with SLOW_READER (default 20 s).
     pub write_stall_timeout: Duration,
+    /// A peer that sends us nothing at all — no ACK, no PONG — for this long while DATA
+    /// of ours waits for its ACK is gone (default 20 s; spec/03-session.md §6): a dead path
+    /// with messages on it is noticed long before `idle_timeout`.
+    pub ack_timeout: Duration,
     /// End-to-end protection (always [`Protection::EndToEnd`] outside benchmarks).
     pub protection: Protection,
 }
@@ -98,6 +102,7 @@ impl Default for ConnConfig {
             limits: FrameLimits::default(),
             ack_on_confirm: false,
             write_stall_timeout: Duration::from_secs(20),
+            ack_timeout: Duration::from_secs(20),
             protection: Protection::EndToEnd,
         }
     }
@@ -167,6 +172,8 @@ pub struct Connection {
     presence_due: Option<PresenceStatus>,
     /// Since when bytes wait for the writer with no progress.
     stalled_since: Option<Instant>,
+    /// Since when DATA of ours waits for an ACK (armed by the timer, cleared by progress).
+    awaiting_ack: Option<Instant>,
     tx_seq: u32,
     rx_seq: u32,
     phase: Phase,
@@ -261,6 +268,7 @@ impl Connection {
             pong_due: None,
             presence_due: None,
             stalled_since: None,
+            awaiting_ack: None,
             tx_seq: 0,
             rx_seq: 0,
             phase: Phase::AwaitHello,
@@ -506,6 +514,7 @@ impl Connection {
                 }
                 if below > self.acked_below {
                     self.acked_below = below;
+                    self.awaiting_ack = None;
                     self.events.push_back(ConnEvent::Acked { below });
                 }
             }
@@ -651,6 +660,17 @@ impl Connection {
             });
         }
         let silent = now.saturating_duration_since(self.last_rx);
+        if self.unacked() == 0 {
+            self.awaiting_ack = None;
+        } else if self.phase == Phase::Established {
+            let since = *self.awaiting_ack.get_or_insert(now);
+            let waited = now.saturating_duration_since(since.max(self.last_rx));
+            if waited >= self.cfg.ack_timeout {
+                return Err(ConnError::PeerGone {
+                    silent_ms: silent.as_millis() as u64,
+                });
+            }
+        }
         if silent >= self.cfg.idle_timeout {
             return Err(ConnError::PeerGone {
                 silent_ms: silent.as_millis() as u64,
@@ -678,6 +698,13 @@ impl Connection {
         }
         if let Some(since) = self.stalled_since {
             t = t.min(since + self.cfg.write_stall_timeout);
+        }
+        if self.phase == Phase::Established && self.unacked() > 0 {
+            t = t.min(match self.awaiting_ack {
+                Some(since) => since.max(self.last_rx) + self.cfg.ack_timeout,
+                // Arm it at once.
+                None => self.last_rx,
+            });
         }
         t
     }

@@ -615,3 +615,38 @@ fn a_read_cut_into_segments_anywhere_delivers_the_same_messages() {
         }
     }
 }
+
+/// DATA in flight and nothing at all from the peer for `ack_timeout`: gone, long before
+/// `idle_timeout`. A peer that keeps acknowledging, or a connection with nothing in
+/// flight, is not.
+#[test]
+fn a_peer_that_acknowledges_nothing_while_data_waits_is_gone() {
+    let s = Duration::from_secs;
+    let mut p = Pair::new(1, ConnConfig::default());
+    p.run().unwrap();
+    let t0 = p.now;
+    p.a.handle_timeout(t0).unwrap();
+    // Nothing in flight: no ACK deadline before the PING.
+    assert_eq!(p.a.poll_timeout(), t0 + s(30));
+    // Acknowledged traffic for 40 s: never gone.
+    for i in 0..40u32 {
+        p.now = t0 + s(u64::from(i));
+        p.a_out.push(msg(i));
+        p.run().unwrap();
+        p.a.handle_timeout(p.now).unwrap();
+    }
+    // Now the path dies: a message goes out and nothing comes back.
+    let dead = t0 + s(40);
+    p.a_out.push(msg(99));
+    let mut lost = BytesMut::new();
+    p.a.poll_transmit(Some(&mut p.a_out), 1 << 20, &mut lost);
+    assert!(!lost.is_empty());
+    // The deadline arms at once (a past instant), then sits 20 s after the last input.
+    assert!(p.a.poll_timeout() <= dead);
+    p.a.handle_timeout(dead).unwrap();
+    assert_eq!(p.a.poll_timeout(), dead + s(20));
+    p.a.handle_timeout(dead + s(19)).unwrap();
+    let err = p.a.handle_timeout(dead + s(20)).unwrap_err();
+    println!("DATA unacknowledged, peer silent: {err} (idle limit 60 s)");
+    assert!(matches!(err, ConnError::PeerGone { .. }), "{err}");
+}

@@ -700,6 +700,26 @@ impl TestBed {
         Ok(p)
     }
 
+    /// Kills the bootstrap node listening at `addr` (`IP:PORT`, as in
+    /// [`bootstrap_args`](TestBed::bootstrap_args)) at once, as a crash would; `false` if
+    /// none listens there.
+    pub fn kill_bootstrap(&mut self, addr: &str) -> bool {
+        let Some(i) = self
+            .bootstrap_args
+            .iter()
+            .position(|b| b.split('@').next() == Some(addr))
+        else {
+            return false;
+        };
+        match self.bootstraps.get_mut(i) {
+            Some(p) => {
+                p.kill();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The host of type `nat` on side `side` (`'a'` or `'b'`).
     pub fn host(&self, nat: NatType, side: char) -> &Host {
         &self

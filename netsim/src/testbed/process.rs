@@ -155,6 +155,12 @@ impl DnaProcess {
         serde_json::from_str(&line).map_err(std::io::Error::other)
     }
 
+    /// Kills it now (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The last lines of its stderr, for failure messages.
     pub fn stderr_tail(&self) -> String {
         let text = std::fs::read_to_string(self.data.join("stderr.log")).unwrap_or_default();
