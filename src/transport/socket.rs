@@ -98,6 +98,9 @@ pub struct RelayRoute {
     pub bytes_in: u64,
     /// Payload bytes sent to the peer through it.
     pub bytes_out: u64,
+    /// The direct address the session moved to (spec/07-relay.md §1.9): datagrams go
+    /// there unwrapped, and QUIC from there is shown to quinn as from the token.
+    pub direct: Option<SocketAddr>,
 }
 
 /// A relay node's forwarding decision, called by the socket for every Send indication
@@ -142,6 +145,8 @@ struct RelayState {
     peers: HashMap<SocketAddr, RelayRoute>,
     /// Bundled relay nodes whose Data indications are unwrapped.
     servers: HashSet<SocketAddr>,
+    /// Direct addresses of upgraded peers → their tokens.
+    aliases: HashMap<SocketAddr, SocketAddr>,
     /// Unwrapped datagrams waiting for quinn: (its metadata, its bytes).
     inject: VecDeque<(RecvMeta, Vec<u8>)>,
 }
@@ -159,6 +164,8 @@ pub struct DnaSocket {
     relaying: AtomicBool,
     /// Whether `relay.inject` may hold datagrams: keeps `poll_recv` lock-free otherwise.
     injected: AtomicBool,
+    /// Whether `relay.aliases` is non-empty: keeps `poll_recv` lock-free otherwise.
+    aliased: AtomicBool,
     /// Transaction IDs of Send indications: a random prefix and a counter (indications get
     /// no answer; the ID only has to look random to middleboxes).
     tid_prefix: u32,
@@ -242,6 +249,7 @@ impl DnaSocket {
             relay: Mutex::new(RelayState::default()),
             relaying: AtomicBool::new(false),
             injected: AtomicBool::new(false),
+            aliased: AtomicBool::new(false),
             // std's hasher keys are random per process: a prefix without a new crate.
             tid_prefix: std::collections::hash_map::RandomState::new()
                 .build_hasher()
@@ -280,12 +288,63 @@ impl DnaSocket {
         self.route(peer).is_some()
     }
 
-    /// The relay that carries `peer`'s datagrams, if one does.
+    /// The relay that carries `peer`'s datagrams, if one does (an upgraded peer's
+    /// datagrams go direct: see [`Self::direct_of`]).
     pub fn route(&self, peer: SocketAddr) -> Option<SocketAddr> {
         if !self.relaying.load(Ordering::Acquire) {
             return None;
         }
-        self.relay().peers.get(&canonical(peer)).map(|r| r.server)
+        self.relay()
+            .peers
+            .get(&canonical(peer))
+            .filter(|r| r.direct.is_none())
+            .map(|r| r.server)
+    }
+
+    /// Where `peer`'s datagrams go: `(server, direct)`.
+    fn choose(&self, peer: SocketAddr) -> Option<(SocketAddr, Option<SocketAddr>)> {
+        if !self.relaying.load(Ordering::Acquire) {
+            return None;
+        }
+        self.relay()
+            .peers
+            .get(&canonical(peer))
+            .map(|r| (r.server, r.direct))
+    }
+
+    /// The direct address a relayed peer moved to, if it did.
+    pub fn direct_of(&self, token: SocketAddr) -> Option<SocketAddr> {
+        self.choose(token).and_then(|(_, d)| d)
+    }
+
+    /// Moves the peer at `token` to the direct path `addr` (spec/07-relay.md §1.9): its
+    /// datagrams go to `addr` from now on, and QUIC arriving from `addr` is shown to quinn
+    /// as from `token`, so the session does not notice. `false` if `token` has no bundled
+    /// route.
+    pub fn set_direct(&self, token: SocketAddr, addr: SocketAddr) -> bool {
+        let (token, addr) = (canonical(token), canonical(addr));
+        let mut r = self.relay();
+        let Some(route) = r.peers.get_mut(&token) else {
+            return false;
+        };
+        if !route.bundled {
+            return false;
+        }
+        let old = route.direct.replace(addr);
+        if let Some(old) = old {
+            r.aliases.remove(&old);
+        }
+        r.aliases.insert(addr, token);
+        self.aliased.store(true, Ordering::Release);
+        true
+    }
+
+    /// The token an upgraded peer's direct address stands for.
+    fn alias(&self, from: SocketAddr) -> Option<SocketAddr> {
+        if !self.aliased.load(Ordering::Acquire) {
+            return None;
+        }
+        self.relay().aliases.get(&canonical(from)).copied()
     }
 
     /// Every relayed peer and its route.
@@ -333,6 +392,7 @@ impl DnaSocket {
                         bundled,
                         bytes_in: 0,
                         bytes_out: 0,
+                        direct: None,
                     },
                 );
             }
@@ -344,8 +404,13 @@ impl DnaSocket {
     /// Reaches `peer` directly again.
     pub fn remove_relayed(&self, peer: SocketAddr) {
         let mut r = self.relay();
-        r.peers.remove(&canonical(peer));
+        if let Some(route) = r.peers.remove(&canonical(peer)) {
+            if let Some(d) = route.direct {
+                r.aliases.remove(&d);
+            }
+        }
         self.relaying.store(!r.peers.is_empty(), Ordering::Release);
+        self.aliased.store(!r.aliases.is_empty(), Ordering::Release);
     }
 
     /// How quinn sees `a`: IPv4-mapped on a dual-stack socket.
@@ -614,8 +679,16 @@ impl AsyncUdpSocket for DnaSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        if let Some(server) = self.route(transmit.destination) {
-            return self.send_relayed(server, transmit);
+        match self.choose(transmit.destination) {
+            Some((_, Some(direct))) => {
+                let t = Transmit {
+                    destination: self.present(direct),
+                    ..*transmit
+                };
+                return self.inner.try_send(&t);
+            }
+            Some((server, None)) => return self.send_relayed(server, transmit),
+            None => {}
         }
         if is_token(transmit.destination) {
             // Reserved addresses never reach the network.
@@ -653,7 +726,13 @@ impl AsyncUdpSocket for DnaSocket {
                     let (head, tail) = bufs.split_at_mut(i);
                     head[kept][..left].copy_from_slice(&tail[0][..left]);
                 }
-                meta[kept] = RecvMeta { len: left, ..m };
+                // An upgraded peer's direct datagrams come as from its token.
+                let addr = self.alias(m.addr).map_or(m.addr, |t| self.present(t));
+                meta[kept] = RecvMeta {
+                    len: left,
+                    addr,
+                    ..m
+                };
                 kept += 1;
             }
             if kept > 0 {
@@ -852,6 +931,43 @@ mod tests {
         }
         assert_eq!(got, contents);
         assert_eq!(s.stats().relayed_out.load(Ordering::Relaxed), 3);
+    }
+
+    /// A bundled relay's peer moved to a direct path: datagrams to its token leave
+    /// unwrapped toward the direct address, and QUIC from that address reaches quinn as
+    /// from the token; a token without a route is never sent anywhere.
+    #[tokio::test]
+    async fn an_upgraded_peer_is_reached_directly_under_its_token() {
+        let udp = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (s, _side) = DnaSocket::new(udp, None).unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let relay: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let token: SocketAddr = "240.7.7.7:7".parse().unwrap();
+        let stray: SocketAddr = "240.8.8.8:8".parse().unwrap();
+        assert!(s.add_bundled_route(token, relay));
+        assert_eq!(s.route(token), Some(relay));
+        assert!(s.set_direct(token, peer.local_addr().unwrap()));
+        assert_eq!(s.route(token), None, "no longer through the relay");
+        s.send_raw(token, &[0x41; 40]).await.unwrap();
+        s.send_raw(stray, &[0x42; 40]).await.unwrap();
+        let mut buf = [0u8; 100];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&[0x41u8; 40][..], s.inner.local_addr().unwrap()));
+        assert_eq!(s.stats().unrouted.load(Ordering::Relaxed), 1);
+        peer.send_to(&[0x43; 30], s.inner.local_addr().unwrap()).unwrap();
+        let mut storage = vec![0u8; 1500];
+        let mut metas = [RecvMeta::default(); 1];
+        let n = std::future::poll_fn(|cx| {
+            let mut bufs = [IoSliceMut::new(&mut storage)];
+            s.poll_recv(cx, &mut bufs, &mut metas)
+        })
+        .await
+        .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(metas[0].addr, token, "shown as from the token");
+        assert_eq!(&storage[..metas[0].len], &[0x43; 30]);
     }
 
     #[test]
