@@ -113,6 +113,10 @@ pub struct NodeConfig {
     /// Whether relays may carry our own sessions: `auto` (direct first), `never`, `only`
     /// (spec/07-relay.md §1.5; default `auto`).
     pub relay_policy: crate::node::reach::RelayPolicy,
+    /// Punching this long without a pair: ask the bundled relay in parallel, and move the
+    /// session to the direct path if punching finds one later (default 1 s: a punched pair
+    /// in the NAT bed answers within 200 ms; spec/07-relay.md §1.9).
+    pub relay_after: Duration,
 }
 
 impl Default for NodeConfig {
@@ -145,6 +149,7 @@ impl Default for NodeConfig {
             rendezvous: RendezvousLimits::default(),
             relay_server: None,
             relay_policy: Default::default(),
+            relay_after: Duration::from_secs(1),
         }
     }
 }

@@ -261,8 +261,12 @@ async fn callee_relay(
     caller: Fingerprint,
     punched: Option<oneshot::Receiver<PunchResult>>,
 ) {
-    if let Some(rx) = punched {
-        if !matches!(rx.await, Ok(PunchResult::Failed)) {
+    if let Some(mut rx) = punched {
+        // A pair within `relay_after`: no relay. Failed, or still punching: ask (the
+        // caller does the same at the same moment; a late pair moves the session).
+        if let Ok(Ok(PunchResult::Connected(_))) =
+            tokio::time::timeout(shared.cfg.relay_after, &mut rx).await
+        {
             return;
         }
     }
@@ -588,9 +592,16 @@ impl NodeHandle {
         // Made before the first offer leaves (the callee starts checking as soon as it
         // answers), with the signed offer; reused for every rendezvous node.
         let mut offer: Option<(PunchRoute, Vec<u8>)> = None;
+        // A punching attempt still going on after `relay_after` (the relay is asked too).
+        let mut punching: Option<oneshot::Receiver<PunchResult>> = None;
         loop {
             let Some(action) = attempt.poll_action() else {
-                // Every action's result is handed back before the next poll.
+                // The machine waits for the punching attempt that goes on.
+                if let Some(rx) = punching.take() {
+                    attempt.handle_punch(rx.await.unwrap_or(PunchResult::Failed));
+                    continue;
+                }
+                // Every other action's result is handed back before the next poll.
                 return Err(ReachError::Rendezvous("reach attempt stalled"));
             };
             match action {
@@ -640,24 +651,74 @@ impl NodeHandle {
                         attempt.handle_punch(PunchResult::Failed);
                         continue;
                     };
-                    let result = start_punch(&self.shared, route, creds, candidates, true)
-                        .await
-                        .unwrap_or(PunchResult::Failed);
-                    attempt.handle_punch(result);
+                    let mut rx = start_punch(&self.shared, route, creds, candidates, true);
+                    match tokio::time::timeout(self.shared.cfg.relay_after, &mut rx).await {
+                        Ok(r) => attempt.handle_punch(r.unwrap_or(PunchResult::Failed)),
+                        Err(_) => {
+                            // A few round trips without a pair: the relay in parallel.
+                            punching = Some(rx);
+                            attempt.handle_punch_slow();
+                        }
+                    }
                 }
                 Action::Relay { via: (addr, fp) } => {
                     let relay = Contact {
                         id: fp.node_id(),
                         addr,
                     };
-                    let r = request_relay(&self.shared, &d, relay, peer).await;
-                    if let Err(e) = &r {
-                        tracing::info!(relay = %addr, error = %e, "no relayed pair");
+                    let req = request_relay(&self.shared, &d, relay, peer);
+                    tokio::pin!(req);
+                    // Whichever comes first: the relay's answer, or the punching result.
+                    let r = loop {
+                        let Some(rx) = punching.as_mut() else {
+                            break Some(req.as_mut().await);
+                        };
+                        tokio::select! {
+                            r = req.as_mut() => break Some(r),
+                            p = rx => {
+                                punching = None;
+                                let p = p.unwrap_or(PunchResult::Failed);
+                                let won = matches!(p, PunchResult::Connected(_));
+                                attempt.handle_punch(p);
+                                if won {
+                                    break None;
+                                }
+                            }
+                        }
+                    };
+                    let Some(r) = r else { continue };
+                    match (&r, punching.take()) {
+                        (Ok(token), Some(rx)) => {
+                            // Relayed now; direct as soon as punching finds a pair.
+                            tokio::spawn(upgrade_when_punched(self.shared.clone(), peer, *token, rx));
+                        }
+                        (Err(e), rx) => {
+                            tracing::info!(relay = %addr, error = %e, "no relayed pair");
+                            punching = rx;
+                        }
+                        (Ok(_), None) => {}
                     }
                     attempt.handle_relay(r.map_err(ReachError::into_failure));
                 }
                 Action::Done(r) => return r.map_err(ReachError::from),
             }
+        }
+    }
+}
+
+/// The caller's half of the upgrade (spec/07-relay.md §1.9): when the punching attempt
+/// that went on beside the relayed session finds a pair, the socket moves the peer's token
+/// to it. QUIC keeps its connection (we are its client, the token its address); the callee's
+/// quinn sees our packets from a new address and migrates its path, as QUIC servers do.
+async fn upgrade_when_punched(
+    shared: Arc<Shared>,
+    peer: Fingerprint,
+    token: SocketAddr,
+    rx: oneshot::Receiver<PunchResult>,
+) {
+    if let Ok(PunchResult::Connected(sel)) = rx.await {
+        if shared.socket.set_direct(token, sel.remote) {
+            tracing::info!(%peer, %token, direct = %sel.remote, "relayed session moved to a direct path");
         }
     }
 }

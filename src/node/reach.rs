@@ -175,16 +175,19 @@ enum State {
         via: Vec<(SocketAddr, Fingerprint)>,
         next: usize,
     },
-    /// Waiting for the punching attempt; the peer's relayed candidate, if it named one, and
-    /// the rendezvous node that carried the answer.
+    /// Waiting for the punching attempt; the peer's relayed candidate, if it named one,
+    /// the rendezvous node that carried the answer, and whether its relay refused already.
     Punching {
         relay: Option<SocketAddr>,
         via: (SocketAddr, Fingerprint),
+        asked: bool,
     },
-    /// Waiting for the bundled relay's grant.
+    /// Waiting for the bundled relay's grant; `punching`: the punching attempt goes on
+    /// (its result may still come first).
     Relaying {
         relay: Option<SocketAddr>,
         via: (SocketAddr, Fingerprint),
+        punching: bool,
     },
     /// Nothing more to do.
     Finished,
@@ -342,6 +345,7 @@ impl Reach {
             self.state = State::Relaying {
                 relay,
                 via: answered_by,
+                punching: false,
             };
             self.out.push(Action::Relay { via: answered_by });
             return;
@@ -349,6 +353,7 @@ impl Reach {
         self.state = State::Punching {
             relay,
             via: answered_by,
+            asked: false,
         };
         self.out.push(Action::Punch {
             creds: PunchCreds {
@@ -361,10 +366,51 @@ impl Reach {
         });
     }
 
+    /// Punching has had its few round trips (`relay_after`) without a result: with the
+    /// policy `auto`, ask the bundled relay now while punching goes on (spec/07-relay.md
+    /// §1.9). If a relayed session comes first, the driver moves it to the punched path
+    /// when punching succeeds later.
+    pub fn handle_punch_slow(&mut self) {
+        let State::Punching {
+            relay,
+            via,
+            asked: false,
+        } = self.state
+        else {
+            return;
+        };
+        if self.policy != RelayPolicy::Auto {
+            return;
+        }
+        self.state = State::Relaying {
+            relay,
+            via,
+            punching: true,
+        };
+        self.out.push(Action::Relay { via });
+    }
+
     /// The punching attempt's result.
     pub fn handle_punch(&mut self, result: PunchResult) {
-        let State::Punching { relay, via } = self.state else {
-            return;
+        let (relay, via, asked) = match self.state {
+            State::Punching { relay, via, asked } => (relay, via, asked),
+            State::Relaying {
+                relay,
+                via,
+                punching: true,
+            } => {
+                if result == PunchResult::Failed {
+                    // The relay's answer decides now.
+                    self.state = State::Relaying {
+                        relay,
+                        via,
+                        punching: false,
+                    };
+                    return;
+                }
+                (relay, via, false)
+            }
+            _ => return,
         };
         match result {
             PunchResult::Connected(sel) => {
@@ -379,32 +425,57 @@ impl Reach {
             PunchResult::Failed if self.policy == RelayPolicy::Never => {
                 self.finish(Ok(Reached::RelayNeeded))
             }
+            PunchResult::Failed if asked => self.fall_back(relay),
             PunchResult::Failed => {
-                self.state = State::Relaying { relay, via };
+                self.state = State::Relaying {
+                    relay,
+                    via,
+                    punching: false,
+                };
                 self.out.push(Action::Relay { via });
             }
+        }
+    }
+
+    /// No direct path and no bundled relay: the peer's TURN allocation, if it named one.
+    fn fall_back(&mut self, turn: Option<SocketAddr>) {
+        match turn {
+            Some(addr) => {
+                self.out.push(Action::Dial { addrs: vec![addr] });
+                self.finish(Ok(Reached::Relayed { addr }));
+            }
+            None => self.finish(Ok(Reached::RelayNeeded)),
         }
     }
 
     /// The bundled relay's answer: the peer's token there, or why there is none (then the
     /// peer's TURN relayed candidate, if it named one).
     pub fn handle_relay(&mut self, token: Result<SocketAddr, ReachFailure>) {
-        let State::Relaying { relay, via } = self.state else {
+        let State::Relaying {
+            relay,
+            via,
+            punching,
+        } = self.state
+        else {
             return;
         };
-        match (token, relay) {
-            (Ok(token), _) => {
+        match token {
+            Ok(token) => {
                 self.out.push(Action::Dial { addrs: vec![token] });
                 self.finish(Ok(Reached::Bundled {
                     relay: via.0,
                     token,
                 }));
             }
-            (Err(_), Some(addr)) => {
-                self.out.push(Action::Dial { addrs: vec![addr] });
-                self.finish(Ok(Reached::Relayed { addr }));
+            // Punching goes on: its result decides.
+            Err(_) if punching => {
+                self.state = State::Punching {
+                    relay,
+                    via,
+                    asked: true,
+                }
             }
-            (Err(_), None) => self.finish(Ok(Reached::RelayNeeded)),
+            Err(_) => self.fall_back(relay),
         }
     }
 

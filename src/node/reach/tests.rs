@@ -306,3 +306,61 @@ fn the_relay_policy_is_followed() {
     assert_eq!("only".parse::<RelayPolicy>(), Ok(RelayPolicy::Only));
     assert!("sometimes".parse::<RelayPolicy>().is_err());
 }
+
+/// Punching slow: the relay is asked while punching goes on (spec/07-relay.md §1.9). The
+/// relay's grant first: the token is dialed (the driver upgrades later). Punching first:
+/// the pair is dialed and the relay's answer is not waited for. The relay refusing while
+/// punching goes on: punching decides, then the peer's TURN candidate.
+#[test]
+fn a_slow_punch_asks_the_relay_in_parallel() {
+    let me = Identity::generate(&mut OsRng);
+    let callee = Identity::generate(&mut OsRng);
+    let token = sa("240.1.2.3:4567");
+    let turn = sa("192.0.2.50:49160");
+    let punched = |r: &mut Reach| {
+        r.handle_presence(Some(Ok(presence(false, vec![rdv(1)]))));
+        r.poll_action();
+        let a = answer_with(&callee, me.fingerprint(), r.session(), NOW_MS, Some(turn));
+        r.handle_offer(NOW_MS, Ok(a));
+        assert!(matches!(r.poll_action(), Some(Action::Punch { .. })));
+        r.handle_punch_slow();
+        assert_eq!(r.poll_action(), Some(Action::Relay { via: rdv(1) }));
+    };
+    // The grant first.
+    let mut r = start(me.fingerprint(), callee.fingerprint());
+    punched(&mut r);
+    r.handle_relay(Ok(token));
+    assert_eq!(r.poll_action(), Some(Action::Dial { addrs: vec![token] }));
+    assert!(matches!(
+        r.poll_action(),
+        Some(Action::Done(Ok(Reached::Bundled { .. })))
+    ));
+    // Punching first.
+    let mut r = start(me.fingerprint(), callee.fingerprint());
+    punched(&mut r);
+    let pair = sa("203.0.113.9:5000");
+    r.handle_punch(PunchResult::Connected(Selected {
+        remote: pair,
+        kind: CandidateKind::ServerReflexive,
+        rtt: Duration::from_millis(3),
+    }));
+    assert_eq!(r.poll_action(), Some(Action::Dial { addrs: vec![pair] }));
+    assert!(matches!(
+        r.poll_action(),
+        Some(Action::Done(Ok(Reached::Punched { .. })))
+    ));
+    // The relay refuses, then punching fails: the TURN candidate, without asking again.
+    let mut r = start(me.fingerprint(), callee.fingerprint());
+    punched(&mut r);
+    r.handle_relay(Err(ReachFailure::ConnectRefused("the relay is full")));
+    assert_eq!(r.poll_action(), None, "punching decides");
+    r.handle_punch(PunchResult::Failed);
+    assert_eq!(r.poll_action(), Some(Action::Dial { addrs: vec![turn] }));
+    // Punching fails while the relay is asked: the relay's answer decides.
+    let mut r = start(me.fingerprint(), callee.fingerprint());
+    punched(&mut r);
+    r.handle_punch(PunchResult::Failed);
+    assert_eq!(r.poll_action(), None);
+    r.handle_relay(Ok(token));
+    assert_eq!(r.poll_action(), Some(Action::Dial { addrs: vec![token] }));
+}
