@@ -767,6 +767,83 @@ fn a_relayed_session_survives_its_relay_node_dying() {
     );
 }
 
+/// A relayed session moves to the direct path (issue 10; spec/07-relay.md §1.9). Two
+/// port-restricted hosts, a blocking rule in a's router between them: punching finds no
+/// pair within `relay_after`, the session starts through the bootstrap node's relay. The
+/// test sends 10,000 messages and lifts the rule while they flow; the punching attempt,
+/// still running, finds the pair and the caller's socket moves the session under the
+/// peer's token. Every message arrives once, in order, and the caller's outbox empties.
+#[test]
+fn a_relayed_session_moves_to_the_direct_path_when_the_block_is_lifted() {
+    use std::time::Instant;
+    let Some(tb) = test_bed("a_relayed_session_moves_to_the_direct_path_when_the_block_is_lifted")
+    else {
+        return;
+    };
+    let (ha, hb) = (
+        tb.host(NatType::PortRestricted, 'a').clone(),
+        tb.host(NatType::PortRestricted, 'b').clone(),
+    );
+    let callee = tb.daemon(&hb).unwrap();
+    let caller = tb.daemon(&ha).unwrap();
+    tb.block(&ha, hb.public_ip).unwrap();
+    let to = callee.fingerprint().unwrap();
+    let send = |text: &str| {
+        caller
+            .control(&serde_json::json!({"cmd": "send", "to": to, "text": text}))
+            .unwrap()
+    };
+    let started = Instant::now();
+    let reply = send("m00000");
+    assert_eq!(reply["path"], "relay", "{reply}");
+    let n = 10_000;
+    let mut lifted = None;
+    for i in 1..n {
+        send(&format!("m{i:05}"));
+        if lifted.is_none() && started.elapsed() > Duration::from_secs(3) {
+            lifted = Some((i, tb.unblock(&ha).unwrap()));
+        }
+    }
+    let (lifted_at, dropped) = lifted.unwrap_or_else(|| (n, tb.unblock(&ha).unwrap()));
+    let last = format!("m{:05}", n - 1);
+    assert!(
+        callee
+            .wait_for(Duration::from_secs(120), |e| e["text"] == last.as_str())
+            .is_some(),
+        "the last message arrived; callee: {}",
+        callee.stderr_tail()
+    );
+    let texts: Vec<String> = callee
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "message")
+        .filter_map(|e| e["text"].as_str().map(str::to_owned))
+        .collect();
+    let want: Vec<String> = (0..n).map(|i| format!("m{i:05}")).collect();
+    let status = caller
+        .control(&serde_json::json!({"cmd": "status"}))
+        .unwrap();
+    let route = &status["relay"]["peers"][0];
+    let pending = status["pending_peers"].as_u64();
+    println!(
+        "10,000 messages; block lifted after message {lifted_at} ({dropped} packets dropped \
+         by it); callee got {} messages, in order: {}; caller's route: via {} → direct {}, \
+         {} B relayed out; peers with messages waiting: {pending:?}",
+        texts.len(),
+        texts == want,
+        route["via"],
+        route["direct"],
+        route["bytes_out"]
+    );
+    assert!(dropped > 0, "the block was in the way");
+    assert_eq!(texts, want, "all 10,000, once each, in order");
+    assert!(
+        route["direct"].is_string(),
+        "moved to the direct path: {route}"
+    );
+    assert_eq!(pending, Some(0), "everything acknowledged");
+}
+
 /// The two pairs without a direct path deliver through coturn when both daemons keep an
 /// allocation there (spec/07-relay.md §3): punching fails, the caller dials the callee's
 /// relay candidate, QUIC runs over the callee's allocation.

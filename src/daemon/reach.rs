@@ -690,7 +690,12 @@ impl NodeHandle {
                     match (&r, punching.take()) {
                         (Ok(token), Some(rx)) => {
                             // Relayed now; direct as soon as punching finds a pair.
-                            tokio::spawn(upgrade_when_punched(self.shared.clone(), peer, *token, rx));
+                            tokio::spawn(upgrade_when_punched(
+                                self.shared.clone(),
+                                peer,
+                                *token,
+                                rx,
+                            ));
                         }
                         (Err(e), rx) => {
                             tracing::info!(relay = %addr, error = %e, "no relayed pair");

@@ -105,6 +105,8 @@ pub struct RelayedPeer {
     pub bytes_in: u64,
     /// Payload bytes sent to the peer through it.
     pub bytes_out: u64,
+    /// The direct address the session moved to, if it did (spec/07-relay.md §1.9).
+    pub direct: Option<String>,
 }
 
 /// What relays carry for this node, and what it relays for others.
@@ -141,6 +143,7 @@ impl NodeHandle {
                 via: r.server.to_string(),
                 bytes_in: r.bytes_in,
                 bytes_out: r.bytes_out,
+                direct: r.direct.map(|d| d.to_string()),
             })
             .collect();
         peers.sort_by(|a, b| a.addr.cmp(&b.addr));

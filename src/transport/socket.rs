@@ -954,9 +954,13 @@ mod tests {
         s.send_raw(stray, &[0x42; 40]).await.unwrap();
         let mut buf = [0u8; 100];
         let (n, from) = peer.recv_from(&mut buf).unwrap();
-        assert_eq!((&buf[..n], from), (&[0x41u8; 40][..], s.inner.local_addr().unwrap()));
+        assert_eq!(
+            (&buf[..n], from),
+            (&[0x41u8; 40][..], s.inner.local_addr().unwrap())
+        );
         assert_eq!(s.stats().unrouted.load(Ordering::Relaxed), 1);
-        peer.send_to(&[0x43; 30], s.inner.local_addr().unwrap()).unwrap();
+        peer.send_to(&[0x43; 30], s.inner.local_addr().unwrap())
+            .unwrap();
         let mut storage = vec![0u8; 1500];
         let mut metas = [RecvMeta::default(); 1];
         let n = std::future::poll_fn(|cx| {

@@ -584,6 +584,80 @@ impl TestBed {
             .ok_or_else(|| TestBedError::NotReady(format!("counter {table} {name}: {out}")))
     }
 
+    /// Drops, in `host`'s router, every packet between the host's LAN and `other` (both
+    /// ways), counted: a table `dnatest_block` of its own, so [`Self::unblock`] lifts it
+    /// without touching the router's NAT rules.
+    pub fn block(&self, host: &Host, other: Ipv4Addr) -> Result<(), TestBedError> {
+        let ns = host
+            .router
+            .as_deref()
+            .ok_or_else(|| TestBedError::NotReady("a public host has no router".into()))?;
+        let o = other.to_string();
+        let nft = |args: &[&str]| {
+            let mut a = vec!["netns", "exec", ns, "nft"];
+            a.extend_from_slice(args);
+            run("ip", &a)
+        };
+        nft(&["add", "table", "inet", "dnatest_block"])?;
+        nft(&["add", "counter", "inet", "dnatest_block", "blocked"])?;
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "dnatest_block",
+            "blocking",
+            "{",
+            "type",
+            "filter",
+            "hook",
+            "forward",
+            "priority",
+            "-10",
+            ";",
+            "}",
+        ])?;
+        for dir in ["daddr", "saddr"] {
+            nft(&[
+                "add",
+                "rule",
+                "inet",
+                "dnatest_block",
+                "blocking",
+                "ip",
+                dir,
+                &o,
+                "counter",
+                "name",
+                "blocked",
+                "drop",
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Lifts [`Self::block`]; returns how many packets it dropped.
+    pub fn unblock(&self, host: &Host) -> Result<u64, TestBedError> {
+        let ns = host
+            .router
+            .as_deref()
+            .ok_or_else(|| TestBedError::NotReady("a public host has no router".into()))?;
+        let dropped = self.nft_counter(ns, "inet dnatest_block", "blocked")?;
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "dnatest_block",
+            ],
+        )?;
+        Ok(dropped)
+    }
+
     /// A [`UdpProbe`] in namespace `ns`, its socket bound to `bind`.
     pub fn udp_probe(&self, ns: &str, bind: SocketAddr) -> Result<UdpProbe, TestBedError> {
         UdpProbe::start(ns, bind)
