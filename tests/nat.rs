@@ -844,6 +844,75 @@ fn a_relayed_session_moves_to_the_direct_path_when_the_block_is_lifted() {
     assert_eq!(pending, Some(0), "everything acknowledged");
 }
 
+/// A session still relayed after its first punching attempt ended is offered new ones
+/// (`upgrade_secs`, 15 s here): the block is lifted 15 s after the session started through
+/// the relay, and the next attempt moves it to the direct path; messages sent before and
+/// after arrive once each.
+#[test]
+fn a_session_relayed_for_long_moves_to_the_direct_path_later() {
+    use std::time::Instant;
+    let cfg = std::env::temp_dir().join(format!("dna-upgrade-{}.toml", std::process::id()));
+    std::fs::write(&cfg, "upgrade_secs = 15\n").unwrap();
+    let extra = vec!["--config".to_string(), cfg.display().to_string()];
+    let Some(tb) = test_bed("a_session_relayed_for_long_moves_to_the_direct_path_later") else {
+        return;
+    };
+    let (ha, hb) = (
+        tb.host(NatType::PortRestricted, 'a').clone(),
+        tb.host(NatType::PortRestricted, 'b').clone(),
+    );
+    let callee = tb.daemon_with(&hb, &extra).unwrap();
+    let caller = tb.daemon_with(&ha, &extra).unwrap();
+    tb.block(&ha, hb.public_ip).unwrap();
+    let to = callee.fingerprint().unwrap();
+    let send = |text: &str| {
+        caller
+            .control(&serde_json::json!({"cmd": "send", "to": to, "text": text}))
+            .unwrap()
+    };
+    let reply = send("relayed");
+    assert_eq!(reply["path"], "relay", "{reply}");
+    let relayed_at = Instant::now();
+    // The first attempt ends 10 s after the answer; lift the block after it.
+    std::thread::sleep(Duration::from_secs(15));
+    let dropped = tb.unblock(&ha).unwrap();
+    let route = |p: &netsim::testbed::DnaProcess| {
+        p.control(&serde_json::json!({"cmd": "status"})).unwrap()["relay"]["peers"][0].clone()
+    };
+    assert!(
+        route(&caller)["direct"].is_null(),
+        "still relayed when the block is lifted"
+    );
+    let moved = loop {
+        let r = route(&caller);
+        if r["direct"].is_string() {
+            break r;
+        }
+        assert!(
+            relayed_at.elapsed() < Duration::from_secs(120),
+            "not moved; caller: {}",
+            caller.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let moved_s = relayed_at.elapsed().as_secs_f64();
+    send("direct");
+    for t in ["relayed", "direct"] {
+        assert!(callee
+            .wait_for(Duration::from_secs(30), |e| e["text"] == t)
+            .is_some());
+    }
+    let count = |t: &str| callee.events().iter().filter(|e| e["text"] == t).count();
+    println!(
+        "block lifted 15 s into the relayed session ({dropped} packets dropped by it); moved \
+         to {} {moved_s:.1} s after the session started; both messages once: {}",
+        moved["direct"],
+        count("relayed") == 1 && count("direct") == 1
+    );
+    assert_eq!((count("relayed"), count("direct")), (1, 1));
+    let _ = std::fs::remove_file(&cfg);
+}
+
 /// The two pairs without a direct path deliver through coturn when both daemons keep an
 /// allocation there (spec/07-relay.md §3): punching fails, the caller dials the callee's
 /// relay candidate, QUIC runs over the callee's allocation.

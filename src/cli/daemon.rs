@@ -71,6 +71,10 @@ pub(super) struct DaemonConfig {
     /// `"never"`, `"only"` (never a direct path; the peer learns no address of ours)
     /// (default `"auto"`; spec/07-relay.md §1.5).
     pub relay: RelayPolicy,
+    /// Punching this long without a pair: ask the relay in parallel (default 1000 ms).
+    pub relay_after_ms: u64,
+    /// A session still relayed gets a new punching attempt this often (default 60 s).
+    pub upgrade_secs: u64,
     /// `[relay_server]`: the bundled relay (spec/07-relay.md §1.4).
     pub relay_server: RelayServerConfig,
 }
@@ -142,6 +146,8 @@ impl Default for DaemonConfig {
             turn_password: None,
             other_port: None,
             relay: RelayPolicy::Auto,
+            relay_after_ms: 1000,
+            upgrade_secs: 60,
             relay_server: RelayServerConfig::default(),
         }
     }
@@ -154,7 +160,7 @@ pub(super) struct DaemonArgs {
     data_dir: DataDir,
     /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
     /// keep_alive_secs, network_check_secs, retry_secs, other_address, other_port, turn,
-    /// turn_user, turn_password, relay, and the tables [limits] (spec/06-node.md §5) and
+    /// turn_user, turn_password, relay, relay_after_ms, upgrade_secs, and the tables [limits] (spec/06-node.md §5) and
     /// [relay_server] (spec/07-relay.md §1.4)).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -303,6 +309,8 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         rendezvous_server: bootstrap,
         relay_server: cfg.relay_server.limits(bootstrap),
         relay_policy: cfg.relay,
+        relay_after: Duration::from_millis(cfg.relay_after_ms),
+        upgrade_interval: Duration::from_secs(cfg.upgrade_secs.max(1)),
         discovery_server: cfg.other_address.map(|other_ip| DiscoveryServerConfig {
             other_ip,
             other_port: cfg.other_port,

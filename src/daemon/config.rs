@@ -117,6 +117,9 @@ pub struct NodeConfig {
     /// session to the direct path if punching finds one later (default 1 s: a punched pair
     /// in the NAT bed answers within 200 ms; spec/07-relay.md §1.9).
     pub relay_after: Duration,
+    /// A session still relayed is offered a new punching attempt this often, and moves to
+    /// the direct path it finds (default 60 s; spec/07-relay.md §1.9).
+    pub upgrade_interval: Duration,
 }
 
 impl Default for NodeConfig {
@@ -150,6 +153,7 @@ impl Default for NodeConfig {
             relay_server: None,
             relay_policy: Default::default(),
             relay_after: Duration::from_secs(1),
+            upgrade_interval: Duration::from_secs(60),
         }
     }
 }

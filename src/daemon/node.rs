@@ -25,6 +25,7 @@ use super::stun_routes::{StunRoute, StunRoutes};
 use super::util::{unix_ms, with_rng};
 use super::NodeConfig;
 use crate::node::core::{Core, CoreConfig};
+use crate::node::reach::RelayPolicy;
 
 /// Starting a node failed.
 #[derive(Debug, Error)]
@@ -241,6 +242,12 @@ impl Node {
         tokio::spawn(super::core::run(shared.clone(), core, core_rx));
         tokio::spawn(accept_loop(shared.clone()));
         tokio::spawn(super::names::republish_loop(Arc::downgrade(&shared)));
+        if shared.dht.is_some() && shared.cfg.relay_policy == RelayPolicy::Auto {
+            tokio::spawn(super::reach::upgrade_loop(
+                Arc::downgrade(&shared),
+                shared.cfg.upgrade_interval,
+            ));
+        }
         tokio::spawn(super::rendezvous::signalling_loop(
             shared.clone(),
             signal_rx,

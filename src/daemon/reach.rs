@@ -577,10 +577,36 @@ impl NodeHandle {
     /// keeps the connection up ([`NodeHandle::connect`]); messages queued with
     /// [`NodeHandle::send`] flow as soon as it is up.
     pub async fn reach(&self, peer: Fingerprint) -> Result<Reached, ReachError> {
+        self.reach_with(peer, self.shared.cfg.relay_policy, true)
+            .await
+    }
+
+    /// A punching attempt toward a peer whose session runs through the bundled relay at
+    /// `token` (spec/07-relay.md §1.9): CONNECT and punching as [`Self::reach`] does, no
+    /// relay, no dial; a pair found moves the session there. Whether it moved.
+    pub async fn try_direct(&self, peer: Fingerprint, token: SocketAddr) -> bool {
+        match self.reach_with(peer, RelayPolicy::Never, false).await {
+            Ok(Reached::Punched { addr, .. }) | Ok(Reached::Direct { addr, .. }) => {
+                let moved = self.shared.socket.set_direct(token, addr);
+                if moved {
+                    tracing::info!(%peer, %token, direct = %addr, "relayed session moved to a direct path");
+                }
+                moved
+            }
+            _ => false,
+        }
+    }
+
+    /// [`Self::reach`] with this policy; `dial` false: find the path, do not dial it.
+    async fn reach_with(
+        &self,
+        peer: Fingerprint,
+        policy: RelayPolicy,
+        dial: bool,
+    ) -> Result<Reached, ReachError> {
         let d = self.dht_shared()?;
         let mut session = [0u8; 8];
         with_rng(|r| r.fill_bytes(&mut session));
-        let policy = self.shared.cfg.relay_policy;
         let mut attempt = Reach::new(
             self.fingerprint(),
             peer,
@@ -611,7 +637,8 @@ impl NodeHandle {
                         record.map(|r| PresenceInfo::decode(r.value()).map_err(|e| e.to_string()));
                     attempt.handle_presence(info);
                 }
-                Action::Dial { addrs } => self.connect(peer, addrs).await,
+                Action::Dial { addrs } if dial => self.connect(peer, addrs).await,
+                Action::Dial { .. } => {}
                 Action::Offer { via: (addr, fp) } => {
                     if offer.is_none() {
                         let (ufrag, pwd) = attempt.credentials();
@@ -706,6 +733,37 @@ impl NodeHandle {
                     attempt.handle_relay(r.map_err(ReachError::into_failure));
                 }
                 Action::Done(r) => return r.map_err(ReachError::from),
+            }
+        }
+    }
+}
+
+/// Every `upgrade_interval`, each peer whose session still runs through a bundled relay
+/// gets a new punching attempt (spec/07-relay.md §1.9), one peer after the other.
+pub(crate) async fn upgrade_loop(shared: std::sync::Weak<Shared>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        let h = NodeHandle { shared };
+        let connected = h
+            .shared
+            .core
+            .call(|c, _| c.connected())
+            .await
+            .unwrap_or_default();
+        for (peer, addrs) in connected {
+            let relayed = addrs.into_iter().find(|a| {
+                crate::transport::is_token(*a)
+                    && h.shared.socket.route(*a).is_some()
+                    && h.shared.socket.direct_of(*a).is_none()
+            });
+            if let Some(token) = relayed {
+                h.try_direct(peer, token).await;
             }
         }
     }

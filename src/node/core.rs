@@ -502,6 +502,16 @@ impl<C: Clone, R> Core<C, R> {
         })
     }
 
+    /// Peers with a live connection and the addresses known for each (at most
+    /// `max_peers`).
+    pub fn connected(&self) -> Vec<(Fingerprint, Vec<SocketAddr>)> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.active.is_some())
+            .map(|(f, p)| (*f, p.addrs.clone()))
+            .collect()
+    }
+
     /// The driver's number of `peer`'s live connection, if it has one.
     pub fn live_connection(&self, peer: &Fingerprint) -> Option<u64> {
         self.peers.get(peer)?.active.as_ref().map(|a| a.conn_id)
