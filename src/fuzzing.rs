@@ -476,3 +476,88 @@ fn turn_fixture() -> (
         .expect("one permission");
     (now, c, key)
 }
+
+/// Bundled-relay input never panics (spec/07-relay.md §1): RELAY_GRANTED that decodes
+/// re-encodes to the same bytes; a Send indication from the fixture's client parses, its
+/// re-encoding parses the same, and the relay's table either drops it or forwards it to the
+/// pair's other end under the sender's token; a Data indication parses the same way.
+pub fn relay_datagram(data: &[u8]) {
+    use crate::node::relay::Grant;
+    use crate::transport::relay::{
+        encode_indication, parse_indication, DATA_INDICATION, SEND_INDICATION,
+    };
+    if let Some(g) = Grant::decode(data) {
+        assert_eq!(&g.encode()[..], data, "RELAY_GRANTED does not round-trip");
+    }
+    static FIXTURE: OnceLock<(std::time::Instant, RelayFixture)> = OnceLock::new();
+    let (now, fx) = FIXTURE.get_or_init(|| {
+        #[allow(clippy::disallowed_methods)] // any instant will do as the fixture's clock
+        let now = std::time::Instant::now();
+        (now, relay_fixture(now))
+    });
+    for kind in [SEND_INDICATION, DATA_INDICATION] {
+        let Some((peer, payload)) = parse_indication(kind, data) else {
+            continue;
+        };
+        let mut again = Vec::new();
+        encode_indication(&mut again, kind, [0; 12], peer, payload).expect("parsed, so short");
+        assert_eq!(
+            parse_indication(kind, &again),
+            Some((peer, payload)),
+            "indication does not round-trip"
+        );
+        if kind == SEND_INDICATION {
+            let mut table = fx.table.clone();
+            if let Ok((to, from_token)) = table.forward(fx.a, peer, payload.len(), *now) {
+                assert_eq!((to, from_token), (fx.b, fx.a_token), "forwarded astray");
+            }
+        }
+    }
+}
+
+/// A relay with one pair: `a` (token `a_token`) and `b`.
+#[derive(Debug)]
+struct RelayFixture {
+    table: crate::node::relay::RelayServer,
+    a: std::net::SocketAddr,
+    b: std::net::SocketAddr,
+    a_token: std::net::SocketAddr,
+}
+
+fn relay_fixture(now: std::time::Instant) -> RelayFixture {
+    use crate::crypto::NodeId;
+    use crate::node::relay::{Ask, RelayServer, RelayServerLimits};
+    use rand_chacha::rand_core::SeedableRng;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+    let mut table = RelayServer::new(RelayServerLimits::default());
+    let (a, b) = (
+        std::net::SocketAddr::from(([192, 0, 2, 1], 4000)),
+        std::net::SocketAddr::from(([192, 0, 2, 2], 4000)),
+    );
+    let (ia, ib) = (NodeId([1; 20]), NodeId([2; 20]));
+    let _ = table.ask(ia, a, ib, now, &mut rng);
+    let a_token = match table.ask(ib, b, ia, now, &mut rng) {
+        Ok(Ask::Granted(g)) => g.peer_token,
+        other => panic!("the fixture's pair: {other:?}"),
+    };
+    RelayFixture {
+        table,
+        a,
+        b,
+        a_token,
+    }
+}
+
+/// The fixture relay's token of `b` (seeds for `relay_datagram`).
+pub fn relay_fixture_b_token() -> std::net::SocketAddr {
+    #[allow(clippy::disallowed_methods)] // any instant will do as the fixture's clock
+    let now = std::time::Instant::now();
+    let fx = relay_fixture(now);
+    match fx.table.grant(
+        crate::crypto::NodeId([1; 20]),
+        crate::crypto::NodeId([2; 20]),
+    ) {
+        Some(g) => g.peer_token,
+        None => panic!("the fixture's pair is up"),
+    }
+}

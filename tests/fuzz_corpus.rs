@@ -71,6 +71,41 @@ fn turn_message_corpus() {
     replay("turn_message", fuzzing::turn_message);
 }
 
+#[test]
+fn relay_datagram_corpus() {
+    replay("relay_datagram", fuzzing::relay_datagram);
+}
+
+/// Seeds for `relay_datagram` (spec/07-relay.md §1): a grant, a Send indication from the
+/// fixture's client to its peer's token (forwarded), one to another token (dropped), a
+/// Data indication. `cargo test --test fuzz_corpus -- --ignored write_relay_seed_corpus`.
+#[test]
+#[ignore = "writes the seed corpus; run on demand"]
+fn write_relay_seed_corpus() {
+    use dna_p2p::node::relay::Grant;
+    use dna_p2p::transport::relay::{encode_indication, DATA_INDICATION, SEND_INDICATION};
+    let grant = Grant {
+        peer_token: "240.1.2.3:4".parse().unwrap(),
+        own_token: "241.5.6.7:8".parse().unwrap(),
+        lifetime: std::time::Duration::from_secs(3600),
+    };
+    write("relay_datagram", "grant", &grant.encode());
+    let b = fuzzing::relay_fixture_b_token();
+    for (name, kind, to) in [
+        ("send-to-peer", SEND_INDICATION, b),
+        (
+            "send-astray",
+            SEND_INDICATION,
+            "240.9.9.9:9".parse().unwrap(),
+        ),
+        ("data", DATA_INDICATION, b),
+    ] {
+        let mut v = Vec::new();
+        encode_indication(&mut v, kind, [3; 12], to, &[0x40; 64]).unwrap();
+        write("relay_datagram", name, &v);
+    }
+}
+
 fn write(target: &str, name: &str, data: &[u8]) {
     let dir = corpus_dir(target);
     fs::create_dir_all(&dir).unwrap();

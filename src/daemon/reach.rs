@@ -796,7 +796,7 @@ pub(crate) async fn request_relay(
 ) -> Result<SocketAddr, ReachError> {
     match exchange(shared, d, relay, MessageType::RelayRequest, peer.as_bytes()).await? {
         (MessageType::RelayGranted, p) => {
-            let g = super::relay::decode_grant(&p)
+            let g = crate::node::relay::Grant::decode(&p)
                 .ok_or(ReachError::Rendezvous("malformed RELAY_GRANTED"))?;
             if !shared.socket.add_bundled_route(g.peer_token, relay.addr) {
                 return Err(ReachError::Rendezvous("no room for another relayed peer"));

@@ -5,9 +5,8 @@
 //!
 //! The client's side (asking, adding the route) is in `reach`.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 
@@ -21,10 +20,6 @@ use crate::node::relay::{Ask, Grant, RelayRefusal, RelayServerStats, RELAY_WAIT}
 use crate::transport::is_token;
 use crate::wire::MessageType;
 
-/// Bytes of a RELAY_GRANTED payload: the peer's token, ours (each IPv4 ‖ port), the
-/// lifetime in seconds (u32).
-pub(crate) const GRANT_LEN: usize = 16;
-
 /// RELAY_REQUEST from `peer` (authenticated by its HELLO) over `conn`: both it and the
 /// peer it names must be registered here; the answer comes when the other side asked too
 /// (RELAY_GRANTED) or after at most [`RELAY_WAIT`] (CONNECT_ERROR `PeerDidNotAsk`).
@@ -35,7 +30,7 @@ pub(crate) async fn serve_request(
     payload: &[u8],
 ) -> BytesMut {
     match request(shared, conn, peer, payload).await {
-        Ok(g) => frame(MessageType::RelayGranted, &encode_grant(&g)),
+        Ok(g) => frame(MessageType::RelayGranted, &g.encode()),
         Err(code) => {
             tracing::debug!(peer = %peer.addr, reason = code.reason(), "relay request refused");
             frame(MessageType::ConnectError, &[code as u8])
@@ -154,60 +149,5 @@ impl NodeHandle {
             peers,
             server: self.shared.relay.as_ref().map(|r| r.stats()),
         }
-    }
-}
-
-fn put_v4(out: &mut Vec<u8>, a: SocketAddr) {
-    let (ip, port) = match a {
-        SocketAddr::V4(v4) => (*v4.ip(), v4.port()),
-        // Tokens are IPv4 (240.0.0.0/5).
-        SocketAddr::V6(_) => (Ipv4Addr::UNSPECIFIED, 0),
-    };
-    out.extend_from_slice(&ip.octets());
-    out.extend_from_slice(&port.to_be_bytes());
-}
-
-/// RELAY_GRANTED's payload.
-pub(crate) fn encode_grant(g: &Grant) -> Vec<u8> {
-    let mut out = Vec::with_capacity(GRANT_LEN);
-    put_v4(&mut out, g.peer_token);
-    put_v4(&mut out, g.own_token);
-    let secs = u32::try_from(g.lifetime.as_secs()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&secs.to_be_bytes());
-    out
-}
-
-/// Reads RELAY_GRANTED's payload; `None` unless it is exactly [`GRANT_LEN`] bytes.
-pub(crate) fn decode_grant(p: &[u8]) -> Option<Grant> {
-    let p: &[u8; GRANT_LEN] = p.try_into().ok()?;
-    let v4 = |b: &[u8]| {
-        SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::new(b[0], b[1], b[2], b[3]),
-            u16::from_be_bytes([b[4], b[5]]),
-        ))
-    };
-    Some(Grant {
-        peer_token: v4(&p[0..6]),
-        own_token: v4(&p[6..12]),
-        lifetime: Duration::from_secs(u64::from(u32::from_be_bytes([p[12], p[13], p[14], p[15]]))),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grants_round_trip_and_other_lengths_are_refused() {
-        let g = Grant {
-            peer_token: "240.1.2.3:4".parse().unwrap(),
-            own_token: "247.255.0.9:65535".parse().unwrap(),
-            lifetime: Duration::from_secs(3600),
-        };
-        let bytes = encode_grant(&g);
-        assert_eq!(bytes.len(), GRANT_LEN);
-        assert_eq!(decode_grant(&bytes), Some(g));
-        assert_eq!(decode_grant(&bytes[..15]), None);
-        assert_eq!(decode_grant(&[bytes.clone(), vec![0]].concat()), None);
     }
 }

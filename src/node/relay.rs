@@ -96,6 +96,47 @@ pub struct Grant {
     pub lifetime: Duration,
 }
 
+/// Bytes of a RELAY_GRANTED payload (spec/07-relay.md §1.2): the peer's token, ours (each
+/// IPv4 ‖ port), the lifetime in seconds (u32), big-endian.
+pub const GRANT_LEN: usize = 16;
+
+impl Grant {
+    /// RELAY_GRANTED's payload. Tokens are IPv4; an IPv6 one (never made here) is sent as
+    /// 0.0.0.0:0.
+    pub fn encode(&self) -> [u8; GRANT_LEN] {
+        let mut out = [0u8; GRANT_LEN];
+        let put = |out: &mut [u8], a: SocketAddr| {
+            if let SocketAddr::V4(v4) = a {
+                out[..4].copy_from_slice(&v4.ip().octets());
+                out[4..6].copy_from_slice(&v4.port().to_be_bytes());
+            }
+        };
+        put(&mut out[0..6], self.peer_token);
+        put(&mut out[6..12], self.own_token);
+        let secs = u32::try_from(self.lifetime.as_secs()).unwrap_or(u32::MAX);
+        out[12..16].copy_from_slice(&secs.to_be_bytes());
+        out
+    }
+
+    /// Reads RELAY_GRANTED's payload; `None` unless it is exactly [`GRANT_LEN`] bytes.
+    pub fn decode(p: &[u8]) -> Option<Grant> {
+        let p: &[u8; GRANT_LEN] = p.try_into().ok()?;
+        let v4 = |b: &[u8]| {
+            SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+                u16::from_be_bytes([b[4], b[5]]),
+            ))
+        };
+        Some(Grant {
+            peer_token: v4(&p[0..6]),
+            own_token: v4(&p[6..12]),
+            lifetime: Duration::from_secs(u64::from(u32::from_be_bytes([
+                p[12], p[13], p[14], p[15],
+            ]))),
+        })
+    }
+}
+
 /// The outcome of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ask {
@@ -114,7 +155,7 @@ struct Side {
     bytes: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Pair {
     sides: [Side; 2],
     made: Instant,
@@ -173,7 +214,7 @@ fn key(a: NodeId, b: NodeId) -> PairKey {
 }
 
 /// The bundled relay's table.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RelayServer {
     limits: RelayServerLimits,
     /// Requests waiting: (asker, wanted peer) → (asker's address, since).

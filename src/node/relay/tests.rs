@@ -192,3 +192,16 @@ fn idle_pairs_expire_and_lifetime_ends_busy_ones() {
     r.handle_timeout(t0 + RELAY_WAIT);
     assert_eq!(r.stats(t0).waiting, 0);
 }
+
+#[test]
+fn grants_round_trip_and_other_lengths_are_refused() {
+    let g = Grant {
+        peer_token: "240.1.2.3:4".parse().unwrap(),
+        own_token: "247.255.0.9:65535".parse().unwrap(),
+        lifetime: Duration::from_secs(3600),
+    };
+    let bytes = g.encode();
+    assert_eq!(Grant::decode(&bytes), Some(g));
+    assert_eq!(Grant::decode(&bytes[..15]), None);
+    assert_eq!(Grant::decode(&[&bytes[..], &[0]].concat()), None);
+}
