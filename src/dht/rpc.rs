@@ -323,11 +323,12 @@ impl DhtMessage {
 }
 
 /// Kinds whose records a VALUE may carry: all of them (listed so the limits stay in view).
-pub const RECORD_KINDS: [RecordKind; 4] = [
+pub const RECORD_KINDS: [RecordKind; 5] = [
     RecordKind::Presence,
     RecordKind::NameClaim,
     RecordKind::MailboxItem,
     RecordKind::KemKey,
+    RecordKind::MailboxReceipt,
 ];
 
 #[cfg(test)]
