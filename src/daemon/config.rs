@@ -113,6 +113,10 @@ pub struct NodeConfig {
     /// Whether relays may carry our own sessions: `auto` (direct first), `never`, `only`
     /// (spec/07-relay.md §1.5; default `auto`).
     pub relay_policy: crate::node::reach::RelayPolicy,
+    /// The offline mailbox (spec/09-mailbox.md): put after 10 s without a connection,
+    /// fetch every 60 s, receipts read every 5 s, 7-day items (default on; needs `dht` and
+    /// `store_dir`).
+    pub mailbox: super::mailbox::MailboxConfig,
 }
 
 impl Default for NodeConfig {
@@ -145,6 +149,7 @@ impl Default for NodeConfig {
             rendezvous: RendezvousLimits::default(),
             relay_server: None,
             relay_policy: Default::default(),
+            mailbox: Default::default(),
         }
     }
 }

@@ -237,10 +237,12 @@ impl Node {
             signalling,
             relay,
             names: super::contacts::Names::open(cfg_store_dir.as_deref()),
+            mailbox: Default::default(),
         });
         tokio::spawn(super::core::run(shared.clone(), core, core_rx));
         tokio::spawn(accept_loop(shared.clone()));
         tokio::spawn(super::names::republish_loop(Arc::downgrade(&shared)));
+        super::mailbox::spawn(&shared);
         tokio::spawn(super::rendezvous::signalling_loop(
             shared.clone(),
             signal_rx,
