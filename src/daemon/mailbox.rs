@@ -550,6 +550,15 @@ async fn publish_receipt(shared: &Shared) -> Result<usize, DhtError> {
 }
 
 impl NodeHandle {
+    /// Publishes our KEM key record now (the mailbox task also does, at start and
+    /// daily): what others seal mailbox items to. Returns how many nodes hold it.
+    pub async fn mailbox_publish_key(&self) -> Result<usize, DhtError> {
+        if self.shared.dht.is_none() {
+            return Err(DhtError::Disabled);
+        }
+        publish_kem(&self.shared).await
+    }
+
     /// The mailbox's counters.
     pub fn mailbox_stats(&self) -> MailboxStats {
         lock(&self.shared.mailbox.state).stats
