@@ -163,4 +163,43 @@ async fn offline_recipient_gets_every_message_once_from_its_mailbox() {
     let again = bob.mailbox_fetch().await;
     assert_eq!(again.new, stats.new);
     assert_eq!(bob.stored_inbox().len(), n + 1);
+
+    // Both paths: carol's next message goes to the mailbox (no session yet), then the
+    // direct session delivers it first; the mailbox copy is then a duplicate, dropped by
+    // message ID.
+    carol
+        .send(bob_fp, Bytes::from_static(b"twice?"))
+        .await
+        .unwrap();
+    until("carol's second item in the mailbox", async || {
+        carol.mailbox_stats().items_put == 2
+    })
+    .await;
+    carol.connect(bob_fp, vec![bob.local_addr()]).await;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Some(NodeEvent::Message { body, .. }) = bob.next_event().await {
+                assert_eq!(body, Bytes::from_static(b"twice?"));
+                break;
+            }
+        }
+    })
+    .await
+    .expect("carol's message arrives directly");
+    let last = bob.mailbox_fetch().await;
+    println!(
+        "a message delivered directly, then fetched from the mailbox: {} duplicate(s) \
+         dropped, {} new",
+        last.duplicates - again.duplicates,
+        last.new - again.new
+    );
+    assert_eq!(last.duplicates - again.duplicates, 1);
+    assert_eq!(last.new, again.new);
+    assert_eq!(bob.stored_inbox().len(), n + 2, "stored once");
+    while let Ok(ev) = bob.events_try_recv() {
+        assert!(
+            !matches!(ev, NodeEvent::Message { .. }),
+            "no second message event: {ev:?}"
+        );
+    }
 }
