@@ -169,10 +169,10 @@ async fn run(weak: Weak<Shared>) {
             check_receipts(&shared).await;
             next_receipts = Instant::now() + cfg.receipt_poll;
         }
-        let tick = cfg.after.min(cfg.receipt_poll).clamp(
-            Duration::from_millis(200),
-            Duration::from_secs(5),
-        );
+        let tick = cfg
+            .after
+            .min(cfg.receipt_poll)
+            .clamp(Duration::from_millis(200), Duration::from_secs(5));
         let kick = shared.mailbox.kick.clone();
         drop(shared);
         tokio::select! {
@@ -201,8 +201,15 @@ async fn publish_kem(shared: &Shared) -> Result<usize, DhtError> {
     let now = now_s();
     let value = shared.identity.kem_public().to_bytes();
     let ttl = RecordKind::KemKey.max_ttl_secs() - 24 * 3600;
-    let r = Record::sign(&shared.identity, RecordKind::KemKey, seq, now + ttl, value, now)
-        .map_err(|e| DhtError::Record(e.to_string()))?;
+    let r = Record::sign(
+        &shared.identity,
+        RecordKind::KemKey,
+        seq,
+        now + ttl,
+        value,
+        now,
+    )
+    .map_err(|e| DhtError::Record(e.to_string()))?;
     let r = VerifiedRecord::from_record(&r);
     match query(shared, move |dht, now| dht.put_verified(r, now)).await? {
         DhtEvent::Put { stored_at, .. } => Ok(stored_at),
@@ -373,10 +380,7 @@ async fn check_receipts(shared: &Shared) {
                 .await;
         }
         let forget = ids.clone();
-        shared
-            .core
-            .call(move |c, _| c.forget(&peer, &forget))
-            .await;
+        shared.core.call(move |c, _| c.forget(&peer, &forget)).await;
         let _ = shared
             .events
             .send(NodeEvent::MailboxDelivered { peer, ids })
@@ -384,13 +388,17 @@ async fn check_receipts(shared: &Shared) {
     }
 }
 
-/// Every item under `key` at `node`, page by page (at most a full mailbox's worth).
-async fn pages(shared: &Shared, node: Contact, key: crate::crypto::NodeId) -> Vec<Vec<u8>> {
+/// Every mailbox item under `key` at `node`, verified, page by page (at most a full
+/// mailbox's worth).
+async fn pages(shared: &Shared, node: Contact, key: crate::crypto::NodeId) -> Vec<VerifiedRecord> {
     let mut all = Vec::new();
     let mut after = None;
     let most = crate::dht::StoreConfig::default().mailbox_per_key / MAX_RECORDS + 2;
     for _ in 0..most {
-        let ev = query(shared, move |dht, now| dht.fetch_page(node, key, after, now)).await;
+        let ev = query(shared, move |dht, now| {
+            dht.fetch_page(node, key, after, now)
+        })
+        .await;
         let Ok(DhtEvent::Page {
             records, answered, ..
         }) = ev
@@ -401,13 +409,14 @@ async fn pages(shared: &Shared, node: Contact, key: crate::crypto::NodeId) -> Ve
             break;
         }
         let full = records.len() >= MAX_RECORDS;
-        let last = records
+        let now = now_s();
+        let items: Vec<VerifiedRecord> = records
             .iter()
-            .filter_map(|b| VerifiedRecord::verify(b, now_s()).ok())
-            .filter(|r| r.kind() == RecordKind::MailboxItem)
-            .last()
-            .map(|r| (r.publisher(), r.item()));
-        all.extend(records);
+            .filter_map(|b| VerifiedRecord::verify(b, now).ok())
+            .filter(|r| r.kind() == RecordKind::MailboxItem && r.key() == key)
+            .collect();
+        let last = items.last().map(|r| (r.publisher(), r.item()));
+        all.extend(items);
         match (full, last) {
             (true, Some(l)) => after = Some(l),
             _ => break,
@@ -427,15 +436,11 @@ async fn fetch(shared: &Shared) -> Result<(), DhtError> {
     let mut items: HashMap<(Fingerprint, u64), Vec<u8>> = HashMap::new();
     let mut fetched = 0u64;
     for node in closest {
-        for b in pages(shared, node, key).await {
-            let Ok(r) = VerifiedRecord::verify(&b, now_s()) else {
-                continue;
-            };
-            if r.kind() != RecordKind::MailboxItem || r.key() != key {
-                continue;
-            }
+        for r in pages(shared, node, key).await {
             fetched += 1;
-            items.entry((r.publisher(), r.item())).or_insert_with(|| r.value().to_vec());
+            items
+                .entry((r.publisher(), r.item()))
+                .or_insert_with(|| r.value().to_vec());
         }
     }
     let mut by_sender: HashMap<Fingerprint, Vec<Message>> = HashMap::new();
@@ -443,7 +448,9 @@ async fn fetch(shared: &Shared) -> Result<(), DhtError> {
     let mut listed = Vec::new();
     for ((publisher, item), value) in &items {
         match sealed::open(&shared.identity, value) {
-            Ok((msg, sender)) if sender.fingerprint() == *publisher && item_seq(&msg.id) == *item => {
+            Ok((msg, sender))
+                if sender.fingerprint() == *publisher && item_seq(&msg.id) == *item =>
+            {
                 listed.push((*publisher, *item));
                 by_sender.entry(*publisher).or_default().push(msg);
             }
@@ -520,8 +527,11 @@ async fn store_received(shared: &Shared, from: Fingerprint, msgs: Vec<Message>) 
 
 /// Signs and puts our receipt (republished by the DHT while it lives).
 async fn publish_receipt(shared: &Shared) -> Result<usize, DhtError> {
-    let entries: Vec<(Fingerprint, u64)> =
-        lock(&shared.mailbox.state).receipt.iter().copied().collect();
+    let entries: Vec<(Fingerprint, u64)> = lock(&shared.mailbox.state)
+        .receipt
+        .iter()
+        .copied()
+        .collect();
     let seq = record_seq(shared).await?;
     let now = now_s();
     let ttl = shared

@@ -89,7 +89,10 @@ impl VerifiedRecord {
 
     /// The record's value (between the header and the signature).
     pub fn value(&self) -> &[u8] {
-        let end = self.bytes.len().saturating_sub(crate::crypto::SIGNATURE_LEN);
+        let end = self
+            .bytes
+            .len()
+            .saturating_sub(crate::crypto::SIGNATURE_LEN);
         self.bytes
             .get(crate::crypto::record::RECORD_HEADER_LEN..end)
             .unwrap_or(&[])

@@ -322,10 +322,7 @@ impl RecordStore {
             return Err(StoreError::Receipted);
         }
         let p = rec.publisher();
-        let of_sender = self
-            .records
-            .range((key, p, 1)..=(key, p, u64::MAX))
-            .count();
+        let of_sender = self.records.range((key, p, 1)..=(key, p, u64::MAX)).count();
         if of_sender >= self.cfg.mailbox_per_sender {
             return refuse(self, StoreError::MailboxSenderQuota);
         }
@@ -1047,7 +1044,9 @@ mod tests {
         for seq in 1..=20 {
             let _ = s.put(&item(&alice, &bob, seq), from, NOW);
         }
-        let held = s.get(&crate::crypto::record::mailbox_key(&bob.fingerprint()), NOW).len();
+        let held = s
+            .get(&crate::crypto::record::mailbox_key(&bob.fingerprint()), NOW)
+            .len();
         println!("20 items from one sender: {held} held");
         assert_eq!(held, 20);
     }
@@ -1064,12 +1063,17 @@ mod tests {
             ..StoreConfig::default()
         });
         let stored = (1..=200)
-            .filter(|seq| s.put(&item(&mallory, &bob, *seq), ip("10.0.0.1"), NOW).is_ok())
+            .filter(|seq| {
+                s.put(&item(&mallory, &bob, *seq), ip("10.0.0.1"), NOW)
+                    .is_ok()
+            })
             .count();
         let ok = s.put(&item(&carol, &bob, 1), ip("10.0.0.2"), NOW).is_ok();
         let key = crate::crypto::record::mailbox_key(&bob.fingerprint());
         let held = s.get(&key, NOW).len();
-        println!("one sender, 200 items: stored {stored}, held {held}; another sender stores: {ok}");
+        println!(
+            "one sender, 200 items: stored {stored}, held {held}; another sender stores: {ok}"
+        );
         assert_eq!(stored, 64);
         assert_eq!(held, 65);
         assert!(ok);
@@ -1116,7 +1120,8 @@ mod tests {
         let key = crate::crypto::record::mailbox_key(&bob.fingerprint());
         let listed: Vec<(Fingerprint, u64)> = (1..=6).map(|q| (alice.fingerprint(), q)).collect();
         // Mallory's receipt lives under Mallory's own mailbox key: Bob's items stay.
-        s.put(&receipt(&mallory, 1, listed.clone()), from, NOW).unwrap();
+        s.put(&receipt(&mallory, 1, listed.clone()), from, NOW)
+            .unwrap();
         assert_eq!(s.get(&key, NOW).len(), 10);
         s.put(&receipt(&bob, 1, listed), from, NOW).unwrap();
         let held: Vec<Vec<u8>> = s.get(&key, NOW).into_iter().map(<[u8]>::to_vec).collect();
