@@ -109,7 +109,23 @@ struct State {
     put: HashMap<MessageId, (Fingerprint, u64)>,
     /// Our receipt's entries, oldest first.
     receipt: VecDeque<(Fingerprint, u64)>,
+    /// Recipients whose last put failed (no KEM key, no node stored it): not tried again
+    /// before this time. At most `MAX_BACKOFF` entries.
+    backoff: HashMap<Fingerprint, Instant>,
     stats: MailboxStats,
+}
+
+/// Recipients remembered in the put backoff; beyond it the table is cleared.
+const MAX_BACKOFF: usize = 4096;
+
+/// Marks `peer`'s puts failed: the next try waits `poll`.
+fn back_off(shared: &Shared, peer: Fingerprint) {
+    let mut st = lock(&shared.mailbox.state);
+    if st.backoff.len() >= MAX_BACKOFF {
+        st.backoff.clear();
+    }
+    st.backoff
+        .insert(peer, Instant::now() + shared.cfg.mailbox.poll);
 }
 
 /// What the node's tasks share about the mailbox.
@@ -259,13 +275,22 @@ async fn send_side(shared: &Shared) -> Result<(), DhtError> {
     let waiting = listing(shared, cfg.max_tracked).await.waiting;
     let now_ms = unix_ms();
     let due: Vec<(Fingerprint, crate::session::Outgoing)> = {
-        let st = lock(&shared.mailbox.state);
+        let mut st = lock(&shared.mailbox.state);
+        let now = Instant::now();
+        st.backoff.retain(|_, until| *until > now);
+        // Delivered over a session meanwhile: no receipt to wait for (a listing cut at
+        // the cap says nothing about the rest).
+        if waiting.len() < cfg.max_tracked {
+            let ids: HashSet<MessageId> = waiting.iter().map(|(_, m)| m.id).collect();
+            st.put.retain(|id, _| ids.contains(id));
+        }
+        let room = cfg.max_tracked.saturating_sub(st.put.len());
         waiting
             .into_iter()
-            .filter(|(_, m)| !st.put.contains_key(&m.id))
+            .filter(|(p, m)| !st.put.contains_key(&m.id) && !st.backoff.contains_key(p))
             .filter(|(_, m)| now_ms.saturating_sub(m.timestamp_ms) >= cfg.after.as_millis() as u64)
             .filter(|(_, m)| m.body.len() <= MAX_MAILBOX_BODY)
-            .take(cfg.max_puts_per_round)
+            .take(cfg.max_puts_per_round.min(room))
             .collect()
     };
     if due.is_empty() {
@@ -286,6 +311,7 @@ async fn send_side(shared: &Shared) -> Result<(), DhtError> {
         }
         let Some(kem) = kem_of(shared, peer).await? else {
             tracing::debug!(%peer, "no KEM key published: cannot seal to the mailbox yet");
+            back_off(shared, peer);
             continue;
         };
         for m in msgs {
@@ -320,12 +346,15 @@ async fn send_side(shared: &Shared) -> Result<(), DhtError> {
                 DhtEvent::Put { stored_at, .. } => stored_at,
                 _ => 0,
             };
-            if stored_at > 0 {
-                let mut st = lock(&shared.mailbox.state);
-                st.put.insert(m.id, (peer, unix_ms()));
-                st.stats.items_put += 1;
-                tracing::debug!(%peer, stored_at, "message put in the recipient's mailbox");
+            if stored_at == 0 {
+                tracing::debug!(%peer, "no node stored the mailbox item");
+                back_off(shared, peer);
+                break;
             }
+            let mut st = lock(&shared.mailbox.state);
+            st.put.insert(m.id, (peer, unix_ms()));
+            st.stats.items_put += 1;
+            tracing::debug!(%peer, stored_at, "message put in the recipient's mailbox");
         }
     }
     Ok(())

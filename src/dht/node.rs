@@ -736,7 +736,12 @@ impl Dht {
                             .last()
                             .is_some_and(|far| ours < Distance::between(&key, &far.id));
                     let unix = self.unix(now);
-                    let kept = we_are_close
+                    // A client's copy of a mailbox item would be found by no one (clients
+                    // answer no FIND_VALUE): it must not count as stored.
+                    let serves =
+                        self.cfg.server || record.kind() != crate::crypto::RecordKind::MailboxItem;
+                    let kept = serves
+                        && we_are_close
                         && matches!(
                             self.store.put_verified(record.clone(), None, unix),
                             Ok(Stored::New | Stored::Updated | Stored::Unchanged)
