@@ -563,6 +563,10 @@ async fn limits(h: &NodeHandle) -> Value {
             "per_publisher_bytes": dht_cfg.per_publisher_bytes,
             "refused": dht.store.refused,
             "evicted": dht.store.evicted,
+            "mailbox_items": dht.store.mailbox_items,
+            "mailbox_store": dht_cfg.mailbox,
+            "mailbox_per_sender": dht_cfg.mailbox_per_sender,
+            "mailbox_per_key": dht_cfg.mailbox_per_key,
         },
         "stun": {
             "answered": stun.answered,
