@@ -3,7 +3,8 @@
 //! object per line. `dna send`, `dna status` and `dna inbox` are its clients.
 //!
 //! Requests: `{"cmd":"status"}`, `{"cmd":"send","to":FP_OR_CONTACT,"text":TEXT}`,
-//! `{"cmd":"inbox"}`; names and contacts (`name_*`, `contacts_*`) in `names`.
+//! `{"cmd":"inbox"}`; names and contacts (`name_*`, `contacts_*`) in `names`; the outbox
+//! and the mailbox (`outbox`, `mailbox`, `mailbox_fetch`) in `mailbox`.
 //! A line longer than [`MAX_LINE`] ends the connection with an error; bad JSON and unknown
 //! commands get `{"ok":false,"error":…}`.
 
@@ -101,11 +102,14 @@ pub(super) async fn request(h: &NodeHandle, req: &Value) -> Value {
             let msgs: Vec<Value> = h.stored_inbox().iter().map(inbox_json).collect();
             json!({"ok": true, "messages": msgs})
         }
+        Some(cmd @ ("outbox" | "mailbox" | "mailbox_fetch")) => {
+            super::mailbox::request(h, cmd, req).await
+        }
         Some(cmd) if cmd.starts_with("name_") || cmd.starts_with("contacts_") => {
             super::names::request(h, cmd, req).await
         }
         _ => {
-            json!({"ok": false, "error": "unknown cmd (expected status, send, inbox, name_claim, name_resolve, contacts_add, contacts_list or contacts_remove)"})
+            json!({"ok": false, "error": "unknown cmd (expected status, send, inbox, outbox, mailbox, mailbox_fetch, name_claim, name_resolve, contacts_add, contacts_list or contacts_remove)"})
         }
     }
 }

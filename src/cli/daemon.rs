@@ -77,6 +77,33 @@ pub(super) struct DaemonConfig {
     pub upgrade_secs: u64,
     /// `[relay_server]`: the bundled relay (spec/07-relay.md §1.4).
     pub relay_server: RelayServerConfig,
+    /// `[mailbox]`: the offline mailbox (spec/09-mailbox.md §7).
+    pub mailbox: MailboxToml,
+}
+
+/// `[mailbox]`: every key optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct MailboxToml {
+    /// Hold other nodes' mailbox items in our DHT store (default: on for a DHT server that
+    /// is not a bootstrap node; `dna bootstrap` refuses them unless this is true or
+    /// `--store-mailbox` is given, for a small deployment).
+    pub store: Option<bool>,
+    /// Put a message waiting this long with no connection in the recipient's mailbox
+    /// (default 10 s).
+    pub after_secs: u64,
+    /// Fetch our own mailbox this often (default 60 s), and at start.
+    pub poll_secs: u64,
+}
+
+impl Default for MailboxToml {
+    fn default() -> Self {
+        MailboxToml {
+            store: None,
+            after_secs: 10,
+            poll_secs: 60,
+        }
+    }
 }
 
 /// `[relay_server]`: relaying for registered clients that both ask. Every key optional.
@@ -149,6 +176,7 @@ impl Default for DaemonConfig {
             relay_after_ms: 1000,
             upgrade_secs: 60,
             relay_server: RelayServerConfig::default(),
+            mailbox: MailboxToml::default(),
         }
     }
 }
@@ -160,8 +188,9 @@ pub(super) struct DaemonArgs {
     data_dir: DataDir,
     /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
     /// keep_alive_secs, network_check_secs, retry_secs, other_address, other_port, turn,
-    /// turn_user, turn_password, relay, relay_after_ms, upgrade_secs, and the tables [limits] (spec/06-node.md §5) and
-    /// [relay_server] (spec/07-relay.md §1.4)).
+    /// turn_user, turn_password, relay, relay_after_ms, upgrade_secs, and the tables
+    /// [limits] (spec/06-node.md §5), [relay_server] (spec/07-relay.md §1.4) and [mailbox]
+    /// (spec/09-mailbox.md §7)).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the node's one UDP socket [default: 0.0.0.0:0].
@@ -200,6 +229,10 @@ pub(super) struct DaemonArgs {
     /// default; the same as `[relay_server] enabled = false`).
     #[arg(long)]
     no_relay_server: bool,
+    /// Hold other nodes' offline mailbox items (for `dna bootstrap` in a small deployment;
+    /// the same as `[mailbox] store = true`) [default: off for `dna bootstrap`].
+    #[arg(long)]
+    store_mailbox: bool,
 }
 
 impl DaemonArgs {
@@ -225,6 +258,9 @@ impl DaemonArgs {
         cfg.relay = self.relay.unwrap_or(cfg.relay);
         if self.no_relay_server {
             cfg.relay_server.enabled = Some(false);
+        }
+        if self.store_mailbox {
+            cfg.mailbox.store = Some(true);
         }
         Ok((self.data_dir.resolve(), cfg))
     }
@@ -294,10 +330,12 @@ pub(super) fn run(args: DaemonArgs, bootstrap: bool) -> ExitCode {
 async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), String> {
     let seeds = parse_bootstrap(&cfg.bootstrap)?;
     let (identity, _) = Identity::load_or_create(&dir, &mut OsRng).map_err(|e| e.to_string())?;
-    let dht_config = DhtConfig {
+    let mut dht_config = DhtConfig {
         server: bootstrap,
         ..DhtConfig::default()
     };
+    // Seed 001: bootstrap nodes help with discovery and store no messages, unless told.
+    dht_config.store.mailbox = cfg.mailbox.store.unwrap_or(!bootstrap);
     let node_cfg = NodeConfig {
         dht: Some(DhtSettings {
             bootstrap: seeds.clone(),
@@ -319,6 +357,8 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
     };
     let mut node_cfg = node_cfg;
     cfg.limits.apply(&mut node_cfg);
+    node_cfg.mailbox.after = Duration::from_secs(cfg.mailbox.after_secs);
+    node_cfg.mailbox.poll = Duration::from_secs(cfg.mailbox.poll_secs.max(1));
     if let Some(t) = &cfg.turn {
         let (user, password) = match (&cfg.turn_user, &cfg.turn_password) {
             (Some(u), Some(p)) => (u.clone(), p.clone()),
@@ -532,6 +572,10 @@ async fn limits(h: &NodeHandle) -> Value {
             "per_publisher_bytes": dht_cfg.per_publisher_bytes,
             "refused": dht.store.refused,
             "evicted": dht.store.evicted,
+            "mailbox_items": dht.store.mailbox_items,
+            "mailbox_store": dht_cfg.mailbox,
+            "mailbox_per_sender": dht_cfg.mailbox_per_sender,
+            "mailbox_per_key": dht_cfg.mailbox_per_key,
         },
         "stun": {
             "answered": stun.answered,
@@ -582,6 +626,9 @@ fn print_event(ev: NodeEvent) {
         }),
         NodeEvent::Acked { peer, ids } => json!({
             "event": "acked", "peer": peer.to_string(), "count": ids.len(),
+        }),
+        NodeEvent::MailboxDelivered { peer, ids } => json!({
+            "event": "acked", "peer": peer.to_string(), "count": ids.len(), "path": "mailbox",
         }),
         _ => return,
     };

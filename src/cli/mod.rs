@@ -6,6 +6,7 @@ mod daemon;
 mod frame;
 mod id;
 mod limits;
+mod mailbox;
 mod names;
 
 use std::path::PathBuf;

@@ -20,6 +20,7 @@ pub mod kex;
 mod keyfile;
 mod message;
 pub mod name;
+pub mod receipt;
 pub mod record;
 pub mod sealed;
 mod session;

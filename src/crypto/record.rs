@@ -53,6 +53,9 @@ pub enum RecordKind {
     MailboxItem = 3,
     /// The publisher's hybrid KEM public key, for sealing. Key from the publisher.
     KemKey = 4,
+    /// The items a recipient fetched from its mailbox (spec/09-mailbox.md §5). Key from
+    /// the publisher: its own mailbox key, so the nodes holding its items see it.
+    MailboxReceipt = 5,
 }
 
 impl RecordKind {
@@ -63,6 +66,7 @@ impl RecordKind {
             2 => RecordKind::NameClaim,
             3 => RecordKind::MailboxItem,
             4 => RecordKind::KemKey,
+            5 => RecordKind::MailboxReceipt,
             _ => return None,
         })
     }
@@ -74,6 +78,7 @@ impl RecordKind {
             RecordKind::NameClaim => name::MAX_CLAIM_LEN,
             RecordKind::MailboxItem => MAX_MAILBOX_BODY + sealed::SEALED_OVERHEAD,
             RecordKind::KemKey => super::kem::KEM_PUBLIC_KEY_LEN,
+            RecordKind::MailboxReceipt => super::receipt::MAX_RECEIPT_LEN,
         }
     }
 
@@ -82,8 +87,9 @@ impl RecordKind {
         match self {
             RecordKind::Presence => 60 * 60,
             RecordKind::NameClaim => name::CLAIM_TTL_SECS,
-            RecordKind::MailboxItem => 14 * 24 * 3600,
+            RecordKind::MailboxItem => MAILBOX_TTL_SECS,
             RecordKind::KemKey => 30 * 24 * 3600,
+            RecordKind::MailboxReceipt => MAILBOX_TTL_SECS,
         }
     }
 }
@@ -98,6 +104,8 @@ impl fmt::Display for RecordKind {
 pub const MAX_NAME_LEN: usize = name::MAX_NAME_LEN;
 /// Largest message body a mailbox item may carry.
 pub const MAX_MAILBOX_BODY: usize = 64 * 1024;
+/// Longest life of a mailbox item or receipt: 7 days (spec/09-mailbox.md §4).
+pub const MAILBOX_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// Why a record was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -238,6 +246,10 @@ fn derive_key(
                 return Err(invalid("sealed envelope sender is not the publisher"));
             }
             Ok(mailbox_key(&header.recipient))
+        }
+        RecordKind::MailboxReceipt => {
+            super::receipt::Receipt::decode(value).ok_or(invalid("not a mailbox receipt"))?;
+            Ok(mailbox_key(&publisher.fingerprint()))
         }
     }
 }

@@ -120,6 +120,10 @@ pub struct NodeConfig {
     /// A session still relayed is offered a new punching attempt this often, and moves to
     /// the direct path it finds (default 60 s; spec/07-relay.md §1.9).
     pub upgrade_interval: Duration,
+    /// The offline mailbox (spec/09-mailbox.md): put after 10 s without a connection,
+    /// fetch every 60 s, receipts read every 5 s, 7-day items (default on; needs `dht` and
+    /// `store_dir`).
+    pub mailbox: super::mailbox::MailboxConfig,
 }
 
 impl Default for NodeConfig {
@@ -154,6 +158,7 @@ impl Default for NodeConfig {
             relay_policy: Default::default(),
             relay_after: Duration::from_secs(1),
             upgrade_interval: Duration::from_secs(60),
+            mailbox: Default::default(),
         }
     }
 }

@@ -180,6 +180,7 @@ fn dht_output(shared: &Arc<Shared>, d: &Arc<DhtShared>, core: &mut DriverCore, w
             DhtEvent::FoundNodes { query, .. }
             | DhtEvent::FoundValue { query, .. }
             | DhtEvent::Put { query, .. }
+            | DhtEvent::Page { query, .. }
             | DhtEvent::Bootstrapped { query, .. } => *query,
         };
         if let Some(tx) = w.queries.remove(&q) {

@@ -50,8 +50,13 @@ impl Snapshot {
     }
 }
 
-fn slot_key(key: &NodeId, publisher: &crate::crypto::Fingerprint) -> Vec<u8> {
-    [&key.0[..], &publisher.0[..]].concat()
+/// `key [20] | publisher [32]`, and for a mailbox item its number (u64 BE).
+fn slot_key(key: &NodeId, publisher: &crate::crypto::Fingerprint, item: u64) -> Vec<u8> {
+    let mut k = [&key.0[..], &publisher.0[..]].concat();
+    if item != 0 {
+        k.extend_from_slice(&item.to_be_bytes());
+    }
+    k
 }
 
 /// `tag u8 (0 this node, 4, 6) | address | record`.
@@ -149,12 +154,12 @@ impl Persist {
         }
         for (rec, source) in &ch.upserts {
             self.held.insert(
-                slot_key(&rec.key(), &rec.publisher()),
+                slot_key(&rec.key(), &rec.publisher(), rec.item()),
                 encode_held(*source, rec.bytes()),
             )?;
         }
-        for (key, publisher) in &ch.removed {
-            self.held.remove(slot_key(key, publisher))?;
+        for (key, publisher, item) in &ch.removed {
+            self.held.remove(slot_key(key, publisher, *item))?;
         }
         self.db.flush()?;
         Ok(())

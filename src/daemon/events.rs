@@ -71,6 +71,14 @@ pub enum NodeEvent {
         /// Which messages, in send order.
         ids: Vec<MessageId>,
     },
+    /// The recipient's mailbox receipt lists these messages: they were delivered through
+    /// its mailbox (spec/09-mailbox.md §5).
+    MailboxDelivered {
+        /// The recipient.
+        peer: Fingerprint,
+        /// Which messages.
+        ids: Vec<MessageId>,
+    },
     /// A fresh round-trip time from PING/PONG.
     Rtt {
         /// Who.

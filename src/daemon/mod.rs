@@ -14,6 +14,7 @@
 //! | the bundled relay's table and requests | `relay` |
 //! | reaching peers, punching, the caller's signalling | `reach` |
 //! | names and contacts (spec/08-names.md) | `names` |
+//! | the offline mailbox (spec/09-mailbox.md) | `mailbox` |
 //! | the DHT over QUIC | `dht` |
 //! | the TURN task | `turn` |
 //! | shared state and leaves | `state`, `events`, `store`, `contacts`, `stun_routes`, `config`, `sigwire`, `dht_persist`, `util`, `discovery_server`, `relay_table` |
@@ -29,6 +30,7 @@ mod dht;
 mod dht_persist;
 mod discovery_server;
 mod events;
+mod mailbox;
 mod names;
 mod node;
 mod reach;
@@ -48,6 +50,7 @@ pub use contacts::{Contact, ContactError, OwnName, SaveError, MAX_CONTACTS, NAME
 pub use dht::{DhtError, DhtStats};
 pub use discovery_server::{DiscoveryServerConfig, FORWARD_QUEUE as DISCOVERY_FORWARD_QUEUE};
 pub use events::{NodeEvent, Path};
+pub use mailbox::{MailboxConfig, MailboxStats, OutboxEntry};
 pub use names::{Claimed, NamesError, Resolved, MAX_OWN_NAMES};
 pub use node::{Node, NodeError, PeerInfo, SendError};
 pub use reach::{ReachError, Reached};

@@ -238,6 +238,7 @@ impl Node {
             signalling,
             relay,
             names: super::contacts::Names::open(cfg_store_dir.as_deref()),
+            mailbox: Default::default(),
         });
         tokio::spawn(super::core::run(shared.clone(), core, core_rx));
         tokio::spawn(accept_loop(shared.clone()));
@@ -248,6 +249,7 @@ impl Node {
                 shared.cfg.upgrade_interval,
             ));
         }
+        super::mailbox::spawn(&shared);
         tokio::spawn(super::rendezvous::signalling_loop(
             shared.clone(),
             signal_rx,

@@ -191,6 +191,8 @@ pub(crate) struct Shared {
     pub(crate) relay: Option<Arc<super::relay_table::RelayShared>>,
     /// Our claimed names and the contact list (spec/08-names.md).
     pub(crate) names: super::contacts::Names,
+    /// The offline mailbox's state (spec/09-mailbox.md).
+    pub(crate) mailbox: super::mailbox::MailboxShared,
 }
 
 /// A cheap, clonable handle for sending and managing peers from any task.

@@ -14,8 +14,11 @@
 //! | tree | key | value |
 //! | --- | --- | --- |
 //! | `outbox` | recipient (32) ‖ seq (u64 BE) | messages |
-//! | `delivered` | seq (u64 BE) | recipient (32) ‖ delivered ms (u64) ‖ count (u32) ‖ IDs |
+//! | `delivered` | seq (u64 BE) | recipient (32) ‖ delivered ms (u64) ‖ count (u32) ‖ IDs ‖ [path u8] |
 //! | `inbox` | seq (u64 BE) | sender (32) ‖ received ms (u64) ‖ messages |
+//!
+//! The path byte (spec/09-mailbox.md §7): 0 or absent, acknowledged over a session; 1, the
+//! recipient's mailbox receipt listed them.
 //!
 //! `messages` = count (u32) ‖ count × (id (16) ‖ timestamp ms (u64) ‖ length (u32) ‖ body);
 //! integers big-endian. `seq` comes from sled's persistent ID generator, so both trees keep
@@ -95,6 +98,14 @@ pub(crate) enum Cmd {
     },
     /// The peer acknowledged these.
     Delivered { ids: Vec<MessageId> },
+    /// Delivered by another path than the session (`path`, see the module doc).
+    DeliveredVia { ids: Vec<MessageId>, path: u8 },
+    /// Lists the outbox (messages not yet delivered, at most `max`) and the last `max`
+    /// delivery records, newest first.
+    List {
+        max: usize,
+        reply: oneshot::Sender<Listing>,
+    },
     /// Store what arrived (skipping what is already stored), then tell the connection.
     Received {
         from: Fingerprint,
@@ -108,6 +119,20 @@ pub(crate) enum Cmd {
 #[derive(Clone)]
 pub(crate) struct Store {
     tx: mpsc::Sender<Cmd>,
+}
+
+/// Path byte of a delivery record: acknowledged over a session.
+pub(crate) const PATH_SESSION: u8 = 0;
+/// Path byte of a delivery record: listed by the recipient's mailbox receipt.
+pub(crate) const PATH_MAILBOX: u8 = 1;
+
+/// The outbox and recent deliveries, as [`Cmd::List`] answers.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    /// Messages not yet delivered, per recipient in send order.
+    pub(crate) waiting: Vec<(Fingerprint, Outgoing)>,
+    /// Delivery records, newest first: recipient, delivered ms, path byte, IDs.
+    pub(crate) delivered: Vec<(Fingerprint, u64, u8, Vec<MessageId>)>,
 }
 
 /// What the database held at start: the outbox, per recipient in send order.
@@ -330,6 +355,57 @@ impl Db {
     }
 
     fn delivered(&mut self, ids: &[MessageId]) -> Result<(), StoreError> {
+        self.delivered_via(ids, PATH_SESSION)
+    }
+
+    /// The outbox and the newest delivery records (see [`Cmd::List`]).
+    fn list(&self, max: usize) -> Listing {
+        let mut out = Listing::default();
+        for (k, v) in self.outbox.iter().flatten() {
+            let (Some(peer), Some(msgs)) = (fp_at(&k, 0), get_messages(&v)) else {
+                continue;
+            };
+            for (id, timestamp_ms, body) in msgs {
+                if out.waiting.len() >= max {
+                    break;
+                }
+                // A half-acknowledged batch: its acknowledged messages are delivered.
+                if self.batch_of.contains_key(&id) {
+                    let m = Outgoing {
+                        id,
+                        timestamp_ms,
+                        body,
+                    };
+                    out.waiting.push((peer, m));
+                }
+            }
+        }
+        for (_, v) in self.delivered.iter().rev().take(max).flatten() {
+            let parsed = (|| {
+                let peer = fp_at(&v, 0)?;
+                let at = u64_at(&v, FINGERPRINT_LEN)?;
+                let n = u32::from_be_bytes(
+                    v.get(FINGERPRINT_LEN + 8..FINGERPRINT_LEN + 12)?
+                        .try_into()
+                        .ok()?,
+                ) as usize;
+                let ids_at = FINGERPRINT_LEN + 12;
+                let ids: Vec<MessageId> = v
+                    .get(ids_at..ids_at + 16 * n)?
+                    .chunks_exact(16)
+                    .map(|c| MessageId(c.try_into().unwrap_or([0; 16])))
+                    .collect();
+                let path = v.get(ids_at + 16 * n).copied().unwrap_or(PATH_SESSION);
+                Some((peer, at, path, ids))
+            })();
+            if let Some(d) = parsed {
+                out.delivered.push(d);
+            }
+        }
+        out
+    }
+
+    fn delivered_via(&mut self, ids: &[MessageId], path: u8) -> Result<(), StoreError> {
         let now = now_ms();
         for id in ids {
             let Some(seq) = self.batch_of.remove(id) else {
@@ -352,6 +428,9 @@ impl Db {
             v.extend_from_slice(&(p.ids.len() as u32).to_be_bytes());
             for id in &p.ids {
                 v.extend_from_slice(&id.0);
+            }
+            if path != PATH_SESSION {
+                v.push(path);
             }
             self.delivered.insert(seq.to_be_bytes(), v)?;
             self.delivered_len += 1;
@@ -504,6 +583,14 @@ fn run(mut db: Db, mut rx: mpsc::Receiver<Cmd>) {
                     if let Err(e) = db.delivered(&ids) {
                         failed = Some(e);
                     }
+                }
+                Cmd::DeliveredVia { ids, path } => {
+                    if let Err(e) = db.delivered_via(&ids, path) {
+                        failed = Some(e);
+                    }
+                }
+                Cmd::List { max, reply } => {
+                    let _ = reply.send(db.list(max));
                 }
                 Cmd::Received {
                     from,

@@ -76,6 +76,27 @@ impl VerifiedRecord {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// Which of its publisher's records under its key this is: a mailbox item's sequence
+    /// number (one slot per item, spec/09-mailbox.md §2), 0 for every other kind (one
+    /// record per publisher and key).
+    pub fn item(&self) -> u64 {
+        match self.kind {
+            RecordKind::MailboxItem => self.seq,
+            _ => 0,
+        }
+    }
+
+    /// The record's value (between the header and the signature).
+    pub fn value(&self) -> &[u8] {
+        let end = self
+            .bytes
+            .len()
+            .saturating_sub(crate::crypto::SIGNATURE_LEN);
+        self.bytes
+            .get(crate::crypto::record::RECORD_HEADER_LEN..end)
+            .unwrap_or(&[])
+    }
 }
 
 impl fmt::Debug for VerifiedRecord {

@@ -112,6 +112,17 @@ pub enum DhtEvent {
         /// Nodes asked.
         asked: usize,
     },
+    /// A page asked with [`Dht::fetch_page`] came back (or its request failed).
+    Page {
+        /// The query.
+        query: QueryId,
+        /// The key.
+        key: NodeId,
+        /// The valid records of the answer under `key`, in its order.
+        records: Vec<Vec<u8>>,
+        /// Whether the node answered (false: timeout or a wrong answer).
+        answered: bool,
+    },
     /// A bootstrap finished.
     Bootstrapped {
         /// The query.
@@ -125,7 +136,8 @@ pub enum DhtEvent {
 enum Kind {
     FindNode,
     FindValue {
-        best: HashMap<crate::crypto::Fingerprint, VerifiedRecord>,
+        /// Newest per slot: (publisher, mailbox item number or 0).
+        best: HashMap<(crate::crypto::Fingerprint, u64), VerifiedRecord>,
     },
     Put {
         record: VerifiedRecord,
@@ -149,6 +161,8 @@ enum Purpose {
     Store(QueryId),
     Liveness,
     Replicate,
+    /// A single request of [`Dht::fetch_page`].
+    Page(QueryId),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -184,6 +198,8 @@ pub struct Dht {
     refresh_rng: u64,
     /// Smoothed round-trip time of answered requests.
     srtt: Option<Duration>,
+    /// Keys of the pages asked and not answered yet (by query).
+    pages: HashMap<QueryId, NodeId>,
 }
 
 impl Dht {
@@ -208,6 +224,7 @@ impl Dht {
             bootstrap_at: None,
             refresh_rng: request_seed | 1,
             srtt: None,
+            pages: HashMap::new(),
         }
     }
 
@@ -379,6 +396,50 @@ impl Dht {
         self.start_put(record, now)
     }
 
+    /// Stores `record` at the k nodes closest to its key once, without republishing it
+    /// (a mailbox item: its sender keeps it in its outbox and puts it again itself).
+    pub fn put_once(&mut self, record: VerifiedRecord, now: Instant) -> QueryId {
+        self.start_put(record, now)
+    }
+
+    /// Asks `to` alone for the records under `key` (a mailbox's first page) or, with
+    /// `after`, for the mailbox items after that one (spec/09-mailbox.md §6); reports a
+    /// [`DhtEvent::Page`].
+    pub fn fetch_page(
+        &mut self,
+        to: Contact,
+        key: NodeId,
+        after: Option<(crate::crypto::Fingerprint, u64)>,
+        now: Instant,
+    ) -> QueryId {
+        let q = self.next_query;
+        self.next_query += 1;
+        self.pages.insert(q, key);
+        let body = match after {
+            None => Body::FindValue { key },
+            Some(after) => Body::FindPage { key, after },
+        };
+        self.send(to, body, Purpose::Page(q), now);
+        q
+    }
+
+    fn page_done(&mut self, q: QueryId, records: Vec<VerifiedRecord>, answered: bool) {
+        let Some(key) = self.pages.remove(&q) else {
+            return;
+        };
+        let records = records
+            .into_iter()
+            .filter(|r| r.key() == key)
+            .map(|r| r.bytes().to_vec())
+            .collect();
+        self.events.push_back(DhtEvent::Page {
+            query: q,
+            key,
+            records,
+            answered,
+        });
+    }
+
     /// Stops republishing our record under `key` (a name claim that lost its race); the copy
     /// in our own store is dropped too if it is ours.
     pub fn unpublish(&mut self, key: &NodeId) {
@@ -456,6 +517,9 @@ impl Dht {
             }
             (Purpose::Store(q), Body::Stored { status }) => self.on_stored(q, status, now),
             (Purpose::Replicate, Body::Stored { .. }) => {}
+            (Purpose::Page(q), Body::Value { .. }) => {
+                self.page_done(q, records.into_iter().flatten().collect(), true)
+            }
             (purpose, _) => self.fail(purpose, &from.id, now),
         }
     }
@@ -488,6 +552,15 @@ impl Dht {
                     nodes: self.closest_except(&key, &from.id, k),
                 }
             }
+            Body::FindPage { key, after } => Body::Value {
+                records: self
+                    .store
+                    .get_after(&key, after, self.unix(now), super::rpc::MAX_RECORDS)
+                    .into_iter()
+                    .map(<[u8]>::to_vec)
+                    .collect(),
+                nodes: Vec::new(),
+            },
             Body::Store { .. } => {
                 let unix = self.unix(now);
                 let put = match records.into_iter().next() {
@@ -546,9 +619,9 @@ impl Dht {
                 if r.key() != query.key {
                     continue;
                 }
-                let publisher = r.publisher();
-                if best.get(&publisher).is_none_or(|held| r.seq() > held.seq()) {
-                    best.insert(publisher, r);
+                let slot = (r.publisher(), r.item());
+                if best.get(&slot).is_none_or(|held| r.seq() > held.seq()) {
+                    best.insert(slot, r);
                 }
             }
         }
@@ -587,6 +660,7 @@ impl Dht {
             Purpose::Store(q) => self.on_stored(q, StoreStatus::Refused, now),
             Purpose::Liveness => self.table.on_ping_result(to, false, now),
             Purpose::Replicate => {}
+            Purpose::Page(q) => self.page_done(q, Vec::new(), false),
         }
     }
 
@@ -662,7 +736,12 @@ impl Dht {
                             .last()
                             .is_some_and(|far| ours < Distance::between(&key, &far.id));
                     let unix = self.unix(now);
-                    let kept = we_are_close
+                    // A client's copy of a mailbox item would be found by no one (clients
+                    // answer no FIND_VALUE): it must not count as stored.
+                    let serves =
+                        self.cfg.server || record.kind() != crate::crypto::RecordKind::MailboxItem;
+                    let kept = serves
+                        && we_are_close
                         && matches!(
                             self.store.put_verified(record.clone(), None, unix),
                             Ok(Stored::New | Stored::Updated | Stored::Unchanged)

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use super::contact::Contact;
 use crate::crypto::record::{RecordKind, RECORD_HEADER_LEN};
-use crate::crypto::{NodeId, SIGNATURE_LEN};
+use crate::crypto::{Fingerprint, NodeId, SIGNATURE_LEN};
 use crate::wire::addr::{get_socket_addr, put_socket_addr, AddrError};
 use crate::wire::MessageType;
 
@@ -72,6 +72,15 @@ pub enum Body {
     FindValue {
         /// The DHT key.
         key: NodeId,
+    },
+    /// The next page of a mailbox (spec/09-mailbox.md §6): the mailbox items under `key`
+    /// after item `after` (publisher, item number). Sent as FIND_VALUE with the cursor
+    /// after the key; answered by VALUE (items only, at most [`MAX_RECORDS`]).
+    FindPage {
+        /// The mailbox key.
+        key: NodeId,
+        /// The last item of the previous page.
+        after: (Fingerprint, u64),
     },
     /// Answer to FIND_VALUE.
     Value {
@@ -211,7 +220,7 @@ impl DhtMessage {
         match self.body {
             Body::FindNode { .. } => MessageType::FindNode,
             Body::Nodes { .. } => MessageType::Nodes,
-            Body::FindValue { .. } => MessageType::FindValue,
+            Body::FindValue { .. } | Body::FindPage { .. } => MessageType::FindValue,
             Body::Value { .. } => MessageType::Value,
             Body::Store { .. } => MessageType::Store,
             Body::Stored { .. } => MessageType::Stored,
@@ -224,7 +233,11 @@ impl DhtMessage {
     pub fn is_request(&self) -> bool {
         matches!(
             self.body,
-            Body::FindNode { .. } | Body::FindValue { .. } | Body::Store { .. } | Body::Ping
+            Body::FindNode { .. }
+                | Body::FindValue { .. }
+                | Body::FindPage { .. }
+                | Body::Store { .. }
+                | Body::Ping
         )
     }
 
@@ -237,6 +250,11 @@ impl DhtMessage {
             Body::FindNode { target } => out.extend_from_slice(&target.0),
             Body::Nodes { nodes } => put_contacts(&mut out, nodes),
             Body::FindValue { key } => out.extend_from_slice(&key.0),
+            Body::FindPage { key, after } => {
+                out.extend_from_slice(&key.0);
+                out.extend_from_slice(&after.0 .0);
+                out.extend_from_slice(&after.1.to_be_bytes());
+            }
             Body::Value { records, nodes } => {
                 let records: Vec<&Vec<u8>> = records
                     .iter()
@@ -267,7 +285,19 @@ impl DhtMessage {
             MessageType::Nodes => Body::Nodes {
                 nodes: r.contacts()?,
             },
-            MessageType::FindValue => Body::FindValue { key: r.id()? },
+            MessageType::FindValue => {
+                let key = r.id()?;
+                if r.b.is_empty() {
+                    Body::FindValue { key }
+                } else {
+                    let fp = Fingerprint(r.array()?);
+                    let item = u64::from_be_bytes(r.array()?);
+                    Body::FindPage {
+                        key,
+                        after: (fp, item),
+                    }
+                }
+            }
             MessageType::Value => {
                 let n = usize::from(r.u8()?);
                 if n > MAX_RECORDS {
@@ -323,11 +353,12 @@ impl DhtMessage {
 }
 
 /// Kinds whose records a VALUE may carry: all of them (listed so the limits stay in view).
-pub const RECORD_KINDS: [RecordKind; 4] = [
+pub const RECORD_KINDS: [RecordKind; 5] = [
     RecordKind::Presence,
     RecordKind::NameClaim,
     RecordKind::MailboxItem,
     RecordKind::KemKey,
+    RecordKind::MailboxReceipt,
 ];
 
 #[cfg(test)]
@@ -360,6 +391,12 @@ mod tests {
             any::<[u8; 20]>().prop_map(|t| Body::FindNode { target: NodeId(t) }),
             contacts.clone().prop_map(|nodes| Body::Nodes { nodes }),
             any::<[u8; 20]>().prop_map(|k| Body::FindValue { key: NodeId(k) }),
+            (any::<[u8; 20]>(), any::<[u8; 32]>(), any::<u64>()).prop_map(|(k, f, i)| {
+                Body::FindPage {
+                    key: NodeId(k),
+                    after: (Fingerprint(f), i),
+                }
+            }),
             (
                 prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..=MAX_RECORDS),
                 contacts

@@ -15,6 +15,13 @@
 //! many networks ends with each holding a fair share, and a new network still gets in.
 //! Records this node put itself (no source) count toward `max_bytes` and their publisher's
 //! quota, and are never evicted.
+//!
+//! Mailboxes (spec/09-mailbox.md §3): a mailbox item has a slot of its own, (key,
+//! publisher, item number), so one mailbox key holds many items of many senders — at most
+//! `mailbox_per_sender` of one sender and `mailbox_per_key` in all. A node that does not
+//! store mailboxes (`mailbox = false`) refuses items from others. A receipt (the
+//! recipient's record under its own mailbox key) drops the items it lists, and an item it
+//! lists is refused.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -22,6 +29,7 @@ use std::net::IpAddr;
 use thiserror::Error;
 
 use super::checked::VerifiedRecord;
+use crate::crypto::receipt::Receipt;
 use crate::crypto::{Fingerprint, NodeId, RecordError, RecordKind};
 use crate::node::source::{Network, Source};
 
@@ -46,6 +54,15 @@ pub struct StoreConfig {
     /// One network: an IPv4 /24 or an IPv6 /48 (default 16 MiB, 1/16 of the store: filling
     /// it takes at least 16 networks, and then fairness still lets new networks in).
     pub per_network_bytes: usize,
+    /// Store other nodes' mailbox items (default true: a serving node holds mailboxes;
+    /// `dna bootstrap` turns it off unless `[mailbox] store = true`).
+    pub mailbox: bool,
+    /// Items of one sender under one mailbox key (default 64: a day's worth of messages
+    /// to someone away, without letting one sender take a mailbox).
+    pub mailbox_per_sender: usize,
+    /// Items under one mailbox key, all senders (default 1024: 16 senders at their quota;
+    /// 1024 × 77 KB = 79 MB at worst, inside the byte bounds above).
+    pub mailbox_per_key: usize,
 }
 
 impl Default for StoreConfig {
@@ -55,6 +72,9 @@ impl Default for StoreConfig {
             per_publisher_bytes: 1 << 20,
             per_source_bytes: 4 << 20,
             per_network_bytes: 16 << 20,
+            mailbox: true,
+            mailbox_per_sender: 64,
+            mailbox_per_key: 1024,
         }
     }
 }
@@ -96,6 +116,18 @@ pub enum StoreError {
     /// first come (spec/08-names.md §3).
     #[error("name already claimed by another publisher")]
     NameTaken,
+    /// This node does not store other nodes' mailbox items.
+    #[error("this node stores no mailbox items")]
+    NoMailbox,
+    /// The sender holds its quota of items in this mailbox.
+    #[error("mailbox sender quota reached")]
+    MailboxSenderQuota,
+    /// The mailbox holds its cap of items.
+    #[error("mailbox full")]
+    MailboxFull,
+    /// The recipient's receipt lists this item: it was delivered.
+    #[error("mailbox item already delivered")]
+    Receipted,
 }
 
 /// What a successful `put` did.
@@ -120,6 +152,8 @@ pub struct StoreStats {
     pub refused: u64,
     /// Records evicted to make room for a lighter network's, since start.
     pub evicted: u64,
+    /// Mailbox items held (spec/09-mailbox.md), included in `records`.
+    pub mailbox_items: usize,
 }
 
 /// What changed since the last [`RecordStore::take_changes`], for persistence.
@@ -129,11 +163,21 @@ pub struct StoreChanges {
     pub full: bool,
     /// Records to save, with the address that stored them (`None`: this node).
     pub upserts: Vec<(VerifiedRecord, Option<IpAddr>)>,
-    /// Slots (key, publisher) no longer held.
-    pub removed: Vec<(NodeId, Fingerprint)>,
+    /// Slots (key, publisher, item number or 0) no longer held.
+    pub removed: Vec<(NodeId, Fingerprint, u64)>,
 }
 
-type Slot = (NodeId, Fingerprint);
+/// (key, publisher, mailbox item number — 0 for every other kind).
+type Slot = (NodeId, Fingerprint, u64);
+
+fn slot_of(rec: &VerifiedRecord) -> Slot {
+    (rec.key(), rec.publisher(), rec.item())
+}
+
+/// Every slot under `key`.
+fn key_range(key: &NodeId) -> std::ops::RangeInclusive<Slot> {
+    (*key, Fingerprint([0; 32]), 0)..=(*key, Fingerprint([0xff; 32]), u64::MAX)
+}
 
 #[derive(Debug, Clone)]
 struct Held {
@@ -169,6 +213,9 @@ pub struct RecordStore {
     /// past the records held (+1024), so it stays bounded.
     dirty: BTreeSet<Slot>,
     full: bool,
+    /// Mailbox items held per key, and the receipts held (by mailbox key).
+    items: HashMap<NodeId, usize>,
+    receipts: HashMap<NodeId, Receipt>,
 }
 
 impl RecordStore {
@@ -207,9 +254,12 @@ impl RecordStore {
             }
             .into());
         }
-        let slot = (rec.key(), rec.publisher());
+        let slot = slot_of(&rec);
         if rec.kind() == RecordKind::NameClaim && self.claimed_by_other(&rec, now) {
             return Err(StoreError::NameTaken);
+        }
+        if rec.kind() == RecordKind::MailboxItem && !self.records.contains_key(&slot) {
+            self.admit_item(&rec, source)?;
         }
         let old = match self.records.get(&slot) {
             Some(held) => match rec.seq().cmp(&held.rec.seq()) {
@@ -238,12 +288,64 @@ impl RecordStore {
             self.refused += 1;
             return Err(e);
         }
+        let receipt = (rec.kind() == RecordKind::MailboxReceipt).then(|| rec.key());
         self.insert(slot, Held { rec, source });
+        if let Some(key) = receipt {
+            self.drop_receipted(&key);
+        }
         Ok(if old.is_some() {
             Stored::Updated
         } else {
             Stored::New
         })
+    }
+
+    /// The mailbox rules for a new item (spec/09-mailbox.md §3).
+    fn admit_item(
+        &mut self,
+        rec: &VerifiedRecord,
+        source: Option<IpAddr>,
+    ) -> Result<(), StoreError> {
+        let key = rec.key();
+        let refuse = |s: &mut RecordStore, e| {
+            s.refused += 1;
+            Err(e)
+        };
+        if source.is_some() && !self.cfg.mailbox {
+            return refuse(self, StoreError::NoMailbox);
+        }
+        if self
+            .receipts
+            .get(&key)
+            .is_some_and(|r| r.covers(&rec.publisher(), rec.item()))
+        {
+            return Err(StoreError::Receipted);
+        }
+        let p = rec.publisher();
+        let of_sender = self.records.range((key, p, 1)..=(key, p, u64::MAX)).count();
+        if of_sender >= self.cfg.mailbox_per_sender {
+            return refuse(self, StoreError::MailboxSenderQuota);
+        }
+        if self.items.get(&key).copied().unwrap_or(0) >= self.cfg.mailbox_per_key {
+            return refuse(self, StoreError::MailboxFull);
+        }
+        Ok(())
+    }
+
+    /// Drops the items under `key` that its receipt lists.
+    fn drop_receipted(&mut self, key: &NodeId) {
+        let Some(receipt) = self.receipts.get(key) else {
+            return;
+        };
+        let gone: Vec<Slot> = self
+            .records
+            .range(key_range(key))
+            .map(|(slot, _)| *slot)
+            .filter(|(_, p, item)| *item != 0 && receipt.covers(p, *item))
+            .collect();
+        for slot in gone {
+            self.remove(&slot);
+        }
     }
 
     /// Checks the quotas for `rec` from `source`, and makes room if the store is full.
@@ -338,19 +440,35 @@ impl RecordStore {
         } else {
             self.next_expiry.min(held.rec.expiry())
         };
+        match held.rec.kind() {
+            RecordKind::MailboxItem => *self.items.entry(slot.0).or_default() += 1,
+            RecordKind::MailboxReceipt => {
+                if let Some(r) = Receipt::decode(held.rec.value()) {
+                    self.receipts.insert(slot.0, r);
+                }
+            }
+            _ => {}
+        }
         self.records.insert(slot, held);
         self.changed(slot);
     }
 
     /// Drops the record of `publisher` under `key`, if held (our own claim that lost a race).
     pub fn remove_slot(&mut self, slot: &(NodeId, Fingerprint)) {
-        self.remove(slot);
+        self.remove(&(slot.0, slot.1, 0));
     }
 
     fn remove(&mut self, slot: &Slot) -> Option<Held> {
         let held = self.records.remove(slot)?;
         let c = cost(&held.rec);
         self.bytes -= c;
+        match held.rec.kind() {
+            RecordKind::MailboxItem => subtract(&mut self.items, &slot.0, 1),
+            RecordKind::MailboxReceipt => {
+                self.receipts.remove(&slot.0);
+            }
+            _ => {}
+        }
         subtract(&mut self.by_publisher, &slot.1, c);
         if let Some(ip) = held.source {
             subtract(&mut self.by_source, &Source::of(ip), c);
@@ -380,24 +498,56 @@ impl RecordStore {
 
     /// Whether another publisher holds an unexpired claim under `rec`'s key (a name claim).
     fn claimed_by_other(&self, rec: &VerifiedRecord, now: u64) -> bool {
-        let key = rec.key();
-        let range = (key, Fingerprint([0; 32]))..=(key, Fingerprint([0xff; 32]));
         self.records
-            .range(range)
-            .any(|((_, fp), h)| *fp != rec.publisher() && h.rec.expiry() > now)
+            .range(key_range(&rec.key()))
+            .any(|((_, fp, _), h)| *fp != rec.publisher() && h.rec.expiry() > now)
     }
 
-    /// The encoded records under `key` that have not expired at `now`, newest sequence first.
+    /// The encoded records under `key` that have not expired at `now`: records that are not
+    /// mailbox items first, newest sequence first; then mailbox items in slot order
+    /// (publisher, item number), the order [`RecordStore::get_after`] pages through.
     pub fn get(&self, key: &NodeId, now: u64) -> Vec<&[u8]> {
-        let range = (*key, Fingerprint([0; 32]))..=(*key, Fingerprint([0xff; 32]));
+        let live = |h: &&Held| h.rec.expiry() > now;
         let mut found: Vec<&Held> = self
             .records
-            .range(range)
+            .range(key_range(key))
+            .filter(|(s, _)| s.2 == 0)
             .map(|(_, h)| h)
-            .filter(|h| h.rec.expiry() > now)
+            .filter(live)
             .collect();
         found.sort_by_key(|h| std::cmp::Reverse(h.rec.seq()));
+        found.extend(
+            self.records
+                .range(key_range(key))
+                .filter(|(s, _)| s.2 != 0)
+                .map(|(_, h)| h)
+                .filter(live),
+        );
         found.into_iter().map(|h| h.rec.bytes()).collect()
+    }
+
+    /// Mailbox items under `key` after item `after` (publisher, item number) in slot
+    /// order, unexpired at `now`, at most `max`: the next page of a mailbox.
+    pub fn get_after(
+        &self,
+        key: &NodeId,
+        after: (Fingerprint, u64),
+        now: u64,
+        max: usize,
+    ) -> Vec<&[u8]> {
+        use std::ops::Bound::{Excluded, Included};
+        let end = (*key, Fingerprint([0xff; 32]), u64::MAX);
+        self.records
+            .range((Excluded((*key, after.0, after.1)), Included(end)))
+            .filter(|(s, h)| s.2 != 0 && h.rec.expiry() > now)
+            .take(max)
+            .map(|(_, h)| h.rec.bytes())
+            .collect()
+    }
+
+    /// Mailbox items held, over all keys.
+    pub fn mailbox_items(&self) -> usize {
+        self.items.values().sum()
     }
 
     /// Drops expired records (a scan only once the earliest expiry passed).
@@ -477,6 +627,7 @@ impl RecordStore {
             bytes: self.bytes,
             refused: self.refused,
             evicted: self.evicted,
+            mailbox_items: self.mailbox_items(),
         }
     }
 }
@@ -610,7 +761,7 @@ mod tests {
     #[test]
     fn the_overhead_covers_the_structures_of_a_record() {
         use std::mem::size_of;
-        let slot = size_of::<Slot>(); // 52
+        let slot = size_of::<Slot>(); // 64
         let entry = 2 * (slot + size_of::<Held>()); // B-tree nodes are at least half full
         let shared_bytes_header = 2 * size_of::<usize>() + 16; // Arc counts, allocator slack
         let network_index = 2 * size_of::<(u64, Slot)>();
@@ -746,6 +897,7 @@ mod tests {
             per_publisher_bytes: 16 << 10,
             per_source_bytes: 16 << 10,
             per_network_bytes: 32 << 10,
+            ..StoreConfig::default()
         }
     }
 
@@ -861,5 +1013,144 @@ mod tests {
         assert_eq!((c.upserts.len(), c.removed.len()), (0, 2));
         s.mark_all_changed();
         assert!(s.take_changes().full);
+    }
+
+    // ---- mailbox (spec/09-mailbox.md §3)
+
+    fn item(sender: &Identity, to: &Identity, seq: u64) -> Vec<u8> {
+        let id = crate::crypto::MessageId([seq as u8; 16]);
+        let sealed = crate::crypto::sealed::seal(
+            sender,
+            to.fingerprint(),
+            to.kem_public(),
+            id,
+            1,
+            b"hi",
+            &mut OsRng,
+        )
+        .unwrap();
+        Record::sign(sender, RecordKind::MailboxItem, seq, NOW + 600, sealed, NOW)
+            .unwrap()
+            .encode()
+    }
+
+    /// Twenty items from one sender to one recipient must all be held: a mailbox is many
+    /// values under one key.
+    #[test]
+    fn a_mailbox_key_holds_many_items_of_one_sender() {
+        let (alice, bob) = (ids(1).remove(0), ids(1).remove(0));
+        let mut s = RecordStore::new(StoreConfig::default());
+        let from = ip("10.0.0.1");
+        for seq in 1..=20 {
+            let _ = s.put(&item(&alice, &bob, seq), from, NOW);
+        }
+        let held = s
+            .get(&crate::crypto::record::mailbox_key(&bob.fingerprint()), NOW)
+            .len();
+        println!("20 items from one sender: {held} held");
+        assert_eq!(held, 20);
+    }
+
+    /// The attack: one sender floods a mailbox with 200 items; at most the per-sender quota
+    /// (64) is held, and another sender still gets in.
+    #[test]
+    fn one_sender_cannot_fill_a_mailbox_beyond_its_quota() {
+        let (mallory, bob, carol) = (ids(1).remove(0), ids(1).remove(0), ids(1).remove(0));
+        let mut s = RecordStore::new(StoreConfig {
+            per_publisher_bytes: 64 << 20,
+            per_source_bytes: 64 << 20,
+            per_network_bytes: 64 << 20,
+            ..StoreConfig::default()
+        });
+        let stored = (1..=200)
+            .filter(|seq| {
+                s.put(&item(&mallory, &bob, *seq), ip("10.0.0.1"), NOW)
+                    .is_ok()
+            })
+            .count();
+        let ok = s.put(&item(&carol, &bob, 1), ip("10.0.0.2"), NOW).is_ok();
+        let key = crate::crypto::record::mailbox_key(&bob.fingerprint());
+        let held = s.get(&key, NOW).len();
+        println!(
+            "one sender, 200 items: stored {stored}, held {held}; another sender stores: {ok}"
+        );
+        assert_eq!(stored, 64);
+        assert_eq!(held, 65);
+        assert!(ok);
+    }
+
+    /// The attack: 1,100 senders (identities are free) each put one item in one mailbox;
+    /// at most the per-key cap (1024) is held.
+    #[test]
+    fn many_senders_cannot_grow_one_mailbox_beyond_its_cap() {
+        let bob = ids(1).remove(0);
+        let mut s = RecordStore::new(StoreConfig::default());
+        let senders = ids(1100);
+        let stored = senders
+            .iter()
+            .enumerate()
+            .filter(|(i, id)| {
+                let from = ip(&format!("10.{}.{}.1", i / 200, i % 200));
+                s.put(&item(id, &bob, 1), from, NOW).is_ok()
+            })
+            .count();
+        let key = crate::crypto::record::mailbox_key(&bob.fingerprint());
+        let held = s.get(&key, NOW).len();
+        println!("1,100 senders, one item each: stored {stored}, held {held} (cap 1024)");
+        assert_eq!(held, 1024);
+    }
+
+    fn receipt(by: &Identity, seq: u64, entries: Vec<(Fingerprint, u64)>) -> Vec<u8> {
+        let value = crate::crypto::receipt::Receipt { entries }.encode();
+        Record::sign(by, RecordKind::MailboxReceipt, seq, NOW + 600, value, NOW)
+            .unwrap()
+            .encode()
+    }
+
+    /// A receipt drops the items it lists (and only those), an item it lists is refused
+    /// afterwards, and only the recipient can publish a receipt for its mailbox.
+    #[test]
+    fn a_receipt_drops_the_items_it_lists() {
+        let (alice, bob, mallory) = (ids(1).remove(0), ids(1).remove(0), ids(1).remove(0));
+        let mut s = RecordStore::new(StoreConfig::default());
+        let from = ip("10.0.0.1");
+        for seq in 1..=10 {
+            s.put(&item(&alice, &bob, seq), from, NOW).unwrap();
+        }
+        let key = crate::crypto::record::mailbox_key(&bob.fingerprint());
+        let listed: Vec<(Fingerprint, u64)> = (1..=6).map(|q| (alice.fingerprint(), q)).collect();
+        // Mallory's receipt lives under Mallory's own mailbox key: Bob's items stay.
+        s.put(&receipt(&mallory, 1, listed.clone()), from, NOW)
+            .unwrap();
+        assert_eq!(s.get(&key, NOW).len(), 10);
+        s.put(&receipt(&bob, 1, listed), from, NOW).unwrap();
+        let held: Vec<Vec<u8>> = s.get(&key, NOW).into_iter().map(<[u8]>::to_vec).collect();
+        let items = s.stats().mailbox_items;
+        let again = s.put(&item(&alice, &bob, 3), from, NOW);
+        println!("10 items, receipt for 6: {items} items left; a receipted item again: {again:?}");
+        assert_eq!(items, 4);
+        assert_eq!(held.len(), 5, "the receipt first, then 4 items");
+        assert_eq!(
+            Record::verify(&held[0], NOW).unwrap().kind(),
+            RecordKind::MailboxReceipt
+        );
+        assert_eq!(again, Err(StoreError::Receipted));
+        // Paging: after item 8, the rest.
+        assert_eq!(s.get_after(&key, (alice.fingerprint(), 8), NOW, 8).len(), 2);
+    }
+
+    /// A node that does not store mailboxes refuses others' items, keeps its own.
+    #[test]
+    fn a_node_without_mailbox_storage_refuses_items() {
+        let (alice, bob) = (ids(1).remove(0), ids(1).remove(0));
+        let mut s = RecordStore::new(StoreConfig {
+            mailbox: false,
+            ..StoreConfig::default()
+        });
+        assert_eq!(
+            s.put(&item(&alice, &bob, 1), ip("10.0.0.1"), NOW),
+            Err(StoreError::NoMailbox)
+        );
+        assert_eq!(s.put(&item(&alice, &bob, 1), None, NOW), Ok(Stored::New));
     }
 }

@@ -227,6 +227,14 @@ impl<C: Clone, R> Core<C, R> {
         self.ensure_dialing(now, peer, Duration::ZERO);
     }
 
+    /// Messages to `peer` delivered another way (its mailbox receipt): dropped from the
+    /// queue, so they are not sent directly too. Returns how many were dropped.
+    pub fn forget(&mut self, peer: &Fingerprint, ids: &[crate::crypto::MessageId]) -> usize {
+        self.peers
+            .get_mut(peer)
+            .map_or(0, |p| p.outbox.forget_queued(ids))
+    }
+
     /// The application wants a connection to `peer` at `addrs`, kept up until
     /// [`Core::disconnect`].
     pub fn connect(&mut self, now: Instant, peer: Fingerprint, addrs: Vec<SocketAddr>) {

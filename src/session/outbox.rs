@@ -36,6 +36,15 @@ impl Outbox {
         self.queued.push_back(msg);
     }
 
+    /// Drops the queued (not in flight) messages among `ids`: they were delivered another
+    /// way (the recipient's mailbox receipt). Returns how many were dropped.
+    pub fn forget_queued(&mut self, ids: &[crate::crypto::MessageId]) -> usize {
+        let before = self.queued.len();
+        self.queued.retain(|m| !ids.contains(&m.id));
+        self.queued_bytes = self.queued.iter().map(|m| m.body.len()).sum();
+        before - self.queued.len()
+    }
+
     /// Messages not yet sent.
     pub fn queued(&self) -> usize {
         self.queued.len()

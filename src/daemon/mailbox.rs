@@ -1,0 +1,658 @@
+//! The offline mailbox in the daemon (spec/09-mailbox.md §5–§7).
+//!
+//! One task per node, started with the node when it has a DHT and a message store:
+//! - publishes our KEM key record (so others can seal to us), again every day;
+//! - **sender**: an outbox message that waited `after` (default 10 s) with no live
+//!   connection to its recipient is sealed to the recipient's KEM key
+//!   ([`crate::crypto::sealed`]) and put under the recipient's mailbox key (k closest),
+//!   numbered by its message ID ([`item_seq`]); it stays in the outbox. Every
+//!   `receipt_poll` the recipients' mailbox keys are read: a receipt listing an item marks
+//!   its message delivered with path `mailbox` and drops it from the direct queue;
+//! - **recipient**: at start and every `poll` (default 60 s) it pages through its mailbox
+//!   on each of the k closest nodes, opens and verifies every item, stores the new ones in
+//!   the inbox (de-duplicated by message ID, as the direct path does), emits their
+//!   `Message` events and publishes a receipt listing what it fetched.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::dht::{query, DhtError};
+use super::events::NodeEvent;
+use super::state::{NodeHandle, Shared};
+use super::store::{Cmd, Listing, PATH_MAILBOX};
+use super::util::{lock, unix_ms, with_rng};
+use crate::crypto::receipt::{item_seq, Receipt, MAX_RECEIPT_ENTRIES};
+use crate::crypto::record::{kem_key, mailbox_key, RecordKind, MAX_MAILBOX_BODY};
+use crate::crypto::{sealed, Fingerprint, KemPublicKey, Message, MessageId, Record};
+use crate::dht::{rpc::MAX_RECORDS, Contact, DhtEvent, VerifiedRecord};
+
+/// Mailbox settings (spec/09-mailbox.md §4, §7).
+#[derive(Debug, Clone, Copy)]
+pub struct MailboxConfig {
+    /// Use the mailbox at all (default true; needs a DHT and a message store).
+    pub enabled: bool,
+    /// An outbox message waits this long with no live connection before it is put in the
+    /// recipient's mailbox (default 10 s).
+    pub after: Duration,
+    /// Fetch our own mailbox this often (default 60 s), and at start.
+    pub poll: Duration,
+    /// Read the receipts of recipients with items waiting this often (default 5 s).
+    pub receipt_poll: Duration,
+    /// Lifetime of our items and receipts (default and most: 7 days).
+    pub ttl_secs: u64,
+    /// Most items put per round (default 256; the rest wait for the next round).
+    pub max_puts_per_round: usize,
+    /// Most outbox messages remembered as put in a mailbox (default 65536).
+    pub max_tracked: usize,
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        MailboxConfig {
+            enabled: true,
+            after: Duration::from_secs(10),
+            poll: Duration::from_secs(60),
+            receipt_poll: Duration::from_secs(5),
+            ttl_secs: crate::crypto::record::MAILBOX_TTL_SECS,
+            max_puts_per_round: 256,
+            max_tracked: 65536,
+        }
+    }
+}
+
+/// The mailbox's counters (for `dna status`, tests and devnet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MailboxStats {
+    /// Items we put (stored at one node at least).
+    pub items_put: u64,
+    /// Our messages a receipt reported delivered.
+    pub delivered: u64,
+    /// Items fetched from our mailbox (every copy from every node).
+    pub fetched: u64,
+    /// New messages stored from our mailbox.
+    pub new: u64,
+    /// Fetched messages dropped as already stored.
+    pub duplicates: u64,
+    /// Items that did not open (not for us, tampered).
+    pub invalid: u64,
+    /// Receipts published.
+    pub receipts: u64,
+    /// Completed fetches of our mailbox.
+    pub fetches: u64,
+}
+
+/// One message's state, as `dna outbox` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The recipient.
+    pub to: Fingerprint,
+    /// The message ID.
+    pub id: MessageId,
+    /// `queued` (waiting), `sent` (in the recipient's mailbox, no receipt yet) or
+    /// `delivered`.
+    pub state: &'static str,
+    /// `mailbox` for a message put in or delivered through the mailbox; `session` for one
+    /// acknowledged over a session (direct or relayed); none while queued.
+    pub path: Option<&'static str>,
+    /// Send time (queued, sent) or delivery time (delivered), ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Outbox messages in a mailbox, awaiting a receipt: recipient, put ms.
+    put: HashMap<MessageId, (Fingerprint, u64)>,
+    /// Our receipt's entries, oldest first.
+    receipt: VecDeque<(Fingerprint, u64)>,
+    /// Recipients whose last put failed (no KEM key, no node stored it): not tried again
+    /// before this time. At most `MAX_BACKOFF` entries.
+    backoff: HashMap<Fingerprint, Instant>,
+    stats: MailboxStats,
+}
+
+/// Recipients remembered in the put backoff; beyond it the table is cleared.
+const MAX_BACKOFF: usize = 4096;
+
+/// Marks `peer`'s puts failed: the next try waits `poll`.
+fn back_off(shared: &Shared, peer: Fingerprint) {
+    let mut st = lock(&shared.mailbox.state);
+    if st.backoff.len() >= MAX_BACKOFF {
+        st.backoff.clear();
+    }
+    st.backoff
+        .insert(peer, Instant::now() + shared.cfg.mailbox.poll);
+}
+
+/// What the node's tasks share about the mailbox.
+#[derive(Debug, Default)]
+pub(crate) struct MailboxShared {
+    state: Mutex<State>,
+    /// Wakes the task for a fetch now.
+    kick: std::sync::Arc<Notify>,
+    /// Fetches asked for by [`NodeHandle::mailbox_fetch`], and the highest request a
+    /// finished fetch started after.
+    requested: AtomicU64,
+    served: AtomicU64,
+    done: Notify,
+}
+
+/// Starts the mailbox task if the node has what it needs.
+pub(crate) fn spawn(shared: &std::sync::Arc<Shared>) {
+    if shared.cfg.mailbox.enabled && shared.dht.is_some() && shared.store.is_some() {
+        tokio::spawn(run(std::sync::Arc::downgrade(shared)));
+    }
+}
+
+async fn run(weak: Weak<Shared>) {
+    // Let the bootstrap run first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut next_kem = Instant::now();
+    let mut next_fetch = Instant::now();
+    let mut next_receipts = Instant::now();
+    loop {
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        if shared.stopped.load(Ordering::Relaxed) || shared.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        let cfg = shared.cfg.mailbox;
+        let now = Instant::now();
+        if now >= next_kem {
+            next_kem = match publish_kem(&shared).await {
+                Ok(n) if n > 0 => now + Duration::from_secs(24 * 3600),
+                _ => now + Duration::from_secs(5),
+            };
+        }
+        if now >= next_fetch {
+            let serving = shared.mailbox.requested.load(Ordering::SeqCst);
+            if let Err(e) = fetch(&shared).await {
+                tracing::debug!(error = %e, "mailbox fetch failed");
+            }
+            shared.mailbox.served.store(serving, Ordering::SeqCst);
+            shared.mailbox.done.notify_waiters();
+            next_fetch = Instant::now() + cfg.poll;
+        }
+        if let Err(e) = send_side(&shared).await {
+            tracing::debug!(error = %e, "mailbox put failed");
+        }
+        if Instant::now() >= next_receipts {
+            check_receipts(&shared).await;
+            next_receipts = Instant::now() + cfg.receipt_poll;
+        }
+        let tick = cfg
+            .after
+            .min(cfg.receipt_poll)
+            .clamp(Duration::from_millis(200), Duration::from_secs(5));
+        let kick = shared.mailbox.kick.clone();
+        drop(shared);
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = kick.notified() => next_fetch = Instant::now(),
+        }
+    }
+}
+
+fn now_s() -> u64 {
+    unix_ms() / 1000
+}
+
+async fn record_seq(shared: &Shared) -> Result<u64, DhtError> {
+    let now_ms = unix_ms();
+    shared
+        .core
+        .call(move |c, _| c.next_record_seq(now_ms))
+        .await
+        .ok_or(DhtError::Timeout)
+}
+
+/// Signs and puts our KEM key record (republished by the DHT while it lives).
+async fn publish_kem(shared: &Shared) -> Result<usize, DhtError> {
+    let seq = record_seq(shared).await?;
+    let now = now_s();
+    let value = shared.identity.kem_public().to_bytes();
+    let ttl = RecordKind::KemKey.max_ttl_secs() - 24 * 3600;
+    let r = Record::sign(
+        &shared.identity,
+        RecordKind::KemKey,
+        seq,
+        now + ttl,
+        value,
+        now,
+    )
+    .map_err(|e| DhtError::Record(e.to_string()))?;
+    let r = VerifiedRecord::from_record(&r);
+    match query(shared, move |dht, now| dht.put_verified(r, now)).await? {
+        DhtEvent::Put { stored_at, .. } => Ok(stored_at),
+        _ => Ok(0),
+    }
+}
+
+/// The valid records under `key` found by a lookup.
+async fn find(shared: &Shared, key: crate::crypto::NodeId) -> Result<Vec<Record>, DhtError> {
+    let ev = query(shared, move |dht, now| dht.find_value(key, now)).await?;
+    let DhtEvent::FoundValue { records, .. } = ev else {
+        return Ok(Vec::new());
+    };
+    let now = now_s();
+    Ok(records
+        .iter()
+        .filter_map(|b| Record::verify(b, now).ok())
+        .filter(|r| r.key() == key)
+        .collect())
+}
+
+/// The published KEM key of `peer`, if any.
+async fn kem_of(shared: &Shared, peer: Fingerprint) -> Result<Option<KemPublicKey>, DhtError> {
+    Ok(find(shared, kem_key(&peer))
+        .await?
+        .into_iter()
+        .filter(|r| r.kind() == RecordKind::KemKey && r.publisher().fingerprint() == peer)
+        .max_by_key(Record::seq)
+        .and_then(|r| KemPublicKey::from_bytes(r.value()).ok()))
+}
+
+async fn listing(shared: &Shared, max: usize) -> Listing {
+    let Some(store) = &shared.store else {
+        return Listing::default();
+    };
+    let (reply, rx) = oneshot::channel();
+    if store.cmd(Cmd::List { max, reply }).await.is_err() {
+        return Listing::default();
+    }
+    rx.await.unwrap_or_default()
+}
+
+/// Puts the outbox messages that waited long enough, with no live connection, in their
+/// recipients' mailboxes.
+async fn send_side(shared: &Shared) -> Result<(), DhtError> {
+    let cfg = shared.cfg.mailbox;
+    let waiting = listing(shared, cfg.max_tracked).await.waiting;
+    let now_ms = unix_ms();
+    let due: Vec<(Fingerprint, crate::session::Outgoing)> = {
+        let mut st = lock(&shared.mailbox.state);
+        let now = Instant::now();
+        st.backoff.retain(|_, until| *until > now);
+        // Delivered over a session meanwhile: no receipt to wait for (a listing cut at
+        // the cap says nothing about the rest).
+        if waiting.len() < cfg.max_tracked {
+            let ids: HashSet<MessageId> = waiting.iter().map(|(_, m)| m.id).collect();
+            st.put.retain(|id, _| ids.contains(id));
+        }
+        let room = cfg.max_tracked.saturating_sub(st.put.len());
+        waiting
+            .into_iter()
+            .filter(|(p, m)| !st.put.contains_key(&m.id) && !st.backoff.contains_key(p))
+            .filter(|(_, m)| now_ms.saturating_sub(m.timestamp_ms) >= cfg.after.as_millis() as u64)
+            .filter(|(_, m)| m.body.len() <= MAX_MAILBOX_BODY)
+            .take(cfg.max_puts_per_round.min(room))
+            .collect()
+    };
+    if due.is_empty() {
+        return Ok(());
+    }
+    let mut by_peer: HashMap<Fingerprint, Vec<crate::session::Outgoing>> = HashMap::new();
+    for (p, m) in due {
+        by_peer.entry(p).or_default().push(m);
+    }
+    for (peer, msgs) in by_peer {
+        let live = shared
+            .core
+            .call(move |c, _| c.live_connection(&peer).is_some())
+            .await
+            .unwrap_or(true);
+        if live {
+            continue;
+        }
+        let Some(kem) = kem_of(shared, peer).await? else {
+            tracing::debug!(%peer, "no KEM key published: cannot seal to the mailbox yet");
+            back_off(shared, peer);
+            continue;
+        };
+        for m in msgs {
+            let now = now_s();
+            let sealed = with_rng(|rng| {
+                sealed::seal(
+                    &shared.identity,
+                    peer,
+                    &kem,
+                    m.id,
+                    m.timestamp_ms,
+                    &m.body,
+                    rng,
+                )
+            });
+            let Ok(sealed) = sealed else {
+                continue;
+            };
+            let expiry = now + cfg.ttl_secs.min(RecordKind::MailboxItem.max_ttl_secs());
+            let seq = item_seq(&m.id);
+            let r = Record::sign(
+                &shared.identity,
+                RecordKind::MailboxItem,
+                seq,
+                expiry,
+                sealed,
+                now,
+            )
+            .map_err(|e| DhtError::Record(e.to_string()))?;
+            let r = VerifiedRecord::from_record(&r);
+            let stored_at = match query(shared, move |dht, now| dht.put_once(r, now)).await? {
+                DhtEvent::Put { stored_at, .. } => stored_at,
+                _ => 0,
+            };
+            if stored_at == 0 {
+                tracing::debug!(%peer, "no node stored the mailbox item");
+                back_off(shared, peer);
+                break;
+            }
+            let mut st = lock(&shared.mailbox.state);
+            st.put.insert(m.id, (peer, unix_ms()));
+            st.stats.items_put += 1;
+            tracing::debug!(%peer, stored_at, "message put in the recipient's mailbox");
+        }
+    }
+    Ok(())
+}
+
+/// Reads the receipts of recipients with items waiting; marks what they list delivered.
+async fn check_receipts(shared: &Shared) {
+    let peers: HashSet<Fingerprint> = lock(&shared.mailbox.state)
+        .put
+        .values()
+        .map(|(p, _)| *p)
+        .collect();
+    let me = shared.identity.fingerprint();
+    for peer in peers {
+        let Ok(found) = find(shared, mailbox_key(&peer)).await else {
+            continue;
+        };
+        let Some(receipt) = found
+            .into_iter()
+            .filter(|r| {
+                r.kind() == RecordKind::MailboxReceipt && r.publisher().fingerprint() == peer
+            })
+            .max_by_key(Record::seq)
+            .and_then(|r| Receipt::decode(r.value()))
+        else {
+            continue;
+        };
+        let ids: Vec<MessageId> = {
+            let mut st = lock(&shared.mailbox.state);
+            let ids: Vec<MessageId> = st
+                .put
+                .iter()
+                .filter(|(id, (p, _))| *p == peer && receipt.covers(&me, item_seq(id)))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &ids {
+                st.put.remove(id);
+            }
+            st.stats.delivered += ids.len() as u64;
+            ids
+        };
+        if ids.is_empty() {
+            continue;
+        }
+        tracing::debug!(%peer, n = ids.len(), "mailbox receipt: delivered");
+        if let Some(store) = &shared.store {
+            let _ = store
+                .cmd(Cmd::DeliveredVia {
+                    ids: ids.clone(),
+                    path: PATH_MAILBOX,
+                })
+                .await;
+        }
+        let forget = ids.clone();
+        shared.core.call(move |c, _| c.forget(&peer, &forget)).await;
+        let _ = shared
+            .events
+            .send(NodeEvent::MailboxDelivered { peer, ids })
+            .await;
+    }
+}
+
+/// Every mailbox item under `key` at `node`, verified, page by page (at most a full
+/// mailbox's worth).
+async fn pages(shared: &Shared, node: Contact, key: crate::crypto::NodeId) -> Vec<VerifiedRecord> {
+    let mut all = Vec::new();
+    let mut after = None;
+    let most = crate::dht::StoreConfig::default().mailbox_per_key / MAX_RECORDS + 2;
+    for _ in 0..most {
+        let ev = query(shared, move |dht, now| {
+            dht.fetch_page(node, key, after, now)
+        })
+        .await;
+        let Ok(DhtEvent::Page {
+            records, answered, ..
+        }) = ev
+        else {
+            break;
+        };
+        if !answered {
+            break;
+        }
+        let full = records.len() >= MAX_RECORDS;
+        let now = now_s();
+        let items: Vec<VerifiedRecord> = records
+            .iter()
+            .filter_map(|b| VerifiedRecord::verify(b, now).ok())
+            .filter(|r| r.kind() == RecordKind::MailboxItem && r.key() == key)
+            .collect();
+        let last = items.last().map(|r| (r.publisher(), r.item()));
+        all.extend(items);
+        match (full, last) {
+            (true, Some(l)) => after = Some(l),
+            _ => break,
+        }
+    }
+    all
+}
+
+/// Fetches our mailbox from the k closest nodes, stores what is new, publishes a receipt.
+async fn fetch(shared: &Shared) -> Result<(), DhtError> {
+    let me = shared.identity.fingerprint();
+    let key = mailbox_key(&me);
+    let closest = match query(shared, move |dht, now| dht.find_node(key, now)).await? {
+        DhtEvent::FoundNodes { closest, .. } => closest,
+        _ => Vec::new(),
+    };
+    let mut items: HashMap<(Fingerprint, u64), Vec<u8>> = HashMap::new();
+    let mut fetched = 0u64;
+    for node in closest {
+        for r in pages(shared, node, key).await {
+            fetched += 1;
+            items
+                .entry((r.publisher(), r.item()))
+                .or_insert_with(|| r.value().to_vec());
+        }
+    }
+    let mut by_sender: HashMap<Fingerprint, Vec<Message>> = HashMap::new();
+    let mut invalid = 0u64;
+    let mut listed = Vec::new();
+    for ((publisher, item), value) in &items {
+        match sealed::open(&shared.identity, value) {
+            Ok((msg, sender))
+                if sender.fingerprint() == *publisher && item_seq(&msg.id) == *item =>
+            {
+                listed.push((*publisher, *item));
+                by_sender.entry(*publisher).or_default().push(msg);
+            }
+            _ => invalid += 1,
+        }
+    }
+    let (mut new, mut dup) = (0u64, 0u64);
+    for (from, msgs) in by_sender {
+        let n = msgs.len() as u64;
+        let stored = store_received(shared, from, msgs).await;
+        new += stored.len() as u64;
+        dup += n - stored.len() as u64;
+        let events: Vec<NodeEvent> = stored
+            .into_iter()
+            .map(|m| NodeEvent::Message {
+                from,
+                id: m.id,
+                timestamp_ms: m.timestamp_ms,
+                body: m.body,
+            })
+            .collect();
+        if !events.is_empty() {
+            let _ = shared.events.send_all(events).await;
+        }
+    }
+    let changed = {
+        let mut st = lock(&shared.mailbox.state);
+        st.stats.fetched += fetched;
+        st.stats.new += new;
+        st.stats.duplicates += dup;
+        st.stats.invalid += invalid;
+        st.stats.fetches += 1;
+        let mut changed = false;
+        for e in listed {
+            if !st.receipt.contains(&e) {
+                st.receipt.push_back(e);
+                changed = true;
+            }
+        }
+        while st.receipt.len() > MAX_RECEIPT_ENTRIES {
+            st.receipt.pop_front();
+        }
+        changed
+    };
+    if new + dup > 0 {
+        tracing::info!(fetched, new, duplicates = dup, "mailbox fetched");
+    }
+    if changed {
+        publish_receipt(shared).await?;
+    }
+    Ok(())
+}
+
+/// Stores `msgs` from `from` in the inbox; returns the ones not stored before.
+async fn store_received(shared: &Shared, from: Fingerprint, msgs: Vec<Message>) -> Vec<Message> {
+    let Some(store) = &shared.store else {
+        return Vec::new();
+    };
+    let (reply, mut rx) = mpsc::unbounded_channel();
+    let cmd = Cmd::Received {
+        from,
+        msgs,
+        upto: 0,
+        reply,
+    };
+    if store.cmd(cmd).await.is_err() {
+        return Vec::new();
+    }
+    match rx.recv().await {
+        Some(s) => s.new.unwrap_or_default(),
+        None => Vec::new(),
+    }
+}
+
+/// Signs and puts our receipt (republished by the DHT while it lives).
+async fn publish_receipt(shared: &Shared) -> Result<usize, DhtError> {
+    let entries: Vec<(Fingerprint, u64)> = lock(&shared.mailbox.state)
+        .receipt
+        .iter()
+        .copied()
+        .collect();
+    let seq = record_seq(shared).await?;
+    let now = now_s();
+    let ttl = shared
+        .cfg
+        .mailbox
+        .ttl_secs
+        .min(RecordKind::MailboxReceipt.max_ttl_secs());
+    let value = Receipt { entries }.encode();
+    let r = Record::sign(
+        &shared.identity,
+        RecordKind::MailboxReceipt,
+        seq,
+        now + ttl,
+        value,
+        now,
+    )
+    .map_err(|e| DhtError::Record(e.to_string()))?;
+    let r = VerifiedRecord::from_record(&r);
+    let stored_at = match query(shared, move |dht, now| dht.put_verified(r, now)).await? {
+        DhtEvent::Put { stored_at, .. } => stored_at,
+        _ => 0,
+    };
+    lock(&shared.mailbox.state).stats.receipts += 1;
+    tracing::debug!(stored_at, "mailbox receipt published");
+    Ok(stored_at)
+}
+
+impl NodeHandle {
+    /// Publishes our KEM key record now (the mailbox task also does, at start and
+    /// daily): what others seal mailbox items to. Returns how many nodes hold it.
+    pub async fn mailbox_publish_key(&self) -> Result<usize, DhtError> {
+        if self.shared.dht.is_none() {
+            return Err(DhtError::Disabled);
+        }
+        publish_kem(&self.shared).await
+    }
+
+    /// The mailbox's counters.
+    pub fn mailbox_stats(&self) -> MailboxStats {
+        lock(&self.shared.mailbox.state).stats
+    }
+
+    /// Fetches our mailbox now (the mailbox task does it) and waits until that fetch is
+    /// done; returns the counters after it. Without a mailbox task, returns at once.
+    pub async fn mailbox_fetch(&self) -> MailboxStats {
+        let m = &self.shared.mailbox;
+        let cfg = &self.shared.cfg;
+        if cfg.mailbox.enabled && self.shared.dht.is_some() && self.shared.store.is_some() {
+            let mine = m.requested.fetch_add(1, Ordering::SeqCst) + 1;
+            m.kick.notify_one();
+            while m.served.load(Ordering::SeqCst) < mine {
+                if self.shared.closing.load(Ordering::Relaxed) {
+                    break;
+                }
+                // Checked again every second: a notification between the load and the
+                // wait is not missed for longer.
+                let _ = tokio::time::timeout(Duration::from_secs(1), m.done.notified()).await;
+            }
+        }
+        self.mailbox_stats()
+    }
+
+    /// The outbox (at most `max` waiting messages) and the last `max` deliveries, newest
+    /// deliveries last: each message with its state and path (spec/09-mailbox.md §7).
+    pub async fn outbox(&self, max: usize) -> Vec<OutboxEntry> {
+        let l = listing(&self.shared, max).await;
+        let st = lock(&self.shared.mailbox.state);
+        let mut out: Vec<OutboxEntry> = Vec::new();
+        for (peer, at, path, ids) in l.delivered.into_iter().rev() {
+            let path = if path == PATH_MAILBOX {
+                "mailbox"
+            } else {
+                "session"
+            };
+            out.extend(ids.into_iter().map(|id| OutboxEntry {
+                to: peer,
+                id,
+                state: "delivered",
+                path: Some(path),
+                at_ms: at,
+            }));
+        }
+        for (peer, m) in l.waiting {
+            let put = st.put.get(&m.id);
+            out.push(OutboxEntry {
+                to: peer,
+                id: m.id,
+                state: if put.is_some() { "sent" } else { "queued" },
+                path: put.map(|_| "mailbox"),
+                at_ms: m.timestamp_ms,
+            });
+        }
+        out
+    }
+}

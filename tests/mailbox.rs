@@ -1,0 +1,205 @@
+//! The offline mailbox between real nodes on loopback (spec/09-mailbox.md): bob is
+//! offline, alice sends 20 messages and carol (a stranger) one; they are sealed into bob's
+//! mailbox on the bootstrap node (mailbox storage on). Bob comes back, fetches them, gets
+//! each exactly once, publishes a receipt; the storing node drops the items it lists, and
+//! alice's outbox shows them delivered through the mailbox.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dna_p2p::crypto::{Fingerprint, Identity};
+use dna_p2p::daemon::{DhtSettings, MailboxConfig, Node, NodeConfig, NodeEvent};
+use dna_p2p::dht::DhtConfig;
+use rand_core::OsRng;
+
+fn config(
+    server: bool,
+    bootstrap: Vec<(SocketAddr, Fingerprint)>,
+    dir: Option<&std::path::Path>,
+) -> NodeConfig {
+    NodeConfig {
+        dht: Some(DhtSettings {
+            bootstrap,
+            config: DhtConfig {
+                server,
+                ..DhtConfig::default()
+            },
+            data_dir: None,
+        }),
+        rendezvous_server: server,
+        store_dir: dir.map(Into::into),
+        mailbox: MailboxConfig {
+            // Put a waiting message in the mailbox at once (no connection), read receipts
+            // often; fetches are asked for by the test.
+            after: Duration::ZERO,
+            receipt_poll: Duration::from_millis(200),
+            ..MailboxConfig::default()
+        },
+        ..NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())
+    }
+}
+
+/// Polls `f` until it is true (each poll follows a round of the node's mailbox task);
+/// panics with `what` after a minute.
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..600 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A client with the identity kept in `id_dir` and its message store in `store_dir`.
+async fn client(
+    seeds: &[(SocketAddr, Fingerprint)],
+    id_dir: &std::path::Path,
+    store_dir: &std::path::Path,
+) -> Node {
+    let (id, _) = Identity::load_or_create(id_dir, &mut OsRng).unwrap();
+    let n = Node::bind(id, config(false, seeds.to_vec(), Some(store_dir)))
+        .await
+        .unwrap();
+    n.dht_bootstrap().await.unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_recipient_gets_every_message_once_from_its_mailbox() {
+    let boot = Node::bind(Identity::generate(&mut OsRng), config(true, vec![], None))
+        .await
+        .unwrap();
+    let seeds = vec![(boot.local_addr(), boot.fingerprint())];
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let alice = client(&seeds, dirs[0].path(), dirs[0].path()).await;
+    let carol = client(&seeds, dirs[2].path(), dirs[2].path()).await;
+
+    // Bob was online once: his KEM key is published. Then he goes away.
+    let bob = client(&seeds, dirs[1].path(), dirs[1].path()).await;
+    let bob_fp = bob.fingerprint();
+    assert!(bob.mailbox_publish_key().await.unwrap() >= 1);
+    bob.shutdown(Duration::from_millis(200)).await;
+
+    let n = 20;
+    let bodies: Vec<Bytes> = (0..n).map(|i| Bytes::from(format!("m{i:02}"))).collect();
+    alice.send_many(bob_fp, bodies.clone()).await.unwrap();
+    // Carol has never spoken to bob: a stranger's first message.
+    carol
+        .send(bob_fp, Bytes::from_static(b"hello from a stranger"))
+        .await
+        .unwrap();
+    until("alice's 20 items in the mailbox", async || {
+        alice.mailbox_stats().items_put == n as u64
+    })
+    .await;
+    until("carol's item in the mailbox", async || {
+        carol.mailbox_stats().items_put == 1
+    })
+    .await;
+    let before = boot.dht_stats().await.store;
+    println!(
+        "bob offline: {} mailbox items stored at the bootstrap node ({} records, {} bytes)",
+        before.mailbox_items, before.records, before.bytes
+    );
+    assert_eq!(before.mailbox_items, n + 1);
+    let states: Vec<_> = alice.outbox(100).await;
+    assert_eq!(states.len(), n);
+    assert!(states
+        .iter()
+        .all(|e| e.state == "sent" && e.path == Some("mailbox")));
+
+    // Bob comes back (his identity; a fresh store: in one process the old node's store
+    // stays locked until its tasks end) and fetches his mailbox.
+    let mut bob = client(&seeds, dirs[1].path(), dirs[3].path()).await;
+    let stats = bob.mailbox_fetch().await;
+    let mut from_alice = Vec::new();
+    let mut from_carol = 0;
+    while let Ok(ev) = bob.events_try_recv() {
+        if let NodeEvent::Message { from, body, .. } = ev {
+            if from == alice.fingerprint() {
+                from_alice.push(body);
+            } else if from == carol.fingerprint() {
+                from_carol += 1;
+            }
+        }
+    }
+    from_alice.sort();
+    println!(
+        "bob back: fetched {} items, {} new, {} duplicates dropped, {} invalid; \
+         receipts published {}",
+        stats.fetched, stats.new, stats.duplicates, stats.invalid, stats.receipts
+    );
+    assert_eq!(from_alice, bodies, "all 20, once each");
+    assert_eq!(from_carol, 1, "the stranger's first message");
+    assert_eq!(stats.new, n as u64 + 1);
+    assert!(stats.receipts >= 1);
+    let inbox = bob.stored_inbox();
+    assert_eq!(inbox.len(), n + 1, "stored once each");
+
+    // Alice sees the receipt: delivered through the mailbox, no longer queued for bob.
+    until("alice's messages delivered (mailbox)", async || {
+        alice.mailbox_stats().delivered == n as u64
+    })
+    .await;
+    let states = alice.outbox(100).await;
+    let via_mailbox = states
+        .iter()
+        .filter(|e| e.to == bob_fp && e.state == "delivered" && e.path == Some("mailbox"))
+        .count();
+    println!("alice's outbox: {via_mailbox} of {n} delivered (mailbox)");
+    assert_eq!(via_mailbox, n);
+    assert!(!alice.pending_peers().await.contains(&bob_fp));
+    // The storing node dropped what the receipt lists.
+    let after = boot.dht_stats().await.store;
+    println!(
+        "after the receipt: {} mailbox items left at the bootstrap node",
+        after.mailbox_items
+    );
+    assert_eq!(after.mailbox_items, 0);
+
+    // A second fetch finds nothing new: nothing is delivered twice.
+    let again = bob.mailbox_fetch().await;
+    assert_eq!(again.new, stats.new);
+    assert_eq!(bob.stored_inbox().len(), n + 1);
+
+    // Both paths: carol's next message goes to the mailbox (no session yet), then the
+    // direct session delivers it first; the mailbox copy is then a duplicate, dropped by
+    // message ID.
+    carol
+        .send(bob_fp, Bytes::from_static(b"twice?"))
+        .await
+        .unwrap();
+    until("carol's second item in the mailbox", async || {
+        carol.mailbox_stats().items_put == 2
+    })
+    .await;
+    carol.connect(bob_fp, vec![bob.local_addr()]).await;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Some(NodeEvent::Message { body, .. }) = bob.next_event().await {
+                assert_eq!(body, Bytes::from_static(b"twice?"));
+                break;
+            }
+        }
+    })
+    .await
+    .expect("carol's message arrives directly");
+    let last = bob.mailbox_fetch().await;
+    println!(
+        "a message delivered directly, then fetched from the mailbox: {} duplicate(s) \
+         dropped, {} new",
+        last.duplicates - again.duplicates,
+        last.new - again.new
+    );
+    assert_eq!(last.duplicates - again.duplicates, 1);
+    assert_eq!(last.new, again.new);
+    assert_eq!(bob.stored_inbox().len(), n + 2, "stored once");
+    while let Ok(ev) = bob.events_try_recv() {
+        assert!(
+            !matches!(ev, NodeEvent::Message { .. }),
+            "no second message event: {ev:?}"
+        );
+    }
+}
