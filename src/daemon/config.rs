@@ -123,7 +123,7 @@ pub struct NodeConfig {
     /// The offline mailbox (spec/09-mailbox.md): put after 10 s without a connection,
     /// fetch every 60 s, receipts read every 5 s, 7-day items (default on; needs `dht` and
     /// `store_dir`).
-    pub mailbox: super::mailbox::MailboxConfig,
+    pub mailbox: super::mailbox_state::MailboxConfig,
 }
 
 impl Default for NodeConfig {

@@ -13,15 +13,16 @@
 //!   the inbox (de-duplicated by message ID, as the direct path does), emits their
 //!   `Message` events and publishes a receipt listing what it fetched.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, Weak};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 
 use super::dht::{query, DhtError};
 use super::events::NodeEvent;
+pub use super::mailbox_state::{MailboxConfig, MailboxStats, OutboxEntry};
 use super::state::{NodeHandle, Shared};
 use super::store::{Cmd, Listing, PATH_MAILBOX};
 use super::util::{lock, unix_ms, with_rng};
@@ -29,91 +30,6 @@ use crate::crypto::receipt::{item_seq, Receipt, MAX_RECEIPT_ENTRIES};
 use crate::crypto::record::{kem_key, mailbox_key, RecordKind, MAX_MAILBOX_BODY};
 use crate::crypto::{sealed, Fingerprint, KemPublicKey, Message, MessageId, Record};
 use crate::dht::{rpc::MAX_RECORDS, Contact, DhtEvent, VerifiedRecord};
-
-/// Mailbox settings (spec/09-mailbox.md §4, §7).
-#[derive(Debug, Clone, Copy)]
-pub struct MailboxConfig {
-    /// Use the mailbox at all (default true; needs a DHT and a message store).
-    pub enabled: bool,
-    /// An outbox message waits this long with no live connection before it is put in the
-    /// recipient's mailbox (default 10 s).
-    pub after: Duration,
-    /// Fetch our own mailbox this often (default 60 s), and at start.
-    pub poll: Duration,
-    /// Read the receipts of recipients with items waiting this often (default 5 s).
-    pub receipt_poll: Duration,
-    /// Lifetime of our items and receipts (default and most: 7 days).
-    pub ttl_secs: u64,
-    /// Most items put per round (default 256; the rest wait for the next round).
-    pub max_puts_per_round: usize,
-    /// Most outbox messages remembered as put in a mailbox (default 65536).
-    pub max_tracked: usize,
-}
-
-impl Default for MailboxConfig {
-    fn default() -> Self {
-        MailboxConfig {
-            enabled: true,
-            after: Duration::from_secs(10),
-            poll: Duration::from_secs(60),
-            receipt_poll: Duration::from_secs(5),
-            ttl_secs: crate::crypto::record::MAILBOX_TTL_SECS,
-            max_puts_per_round: 256,
-            max_tracked: 65536,
-        }
-    }
-}
-
-/// The mailbox's counters (for `dna status`, tests and devnet).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct MailboxStats {
-    /// Items we put (stored at one node at least).
-    pub items_put: u64,
-    /// Our messages a receipt reported delivered.
-    pub delivered: u64,
-    /// Items fetched from our mailbox (every copy from every node).
-    pub fetched: u64,
-    /// New messages stored from our mailbox.
-    pub new: u64,
-    /// Fetched messages dropped as already stored.
-    pub duplicates: u64,
-    /// Items that did not open (not for us, tampered).
-    pub invalid: u64,
-    /// Receipts published.
-    pub receipts: u64,
-    /// Completed fetches of our mailbox.
-    pub fetches: u64,
-}
-
-/// One message's state, as `dna outbox` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxEntry {
-    /// The recipient.
-    pub to: Fingerprint,
-    /// The message ID.
-    pub id: MessageId,
-    /// `queued` (waiting), `sent` (in the recipient's mailbox, no receipt yet) or
-    /// `delivered`.
-    pub state: &'static str,
-    /// `mailbox` for a message put in or delivered through the mailbox; `session` for one
-    /// acknowledged over a session (direct or relayed); none while queued.
-    pub path: Option<&'static str>,
-    /// Send time (queued, sent) or delivery time (delivered), ms since the Unix epoch.
-    pub at_ms: u64,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    /// Outbox messages in a mailbox, awaiting a receipt: recipient, put ms.
-    put: HashMap<MessageId, (Fingerprint, u64)>,
-    /// Our receipt's entries, oldest first.
-    receipt: VecDeque<(Fingerprint, u64)>,
-    /// Recipients whose last put failed (no KEM key, no node stored it): not tried again
-    /// before this time. At most `MAX_BACKOFF` entries.
-    backoff: HashMap<Fingerprint, Instant>,
-    stats: MailboxStats,
-}
 
 /// Recipients remembered in the put backoff; beyond it the table is cleared.
 const MAX_BACKOFF: usize = 4096;
@@ -126,19 +42,6 @@ fn back_off(shared: &Shared, peer: Fingerprint) {
     }
     st.backoff
         .insert(peer, Instant::now() + shared.cfg.mailbox.poll);
-}
-
-/// What the node's tasks share about the mailbox.
-#[derive(Debug, Default)]
-pub(crate) struct MailboxShared {
-    state: Mutex<State>,
-    /// Wakes the task for a fetch now.
-    kick: std::sync::Arc<Notify>,
-    /// Fetches asked for by [`NodeHandle::mailbox_fetch`], and the highest request a
-    /// finished fetch started after.
-    requested: AtomicU64,
-    served: AtomicU64,
-    done: Notify,
 }
 
 /// Starts the mailbox task if the node has what it needs.

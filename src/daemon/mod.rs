@@ -17,7 +17,7 @@
 //! | the offline mailbox (spec/09-mailbox.md) | `mailbox` |
 //! | the DHT over QUIC | `dht` |
 //! | the TURN task | `turn` |
-//! | shared state and leaves | `state`, `events`, `store`, `contacts`, `stun_routes`, `config`, `sigwire`, `dht_persist`, `util`, `discovery_server`, `relay_table` |
+//! | shared state and leaves | `state`, `events`, `store`, `contacts`, `stun_routes`, `config`, `sigwire`, `dht_persist`, `util`, `discovery_server`, `relay_table`, `mailbox_state` |
 
 // This module is the I/O driver: it reads the clock (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -31,6 +31,7 @@ mod dht_persist;
 mod discovery_server;
 mod events;
 mod mailbox;
+mod mailbox_state;
 mod names;
 mod node;
 mod reach;

@@ -192,7 +192,7 @@ pub(crate) struct Shared {
     /// Our claimed names and the contact list (spec/08-names.md).
     pub(crate) names: super::contacts::Names,
     /// The offline mailbox's state (spec/09-mailbox.md).
-    pub(crate) mailbox: super::mailbox::MailboxShared,
+    pub(crate) mailbox: super::mailbox_state::MailboxShared,
 }
 
 /// A cheap, clonable handle for sending and managing peers from any task.
