@@ -70,6 +70,7 @@ async fn request(
         }
         Ok(Ask::Waiting) => {}
         Err(RelayRefusal::SamePeer) => return Err(ConnectErrorCode::Malformed),
+        Err(RelayRefusal::Quota) => return Err(ConnectErrorCode::Quota),
         Err(_) => return Err(ConnectErrorCode::RelayFull),
     }
     loop {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
 
+use super::source::Source;
 use crate::crypto::NodeId;
 
 /// How long a request waits for the other side at most (spec/07-relay.md §1.2); the
@@ -34,6 +35,12 @@ pub struct RelayServerLimits {
     pub max_pairs: usize,
     /// Requests waiting for their other side at once (default 256); more are refused.
     pub max_waiting: usize,
+    /// Pairs one source (IPv4 address, IPv6 /64) may be an end of (default 8): a host
+    /// with many identities cannot take every pair.
+    pub per_source_pairs: usize,
+    /// Requests one node may have waiting at once (default 8): one client cannot take
+    /// every waiting slot.
+    pub per_node_waiting: usize,
     /// Bytes per second one pair may send, both directions together (default 1 MiB/s);
     /// the bucket holds one second's worth. Datagrams beyond it are dropped (QUIC's
     /// congestion control then slows down).
@@ -53,6 +60,8 @@ impl Default for RelayServerLimits {
         RelayServerLimits {
             max_pairs: 64,
             max_waiting: 256,
+            per_source_pairs: 8,
+            per_node_waiting: 8,
             pair_rate: 1 << 20,
             pair_idle: Duration::from_secs(120),
             pair_lifetime: Duration::from_secs(3600),
@@ -74,6 +83,10 @@ pub enum RelayRefusal {
     /// [`RelayServerLimits::max_waiting`] requests wait already.
     #[error("too many requests are waiting")]
     Busy,
+    /// The asker (or the source it asks from) holds its quota of pairs or waiting
+    /// requests.
+    #[error("the asker holds its quota")]
+    Quota,
 }
 
 /// Why a datagram was not forwarded.
@@ -271,6 +284,11 @@ impl RelayServer {
                 self.stats.refused += 1;
                 return Err(RelayRefusal::Full);
             }
+            let quota = self.limits.per_source_pairs;
+            if self.source_pairs(addr) >= quota || self.source_pairs(peer_addr) >= quota {
+                self.stats.refused += 1;
+                return Err(RelayRefusal::Quota);
+            }
             self.waiting.remove(&(peer, me));
             let me_side = self.side(me, addr, rng);
             let peer_side = self.side(peer, peer_addr, rng);
@@ -296,13 +314,28 @@ impl RelayServer {
             self.stats.made += 1;
             return Ok(self.grant_of(&k, me).map_or(Ask::Waiting, Ask::Granted));
         }
-        if !self.waiting.contains_key(&(me, peer)) && self.waiting.len() >= self.limits.max_waiting
-        {
-            self.stats.refused += 1;
-            return Err(RelayRefusal::Busy);
+        if !self.waiting.contains_key(&(me, peer)) {
+            if self.waiting.len() >= self.limits.max_waiting {
+                self.stats.refused += 1;
+                return Err(RelayRefusal::Busy);
+            }
+            let mine = self.waiting.keys().filter(|(a, _)| *a == me).count();
+            if mine >= self.limits.per_node_waiting {
+                self.stats.refused += 1;
+                return Err(RelayRefusal::Quota);
+            }
         }
         self.waiting.insert((me, peer), (addr, now));
         Ok(Ask::Waiting)
+    }
+
+    /// Pairs with an end at `addr`'s source (IPv4 address, IPv6 /64).
+    fn source_pairs(&self, addr: SocketAddr) -> usize {
+        let src = Source::of(addr.ip());
+        self.pairs
+            .values()
+            .filter(|p| p.sides.iter().any(|s| Source::of(s.addr.ip()) == src))
+            .count()
     }
 
     /// The grant for `me`'s pair with `peer`, once it is up.

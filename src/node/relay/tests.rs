@@ -205,3 +205,38 @@ fn grants_round_trip_and_other_lengths_are_refused() {
     assert_eq!(Grant::decode(&bytes[..15]), None);
     assert_eq!(Grant::decode(&[&bytes[..], &[0]].concat()), None);
 }
+
+/// Sybils on one host: 20 identities behind one address pair up among themselves; the
+/// source's quota stops them at 8 pairs, and a client elsewhere still gets one. One client
+/// asking for 20 peers waits for 8 at most.
+#[test]
+fn one_source_cannot_take_every_pair_or_waiting_slot() {
+    let mut rng = ChaCha20Rng::seed_from_u64(6);
+    let now = t0();
+    let mut r = RelayServer::new(RelayServerLimits::default());
+    let sybil = |i: u8| SocketAddr::from(([10, 9, 9, 9], 5000 + u16::from(i)));
+    let mut made = 0;
+    let mut refused = 0;
+    for i in 0..10u8 {
+        let (a, b) = (100 + 2 * i, 101 + 2 * i);
+        let _ = r.ask(id(a), sybil(a), id(b), now, &mut rng);
+        match r.ask(id(b), sybil(b), id(a), now, &mut rng) {
+            Ok(Ask::Granted(_)) => made += 1,
+            Err(RelayRefusal::Quota) => refused += 1,
+            other => panic!("{other:?}"),
+        }
+        r.give_up(id(a), id(b));
+    }
+    println!("10 pairs asked from one address: {made} made, {refused} refused (quota 8)");
+    assert_eq!((made, refused), (8, 2));
+    pair(&mut r, 1, 2, now, &mut rng);
+    assert_eq!(r.pairs(), 9, "another source still gets a pair");
+    let mut waiting = 0;
+    for p in 0..20u8 {
+        if r.ask(id(3), addr(3), id(200 - p), now, &mut rng) == Ok(Ask::Waiting) {
+            waiting += 1;
+        }
+    }
+    println!("one client asking for 20 peers: {waiting} wait (quota 8)");
+    assert_eq!(waiting, 8);
+}
