@@ -117,6 +117,10 @@ pub(super) struct RelayServerConfig {
     pub max_pairs: usize,
     /// Requests waiting for their other side at once (default 256).
     pub max_waiting: usize,
+    /// Pairs one source (IPv4 address, IPv6 /64) may be an end of (default 8).
+    pub per_source_pairs: usize,
+    /// Requests one node may have waiting at once (default 8).
+    pub per_node_waiting: usize,
     /// Bytes per second per pair, both directions together (default 1048576).
     pub pair_rate: u64,
     /// A pair that forwarded nothing this long ends (default 120 s).
@@ -132,6 +136,8 @@ impl Default for RelayServerConfig {
             enabled: None,
             max_pairs: d.max_pairs,
             max_waiting: d.max_waiting,
+            per_source_pairs: d.per_source_pairs,
+            per_node_waiting: d.per_node_waiting,
             pair_rate: d.pair_rate,
             pair_idle_secs: d.pair_idle.as_secs(),
             pair_lifetime_secs: d.pair_lifetime.as_secs(),
@@ -147,6 +153,8 @@ impl RelayServerConfig {
             .then(|| RelayServerLimits {
                 max_pairs: self.max_pairs,
                 max_waiting: self.max_waiting,
+                per_source_pairs: self.per_source_pairs,
+                per_node_waiting: self.per_node_waiting,
                 pair_rate: self.pair_rate.max(1),
                 pair_idle: Duration::from_secs(self.pair_idle_secs.max(1)),
                 pair_lifetime: Duration::from_secs(self.pair_lifetime_secs.max(1)),
