@@ -123,9 +123,12 @@ async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
     let info = h.peer_info(&to).await;
     let connected = info.as_ref().is_some_and(|p| p.connected);
     let waiting = info.as_ref().is_some_and(|p| p.queued + p.inflight > 0);
-    let relayed = info
-        .as_ref()
-        .is_some_and(|p| p.addrs.iter().copied().any(dna_p2p::transport::is_token));
+    let relayed = info.as_ref().is_some_and(|p| {
+        p.addrs
+            .iter()
+            .copied()
+            .any(dna_p2p::transport::is_relay_token)
+    });
     let (path, via, note) = if connected && relayed {
         ("relay", "connected", None)
     } else if connected {

@@ -19,7 +19,7 @@ use crate::crypto::Fingerprint;
 use crate::dht::Contact;
 use crate::nat::candidate::{Candidate, CandidateKind, PresenceInfo};
 use crate::nat::discovery::{Discovery, DiscoveryError, NatClass};
-use crate::nat::punch::{Punch, PunchConfig, PunchCreds, PunchResult};
+use crate::nat::punch::{Punch, PunchConfig, PunchCreds, PunchResult, Selected};
 use crate::nat::signal::{ConnectErrorCode, Signal, SignalKind};
 use crate::nat::stun;
 pub use crate::node::reach::Reached;
@@ -135,15 +135,22 @@ impl Drop for PunchRoute {
     }
 }
 
-/// Runs one punching attempt; the result comes as soon as there is one, the attempt keeps
-/// answering checks for [`LINGER`] after it.
+/// A punching attempt in its task: the first pair that answered (at once), and the
+/// result once it settled.
+struct Punching {
+    first: oneshot::Receiver<Selected>,
+    done: oneshot::Receiver<PunchResult>,
+}
+
+/// Runs one punching attempt; the first working pair and the result come as soon as there
+/// are, the attempt keeps answering checks for [`LINGER`] after it.
 fn start_punch(
     shared: &Arc<Shared>,
     mut route: PunchRoute,
     creds: PunchCreds,
     remote: Vec<Candidate>,
     controlling: bool,
-) -> oneshot::Receiver<PunchResult> {
+) -> Punching {
     let tag = route.tag;
     // Checks toward a relayed candidate would only find the relay (spec/07-relay.md §3.4).
     let remote: Vec<Candidate> = remote
@@ -151,6 +158,7 @@ fn start_punch(
         .filter(|c| c.kind != CandidateKind::Relayed)
         .collect();
     let (done_tx, done_rx) = oneshot::channel();
+    let (first_tx, first_rx) = oneshot::channel();
     let shared = shared.clone();
     tokio::spawn(async move {
         let mut punch = Punch::new(
@@ -162,12 +170,18 @@ fn start_punch(
             Instant::now(),
         );
         let mut done_tx = Some(done_tx);
+        let mut first_tx = Some(first_tx);
         let mut ended_at: Option<Instant> = None;
         loop {
             let now = Instant::now();
             punch.handle_timeout(now);
             while let Some((to, bytes)) = punch.poll_transmit() {
                 let _ = shared.socket.send_raw(to, &bytes).await;
+            }
+            if let Some(sel) = punch.first_working() {
+                if let Some(tx) = first_tx.take() {
+                    let _ = tx.send(sel);
+                }
             }
             if let Some(r) = punch.result() {
                 if let Some(tx) = done_tx.take() {
@@ -191,7 +205,10 @@ fn start_punch(
         }
         drop(route);
     });
-    done_rx
+    Punching {
+        first: first_rx,
+        done: done_rx,
+    }
 }
 
 /// Answers an offer addressed to us (forwarded by the rendezvous node `via`) and starts
@@ -246,7 +263,7 @@ pub(crate) async fn answer_offer(
     tracing::info!(caller = %offer.from.fingerprint(), "CONNECT: punching toward the caller");
     // Punching runs on; its result matters to the caller, which dials.
     let route = PunchRoute::new(shared, &creds.local_ufrag).await;
-    let punched = start_punch(shared, route, creds, offer.candidates.clone(), false);
+    let punched = start_punch(shared, route, creds, offer.candidates.clone(), false).done;
     if policy == RelayPolicy::Auto && shared.dht.is_some() {
         tokio::spawn(callee_relay(shared.clone(), via, caller, Some(punched)));
     }
@@ -597,6 +614,24 @@ impl NodeHandle {
         }
     }
 
+    /// A fresh local alias (248.0.0.0/5) routed to `direct`, if the socket has room.
+    fn alias_for(&self, direct: SocketAddr) -> Option<SocketAddr> {
+        for _ in 0..8 {
+            let (ip, port) = with_rng(|r| (r.next_u32(), r.next_u32() as u16));
+            // 248.0.0.0–254.255.255.255 (255/8 holds the broadcast address).
+            let first = 248 + (ip >> 24) % 7;
+            let ip = std::net::Ipv4Addr::from((first << 24) | (ip & 0x00FF_FFFF));
+            let alias = SocketAddr::from((ip, port.max(1)));
+            if self.shared.socket.route(alias).is_none()
+                && self.shared.socket.direct_of(alias).is_none()
+                && self.shared.socket.add_local_route(alias, direct)
+            {
+                return Some(alias);
+            }
+        }
+        None
+    }
+
     /// [`Self::reach`] with this policy; `dial` false: find the path, do not dial it.
     async fn reach_with(
         &self,
@@ -678,12 +713,32 @@ impl NodeHandle {
                         attempt.handle_punch(PunchResult::Failed);
                         continue;
                     };
-                    let mut rx = start_punch(&self.shared, route, creds, candidates, true);
-                    match tokio::time::timeout(self.shared.cfg.relay_after, &mut rx).await {
-                        Ok(r) => attempt.handle_punch(r.unwrap_or(PunchResult::Failed)),
-                        Err(_) => {
+                    let Punching { first, mut done } =
+                        start_punch(&self.shared, route, creds, candidates, true);
+                    let early = async {
+                        match first.await {
+                            Ok(sel) => sel,
+                            // Ended without a pair: `done` says so.
+                            Err(_) => std::future::pending().await,
+                        }
+                    };
+                    let wait = tokio::time::sleep(self.shared.cfg.relay_after);
+                    tokio::select! {
+                        sel = early, if dial => {
+                            // The first pair that answered: the session starts on it now,
+                            // under a local alias the settled pair can replace.
+                            match self.alias_for(sel.remote) {
+                                Some(alias) => {
+                                    tokio::spawn(settle_alias(self.shared.clone(), peer, alias, sel.remote, done));
+                                    attempt.handle_punched_at(sel, alias);
+                                }
+                                None => attempt.handle_punch(done.await.unwrap_or(PunchResult::Failed)),
+                            }
+                        }
+                        r = &mut done => attempt.handle_punch(r.unwrap_or(PunchResult::Failed)),
+                        _ = wait => {
                             // A few round trips without a pair: the relay in parallel.
-                            punching = Some(rx);
+                            punching = Some(done);
                             attempt.handle_punch_slow();
                         }
                     }
@@ -758,13 +813,29 @@ pub(crate) async fn upgrade_loop(shared: std::sync::Weak<Shared>, every: Duratio
             .unwrap_or_default();
         for (peer, addrs) in connected {
             let relayed = addrs.into_iter().find(|a| {
-                crate::transport::is_token(*a)
+                crate::transport::is_relay_token(*a)
                     && h.shared.socket.route(*a).is_some()
                     && h.shared.socket.direct_of(*a).is_none()
             });
             if let Some(token) = relayed {
                 h.try_direct(peer, token).await;
             }
+        }
+    }
+}
+
+/// When the punching attempt settles on a better pair than the first one that answered,
+/// the session moves to it under its alias (spec/05-nat.md §5.2).
+async fn settle_alias(
+    shared: Arc<Shared>,
+    peer: Fingerprint,
+    alias: SocketAddr,
+    first: SocketAddr,
+    done: oneshot::Receiver<PunchResult>,
+) {
+    if let Ok(PunchResult::Connected(sel)) = done.await {
+        if sel.remote != first && shared.socket.set_direct(alias, sel.remote) {
+            tracing::info!(%peer, from = %first, to = %sel.remote, "session moved to the settled pair");
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::crypto::{Fingerprint, FINGERPRINT_LEN};
 use crate::dht::Contact;
 use crate::nat::signal::ConnectErrorCode;
 use crate::node::relay::{Ask, Grant, RelayRefusal, RelayServerStats, RELAY_WAIT};
-use crate::transport::is_token;
+use crate::transport::is_relay_token;
 use crate::wire::MessageType;
 
 /// RELAY_REQUEST from `peer` (authenticated by its HELLO) over `conn`: both it and the
@@ -129,9 +129,10 @@ impl NodeHandle {
             .socket
             .routes()
             .into_iter()
+            .filter(|(_, r)| !r.local)
             .map(|(addr, r)| RelayedPeer {
                 addr: addr.to_string(),
-                path: if r.bundled && is_token(addr) {
+                path: if r.bundled && is_relay_token(addr) {
                     "relay"
                 } else {
                     "turn"

@@ -287,18 +287,24 @@ impl Punch {
         true
     }
 
-    fn select(&mut self) {
-        let best = self
-            .pairs
+    /// The best pair that answered so far (by priority, then RTT), before the attempt
+    /// settled: the session can start on it at once and move to the final pair later
+    /// (spec/05-nat.md §5.2).
+    pub fn first_working(&self) -> Option<Selected> {
+        self.pairs
             .iter()
             .filter_map(|p| p.rtt.map(|rtt| (p, rtt)))
-            .max_by_key(|(p, rtt)| (p.priority, std::cmp::Reverse(*rtt)));
-        self.result = Some(match best {
-            Some((p, rtt)) => PunchResult::Connected(Selected {
+            .max_by_key(|(p, rtt)| (p.priority, std::cmp::Reverse(*rtt)))
+            .map(|(p, rtt)| Selected {
                 remote: p.remote.addr,
                 kind: p.remote.kind,
                 rtt,
-            }),
+            })
+    }
+
+    fn select(&mut self) {
+        self.result = Some(match self.first_working() {
+            Some(sel) => PunchResult::Connected(sel),
             None => PunchResult::Failed,
         });
     }

@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 
 use crate::crypto::Fingerprint;
 use crate::nat::candidate::{Candidate, CandidateKind, PresenceInfo};
-use crate::nat::punch::{PunchCreds, PunchResult};
+use crate::nat::punch::{PunchCreds, PunchResult, Selected};
 use crate::nat::signal::Signal;
 
 /// Whether relays may carry our traffic (spec/07-relay.md §1.5; seed 003: the user's
@@ -388,6 +388,23 @@ impl Reach {
             punching: true,
         };
         self.out.push(Action::Relay { via });
+    }
+
+    /// The first pair that answered, before the attempt settled (spec/05-nat.md §5.2):
+    /// the session starts on it at once, dialed at `dial` (a local alias the driver can
+    /// move to the settled pair later); reported as `Punched` at the pair's address.
+    pub fn handle_punched_at(&mut self, sel: Selected, dial: SocketAddr) {
+        if !matches!(
+            self.state,
+            State::Punching { .. } | State::Relaying { punching: true, .. }
+        ) {
+            return;
+        }
+        self.out.push(Action::Dial { addrs: vec![dial] });
+        self.finish(Ok(Reached::Punched {
+            addr: sel.remote,
+            kind: sel.kind,
+        }));
     }
 
     /// The punching attempt's result.

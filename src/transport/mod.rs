@@ -10,6 +10,6 @@ pub mod socket;
 pub mod tls;
 
 pub use socket::{
-    bind_udp, is_token, DnaSocket, RelayForwarder, RelayLimits, RelayRoute, SideChannels,
-    SocketStats,
+    bind_udp, is_alias, is_relay_token, is_token, DnaSocket, RelayForwarder, RelayLimits,
+    RelayRoute, SideChannels, SocketStats,
 };

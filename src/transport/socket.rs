@@ -92,8 +92,10 @@ pub struct SocketStats {
 pub struct RelayRoute {
     /// The TURN server or relay node that carries them.
     pub server: SocketAddr,
-    /// Whether `server` is a bundled relay (else our TURN server).
+    /// Whether `server` is a bundled relay (else our TURN server, or none: `local`).
     pub bundled: bool,
+    /// A local alias of a punched peer (spec/05-nat.md §5.2): no relay, only `direct`.
+    pub local: bool,
     /// Payload bytes received from the peer through it.
     pub bytes_in: u64,
     /// Payload bytes sent to the peer through it.
@@ -116,11 +118,30 @@ pub trait RelayForwarder: Send + Sync {
     ) -> Option<(SocketAddr, SocketAddr)>;
 }
 
-/// Whether `a` is a bundled relay's token address (240.0.0.0/4, reserved and never routed;
-/// also as an IPv4-mapped IPv6 address).
+/// Whether `a` is a virtual address of this socket's: a bundled relay's token
+/// (240.0.0.0/5) or a local alias of a punched peer (248.0.0.0/5) — 240.0.0.0/4 is
+/// reserved and never routed; also as an IPv4-mapped IPv6 address. Never sent to the
+/// network.
 pub fn is_token(a: SocketAddr) -> bool {
     match canonical(a) {
         SocketAddr::V4(v4) => v4.ip().octets()[0] & 0xF0 == 0xF0,
+        SocketAddr::V6(_) => false,
+    }
+}
+
+/// Whether `a` is a bundled relay's token (240.0.0.0/5): a relayed peer's address.
+pub fn is_relay_token(a: SocketAddr) -> bool {
+    match canonical(a) {
+        SocketAddr::V4(v4) => v4.ip().octets()[0] & 0xF8 == 0xF0,
+        SocketAddr::V6(_) => false,
+    }
+}
+
+/// Whether `a` is a local alias of a punched peer (248.0.0.0/5, without
+/// 255.255.255.255's /8).
+pub fn is_alias(a: SocketAddr) -> bool {
+    match canonical(a) {
+        SocketAddr::V4(v4) => (248..255).contains(&v4.ip().octets()[0]),
         SocketAddr::V6(_) => false,
     }
 }
@@ -327,7 +348,7 @@ impl DnaSocket {
         let Some(route) = r.peers.get_mut(&token) else {
             return false;
         };
-        if !route.bundled {
+        if !route.bundled && !route.local {
             return false;
         }
         let old = route.direct.replace(addr);
@@ -366,12 +387,26 @@ impl DnaSocket {
     /// Data indications are unwrapped from now on too). `false` when [`RelayLimits::max_peers`]
     /// are known or `token` is not a token address.
     pub fn add_bundled_route(&self, token: SocketAddr, server: SocketAddr) -> bool {
-        if !is_token(token) {
+        if !is_relay_token(token) {
             return false;
         }
         let server = canonical(server);
         self.relay().servers.insert(server);
         self.add_route(token, server, true)
+    }
+
+    /// Reaches a punched peer at the local alias `alias` (248.0.0.0/5): datagrams to it go
+    /// to `direct`, QUIC from `direct` reaches quinn as from `alias`; [`Self::set_direct`]
+    /// moves it to a better pair later (spec/05-nat.md §5.2). `false` when `alias` is not an
+    /// alias address or [`RelayLimits::max_peers`] are known.
+    pub fn add_local_route(&self, alias: SocketAddr, direct: SocketAddr) -> bool {
+        if !is_alias(alias) || !self.add_route(alias, canonical(direct), false) {
+            return false;
+        }
+        if let Some(r) = self.relay().peers.get_mut(&canonical(alias)) {
+            r.local = true;
+        }
+        self.set_direct(alias, direct)
     }
 
     fn add_route(&self, peer: SocketAddr, server: SocketAddr, bundled: bool) -> bool {
@@ -393,6 +428,7 @@ impl DnaSocket {
                         bytes_in: 0,
                         bytes_out: 0,
                         direct: None,
+                        local: false,
                     },
                 );
             }
@@ -972,6 +1008,31 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!(metas[0].addr, token, "shown as from the token");
         assert_eq!(&storage[..metas[0].len], &[0x43; 30]);
+    }
+
+    /// A local alias (248/5) goes straight to its pair and moves with `set_direct`; it is
+    /// not a relay token, and a relay token is not an alias.
+    #[tokio::test]
+    async fn a_local_alias_follows_its_pair() {
+        let udp = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (s, _side) = DnaSocket::new(udp, None).unwrap();
+        let first = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let better = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for p in [&first, &better] {
+            p.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+        }
+        let alias: SocketAddr = "250.1.2.3:4".parse().unwrap();
+        assert!(is_alias(alias) && is_token(alias) && !is_relay_token(alias));
+        assert!(!s.add_local_route("240.1.2.3:4".parse().unwrap(), first.local_addr().unwrap()));
+        assert!(s.add_local_route(alias, first.local_addr().unwrap()));
+        s.send_raw(alias, &[0x41; 10]).await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(first.recv(&mut buf).unwrap(), 10);
+        assert!(s.set_direct(alias, better.local_addr().unwrap()));
+        s.send_raw(alias, &[0x42; 12]).await.unwrap();
+        assert_eq!(better.recv(&mut buf).unwrap(), 12);
+        assert_eq!(s.route(alias), None, "never through a relay");
     }
 
     #[test]

@@ -364,3 +364,32 @@ fn a_slow_punch_asks_the_relay_in_parallel() {
     r.handle_relay(Ok(token));
     assert_eq!(r.poll_action(), Some(Action::Dial { addrs: vec![token] }));
 }
+
+/// The first pair that answered starts the session at once, dialed at the driver's alias,
+/// reported at the pair's address (spec/05-nat.md §5.2).
+#[test]
+fn the_first_working_pair_is_dialed_at_an_alias() {
+    let me = Identity::generate(&mut OsRng);
+    let callee = Identity::generate(&mut OsRng);
+    let mut r = start(me.fingerprint(), callee.fingerprint());
+    r.handle_presence(Some(Ok(presence(false, vec![rdv(1)]))));
+    r.poll_action();
+    let a = answer(&callee, me.fingerprint(), r.session(), NOW_MS);
+    r.handle_offer(NOW_MS, Ok(a));
+    assert!(matches!(r.poll_action(), Some(Action::Punch { .. })));
+    let sel = Selected {
+        remote: sa("203.0.113.9:5000"),
+        kind: CandidateKind::ServerReflexive,
+        rtt: Duration::from_millis(2),
+    };
+    let alias = sa("250.1.2.3:4");
+    r.handle_punched_at(sel, alias);
+    assert_eq!(r.poll_action(), Some(Action::Dial { addrs: vec![alias] }));
+    assert_eq!(
+        r.poll_action(),
+        Some(Action::Done(Ok(Reached::Punched {
+            addr: sel.remote,
+            kind: sel.kind
+        })))
+    );
+}
