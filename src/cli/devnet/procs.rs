@@ -1,0 +1,367 @@
+//! The devnet's processes: `dna bootstrap` and `dna daemon` children started by re-executing
+//! our own binary, each with a data directory under one temporary directory, their JSON
+//! event lines (stdout) read by a thread each, their control sockets, and the clean-up that
+//! kills every child and removes the directory — at the end, on a panic, and on
+//! SIGINT/SIGTERM.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// One JSON line a process printed, and when it was read.
+#[derive(Debug, Clone)]
+pub(super) struct Event {
+    pub at: Instant,
+    pub json: Value,
+}
+
+type Events = Arc<(Mutex<Vec<Event>>, Condvar)>;
+
+/// What the clean-up needs: the children still running and the directory to remove.
+#[derive(Default)]
+struct Registry {
+    children: Vec<Arc<Mutex<Child>>>,
+    dir: Option<PathBuf>,
+    /// Set once clean-up ran: no more children may start.
+    closed: bool,
+}
+
+/// The temporary directory and every child started in it.
+#[derive(Clone)]
+pub(super) struct Net {
+    root: PathBuf,
+    exe: PathBuf,
+    reg: Arc<Mutex<Registry>>,
+}
+
+impl Net {
+    /// Creates `$TMPDIR/dna-devnet-<pid>-<random>` and installs the signal handler.
+    pub fn create() -> Result<Net, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let tag = rand_core::RngCore::next_u32(&mut rand_core::OsRng);
+        let root = std::env::temp_dir().join(format!(
+            "dna-devnet-{}-{tag:08x}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        let net = Net {
+            root: root.clone(),
+            exe,
+            reg: Arc::new(Mutex::new(Registry {
+                dir: Some(root),
+                ..Registry::default()
+            })),
+        };
+        net.watch_signals()?;
+        Ok(net)
+    }
+
+    /// The temporary directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A SIGINT or SIGTERM kills every child, removes the directory and exits 130.
+    fn watch_signals(&self) -> Result<(), String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("signal runtime: {e}"))?;
+        let reg = self.reg.clone();
+        // Register the handlers before returning, so no signal is missed.
+        let (mut int, mut term) = rt
+            .block_on(async {
+                Ok::<_, std::io::Error>((
+                    signal(SignalKind::interrupt())?,
+                    signal(SignalKind::terminate())?,
+                ))
+            })
+            .map_err(|e| format!("signal handler: {e}"))?;
+        std::thread::spawn(move || {
+            let name = rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                }
+            });
+            eprintln!("devnet: {name}: stopping the nodes and removing the data directories");
+            clean_up(&reg);
+            std::process::exit(130);
+        });
+        Ok(())
+    }
+
+    /// Kills every child and removes the directory (idempotent).
+    pub fn clean_up(&self) {
+        clean_up(&self.reg);
+    }
+
+    /// Starts `dna <role> --data-dir <root>/<name> --config <root>/<name>.toml` with
+    /// `config` written to that file, and waits up to `within` for its `ready` event.
+    pub fn start(
+        &self,
+        name: &str,
+        role: &str,
+        config: &str,
+        within: Duration,
+    ) -> Result<Proc, String> {
+        let data = self.root.join(name);
+        let cfg = self.root.join(format!("{name}.toml"));
+        std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
+        std::fs::write(&cfg, config).map_err(|e| format!("{}: {e}", cfg.display()))?;
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.join("stderr.log"))
+            .map_err(|e| format!("{name}: stderr.log: {e}"))?;
+        let mut reg = self.reg.lock().unwrap_or_else(|p| p.into_inner());
+        if reg.closed {
+            return Err("devnet is stopping".into());
+        }
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg(role)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("start {name}: {e}"))?;
+        let events: Events = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        if let Some(out) = child.stdout.take() {
+            let events = events.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let Ok(json) = serde_json::from_str::<Value>(&line) else {
+                        continue;
+                    };
+                    let (list, cv) = &*events;
+                    list.lock().unwrap_or_else(|p| p.into_inner()).push(Event {
+                        at: Instant::now(),
+                        json,
+                    });
+                    cv.notify_all();
+                }
+                // The process ended: wake waiters so they notice.
+                events.1.notify_all();
+            });
+        }
+        let child = Arc::new(Mutex::new(child));
+        reg.children.push(child.clone());
+        drop(reg);
+        let p = Proc {
+            name: name.to_string(),
+            data,
+            child,
+            events,
+        };
+        match p.wait_event("ready", within) {
+            Some(_) => Ok(p),
+            None => Err(format!(
+                "{name} ({role}) not ready within {} s; stderr: {}",
+                within.as_secs(),
+                p.stderr_tail()
+            )),
+        }
+    }
+}
+
+fn clean_up(reg: &Mutex<Registry>) {
+    let mut reg = reg.lock().unwrap_or_else(|p| p.into_inner());
+    reg.closed = true;
+    for c in reg.children.drain(..) {
+        let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    if let Some(dir) = reg.dir.take() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// A running `dna` child.
+pub(super) struct Proc {
+    pub name: String,
+    pub data: PathBuf,
+    child: Arc<Mutex<Child>>,
+    events: Events,
+}
+
+impl Proc {
+    /// The `ready` event's field `key` (`fp`, `addr`).
+    pub fn ready(&self, key: &str) -> String {
+        self.wait_event("ready", Duration::ZERO)
+            .and_then(|v| v.get(key).and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// The control socket's path.
+    pub fn socket(&self) -> PathBuf {
+        self.data.join("control.sock")
+    }
+
+    /// How many events were read so far (a mark for [`Proc::wait_after`]).
+    pub fn mark(&self) -> usize {
+        self.events.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Events from index `from` on.
+    pub fn events_since(&self, from: usize) -> Vec<Event> {
+        let list = self.events.0.lock().unwrap_or_else(|p| p.into_inner());
+        list.get(from..).map(<[Event]>::to_vec).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` until `done` holds for the events from index `from` on.
+    pub fn wait_after(
+        &self,
+        from: usize,
+        timeout: Duration,
+        done: impl Fn(&[Event]) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (list, cv) = &*self.events;
+        let mut guard = list.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if done(guard.get(from..).unwrap_or_default()) {
+                return true;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            if self.exited() {
+                // Whatever it printed is read (or about to be): one last look.
+                drop(guard);
+                std::thread::sleep(Duration::from_millis(100));
+                let list = self.events.0.lock().unwrap_or_else(|p| p.into_inner());
+                return done(list.get(from..).unwrap_or_default());
+            }
+            guard = cv
+                .wait_timeout(guard, left.min(Duration::from_millis(200)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// The first event named `name`, waiting up to `timeout`.
+    pub fn wait_event(&self, name: &str, timeout: Duration) -> Option<Value> {
+        self.wait_after(0, timeout, |evs| evs.iter().any(|e| e.json["event"] == name));
+        let list = self.events.0.lock().unwrap_or_else(|p| p.into_inner());
+        list.iter()
+            .find(|e| e.json["event"] == name)
+            .map(|e| e.json.clone())
+    }
+
+    /// Whether the process has ended.
+    pub fn exited(&self) -> bool {
+        let mut c = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(c.try_wait(), Ok(Some(_)))
+    }
+
+    /// One request on the control socket; its answer.
+    pub fn control(&self, req: &Value) -> Result<Value, String> {
+        let err = |e: std::io::Error| format!("{}: control socket: {e}", self.name);
+        let mut s = std::os::unix::net::UnixStream::connect(self.socket()).map_err(err)?;
+        s.set_read_timeout(Some(Duration::from_secs(90)))
+            .map_err(err)?;
+        writeln!(s, "{req}").map_err(err)?;
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).map_err(err)?;
+        serde_json::from_str(&line).map_err(|e| format!("{}: bad answer: {e}", self.name))
+    }
+
+    /// Many requests on one control connection, written by a second thread while the
+    /// answers are read (so neither side's buffer can fill up and stall the other).
+    pub fn control_pipelined(&self, reqs: Vec<Value>) -> Result<Vec<Value>, String> {
+        let err = |e: std::io::Error| format!("{}: control socket: {e}", self.name);
+        let s = std::os::unix::net::UnixStream::connect(self.socket()).map_err(err)?;
+        s.set_read_timeout(Some(Duration::from_secs(90)))
+            .map_err(err)?;
+        let mut w = s.try_clone().map_err(err)?;
+        let n = reqs.len();
+        let writer = std::thread::spawn(move || -> std::io::Result<()> {
+            let mut buf = std::io::BufWriter::new(&mut w);
+            for r in reqs {
+                writeln!(buf, "{r}")?;
+            }
+            buf.flush()
+        });
+        let mut answers = Vec::with_capacity(n);
+        let mut r = BufReader::new(&s);
+        let mut line = String::new();
+        for _ in 0..n {
+            line.clear();
+            r.read_line(&mut line).map_err(err)?;
+            answers.push(
+                serde_json::from_str(&line)
+                    .map_err(|e| format!("{}: bad answer: {e}", self.name))?,
+            );
+        }
+        writer
+            .join()
+            .map_err(|_| format!("{}: writer panicked", self.name))?
+            .map_err(err)?;
+        Ok(answers)
+    }
+
+    /// Stops the process as Ctrl-C would (SIGINT through `kill`: the node shuts down
+    /// cleanly and closes its connections), killing it if it has not ended after `grace`.
+    pub fn stop(&self, grace: Duration) {
+        let pid = self.child.lock().unwrap_or_else(|p| p.into_inner()).id();
+        let _ = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + grace;
+        loop {
+            let mut c = self.child.lock().unwrap_or_else(|p| p.into_inner());
+            if matches!(c.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return;
+            }
+            drop(c);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines of its stderr, for failure messages.
+    pub fn stderr_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.data.join("stderr.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(6)..].join(" | ");
+        if tail.is_empty() {
+            "(empty)".into()
+        } else {
+            tail
+        }
+    }
+}
+
+/// `count` free UDP ports on 127.0.0.1 from `base` on (each one bound and released to
+/// check; a port taken meanwhile makes that node fail to start, and the message says so).
+pub(super) fn free_ports(base: u16, count: usize) -> Result<Vec<u16>, String> {
+    let mut ports = Vec::with_capacity(count);
+    let mut p = base;
+    while ports.len() < count {
+        if UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], p))).is_ok() {
+            ports.push(p);
+        }
+        p = p
+            .checked_add(1)
+            .ok_or_else(|| format!("no {count} free UDP ports from {base} on"))?;
+    }
+    Ok(ports)
+}

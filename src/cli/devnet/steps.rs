@@ -1,0 +1,611 @@
+//! The devnet's steps, in order: the network comes up; names and contacts; alice ↔ bob by
+//! name; alice ↔ carol through a bootstrap node's bundled relay (carol has `relay =
+//! "only"`); carol offline, messages to her, carol back; a burst of 1,000 messages; and an
+//! audit of every recipient's stored inbox (delivered, lost, duplicated).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::procs::{free_ports, Event, Net, Proc};
+use super::{human, Report, Step};
+
+/// How long a node may take to print `ready`.
+const READY: Duration = Duration::from_secs(60);
+/// How long a message may take to arrive.
+const DELIVERY: Duration = Duration::from_secs(60);
+/// The burst's size.
+const BURST: usize = 1000;
+
+/// A bootstrap node's config: loopback only.
+fn bootstrap_config(port: u16, seeds: &[String]) -> String {
+    format!(
+        "# dna devnet: a bootstrap node (DHT server, STUN, rendezvous, bundled relay) on loopback.\n\
+         listen = \"127.0.0.1:{port}\"\n\
+         bootstrap = {seeds:?}\n"
+    )
+}
+
+/// A messenger node's config: loopback only, and intervals much shorter than a real node's
+/// (refresh 120 s, retry 5 s) so the demo is quick.
+fn daemon_config(port: u16, seeds: &[String], relay_only: bool) -> String {
+    let mut c = format!(
+        "# dna devnet: a messenger node on loopback (embedded defaults, short intervals).\n\
+         listen = \"127.0.0.1:{port}\"\n\
+         bootstrap = {seeds:?}\n\
+         refresh_secs = 10\n\
+         network_check_secs = 5\n\
+         retry_secs = 1\n\
+         keep_alive_secs = 5\n"
+    );
+    if relay_only {
+        c.push_str("# never a direct path: always through a bootstrap node's relay\nrelay = \"only\"\n");
+    }
+    c
+}
+
+/// A message sent, for the final audit of the recipients' inboxes.
+struct Sent {
+    to: &'static str,
+    id: String,
+}
+
+/// The running network.
+struct Devnet<'a> {
+    net: &'a Net,
+    report: &'a Report,
+    boots: Vec<Proc>,
+    alice: Proc,
+    bob: Proc,
+    carol: Proc,
+    carol_config: String,
+    fps: HashMap<&'static str, String>,
+    sent: Vec<Sent>,
+    /// Messages observed arriving from the DHT mailbox.
+    mailbox: usize,
+}
+
+type Failed = (String, String);
+
+/// Runs every step; the first failure is returned as (step, what failed).
+pub(super) fn run_all(
+    net: &Net,
+    report: &Report,
+    base_port: u16,
+    keep: bool,
+) -> Result<(), Failed> {
+    let mut d = up(net, report, base_port)?;
+    d.names()?;
+    d.message("alice", "bob", None)?;
+    d.message("bob", "alice", None)?;
+    d.message("alice", "carol", Some("relay"))?;
+    d.message("carol", "alice", Some("relay"))?;
+    d.offline()?;
+    d.burst()?;
+    d.result()?;
+    if keep {
+        d.keep();
+    }
+    Ok(())
+}
+
+fn fail(step: &str) -> impl Fn(String) -> Failed + '_ {
+    move |e| (step.to_string(), e)
+}
+
+/// Starts the two bootstrap nodes, then the three daemons (at once), each waiting for its
+/// `ready` line.
+fn up<'a>(net: &'a Net, report: &'a Report, base_port: u16) -> Result<Devnet<'a>, Failed> {
+    let step = "network up";
+    let f = fail(step);
+    let t0 = Instant::now();
+    let ports = free_ports(base_port, 5).map_err(&f)?;
+    let seed = |p: &Proc| format!("{}@{}", p.ready("addr"), p.ready("fp"));
+    let boot1 = net
+        .start("boot1", "bootstrap", &bootstrap_config(ports[0], &[]), READY)
+        .map_err(&f)?;
+    let boot2 = net
+        .start(
+            "boot2",
+            "bootstrap",
+            &bootstrap_config(ports[1], &[seed(&boot1)]),
+            READY,
+        )
+        .map_err(&f)?;
+    let seeds = vec![seed(&boot1), seed(&boot2)];
+    let carol_config = daemon_config(ports[4], &seeds, true);
+    let configs = [
+        ("alice", daemon_config(ports[2], &seeds, false)),
+        ("bob", daemon_config(ports[3], &seeds, false)),
+        ("carol", carol_config.clone()),
+    ];
+    let mut started: Vec<Result<Proc, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = configs
+            .iter()
+            .map(|(name, cfg)| s.spawn(move || net.start(name, "daemon", cfg, READY)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())))
+            .collect()
+    });
+    let carol = started.pop().unwrap_or_else(|| Err("missing".into()));
+    let bob = started.pop().unwrap_or_else(|| Err("missing".into()));
+    let alice = started.pop().unwrap_or_else(|| Err("missing".into()));
+    let (alice, bob, carol) = (alice.map_err(&f)?, bob.map_err(&f)?, carol.map_err(&f)?);
+    let fps = HashMap::from([
+        ("alice", alice.ready("fp")),
+        ("bob", bob.ready("fp")),
+        ("carol", carol.ready("fp")),
+    ]);
+    let addrs: Vec<String> = [&boot1, &boot2, &alice, &bob, &carol]
+        .iter()
+        .map(|p| format!("{} {}", p.name, p.ready("addr")))
+        .collect();
+    report.ok(
+        &Step::new(step, "loopback", t0.elapsed())
+            .detail(format!(
+                "2 bootstrap + 3 daemons ({}; carol relay = \"only\")",
+                addrs.join(", ")
+            ))
+            .extra(json!({"dir": net.root().display().to_string(), "nodes": addrs})),
+    );
+    Ok(Devnet {
+        net,
+        report,
+        boots: vec![boot1, boot2],
+        alice,
+        bob,
+        carol,
+        carol_config,
+        fps,
+        sent: Vec::new(),
+        mailbox: 0,
+    })
+}
+
+/// The fingerprint in a peer event, or the address inside `Direct(…)` as a path name.
+fn path_of_peer_up(e: &Value) -> &'static str {
+    let p = e["path"].as_str().unwrap_or_default();
+    let addr = p
+        .strip_prefix("Direct(")
+        .and_then(|s| s.strip_suffix(')'))
+        .and_then(|s| s.parse::<SocketAddr>().ok());
+    match addr {
+        Some(a) if dna_p2p::transport::is_token(a) => "relay",
+        Some(_) => "direct",
+        None => "unknown",
+    }
+}
+
+fn is_message(e: &Event, id: &str) -> bool {
+    e.json["event"] == "message" && e.json["id"] == id
+}
+
+impl Devnet<'_> {
+    fn node(&self, name: &str) -> &Proc {
+        match name {
+            "alice" => &self.alice,
+            "bob" => &self.bob,
+            _ => &self.carol,
+        }
+    }
+
+    fn fp(&self, name: &str) -> String {
+        self.fps.get(name).cloned().unwrap_or_default()
+    }
+
+    /// `send` on `from`'s control socket, to a contact by name: (the answer, the message ID).
+    fn send(&self, from: &str, to: &str, text: &str) -> Result<(Value, String), String> {
+        let v = self
+            .node(from)
+            .control(&json!({"cmd": "send", "to": to, "text": text}))?;
+        match v["id"].as_str() {
+            Some(id) if v["ok"] == true => Ok((v.clone(), id.to_string())),
+            _ => Err(format!("{from}'s daemon refused the send: {v}")),
+        }
+    }
+
+    /// Step 1: every node claims its name, then adds the two others by name.
+    fn names(&mut self) -> Result<(), Failed> {
+        let names = ["alice", "bob", "carol"];
+        let step = "names claimed";
+        let t0 = Instant::now();
+        let mut stored = Vec::new();
+        for n in names {
+            let v = self
+                .node(n)
+                .control(&json!({"cmd": "name_claim", "name": n}))
+                .map_err(fail(step))?;
+            if v["ok"] != true || v["fingerprint"] != self.fp(n).as_str() {
+                return Err((step.into(), format!("{n}: name_claim answered {v}")));
+            }
+            stored.push(v["stored_at"].as_u64().unwrap_or(0));
+        }
+        self.report.ok(
+            &Step::new(step, "dht", t0.elapsed())
+                .detail(format!(
+                    "alice, bob, carol: signed claims stored at {stored:?} DHT nodes"
+                ))
+                .extra(json!({"stored_at": stored})),
+        );
+
+        let step = "contacts added by name";
+        let t0 = Instant::now();
+        let mut pins = 0;
+        for n in names {
+            for other in names.iter().filter(|o| **o != n) {
+                let v = self
+                    .node(n)
+                    .control(&json!({"cmd": "contacts_add", "target": other}))
+                    .map_err(fail(step))?;
+                if v["ok"] != true || v["contact"]["fingerprint"] != self.fp(other).as_str() {
+                    return Err((
+                        step.into(),
+                        format!("{n} adding {other}: contacts_add answered {v}"),
+                    ));
+                }
+                pins += 1;
+            }
+        }
+        self.report.ok(
+            &Step::new(step, "dht", t0.elapsed())
+                .detail(format!(
+                    "{pins} contacts, each resolved in the DHT and pinned to the claimed key"
+                ))
+                .extra(json!({"contacts": pins})),
+        );
+        Ok(())
+    }
+
+    /// Steps 2 and 3: one message by name, timed from the send request to the recipient's
+    /// `message` event; `want` is the path it must take.
+    fn message(
+        &mut self,
+        from: &'static str,
+        to: &'static str,
+        want: Option<&str>,
+    ) -> Result<(), Failed> {
+        let step = format!("{from} → {to}");
+        let f = fail(&step);
+        let dst = self.node(to);
+        let mark = dst.mark();
+        let text = format!("hello {to}, this is {from}");
+        let t0 = Instant::now();
+        let (ans, id) = self.send(from, to, &text).map_err(&f)?;
+        let path = ans["path"].as_str().unwrap_or("?").to_string();
+        let dst = self.node(to);
+        let arrived = dst.wait_after(mark, DELIVERY, |evs| evs.iter().any(|e| is_message(e, &id)));
+        let at = dst
+            .events_since(mark)
+            .into_iter()
+            .find(|e| is_message(e, &id))
+            .map(|e| e.at);
+        let Some(at) = at.filter(|_| arrived) else {
+            return Err(f(format!(
+                "not delivered within {} s (send answered {ans}); {to}'s log: {}",
+                DELIVERY.as_secs(),
+                dst.stderr_tail()
+            )));
+        };
+        if let Some(w) = want {
+            if path != w {
+                return Err(f(format!(
+                    "delivered, but the path was {path:?}, not {w:?} (send answered {ans})"
+                )));
+            }
+        }
+        self.sent.push(Sent { to, id: id.clone() });
+        let how = if path == "relay" {
+            "through a bootstrap node's bundled relay"
+        } else {
+            "by name"
+        };
+        self.report.ok(
+            &Step::new(&step, path, at.saturating_duration_since(t0))
+                .detail(format!("{how}: \"{text}\""))
+                .extra(json!({"from": from, "to": to, "id": id, "via": ans["via"]})),
+        );
+        Ok(())
+    }
+
+    /// Step 4: carol stops; alice and bob send to her; carol starts again with the same data
+    /// directory; the messages arrive.
+    fn offline(&mut self) -> Result<(), Failed> {
+        let step = "carol goes offline";
+        let t0 = Instant::now();
+        let carol_fp = self.fp("carol");
+        let mark = self.alice.mark();
+        self.carol.stop(Duration::from_secs(5));
+        // Alice had a session with carol: her node notices it end.
+        let noticed = self.alice.wait_after(mark, Duration::from_secs(10), |evs| {
+            evs.iter()
+                .any(|e| e.json["event"] == "peer_down" && e.json["peer"] == carol_fp.as_str())
+        });
+        self.report.ok(&Step::new(step, "-", t0.elapsed()).detail(if noticed {
+            "carol's daemon stopped (SIGINT); alice saw the session end"
+        } else {
+            "carol's daemon stopped (SIGINT)"
+        }));
+
+        let mut pending = Vec::new();
+        for from in ["alice", "bob"] {
+            let step = format!("{from} → carol (offline)");
+            let text = format!("hello carol, {from} wrote while you were away");
+            let t0 = Instant::now();
+            let (ans, id) = self.send(from, "carol", &text).map_err(fail(&step))?;
+            let path = ans["path"].as_str().unwrap_or("?").to_string();
+            self.report.ok(
+                &Step::new(&step, &path, t0.elapsed())
+                    .detail(format!(
+                        "stored in {from}'s outbox{}",
+                        if ans["queued"] == true {
+                            ", waiting for carol"
+                        } else {
+                            ""
+                        }
+                    ))
+                    .extra(json!({"from": from, "to": "carol", "id": id, "answer": ans})),
+            );
+            pending.push((from, id));
+        }
+
+        let step = "carol back online";
+        let marks = (self.alice.mark(), self.bob.mark());
+        let t0 = Instant::now();
+        self.carol = self
+            .net
+            .start("carol", "daemon", &self.carol_config, READY)
+            .map_err(fail(step))?;
+        if self.carol.ready("fp") != carol_fp {
+            return Err((step.into(), "carol came back with another identity".into()));
+        }
+        self.report.ok(
+            &Step::new(step, "-", t0.elapsed())
+                .detail("restarted with the same data directory and identity"),
+        );
+        let arrived = self.offline_delivery(&pending, marks)?;
+        self.report.ok(&arrived);
+        Ok(())
+    }
+
+    /// How the messages sent while carol was offline reach her once she is back: waits
+    /// for them in carol's events and says which way they came.
+    ///
+    /// Today they come from the senders' durable outboxes: each sender's daemon retries
+    /// every `retry_secs` and delivers over a fresh session once carol is reachable again;
+    /// the path is that session's (its `peer_up` event: a relay token means `relay`).
+    ///
+    /// When the DHT offline mailbox lands (issue 11 item 4, branch `mailbox`), this is the
+    /// one function to change: take the path from where carol's inbox says the message came
+    /// from (or the sender's outbox entry reading `delivered (mailbox)`), print `mailbox`
+    /// and add those messages to `self.mailbox` (the RESULT line's `mailbox=`).
+    fn offline_delivery(
+        &mut self,
+        pending: &[(&'static str, String)],
+        marks: (usize, usize),
+    ) -> Result<Step, Failed> {
+        let step = format!("carol receives {} waiting", pending.len());
+        let f = fail(&step);
+        let t0 = Instant::now();
+        let all = self.carol.wait_after(0, DELIVERY, |evs| {
+            pending
+                .iter()
+                .all(|(_, id)| evs.iter().any(|e| is_message(e, id)))
+        });
+        let evs = self.carol.events_since(0);
+        let got = pending
+            .iter()
+            .filter(|(_, id)| evs.iter().any(|e| is_message(e, id)))
+            .count();
+        if !all {
+            return Err(f(format!(
+                "{got} of {} arrived within {} s; carol's log: {}",
+                pending.len(),
+                DELIVERY.as_secs(),
+                self.carol.stderr_tail()
+            )));
+        }
+        let last = pending
+            .iter()
+            .filter_map(|(_, id)| evs.iter().find(|e| is_message(e, id)).map(|e| e.at))
+            .max()
+            .unwrap_or(t0);
+        // The path of each sender's new session to carol.
+        let carol_fp = self.fp("carol");
+        let mut paths = Vec::new();
+        for (from, mark) in [("alice", marks.0), ("bob", marks.1)] {
+            let up = self
+                .node(from)
+                .events_since(mark)
+                .into_iter()
+                .find(|e| e.json["event"] == "peer_up" && e.json["peer"] == carol_fp.as_str());
+            paths.push(up.map_or("unknown", |e| path_of_peer_up(&e.json)));
+        }
+        for (from, id) in pending {
+            let _ = from;
+            self.sent.push(Sent {
+                to: "carol",
+                id: id.clone(),
+            });
+        }
+        let path = if paths.iter().all(|p| *p == paths[0]) {
+            format!("outbox+{}", paths[0])
+        } else {
+            format!("outbox+{}", paths.join("/"))
+        };
+        Ok(Step::new(&step, path, last.saturating_duration_since(t0))
+            .detail(format!(
+                "{got} of {} arrived, retried from alice's and bob's outboxes over new sessions \
+                 (alice: {}, bob: {}); not yet from the DHT mailbox",
+                pending.len(),
+                paths[0],
+                paths[1]
+            ))
+            .extra(json!({"arrived": got, "from": "outbox", "session_paths": paths})))
+    }
+
+    /// Step 5: 1,000 messages alice → bob on one control connection, counted at bob: all
+    /// arrive, exactly once, in order.
+    fn burst(&mut self) -> Result<(), Failed> {
+        let step = format!("burst alice → bob ×{BURST}");
+        let f = fail(&step);
+        let mark = self.bob.mark();
+        let reqs: Vec<Value> = (0..BURST)
+            .map(|i| json!({"cmd": "send", "to": "bob", "text": format!("burst {i:04}")}))
+            .collect();
+        let t0 = Instant::now();
+        let answers = self.alice.control_pipelined(reqs).map_err(&f)?;
+        let mut ids = Vec::with_capacity(BURST);
+        let mut paths: HashMap<String, usize> = HashMap::new();
+        for a in &answers {
+            match a["id"].as_str() {
+                Some(id) if a["ok"] == true => ids.push(id.to_string()),
+                _ => return Err(f(format!("alice's daemon refused a send: {a}"))),
+            }
+            *paths
+                .entry(a["path"].as_str().unwrap_or("?").to_string())
+                .or_default() += 1;
+        }
+        let queued = t0.elapsed();
+        let index: HashMap<&str, usize> =
+            ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+        let seen = |evs: &[Event]| {
+            evs.iter()
+                .filter(|e| {
+                    e.json["event"] == "message"
+                        && e.json["id"].as_str().is_some_and(|i| index.contains_key(i))
+                })
+                .count()
+        };
+        self.bob
+            .wait_after(mark, DELIVERY * 2, |evs| seen(evs) >= BURST);
+        let evs = self.bob.events_since(mark);
+        let order: Vec<(usize, Instant)> = evs
+            .iter()
+            .filter(|e| e.json["event"] == "message")
+            .filter_map(|e| Some((*index.get(e.json["id"].as_str()?)?, e.at)))
+            .collect();
+        let mut count = vec![0usize; BURST];
+        for (i, _) in &order {
+            count[*i] += 1;
+        }
+        let missing = count.iter().filter(|c| **c == 0).count();
+        let doubled: usize = count.iter().map(|c| c.saturating_sub(1)).sum();
+        let in_order = order.windows(2).all(|w| w[0].0 < w[1].0);
+        if missing > 0 || doubled > 0 || !in_order {
+            return Err(f(format!(
+                "at bob: {} of {BURST} arrived, {missing} missing, {doubled} duplicated, in \
+                 order: {in_order}; bob's log: {}",
+                BURST - missing,
+                self.bob.stderr_tail()
+            )));
+        }
+        let took = order
+            .last()
+            .map_or(Duration::ZERO, |(_, at)| at.saturating_duration_since(t0));
+        let rate = BURST as f64 / took.as_secs_f64().max(1e-6);
+        let mut by_path: Vec<(String, usize)> = paths.into_iter().collect();
+        by_path.sort_by(|a, b| b.1.cmp(&a.1));
+        let path = by_path.first().map_or("?".to_string(), |p| p.0.clone());
+        for id in ids {
+            self.sent.push(Sent { to: "bob", id });
+        }
+        self.report.ok(
+            &Step::new(&step, path, took)
+                .detail(format!(
+                    "{BURST} of {BURST} counted at bob, exactly once, in order; {rate:.0} msg/s \
+                     (all stored in alice's outbox after {})",
+                    human(queued)
+                ))
+                .extra(json!({"count": BURST, "msgs_per_s": rate.round(),
+                    "queued_ms": queued.as_millis() as u64, "paths": by_path})),
+        );
+        Ok(())
+    }
+
+    /// The audit: every message sent, looked up in its recipient's stored inbox.
+    fn result(&self) -> Result<(), Failed> {
+        let mut stored: HashMap<&str, HashMap<String, usize>> = HashMap::new();
+        for n in ["alice", "bob", "carol"] {
+            let v = self
+                .node(n)
+                .control(&json!({"cmd": "inbox"}))
+                .map_err(fail("audit"))?;
+            let mut ids = HashMap::new();
+            for m in v["messages"].as_array().into_iter().flatten() {
+                *ids.entry(m["id"].as_str().unwrap_or_default().to_string())
+                    .or_default() += 1;
+            }
+            stored.insert(n, ids);
+        }
+        let (mut delivered, mut lost, mut duplicated) = (0, 0, 0);
+        for s in &self.sent {
+            match stored.get(s.to).and_then(|m| m.get(&s.id)).copied() {
+                None | Some(0) => lost += 1,
+                Some(c) => {
+                    delivered += 1;
+                    duplicated += c - 1;
+                }
+            }
+        }
+        let ok = lost == 0 && duplicated == 0;
+        let verdict = if ok { "ok" } else { "failed" };
+        self.report.line(
+            &format!(
+                "RESULT devnet={verdict} delivered={delivered} lost={lost} \
+                 duplicated={duplicated} mailbox={}",
+                self.mailbox
+            ),
+            json!({"result": verdict, "delivered": delivered, "lost": lost,
+                "duplicated": duplicated, "mailbox": self.mailbox}),
+        );
+        if ok {
+            Ok(())
+        } else {
+            Err((
+                "audit".into(),
+                format!("{lost} lost and {duplicated} duplicated in the stored inboxes"),
+            ))
+        }
+    }
+
+    /// `--keep`: print where everything is and wait for Ctrl-C (the signal handler cleans up).
+    fn keep(&self) -> ! {
+        let dir = self.net.root().display().to_string();
+        let nodes: Vec<Value> = [&self.alice, &self.bob, &self.carol]
+            .iter()
+            .chain(self.boots.iter().collect::<Vec<_>>().iter())
+            .map(|p| {
+                json!({"name": p.name, "fp": p.ready("fp"), "addr": p.ready("addr"),
+                    "data_dir": p.data.display().to_string(),
+                    "control": p.socket().display().to_string()})
+            })
+            .collect();
+        let mut text = format!(
+            "\nThe devnet keeps running; Ctrl-C stops it and removes {dir}\n"
+        );
+        for n in &nodes {
+            text.push_str(&format!(
+                "  {:<6} {}  control socket {}\n",
+                n["name"].as_str().unwrap_or_default(),
+                n["addr"].as_str().unwrap_or_default(),
+                n["control"].as_str().unwrap_or_default()
+            ));
+        }
+        let alice = self.alice.data.display();
+        text.push_str(&format!(
+            "Try:\n  dna send --data-dir {alice} --to bob \"hi bob\"\n  \
+             dna inbox --data-dir {}\n  dna status --data-dir {alice}\n  \
+             dna contacts list --data-dir {alice}",
+            self.bob.data.display()
+        ));
+        self.report
+            .line(&text, json!({"keep": true, "dir": dir, "nodes": nodes}));
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
