@@ -91,7 +91,7 @@ impl Report {
             println!("{v}");
         } else {
             println!(
-                "✓ {:<28} {:<9} {:>9}  {}",
+                "✓ {:<26} {:<13} {:>8}  {}",
                 s.name,
                 s.path,
                 human(s.took),
@@ -104,7 +104,7 @@ impl Report {
         if self.json {
             println!("{}", json!({"step": step, "ok": false, "error": error}));
         } else {
-            println!("✗ {step:<28} FAILED: {error}");
+            println!("✗ {step:<26} FAILED: {error}");
         }
     }
 
@@ -121,9 +121,11 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e4).round() / 10.0
 }
 
-/// `12 ms`, `1.24 s`.
+/// `0.4 ms`, `12 ms`, `1.24 s`.
 pub(super) fn human(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
+    if d < Duration::from_millis(10) {
+        format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    } else if d < Duration::from_secs(1) {
         format!("{} ms", d.as_millis())
     } else {
         format!("{:.2} s", d.as_secs_f64())

@@ -61,6 +61,11 @@ impl Net {
         Ok(net)
     }
 
+    /// This binary (the children's, and what `--keep` tells the user to run).
+    pub fn exe(&self) -> &Path {
+        &self.exe
+    }
+
     /// The temporary directory.
     pub fn root(&self) -> &Path {
         &self.root

@@ -417,11 +417,13 @@ impl Devnet<'_> {
         let carol_fp = self.fp("carol");
         let mut paths = Vec::new();
         for (from, mark) in [("alice", marks.0), ("bob", marks.1)] {
-            let up = self
-                .node(from)
-                .events_since(mark)
-                .into_iter()
-                .find(|e| e.json["event"] == "peer_up" && e.json["peer"] == carol_fp.as_str());
+            // Its `peer_up` line may be read a moment after carol's `message` line.
+            let is_up = |e: &Event| {
+                e.json["event"] == "peer_up" && e.json["peer"] == carol_fp.as_str()
+            };
+            let sender = self.node(from);
+            sender.wait_after(mark, Duration::from_secs(5), |evs| evs.iter().any(is_up));
+            let up = sender.events_since(mark).into_iter().find(is_up);
             paths.push(up.map_or("unknown", |e| path_of_peer_up(&e.json)));
         }
         for (from, id) in pending {
@@ -595,11 +597,11 @@ impl Devnet<'_> {
                 n["control"].as_str().unwrap_or_default()
             ));
         }
-        let alice = self.alice.data.display();
+        let (dna, alice) = (self.net.exe().display(), self.alice.data.display());
         text.push_str(&format!(
-            "Try:\n  dna send --data-dir {alice} --to bob \"hi bob\"\n  \
-             dna inbox --data-dir {}\n  dna status --data-dir {alice}\n  \
-             dna contacts list --data-dir {alice}",
+            "Try:\n  {dna} send --data-dir {alice} --to bob \"hi bob\"\n  \
+             {dna} inbox --data-dir {}\n  {dna} status --data-dir {alice}\n  \
+             {dna} contacts list --data-dir {alice}",
             self.bob.data.display()
         ));
         self.report
