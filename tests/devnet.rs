@@ -63,7 +63,10 @@ fn devnet_runs_every_step() {
     let result = lines.last().expect("a result line");
     println!(
         "devnet: delivered {} lost {} duplicated {} mailbox {}; burst {} msg/s",
-        result["delivered"], result["lost"], result["duplicated"], result["mailbox"],
+        result["delivered"],
+        result["lost"],
+        result["duplicated"],
+        result["mailbox"],
         burst["msgs_per_s"]
     );
     assert_eq!(result["result"], "ok");

@@ -44,10 +44,8 @@ impl Net {
     pub fn create() -> Result<Net, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let tag = rand_core::RngCore::next_u32(&mut rand_core::OsRng);
-        let root = std::env::temp_dir().join(format!(
-            "dna-devnet-{}-{tag:08x}",
-            std::process::id()
-        ));
+        let root =
+            std::env::temp_dir().join(format!("dna-devnet-{}-{tag:08x}", std::process::id()));
         std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
         let net = Net {
             root: root.clone(),
@@ -217,7 +215,11 @@ impl Proc {
 
     /// How many events were read so far (a mark for [`Proc::wait_after`]).
     pub fn mark(&self) -> usize {
-        self.events.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.events
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Events from index `from` on.
@@ -259,7 +261,9 @@ impl Proc {
 
     /// The first event named `name`, waiting up to `timeout`.
     pub fn wait_event(&self, name: &str, timeout: Duration) -> Option<Value> {
-        self.wait_after(0, timeout, |evs| evs.iter().any(|e| e.json["event"] == name));
+        self.wait_after(0, timeout, |evs| {
+            evs.iter().any(|e| e.json["event"] == name)
+        });
         let list = self.events.0.lock().unwrap_or_else(|p| p.into_inner());
         list.iter()
             .find(|e| e.json["event"] == name)

@@ -41,7 +41,9 @@ fn daemon_config(port: u16, seeds: &[String], relay_only: bool) -> String {
          keep_alive_secs = 5\n"
     );
     if relay_only {
-        c.push_str("# never a direct path: always through a bootstrap node's relay\nrelay = \"only\"\n");
+        c.push_str(
+            "# never a direct path: always through a bootstrap node's relay\nrelay = \"only\"\n",
+        );
     }
     c
 }
@@ -104,7 +106,12 @@ fn up<'a>(net: &'a Net, report: &'a Report, base_port: u16) -> Result<Devnet<'a>
     let ports = free_ports(base_port, 5).map_err(&f)?;
     let seed = |p: &Proc| format!("{}@{}", p.ready("addr"), p.ready("fp"));
     let boot1 = net
-        .start("boot1", "bootstrap", &bootstrap_config(ports[0], &[]), READY)
+        .start(
+            "boot1",
+            "bootstrap",
+            &bootstrap_config(ports[0], &[]),
+            READY,
+        )
         .map_err(&f)?;
     let boot2 = net
         .start(
@@ -144,14 +151,12 @@ fn up<'a>(net: &'a Net, report: &'a Report, base_port: u16) -> Result<Devnet<'a>
         .iter()
         .map(|p| format!("{} {}", p.name, p.ready("addr")))
         .collect();
-    report.ok(
-        &Step::new(step, "loopback", t0.elapsed())
-            .detail(format!(
-                "2 bootstrap + 3 daemons ({}; carol relay = \"only\")",
-                addrs.join(", ")
-            ))
-            .extra(json!({"dir": net.root().display().to_string(), "nodes": addrs})),
-    );
+    report.ok(&Step::new(step, "loopback", t0.elapsed())
+        .detail(format!(
+            "2 bootstrap + 3 daemons on 127.0.0.1, UDP {}; carol: relay = \"only\"",
+            port_list(&ports)
+        ))
+        .extra(json!({"dir": net.root().display().to_string(), "nodes": addrs})));
     Ok(Devnet {
         net,
         report,
@@ -166,7 +171,19 @@ fn up<'a>(net: &'a Net, report: &'a Report, base_port: u16) -> Result<Devnet<'a>
     })
 }
 
-/// The fingerprint in a peer event, or the address inside `Direct(…)` as a path name.
+/// `47000-47004`, or `47000, 47002, …` when some were taken.
+fn port_list(ports: &[u16]) -> String {
+    match (ports.first(), ports.last()) {
+        (Some(a), Some(b)) if usize::from(b - a) + 1 == ports.len() => format!("{a}-{b}"),
+        _ => ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// A `peer_up` event's path (`Direct(ADDR)`) as a path name: a relay token is `relay`.
 fn path_of_peer_up(e: &Value) -> &'static str {
     let p = e["path"].as_str().unwrap_or_default();
     let addr = p
@@ -224,13 +241,11 @@ impl Devnet<'_> {
             }
             stored.push(v["stored_at"].as_u64().unwrap_or(0));
         }
-        self.report.ok(
-            &Step::new(step, "dht", t0.elapsed())
-                .detail(format!(
-                    "alice, bob, carol: signed claims stored at {stored:?} DHT nodes"
-                ))
-                .extra(json!({"stored_at": stored})),
-        );
+        self.report.ok(&Step::new(step, "dht", t0.elapsed())
+            .detail(format!(
+                "alice, bob, carol: signed claims stored at {stored:?} DHT nodes"
+            ))
+            .extra(json!({"stored_at": stored})));
 
         let step = "contacts added by name";
         let t0 = Instant::now();
@@ -250,13 +265,11 @@ impl Devnet<'_> {
                 pins += 1;
             }
         }
-        self.report.ok(
-            &Step::new(step, "dht", t0.elapsed())
-                .detail(format!(
-                    "{pins} contacts, each resolved in the DHT and pinned to the claimed key"
-                ))
-                .extra(json!({"contacts": pins})),
-        );
+        self.report.ok(&Step::new(step, "dht", t0.elapsed())
+            .detail(format!(
+                "{pins} contacts, each resolved in the DHT and pinned to the claimed key"
+            ))
+            .extra(json!({"contacts": pins})));
         Ok(())
     }
 
@@ -303,11 +316,10 @@ impl Devnet<'_> {
         } else {
             "by name"
         };
-        self.report.ok(
-            &Step::new(&step, path, at.saturating_duration_since(t0))
+        self.report
+            .ok(&Step::new(&step, path, at.saturating_duration_since(t0))
                 .detail(format!("{how}: \"{text}\""))
-                .extra(json!({"from": from, "to": to, "id": id, "via": ans["via"]})),
-        );
+                .extra(json!({"from": from, "to": to, "id": id, "via": ans["via"]})));
         Ok(())
     }
 
@@ -324,11 +336,12 @@ impl Devnet<'_> {
             evs.iter()
                 .any(|e| e.json["event"] == "peer_down" && e.json["peer"] == carol_fp.as_str())
         });
-        self.report.ok(&Step::new(step, "-", t0.elapsed()).detail(if noticed {
-            "carol's daemon stopped (SIGINT); alice saw the session end"
-        } else {
-            "carol's daemon stopped (SIGINT)"
-        }));
+        self.report
+            .ok(&Step::new(step, "-", t0.elapsed()).detail(if noticed {
+                "carol's daemon stopped (SIGINT); alice saw the session end"
+            } else {
+                "carol's daemon stopped (SIGINT)"
+            }));
 
         let mut pending = Vec::new();
         for from in ["alice", "bob"] {
@@ -337,18 +350,16 @@ impl Devnet<'_> {
             let t0 = Instant::now();
             let (ans, id) = self.send(from, "carol", &text).map_err(fail(&step))?;
             let path = ans["path"].as_str().unwrap_or("?").to_string();
-            self.report.ok(
-                &Step::new(&step, &path, t0.elapsed())
-                    .detail(format!(
-                        "stored in {from}'s outbox{}",
-                        if ans["queued"] == true {
-                            ", waiting for carol"
-                        } else {
-                            ""
-                        }
-                    ))
-                    .extra(json!({"from": from, "to": "carol", "id": id, "answer": ans})),
-            );
+            self.report.ok(&Step::new(&step, &path, t0.elapsed())
+                .detail(format!(
+                    "stored in {from}'s outbox{}",
+                    if ans["queued"] == true {
+                        ", waiting for carol"
+                    } else {
+                        ""
+                    }
+                ))
+                .extra(json!({"from": from, "to": "carol", "id": id, "answer": ans})));
             pending.push((from, id));
         }
 
@@ -362,10 +373,8 @@ impl Devnet<'_> {
         if self.carol.ready("fp") != carol_fp {
             return Err((step.into(), "carol came back with another identity".into()));
         }
-        self.report.ok(
-            &Step::new(step, "-", t0.elapsed())
-                .detail("restarted with the same data directory and identity"),
-        );
+        self.report.ok(&Step::new(step, "-", t0.elapsed())
+            .detail("restarted with the same data directory and identity"));
         let arrived = self.offline_delivery(&pending, marks)?;
         self.report.ok(&arrived);
         Ok(())
@@ -418,9 +427,8 @@ impl Devnet<'_> {
         let mut paths = Vec::new();
         for (from, mark) in [("alice", marks.0), ("bob", marks.1)] {
             // Its `peer_up` line may be read a moment after carol's `message` line.
-            let is_up = |e: &Event| {
-                e.json["event"] == "peer_up" && e.json["peer"] == carol_fp.as_str()
-            };
+            let is_up =
+                |e: &Event| e.json["event"] == "peer_up" && e.json["peer"] == carol_fp.as_str();
             let sender = self.node(from);
             sender.wait_after(mark, Duration::from_secs(5), |evs| evs.iter().any(is_up));
             let up = sender.events_since(mark).into_iter().find(is_up);
@@ -472,8 +480,11 @@ impl Devnet<'_> {
                 .or_default() += 1;
         }
         let queued = t0.elapsed();
-        let index: HashMap<&str, usize> =
-            ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.as_str(), i))
+            .collect();
         let seen = |evs: &[Event]| {
             evs.iter()
                 .filter(|e| {
@@ -510,21 +521,19 @@ impl Devnet<'_> {
             .map_or(Duration::ZERO, |(_, at)| at.saturating_duration_since(t0));
         let rate = BURST as f64 / took.as_secs_f64().max(1e-6);
         let mut by_path: Vec<(String, usize)> = paths.into_iter().collect();
-        by_path.sort_by(|a, b| b.1.cmp(&a.1));
+        by_path.sort_by_key(|p| std::cmp::Reverse(p.1));
         let path = by_path.first().map_or("?".to_string(), |p| p.0.clone());
         for id in ids {
             self.sent.push(Sent { to: "bob", id });
         }
-        self.report.ok(
-            &Step::new(&step, path, took)
-                .detail(format!(
-                    "{BURST} of {BURST} counted at bob, exactly once, in order; {rate:.0} msg/s \
+        self.report.ok(&Step::new(&step, path, took)
+            .detail(format!(
+                "{BURST} of {BURST} counted at bob, exactly once, in order; {rate:.0} msg/s \
                      (all stored in alice's outbox after {})",
-                    human(queued)
-                ))
-                .extra(json!({"count": BURST, "msgs_per_s": rate.round(),
-                    "queued_ms": queued.as_millis() as u64, "paths": by_path})),
-        );
+                human(queued)
+            ))
+            .extra(json!({"count": BURST, "msgs_per_s": rate.round(),
+                    "queued_ms": queued.as_millis() as u64, "paths": by_path})));
         Ok(())
     }
 
@@ -586,9 +595,7 @@ impl Devnet<'_> {
                     "control": p.socket().display().to_string()})
             })
             .collect();
-        let mut text = format!(
-            "\nThe devnet keeps running; Ctrl-C stops it and removes {dir}\n"
-        );
+        let mut text = format!("\nThe devnet keeps running; Ctrl-C stops it and removes {dir}\n");
         for n in &nodes {
             text.push_str(&format!(
                 "  {:<6} {}  control socket {}\n",
