@@ -41,6 +41,7 @@ fn devnet_runs_every_step() {
         ("bob → alice", "direct"),
         ("alice → carol", "relay"),
         ("carol → alice", "relay"),
+        ("carol → bob", "relay"),
         ("carol goes offline", "-"),
         ("alice → carol (offline)", "queued"),
         ("bob → carol (offline)", "queued"),
@@ -70,7 +71,7 @@ fn devnet_runs_every_step() {
         burst["msgs_per_s"]
     );
     assert_eq!(result["result"], "ok");
-    assert_eq!(result["delivered"], 1006, "4 + 2 + 1,000 messages");
+    assert_eq!(result["delivered"], 1007, "5 + 2 + 1,000 messages");
     assert_eq!(result["lost"], 0);
     assert_eq!(result["duplicated"], 0);
 

@@ -385,13 +385,17 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         });
     }
     let mut node = node;
+    // One listener for the whole loop: a `ctrl_c()` made anew each turn is not listening
+    // while an event is printed, and a SIGINT that arrives then is lost.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
             ev = node.next_event() => match ev {
                 Some(ev) => print_event(ev),
                 None => break,
             },
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut ctrl_c => break,
         }
     }
     let _ = std::fs::remove_file(&control);

@@ -324,7 +324,8 @@ impl Proc {
 
     /// Stops the process as Ctrl-C would (SIGINT through `kill`: the node shuts down
     /// cleanly and closes its connections), killing it if it has not ended after `grace`.
-    pub fn stop(&self, grace: Duration) {
+    /// Returns whether it ended by itself.
+    pub fn stop(&self, grace: Duration) -> bool {
         let pid = self.child.lock().unwrap_or_else(|p| p.into_inner()).id();
         let _ = Command::new("kill")
             .args(["-INT", &pid.to_string()])
@@ -334,12 +335,12 @@ impl Proc {
         loop {
             let mut c = self.child.lock().unwrap_or_else(|p| p.into_inner());
             if matches!(c.try_wait(), Ok(Some(_))) {
-                return;
+                return true;
             }
             if Instant::now() >= deadline {
                 let _ = c.kill();
                 let _ = c.wait();
-                return;
+                return false;
             }
             drop(c);
             std::thread::sleep(Duration::from_millis(50));

@@ -16,6 +16,8 @@ use super::{human, Report, Step};
 const READY: Duration = Duration::from_secs(60);
 /// How long a message may take to arrive.
 const DELIVERY: Duration = Duration::from_secs(60);
+/// How long a node may take to stop after SIGINT before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 /// The burst's size.
 const BURST: usize = 1000;
 
@@ -84,6 +86,8 @@ pub(super) fn run_all(
     d.message("bob", "alice", None)?;
     d.message("alice", "carol", Some("relay"))?;
     d.message("carol", "alice", Some("relay"))?;
+    // Carol calls someone new: the relay-only side is the caller this time.
+    d.message("carol", "bob", Some("relay"))?;
     d.offline()?;
     d.burst()?;
     d.result()?;
@@ -330,18 +334,25 @@ impl Devnet<'_> {
         let t0 = Instant::now();
         let carol_fp = self.fp("carol");
         let mark = self.alice.mark();
-        self.carol.stop(Duration::from_secs(5));
+        let clean = self.carol.stop(STOP_GRACE);
         // Alice had a session with carol: her node notices it end.
         let noticed = self.alice.wait_after(mark, Duration::from_secs(10), |evs| {
             evs.iter()
                 .any(|e| e.json["event"] == "peer_down" && e.json["peer"] == carol_fp.as_str())
         });
-        self.report
-            .ok(&Step::new(step, "-", t0.elapsed()).detail(if noticed {
-                "carol's daemon stopped (SIGINT); alice saw the session end"
-            } else {
-                "carol's daemon stopped (SIGINT)"
-            }));
+        let how = if clean {
+            "carol's daemon stopped (SIGINT)"
+        } else {
+            "carol's daemon ignored SIGINT and was killed after 5 s"
+        };
+        let seen = if noticed {
+            "; alice saw the session end"
+        } else {
+            "; alice has not noticed yet (her session to carol ends at its idle timeout)"
+        };
+        self.report.ok(&Step::new(step, "-", t0.elapsed())
+            .detail(format!("{how}{seen}"))
+            .extra(json!({"sigint": clean, "peer_down_seen": noticed})));
 
         let mut pending = Vec::new();
         for from in ["alice", "bob"] {
