@@ -59,6 +59,11 @@ fn devnet_runs_every_step() {
         expected.len(),
         "one line per step, no failed step"
     );
+    // Carol stopped on SIGINT (a lost SIGINT used to leave her running until killed, and
+    // alice's session to her open until its idle timeout).
+    let offline = step("carol goes offline");
+    assert_eq!(offline["sigint"], true, "{offline}");
+    assert_eq!(offline["peer_down_seen"], true, "{offline}");
     let burst = step("burst alice → bob ×1000");
     assert_eq!(burst["count"], 1000);
     let result = lines.last().expect("a result line");
