@@ -87,3 +87,68 @@ fn devnet_runs_every_step() {
         "{dir} should be removed"
     );
 }
+
+/// The processes whose command line mentions `dir` (the devnet's nodes get `--data-dir
+/// <dir>/<name>`).
+fn processes_under(dir: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(dir) {
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    found
+}
+
+/// `--keep` leaves the five nodes running; SIGINT (Ctrl-C) or SIGTERM to devnet then kills
+/// every one of them and removes the temporary directory.
+#[test]
+fn a_signal_stops_every_node_and_removes_the_directory() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    for (signal, base_port) in [("INT", "23270"), ("TERM", "23280")] {
+        let mut child = Command::new(DNA)
+            .args(["devnet", "--json", "--keep", "--base-port", base_port])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run dna devnet --keep");
+        let mut kept = None;
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            assert_ne!(v["ok"], false, "a step failed: {v}");
+            if v["keep"] == true {
+                kept = Some(v);
+                break;
+            }
+        }
+        let kept = kept.expect("the --keep line");
+        let dir = kept["dir"].as_str().unwrap().to_string();
+        let running = processes_under(&dir);
+        assert_eq!(running.len(), 5, "five nodes kept running: {running:?}");
+        let sent = Command::new("sh")
+            .args(["-c", &format!("kill -{signal} {}", child.id())])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = child.wait().unwrap();
+        let left = processes_under(&dir);
+        println!(
+            "SIG{signal}: devnet exited with {status}; nodes before: {}, after: {}; {dir} exists: {}",
+            running.len(),
+            left.len(),
+            std::path::Path::new(&dir).exists()
+        );
+        assert_eq!(status.code(), Some(130));
+        assert!(left.is_empty(), "still running: {left:?}");
+        assert!(!std::path::Path::new(&dir).exists(), "{dir} is left");
+    }
+}

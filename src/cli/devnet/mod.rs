@@ -147,6 +147,12 @@ pub(super) fn run(args: DevnetArgs) -> ExitCode {
     let result = steps::run_all(&net, &report, args.base_port, args.keep);
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(_) if net.signalled() => {
+            // Ctrl-C: the nodes went away under the step; the signal handler exits.
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
         Err((step, e)) => {
             report.failed(&step, &e);
             if args.keep {

@@ -29,6 +29,8 @@ struct Registry {
     dir: Option<PathBuf>,
     /// Set once clean-up ran: no more children may start.
     closed: bool,
+    /// Set when a signal stops the devnet: the steps' errors from then on are not failures.
+    signalled: bool,
 }
 
 /// The temporary directory and every child started in it.
@@ -93,11 +95,17 @@ impl Net {
                     _ = term.recv() => "SIGTERM",
                 }
             });
+            reg.lock().unwrap_or_else(|p| p.into_inner()).signalled = true;
             eprintln!("devnet: {name}: stopping the nodes and removing the data directories");
             clean_up(&reg);
             std::process::exit(130);
         });
         Ok(())
+    }
+
+    /// Whether a signal is stopping the devnet (the nodes are going away).
+    pub fn signalled(&self) -> bool {
+        self.reg.lock().unwrap_or_else(|p| p.into_inner()).signalled
     }
 
     /// Kills every child and removes the directory (idempotent).
@@ -327,8 +335,9 @@ impl Proc {
     /// Returns whether it ended by itself.
     pub fn stop(&self, grace: Duration) -> bool {
         let pid = self.child.lock().unwrap_or_else(|p| p.into_inner()).id();
-        let _ = Command::new("kill")
-            .args(["-INT", &pid.to_string()])
+        // The shell's `kill` builtin: std has no way to send SIGINT, and `sh` is everywhere.
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -INT {pid}")])
             .stderr(Stdio::null())
             .status();
         let deadline = Instant::now() + grace;
