@@ -24,13 +24,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a whole network on this machine to see it work: two bootstrap nodes and three
-    /// daemons (alice, bob, carol) on 127.0.0.1, with temporary data directories. They claim
-    /// names, add each other as contacts, exchange messages by name (direct), alice and
-    /// carol talk through a bootstrap node's relay (carol has relay = "only"), carol goes
-    /// offline and gets the messages sent meanwhile when she is back, and alice sends bob a
-    /// burst of 1,000 messages. One line per step with the path and the time; exits non-zero
-    /// if a step fails. Ctrl-C stops every node and removes the directories.
+    // Help text: on `devnet::DevnetArgs`.
     Devnet(devnet::DevnetArgs),
     /// Decode and encode DNA frames (spec/01-wire.md), for debugging.
     #[command(subcommand)]
