@@ -178,6 +178,10 @@ impl Net {
         };
         match p.wait_event("ready", within) {
             Some(_) => Ok(p),
+            None if p.exited() => Err(format!(
+                "{name} ({role}) exited before it was ready; stderr: {}",
+                p.stderr_tail()
+            )),
             None => Err(format!(
                 "{name} ({role}) not ready within {} s; stderr: {}",
                 within.as_secs(),
@@ -369,18 +373,39 @@ impl Proc {
     }
 }
 
-/// `count` free UDP ports on 127.0.0.1 from `base` on (each one bound and released to
-/// check; a port taken meanwhile makes that node fail to start, and the message says so).
-pub(super) fn free_ports(base: u16, count: usize) -> Result<Vec<u16>, String> {
-    let mut ports = Vec::with_capacity(count);
-    let mut p = base;
-    while ports.len() < count {
-        if UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], p))).is_ok() {
-            ports.push(p);
-        }
-        p = p
-            .checked_add(1)
-            .ok_or_else(|| format!("no {count} free UDP ports from {base} on"))?;
-    }
-    Ok(ports)
+/// The first UDP port on 127.0.0.1 from `from` on that can be bound now.
+fn free_port(from: u16) -> Result<u16, String> {
+    (from..=u16::MAX)
+        .find(|p| UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], *p))).is_ok())
+        .ok_or_else(|| format!("no free UDP port from {from} on"))
 }
+
+impl Net {
+    /// [`Net::start`] on the first free port from `*cursor` on (`config` makes the config
+    /// for a port); a port someone takes between the check and the node's bind (another
+    /// devnet starting at the same moment) moves on to the next. Returns the node and its
+    /// port; `*cursor` is left after it.
+    pub fn start_free(
+        &self,
+        cursor: &mut u16,
+        name: &str,
+        role: &str,
+        config: &dyn Fn(u16) -> String,
+        within: Duration,
+    ) -> Result<(Proc, u16), String> {
+        let mut last = String::new();
+        for _ in 0..MAX_PORT_TRIES {
+            let port = free_port(*cursor)?;
+            *cursor = port.saturating_add(1);
+            match self.start(name, role, &config(port), within) {
+                Ok(p) => return Ok((p, port)),
+                Err(e) if e.contains("in use") => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// How many taken ports [`Net::start_free`] steps over before it gives up.
+const MAX_PORT_TRIES: usize = 20;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::procs::{free_ports, Event, Net, Proc};
+use super::procs::{Event, Net, Proc};
 use super::{human, Report, Step};
 
 mod burst;
@@ -67,7 +67,9 @@ struct Devnet<'a> {
     alice: Proc,
     bob: Proc,
     carol: Proc,
-    carol_config: String,
+    /// Carol's port (she comes back on it if it is still free) and the bootstrap seeds.
+    carol_port: u16,
+    seeds: Vec<String>,
     fps: HashMap<&'static str, String>,
     sent: Vec<Sent>,
     /// Messages observed arriving from the DHT mailbox.
@@ -104,51 +106,48 @@ fn fail(step: &str) -> impl Fn(String) -> Failed + '_ {
     move |e| (step.to_string(), e)
 }
 
-/// Starts the two bootstrap nodes, then the three daemons (at once), each waiting for its
-/// `ready` line.
+/// Starts the two bootstrap nodes, then the three daemons, each waiting for its `ready`
+/// line.
 fn up<'a>(net: &'a Net, report: &'a Report, base_port: u16) -> Result<Devnet<'a>, Failed> {
     let step = "network up";
     let f = fail(step);
     let t0 = Instant::now();
-    let ports = free_ports(base_port, 5).map_err(&f)?;
+    let mut cursor = base_port;
     let seed = |p: &Proc| format!("{}@{}", p.ready("addr"), p.ready("fp"));
-    let boot1 = net
-        .start(
+    let (boot1, p1) = net
+        .start_free(
+            &mut cursor,
             "boot1",
             "bootstrap",
-            &bootstrap_config(ports[0], &[]),
+            &|p| bootstrap_config(p, &[]),
             READY,
         )
         .map_err(&f)?;
-    let boot2 = net
-        .start(
+    let seeds1 = [seed(&boot1)];
+    let (boot2, p2) = net
+        .start_free(
+            &mut cursor,
             "boot2",
             "bootstrap",
-            &bootstrap_config(ports[1], &[seed(&boot1)]),
+            &|p| bootstrap_config(p, &seeds1),
             READY,
         )
         .map_err(&f)?;
     let seeds = vec![seed(&boot1), seed(&boot2)];
-    let carol_config = daemon_config(ports[4], &seeds, true);
-    let configs = [
-        ("alice", daemon_config(ports[2], &seeds, false)),
-        ("bob", daemon_config(ports[3], &seeds, false)),
-        ("carol", carol_config.clone()),
-    ];
-    let mut started: Vec<Result<Proc, String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = configs
-            .iter()
-            .map(|(name, cfg)| s.spawn(move || net.start(name, "daemon", cfg, READY)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())))
-            .collect()
-    });
-    let carol = started.pop().unwrap_or_else(|| Err("missing".into()));
-    let bob = started.pop().unwrap_or_else(|| Err("missing".into()));
-    let alice = started.pop().unwrap_or_else(|| Err("missing".into()));
-    let (alice, bob, carol) = (alice.map_err(&f)?, bob.map_err(&f)?, carol.map_err(&f)?);
+    let mut daemon = |name: &str, relay_only: bool| {
+        net.start_free(
+            &mut cursor,
+            name,
+            "daemon",
+            &|p| daemon_config(p, &seeds, relay_only),
+            READY,
+        )
+        .map_err(&f)
+    };
+    let (alice, p3) = daemon("alice", false)?;
+    let (bob, p4) = daemon("bob", false)?;
+    let (carol, carol_port) = daemon("carol", true)?;
+    let ports = [p1, p2, p3, p4, carol_port];
     let fps = HashMap::from([
         ("alice", alice.ready("fp")),
         ("bob", bob.ready("fp")),
@@ -171,7 +170,8 @@ fn up<'a>(net: &'a Net, report: &'a Report, base_port: u16) -> Result<Devnet<'a>
         alice,
         bob,
         carol,
-        carol_config,
+        carol_port,
+        seeds,
         fps,
         sent: Vec::new(),
         mailbox: 0,

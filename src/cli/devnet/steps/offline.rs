@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{fail, is_message, Devnet, Event, Failed, Sent, Step, DELIVERY, READY, STOP_GRACE};
+use super::{
+    daemon_config, fail, is_message, Devnet, Event, Failed, Sent, Step, DELIVERY, READY, STOP_GRACE,
+};
 
 /// A `peer_up` event's path (`Direct(ADDR)`) as a path name: a relay token is `relay`.
 fn path_of_peer_up(e: &Value) -> &'static str {
@@ -75,15 +77,33 @@ impl Devnet<'_> {
         let step = "carol back online";
         let marks = (self.alice.mark(), self.bob.mark());
         let t0 = Instant::now();
-        self.carol = self
+        let old_port = self.carol_port;
+        let mut cursor = old_port;
+        let seeds = self.seeds.clone();
+        let (carol, port) = self
             .net
-            .start("carol", "daemon", &self.carol_config, READY)
+            .start_free(
+                &mut cursor,
+                "carol",
+                "daemon",
+                &|p| daemon_config(p, &seeds, true),
+                READY,
+            )
             .map_err(fail(step))?;
+        self.carol = carol;
+        self.carol_port = port;
         if self.carol.ready("fp") != carol_fp {
             return Err((step.into(), "carol came back with another identity".into()));
         }
-        self.report.ok(&Step::new(step, "-", t0.elapsed())
-            .detail("restarted with the same data directory and identity"));
+        let moved = if self.carol_port == old_port {
+            String::new()
+        } else {
+            format!(" (on UDP {}: {old_port} was taken)", self.carol_port)
+        };
+        self.report
+            .ok(&Step::new(step, "-", t0.elapsed()).detail(format!(
+                "restarted with the same data directory and identity{moved}"
+            )));
         let arrived = self.offline_delivery(&pending, marks)?;
         self.report.ok(&arrived);
         Ok(())
