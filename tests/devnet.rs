@@ -43,16 +43,21 @@ fn devnet_runs_every_step() {
         ("carol → alice", "relay"),
         ("carol → bob", "relay"),
         ("carol goes offline", "-"),
-        ("alice → carol (offline)", "queued"),
-        ("bob → carol (offline)", "queued"),
+        // Today through the senders' outboxes; "mailbox" once the DHT mailbox lands.
+        ("alice → carol (offline)", "queued|mailbox"),
+        ("bob → carol (offline)", "queued|mailbox"),
         ("carol back online", "-"),
-        ("carol receives 2 waiting", "outbox+relay"),
+        ("carol receives 2 waiting", "outbox+relay|mailbox"),
         ("burst alice → bob ×1000", "direct"),
     ];
     for (name, path) in expected {
         let v = step(name);
         assert_eq!(v["ok"], true, "{v}");
-        assert_eq!(v["path"], path, "{v}");
+        let got = v["path"].as_str().unwrap_or_default();
+        assert!(
+            path.split('|').any(|p| p == got),
+            "path {got}, expected {path}: {v}"
+        );
     }
     assert_eq!(
         lines.iter().filter(|v| v.get("step").is_some()).count(),

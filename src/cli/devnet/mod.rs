@@ -116,6 +116,9 @@ impl Report {
             println!("{}", json!({"step": step, "ok": false, "error": error}));
         } else {
             println!("✗ {step:<26} FAILED: {error}");
+            println!(
+                "  (--keep keeps the nodes and their logs for a look; RUST_LOG=info logs more)"
+            );
         }
     }
 
