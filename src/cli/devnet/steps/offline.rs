@@ -75,7 +75,10 @@ impl Devnet<'_> {
         }
 
         let step = "carol back online";
-        let marks = (self.alice.mark(), self.bob.mark());
+        let marks: Vec<(&'static str, usize)> = pending
+            .iter()
+            .map(|(from, _)| (*from, self.node(from).mark()))
+            .collect();
         let t0 = Instant::now();
         let old_port = self.carol_port;
         let mut cursor = old_port;
@@ -104,7 +107,7 @@ impl Devnet<'_> {
             .ok(&Step::new(step, "-", t0.elapsed()).detail(format!(
                 "restarted with the same data directory and identity{moved}"
             )));
-        let arrived = self.offline_delivery(&pending, marks)?;
+        let arrived = self.offline_delivery(&pending, &marks)?;
         self.report.ok(&arrived);
         Ok(())
     }
@@ -123,7 +126,7 @@ impl Devnet<'_> {
     fn offline_delivery(
         &mut self,
         pending: &[(&'static str, String)],
-        marks: (usize, usize),
+        marks: &[(&'static str, usize)],
     ) -> Result<Step, Failed> {
         let step = format!("carol receives {} waiting", pending.len());
         let f = fail(&step);
@@ -153,35 +156,32 @@ impl Devnet<'_> {
             .unwrap_or(t0);
         // The path of each sender's new session to carol.
         let carol_fp = self.fp("carol");
-        let mut paths = Vec::new();
-        for (from, mark) in [("alice", marks.0), ("bob", marks.1)] {
+        let (mut paths, mut kinds) = (Vec::new(), Vec::new());
+        for (from, mark) in marks {
             // Its `peer_up` line may be read a moment after carol's `message` line.
             let is_up =
                 |e: &Event| e.json["event"] == "peer_up" && e.json["peer"] == carol_fp.as_str();
             let sender = self.node(from);
-            sender.wait_after(mark, Duration::from_secs(5), |evs| evs.iter().any(is_up));
-            let up = sender.events_since(mark).into_iter().find(is_up);
-            paths.push(up.map_or("unknown", |e| path_of_peer_up(&e.json)));
+            sender.wait_after(*mark, Duration::from_secs(5), |evs| evs.iter().any(is_up));
+            let up = sender.events_since(*mark).into_iter().find(is_up);
+            let path = up.map_or("unknown", |e| path_of_peer_up(&e.json));
+            paths.push(format!("{from}: {path}"));
+            kinds.push(path);
         }
-        for (from, id) in pending {
-            let _ = from;
+        for (_, id) in pending {
             self.sent.push(Sent {
                 to: "carol",
                 id: id.clone(),
             });
         }
-        let path = if paths.iter().all(|p| *p == paths[0]) {
-            format!("outbox+{}", paths[0])
-        } else {
-            format!("outbox+{}", paths.join("/"))
-        };
+        kinds.dedup();
+        let path = format!("outbox+{}", kinds.join("/"));
         Ok(Step::new(&step, path, last.saturating_duration_since(t0))
             .detail(format!(
-                "{got} of {} arrived, retried from alice's and bob's outboxes over new sessions \
-                 (alice: {}, bob: {}); not yet from the DHT mailbox",
+                "{got} of {} arrived, retried from the senders' outboxes over new sessions \
+                 ({}); not yet from the DHT mailbox",
                 pending.len(),
-                paths[0],
-                paths[1]
+                paths.join(", ")
             ))
             .extra(json!({"arrived": got, "from": "outbox", "session_paths": paths})))
     }
