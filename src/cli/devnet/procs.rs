@@ -42,13 +42,18 @@ pub(super) struct Net {
 }
 
 impl Net {
-    /// Creates `$TMPDIR/dna-devnet-<pid>-<random>` and installs the signal handler.
+    /// Creates `$TMPDIR/dna-devnet-<pid>-<random>` (mode 0700) and installs the signal
+    /// handler.
     pub fn create() -> Result<Net, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let tag = rand_core::RngCore::next_u32(&mut rand_core::OsRng);
         let root =
             std::env::temp_dir().join(format!("dna-devnet-{}-{tag:08x}", std::process::id()));
-        std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        // Owner-only (it holds the nodes' keys and control sockets), and new: never a
+        // directory someone else made in a shared /tmp.
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(&root)
+            .map_err(|e| format!("{}: {e}", root.display()))?;
         let net = Net {
             root: root.clone(),
             exe,
