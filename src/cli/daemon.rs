@@ -154,8 +154,8 @@ pub(super) struct DaemonArgs {
     data_dir: DataDir,
     /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
     /// keep_alive_secs, network_check_secs, retry_secs, other_address, other_port, turn,
-    /// turn_user, turn_password, relay, and the tables [limits] (spec/06-node.md §5) and
-    /// [relay_server] (spec/07-relay.md §1.4)).
+    /// turn_user, turn_password, relay, and the tables `[limits]` (spec/06-node.md §5) and
+    /// `[relay_server]` (spec/07-relay.md §1.4)).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the node's one UDP socket [default: 0.0.0.0:0].
