@@ -197,8 +197,8 @@ pub(super) struct DaemonArgs {
     /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
     /// keep_alive_secs, network_check_secs, retry_secs, other_address, other_port, turn,
     /// turn_user, turn_password, relay, relay_after_ms, upgrade_secs, and the tables
-    /// [limits] (spec/06-node.md §5), [relay_server] (spec/07-relay.md §1.4) and [mailbox]
-    /// (spec/09-mailbox.md §7)).
+    /// `[limits]` (spec/06-node.md §5), `[relay_server]` (spec/07-relay.md §1.4) and
+    /// `[mailbox]` (spec/09-mailbox.md §7)).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the node's one UDP socket [default: 0.0.0.0:0].
@@ -441,13 +441,17 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         });
     }
     let mut node = node;
+    // One listener for the whole loop: a `ctrl_c()` made anew each turn is not listening
+    // while an event is printed, and a SIGINT that arrives then is lost.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
             ev = node.next_event() => match ev {
                 Some(ev) => print_event(ev),
                 None => break,
             },
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut ctrl_c => break,
         }
     }
     let _ = std::fs::remove_file(&control);

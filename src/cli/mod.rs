@@ -3,6 +3,7 @@
 
 mod control;
 mod daemon;
+mod devnet;
 mod frame;
 mod id;
 mod limits;
@@ -24,6 +25,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    // Help text: on `devnet::DevnetArgs`.
+    Devnet(devnet::DevnetArgs),
     /// Decode and encode DNA frames (spec/01-wire.md), for debugging.
     #[command(subcommand)]
     Frame(frame::FrameCommand),
@@ -97,6 +100,7 @@ impl DataDir {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Devnet(args) => devnet::run(args),
         Command::Frame(cmd) => frame::run(cmd),
         Command::Id(cmd) => id::run(cmd),
         Command::Daemon(args) => daemon::run(args, false),

@@ -214,7 +214,8 @@ fn start_punch(
 /// Answers an offer addressed to us (forwarded by the rendezvous node `via`) and starts
 /// punching toward the caller; if punching finds no pair, asks `via` to relay us to the
 /// caller (the caller asks too: spec/07-relay.md §1.2). With the policy `only`, no
-/// candidates in the answer, no punching, the relay at once; with `never`, no relay.
+/// candidates in the answer, no punching, the relay at once (also for an offer without
+/// candidates: a relay-only caller); with `never`, no relay.
 /// Returns the signed answer.
 pub(crate) async fn answer_offer(
     shared: &Arc<Shared>,
@@ -247,7 +248,10 @@ pub(crate) async fn answer_offer(
         },
     };
     let caller = offer.from.fingerprint();
-    if policy == RelayPolicy::Only {
+    // An offer without candidates comes from a relay-only caller, which asks the relay at
+    // once and waits there 8 s: punching toward nothing for 10 s first would miss it.
+    let nothing_to_punch = offer.candidates.is_empty() && policy == RelayPolicy::Auto;
+    if policy == RelayPolicy::Only || nothing_to_punch {
         tracing::info!(%caller, relay = %via.addr, "CONNECT: relay only, asking the relay");
         tokio::spawn(callee_relay(shared.clone(), via, caller, None));
         return Ok(answer.sign(&shared.identity));

@@ -340,8 +340,12 @@ impl Reach {
             .into_iter()
             .partition(|c| c.kind == CandidateKind::Relayed);
         let relay = relayed.first().map(|c| c.addr);
-        if self.policy == RelayPolicy::Only {
-            // No punching: the peer must not learn our addresses.
+        if direct.is_empty() && self.policy == RelayPolicy::Never {
+            return self.finish(Ok(Reached::RelayNeeded));
+        }
+        // `only`: no punching, the peer must not learn our addresses. No direct candidate
+        // (a relay-only peer): nothing to punch toward, and the peer asked the relay already.
+        if self.policy == RelayPolicy::Only || direct.is_empty() {
             self.state = State::Relaying {
                 relay,
                 via: answered_by,

@@ -391,5 +391,46 @@ fn the_first_working_pair_is_dialed_at_an_alias() {
             addr: sel.remote,
             kind: sel.kind
         })))
+
+/// A callee with `relay = "only"` answers without candidates and asks the relay at once
+/// (its request waits there `RELAY_WAIT`, 8 s). A caller with `auto` has nothing to punch
+/// toward: it must ask the relay at once too, not after a 10 s punching attempt with no
+/// candidate, by when the callee's request has lapsed (issue 11's devnet: alice → carol
+/// ended `relay-needed` every time).
+#[test]
+fn an_answer_without_candidates_goes_to_the_relay_at_once() {
+    let me = Identity::generate(&mut OsRng);
+    let callee = Identity::generate(&mut OsRng);
+    let relay_only_answer = |r: &Reach| {
+        Signal {
+            kind: SignalKind::Answer,
+            from: callee.public_key().clone(),
+            to: me.fingerprint(),
+            session: r.session(),
+            time_ms: NOW_MS,
+            ufrag: "cuf1".into(),
+            pwd: "q".repeat(32),
+            candidates: Vec::new(),
+        }
+        .sign(&callee)
+    };
+    let mut r = start(me.fingerprint(), callee.fingerprint());
+    r.handle_presence(Some(Ok(presence(false, vec![rdv(1)]))));
+    assert_eq!(r.poll_action(), Some(Action::Offer { via: rdv(1) }));
+    let a = relay_only_answer(&r);
+    r.handle_offer(NOW_MS, Ok(a));
+    let next = r.poll_action();
+    println!("auto caller, answer without candidates → {next:?}");
+    assert_eq!(next, Some(Action::Relay { via: rdv(1) }), "no punching");
+
+    // `never`: nothing to punch and no relay: the message waits.
+    let mut r = start(me.fingerprint(), callee.fingerprint()).with_policy(RelayPolicy::Never);
+    r.handle_presence(Some(Ok(presence(false, vec![rdv(1)]))));
+    r.poll_action();
+    let a = relay_only_answer(&r);
+    r.handle_offer(NOW_MS, Ok(a));
+    assert_eq!(
+        r.poll_action(),
+        Some(Action::Done(Ok(Reached::RelayNeeded)))
     );
 }
