@@ -391,6 +391,8 @@ fn the_first_working_pair_is_dialed_at_an_alias() {
             addr: sel.remote,
             kind: sel.kind
         })))
+    );
+}
 
 /// A callee with `relay = "only"` answers without candidates and asks the relay at once
 /// (its request waits there `RELAY_WAIT`, 8 s). A caller with `auto` has nothing to punch
