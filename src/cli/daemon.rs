@@ -391,8 +391,23 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
     } else {
         h.dht_bootstrap().await.unwrap_or(0)
     };
+    if !bootstrap && table > 0 {
+        // What came while we were away, before anyone can reach us again: the offline
+        // mailbox is fetched before registration and presence (spec/09-mailbox.md §6).
+        let m = h.mailbox_fetch().await;
+        if m.new > 0 {
+            tracing::info!(messages = m.new, "fetched from our mailbox at start");
+        }
+    }
     if !bootstrap {
         refresh(&h, &cfg, &seeds).await;
+        // Joined: our KEM key goes out now, so others can seal mailbox items to us even
+        // if we leave soon (the mailbox task republishes it daily).
+        if table > 0 {
+            if let Err(e) = h.mailbox_publish_key().await {
+                tracing::warn!(error = %e, "publishing our KEM key failed");
+            }
+        }
     }
     let control = super::control::listen(&dir, h.clone()).map_err(|e| e.to_string())?;
     let st = h.nat_status();

@@ -29,7 +29,10 @@ fn bootstrap_config(port: u16, seeds: &[String]) -> String {
     format!(
         "# dna devnet: a bootstrap node (DHT server, STUN, rendezvous, bundled relay) on loopback.\n\
          listen = \"127.0.0.1:{port}\"\n\
-         bootstrap = {seeds:?}\n"
+         bootstrap = {seeds:?}\n\
+         # a small deployment: the bootstrap nodes hold offline mailboxes too\n\
+         [mailbox]\n\
+         store = true\n"
     )
 }
 
@@ -50,6 +53,11 @@ fn daemon_config(port: u16, seeds: &[String], relay_only: bool) -> String {
             "# never a direct path: always through a bootstrap node's relay\nrelay = \"only\"\n",
         );
     }
+    c.push_str(
+        "# a message waiting 1 s without a connection goes to the recipient's DHT mailbox\n\
+         [mailbox]\n\
+         after_secs = 1\n",
+    );
     c
 }
 

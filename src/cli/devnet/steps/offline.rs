@@ -1,7 +1,8 @@
-//! Step 4: carol goes offline, alice and bob write to her, carol comes back and the
-//! messages arrive. Today they arrive from the senders' durable outboxes (spec/06-node.md
-//! §3); when the DHT offline mailbox lands (issue 11 item 4), only [`Devnet::offline_delivery`]
-//! changes.
+//! Step 4: carol goes offline, alice and bob write to her, the messages go to carol's
+//! DHT mailbox (spec/09-mailbox.md; the bootstrap nodes hold it in devnet), carol comes
+//! back, fetches her mailbox and the messages arrive; her receipt marks them delivered
+//! (mailbox) in the senders' outboxes. A message the sender's outbox delivers over a new
+//! session first is counted that way instead: each path is reported as it happened.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ fn path_of_peer_up(e: &Value) -> &'static str {
         .and_then(|s| s.strip_suffix(')'))
         .and_then(|s| s.parse::<SocketAddr>().ok());
     match addr {
-        Some(a) if dna_p2p::transport::is_token(a) => "relay",
+        Some(a) if dna_p2p::transport::is_relay_token(a) => "relay",
         Some(_) => "direct",
         None => "unknown",
     }
@@ -73,6 +74,23 @@ impl Devnet<'_> {
                 .extra(json!({"from": from, "to": "carol", "id": id, "answer": ans})));
             pending.push((from, id));
         }
+        // The senders' mailbox tasks put the messages in carol's mailbox (after 1 s).
+        let step = "in carol's DHT mailbox";
+        let t0 = Instant::now();
+        for (from, id) in &pending {
+            let sent =
+                wait_outbox(self.node(from), id, |e| e["state"] == "sent").map_err(fail(step))?;
+            if !sent {
+                return Err((
+                    step.into(),
+                    format!("{from}'s message {id} was not put in carol's mailbox within 20 s"),
+                ));
+            }
+        }
+        self.report
+            .ok(&Step::new(step, "mailbox", t0.elapsed()).detail(
+                "alice's and bob's messages sealed to carol and stored at the bootstrap nodes",
+            ));
 
         let step = "carol back online";
         let marks: Vec<(&'static str, usize)> = pending
@@ -80,6 +98,7 @@ impl Devnet<'_> {
             .map(|(from, _)| (*from, self.node(from).mark()))
             .collect();
         let t0 = Instant::now();
+        let restarted = t0;
         let old_port = self.carol_port;
         let mut cursor = old_port;
         let seeds = self.seeds.clone();
@@ -107,30 +126,30 @@ impl Devnet<'_> {
             .ok(&Step::new(step, "-", t0.elapsed()).detail(format!(
                 "restarted with the same data directory and identity{moved}"
             )));
-        let arrived = self.offline_delivery(&pending, &marks)?;
+        // Carol fetches her mailbox as soon as she is up (as the daemon does at start).
+        self.carol
+            .control(&json!({"cmd": "mailbox_fetch"}))
+            .map_err(fail("carol fetches her mailbox"))?;
+        let arrived = self.offline_delivery(&pending, &marks, restarted)?;
         self.report.ok(&arrived);
         Ok(())
     }
 
     /// How the messages sent while carol was offline reach her once she is back: waits
-    /// for them in carol's events and says which way they came.
-    ///
-    /// Today they come from the senders' durable outboxes: each sender's daemon retries
-    /// every `retry_secs` and delivers over a fresh session once carol is reachable again;
-    /// the path is that session's (its `peer_up` event: a relay token means `relay`).
-    ///
-    /// When the DHT offline mailbox lands (issue 11 item 4, branch `mailbox`), this is the
-    /// one function to change: take the path from where carol's inbox says the message came
-    /// from (or the sender's outbox entry reading `delivered (mailbox)`), print `mailbox`
-    /// and add those messages to `self.mailbox` (the RESULT line's `mailbox=`).
+    /// for them in carol's events and says which way they came: from her mailbox (her
+    /// mailbox counters' `new`, and the senders' outbox entries turning `delivered` via
+    /// `mailbox` once her receipt is read), or over a new session from a sender's outbox
+    /// (its `peer_up`: a relay token means `relay`) when that came first.
     fn offline_delivery(
         &mut self,
         pending: &[(&'static str, String)],
         marks: &[(&'static str, usize)],
+        restarted: Instant,
     ) -> Result<Step, Failed> {
         let step = format!("carol receives {} waiting", pending.len());
         let f = fail(&step);
-        let t0 = Instant::now();
+        // Times count from carol's restart (she fetches her mailbox before she is ready).
+        let t0 = restarted;
         let all = self.carol.wait_after(0, DELIVERY, |evs| {
             pending
                 .iter()
@@ -154,6 +173,43 @@ impl Devnet<'_> {
             .filter_map(|(_, id)| evs.iter().find(|e| is_message(e, id)).map(|e| e.at))
             .max()
             .unwrap_or(t0);
+        let from_mailbox = self
+            .carol
+            .control(&json!({"cmd": "mailbox"}))
+            .ok()
+            .and_then(|v| v["mailbox"]["new"].as_u64())
+            .unwrap_or(0) as usize;
+        if from_mailbox >= pending.len() {
+            // Carol's receipt reaches the senders: their outboxes say delivered (mailbox).
+            let mut receipted = 0;
+            for (from, id) in pending {
+                if wait_outbox(self.node(from), id, |e| {
+                    e["state"] == "delivered" && e["path"] == "mailbox"
+                })
+                .unwrap_or(false)
+                {
+                    receipted += 1;
+                }
+            }
+            for (_, id) in pending {
+                self.sent.push(Sent {
+                    to: "carol",
+                    id: id.clone(),
+                });
+            }
+            self.mailbox += from_mailbox;
+            return Ok(
+                Step::new(&step, "mailbox", last.saturating_duration_since(t0))
+                    .detail(format!(
+                        "{got} of {} fetched from carol's DHT mailbox, verified, stored once; her \
+                     receipt marked {receipted} of {} delivered (mailbox) in the senders' outboxes",
+                        pending.len(),
+                        pending.len()
+                    ))
+                    .extra(json!({"arrived": got, "from": "mailbox", "receipted": receipted})),
+            );
+        }
+        self.mailbox += from_mailbox;
         // The path of each sender's new session to carol.
         let carol_fp = self.fp("carol");
         let (mut paths, mut kinds) = (Vec::new(), Vec::new());
@@ -175,14 +231,39 @@ impl Devnet<'_> {
             });
         }
         kinds.dedup();
-        let path = format!("outbox+{}", kinds.join("/"));
+        let path = match from_mailbox {
+            0 => format!("outbox+{}", kinds.join("/")),
+            _ => format!("mailbox+outbox+{}", kinds.join("/")),
+        };
         Ok(Step::new(&step, path, last.saturating_duration_since(t0))
             .detail(format!(
-                "{got} of {} arrived, retried from the senders' outboxes over new sessions \
-                 ({}); not yet from the DHT mailbox",
+                "{got} of {} arrived, {from_mailbox} from carol's DHT mailbox, the others \
+                 retried from the senders' outboxes over new sessions ({})",
                 pending.len(),
                 paths.join(", ")
             ))
             .extra(json!({"arrived": got, "from": "outbox", "session_paths": paths})))
+    }
+}
+
+/// Waits up to 20 s for `node`'s outbox entry `id` to satisfy `pred`.
+fn wait_outbox(
+    node: &super::super::procs::Proc,
+    id: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Result<bool, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = node.control(&json!({"cmd": "outbox"}))?;
+        let hit = v["messages"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|e| e["id"] == id && pred(e)));
+        if hit {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
