@@ -2,7 +2,8 @@
 //! node): configuration, start-up sequence, event output and the control socket.
 //!
 //! Both print one JSON object per line on stdout for each event (`ready`, `message`,
-//! `peer_up`, `peer_down`, `acked`); logs go to stderr (`RUST_LOG` filters them). The
+//! `peer_up`, `peer_down`, `acked`, `rtt`, `presence`; spec/10-control.md §2, where control
+//! subscribers get the same lines); logs go to stderr (`RUST_LOG` filters them). The
 //! daemon listens on `<data dir>/control.sock` for one-line JSON requests, which
 //! `dna send` and `dna status` make (spec/05-nat.md §6 lists the requests).
 
@@ -16,9 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use dna_p2p::crypto::{Fingerprint, Identity};
-use dna_p2p::daemon::{
-    DhtSettings, DiscoveryServerConfig, Node, NodeConfig, NodeEvent, NodeHandle,
-};
+use dna_p2p::daemon::{DhtSettings, DiscoveryServerConfig, Node, NodeConfig, NodeHandle};
 use dna_p2p::dht::DhtConfig;
 use dna_p2p::node::reach::RelayPolicy;
 use dna_p2p::node::relay::RelayServerLimits;
@@ -394,7 +393,10 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
     if !bootstrap {
         refresh(&h, &cfg, &seeds).await;
     }
-    let control = super::control::listen(&dir, h.clone()).map_err(|e| e.to_string())?;
+    let hub = std::sync::Arc::new(super::events::Hub::default());
+    let control =
+        super::control::listen(&dir, h.clone(), hub.clone()).map_err(|e| e.to_string())?;
+    super::events::spawn_watch(h.clone(), hub.clone());
     let st = h.nat_status();
     emit(json!({
         "event": "ready",
@@ -444,7 +446,8 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
     loop {
         tokio::select! {
             ev = node.next_event() => match ev {
-                Some(ev) => print_event(ev),
+                // One JSON line per event: on stdout and to control subscribers.
+                Some(ev) => if let Some(v) = hub.node_event(&ev) { emit(v) },
                 None => break,
             },
             _ = tokio::signal::ctrl_c() => break,
@@ -613,32 +616,4 @@ async fn retry_pending(h: &NodeHandle) {
             }
         }
     }
-}
-
-fn print_event(ev: NodeEvent) {
-    let v = match ev {
-        NodeEvent::Message { from, id, body, .. } => json!({
-            "event": "message",
-            "from": from.to_string(),
-            "id": hex::encode(id.0),
-            "text": String::from_utf8_lossy(&body),
-        }),
-        NodeEvent::PeerUp { peer, path, rtt } => json!({
-            "event": "peer_up",
-            "peer": peer.to_string(),
-            "path": format!("{path:?}"),
-            "rtt_ms": rtt.as_secs_f64() * 1e3,
-        }),
-        NodeEvent::PeerDown { peer, reason, .. } => json!({
-            "event": "peer_down", "peer": peer.to_string(), "reason": reason,
-        }),
-        NodeEvent::Acked { peer, ids } => json!({
-            "event": "acked", "peer": peer.to_string(), "count": ids.len(),
-        }),
-        NodeEvent::MailboxDelivered { peer, ids } => json!({
-            "event": "acked", "peer": peer.to_string(), "count": ids.len(), "path": "mailbox",
-        }),
-        _ => return,
-    };
-    emit(v);
 }
