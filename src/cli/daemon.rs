@@ -78,6 +78,8 @@ pub(super) struct DaemonConfig {
     pub relay_server: RelayServerConfig,
     /// `[mailbox]`: the offline mailbox (spec/09-mailbox.md §7).
     pub mailbox: MailboxToml,
+    /// `[control]`: the control socket's event stream (spec/10-control.md §5).
+    pub control: super::events::ControlConfig,
 }
 
 /// `[mailbox]`: every key optional.
@@ -184,6 +186,7 @@ impl Default for DaemonConfig {
             upgrade_secs: 60,
             relay_server: RelayServerConfig::default(),
             mailbox: MailboxToml::default(),
+            control: Default::default(),
         }
     }
 }
@@ -196,8 +199,8 @@ pub(super) struct DaemonArgs {
     /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
     /// keep_alive_secs, network_check_secs, retry_secs, other_address, other_port, turn,
     /// turn_user, turn_password, relay, relay_after_ms, upgrade_secs, and the tables
-    /// [limits] (spec/06-node.md §5), [relay_server] (spec/07-relay.md §1.4) and [mailbox]
-    /// (spec/09-mailbox.md §7)).
+    /// [limits] (spec/06-node.md §5), [relay_server] (spec/07-relay.md §1.4), [mailbox]
+    /// (spec/09-mailbox.md §7) and [control] (spec/10-control.md §5)).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the node's one UDP socket [default: 0.0.0.0:0].
@@ -393,7 +396,7 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
     if !bootstrap {
         refresh(&h, &cfg, &seeds).await;
     }
-    let hub = std::sync::Arc::new(super::events::Hub::default());
+    let hub = std::sync::Arc::new(super::events::Hub::new(&cfg.control));
     let control =
         super::control::listen(&dir, h.clone(), hub.clone()).map_err(|e| e.to_string())?;
     super::events::spawn_watch(h.clone(), hub.clone());

@@ -2,7 +2,8 @@
 //! stdout and to each control connection that sent `{"cmd":"subscribe"}`; plus what the
 //! status panel remembers per peer (the latest PING RTT, when it was last heard from).
 //!
-//! Fan-out never waits: each subscriber has a queue of [`SUBSCRIBER_QUEUE`] lines; one whose
+//! Fan-out never waits: each subscriber has a queue of `[control] subscriber_queue` lines
+//! (default [`SUBSCRIBER_QUEUE`]); one whose
 //! queue is full is dropped (its writer finishes the line it was writing, adds a final
 //! `{"event":"error",…}` line if the socket takes it within [`FINAL_LINE_GRACE`], and
 //! closes), so a client that stops reading costs the node nothing but that bounded queue.
@@ -22,7 +23,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use dna_p2p::crypto::Fingerprint;
 use dna_p2p::daemon::{NodeEvent, NodeHandle};
 
-/// Event lines queued for one subscriber before it counts as too slow and is dropped.
+/// Event lines queued for one subscriber before it counts as too slow and is dropped
+/// (the default of `[control] subscriber_queue`).
 pub(super) const SUBSCRIBER_QUEUE: usize = 1024;
 /// How long a dropped subscriber's socket may take the rest of its current line and the
 /// final error line before it is closed anyway.
@@ -57,10 +59,28 @@ struct Inner {
     rtt_waiters: Vec<(Fingerprint, oneshot::Sender<Duration>)>,
 }
 
+/// `[control]` in the daemon's config file (spec/10-control.md §5). Every key optional.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct ControlConfig {
+    /// Event lines queued for one subscriber before it is dropped as too slow (default
+    /// 1024).
+    pub subscriber_queue: usize,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            subscriber_queue: SUBSCRIBER_QUEUE,
+        }
+    }
+}
+
 /// The fan-out and the per-peer memory, shared by the event loop and the control socket.
-#[derive(Default)]
 pub(super) struct Hub {
     inner: Mutex<Inner>,
+    /// Each subscriber's queue, in lines.
+    pub queue: usize,
     /// Event lines published.
     pub published: AtomicU64,
     /// Subscribers dropped for being too slow.
@@ -74,6 +94,16 @@ fn unix_ms() -> u64 {
 }
 
 impl Hub {
+    /// A hub with no subscribers yet.
+    pub(super) fn new(cfg: &ControlConfig) -> Hub {
+        Hub {
+            inner: Mutex::default(),
+            queue: cfg.subscriber_queue.max(1),
+            published: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -152,7 +182,7 @@ impl Hub {
     }
 
     fn add(&self) -> (u64, mpsc::Receiver<Arc<str>>, Arc<Notify>) {
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let (tx, rx) = mpsc::channel(self.queue);
         let kill = Arc::new(Notify::new());
         let mut g = self.lock();
         let id = g.next_id;
@@ -173,7 +203,7 @@ impl Hub {
 }
 
 /// A subscribed control connection: the answer line, then event lines until the client
-/// closes or falls [`SUBSCRIBER_QUEUE`] lines behind. What the client sends from now on is
+/// closes or falls `queue` lines behind. What the client sends from now on is
 /// read and ignored (so its close is noticed).
 pub(super) async fn stream(
     hub: Arc<Hub>,
@@ -181,7 +211,7 @@ pub(super) async fn stream(
     mut w: tokio::net::unix::OwnedWriteHalf,
 ) {
     let (id, mut rx, kill) = hub.add();
-    let hello = json!({"ok": true, "subscribed": true, "queue": SUBSCRIBER_QUEUE});
+    let hello = json!({"ok": true, "subscribed": true, "queue": hub.queue});
     if w.write_all(format!("{hello}\n").as_bytes()).await.is_err() {
         hub.remove(id);
         return;
@@ -225,7 +255,7 @@ pub(super) async fn stream(
     hub.remove(id);
     if killed {
         let bye = json!({"event": "error", "error": format!(
-            "subscriber too slow: more than {SUBSCRIBER_QUEUE} event lines behind; dropped")});
+            "subscriber too slow: more than {} event lines behind; dropped", hub.queue)});
         let _ = tokio::time::timeout(FINAL_LINE_GRACE, w.write_all(format!("{bye}\n").as_bytes()))
             .await;
     }

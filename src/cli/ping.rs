@@ -102,10 +102,12 @@ pub(super) fn run(dir: &Path, to: &str, count: u32, interval: Duration, json: bo
             println!("{v}");
         } else if v["ok"] == true {
             let fp = v["peer"].as_str().unwrap_or_default();
-            let who = v["name"].as_str().unwrap_or(super::status::short(fp));
+            let who = match v["name"].as_str() {
+                Some(n) => format!("{n} ({})", super::status::short(fp)),
+                None => super::status::short(fp).to_owned(),
+            };
             println!(
-                "pong from {who} ({}) via {} {} in {:.2} ms",
-                super::status::short(fp),
+                "pong from {who} via {} {} in {:.2} ms",
                 v["path"].as_str().unwrap_or("-"),
                 v["addr"].as_str().unwrap_or("-"),
                 v["rtt_ms"].as_f64().unwrap_or(0.0)

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use dna_p2p::crypto::Fingerprint;
 use dna_p2p::daemon::NodeHandle;
 
-use super::events::{Hub, SUBSCRIBER_QUEUE};
+use super::events::Hub;
 
 /// How often `dna status --watch` redraws.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
@@ -41,7 +41,7 @@ pub(super) async fn status(h: &NodeHandle, hub: &Hub) -> Value {
     v["peers"] = Value::Array(peers(h, hub).await);
     v["control"] = json!({
         "subscribers": hub.subscribers(),
-        "subscriber_queue": SUBSCRIBER_QUEUE,
+        "subscriber_queue": hub.queue,
         "events_published": hub.published.load(Ordering::Relaxed),
         "subscribers_dropped": hub.dropped.load(Ordering::Relaxed),
     });
