@@ -245,8 +245,8 @@ pub(super) fn render(v: &Value, now_ms: u64) -> String {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "{:<18} {:<7} {:>9} {:>10} {:>10}  {}",
-        "PEER", "PATH", "RTT", "IN", "OUT", "LAST SEEN"
+        "{:<18} {:<7} {:>9} {:>10} {:>10}  LAST SEEN",
+        "PEER", "PATH", "RTT", "IN", "OUT"
     );
     for p in v["peers"].as_array().into_iter().flatten() {
         let who = p["name"]
