@@ -266,3 +266,71 @@ fn events_stream_to_subscribers_a_slow_one_is_dropped_and_status_and_ping_show_t
     }
     drop((alice, bob, boot));
 }
+
+#[test]
+fn a_relayed_peer_shows_path_relay_in_status_and_ping() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("daemon.toml");
+    std::fs::write(&config, "retry_secs = 1\nrelay = \"only\"\n").unwrap();
+    let boot = start(
+        &tmp.path().join("boot"),
+        "bootstrap",
+        &["--listen".into(), "127.0.0.1:0".into()],
+    );
+    let ready = boot.wait_event("ready", Duration::ZERO).unwrap();
+    let boot_addr = ready["addr"].as_str().unwrap().to_owned();
+    let args = vec![
+        "--listen".to_string(),
+        "127.0.0.1:0".into(),
+        "--bootstrap".into(),
+        format!("{boot_addr}@{}", ready["fp"].as_str().unwrap()),
+        "--config".into(),
+        config.to_string_lossy().into_owned(),
+    ];
+    let (a_dir, b_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let alice = start(&a_dir, "daemon", &args);
+    let bob = start(&b_dir, "daemon", &args);
+    let b_fp = bob.fingerprint().unwrap();
+
+    let v = ask(
+        &alice,
+        json!({"cmd": "send", "to": b_fp, "text": "through the relay"}),
+    );
+    println!("alice: send → {v}");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["path"], "relay", "{v}");
+    // The session is up once bob acknowledged the message.
+    let acked = alice
+        .wait_for(Duration::from_secs(60), |e| {
+            e["event"] == "acked" && e["peer"] == b_fp.as_str()
+        })
+        .expect("bob acknowledged");
+    println!("alice: {}", acked.json);
+
+    // Alice's panel: bob is relayed through the bootstrap node, with the route's bytes.
+    let (ok, out) = cli(&a_dir, &["status", "--json"]);
+    assert!(ok, "{out}");
+    let st: Value = serde_json::from_str(out.trim()).unwrap();
+    let peer = st["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["fingerprint"] == b_fp.as_str())
+        .cloned()
+        .expect("bob in alice's peer table");
+    println!("alice's status, bob's row: {peer}");
+    assert_eq!(peer["path"], "relay");
+    assert_eq!(peer["via"], boot_addr.as_str());
+    assert!(peer["relay_bytes_out"].as_u64().unwrap() > 0);
+    assert!(peer["rtt_ms"].as_f64().unwrap() > 0.0);
+
+    let (ok, out) = cli(
+        &a_dir,
+        &["ping", &b_fp, "--count", "2", "--interval-ms", "100"],
+    );
+    println!("{out}");
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().count(), 2);
+    assert!(out.lines().all(|l| l.contains("via relay")), "{out}");
+    drop((alice, bob, boot));
+}
