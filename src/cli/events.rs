@@ -367,3 +367,66 @@ pub(super) fn nat_facts(h: &NodeHandle) -> Value {
             .collect::<Vec<_>>(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncBufReadExt;
+
+    #[tokio::test]
+    async fn a_subscriber_that_does_not_read_is_dropped_without_blocking_the_publisher() {
+        let hub = Arc::new(Hub::new(&ControlConfig {
+            subscriber_queue: 4,
+        }));
+        let (client, server) = tokio::net::UnixStream::pair().unwrap();
+        let (r, w) = server.into_split();
+        let task = tokio::spawn(stream(hub.clone(), r, w));
+        while hub.subscribers() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // One thread: the subscriber's writer cannot run while we publish, as if its
+        // client never read. Publishing never waits: the fifth line finds the queue full.
+        for n in 0..100 {
+            hub.publish(&json!({"event": "test", "n": n}));
+        }
+        assert_eq!(hub.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(hub.subscribers(), 0);
+        assert_eq!(hub.published.load(Ordering::Relaxed), 100);
+        // The client reads: whole lines, the last one the error, then the end.
+        let mut lines = tokio::io::BufReader::new(client).lines();
+        let mut got = Vec::new();
+        while let Some(l) = lines.next_line().await.unwrap() {
+            got.push(serde_json::from_str::<Value>(&l).unwrap());
+        }
+        task.await.unwrap();
+        println!(
+            "queue 4, 100 lines published: the subscriber got {} lines, then {}",
+            got.len() - 2,
+            got.last().unwrap()
+        );
+        assert_eq!(got[0]["subscribed"], true);
+        assert_eq!(got.last().unwrap()["event"], "error");
+        assert!(got.len() - 2 <= 4, "at most its queue");
+    }
+
+    #[test]
+    fn rtt_reaches_the_ping_waiter_and_the_book_forgets_the_oldest() {
+        let hub = Hub::new(&ControlConfig::default());
+        let peer = Fingerprint([1; 32]);
+        let mut rx = hub.next_rtt(peer);
+        let rtt = Duration::from_millis(3);
+        hub.node_event(&NodeEvent::Rtt { peer, rtt });
+        assert_eq!(rx.try_recv().unwrap(), rtt);
+        assert_eq!(hub.seen()[&peer].rtt, Some(rtt));
+        for i in 0..MAX_SEEN as u32 + 10 {
+            let mut fp = [0; 32];
+            fp[..4].copy_from_slice(&i.to_be_bytes());
+            fp[31] = 2;
+            hub.node_event(&NodeEvent::Rtt {
+                peer: Fingerprint(fp),
+                rtt,
+            });
+        }
+        assert_eq!(hub.seen().len(), MAX_SEEN);
+    }
+}
