@@ -148,8 +148,11 @@ impl Hub {
     /// Sends one event line to every subscriber; drops those whose queue is full.
     pub(super) fn publish(&self, v: &Value) {
         self.published.fetch_add(1, Ordering::Relaxed);
-        let line: Arc<str> = Arc::from(format!("{v}\n"));
         let mut g = self.lock();
+        if g.subs.is_empty() {
+            return;
+        }
+        let line: Arc<str> = Arc::from(format!("{v}\n"));
         g.subs.retain(|id, s| match s.tx.try_send(line.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
