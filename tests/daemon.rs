@@ -53,7 +53,7 @@ fn two_daemons_meet_through_a_bootstrap_node() {
     );
     assert_eq!(b_ready["rendezvous"], 1);
 
-    let (ok, status) = cli(&["status", "--data-dir", b_dir.to_str().unwrap()]);
+    let (ok, status) = cli(&["status", "--json", "--data-dir", b_dir.to_str().unwrap()]);
     assert!(ok, "{status}");
     assert_eq!(status["fp"], b_ready["fp"]);
     assert_eq!(status["candidates"][0]["kind"], "host");
@@ -159,7 +159,7 @@ fn limits_come_from_the_config_file_and_show_in_status() {
             conf.to_string_lossy().into_owned(),
         ],
     );
-    let (ok, status) = cli(&["status", "--data-dir", dir.to_str().unwrap()]);
+    let (ok, status) = cli(&["status", "--json", "--data-dir", dir.to_str().unwrap()]);
     assert!(ok, "{status}");
     let l = &status["limits"];
     assert_eq!(l["peers"]["max"], 7, "{l}");

@@ -49,7 +49,10 @@ fn devnet_runs_every_step() {
         ("bob → carol (offline)", "queued"),
         ("in carol's DHT mailbox", "mailbox"),
         ("carol back online", "-"),
-        ("carol receives 2 waiting", "mailbox|mailbox+outbox+relay|outbox+relay"),
+        (
+            "carol receives 2 waiting",
+            "mailbox|mailbox+outbox+relay|outbox+relay",
+        ),
         ("burst alice → bob ×1000", "direct"),
     ];
     for (name, path) in expected {

@@ -2,7 +2,9 @@
 //! socket only its owner may open, taking one JSON request per line and answering one JSON
 //! object per line. `dna send`, `dna status` and `dna inbox` are its clients.
 //!
-//! Requests: `{"cmd":"status"}`, `{"cmd":"send","to":FP_OR_CONTACT,"text":TEXT}`,
+//! Every request and event is documented with examples in spec/10-control.md.
+//! Requests: `{"cmd":"status"}`, `{"cmd":"subscribe"}` (the connection becomes an event
+//! stream, `events`), `{"cmd":"ping","to":…}` (`ping`), `{"cmd":"send","to":FP_OR_CONTACT,"text":TEXT}`,
 //! `{"cmd":"inbox"}`; names and contacts (`name_*`, `contacts_*`) in `names`; the outbox
 //! and the mailbox (`outbox`, `mailbox`, `mailbox_fetch`) in `mailbox`.
 //! A line longer than [`MAX_LINE`] ends the connection with an error; bad JSON and unknown
@@ -19,6 +21,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use dna_p2p::crypto::Fingerprint;
 use dna_p2p::daemon::{NodeHandle, Reached, StoredMessage};
 
+use super::events::Hub;
+use std::sync::Arc;
+
 /// The longest request line (a 1 MiB message body, JSON-escaped, fits).
 pub(super) const MAX_LINE: usize = 8 << 20;
 /// Control connections served at once.
@@ -30,7 +35,7 @@ pub(super) fn path(dir: &Path) -> PathBuf {
 }
 
 /// Binds the control socket (owner-only) and serves it; returns its path.
-pub(super) fn listen(dir: &Path, h: NodeHandle) -> std::io::Result<PathBuf> {
+pub(super) fn listen(dir: &Path, h: NodeHandle, hub: Arc<Hub>) -> std::io::Result<PathBuf> {
     let p = path(dir);
     let _ = std::fs::remove_file(&p);
     let listener = tokio::net::UnixListener::bind(&p)?;
@@ -42,9 +47,9 @@ pub(super) fn listen(dir: &Path, h: NodeHandle) -> std::io::Result<PathBuf> {
                 tracing::warn!("control socket: too many clients, refusing one");
                 continue;
             };
-            let h = h.clone();
+            let (h, hub) = (h.clone(), hub.clone());
             tokio::spawn(async move {
-                serve(h, stream).await;
+                serve(h, hub, stream).await;
                 drop(permit);
             });
         }
@@ -53,7 +58,7 @@ pub(super) fn listen(dir: &Path, h: NodeHandle) -> std::io::Result<PathBuf> {
 }
 
 /// One client: lines in, answers out, until it closes or sends a line too long.
-async fn serve(h: NodeHandle, stream: tokio::net::UnixStream) {
+async fn serve(h: NodeHandle, hub: Arc<Hub>, stream: tokio::net::UnixStream) {
     let (r, mut w) = stream.into_split();
     // `take` bounds what one line may make us buffer; reset per line.
     let mut r = BufReader::new(r.take(MAX_LINE as u64 + 1));
@@ -70,7 +75,11 @@ async fn serve(h: NodeHandle, stream: tokio::net::UnixStream) {
             json!({"ok": false, "error": format!("request line longer than {MAX_LINE} bytes")})
         } else {
             match serde_json::from_slice::<Value>(&line) {
-                Ok(req) => request(&h, &req).await,
+                // The connection becomes an event stream (spec/10-control.md §2).
+                Ok(req) if req["cmd"] == "subscribe" => {
+                    return super::events::stream(hub, r.into_inner().into_inner(), w).await;
+                }
+                Ok(req) => request(&h, &hub, &req).await,
                 Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
             }
         };
@@ -81,9 +90,10 @@ async fn serve(h: NodeHandle, stream: tokio::net::UnixStream) {
 }
 
 /// One control request.
-pub(super) async fn request(h: &NodeHandle, req: &Value) -> Value {
+pub(super) async fn request(h: &NodeHandle, hub: &Hub, req: &Value) -> Value {
     match req.get("cmd").and_then(Value::as_str) {
-        Some("status") => super::daemon::status(h).await,
+        Some("status") => super::status::status(h, hub).await,
+        Some("ping") => super::ping::request(h, hub, req).await,
         Some("send") => {
             let to = req.get("to").and_then(Value::as_str).unwrap_or_default();
             let text = req.get("text").and_then(Value::as_str).unwrap_or_default();
@@ -109,7 +119,7 @@ pub(super) async fn request(h: &NodeHandle, req: &Value) -> Value {
             super::names::request(h, cmd, req).await
         }
         _ => {
-            json!({"ok": false, "error": "unknown cmd (expected status, send, inbox, outbox, mailbox, mailbox_fetch, name_claim, name_resolve, contacts_add, contacts_list or contacts_remove)"})
+            json!({"ok": false, "error": "unknown cmd (expected status, subscribe, ping, send, inbox, outbox, mailbox, mailbox_fetch, name_claim, name_resolve, contacts_add, contacts_list or contacts_remove; spec/10-control.md)"})
         }
     }
 }

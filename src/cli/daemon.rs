@@ -2,7 +2,8 @@
 //! node): configuration, start-up sequence, event output and the control socket.
 //!
 //! Both print one JSON object per line on stdout for each event (`ready`, `message`,
-//! `peer_up`, `peer_down`, `acked`); logs go to stderr (`RUST_LOG` filters them). The
+//! `peer_up`, `peer_down`, `acked`, `rtt`, `presence`; spec/10-control.md §2, where control
+//! subscribers get the same lines); logs go to stderr (`RUST_LOG` filters them). The
 //! daemon listens on `<data dir>/control.sock` for one-line JSON requests, which
 //! `dna send` and `dna status` make (spec/05-nat.md §6 lists the requests).
 
@@ -16,9 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use dna_p2p::crypto::{Fingerprint, Identity};
-use dna_p2p::daemon::{
-    DhtSettings, DiscoveryServerConfig, Node, NodeConfig, NodeEvent, NodeHandle,
-};
+use dna_p2p::daemon::{DhtSettings, DiscoveryServerConfig, Node, NodeConfig, NodeHandle};
 use dna_p2p::dht::DhtConfig;
 use dna_p2p::node::reach::RelayPolicy;
 use dna_p2p::node::relay::RelayServerLimits;
@@ -79,6 +78,8 @@ pub(super) struct DaemonConfig {
     pub relay_server: RelayServerConfig,
     /// `[mailbox]`: the offline mailbox (spec/09-mailbox.md §7).
     pub mailbox: MailboxToml,
+    /// `[control]`: the control socket's event stream (spec/10-control.md §5).
+    pub control: super::events::ControlConfig,
 }
 
 /// `[mailbox]`: every key optional.
@@ -185,6 +186,7 @@ impl Default for DaemonConfig {
             upgrade_secs: 60,
             relay_server: RelayServerConfig::default(),
             mailbox: MailboxToml::default(),
+            control: Default::default(),
         }
     }
 }
@@ -197,8 +199,8 @@ pub(super) struct DaemonArgs {
     /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
     /// keep_alive_secs, network_check_secs, retry_secs, other_address, other_port, turn,
     /// turn_user, turn_password, relay, relay_after_ms, upgrade_secs, and the tables
-    /// `[limits]` (spec/06-node.md §5), `[relay_server]` (spec/07-relay.md §1.4) and
-    /// `[mailbox]` (spec/09-mailbox.md §7)).
+    /// `[limits]` (spec/06-node.md §5), `[relay_server]` (spec/07-relay.md §1.4), `[mailbox]`
+    /// (spec/09-mailbox.md §7) and `[control]` (spec/10-control.md §5)).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the node's one UDP socket [default: 0.0.0.0:0].
@@ -409,7 +411,10 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
             }
         }
     }
-    let control = super::control::listen(&dir, h.clone()).map_err(|e| e.to_string())?;
+    let hub = std::sync::Arc::new(super::events::Hub::new(&cfg.control));
+    let control =
+        super::control::listen(&dir, h.clone(), hub.clone()).map_err(|e| e.to_string())?;
+    super::events::spawn_watch(h.clone(), hub.clone());
     let st = h.nat_status();
     emit(json!({
         "event": "ready",
@@ -463,7 +468,8 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
     loop {
         tokio::select! {
             ev = node.next_event() => match ev {
-                Some(ev) => print_event(ev),
+                // One JSON line per event: on stdout and to control subscribers.
+                Some(ev) => if let Some(v) = hub.node_event(&ev) { emit(v) },
                 None => break,
             },
             _ = &mut ctrl_c => break,
@@ -632,32 +638,4 @@ async fn retry_pending(h: &NodeHandle) {
             }
         }
     }
-}
-
-fn print_event(ev: NodeEvent) {
-    let v = match ev {
-        NodeEvent::Message { from, id, body, .. } => json!({
-            "event": "message",
-            "from": from.to_string(),
-            "id": hex::encode(id.0),
-            "text": String::from_utf8_lossy(&body),
-        }),
-        NodeEvent::PeerUp { peer, path, rtt } => json!({
-            "event": "peer_up",
-            "peer": peer.to_string(),
-            "path": format!("{path:?}"),
-            "rtt_ms": rtt.as_secs_f64() * 1e3,
-        }),
-        NodeEvent::PeerDown { peer, reason, .. } => json!({
-            "event": "peer_down", "peer": peer.to_string(), "reason": reason,
-        }),
-        NodeEvent::Acked { peer, ids } => json!({
-            "event": "acked", "peer": peer.to_string(), "count": ids.len(),
-        }),
-        NodeEvent::MailboxDelivered { peer, ids } => json!({
-            "event": "acked", "peer": peer.to_string(), "count": ids.len(), "path": "mailbox",
-        }),
-        _ => return,
-    };
-    emit(v);
 }

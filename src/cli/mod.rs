@@ -4,11 +4,14 @@
 mod control;
 mod daemon;
 mod devnet;
+mod events;
 mod frame;
 mod id;
 mod limits;
 mod mailbox;
 mod names;
+mod ping;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,10 +54,35 @@ enum Command {
         /// The message text.
         text: String,
     },
-    /// Show the running daemon's NAT class, candidates, rendezvous nodes and connections.
+    /// The status panel: identity and names, NAT class and public addresses, DHT table
+    /// and records, and every peer with its path (direct/relay/turn), RTT, bytes and last
+    /// seen (spec/10-control.md §3).
     Status {
         #[command(flatten)]
         data_dir: DataDir,
+        /// The whole status object as one JSON line.
+        #[arg(long)]
+        json: bool,
+        /// Redraw every second until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Measure the round trip to a peer over its session, one line per probe with the path
+    /// (reaches the peer first if no session is up; spec/10-control.md §4).
+    Ping {
+        #[command(flatten)]
+        data_dir: DataDir,
+        /// A contact's alias or name, or a fingerprint (hex).
+        target: String,
+        /// Probes to send.
+        #[arg(long, short = 'c', default_value_t = 4)]
+        count: u32,
+        /// Pause between probes, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// One JSON object per probe.
+        #[arg(long)]
+        json: bool,
     },
     /// Claim and resolve human names (first come, signed, in the DHT; spec/08-names.md).
     #[command(subcommand)]
@@ -109,9 +137,24 @@ pub fn run(cli: Cli) -> ExitCode {
             &data_dir.resolve(),
             serde_json::json!({"cmd": "send", "to": to, "text": text}),
         ),
-        Command::Status { data_dir } => {
-            control::client(&data_dir.resolve(), serde_json::json!({"cmd": "status"}))
-        }
+        Command::Status {
+            data_dir,
+            json,
+            watch,
+        } => status::run(&data_dir.resolve(), json, watch),
+        Command::Ping {
+            data_dir,
+            target,
+            count,
+            interval_ms,
+            json,
+        } => ping::run(
+            &data_dir.resolve(),
+            &target,
+            count,
+            std::time::Duration::from_millis(interval_ms),
+            json,
+        ),
         Command::Inbox { data_dir, json } => control::inbox(&data_dir.resolve(), json),
         Command::Name(cmd) => names::run_name(cmd),
         Command::Contacts(cmd) => names::run_contacts(cmd),

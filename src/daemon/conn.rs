@@ -392,10 +392,10 @@ async fn run(
             },
             _ = &mut flood_rx => Err(End::StreamFlood),
             Some(cmd) = cmd_rx.recv() => {
-                on_cmd(st, cmd);
+                on_cmd(st, &mut core, cmd);
                 // Everything the core sent so far goes into this pass's flush.
                 while let Ok(cmd) = cmd_rx.try_recv() {
-                    on_cmd(st, cmd);
+                    on_cmd(st, &mut core, cmd);
                 }
                 Ok(())
             }
@@ -476,7 +476,7 @@ fn flush(
 }
 
 /// A command from the node core.
-fn on_cmd(st: &mut State, cmd: ConnCmd) {
+fn on_cmd(st: &mut State, core: &mut Connection, cmd: ConnCmd) {
     match cmd {
         ConnCmd::Batch(msgs) => {
             for m in msgs {
@@ -484,6 +484,7 @@ fn on_cmd(st: &mut State, cmd: ConnCmd) {
             }
         }
         ConnCmd::Presence(p) => st.presence = Some(p),
+        ConnCmd::Ping => core.ping_now(Instant::now()),
     }
 }
 

@@ -15,6 +15,7 @@
 //! | reaching peers, punching, the caller's signalling | `reach` |
 //! | names and contacts (spec/08-names.md) | `names` |
 //! | the offline mailbox (spec/09-mailbox.md) | `mailbox` |
+//! | connected peers for the status panel, on-demand PING (spec/10-control.md) | `peers_status` |
 //! | the DHT over QUIC | `dht` |
 //! | the TURN task | `turn` |
 //! | shared state and leaves | `state`, `events`, `store`, `contacts`, `stun_routes`, `config`, `sigwire`, `dht_persist`, `util`, `discovery_server`, `relay_table`, `mailbox_state` |
@@ -34,6 +35,7 @@ mod mailbox;
 mod mailbox_state;
 mod names;
 mod node;
+mod peers_status;
 mod reach;
 mod relay;
 mod relay_table;
@@ -54,6 +56,7 @@ pub use events::{NodeEvent, Path};
 pub use mailbox::{MailboxConfig, MailboxStats, OutboxEntry};
 pub use names::{Claimed, NamesError, Resolved, MAX_OWN_NAMES};
 pub use node::{Node, NodeError, PeerInfo, SendError};
+pub use peers_status::PeerStatus;
 pub use reach::{ReachError, Reached};
 pub use relay::{RelayStatus, RelayedPeer};
 pub use state::{NatStatus, NodeHandle, TransportStats, TurnStatus};

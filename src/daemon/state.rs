@@ -54,6 +54,8 @@ pub(crate) enum ConnCmd {
     Batch(Vec<Outgoing>),
     /// Our presence, announced once the session is up.
     Presence(PresenceStatus),
+    /// Send a PING now (`NodeHandle::ping`); the PONG comes back as `NodeEvent::Rtt`.
+    Ping,
 }
 
 /// The capacity of a connection task's command queue: every batch carries at least one

@@ -520,6 +520,21 @@ impl<C: Clone, R> Core<C, R> {
             .collect()
     }
 
+    /// Peers with a live connection, the addresses known for each and the driver's handle
+    /// on that connection (for the status panel and on-demand PINGs).
+    pub fn live_links(&self) -> Vec<(Fingerprint, Vec<SocketAddr>, C)> {
+        self.peers
+            .iter()
+            .filter_map(|(f, p)| {
+                Some((
+                    *f,
+                    p.addrs.clone(),
+                    p.active.as_ref()?.handle.handle.clone(),
+                ))
+            })
+            .collect()
+    }
+
     /// The driver's number of `peer`'s live connection, if it has one.
     pub fn live_connection(&self, peer: &Fingerprint) -> Option<u64> {
         self.peers.get(peer)?.active.as_ref().map(|a| a.conn_id)

@@ -317,6 +317,15 @@ impl Connection {
         self.rtt
     }
 
+    /// Sends a PING at the next [`Connection::handle_timeout`] (at `now`), for an
+    /// on-demand round-trip measurement (`dna ping`); its PONG gives [`ConnEvent::Rtt`].
+    /// A PING still unanswered is superseded (its late PONG is ignored).
+    pub fn ping_now(&mut self, now: Instant) {
+        if self.phase == Phase::Established {
+            self.next_ping = Some(now);
+        }
+    }
+
     /// Messages sent on this connection and not yet acknowledged.
     pub fn unacked(&self) -> u64 {
         self.sent - self.acked_below

@@ -1,0 +1,158 @@
+//! The connected peers as the status panel shows them (spec/10-control.md §3): for each live
+//! session its remote address, its path (`direct`, `relay` through a bundled relay, `turn`),
+//! QUIC's RTT estimate and the bytes its QUIC connection moved; and the on-demand session
+//! PING that `dna ping` times (spec/10-control.md §4).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::state::{ConnCmd, NodeHandle};
+use crate::crypto::Fingerprint;
+use crate::transport::is_token;
+
+/// One peer with a live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Who.
+    pub peer: Fingerprint,
+    /// The session's remote address as QUIC sees it (a relay token for a relayed peer).
+    pub remote: SocketAddr,
+    /// Other addresses known for the peer, the newest first.
+    pub addrs: Vec<SocketAddr>,
+    /// `direct`, `relay` (a bundled relay, spec/07-relay.md §1) or `turn`.
+    pub path: &'static str,
+    /// The relay node or TURN server carrying it, if relayed.
+    pub via: Option<SocketAddr>,
+    /// The direct address a relayed session moved to (spec/07-relay.md §1.9).
+    pub upgraded_to: Option<SocketAddr>,
+    /// QUIC's smoothed round-trip estimate on the session's connection.
+    pub quic_rtt: Duration,
+    /// UDP payload bytes received on the connection (QUIC's count).
+    pub bytes_in: u64,
+    /// UDP payload bytes sent on the connection (QUIC's count).
+    pub bytes_out: u64,
+    /// Bytes the relay route carried, in and out (relayed peers only).
+    pub relay_bytes: Option<(u64, u64)>,
+}
+
+/// How `remote` is reached, from the socket's relay routes: `(path, via, upgraded_to,
+/// relay bytes)`.
+type PathFacts = (
+    &'static str,
+    Option<SocketAddr>,
+    Option<SocketAddr>,
+    Option<(u64, u64)>,
+);
+
+fn path_of(remote: SocketAddr, routes: &[(SocketAddr, crate::transport::RelayRoute)]) -> PathFacts {
+    match routes.iter().find(|(a, _)| *a == remote) {
+        Some((_, r)) => {
+            let relayed = if r.bundled && is_token(remote) {
+                "relay"
+            } else {
+                "turn"
+            };
+            let path = if r.direct.is_some() {
+                "direct"
+            } else {
+                relayed
+            };
+            (
+                path,
+                Some(r.server),
+                r.direct,
+                Some((r.bytes_in, r.bytes_out)),
+            )
+        }
+        // A token with no route left is still a relayed session.
+        None if is_token(remote) => ("relay", None, None, None),
+        None => ("direct", None, None, None),
+    }
+}
+
+impl NodeHandle {
+    /// Every peer with a live session (at most `max_peers`), sorted by fingerprint.
+    pub async fn peers(&self) -> Vec<PeerStatus> {
+        let links = self
+            .shared
+            .core
+            .call(|c, _| c.live_links())
+            .await
+            .unwrap_or_default();
+        let routes = self.shared.socket.routes();
+        let mut out: Vec<PeerStatus> = links
+            .into_iter()
+            .map(|(peer, addrs, h)| {
+                let remote = h.conn.remote_address();
+                let (path, via, upgraded_to, relay_bytes) = path_of(remote, &routes);
+                let stats = h.conn.stats();
+                PeerStatus {
+                    peer,
+                    remote,
+                    addrs,
+                    path,
+                    via,
+                    upgraded_to,
+                    quic_rtt: h.conn.rtt(),
+                    bytes_in: stats.udp_rx.bytes,
+                    bytes_out: stats.udp_tx.bytes,
+                    relay_bytes,
+                }
+            })
+            .collect();
+        out.sort_by_key(|p| p.peer.0);
+        out
+    }
+
+    /// Asks `peer`'s live session to send a PING now; its PONG arrives as
+    /// [`NodeEvent::Rtt`](super::NodeEvent::Rtt). `false` if no session is live.
+    pub async fn ping(&self, peer: Fingerprint) -> bool {
+        let link = self
+            .shared
+            .core
+            .call(move |c, _| {
+                c.live_links()
+                    .into_iter()
+                    .find(|(f, _, _)| *f == peer)
+                    .map(|l| l.2)
+            })
+            .await
+            .flatten();
+        match link {
+            Some(h) => h.tx.try_send(ConnCmd::Ping).is_ok(),
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::RelayRoute;
+
+    #[test]
+    fn path_follows_the_route_and_its_upgrade() {
+        let token: SocketAddr = "240.0.0.7:9".parse().unwrap();
+        let turn_peer: SocketAddr = "192.0.2.9:4000".parse().unwrap();
+        let plain: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let server: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let route = |bundled, direct| RelayRoute {
+            server,
+            bundled,
+            bytes_in: 10,
+            bytes_out: 20,
+            direct,
+        };
+        let routes = vec![(token, route(true, None)), (turn_peer, route(false, None))];
+        assert_eq!(path_of(token, &routes).0, "relay");
+        assert_eq!(path_of(token, &routes).3, Some((10, 20)));
+        assert_eq!(path_of(turn_peer, &routes).0, "turn");
+        assert_eq!(path_of(plain, &routes).0, "direct");
+        assert_eq!(path_of(token, &[]).0, "relay");
+        let up = vec![(token, route(true, Some(plain)))];
+        assert_eq!(
+            path_of(token, &up),
+            ("direct", Some(server), Some(plain), Some((10, 20)))
+        );
+    }
+}
