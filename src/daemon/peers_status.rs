@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::state::{ConnCmd, NodeHandle};
 use crate::crypto::Fingerprint;
-use crate::transport::is_token;
+use crate::transport::is_relay_token;
 
 /// One peer with a live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +46,10 @@ type PathFacts = (
 
 fn path_of(remote: SocketAddr, routes: &[(SocketAddr, crate::transport::RelayRoute)]) -> PathFacts {
     match routes.iter().find(|(a, _)| *a == remote) {
+        // A punched peer's local alias (spec/05-nat.md §5.2): a direct path.
+        Some((_, r)) if r.local => ("direct", None, r.direct, None),
         Some((_, r)) => {
-            let relayed = if r.bundled && is_token(remote) {
+            let relayed = if r.bundled && is_relay_token(remote) {
                 "relay"
             } else {
                 "turn"
@@ -65,7 +67,7 @@ fn path_of(remote: SocketAddr, routes: &[(SocketAddr, crate::transport::RelayRou
             )
         }
         // A token with no route left is still a relayed session.
-        None if is_token(remote) => ("relay", None, None, None),
+        None if is_relay_token(remote) => ("relay", None, None, None),
         None => ("direct", None, None, None),
     }
 }
@@ -142,6 +144,7 @@ mod tests {
             bytes_in: 10,
             bytes_out: 20,
             direct,
+            local: false,
         };
         let routes = vec![(token, route(true, None)), (turn_peer, route(false, None))];
         assert_eq!(path_of(token, &routes).0, "relay");
@@ -154,5 +157,14 @@ mod tests {
             path_of(token, &up),
             ("direct", Some(server), Some(plain), Some((10, 20)))
         );
+        let alias: SocketAddr = "250.0.0.7:9".parse().unwrap();
+        let local = vec![(
+            alias,
+            RelayRoute {
+                local: true,
+                ..route(false, Some(plain))
+            },
+        )];
+        assert_eq!(path_of(alias, &local), ("direct", None, Some(plain), None));
     }
 }
