@@ -218,7 +218,7 @@ impl NodeHandle {
         if held.is_none() && shared.names.read(|f| f.names.len()) >= MAX_OWN_NAMES {
             return Err(NamesError::TooMany);
         }
-        let claimed_at = held.map_or(unix_ms() / 1000, |n| n.claimed_at);
+        let claimed_at = held.as_ref().map_or(unix_ms() / 1000, |n| n.claimed_at);
         let taken = |found: &[(NameClaim, Record)], ours: Option<&NameClaim>| {
             let mut all: Vec<(&NameClaim, Fingerprint, ())> = found
                 .iter()
@@ -246,8 +246,20 @@ impl NodeHandle {
             claimed_at,
             name: name.clone(),
         };
-        if let Some(e) = taken(&lookup(shared, &name).await?, Some(&ours)) {
-            self.forget_name(&name).await;
+        let found = lookup(shared, &name).await?;
+        // First come: a new claim yields to any claim another publisher holds already,
+        // whatever its claim time (a tie within one second would otherwise go to the
+        // smaller fingerprint, and a late claimant could win it). The race rule decides
+        // only between claims made at about the same time (the check after the put).
+        let first = if held.is_none() {
+            taken(&found, None)
+        } else {
+            taken(&found, Some(&ours))
+        };
+        if let Some(e) = first {
+            if held.is_some() {
+                self.forget_name(&name).await;
+            }
             return Err(e);
         }
         let (expiry, stored_at) = publish(shared, &name, claimed_at).await?;
