@@ -108,6 +108,58 @@ fn claim_resolve_pin_send_by_name_and_refuse_a_changed_key() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["text"], "hello by name");
     assert_eq!(got[0]["from"], bob.fingerprint().unwrap().as_str());
+    // `dna inbox --from` filters by sender; `dna outbox` lists bob's message with its state.
+    let b_fp = bob.fingerprint().unwrap();
+    let (ok, out) = cli(&dir("alice"), &["inbox", "--from", &b_fp[..12], "--json"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let (ok, out) = cli(&dir("alice"), &["inbox", "--from", &a_fp[..12], "--json"]);
+    assert!(ok && out.trim().is_empty(), "nothing from herself: {out}");
+    let (ok, out) = cli(&dir("bob"), &["outbox", "--json"]);
+    println!("bob: dna outbox --json → {}", out.trim());
+    assert!(ok, "{out}");
+    let entry: Value = serde_json::from_str(out.lines().next().unwrap_or("null")).unwrap();
+    assert_eq!(entry["to"], a_fp.as_str(), "{entry}");
+    // `dna inbox --follow` prints a message that arrives while it runs.
+    let mut follow = Command::new(DNA)
+        .args(["inbox", "--follow", "--json", "--data-dir"])
+        .arg(dir("alice"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(
+        first.contains("hello by name"),
+        "the stored one first: {first}"
+    );
+    // The subscription follows the stored messages: send until one is printed (a message
+    // sent before it was up is in the inbox, not in the stream).
+    let mut followed = None;
+    for i in 0..20 {
+        let (ok, out) = cli(
+            &dir("bob"),
+            &["send", "--to", "alice", &format!("followed {i}")],
+        );
+        assert!(ok, "{out}");
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(2)) {
+            followed = Some(line);
+            break;
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let followed = followed.expect("a followed message printed");
+    println!("dna inbox --follow printed: {followed}");
+    assert!(followed.contains("followed"), "{followed}");
     // A name that is no contact is refused, not guessed.
     let v = ask(&bob, json!({"cmd": "send", "to": "dave", "text": "x"}));
     assert_eq!(v["ok"], false);

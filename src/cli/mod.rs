@@ -7,6 +7,7 @@ mod devnet;
 mod events;
 mod frame;
 mod id;
+mod inbox;
 mod limits;
 mod mailbox;
 mod names;
@@ -95,33 +96,70 @@ enum Command {
     Inbox {
         #[command(flatten)]
         data_dir: DataDir,
-        /// One JSON object per line: from, id, text, received_ms.
+        /// Only messages from this contact (alias or name) or fingerprint (or its first hex
+        /// digits, at least 8).
+        #[arg(long, value_name = "CONTACT")]
+        from: Option<String>,
+        /// After the stored messages, print new ones as they arrive (needs the running
+        /// daemon; Ctrl-C stops).
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line: from, id, text, received_ms (sent_ms for followed ones).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List outgoing messages with their state: queued (waiting), sent (in the recipient's
+    /// DHT mailbox, no receipt yet) or delivered, and the path (session or mailbox).
+    Outbox {
+        #[command(flatten)]
+        data_dir: DataDir,
+        /// One JSON object per line: to, id, state, path, at_ms.
         #[arg(long)]
         json: bool,
     },
 }
 
 /// Where the node keeps its identity and state: `--data-dir`, else `$DNA_DATA_DIR`, else
-/// `$HOME/.dna`.
+/// the XDG data directory `$XDG_DATA_HOME/dna` (`$HOME/.local/share/dna` when unset) — or
+/// `$HOME/.dna` where an older version left one.
 #[derive(Debug, clap::Args)]
 struct DataDir {
-    /// Data directory [default: $DNA_DATA_DIR, else $HOME/.dna].
+    /// Data directory [default: $DNA_DATA_DIR, else $XDG_DATA_HOME/dna, i.e.
+    /// ~/.local/share/dna; an existing ~/.dna is still used].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 }
 
 impl DataDir {
     fn resolve(&self) -> PathBuf {
-        if let Some(d) = &self.data_dir {
-            return d.clone();
-        }
-        if let Some(d) = std::env::var_os("DNA_DATA_DIR") {
-            return PathBuf::from(d);
-        }
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."));
-        home.join(".dna")
+        default_data_dir(
+            self.data_dir.clone(),
+            std::env::var_os("DNA_DATA_DIR").map(PathBuf::from),
+            std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
+            std::env::var_os("HOME").map(PathBuf::from),
+        )
+    }
+}
+
+/// The data directory from the flag, `$DNA_DATA_DIR`, `$XDG_DATA_HOME` and `$HOME`, in this
+/// order (XDG Base Directory: a relative `$XDG_DATA_HOME` is ignored).
+fn default_data_dir(
+    flag: Option<PathBuf>,
+    env: Option<PathBuf>,
+    xdg: Option<PathBuf>,
+    home: Option<PathBuf>,
+) -> PathBuf {
+    if let Some(d) = flag.or(env) {
+        return d;
+    }
+    let home = home.unwrap_or_else(|| PathBuf::from("."));
+    let legacy = home.join(".dna");
+    if legacy.join("identity.key").exists() {
+        return legacy;
+    }
+    match xdg.filter(|x| x.is_absolute()) {
+        Some(x) => x.join("dna"),
+        None => home.join(".local/share/dna"),
     }
 }
 
@@ -155,8 +193,47 @@ pub fn run(cli: Cli) -> ExitCode {
             std::time::Duration::from_millis(interval_ms),
             json,
         ),
-        Command::Inbox { data_dir, json } => control::inbox(&data_dir.resolve(), json),
+        Command::Inbox {
+            data_dir,
+            from,
+            follow,
+            json,
+        } => inbox::inbox(&data_dir.resolve(), from.as_deref(), follow, json),
+        Command::Outbox { data_dir, json } => inbox::outbox(&data_dir.resolve(), json),
         Command::Name(cmd) => names::run_name(cmd),
         Command::Contacts(cmd) => names::run_contacts(cmd),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_dir_follows_flag_env_xdg_home() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        let home = std::env::temp_dir().join(format!("dna-home-{}", std::process::id()));
+        let h = Some(home.clone());
+        assert_eq!(
+            default_data_dir(p("/f"), p("/e"), p("/x"), h.clone()),
+            PathBuf::from("/f")
+        );
+        assert_eq!(
+            default_data_dir(None, p("/e"), p("/x"), h.clone()),
+            PathBuf::from("/e")
+        );
+        assert_eq!(
+            default_data_dir(None, None, p("/x"), h.clone()),
+            PathBuf::from("/x/dna")
+        );
+        assert_eq!(
+            default_data_dir(None, None, p("rel"), h.clone()),
+            home.join(".local/share/dna"),
+            "a relative XDG_DATA_HOME is ignored"
+        );
+        std::fs::create_dir_all(home.join(".dna")).unwrap();
+        std::fs::write(home.join(".dna/identity.key"), b"x").unwrap();
+        assert_eq!(default_data_dir(None, None, p("/x"), h), home.join(".dna"));
+        let _ = std::fs::remove_dir_all(&home);
     }
 }
