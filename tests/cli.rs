@@ -163,3 +163,61 @@ fn id_new_then_show() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("no identity"));
 }
+
+/// `dna config show` prints the effective configuration as TOML that `--config` takes back:
+/// the flags win over defaults, and showing the saved file again prints the same.
+#[test]
+fn config_show_round_trips_through_a_config_file() {
+    let dir = std::env::temp_dir().join(format!("dna-config-show-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_string_lossy().into_owned();
+    let first = dna(
+        &[
+            "config",
+            "show",
+            "--data-dir",
+            &d,
+            "--relay",
+            "only",
+            "--listen",
+            "127.0.0.1:4000",
+        ],
+        b"",
+    );
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let text = stdout(&first);
+    assert!(text.contains("relay = \"only\"") && text.contains("listen = \"127.0.0.1:4000\""));
+    assert!(
+        text.contains("[relay_server]") && text.contains("enabled = false"),
+        "{text}"
+    );
+    let file = dir.join("dna.toml");
+    std::fs::write(&file, &text).unwrap();
+    let again = dna(
+        &[
+            "config",
+            "show",
+            "--data-dir",
+            &d,
+            "--config",
+            &file.to_string_lossy(),
+        ],
+        b"",
+    );
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(stdout(&again), text, "the saved file reads back the same");
+    let boot = dna(&["config", "show", "--data-dir", &d, "--as-bootstrap"], b"");
+    assert!(
+        stdout(&boot).contains("enabled = true"),
+        "a bootstrap node relays"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -26,7 +26,7 @@ use super::DataDir;
 
 /// Settings of `dna daemon` and `dna bootstrap`, from `--config FILE` (TOML) and flags
 /// (flags win). Every field has a default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct DaemonConfig {
     /// The one UDP socket (default `0.0.0.0:0` for a daemon).
@@ -83,7 +83,7 @@ pub(super) struct DaemonConfig {
 }
 
 /// `[mailbox]`: every key optional.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct MailboxToml {
     /// Hold other nodes' mailbox items in our DHT store (default: on for a DHT server that
@@ -108,7 +108,7 @@ impl Default for MailboxToml {
 }
 
 /// `[relay_server]`: relaying for registered clients that both ask. Every key optional.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RelayServerConfig {
     /// Relay at all (default: on for `dna bootstrap`, off for `dna daemon`, which would
@@ -306,6 +306,35 @@ fn init_logs() {
         .try_init();
 }
 
+/// `dna config show`: the effective configuration — the file given with `--config`, the
+/// flags over it, every other key at its default — as TOML, ready to be saved as a config
+/// file. `bootstrap`: with `dna bootstrap`'s defaults where they differ.
+pub(super) fn show_config(args: DaemonArgs, bootstrap: bool) -> ExitCode {
+    let (dir, mut cfg) = match args.resolve() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Resolve the role-dependent defaults so the file says what runs.
+    cfg.relay_server.enabled = Some(cfg.relay_server.enabled.unwrap_or(bootstrap));
+    match toml::to_string_pretty(&cfg) {
+        Ok(text) => {
+            println!(
+                "# dna {}: effective configuration (data directory {})\n{text}",
+                if bootstrap { "bootstrap" } else { "daemon" },
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs `dna daemon` (`bootstrap` false) or `dna bootstrap`.
 pub(super) fn run(args: DaemonArgs, bootstrap: bool) -> ExitCode {
     init_logs();
@@ -465,6 +494,9 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
     // while an event is printed, and a SIGINT that arrives then is lost.
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    // SIGTERM (systemd, `kill`) shuts down as cleanly as SIGINT.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("SIGTERM handler: {e}"))?;
     loop {
         tokio::select! {
             ev = node.next_event() => match ev {
@@ -473,8 +505,10 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
                 None => break,
             },
             _ = &mut ctrl_c => break,
+            _ = term.recv() => break,
         }
     }
+    tracing::info!("shutting down");
     let _ = std::fs::remove_file(&control);
     node.shutdown(Duration::from_secs(2)).await;
     Ok(())

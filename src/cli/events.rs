@@ -60,7 +60,7 @@ struct Inner {
 }
 
 /// `[control]` in the daemon's config file (spec/10-control.md §5). Every key optional.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct ControlConfig {
     /// Event lines queued for one subscriber before it is dropped as too slow (default

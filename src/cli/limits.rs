@@ -9,7 +9,7 @@ use serde::Deserialize;
 use dna_p2p::daemon::NodeConfig;
 
 /// `[limits]`: each key sets the `NodeConfig` field named in its doc.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct LimitsConfig {
     /// `max_connections` (1024): live QUIC connections, sessions and DHT.

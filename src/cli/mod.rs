@@ -108,6 +108,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Configuration: `dna config show [--as-bootstrap] [daemon flags]` prints the effective
+    /// configuration (file, flags, defaults) as TOML; every key is documented in
+    /// spec/06-node.md §5 and `dna daemon --help`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// List outgoing messages with their state: queued (waiting), sent (in the recipient's
     /// DHT mailbox, no receipt yet) or delivered, and the path (session or mailbox).
     Outbox {
@@ -116,6 +121,20 @@ enum Command {
         /// One JSON object per line: to, id, state, path, at_ms.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `dna config …`.
+#[derive(Debug, clap::Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration of `dna daemon` (or, with --as-bootstrap, of `dna
+    /// bootstrap`) given these flags and --config file, as TOML.
+    Show {
+        /// With `dna bootstrap`'s defaults (it relays; it serves rendezvous).
+        #[arg(long)]
+        as_bootstrap: bool,
+        #[command(flatten)]
+        args: daemon::DaemonArgs,
     },
 }
 
@@ -200,6 +219,9 @@ pub fn run(cli: Cli) -> ExitCode {
             json,
         } => inbox::inbox(&data_dir.resolve(), from.as_deref(), follow, json),
         Command::Outbox { data_dir, json } => inbox::outbox(&data_dir.resolve(), json),
+        Command::Config(ConfigCommand::Show { as_bootstrap, args }) => {
+            daemon::show_config(args, as_bootstrap)
+        }
         Command::Name(cmd) => names::run_name(cmd),
         Command::Contacts(cmd) => names::run_contacts(cmd),
     }
