@@ -93,7 +93,7 @@ fn send_all(dir: &Path, to: &str, texts: impl Iterator<Item = String>) -> usize 
 
 fn inbox(dir: &Path) -> Vec<Value> {
     let out = Command::new(DNA)
-        .args(["inbox", "--json", "--data-dir"])
+        .args(["inbox", "--all", "--json", "--data-dir"])
         .arg(dir)
         .output()
         .unwrap();

@@ -115,6 +115,28 @@ fn claim_resolve_pin_send_by_name_and_refuse_a_changed_key() {
     assert_eq!(out.lines().count(), 1, "{out}");
     let (ok, out) = cli(&dir("alice"), &["inbox", "--from", &a_fp[..12], "--json"]);
     assert!(ok && out.trim().is_empty(), "nothing from herself: {out}");
+    // Bob is no contact of alice's: his message is a contact request, not in her inbox.
+    let (ok, out) = cli(&dir("alice"), &["inbox", "--json"]);
+    assert!(
+        ok && out.trim().is_empty(),
+        "a stranger's message is held apart: {out}"
+    );
+    let (ok, out) = cli(&dir("alice"), &["inbox", "--requests", "--json"]);
+    assert!(
+        ok && out.lines().count() == 1 && out.contains("\"contact\":false"),
+        "{out}"
+    );
+    let (ok, out) = cli(
+        &dir("alice"),
+        &["contacts", "add", &b_fp, "--alias", "bob", "--json"],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&dir("alice"), &["inbox", "--json"]);
+    println!("alice's inbox once bob is a contact: {}", out.trim());
+    assert!(
+        ok && out.lines().count() == 1 && out.contains("\"contact\":true"),
+        "{out}"
+    );
     let (ok, out) = cli(&dir("bob"), &["outbox", "--json"]);
     println!("bob: dna outbox --json → {}", out.trim());
     assert!(ok, "{out}");
@@ -122,7 +144,7 @@ fn claim_resolve_pin_send_by_name_and_refuse_a_changed_key() {
     assert_eq!(entry["to"], a_fp.as_str(), "{entry}");
     // `dna inbox --follow` prints a message that arrives while it runs.
     let mut follow = Command::new(DNA)
-        .args(["inbox", "--follow", "--json", "--data-dir"])
+        .args(["inbox", "--all", "--follow", "--json", "--data-dir"])
         .arg(dir("alice"))
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -1,8 +1,12 @@
-//! `dna inbox [--from C] [--follow] [--json]` and `dna outbox [--json]` (issue 11 item 3):
-//! clients of the control socket (spec/10-control.md). `--from` takes a contact's alias or
-//! name (from `contacts_list`) or a fingerprint (or its first hex digits); `--follow` keeps
-//! printing messages as they arrive, through a `subscribe` stream, until Ctrl-C.
+//! `dna inbox [--from C] [--requests|--all] [--follow] [--json]` and `dna outbox [--json]`
+//! (issue 11 item 3): clients of the control socket (spec/10-control.md). The inbox shows
+//! messages from contacts; messages from anyone else are **contact requests**, held apart
+//! (`--requests`) until `dna contacts add` accepts the sender. `--from` takes a contact's
+//! alias or name (from `contacts_list`) or a fingerprint (or its first hex digits) and
+//! shows that sender's messages, contact or not; `--follow` keeps printing messages as
+//! they arrive, through a `subscribe` stream, until Ctrl-C.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -36,6 +40,35 @@ fn resolve_from(dir: &Path, from: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{from:?} is no contact (dna contacts add {from})"))
 }
 
+/// Which messages `dna inbox` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Show {
+    /// From contacts (the default).
+    Contacts,
+    /// From everyone else: contact requests.
+    Requests,
+    /// Both.
+    All,
+}
+
+/// Our contacts' fingerprints: from the running daemon, else from the data directory's
+/// names file (spec/08-names.md §4).
+fn contact_fps(dir: &Path) -> HashSet<String> {
+    let list = match ask(dir, &json!({"cmd": "contacts_list"})) {
+        Some(Ok(v)) => v["contacts"].clone(),
+        _ => std::fs::read(dir.join(dna_p2p::daemon::NAMES_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .map(|v| v["contacts"].clone())
+            .unwrap_or(Value::Null),
+    };
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["fingerprint"].as_str().map(str::to_owned))
+        .collect()
+}
+
 fn print(m: &Value, json_lines: bool, at_key: &str) {
     if json_lines {
         println!("{m}");
@@ -52,7 +85,13 @@ fn print(m: &Value, json_lines: bool, at_key: &str) {
 
 /// `dna inbox`: the stored received messages (oldest first), from the running daemon or,
 /// when none runs, straight from the store; then, with `follow`, new ones as they arrive.
-pub(super) fn inbox(dir: &Path, from: Option<&str>, follow: bool, json_lines: bool) -> ExitCode {
+pub(super) fn inbox(
+    dir: &Path,
+    from: Option<&str>,
+    show: Show,
+    follow: bool,
+    json_lines: bool,
+) -> ExitCode {
     let prefix = match from.map(|f| resolve_from(dir, f)).transpose() {
         Ok(p) => p,
         Err(e) => {
@@ -60,10 +99,21 @@ pub(super) fn inbox(dir: &Path, from: Option<&str>, follow: bool, json_lines: bo
             return ExitCode::FAILURE;
         }
     };
-    let wanted = |m: &Value| {
-        prefix
-            .as_deref()
-            .is_none_or(|p| m["from"].as_str().is_some_and(|f| f.starts_with(p)))
+    let contacts = contact_fps(dir);
+    let is_contact = |m: &Value| m["from"].as_str().is_some_and(|f| contacts.contains(f));
+    let wanted = |m: &Value| match prefix.as_deref() {
+        // A sender asked for by name: its messages, contact or not.
+        Some(p) => m["from"].as_str().is_some_and(|f| f.starts_with(p)),
+        None => match show {
+            Show::Contacts => is_contact(m),
+            Show::Requests => !is_contact(m),
+            Show::All => true,
+        },
+    };
+    let mark = |m: &Value| {
+        let mut m = m.clone();
+        m["contact"] = json!(is_contact(&m));
+        m
     };
     let msgs: Vec<Value> = match ask(dir, &json!({"cmd": "inbox"})) {
         Some(Ok(v)) if v["ok"] == true => v["messages"].as_array().cloned().unwrap_or_default(),
@@ -88,7 +138,19 @@ pub(super) fn inbox(dir: &Path, from: Option<&str>, follow: bool, json_lines: bo
         },
     };
     for m in msgs.iter().filter(|m| wanted(m)) {
-        print(m, json_lines, "received_ms");
+        print(&mark(m), json_lines, "received_ms");
+    }
+    if show == Show::Contacts && prefix.is_none() && !json_lines {
+        let held: Vec<&Value> = msgs.iter().filter(|m| !is_contact(m)).collect();
+        let senders: HashSet<&str> = held.iter().filter_map(|m| m["from"].as_str()).collect();
+        if !held.is_empty() {
+            eprintln!(
+                "{} message(s) from {} sender(s) who are not contacts are held as contact \
+                 requests: dna inbox --requests; dna contacts add <fingerprint> accepts one",
+                held.len(),
+                senders.len()
+            );
+        }
     }
     if !follow {
         return ExitCode::SUCCESS;
@@ -112,7 +174,7 @@ pub(super) fn inbox(dir: &Path, from: Option<&str>, follow: bool, json_lines: bo
             return ExitCode::FAILURE;
         }
         if v["event"] == "message" && wanted(&v) {
-            print(&v, json_lines, "sent_ms");
+            print(&mark(&v), json_lines, "sent_ms");
             let _ = std::io::stdout().flush();
         }
     }

@@ -91,8 +91,9 @@ enum Command {
     /// The contact list: names and fingerprints pinned on first use.
     #[command(subcommand)]
     Contacts(names::ContactsCommand),
-    /// List the received messages stored in the data directory, oldest first (from the
-    /// running daemon, or from the store when no daemon runs).
+    /// List the received messages from contacts, oldest first, from the running daemon or,
+    /// when none runs, from the data directory's store. Messages from others are contact
+    /// requests, held apart: --requests lists them, --all both.
     Inbox {
         #[command(flatten)]
         data_dir: DataDir,
@@ -104,7 +105,15 @@ enum Command {
         /// daemon; Ctrl-C stops).
         #[arg(long)]
         follow: bool,
-        /// One JSON object per line: from, id, text, received_ms (sent_ms for followed ones).
+        /// Only contact requests: messages from senders who are not contacts (held out of
+        /// the inbox until `dna contacts add` accepts the sender).
+        #[arg(long, conflicts_with = "all")]
+        requests: bool,
+        /// Messages from contacts and contact requests together.
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per line: from, id, text, received_ms (sent_ms for followed
+        /// ones), contact (whether the sender is a contact).
         #[arg(long)]
         json: bool,
     },
@@ -216,8 +225,17 @@ pub fn run(cli: Cli) -> ExitCode {
             data_dir,
             from,
             follow,
+            requests,
+            all,
             json,
-        } => inbox::inbox(&data_dir.resolve(), from.as_deref(), follow, json),
+        } => {
+            let show = match (requests, all) {
+                (true, _) => inbox::Show::Requests,
+                (_, true) => inbox::Show::All,
+                _ => inbox::Show::Contacts,
+            };
+            inbox::inbox(&data_dir.resolve(), from.as_deref(), show, follow, json)
+        }
         Command::Outbox { data_dir, json } => inbox::outbox(&data_dir.resolve(), json),
         Command::Config(ConfigCommand::Show { as_bootstrap, args }) => {
             daemon::show_config(args, as_bootstrap)
