@@ -110,6 +110,27 @@ async fn connect_through_a_rendezvous_node_then_deliver() {
     .await
     .expect("delivered");
     assert_eq!(&body[..], b"through the rendezvous");
+    // The session runs under a local alias (spec/05-nat.md §5.2); the alias's route goes
+    // with the connection.
+    let info = caller.peer_info(&callee.fingerprint()).await.unwrap();
+    assert!(
+        info.addrs.iter().any(|a| dna_p2p::transport::is_alias(*a)),
+        "{:?}",
+        info.addrs
+    );
+    assert_eq!(caller.socket_routes(), 1);
+    caller.disconnect(callee.fingerprint()).await;
+    let gone = tokio::time::timeout(Duration::from_secs(20), async {
+        while caller.socket_routes() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    println!(
+        "alias routes after the disconnect: {}",
+        caller.socket_routes()
+    );
+    assert!(gone.is_ok(), "the alias route went with its connection");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,6 +142,11 @@ pub(crate) async fn drive(
     };
     let end = run(&shared, &conn, conn_id, expected, &mut st).await;
     shared.live.fetch_sub(1, Ordering::SeqCst);
+    // A punched session's local alias (spec/05-nat.md §5.2) served this connection only:
+    // its route goes with it, so the socket's routes stay bounded over a long life.
+    if crate::transport::is_alias(remote) {
+        shared.socket.remove_relayed(remote);
+    }
     let code = end.code();
     // Scores, requeueing and redials are the core's. Told before the close goes out: the
     // core takes commands in order, so a peer reconnecting on seeing the close finds its

@@ -121,6 +121,12 @@ pub struct RelayStatus {
 }
 
 impl NodeHandle {
+    /// Routes in the socket: relayed peers and local aliases of punched peers (bounded by
+    /// `relay.max_peers`; an alias goes with its connection).
+    pub fn socket_routes(&self) -> usize {
+        self.shared.socket.routes().len()
+    }
+
     /// What relays carry for this node (per peer and in total) and, on a relay node, what
     /// it relays (spec/07-relay.md §1.6).
     pub fn relay_status(&self) -> RelayStatus {

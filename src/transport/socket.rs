@@ -391,7 +391,14 @@ impl DnaSocket {
             return false;
         }
         let server = canonical(server);
-        self.relay().servers.insert(server);
+        {
+            let mut r = self.relay();
+            // Relay nodes we use: bounded like the routes through them.
+            if !r.servers.contains(&server) && r.servers.len() >= self.limits.max_peers {
+                return false;
+            }
+            r.servers.insert(server);
+        }
         self.add_route(token, server, true)
     }
 
