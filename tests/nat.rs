@@ -273,7 +273,8 @@ fn nat_matrix() {
 }
 
 /// The extra types' pairs, run as `nat-matrix --only A:B` runs them: the two same-LAN
-/// pairs and ipv6-firewall ↔ ipv6-firewall connect directly (today over IPv4: the daemon's
+/// pairs connect over their host candidates (the LAN path, also where the router would
+/// hairpin), ipv6-firewall ↔ ipv6-firewall connects directly (today over IPv4: the daemon's
 /// socket is `0.0.0.0`), symmetric-seq behaves as symmetric (through the bootstrap node's
 /// relay toward port-restricted and itself, direct toward full cone).
 #[test]
@@ -298,6 +299,10 @@ fn extra_pairs() {
             "relay"
         };
         assert!(r.ms.is_some(), "{} ↔ {}: delivered", r.a.name(), r.b.name());
+        if matches!(r.a, SameLan | SameLanHairpin) {
+            // Issue 12 item 4: the LAN path (host candidates), hairpinning router or not.
+            assert_eq!(r.via, "host", "{} ↔ {}: {}", r.a.name(), r.b.name(), r.detail);
+        }
         assert_eq!(
             r.path,
             want,
