@@ -301,7 +301,14 @@ fn extra_pairs() {
         assert!(r.ms.is_some(), "{} ↔ {}: delivered", r.a.name(), r.b.name());
         if matches!(r.a, SameLan | SameLanHairpin) {
             // Issue 12 item 4: the LAN path (host candidates), hairpinning router or not.
-            assert_eq!(r.via, "host", "{} ↔ {}: {}", r.a.name(), r.b.name(), r.detail);
+            assert_eq!(
+                r.via,
+                "host",
+                "{} ↔ {}: {}",
+                r.a.name(),
+                r.b.name(),
+                r.detail
+            );
         }
         assert_eq!(
             r.path,
