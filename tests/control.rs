@@ -94,25 +94,9 @@ fn events_stream_to_subscribers_a_slow_one_is_dropped_and_status_and_ping_show_t
         format!("retry_secs = 1\n[control]\nsubscriber_queue = {QUEUE}\n"),
     )
     .unwrap();
-    let boot = start(
-        &tmp.path().join("boot"),
-        "bootstrap",
-        &["--listen".into(), "127.0.0.1:0".into()],
-    );
-    let ready = boot.wait_event("ready", Duration::ZERO).unwrap();
-    let seed = format!(
-        "{}@{}",
-        ready["addr"].as_str().unwrap(),
-        ready["fp"].as_str().unwrap()
-    );
-    let args = vec![
-        "--listen".to_string(),
-        "127.0.0.1:0".into(),
-        "--bootstrap".into(),
-        seed,
-        "--config".into(),
-        config.to_string_lossy().into_owned(),
-    ];
+    let (boot, mut args) = DnaProcess::loopback_bootstrap(Path::new(DNA), &tmp.path().join("boot"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    args.extend(["--config".into(), config.to_string_lossy().into_owned()]);
     let (a_dir, b_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
     let alice = start(&a_dir, "daemon", &args);
     let bob = start(&b_dir, "daemon", &args);

@@ -26,23 +26,8 @@ fn cli(args: &[&str]) -> (bool, Value) {
 #[test]
 fn two_daemons_meet_through_a_bootstrap_node() {
     let tmp = tempfile::tempdir().unwrap();
-    let boot = start(
-        &tmp.path().join("boot"),
-        "bootstrap",
-        &["--listen".into(), "127.0.0.1:0".into()],
-    );
-    let ready = boot.wait_event("ready", Duration::ZERO).unwrap();
-    let seed = format!(
-        "{}@{}",
-        ready["addr"].as_str().unwrap(),
-        ready["fp"].as_str().unwrap()
-    );
-    let args = vec![
-        "--listen".to_string(),
-        "127.0.0.1:0".into(),
-        "--bootstrap".into(),
-        seed,
-    ];
+    let (_boot, args) = DnaProcess::loopback_bootstrap(Path::new(DNA), &tmp.path().join("boot"))
+        .unwrap_or_else(|e| panic!("{e}"));
     let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
     let a = start(&a_dir, "daemon", &args);
     let b = start(&b_dir, "daemon", &args);

@@ -41,28 +41,15 @@ struct Net {
 
 fn net() -> Net {
     let tmp = tempfile::tempdir().unwrap();
-    let boot = start(
-        &tmp.path().join("boot"),
-        "bootstrap",
-        &["--listen".into(), "127.0.0.1:0".into()],
-    );
-    let ready = boot.wait_event("ready", Duration::ZERO).unwrap();
-    let seed = format!(
-        "{}@{}",
-        ready["addr"].as_str().unwrap(),
-        ready["fp"].as_str().unwrap()
-    );
-    let args = vec![
-        "--listen".to_string(),
-        "127.0.0.1:0".into(),
-        "--bootstrap".into(),
-        seed,
+    let (boot, mut args) = DnaProcess::loopback_bootstrap(Path::new(DNA), &tmp.path().join("boot"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    args.extend([
         "--config".into(),
         tmp.path()
             .join("daemon.toml")
             .to_string_lossy()
             .into_owned(),
-    ];
+    ]);
     // Retry reaching peers with messages waiting every second.
     std::fs::write(tmp.path().join("daemon.toml"), "retry_secs = 1\n").unwrap();
     Net {

@@ -687,12 +687,17 @@ fn pairs_without_a_direct_path_deliver_through_the_bundled_relay() {
         (NatType::Symmetric, NatType::PortRestricted),
         (NatType::Symmetric, NatType::Symmetric),
     ];
-    let results = tb.run_pairs(&pairs, |r| eprintln!("{}  {}", r.json(), r.detail));
+    deliver_all_via(&tb, &pairs, "relay");
+}
+
+/// Runs `pairs`; each must deliver through `path` (`"via":"relay"`).
+fn deliver_all_via(tb: &TestBed, pairs: &[(NatType, NatType)], path: &str) {
+    let results = tb.run_pairs(pairs, |r| eprintln!("{}  {}", r.json(), r.detail));
     for r in &results {
         println!("{}", r.json());
         assert_eq!(
             (r.path.as_str(), r.via.as_str()),
-            ("relay", "relay"),
+            (path, "relay"),
             "{} ↔ {}: {}",
             r.a.name(),
             r.b.name(),
@@ -942,17 +947,5 @@ fn pairs_without_a_direct_path_deliver_through_turn() {
         (NatType::PortRestricted, NatType::Symmetric),
         (NatType::Symmetric, NatType::Symmetric),
     ];
-    let results = tb.run_pairs(&pairs, |r| eprintln!("{}  {}", r.json(), r.detail));
-    for r in &results {
-        println!("{}", r.json());
-        assert_eq!(
-            (r.path.as_str(), r.via.as_str()),
-            ("turn", "relay"),
-            "{} ↔ {}: {}",
-            r.a.name(),
-            r.b.name(),
-            r.detail
-        );
-        assert!(r.ms.is_some(), "{} ↔ {}: delivered", r.a.name(), r.b.name());
-    }
+    deliver_all_via(&tb, &pairs, "turn");
 }

@@ -199,6 +199,17 @@ pub(super) fn ask(dir: &Path, req: &Value) -> Option<Result<Value, String>> {
     Some(serde_json::from_str::<Value>(&line).map_err(|e| format!("bad answer: {e}")))
 }
 
+/// One request to the running daemon: its answer when `ok`, else the error to print (the
+/// daemon's, the socket's, or that no daemon listens).
+pub(super) fn ask_ok(dir: &Path, req: &Value) -> Result<Value, String> {
+    match ask(dir, req) {
+        Some(Ok(v)) if v["ok"] == true => Ok(v),
+        Some(Ok(v)) => Err(v["error"].to_string()),
+        Some(Err(e)) => Err(e),
+        None => Err(format!("no daemon at {}", path(dir).display())),
+    }
+}
+
 /// `dna send` / `dna status`: one request to the running daemon, its answer on stdout.
 pub(super) fn client(dir: &Path, req: Value) -> ExitCode {
     match ask(dir, &req) {

@@ -184,18 +184,10 @@ pub(super) fn inbox(
 /// `dna outbox`: every outgoing message with its state (`queued`, `sent`, `delivered`)
 /// and path (`mailbox`, `session`), from the running daemon.
 pub(super) fn outbox(dir: &Path, json_lines: bool) -> ExitCode {
-    let v = match ask(dir, &json!({"cmd": "outbox"})) {
-        Some(Ok(v)) if v["ok"] == true => v,
-        Some(Ok(v)) => {
-            eprintln!("error: {}", v["error"]);
-            return ExitCode::FAILURE;
-        }
-        Some(Err(e)) => {
+    let v = match super::control::ask_ok(dir, &json!({"cmd": "outbox"})) {
+        Ok(v) => v,
+        Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-        None => {
-            eprintln!("error: no daemon at {}", path(dir).display());
             return ExitCode::FAILURE;
         }
     };

@@ -231,21 +231,10 @@ pub(super) fn run_contacts(cmd: ContactsCommand) -> ExitCode {
         ),
         ContactsCommand::List { data_dir, json } => {
             let dir = data_dir.resolve();
-            let v = match super::control::ask(&dir, &json!({"cmd": "contacts_list"})) {
-                Some(Ok(v)) if v["ok"] == true => v,
-                Some(Ok(v)) => {
-                    eprintln!("error: {}", v["error"]);
-                    return ExitCode::FAILURE;
-                }
-                Some(Err(e)) => {
+            let v = match super::control::ask_ok(&dir, &json!({"cmd": "contacts_list"})) {
+                Ok(v) => v,
+                Err(e) => {
                     eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-                None => {
-                    eprintln!(
-                        "error: no daemon at {}",
-                        super::control::path(&dir).display()
-                    );
                     return ExitCode::FAILURE;
                 }
             };

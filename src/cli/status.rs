@@ -106,21 +106,10 @@ async fn peers(h: &NodeHandle, hub: &Hub) -> Vec<Value> {
 /// it every second until Ctrl-C.
 pub(super) fn run(dir: &Path, json: bool, watch: bool) -> ExitCode {
     loop {
-        let v = match super::control::ask(dir, &json!({"cmd": "status"})) {
-            Some(Ok(v)) if v["ok"] == true => v,
-            Some(Ok(v)) => {
-                eprintln!("error: {}", v["error"]);
-                return ExitCode::FAILURE;
-            }
-            Some(Err(e)) => {
+        let v = match super::control::ask_ok(dir, &json!({"cmd": "status"})) {
+            Ok(v) => v,
+            Err(e) => {
                 eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-            None => {
-                eprintln!(
-                    "error: no daemon at {}",
-                    super::control::path(dir).display()
-                );
                 return ExitCode::FAILURE;
             }
         };

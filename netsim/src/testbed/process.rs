@@ -100,6 +100,36 @@ impl DnaProcess {
         }
     }
 
+    /// A `dna bootstrap` on loopback (`127.0.0.1:0`, data in `data`), ready; and the
+    /// arguments a `dna daemon` needs to join through it: `--listen 127.0.0.1:0
+    /// --bootstrap ADDR@FP`.
+    pub fn loopback_bootstrap(
+        dna: &Path,
+        data: &Path,
+    ) -> Result<(DnaProcess, Vec<String>), String> {
+        let boot = DnaProcess::start_ready(
+            dna,
+            "bootstrap",
+            data,
+            &["--listen".into(), "127.0.0.1:0".into()],
+            Duration::from_secs(60),
+        )?;
+        let ready = boot.wait_event("ready", Duration::ZERO).unwrap_or_default();
+        let (Some(addr), Some(fp)) = (ready["addr"].as_str(), ready["fp"].as_str()) else {
+            return Err(format!(
+                "bootstrap ready event without addr and fp: {ready}"
+            ));
+        };
+        let seed = format!("{addr}@{fp}");
+        let args = vec![
+            "--listen".to_string(),
+            "127.0.0.1:0".into(),
+            "--bootstrap".into(),
+            seed,
+        ];
+        Ok((boot, args))
+    }
+
     /// Every event read so far, in order.
     pub fn events(&self) -> Vec<Value> {
         let (list, _) = &*self.events;
