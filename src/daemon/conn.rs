@@ -622,8 +622,12 @@ async fn handle_events(
         }
     }
     if let (Some(store), false) = (&shared.store, delivered.is_empty()) {
+        let path = delivery_path(shared, conn.remote_address());
         store
-            .cmd(Cmd::Delivered { ids: delivered })
+            .cmd(Cmd::DeliveredVia {
+                ids: delivered,
+                path,
+            })
             .await
             .map_err(|_| End::Closed("message store closed".to_owned()))?;
     }
@@ -657,5 +661,23 @@ async fn register(
         Ok(()) => Ok(()),
         Err(Refused::Banned) => Err(End::Banned),
         Err(Refused::Duplicate) => Err(End::Duplicate),
+    }
+}
+
+/// The path byte of a delivery over a session with `remote` (spec/09-mailbox.md §7): a
+/// bundled relay's token is `relay` until the session moved to a direct path; a peer our
+/// socket reaches through the TURN server is `turn`; anything else (a local alias of a
+/// punched pair included) is `direct`.
+fn delivery_path(shared: &Shared, remote: std::net::SocketAddr) -> u8 {
+    use super::store::{PATH_DIRECT, PATH_RELAY, PATH_TURN};
+    let socket = &shared.socket;
+    if socket.direct_of(remote).is_some() {
+        PATH_DIRECT
+    } else if crate::transport::is_relay_token(remote) {
+        PATH_RELAY
+    } else if socket.route(remote).is_some() {
+        PATH_TURN
+    } else {
+        PATH_DIRECT
     }
 }

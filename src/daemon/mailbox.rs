@@ -533,11 +533,7 @@ impl NodeHandle {
         let st = lock(&self.shared.mailbox.state);
         let mut out: Vec<OutboxEntry> = Vec::new();
         for (peer, at, path, ids) in l.delivered.into_iter().rev() {
-            let path = if path == PATH_MAILBOX {
-                "mailbox"
-            } else {
-                "session"
-            };
+            let path = super::store::path_name(path);
             out.extend(ids.into_iter().map(|id| OutboxEntry {
                 to: peer,
                 id,

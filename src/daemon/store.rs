@@ -96,9 +96,8 @@ pub(crate) enum Cmd {
         msgs: Vec<Outgoing>,
         done: oneshot::Sender<Result<(), StoreError>>,
     },
-    /// The peer acknowledged these.
-    Delivered { ids: Vec<MessageId> },
-    /// Delivered by another path than the session (`path`, see the module doc).
+    /// Delivered: acknowledged by the peer over a session, or listed by its mailbox
+    /// receipt (`path`: `PATH_DIRECT`, `PATH_RELAY`, `PATH_TURN`, `PATH_MAILBOX`).
     DeliveredVia { ids: Vec<MessageId>, path: u8 },
     /// Lists the outbox (messages not yet delivered, at most `max`) and the last `max`
     /// delivery records, newest first.
@@ -125,6 +124,25 @@ pub(crate) struct Store {
 pub(crate) const PATH_SESSION: u8 = 0;
 /// Path byte of a delivery record: listed by the recipient's mailbox receipt.
 pub(crate) const PATH_MAILBOX: u8 = 1;
+/// Path byte of a delivery record: acknowledged over a session on a direct path (also a
+/// relayed session that moved to a direct one).
+pub(crate) const PATH_DIRECT: u8 = 2;
+/// Path byte of a delivery record: acknowledged over a session through a bundled relay.
+pub(crate) const PATH_RELAY: u8 = 3;
+/// Path byte of a delivery record: acknowledged over a session through a TURN server.
+pub(crate) const PATH_TURN: u8 = 4;
+
+/// The name of a delivery record's path byte (`dna outbox`).
+pub(crate) fn path_name(path: u8) -> &'static str {
+    match path {
+        PATH_MAILBOX => "mailbox",
+        PATH_DIRECT => "direct",
+        PATH_RELAY => "relay",
+        PATH_TURN => "turn",
+        // Records from before the path was kept.
+        _ => "session",
+    }
+}
 
 /// The outbox and recent deliveries, as [`Cmd::List`] answers.
 #[derive(Debug, Default)]
@@ -354,6 +372,7 @@ impl Db {
         Ok(())
     }
 
+    #[cfg(test)]
     fn delivered(&mut self, ids: &[MessageId]) -> Result<(), StoreError> {
         self.delivered_via(ids, PATH_SESSION)
     }
@@ -578,11 +597,6 @@ fn run(mut db: Db, mut rx: mpsc::Receiver<Cmd>) {
                 Cmd::Enqueue { peer, msgs, done } => {
                     let r = db.enqueue(&peer, &msgs);
                     replies.push(Reply::Enqueued(done, r));
-                }
-                Cmd::Delivered { ids } => {
-                    if let Err(e) = db.delivered(&ids) {
-                        failed = Some(e);
-                    }
                 }
                 Cmd::DeliveredVia { ids, path } => {
                     if let Err(e) = db.delivered_via(&ids, path) {
