@@ -290,6 +290,18 @@ fn a_relayed_peer_shows_path_relay_in_status_and_ping() {
         })
         .expect("bob acknowledged");
     println!("alice: {}", acked.json);
+    // Her outbox says which way it went (spec/09-mailbox.md §7).
+    let ob = ask(&alice, json!({"cmd": "outbox"}));
+    let delivered: Vec<&Value> = ob["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["state"] == "delivered")
+        .collect();
+    assert!(
+        !delivered.is_empty() && delivered.iter().all(|m| m["path"] == "relay"),
+        "{ob}"
+    );
 
     // Alice's panel: bob is relayed through the bootstrap node, with the route's bytes.
     let (ok, out) = cli(&a_dir, &["status", "--json"]);

@@ -142,6 +142,11 @@ fn claim_resolve_pin_send_by_name_and_refuse_a_changed_key() {
     assert!(ok, "{out}");
     let entry: Value = serde_json::from_str(out.lines().next().unwrap_or("null")).unwrap();
     assert_eq!(entry["to"], a_fp.as_str(), "{entry}");
+    assert_eq!(
+        (&entry["state"], &entry["path"]),
+        (&json!("delivered"), &json!("direct")),
+        "{entry}"
+    );
     // `dna inbox --follow` prints a message that arrives while it runs.
     let mut follow = Command::new(DNA)
         .args(["inbox", "--all", "--follow", "--json", "--data-dir"])
