@@ -585,6 +585,26 @@ impl NodeHandle {
         request_relay(&self.shared, &d, relay, peer).await
     }
 
+    /// Serve in the DHT or not (decision 9: a node whose presence says it is reachable
+    /// serves — answers requests, holds records and mailbox items — the others are
+    /// clients). Whether the DHT now serves; `false` without a DHT.
+    pub async fn serve_dht(&self, serve: bool) -> bool {
+        self.shared
+            .core
+            .call(move |c, _| {
+                c.dht_mut().map(|d| {
+                    if d.is_server() != serve {
+                        tracing::info!(serve, "DHT role changed");
+                    }
+                    d.set_server(serve);
+                    serve
+                })
+            })
+            .await
+            .flatten()
+            .unwrap_or(false)
+    }
+
     fn dht_shared(&self) -> Result<Arc<DhtShared>, ReachError> {
         self.shared
             .dht

@@ -280,6 +280,18 @@ impl Dht {
         self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_secs()
     }
 
+    /// Starts or stops serving (design brief, decision 9: only reachable nodes serve); the
+    /// flag on our next messages tells others, and only then do they enter us in their
+    /// tables.
+    pub fn set_server(&mut self, server: bool) {
+        self.cfg.server = server;
+    }
+
+    /// Whether this node serves.
+    pub fn is_server(&self) -> bool {
+        self.cfg.server
+    }
+
     fn flags(&self) -> u8 {
         if self.cfg.server {
             FLAG_SERVER
