@@ -542,7 +542,8 @@ async fn refresh(h: &NodeHandle, cfg: &DaemonConfig, seeds: &[(SocketAddr, Finge
     let reachable = h.nat_status().presence().reachable;
     // Decision 9: a reachable node serves in the DHT (and holds mailbox items); a
     // relay-only one never shows its address, so it stays a client.
-    h.serve_dht(reachable && cfg.relay != RelayPolicy::Only).await;
+    h.serve_dht(reachable && cfg.relay != RelayPolicy::Only)
+        .await;
     // `relay = "only"`: reached through a rendezvous node's relay, so registered there.
     if !reachable || cfg.relay == RelayPolicy::Only {
         let mut ok = 0;
