@@ -707,6 +707,31 @@ fn deliver_all_via(tb: &TestBed, pairs: &[(NatType, NatType)], path: &str) {
     }
 }
 
+/// Decision 9: a daemon whose presence says it is reachable (public host, full cone)
+/// serves in the DHT; one behind a port-restricted NAT stays a client (`dna status` →
+/// `dht.serves`).
+#[test]
+fn reachable_daemons_serve_in_the_dht_and_others_are_clients() {
+    let Some(tb) = test_bed("reachable_daemons_serve_in_the_dht_and_others_are_clients") else {
+        return;
+    };
+    for (nat, serves) in [
+        (NatType::Public, true),
+        (NatType::FullCone, true),
+        (NatType::PortRestricted, false),
+    ] {
+        let p = tb.daemon(tb.host(nat, 'a')).unwrap();
+        let st = p.control(&serde_json::json!({"cmd": "status"})).unwrap();
+        println!(
+            "{}: reachable {}, dht serves {}",
+            nat.name(),
+            st["reachable"],
+            st["dht"]["serves"]
+        );
+        assert_eq!(st["dht"]["serves"], serves, "{}: {st}", nat.name());
+    }
+}
+
 /// The bundled relay's node dies mid-session (issue 10; spec/07-relay.md §1.8): the caller
 /// reports the peer down (messages wait for ACKs that do not come: the 20 s ACK timeout of
 /// spec/03 §6), reaches it again through the other bootstrap node (the callee is registered

@@ -37,6 +37,7 @@ pub(super) async fn status(h: &NodeHandle, hub: &Hub) -> Value {
     v["dht"] = json!({
         "table": h.dht_table_size().await,
         "records": h.dht_records_held().await,
+        "serves": h.dht_serves().await,
     });
     v["peers"] = Value::Array(peers(h, hub).await);
     v["control"] = json!({

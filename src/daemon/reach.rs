@@ -605,6 +605,15 @@ impl NodeHandle {
             .unwrap_or(false)
     }
 
+    /// Whether this node serves in the DHT now (decision 9).
+    pub async fn dht_serves(&self) -> bool {
+        self.shared
+            .core
+            .call(|c, _| c.dht().is_some_and(|d| d.is_server()))
+            .await
+            .unwrap_or(false)
+    }
+
     fn dht_shared(&self) -> Result<Arc<DhtShared>, ReachError> {
         self.shared
             .dht
