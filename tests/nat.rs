@@ -707,11 +707,14 @@ fn deliver_all_via(tb: &TestBed, pairs: &[(NatType, NatType)], path: &str) {
     }
 }
 
-/// Decision 9: a daemon whose presence says it is reachable (public host, full cone)
-/// serves in the DHT; one behind a port-restricted NAT stays a client (`dna status` →
-/// `dht.serves`).
+/// Decision 9, with `dht_serve = true`: a daemon whose presence says it is reachable
+/// (public host, full cone) serves in the DHT; one behind a port-restricted NAT stays a
+/// client (`dna status` → `dht.serves`).
 #[test]
 fn reachable_daemons_serve_in_the_dht_and_others_are_clients() {
+    let cfg = std::env::temp_dir().join(format!("dna-dht-serve-{}.toml", std::process::id()));
+    std::fs::write(&cfg, "dht_serve = true\n").unwrap();
+    let extra = vec!["--config".to_string(), cfg.display().to_string()];
     let Some(tb) = test_bed("reachable_daemons_serve_in_the_dht_and_others_are_clients") else {
         return;
     };
@@ -720,7 +723,7 @@ fn reachable_daemons_serve_in_the_dht_and_others_are_clients() {
         (NatType::FullCone, true),
         (NatType::PortRestricted, false),
     ] {
-        let p = tb.daemon(tb.host(nat, 'a')).unwrap();
+        let p = tb.daemon_with(tb.host(nat, 'a'), &extra).unwrap();
         let st = p.control(&serde_json::json!({"cmd": "status"})).unwrap();
         println!(
             "{}: reachable {}, dht serves {}",
@@ -730,6 +733,7 @@ fn reachable_daemons_serve_in_the_dht_and_others_are_clients() {
         );
         assert_eq!(st["dht"]["serves"], serves, "{}: {st}", nat.name());
     }
+    let _ = std::fs::remove_file(&cfg);
 }
 
 /// The bundled relay's node dies mid-session (issue 10; spec/07-relay.md §1.8): the caller

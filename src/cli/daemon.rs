@@ -70,6 +70,9 @@ pub(super) struct DaemonConfig {
     /// `"never"`, `"only"` (never a direct path; the peer learns no address of ours)
     /// (default `"auto"`; spec/07-relay.md §1.5).
     pub relay: RelayPolicy,
+    /// Serve in the DHT while reachable (design brief, decision 9: hold records and mailbox
+    /// items for others; default false for now: spec/09-mailbox.md, "Who stores").
+    pub dht_serve: bool,
     /// Punching this long without a pair: ask the relay in parallel (default 1000 ms).
     pub relay_after_ms: u64,
     /// A session still relayed gets a new punching attempt this often (default 60 s).
@@ -182,6 +185,7 @@ impl Default for DaemonConfig {
             turn_password: None,
             other_port: None,
             relay: RelayPolicy::Auto,
+            dht_serve: false,
             relay_after_ms: 1000,
             upgrade_secs: 60,
             relay_server: RelayServerConfig::default(),
@@ -198,7 +202,7 @@ pub(super) struct DaemonArgs {
     data_dir: DataDir,
     /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
     /// keep_alive_secs, network_check_secs, retry_secs, other_address, other_port, turn,
-    /// turn_user, turn_password, relay, relay_after_ms, upgrade_secs, and the tables
+    /// turn_user, turn_password, relay, relay_after_ms, upgrade_secs, dht_serve, and the tables
     /// `[limits]` (spec/06-node.md §5), `[relay_server]` (spec/07-relay.md §1.4), `[mailbox]`
     /// (spec/09-mailbox.md §7) and `[control]` (spec/10-control.md §5)).
     #[arg(long, value_name = "FILE")]
@@ -540,9 +544,9 @@ async fn refresh(h: &NodeHandle, cfg: &DaemonConfig, seeds: &[(SocketAddr, Finge
         }
     }
     let reachable = h.nat_status().presence().reachable;
-    // Decision 9: a reachable node serves in the DHT (and holds mailbox items); a
-    // relay-only one never shows its address, so it stays a client.
-    h.serve_dht(reachable && cfg.relay != RelayPolicy::Only)
+    // Decision 9 (with `dht_serve`): a reachable node serves in the DHT (and holds mailbox
+    // items); a relay-only one never shows its address, so it stays a client.
+    h.serve_dht(cfg.dht_serve && reachable && cfg.relay != RelayPolicy::Only)
         .await;
     // `relay = "only"`: reached through a rendezvous node's relay, so registered there.
     if !reachable || cfg.relay == RelayPolicy::Only {
