@@ -120,20 +120,26 @@ async fn publish_kem(shared: &Shared) -> Result<usize, DhtError> {
     let now = now_s();
     let value = shared.identity.kem_public().to_bytes();
     let ttl = RecordKind::KemKey.max_ttl_secs() - 24 * 3600;
-    let r = Record::sign(
-        &shared.identity,
-        RecordKind::KemKey,
-        seq,
-        now + ttl,
-        value,
-        now,
-    )
-    .map_err(|e| DhtError::Record(e.to_string()))?;
-    let r = VerifiedRecord::from_record(&r);
+    let r = signed(shared, RecordKind::KemKey, seq, now + ttl, value, now)?;
     match query(shared, move |dht, now| dht.put_verified(r, now)).await? {
         DhtEvent::Put { stored_at, .. } => Ok(stored_at),
         _ => Ok(0),
     }
+}
+
+/// Our record of `kind` (sequence `seq`, expiry and `now` in Unix seconds), signed and
+/// ready to put.
+fn signed(
+    shared: &Shared,
+    kind: RecordKind,
+    seq: u64,
+    expiry: u64,
+    value: Vec<u8>,
+    now: u64,
+) -> Result<VerifiedRecord, DhtError> {
+    Record::sign(&shared.identity, kind, seq, expiry, value, now)
+        .map(|r| VerifiedRecord::from_record(&r))
+        .map_err(|e| DhtError::Record(e.to_string()))
 }
 
 /// The valid records under `key` found by a lookup.
@@ -235,16 +241,7 @@ async fn send_side(shared: &Shared) -> Result<(), DhtError> {
             };
             let expiry = now + cfg.ttl_secs.min(RecordKind::MailboxItem.max_ttl_secs());
             let seq = item_seq(&m.id);
-            let r = Record::sign(
-                &shared.identity,
-                RecordKind::MailboxItem,
-                seq,
-                expiry,
-                sealed,
-                now,
-            )
-            .map_err(|e| DhtError::Record(e.to_string()))?;
-            let r = VerifiedRecord::from_record(&r);
+            let r = signed(shared, RecordKind::MailboxItem, seq, expiry, sealed, now)?;
             let stored_at = match query(shared, move |dht, now| dht.put_once(r, now)).await? {
                 DhtEvent::Put { stored_at, .. } => stored_at,
                 _ => 0,
@@ -320,13 +317,27 @@ async fn check_receipts(shared: &Shared) {
     }
 }
 
+/// Bytes of mailbox items one fetch holds at most (over all storing nodes): a storing node
+/// that answers with many large items of many made-up senders cannot make the recipient
+/// hold more; what is left waits for the next fetch, once the receipt dropped what was
+/// taken.
+const MAX_FETCH_BYTES: usize = 64 << 20;
+
 /// Every mailbox item under `key` at `node`, verified, page by page (at most a full
-/// mailbox's worth).
-async fn pages(shared: &Shared, node: Contact, key: crate::crypto::NodeId) -> Vec<VerifiedRecord> {
+/// mailbox's worth, and at most `budget` bytes of values, which it spends).
+async fn pages(
+    shared: &Shared,
+    node: Contact,
+    key: crate::crypto::NodeId,
+    budget: &mut usize,
+) -> Vec<VerifiedRecord> {
     let mut all = Vec::new();
     let mut after = None;
     let most = crate::dht::StoreConfig::default().mailbox_per_key / MAX_RECORDS + 2;
     for _ in 0..most {
+        if *budget == 0 {
+            break;
+        }
         let ev = query(shared, move |dht, now| {
             dht.fetch_page(node, key, after, now)
         })
@@ -346,6 +357,16 @@ async fn pages(shared: &Shared, node: Contact, key: crate::crypto::NodeId) -> Ve
             .iter()
             .filter_map(|b| VerifiedRecord::verify(b, now).ok())
             .filter(|r| r.kind() == RecordKind::MailboxItem && r.key() == key)
+            .take_while(|r| match budget.checked_sub(r.value().len()) {
+                Some(left) => {
+                    *budget = left;
+                    true
+                }
+                None => {
+                    *budget = 0;
+                    false
+                }
+            })
             .collect();
         let last = items.last().map(|r| (r.publisher(), r.item()));
         all.extend(items);
@@ -367,8 +388,9 @@ async fn fetch(shared: &Shared) -> Result<(), DhtError> {
     };
     let mut items: HashMap<(Fingerprint, u64), Vec<u8>> = HashMap::new();
     let mut fetched = 0u64;
+    let mut budget = MAX_FETCH_BYTES;
     for node in closest {
-        for r in pages(shared, node, key).await {
+        for r in pages(shared, node, key, &mut budget).await {
             fetched += 1;
             items
                 .entry((r.publisher(), r.item()))
@@ -472,16 +494,14 @@ async fn publish_receipt(shared: &Shared) -> Result<usize, DhtError> {
         .ttl_secs
         .min(RecordKind::MailboxReceipt.max_ttl_secs());
     let value = Receipt { entries }.encode();
-    let r = Record::sign(
-        &shared.identity,
+    let r = signed(
+        shared,
         RecordKind::MailboxReceipt,
         seq,
         now + ttl,
         value,
         now,
-    )
-    .map_err(|e| DhtError::Record(e.to_string()))?;
-    let r = VerifiedRecord::from_record(&r);
+    )?;
     let stored_at = match query(shared, move |dht, now| dht.put_verified(r, now)).await? {
         DhtEvent::Put { stored_at, .. } => stored_at,
         _ => 0,
