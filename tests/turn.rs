@@ -845,3 +845,88 @@ fn quic_runs_through_the_nodes_turn_allocation() {
         b.shutdown(Duration::from_millis(100)).await;
     });
 }
+
+/// TURN over TCP in the node (spec/07-relay.md §2.11): node B is told UDP to the server
+/// never answers (`turn_tcp_after` zero), so it allocates over TCP and sends *everything*
+/// through the allocation. B dials A (a plain node) at A's own address — its QUIC leaves
+/// as Send indications on the stream — and A dials B at B's relayed address; 1,000
+/// messages each way arrive exactly once, and B's UDP socket sent nothing to A directly.
+#[test]
+fn everything_goes_over_turn_tcp_when_udp_gets_no_answer() {
+    if !have_turnserver("everything_goes_over_turn_tcp_when_udp_gets_no_answer") {
+        return;
+    }
+    const N: usize = 1000;
+    let server = coturn(&["--lt-cred-mech", "--user", "u:p"]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let local = || dna_p2p::daemon::NodeConfig::listening_on("127.0.0.1:0".parse().unwrap());
+        let b_cfg = dna_p2p::daemon::NodeConfig {
+            turn_server: Some(server.addr),
+            turn_credentials: Some(static_creds("p")),
+            turn_tcp_after: Some(Duration::ZERO),
+            ..local()
+        };
+        let gen = || dna_p2p::crypto::Identity::generate(&mut rand_core::OsRng);
+        let b = dna_p2p::daemon::Node::bind(gen(), b_cfg).await.unwrap();
+        let a = dna_p2p::daemon::Node::bind(gen(), local()).await.unwrap();
+        let (ha, hb) = (a.handle(), b.handle());
+        assert!(hb.turn_settled().await, "allocated: {:?}", b.turn_status());
+        let st = b.turn_status();
+        println!(
+            "B: transport {}, relayed {:?}, mapped {:?}",
+            st.transport, st.relayed, st.mapped
+        );
+        assert_eq!(st.transport, "tcp");
+        assert!(hb.turn_over_tcp());
+        let relayed = st.relayed.expect("relayed");
+        let (a_fp, b_fp) = (a.fingerprint(), b.fingerprint());
+        // B dials A at A's address: through the allocation.
+        b.connect(a_fp, vec![a.local_addr()]).await;
+        let at_b = tokio::spawn(count_messages(b, N));
+        let at_a = tokio::spawn(count_messages(a, N));
+        for i in 0..N {
+            hb.send(a_fp, format!("b>a {i}").into_bytes().into())
+                .await
+                .unwrap();
+        }
+        let (a, at_a) = at_a.await.unwrap();
+        // A dials B at its relayed address (A sees B there already: the same session).
+        a.connect(b_fp, vec![relayed]).await;
+        for i in 0..N {
+            ha.send(b_fp, format!("a>b {i}").into_bytes().into())
+                .await
+                .unwrap();
+        }
+        let (b, at_b) = at_b.await.unwrap();
+        for (seen, dir) in [(&at_b, "a>b"), (&at_a, "b>a")] {
+            assert_eq!(seen.len(), N, "{dir}: distinct messages");
+            assert!(seen.values().all(|&c| c == 1), "{dir}: a duplicate");
+        }
+        let sb = b.socket_stats();
+        let (rin, rout) = (
+            sb.relayed_in.load(Ordering::Relaxed),
+            sb.relayed_out.load(Ordering::Relaxed),
+        );
+        let peers = hb.relay_status().peers;
+        println!(
+            "{N} messages each way over TURN/TCP: B relayed_in {rin} relayed_out {rout} \
+             (dropped {}); B's routes: {:?}",
+            sb.dropped.load(Ordering::Relaxed),
+            peers
+                .iter()
+                .map(|p| (p.addr.clone(), p.path, p.bytes_in, p.bytes_out))
+                .collect::<Vec<_>>()
+        );
+        assert!(rin > 0 && rout > 0);
+        assert!(peers
+            .iter()
+            .any(|p| p.addr == a.local_addr().to_string() && p.path == "turn"));
+        a.shutdown(Duration::from_millis(100)).await;
+        b.shutdown(Duration::from_millis(100)).await;
+    });
+}

@@ -20,6 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use dna_p2p::crypto::Fingerprint;
 use dna_p2p::daemon::{NodeHandle, Reached, StoredMessage};
+use dna_p2p::nat::candidate::CandidateKind;
 
 use super::events::Hub;
 use std::sync::Arc;
@@ -139,7 +140,11 @@ async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
             .copied()
             .any(dna_p2p::transport::is_relay_token)
     });
-    let (path, via, note) = if connected && relayed {
+    // Behind a network without UDP every path is through TURN over TCP.
+    let all_turn = h.turn_over_tcp();
+    let (path, via, note) = if connected && all_turn {
+        ("turn", "tcp", None)
+    } else if connected && relayed {
         ("relay", "connected", None)
     } else if connected {
         ("direct", "connected", None)
@@ -148,7 +153,15 @@ async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
         ("queued", "none", None)
     } else {
         match h.reach(to).await {
+            Ok(Reached::Direct { .. } | Reached::Punched { .. }) if all_turn => {
+                ("turn", "tcp", None)
+            }
             Ok(Reached::Direct { kind, .. }) => ("direct", kind.name(), None),
+            // Punched toward the peer's TURN allocation: its network lets no UDP out.
+            Ok(Reached::Punched {
+                kind: CandidateKind::Relayed,
+                ..
+            }) => ("turn", "relay", None),
             Ok(Reached::Punched { kind, .. }) => ("direct", kind.name(), None),
             // Through the peer's TURN allocation (spec/07-relay.md §3).
             Ok(Reached::Relayed { .. }) => ("turn", "relay", None),

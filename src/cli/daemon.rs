@@ -421,10 +421,18 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         .await
         .map_err(|e| e.to_string())?;
     let h = node.handle();
+    // Behind a network without UDP, everything goes through TURN over TCP: set up first.
+    h.turn_settled().await;
     let table = if seeds.is_empty() {
         0
     } else {
-        h.dht_bootstrap().await.unwrap_or(0)
+        match h.dht_bootstrap().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "joining the DHT failed");
+                0
+            }
+        }
     };
     if !bootstrap && table > 0 {
         // What came while we were away, before anyone can reach us again: the offline
@@ -597,6 +605,7 @@ fn turn_status(h: &NodeHandle) -> Value {
         Some(server) => json!({
             "server": server.to_string(),
             "state": t.state,
+            "transport": t.transport,
             "relayed": t.relayed.map(|a| a.to_string()),
             "mapped": t.mapped.map(|a| a.to_string()),
             "error": t.error,

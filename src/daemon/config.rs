@@ -59,6 +59,10 @@ pub struct NodeConfig {
     /// Permission requests waiting for the TURN task (default 64); more are refused and
     /// the CONNECT that asked goes on without them.
     pub turn_permit_queue: usize,
+    /// How long UDP to the TURN server may go unanswered before the node allocates over
+    /// TCP instead and sends everything through the allocation (spec/07-relay.md §2.11;
+    /// default 2 s; `None`: UDP only).
+    pub turn_tcp_after: Option<Duration>,
     /// Message IDs remembered per peer to drop duplicates: at least this many, at most twice
     /// (default 16384; keep it ≥ 2 × `conn.max_inflight`, the most a peer can resend after
     /// two cuts in a row).
@@ -141,6 +145,7 @@ impl Default for NodeConfig {
             turn_credentials: None,
             relay: Default::default(),
             turn_permit_queue: 64,
+            turn_tcp_after: Some(Duration::from_secs(2)),
             inbox_capacity: 16384,
             event_queue: 16384,
             event_queue_bytes: 64 << 20,

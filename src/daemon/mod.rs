@@ -45,6 +45,8 @@ mod state;
 mod store;
 mod stun_routes;
 mod turn;
+mod turn_shared;
+mod turn_tcp;
 mod util;
 
 pub use crate::node::scores::BAN_THRESHOLD;

@@ -254,6 +254,15 @@ impl Node {
             shared.clone(),
             signal_rx,
         ));
+        let SideChannels { stun, turn } = side;
+        // With credentials for the TURN server, the node keeps an allocation there itself.
+        let turn = match (shared.cfg.turn_server, shared.cfg.turn_credentials.clone()) {
+            (Some(server), Some(creds)) => {
+                tokio::spawn(super::turn::run(shared.clone(), server, creds, turn));
+                None
+            }
+            _ => Some(turn),
+        };
         if shared.dht.is_some() {
             let seeds = super::dht::seeds(
                 &shared
@@ -266,20 +275,13 @@ impl Node {
             if !seeds.is_empty() {
                 let shared = shared.clone();
                 tokio::spawn(async move {
+                    // Behind a network without UDP the join must go through TURN.
+                    super::turn::settled(&shared).await;
                     let _ = super::dht::bootstrap(&shared, seeds).await;
                 });
             }
         }
         tracing::info!(fingerprint = %shared.identity.fingerprint(), addr = %shared.local, "node up");
-        let SideChannels { stun, turn } = side;
-        // With credentials for the TURN server, the node keeps an allocation there itself.
-        let turn = match (shared.cfg.turn_server, shared.cfg.turn_credentials.clone()) {
-            (Some(server), Some(creds)) => {
-                tokio::spawn(super::turn::run(shared.clone(), server, creds, turn));
-                None
-            }
-            _ => Some(turn),
-        };
         let rfc5780 = rfc5780.map(|d| {
             let cfg = shared.cfg.stun_responder.clone();
             d.spawn(shared.socket.clone(), cfg, shared.stun_stats.clone())

@@ -82,11 +82,20 @@ impl NodeHandle {
             .await
             .unwrap_or_default();
         let routes = self.shared.socket.routes();
+        // Over TURN/TCP every path is the far side of our allocation.
+        let all_turn = self.shared.socket.turn_over_tcp();
         let mut out: Vec<PeerStatus> = links
             .into_iter()
             .map(|(peer, addrs, h)| {
                 let remote = h.conn.remote_address();
-                let (path, via, upgraded_to, relay_bytes) = path_of(remote, &routes);
+                let (mut path, via, upgraded_to, relay_bytes) = path_of(remote, &routes);
+                let nat = &self.shared.nat;
+                if all_turn
+                    || nat.is_peer_relay(remote)
+                    || upgraded_to.is_some_and(|a| nat.is_peer_relay(a))
+                {
+                    path = "turn";
+                }
                 let stats = h.conn.stats();
                 PeerStatus {
                     peer,

@@ -222,7 +222,7 @@ pub(crate) async fn answer_offer(
     offer: Signal,
     via: Contact,
 ) -> Result<Vec<u8>, ConnectErrorCode> {
-    let policy = shared.cfg.relay_policy;
+    let policy = relay_policy(shared);
     let me = shared.identity.fingerprint();
     if let Err(e) = offer.check_offer(&me, now_ms()) {
         tracing::warn!(caller = %offer.from.fingerprint(), error = %e, "CONNECT refused");
@@ -272,6 +272,17 @@ pub(crate) async fn answer_offer(
         tokio::spawn(callee_relay(shared.clone(), via, caller, Some(punched)));
     }
     Ok(answer.sign(&shared.identity))
+}
+
+/// The relay policy in force: the configured one, except that a node whose traffic all
+/// goes through TURN over TCP (spec/07-relay.md §2.11) asks no bundled relay under `auto`
+/// — its datagrams to a relay node would have to be wrapped twice, and the TURN
+/// allocation already is a relay; punching through it works as behind a restricted cone.
+fn relay_policy(shared: &Shared) -> RelayPolicy {
+    match shared.cfg.relay_policy {
+        RelayPolicy::Auto if shared.socket.turn_over_tcp() => RelayPolicy::Never,
+        p => p,
+    }
 }
 
 /// The callee's half of a bundled relay pair: once punching failed (or at once), ask the
@@ -627,7 +638,7 @@ impl NodeHandle {
     /// keeps the connection up ([`NodeHandle::connect`]); messages queued with
     /// [`NodeHandle::send`] flow as soon as it is up.
     pub async fn reach(&self, peer: Fingerprint) -> Result<Reached, ReachError> {
-        self.reach_with(peer, self.shared.cfg.relay_policy, true)
+        self.reach_with(peer, relay_policy(&self.shared), true)
             .await
     }
 
@@ -820,7 +831,19 @@ impl NodeHandle {
                     }
                     attempt.handle_relay(r.map_err(ReachError::into_failure));
                 }
-                Action::Done(r) => return r.map_err(ReachError::from),
+                Action::Done(r) => {
+                    if let Ok(
+                        Reached::Relayed { addr }
+                        | Reached::Punched {
+                            addr,
+                            kind: CandidateKind::Relayed,
+                        },
+                    ) = &r
+                    {
+                        self.shared.nat.note_peer_relay(*addr);
+                    }
+                    return r.map_err(ReachError::from);
+                }
             }
         }
     }

@@ -311,8 +311,10 @@ impl NatStatus {
 pub struct TurnStatus {
     /// The TURN server.
     pub server: Option<SocketAddr>,
-    /// `allocating`, `allocated`, `lost` (a new Allocate is on its way), `failed` or
-    /// `closed`.
+    /// `udp`, or `tcp` once UDP to the server got no answer (spec/07-relay.md §2.11).
+    pub transport: &'static str,
+    /// `allocating`, `allocated`, `lost` (a new Allocate is on its way), `connecting`
+    /// (TCP), `failed` or `closed`.
     pub state: &'static str,
     /// The relayed address, while allocated.
     pub relayed: Option<SocketAddr>,
@@ -337,6 +339,32 @@ pub(crate) struct NatShared {
     pub(crate) turn: tokio::sync::watch::Sender<TurnStatus>,
     /// Commands to the TURN task; set by the task when it starts (none without one).
     pub(crate) turn_cmd: std::sync::OnceLock<tokio::sync::mpsc::Sender<TurnCmd>>,
+    /// Peers' TURN relayed addresses we reached them at (newest last, at most
+    /// [`PEER_RELAYS`]): `dna status` shows such a session's path as `turn`.
+    pub(crate) peer_relays: std::sync::Mutex<std::collections::VecDeque<SocketAddr>>,
+}
+
+/// How many peers' relayed addresses [`NatShared::peer_relays`] remembers.
+pub(crate) const PEER_RELAYS: usize = 256;
+
+impl NatShared {
+    /// Remembers that `addr` is a peer's TURN relayed address.
+    pub(crate) fn note_peer_relay(&self, addr: SocketAddr) {
+        let mut v = self.peer_relays.lock().unwrap_or_else(|e| e.into_inner());
+        v.retain(|a| *a != addr);
+        if v.len() >= PEER_RELAYS {
+            v.pop_front();
+        }
+        v.push_back(addr);
+    }
+
+    /// Whether `addr` is a peer's TURN relayed address we reached it at.
+    pub(crate) fn is_peer_relay(&self, addr: SocketAddr) -> bool {
+        self.peer_relays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&addr)
+    }
 }
 
 /// What the TURN task is asked to do (spec/07-relay.md §3.2).
@@ -367,6 +395,7 @@ impl NatShared {
             punch_attempts: AtomicUsize::new(0),
             turn: tokio::sync::watch::Sender::new(TurnStatus::default()),
             turn_cmd: std::sync::OnceLock::new(),
+            peer_relays: Default::default(),
         }
     }
 }
@@ -427,4 +456,23 @@ pub(crate) struct SignalStream {
     pub(crate) peer: Contact,
     pub(crate) bytes: Vec<u8>,
     pub(crate) send: quinn::SendStream,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The peers' relayed addresses are bounded: the oldest goes first.
+    #[test]
+    fn peer_relays_are_bounded() {
+        let cfg = super::super::NodeConfig::listening_on("127.0.0.1:0".parse().unwrap());
+        let nat = NatShared::new(&cfg);
+        let addr = |i: usize| SocketAddr::from(([198, 18, (i / 256) as u8, (i % 256) as u8], 1));
+        for i in 0..PEER_RELAYS + 10 {
+            nat.note_peer_relay(addr(i));
+        }
+        assert_eq!(nat.peer_relays.lock().unwrap().len(), PEER_RELAYS);
+        assert!(!nat.is_peer_relay(addr(9)), "the oldest are gone");
+        assert!(nat.is_peer_relay(addr(10)) && nat.is_peer_relay(addr(PEER_RELAYS + 9)));
+    }
 }

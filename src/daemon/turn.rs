@@ -9,6 +9,10 @@
 //! candidate while allocated; the task takes [`TurnCmd::Permit`] from the CONNECT exchange
 //! (the peer's candidate IPs) and keeps those permissions; the QUIC datagrams themselves
 //! never pass through here — the socket wraps and unwraps them.
+//!
+//! TURN over TCP (spec/07-relay.md §2.11): when UDP to the server goes unanswered for
+//! `turn_tcp_after`, the task hands over to [`super::turn_tcp`], which allocates over a
+//! TCP stream and makes the socket send everything through the allocation.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::state::{Shared, TurnCmd, TurnStatus};
+use super::state::{Shared, TurnCmd};
+use super::turn_shared::{on_event, publish, Next, Permits};
 use super::util::{unix_ms, with_rng};
-use crate::nat::candidate::{Candidate, CandidateKind};
-use crate::nat::turn::{Client, Credentials, TurnConfig, TurnEvent};
+use crate::nat::turn::{Client, Credentials, TurnConfig, TurnError};
 use crate::transport::socket::Datagram;
 
 /// How long the task waits for the Refresh 0's answer at shutdown.
@@ -34,7 +38,42 @@ impl crate::daemon::NodeHandle {
     }
 }
 
-/// Allocates at `server` and keeps the allocation until the node stops.
+/// How long [`settled`] waits beyond `turn_tcp_after`: a TCP connect and an allocation.
+const SETTLE_MARGIN: Duration = Duration::from_secs(8);
+
+impl crate::daemon::NodeHandle {
+    /// Waits until the node's TURN task holds an allocation or gave up (at most
+    /// `turn_tcp_after` + 8 s); at once without one. What the node sends first (DHT join,
+    /// discovery) then goes the way it must: through the allocation over TCP when UDP is
+    /// blocked. `true` when allocated.
+    pub async fn turn_settled(&self) -> bool {
+        settled(&self.shared).await
+    }
+
+    /// Whether everything the node sends goes through its TURN allocation over TCP (UDP
+    /// to the server got no answer; spec/07-relay.md §2.11).
+    pub fn turn_over_tcp(&self) -> bool {
+        self.shared.socket.turn_over_tcp()
+    }
+}
+
+/// See [`crate::daemon::NodeHandle::turn_settled`].
+pub(crate) async fn settled(shared: &Shared) -> bool {
+    if shared.cfg.turn_server.is_none() || shared.cfg.turn_credentials.is_none() {
+        return false;
+    }
+    let max = shared.cfg.turn_tcp_after.unwrap_or_default() + SETTLE_MARGIN;
+    let mut rx = shared.nat.turn.subscribe();
+    let done = tokio::time::timeout(
+        max,
+        rx.wait_for(|st| matches!(st.state, "allocated" | "failed" | "closed")),
+    )
+    .await;
+    matches!(done, Ok(Ok(st)) if st.state == "allocated")
+}
+
+/// Allocates at `server` and keeps the allocation until the node stops: over UDP, or over
+/// TCP when UDP gets no answer.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     server: std::net::SocketAddr,
@@ -46,31 +85,81 @@ pub(crate) async fn run(
     let (cmd_tx, mut cmds) = mpsc::channel(shared.cfg.turn_permit_queue.max(1));
     // Set once: one TURN task per node.
     let _ = shared.nat.turn_cmd.set(cmd_tx);
+    let mut permits = Permits::new(TurnConfig::default().max_permissions);
+    let udp = run_udp(
+        &shared,
+        server,
+        credentials.clone(),
+        &mut rx,
+        &mut cmds,
+        &mut permits,
+    )
+    .await;
+    if udp == UdpEnd::NoAnswer {
+        tracing::warn!(%server, "no answer from the TURN server over UDP: allocating over TCP, everything goes through it");
+        super::turn_tcp::run(&shared, server, credentials, &mut cmds, permits).await;
+    }
+}
+
+/// How the UDP phase ended.
+#[derive(Debug, PartialEq, Eq)]
+enum UdpEnd {
+    /// Closed, failed, or the node stopped: the task ends.
+    Done,
+    /// The server never answered within `turn_tcp_after`: try TCP.
+    NoAnswer,
+}
+
+/// A client with a fresh random seed for its transaction IDs.
+pub(crate) fn new_client(
+    server: std::net::SocketAddr,
+    credentials: Credentials,
+    config: TurnConfig,
+    now: Instant,
+) -> Client {
     let mut seed = [0u8; 32];
     with_rng(|r| rand_core::RngCore::fill_bytes(r, &mut seed));
-    let now = Instant::now();
-    let mut client = Client::new(
-        server,
-        credentials,
-        TurnConfig::default(),
-        now,
-        unix_ms() / 1000,
-        seed,
-    );
-    publish(&shared, &client, |st| {
+    Client::new(server, credentials, config, now, unix_ms() / 1000, seed)
+}
+
+async fn run_udp(
+    shared: &Arc<Shared>,
+    server: std::net::SocketAddr,
+    credentials: Credentials,
+    rx: &mut mpsc::Receiver<Datagram>,
+    cmds: &mut mpsc::Receiver<TurnCmd>,
+    permits: &mut Permits,
+) -> UdpEnd {
+    let started = Instant::now();
+    let mut client = new_client(server, credentials, TurnConfig::default(), started);
+    publish(shared, &client, |st| {
         st.server = Some(server);
+        st.transport = "udp";
         st.state = "allocating";
     });
+    let give_up = shared.cfg.turn_tcp_after.map(|d| started + d);
     let mut closing: Option<Instant> = None;
     loop {
         let now = Instant::now();
+        let silent = client.stats().responses == 0;
+        if silent && closing.is_none() && give_up.is_some_and(|t| now >= t) {
+            return UdpEnd::NoAnswer;
+        }
         while let Some((to, bytes)) = client.poll_transmit(now) {
             // A lost datagram is what the client's timers are for.
             let _ = shared.socket.send_raw(to, &bytes).await;
         }
         while let Some(ev) = client.poll_event() {
-            if on_event(&shared, &client, ev) {
-                return;
+            match on_event(shared, &client, ev) {
+                Next::Continue => {}
+                Next::Failed(TurnError::Timeout(_)) if silent && give_up.is_some() => {
+                    return UdpEnd::NoAnswer;
+                }
+                Next::Failed(e) => {
+                    tracing::warn!(error = %e, "TURN: giving up on this server");
+                    return UdpEnd::Done;
+                }
+                Next::Closed => return UdpEnd::Done,
             }
         }
         if closing.is_none() && shared.stopped.load(Ordering::Relaxed) {
@@ -83,10 +172,13 @@ pub(crate) async fn run(
             .unwrap_or(now + Duration::from_secs(1));
         // Look at the node's state at least once a second (shutdown).
         wake = wake.min(now + Duration::from_secs(1));
+        if let (Some(t), true) = (give_up, silent) {
+            wake = wake.min(t);
+        }
         if let Some(end) = closing {
             if now >= end {
-                publish(&shared, &client, |st| st.state = "closed");
-                return;
+                publish(shared, &client, |st| st.state = "closed");
+                return UdpEnd::Done;
             }
             wake = wake.min(end);
         }
@@ -95,79 +187,12 @@ pub(crate) async fn run(
                 Some((from, bytes)) => {
                     client.handle_input(Instant::now(), from, &bytes);
                 }
-                None => return,
+                None => return UdpEnd::Done,
             },
             Some(TurnCmd::Permit(ip)) = cmds.recv() => {
-                if let Err(e) = client.create_permission(Instant::now(), ip) {
-                    tracing::debug!(%ip, error = %e, "TURN permission refused");
-                }
+                permits.ask(shared, &mut client, Instant::now(), ip);
             }
             () = tokio::time::sleep_until(wake.into()) => client.handle_timeout(Instant::now()),
         }
     }
-}
-
-/// Publishes what an event changed; `true` when the task is done.
-fn on_event(shared: &Shared, client: &Client, ev: TurnEvent) -> bool {
-    match ev {
-        TurnEvent::Allocated {
-            relayed, mapped, ..
-        } => {
-            tracing::info!(%relayed, server = %client.server(), "TURN allocation made");
-            publish(shared, client, |st| {
-                st.state = "allocated";
-                st.relayed = Some(relayed);
-                st.mapped = mapped;
-                st.error = None;
-            });
-            set_relay_candidate(shared, Some(relayed));
-        }
-        TurnEvent::Lost(e) => {
-            set_relay_candidate(shared, None);
-            tracing::warn!(error = %e, "TURN allocation lost: allocating again");
-            publish(shared, client, |st| {
-                st.state = "lost";
-                st.relayed = None;
-                st.error = Some(e.to_string());
-            });
-        }
-        TurnEvent::Failed(e) => {
-            set_relay_candidate(shared, None);
-            tracing::warn!(error = %e, "TURN: giving up on this server");
-            publish(shared, client, |st| {
-                st.state = "failed";
-                st.relayed = None;
-                st.error = Some(e.to_string());
-            });
-            return true;
-        }
-        TurnEvent::Closed => {
-            set_relay_candidate(shared, None);
-            publish(shared, client, |st| {
-                st.state = "closed";
-                st.relayed = None;
-            });
-            return true;
-        }
-        // Permission outcomes show in the counters; Data indications never get here (the
-        // socket unwraps them for quinn).
-        _ => publish(shared, client, |_| {}),
-    }
-    false
-}
-
-/// Our `relay` candidate (lowest priority) is `relayed`, or there is none.
-fn set_relay_candidate(shared: &Shared, relayed: Option<std::net::SocketAddr>) {
-    shared.nat.status.send_modify(|st| {
-        st.candidates.retain(|c| c.kind != CandidateKind::Relayed);
-        st.candidates
-            .extend(relayed.map(|a| Candidate::new(CandidateKind::Relayed, a, 0)));
-    });
-}
-
-fn publish(shared: &Shared, client: &Client, f: impl FnOnce(&mut TurnStatus)) {
-    shared.nat.turn.send_modify(|st| {
-        f(st);
-        st.stats = client.stats();
-    });
 }

@@ -405,10 +405,26 @@ impl Reach {
             return;
         }
         self.out.push(Action::Dial { addrs: vec![dial] });
+        let kind = self.kind_of(&sel);
         self.finish(Ok(Reached::Punched {
             addr: sel.remote,
-            kind: sel.kind,
+            kind,
         }));
+    }
+
+    /// The kind of the peer's side of a pair: `relay` when it is the peer's relayed
+    /// candidate — a peer whose network lets no UDP out publishes its TURN allocation as
+    /// its reflexive address too, and punching toward it works (spec/07-relay.md §2.11).
+    fn kind_of(&self, sel: &Selected) -> CandidateKind {
+        let relay = match self.state {
+            State::Punching { relay, .. } | State::Relaying { relay, .. } => relay,
+            _ => None,
+        };
+        if relay == Some(sel.remote) {
+            CandidateKind::Relayed
+        } else {
+            sel.kind
+        }
     }
 
     /// The punching attempt's result.
@@ -438,9 +454,10 @@ impl Reach {
                 self.out.push(Action::Dial {
                     addrs: vec![sel.remote],
                 });
+                let kind = self.kind_of(&sel);
                 self.finish(Ok(Reached::Punched {
                     addr: sel.remote,
-                    kind: sel.kind,
+                    kind,
                 }));
             }
             PunchResult::Failed if self.policy == RelayPolicy::Never => {

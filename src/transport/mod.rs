@@ -11,5 +11,5 @@ pub mod tls;
 
 pub use socket::{
     bind_udp, is_alias, is_relay_token, is_token, DnaSocket, RelayForwarder, RelayLimits,
-    RelayRoute, SideChannels, SocketStats,
+    RelayRoute, SideChannels, SocketStats, TCP_FRAME_QUEUE,
 };

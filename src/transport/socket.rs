@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use quinn::udp::{RecvMeta, Transmit};
@@ -40,6 +40,9 @@ use super::demux::{classify, is_stun, Route};
 use super::relay::{
     encode_indication, indication_len, parse_indication, DATA_INDICATION, SEND_INDICATION,
 };
+
+mod turn_tcp;
+pub use turn_tcp::{TurnTcpLink, TCP_FRAME_QUEUE};
 
 /// How many STUN or TURN datagrams may wait for their handler before new ones are dropped.
 pub const SIDE_QUEUE: usize = 1024;
@@ -79,7 +82,8 @@ pub struct SocketStats {
     pub relayed_in: AtomicU64,
     /// QUIC datagrams (GSO segments) sent through our TURN allocation (Send indications).
     pub relayed_out: AtomicU64,
-    /// Datagrams to a token address without a route: dropped, never sent.
+    /// Datagrams to a token address without a route, or (over TURN/TCP) to an address the
+    /// TURN server cannot relay to: dropped, never sent.
     pub unrouted: AtomicU64,
     /// (Relay node.) Send indications passed on as Data indications.
     pub forwarded: AtomicU64,
@@ -197,6 +201,11 @@ pub struct DnaSocket {
     v6: bool,
     /// Set on a relay node.
     forwarder: OnceLock<Arc<dyn RelayForwarder>>,
+    /// Set once UDP to the TURN server got no answer: everything goes through the
+    /// allocation, over TCP (spec/07-relay.md §2.11).
+    tcp: OnceLock<TurnTcpLink>,
+    /// quinn's receive task, woken when a datagram from the TCP stream waits for it.
+    recv_waker: Mutex<Option<Waker>>,
 }
 
 /// Bounds of the socket's relaying (spec/07-relay.md §3; `NodeConfig::relay`).
@@ -279,6 +288,8 @@ impl DnaSocket {
             limits,
             v6,
             forwarder: OnceLock::new(),
+            tcp: OnceLock::new(),
+            recv_waker: Mutex::new(None),
         });
         Ok((s, SideChannels { stun, turn }))
     }
@@ -477,6 +488,11 @@ impl DnaSocket {
     /// server, the indications sent as GSO batches again (equal-size segments make
     /// equal-size indications; only the last may be shorter, as GSO wants).
     fn send_relayed(&self, server: SocketAddr, t: &Transmit) -> io::Result<()> {
+        if self.turn_server == Some(server) {
+            if let Some(link) = self.tcp.get() {
+                return self.send_over_tcp(link, t);
+            }
+        }
         let peer = canonical(t.destination);
         let seg = t.segment_size.unwrap_or(t.contents.len()).max(1);
         let stride = indication_len(peer, seg);
@@ -624,6 +640,9 @@ impl DnaSocket {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        // A punched peer under a local alias, reached through our TURN allocation (over
+        // TCP): its QUIC comes as from the alias, as over UDP (`poll_recv`).
+        let peer = self.alias(peer).map_or(peer, |a| self.present(a));
         let mut r = self.relay();
         if r.inject.len() >= self.limits.inject_queue {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -728,6 +747,14 @@ impl AsyncUdpSocket for DnaSocket {
                     destination: self.present(direct),
                     ..*transmit
                 };
+                // Over TURN/TCP even a "direct" pair is the far side of our allocation.
+                if let Some(server) = self.default_route(direct) {
+                    if !self.relayable(direct) {
+                        self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    return self.send_relayed(server, &t);
+                }
                 return self.inner.try_send(&t);
             }
             Some((server, None)) => return self.send_relayed(server, transmit),
@@ -737,6 +764,15 @@ impl AsyncUdpSocket for DnaSocket {
             // Reserved addresses never reach the network.
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
             return Ok(());
+        }
+        if let Some(server) = self.default_route(transmit.destination) {
+            if !self.relayable(transmit.destination) {
+                // Only a LAN reaches it, and ours lets nothing out but TURN.
+                self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            self.add_relayed(transmit.destination);
+            return self.send_relayed(server, transmit);
         }
         self.inner.try_send(transmit)
     }
@@ -755,6 +791,21 @@ impl AsyncUdpSocket for DnaSocket {
             }
             let n = match self.inner.poll_recv(cx, bufs, meta) {
                 Poll::Ready(Ok(n)) => n,
+                Poll::Pending => {
+                    // Datagrams from a TURN TCP stream arrive from another task, which
+                    // wakes us; kept from the first wait on, since the stream may begin
+                    // while quinn already waits.
+                    {
+                        let mut w = self.recv_waker.lock().unwrap_or_else(|e| e.into_inner());
+                        if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                            *w = Some(cx.waker().clone());
+                        }
+                    }
+                    if self.injected.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
                 other => return other,
             };
             let mut kept = 0;

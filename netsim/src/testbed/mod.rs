@@ -697,6 +697,8 @@ impl TestBed {
             .args(["--min-port", &min_port, "--max-port", &max_port])
             .args(["--pidfile", &self.dir.join("coturn.pid").to_string_lossy()])
             .args(["--log-file", "stdout", "--simple-log"])
+            // With `DNA_TEST_TAIL` (debugging a failed pair) coturn says why sessions end.
+            .args(std::env::var_os("DNA_TEST_TAIL").map(|_| "--verbose"))
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
@@ -1044,6 +1046,9 @@ pub struct PairResult {
     pub path: String,
     /// The candidate type the direct path uses (`srflx`, `prflx`, `host`), if direct.
     pub via: String,
+    /// The path a's session to b is on once the message arrived (`dna status`): where the
+    /// first message went may not be where the session stays.
+    pub ended: String,
     /// Time from `send` to a contact never seen before until the message arrived, ms.
     pub ms: Option<f64>,
     /// What went wrong, for `failed`.
@@ -1056,6 +1061,7 @@ impl PairResult {
         serde_json::json!({
             "a": self.a.name(), "b": self.b.name(), "path": self.path,
             "ms": self.ms.map(|m| (m * 10.0).round() / 10.0), "via": self.via,
+            "ended": self.ended,
         })
     }
 }
@@ -1117,11 +1123,54 @@ impl TestBed {
                     b,
                     path: "failed".into(),
                     via: String::new(),
+                    ended: String::new(),
                     ms: None,
                     detail: "the pair's thread panicked".into(),
                 })
             })
             .collect()
+    }
+
+    /// With `DNA_TEST_TAIL` set (debugging a failed pair): the bootstrap nodes' stderr
+    /// tails too.
+    fn bootstrap_tails(&self) -> String {
+        if std::env::var_os("DNA_TEST_TAIL").is_none() {
+            return String::new();
+        }
+        let coturn = std::fs::read_to_string(self.dir.join("coturn.log")).unwrap_or_default();
+        let lines: Vec<&str> = coturn.lines().collect();
+        let coturn = lines[lines.len().saturating_sub(40)..].join(" | ");
+        self.bootstraps
+            .iter()
+            .map(|b| format!("; bootstrap: {}", b.stderr_tail()))
+            .chain([format!("; coturn: {coturn}")])
+            .collect()
+    }
+
+    /// A pair's daemon arguments on `host`: [`TestBed::pair_args`], and behind
+    /// `udp-blocked` the first TURN server (the only way out: TURN over TCP) unless they
+    /// name one already.
+    fn args_for(&self, host: &Host) -> Vec<String> {
+        let mut v = self.pair_args.clone();
+        if host.nat == NatType::UdpBlocked && !v.iter().any(|a| a == "--turn") {
+            v.extend(self.turn_args_for(1));
+        }
+        v
+    }
+
+    /// The path of `p`'s session to `fp` as `dna status` shows it (empty if none).
+    fn path_now(p: &DnaProcess, fp: &str) -> String {
+        let Ok(st) = p.control(&serde_json::json!({"cmd": "status"})) else {
+            return String::new();
+        };
+        st["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["fingerprint"].as_str() == Some(fp))
+            .and_then(|x| x["path"].as_str())
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Runs one pair: fresh daemons on side a (type `a`) and side b (type `b`), then a sends
@@ -1133,13 +1182,14 @@ impl TestBed {
             b,
             path: "failed".into(),
             via: String::new(),
+            ended: String::new(),
             ms: None,
             detail: String::new(),
         };
         // Both start at once; a sends once both are ready (b has published its presence).
         let (ha, hb) = (self.host(a, 'a'), self.host(b, 'b'));
-        let extra = &self.pair_args;
-        let (pa, pb) = match (self.start_daemon(ha, extra), self.start_daemon(hb, extra)) {
+        let (xa, xb) = (self.args_for(ha), self.args_for(hb));
+        let (pa, pb) = match (self.start_daemon(ha, &xa), self.start_daemon(hb, &xb)) {
             (Ok(x), Ok(y)) => (x, y),
             (Err(e), _) | (_, Err(e)) => {
                 r.detail = e.to_string();
@@ -1176,9 +1226,10 @@ impl TestBed {
             .to_string();
         if !matches!(r.path.as_str(), "direct" | "turn" | "relay") {
             r.detail = format!(
-                "{reply}; b ready: {}; b: {}",
+                "{reply}; b ready: {}; b: {}{}",
                 pb.wait_event("ready", Duration::ZERO).unwrap_or_default(),
-                pb.stderr_tail()
+                pb.stderr_tail(),
+                self.bootstrap_tails()
             );
             return r;
         }
@@ -1187,13 +1238,17 @@ impl TestBed {
             e.get("event").and_then(|v| v.as_str()) == Some("message")
                 && e.get("text").and_then(|v| v.as_str()) == Some(text.as_str())
         }) {
-            Some(ev) => r.ms = Some((ev.at - start).as_secs_f64() * 1e3),
+            Some(ev) => {
+                r.ms = Some((ev.at - start).as_secs_f64() * 1e3);
+                r.ended = Self::path_now(&pa, &fp_b);
+            }
             None => {
                 r.path = "failed".into();
                 r.detail = format!(
-                    "no delivery in {deadline:?}; a: {}; b: {}",
+                    "no delivery in {deadline:?}; a: {}; b: {}{}",
                     pa.stderr_tail(),
-                    pb.stderr_tail()
+                    pb.stderr_tail(),
+                    self.bootstrap_tails()
                 );
             }
         }

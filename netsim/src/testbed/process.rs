@@ -51,9 +51,12 @@ impl DnaProcess {
             .arg("--data-dir")
             .arg(data)
             .args(extra)
+            // `DNA_TEST_LOG` overrides the filter when a failure needs more.
             .env(
                 "RUST_LOG",
-                "dna=info,dna_p2p=info,dna_p2p::daemon::reach=debug",
+                std::env::var("DNA_TEST_LOG").unwrap_or_else(|_| {
+                    "dna=info,dna_p2p=info,dna_p2p::daemon::reach=debug".into()
+                }),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -195,7 +198,11 @@ impl DnaProcess {
     pub fn stderr_tail(&self) -> String {
         let text = std::fs::read_to_string(self.data.join("stderr.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(8)..].join(" | ")
+        let n = std::env::var("DNA_TEST_TAIL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(8);
+        lines[lines.len().saturating_sub(n)..].join(" | ")
     }
 }
 

@@ -271,6 +271,12 @@ impl Client {
         Ok(())
     }
 
+    /// Whether the server has installed the permission for `peer` (and it has not been
+    /// lost since).
+    pub fn has_permission(&self, peer: IpAddr) -> bool {
+        self.permissions.get(&peer).is_some_and(|p| p.installed)
+    }
+
     /// Stops refreshing the permission for `peer` (the server lets it expire).
     pub fn remove_permission(&mut self, peer: IpAddr) {
         self.permissions.remove(&peer);
