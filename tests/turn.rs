@@ -930,3 +930,154 @@ fn everything_goes_over_turn_tcp_when_udp_gets_no_answer() {
         b.shutdown(Duration::from_millis(100)).await;
     });
 }
+
+/// What a node's event loop saw: messages per body, and when its peer went down.
+#[derive(Default)]
+struct Seen {
+    bodies: std::collections::HashMap<Vec<u8>, u32>,
+    down_at: Option<Instant>,
+}
+
+/// Runs `node`'s events into a shared [`Seen`] until the node is dropped.
+fn watch(
+    mut node: dna_p2p::daemon::Node,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Seen>>,
+    tokio::task::JoinHandle<dna_p2p::daemon::Node>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+    let s = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), node.next_event()).await {
+                Ok(Some(dna_p2p::daemon::NodeEvent::Message { body, .. })) => {
+                    *s.lock().unwrap().bodies.entry(body.to_vec()).or_insert(0) += 1;
+                }
+                Ok(Some(dna_p2p::daemon::NodeEvent::PeerDown { .. })) => {
+                    let mut g = s.lock().unwrap();
+                    g.down_at.get_or_insert_with(Instant::now);
+                }
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => return node,
+            }
+            if std::sync::Arc::strong_count(&s) == 1 {
+                return node;
+            }
+        }
+    });
+    (seen, task)
+}
+
+/// coturn killed mid-session (spec/07-relay.md §2.11): B sends everything through its
+/// allocation over TCP and holds a session with A. coturn dies: both report the other down
+/// (their unacknowledged messages time out), B's TURN task connects again with back-off;
+/// coturn returns on the same port: B allocates again (a new relayed address), B's session
+/// to A comes back by itself, and every message either side sent before, during and after
+/// the outage arrives exactly once.
+#[test]
+fn a_turn_tcp_session_survives_a_coturn_restart() {
+    if !have_turnserver("a_turn_tcp_session_survives_a_coturn_restart") {
+        return;
+    }
+    const N: usize = 50;
+    let first = coturn(&["--lt-cred-mech", "--user", "u:p"]);
+    let port = first.addr.port();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let local = || dna_p2p::daemon::NodeConfig::listening_on("127.0.0.1:0".parse().unwrap());
+        let b_cfg = dna_p2p::daemon::NodeConfig {
+            turn_server: Some(first.addr),
+            turn_credentials: Some(static_creds("p")),
+            turn_tcp_after: Some(Duration::ZERO),
+            ..local()
+        };
+        let gen = || dna_p2p::crypto::Identity::generate(&mut rand_core::OsRng);
+        let b = dna_p2p::daemon::Node::bind(gen(), b_cfg).await.unwrap();
+        let a = dna_p2p::daemon::Node::bind(gen(), local()).await.unwrap();
+        let (ha, hb) = (a.handle(), b.handle());
+        assert!(hb.turn_settled().await, "allocated: {:?}", hb.turn_status());
+        let before = hb.turn_status().relayed.unwrap();
+        let (a_fp, b_fp) = (a.fingerprint(), b.fingerprint());
+        b.connect(a_fp, vec![a.local_addr()]).await;
+        let (at_a, ta) = watch(a);
+        let (at_b, tb) = watch(b);
+        let send = |round: &'static str| {
+            let (ha, hb) = (ha.clone(), hb.clone());
+            async move {
+                for i in 0..N {
+                    hb.send(a_fp, format!("b>a {round} {i}").into_bytes().into())
+                        .await
+                        .unwrap();
+                    ha.send(b_fp, format!("a>b {round} {i}").into_bytes().into())
+                        .await
+                        .unwrap();
+                }
+            }
+        };
+        send("before").await;
+        let arrived = |seen: &std::sync::Arc<std::sync::Mutex<Seen>>, n: usize| {
+            seen.lock().unwrap().bodies.len() >= n
+        };
+        let started = Instant::now();
+        while !(arrived(&at_a, N) && arrived(&at_b, N)) {
+            assert!(started.elapsed() < PATIENCE, "first round did not arrive");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(first);
+        let killed = Instant::now();
+        send("during").await;
+        while at_a.lock().unwrap().down_at.is_none() || at_b.lock().unwrap().down_at.is_none() {
+            assert!(
+                killed.elapsed() < PATIENCE,
+                "a peer was never reported down"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let down = |s: &std::sync::Arc<std::sync::Mutex<Seen>>| {
+            s.lock().unwrap().down_at.unwrap() - killed
+        };
+        let (down_a, down_b) = (down(&at_a), down(&at_b));
+        let second = coturn_on(port, &["--lt-cred-mech", "--user", "u:p"]);
+        let back = Instant::now();
+        send("after").await;
+        while !(arrived(&at_a, 3 * N) && arrived(&at_b, 3 * N)) {
+            assert!(
+                back.elapsed() < 2 * PATIENCE,
+                "not all arrived after coturn came back: a {} b {}; B's TURN {:?}",
+                at_a.lock().unwrap().bodies.len(),
+                at_b.lock().unwrap().bodies.len(),
+                hb.turn_status()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let after = hb.turn_status();
+        println!(
+            "coturn killed: A reported B down after {down_a:.1?}, B reported A down after \
+             {down_b:.1?}; coturn back: all {} messages each way arrived {:.1?} later; B's \
+             relayed address {before} → {:?}",
+            3 * N,
+            back.elapsed(),
+            after.relayed
+        );
+        for (seen, dir) in [(&at_a, "b>a"), (&at_b, "a>b")] {
+            let g = seen.lock().unwrap();
+            assert_eq!(g.bodies.len(), 3 * N, "{dir}: distinct messages");
+            assert!(g.bodies.values().all(|&c| c == 1), "{dir}: a duplicate");
+            for round in ["before", "during", "after"] {
+                assert!((0..N).all(|i| g
+                    .bodies
+                    .contains_key(format!("{dir} {round} {i}").as_bytes())));
+            }
+        }
+        assert!(down_a < PATIENCE && down_b < PATIENCE);
+        drop((at_a, at_b));
+        let (a, b) = (ta.await.unwrap(), tb.await.unwrap());
+        a.shutdown(Duration::from_millis(100)).await;
+        b.shutdown(Duration::from_millis(100)).await;
+        drop(second);
+    });
+}
