@@ -66,6 +66,10 @@ pub(super) struct DaemonConfig {
     pub turn_user: Option<String>,
     /// The TURN server's long-term credential: password (default none).
     pub turn_password: Option<String>,
+    /// How long UDP to the TURN server may go unanswered before the node allocates over
+    /// TCP and sends everything through the allocation (default 2000 ms; 0: UDP only;
+    /// spec/07-relay.md §2.11).
+    pub turn_tcp_after_ms: u64,
     /// Whether relays may carry our sessions: `"auto"` (direct first, then a relay),
     /// `"never"`, `"only"` (never a direct path; the peer learns no address of ours)
     /// (default `"auto"`; spec/07-relay.md §1.5).
@@ -183,6 +187,7 @@ impl Default for DaemonConfig {
             turn: None,
             turn_user: None,
             turn_password: None,
+            turn_tcp_after_ms: 2000,
             other_port: None,
             relay: RelayPolicy::Auto,
             dht_serve: false,
@@ -202,7 +207,7 @@ pub(super) struct DaemonArgs {
     data_dir: DataDir,
     /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
     /// keep_alive_secs, network_check_secs, retry_secs, other_address, other_port, turn,
-    /// turn_user, turn_password, relay, relay_after_ms, upgrade_secs, dht_serve, and the tables
+    /// turn_user, turn_password, turn_tcp_after_ms, relay, relay_after_ms, upgrade_secs, dht_serve, and the tables
     /// `[limits]` (spec/06-node.md §5), `[relay_server]` (spec/07-relay.md §1.4), `[mailbox]`
     /// (spec/09-mailbox.md §7) and `[control]` (spec/10-control.md §5)).
     #[arg(long, value_name = "FILE")]
@@ -412,6 +417,8 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
             .find(|a| a.is_ipv4() == node_cfg.listen.is_ipv4())
             .ok_or_else(|| format!("--turn {t}: no address of the socket's family"))?;
         node_cfg.turn_server = Some(server);
+        node_cfg.turn_tcp_after =
+            (cfg.turn_tcp_after_ms > 0).then(|| Duration::from_millis(cfg.turn_tcp_after_ms));
         node_cfg.turn_credentials = Some(dna_p2p::nat::turn::Credentials::Static {
             username: user,
             password,

@@ -209,10 +209,10 @@ pub const BOOTSTRAP_B_PORT: u16 = 4002;
 pub fn rfc5780_bootstrap() -> SocketAddr {
     SocketAddr::from((SERVER_A, BOOTSTRAP_PORT))
 }
-/// How long the bed waits for a daemon's `ready` behind a `udp-blocked` router. Today's
-/// daemon (no TURN client) prints it only after every UDP exchange of its start timed out —
-/// RFC 5780 discovery, the DHT join, the STUN probe of a bootstrap node, two rendezvous
-/// registrations: 103 s measured on the bed (`nat: null`, `rendezvous: 0`).
+/// How long the bed waits for a daemon's `ready` behind a `udp-blocked` router. With TURN
+/// (the matrix gives it the bed's coturn) it goes over to TCP after 2 s and is ready a few
+/// seconds later; without, it prints `ready` only after every UDP exchange of its start
+/// timed out (103 s measured on the bed: `nat: null`, `rendezvous: 0`).
 pub const UDP_BLOCKED_READY: Duration = Duration::from_secs(180);
 /// The public IPv6 network's "core router" address (the public namespace routes between
 /// the IPv6 LANs); the bridge is 2001:db8::/64 (documentation prefix, inside the bed only).
