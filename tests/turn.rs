@@ -979,9 +979,27 @@ fn a_turn_tcp_session_survives_a_coturn_restart() {
     if !have_turnserver("a_turn_tcp_session_survives_a_coturn_restart") {
         return;
     }
+    survive_an_outage(false);
+}
+
+/// `--turn` given twice (spec/07-relay.md §2.12): B's first TURN server dies mid-session
+/// and stays dead; B's TURN task gives it up after two failed connects and allocates at
+/// the second; the session comes back through it and nothing is lost.
+#[test]
+fn a_turn_tcp_session_moves_to_the_next_turn_server() {
+    if !have_turnserver("a_turn_tcp_session_moves_to_the_next_turn_server") {
+        return;
+    }
+    survive_an_outage(true);
+}
+
+/// The two tests above: `fallback` gives B a second server instead of restarting the first.
+fn survive_an_outage(fallback: bool) {
     const N: usize = 50;
-    let first = coturn(&["--lt-cred-mech", "--user", "u:p"]);
+    let creds = ["--lt-cred-mech", "--user", "u:p"];
+    let first = coturn(&creds);
     let port = first.addr.port();
+    let spare = fallback.then(|| coturn(&creds));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -991,6 +1009,7 @@ fn a_turn_tcp_session_survives_a_coturn_restart() {
         let local = || dna_p2p::daemon::NodeConfig::listening_on("127.0.0.1:0".parse().unwrap());
         let b_cfg = dna_p2p::daemon::NodeConfig {
             turn_server: Some(first.addr),
+            turn_fallbacks: spare.iter().map(|c| c.addr).collect(),
             turn_credentials: Some(static_creds("p")),
             turn_tcp_after: Some(Duration::ZERO),
             ..local()
@@ -1030,7 +1049,11 @@ fn a_turn_tcp_session_survives_a_coturn_restart() {
         drop(first);
         let killed = Instant::now();
         send("during").await;
-        while at_a.lock().unwrap().down_at.is_none() || at_b.lock().unwrap().down_at.is_none() {
+        // With a second server, B's traffic moves there within seconds and A, the QUIC
+        // server of the session, follows B's new address: nobody need go down.
+        while !fallback
+            && (at_a.lock().unwrap().down_at.is_none() || at_b.lock().unwrap().down_at.is_none())
+        {
             assert!(
                 killed.elapsed() < PATIENCE,
                 "a peer was never reported down"
@@ -1038,16 +1061,16 @@ fn a_turn_tcp_session_survives_a_coturn_restart() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let down = |s: &std::sync::Arc<std::sync::Mutex<Seen>>| {
-            s.lock().unwrap().down_at.unwrap() - killed
+            s.lock().unwrap().down_at.map(|t| t - killed)
         };
         let (down_a, down_b) = (down(&at_a), down(&at_b));
-        let second = coturn_on(port, &["--lt-cred-mech", "--user", "u:p"]);
+        let second = (!fallback).then(|| coturn_on(port, &creds));
         let back = Instant::now();
         send("after").await;
         while !(arrived(&at_a, 3 * N) && arrived(&at_b, 3 * N)) {
             assert!(
                 back.elapsed() < 2 * PATIENCE,
-                "not all arrived after coturn came back: a {} b {}; B's TURN {:?}",
+                "not all arrived after the outage: a {} b {}; B's TURN {:?}",
                 at_a.lock().unwrap().bodies.len(),
                 at_b.lock().unwrap().bodies.len(),
                 hb.turn_status()
@@ -1056,13 +1079,23 @@ fn a_turn_tcp_session_survives_a_coturn_restart() {
         }
         let after = hb.turn_status();
         println!(
-            "coturn killed: A reported B down after {down_a:.1?}, B reported A down after \
-             {down_b:.1?}; coturn back: all {} messages each way arrived {:.1?} later; B's \
-             relayed address {before} → {:?}",
+            "coturn {} killed: A reported B down after {down_a:.1?}, B reported A down after \
+             {down_b:.1?}; {}: all {} messages each way arrived {:.1?} after that; B's \
+             relayed address {before} → {:?} (server {:?})",
+            port,
+            if fallback {
+                "no restart, B has a second server"
+            } else {
+                "restarted"
+            },
             3 * N,
             back.elapsed(),
-            after.relayed
+            after.relayed,
+            after.server
         );
+        if fallback {
+            assert_eq!(after.server, spare.as_ref().map(|c| c.addr));
+        }
         for (seen, dir) in [(&at_a, "b>a"), (&at_b, "a>b")] {
             let g = seen.lock().unwrap();
             assert_eq!(g.bodies.len(), 3 * N, "{dir}: distinct messages");
@@ -1073,11 +1106,13 @@ fn a_turn_tcp_session_survives_a_coturn_restart() {
                     .contains_key(format!("{dir} {round} {i}").as_bytes())));
             }
         }
-        assert!(down_a < PATIENCE && down_b < PATIENCE);
+        if !fallback {
+            assert!(down_a.is_some_and(|d| d < PATIENCE) && down_b.is_some_and(|d| d < PATIENCE));
+        }
         drop((at_a, at_b));
         let (a, b) = (ta.await.unwrap(), tb.await.unwrap());
         a.shutdown(Duration::from_millis(100)).await;
         b.shutdown(Duration::from_millis(100)).await;
-        drop(second);
+        drop((second, spare));
     });
 }

@@ -59,13 +59,19 @@ pub(super) struct DaemonConfig {
     pub other_address: Option<IpAddr>,
     /// The RFC 5780 server's second port (default: `listen`'s port + 1).
     pub other_port: Option<u16>,
-    /// A TURN server, `HOST:PORT` (default none): with `turn_user` and `turn_password`, the
-    /// node keeps a relayed address there (spec/07-relay.md §2.7). One server for now.
-    pub turn: Option<String>,
-    /// The TURN server's long-term credential: user (default none).
+    /// TURN servers, `"HOST:PORT"` or a list of them (default none): with `turn_user` and
+    /// `turn_password` (or `turn_secret`), the node keeps a relayed address at the first,
+    /// and moves to the next when one fails (spec/07-relay.md §2.10, §2.12).
+    #[serde(deserialize_with = "one_or_many")]
+    pub turn: Vec<String>,
+    /// The TURN servers' long-term credential: user (default none; with `turn_secret`, the
+    /// user part of the REST username, may be left out).
     pub turn_user: Option<String>,
-    /// The TURN server's long-term credential: password (default none).
+    /// The TURN servers' long-term credential: password (default none).
     pub turn_password: Option<String>,
+    /// coturn's `static-auth-secret` (its `use-auth-secret` REST scheme): credentials valid
+    /// for a day are made from it, instead of a password (default none; spec/07 §2.4).
+    pub turn_secret: Option<String>,
     /// How long UDP to the TURN server may go unanswered before the node allocates over
     /// TCP and sends everything through the allocation (default 2000 ms; 0: UDP only;
     /// spec/07-relay.md §2.11).
@@ -184,9 +190,10 @@ impl Default for DaemonConfig {
             retry_secs: 5,
             limits: Default::default(),
             other_address: None,
-            turn: None,
+            turn: Vec::new(),
             turn_user: None,
             turn_password: None,
+            turn_secret: None,
             turn_tcp_after_ms: 2000,
             other_port: None,
             relay: RelayPolicy::Auto,
@@ -229,16 +236,27 @@ pub(super) struct DaemonArgs {
     /// The RFC 5780 server's second port [default: the --listen port + 1].
     #[arg(long, value_name = "PORT")]
     other_port: Option<u16>,
-    /// A TURN server (RFC 8656), HOST:PORT: the node allocates a relayed address there from
-    /// its one socket and keeps it; needs --turn-user and --turn-password [default: none].
+    /// A TURN server (RFC 8656), HOST:PORT (repeatable: the next is used when one fails):
+    /// the node allocates a relayed address there from its one socket and keeps it, over
+    /// TCP when UDP gets no answer; needs --turn-user and --turn-password, or
+    /// --turn-secret [default: none].
     #[arg(long, value_name = "HOST:PORT")]
-    turn: Option<String>,
-    /// The TURN server's long-term credential: user name.
+    turn: Vec<String>,
+    /// The TURN servers' long-term credential: user name.
     #[arg(long, value_name = "USER", requires = "turn")]
     turn_user: Option<String>,
-    /// The TURN server's long-term credential: password.
+    /// The TURN servers' long-term credential: password.
     #[arg(long, value_name = "PASSWORD", requires = "turn")]
     turn_password: Option<String>,
+    /// coturn's static-auth-secret (its use-auth-secret "REST API" scheme): time-limited
+    /// credentials are made from it instead of a password.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        requires = "turn",
+        conflicts_with = "turn_password"
+    )]
+    turn_secret: Option<String>,
     /// Whether relays may carry this node's sessions: auto (direct first, then a
     /// bootstrap node's relay, then TURN), never, or only (always relayed; peers never
     /// learn this node's addresses) [default: auto].
@@ -271,9 +289,12 @@ impl DaemonArgs {
         cfg.stun.extend(self.stun.iter().copied());
         cfg.other_address = self.other_address.or(cfg.other_address);
         cfg.other_port = self.other_port.or(cfg.other_port);
-        cfg.turn = self.turn.clone().or(cfg.turn);
+        if !self.turn.is_empty() {
+            cfg.turn = self.turn.clone();
+        }
         cfg.turn_user = self.turn_user.clone().or(cfg.turn_user);
         cfg.turn_password = self.turn_password.clone().or(cfg.turn_password);
+        cfg.turn_secret = self.turn_secret.clone().or(cfg.turn_secret);
         cfg.relay = self.relay.unwrap_or(cfg.relay);
         if self.no_relay_server {
             cfg.relay_server.enabled = Some(false);
@@ -407,22 +428,12 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
     cfg.limits.apply(&mut node_cfg);
     node_cfg.mailbox.after = Duration::from_secs(cfg.mailbox.after_secs);
     node_cfg.mailbox.poll = Duration::from_secs(cfg.mailbox.poll_secs.max(1));
-    if let Some(t) = &cfg.turn {
-        let (user, password) = match (&cfg.turn_user, &cfg.turn_password) {
-            (Some(u), Some(p)) => (u.clone(), p.clone()),
-            _ => return Err("--turn needs --turn-user and --turn-password".into()),
-        };
-        let server = std::net::ToSocketAddrs::to_socket_addrs(t.as_str())
-            .map_err(|e| format!("--turn {t}: {e}"))?
-            .find(|a| a.is_ipv4() == node_cfg.listen.is_ipv4())
-            .ok_or_else(|| format!("--turn {t}: no address of the socket's family"))?;
-        node_cfg.turn_server = Some(server);
+    if let Some((servers, creds)) = turn_settings(&cfg, node_cfg.listen)? {
+        node_cfg.turn_server = servers.first().copied();
+        node_cfg.turn_fallbacks = servers[1..].to_vec();
         node_cfg.turn_tcp_after =
             (cfg.turn_tcp_after_ms > 0).then(|| Duration::from_millis(cfg.turn_tcp_after_ms));
-        node_cfg.turn_credentials = Some(dna_p2p::nat::turn::Credentials::Static {
-            username: user,
-            password,
-        });
+        node_cfg.turn_credentials = Some(creds);
     }
     let node = Node::bind(identity, node_cfg)
         .await
@@ -604,6 +615,58 @@ pub(super) async fn status(h: &NodeHandle) -> Value {
     })
 }
 
+/// The TURN servers (resolved, of the socket's family) and their credentials, if any are
+/// configured.
+fn turn_settings(
+    cfg: &DaemonConfig,
+    listen: std::net::SocketAddr,
+) -> Result<Option<(Vec<std::net::SocketAddr>, dna_p2p::nat::turn::Credentials)>, String> {
+    use dna_p2p::nat::turn::{credentials::DEFAULT_REST_TTL, Credentials};
+    if cfg.turn.is_empty() {
+        return Ok(None);
+    }
+    let creds = match (&cfg.turn_user, &cfg.turn_password, &cfg.turn_secret) {
+        (_, Some(_), Some(_)) => {
+            return Err("--turn-password and --turn-secret: one of them".into())
+        }
+        (Some(u), Some(p), None) => Credentials::Static {
+            username: u.clone(),
+            password: p.clone(),
+        },
+        (user, None, Some(secret)) => Credentials::Rest {
+            secret: secret.clone(),
+            user: user.clone().unwrap_or_default(),
+            ttl: DEFAULT_REST_TTL,
+        },
+        _ => return Err("--turn needs --turn-user and --turn-password, or --turn-secret".into()),
+    };
+    let mut servers = Vec::new();
+    for t in &cfg.turn {
+        let server = std::net::ToSocketAddrs::to_socket_addrs(t.as_str())
+            .map_err(|e| format!("--turn {t}: {e}"))?
+            .find(|a| a.is_ipv4() == listen.is_ipv4())
+            .ok_or_else(|| format!("--turn {t}: no address of the socket's family"))?;
+        if !servers.contains(&server) {
+            servers.push(server);
+        }
+    }
+    Ok(Some((servers, creds)))
+}
+
+/// `"x"` or `["x", "y"]` in the config file.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 /// The TURN allocation, if the node keeps one.
 fn turn_status(h: &NodeHandle) -> Value {
     let t = h.turn_status();
@@ -611,6 +674,7 @@ fn turn_status(h: &NodeHandle) -> Value {
         None => Value::Null,
         Some(server) => json!({
             "server": server.to_string(),
+            "servers": h.config().turn_server.into_iter().chain(h.config().turn_fallbacks.iter().copied()).map(|a| a.to_string()).collect::<Vec<_>>(),
             "state": t.state,
             "transport": t.transport,
             "relayed": t.relayed.map(|a| a.to_string()),
@@ -695,5 +759,49 @@ async fn retry_pending(h: &NodeHandle) {
                 tracing::debug!(%peer, error = %e, "peer with messages waiting not reachable yet")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `turn` is one server or a list; the password or the REST secret, not both.
+    #[test]
+    fn turn_servers_and_credentials_from_the_config_file() {
+        let one: DaemonConfig =
+            toml::from_str("turn = \"127.0.0.1:3478\"\nturn_user = \"u\"\nturn_password = \"p\"")
+                .unwrap();
+        let listen = "0.0.0.0:0".parse().unwrap();
+        let (servers, creds) = turn_settings(&one, listen).unwrap().unwrap();
+        assert_eq!(servers, vec!["127.0.0.1:3478".parse().unwrap()]);
+        assert!(matches!(
+            creds,
+            dna_p2p::nat::turn::Credentials::Static { .. }
+        ));
+        let many: DaemonConfig = toml::from_str(
+            "turn = [\"127.0.0.1:3478\", \"127.0.0.2:3478\", \"127.0.0.1:3478\"]\nturn_secret = \"s\"",
+        )
+        .unwrap();
+        let (servers, creds) = turn_settings(&many, listen).unwrap().unwrap();
+        assert_eq!(servers.len(), 2, "duplicates dropped");
+        assert!(matches!(
+            creds,
+            dna_p2p::nat::turn::Credentials::Rest { .. }
+        ));
+        let both = DaemonConfig {
+            turn_password: Some("p".into()),
+            ..many
+        };
+        assert!(turn_settings(&both, listen).is_err());
+        let none = DaemonConfig {
+            turn_password: None,
+            turn_secret: None,
+            ..both
+        };
+        assert!(turn_settings(&none, listen).is_err());
+        assert!(turn_settings(&DaemonConfig::default(), listen)
+            .unwrap()
+            .is_none());
     }
 }

@@ -59,6 +59,9 @@ pub struct NodeConfig {
     /// Permission requests waiting for the TURN task (default 64); more are refused and
     /// the CONNECT that asked goes on without them.
     pub turn_permit_queue: usize,
+    /// Further TURN servers, tried in order when the one before fails or stops answering
+    /// (spec/07-relay.md §2.12; same credentials; default none).
+    pub turn_fallbacks: Vec<SocketAddr>,
     /// How long UDP to the TURN server may go unanswered before the node allocates over
     /// TCP instead and sends everything through the allocation (spec/07-relay.md §2.11;
     /// default 2 s; `None`: UDP only).
@@ -145,6 +148,7 @@ impl Default for NodeConfig {
             turn_credentials: None,
             relay: Default::default(),
             turn_permit_queue: 64,
+            turn_fallbacks: Vec::new(),
             turn_tcp_after: Some(Duration::from_secs(2)),
             inbox_capacity: 16384,
             event_queue: 16384,

@@ -109,7 +109,12 @@ impl Node {
         // With a store, a message is acknowledged only once it is stored.
         cfg.conn.ack_on_confirm = store.is_some();
         let udp = bind_udp(cfg.listen)?;
-        let (socket, side) = DnaSocket::with_limits(udp, cfg.turn_server, cfg.relay)?;
+        let turn_servers = cfg
+            .turn_server
+            .into_iter()
+            .chain(cfg.turn_fallbacks.iter().copied())
+            .collect();
+        let (socket, side) = DnaSocket::with_turn_servers(udp, turn_servers, cfg.relay)?;
         let key = CertifiedKey::generate()?;
         let (server_crypto, client_crypto) = quic_configs(&key)?;
         let mut transport = quinn::TransportConfig::default();

@@ -72,11 +72,12 @@ pub(crate) async fn settled(shared: &Shared) -> bool {
     matches!(done, Ok(Ok(st)) if st.state == "allocated")
 }
 
-/// Allocates at `server` and keeps the allocation until the node stops: over UDP, or over
-/// TCP when UDP gets no answer.
+/// Allocates at `first` (or, when it fails, at the next of `turn_fallbacks`, in turn) and
+/// keeps the allocation until the node stops: over UDP, or over TCP when UDP gets no
+/// answer (spec/07-relay.md §2.11–§2.12).
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    server: std::net::SocketAddr,
+    first: std::net::SocketAddr,
     credentials: Credentials,
     mut rx: mpsc::Receiver<Datagram>,
 ) {
@@ -85,27 +86,83 @@ pub(crate) async fn run(
     let (cmd_tx, mut cmds) = mpsc::channel(shared.cfg.turn_permit_queue.max(1));
     // Set once: one TURN task per node.
     let _ = shared.nat.turn_cmd.set(cmd_tx);
+    let servers: Vec<_> = std::iter::once(first)
+        .chain(shared.cfg.turn_fallbacks.iter().copied())
+        .collect();
+    let rotate = servers.len() > 1;
     let mut permits = Permits::new(TurnConfig::default().max_permissions);
-    let udp = run_udp(
-        &shared,
-        server,
-        credentials.clone(),
-        &mut rx,
-        &mut cmds,
-        &mut permits,
-    )
-    .await;
-    if udp == UdpEnd::NoAnswer {
-        tracing::warn!(%server, "no answer from the TURN server over UDP: allocating over TCP, everything goes through it");
-        super::turn_tcp::run(&shared, server, credentials, &mut cmds, permits).await;
+    let mut tcp: Option<super::turn_tcp::Link> = None;
+    // Servers that failed in a row; after a whole round, a pause (doubling to 30 s).
+    let mut failed_in_a_row = 0usize;
+    let mut pause = Duration::from_secs(1);
+    for server in servers.iter().copied().cycle() {
+        if shared.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        if failed_in_a_row > 0 && failed_in_a_row % servers.len() == 0 {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(30));
+        }
+        shared.socket.use_turn_server(server);
+        let mut over_tcp = tcp.is_some();
+        if !over_tcp {
+            match run_udp(
+                &shared,
+                server,
+                credentials.clone(),
+                &mut rx,
+                &mut cmds,
+                &mut permits,
+            )
+            .await
+            {
+                UdpEnd::Stopped => return,
+                UdpEnd::Failed => {
+                    failed_in_a_row += 1;
+                    continue;
+                }
+                UdpEnd::NoAnswer => {
+                    tracing::warn!(%server, "no answer from the TURN server over UDP: trying TCP");
+                    over_tcp = true;
+                }
+            }
+        }
+        if over_tcp {
+            let link = tcp.get_or_insert_with(|| super::turn_tcp::Link::new(&shared));
+            let end = super::turn_tcp::run(
+                &shared,
+                server,
+                credentials.clone(),
+                &mut cmds,
+                &mut permits,
+                link,
+                rotate,
+            )
+            .await;
+            match end {
+                super::turn_tcp::TcpEnd::Stopped => return,
+                super::turn_tcp::TcpEnd::Allocated => {
+                    failed_in_a_row = 0;
+                    pause = Duration::from_secs(1);
+                }
+                super::turn_tcp::TcpEnd::Failed => failed_in_a_row += 1,
+            }
+            if !rotate && !shared.stopped.load(Ordering::Relaxed) {
+                // One server: `turn_tcp::run` keeps trying it by itself until it gives up
+                // for good (a refusal): so does the task.
+                return;
+            }
+        }
     }
 }
 
 /// How the UDP phase ended.
 #[derive(Debug, PartialEq, Eq)]
 enum UdpEnd {
-    /// Closed, failed, or the node stopped: the task ends.
-    Done,
+    /// Closed, or the node stopped: the task ends.
+    Stopped,
+    /// The client failed (refused, or the server stopped answering): the next server.
+    Failed,
     /// The server never answered within `turn_tcp_after`: try TCP.
     NoAnswer,
 }
@@ -156,10 +213,10 @@ async fn run_udp(
                     return UdpEnd::NoAnswer;
                 }
                 Next::Failed(e) => {
-                    tracing::warn!(error = %e, "TURN: giving up on this server");
-                    return UdpEnd::Done;
+                    tracing::warn!(%server, error = %e, "TURN: giving up on this server");
+                    return UdpEnd::Failed;
                 }
-                Next::Closed => return UdpEnd::Done,
+                Next::Closed => return UdpEnd::Stopped,
             }
         }
         if closing.is_none() && shared.stopped.load(Ordering::Relaxed) {
@@ -178,7 +235,7 @@ async fn run_udp(
         if let Some(end) = closing {
             if now >= end {
                 publish(shared, &client, |st| st.state = "closed");
-                return UdpEnd::Done;
+                return UdpEnd::Stopped;
             }
             wake = wake.min(end);
         }
@@ -187,7 +244,7 @@ async fn run_udp(
                 Some((from, bytes)) => {
                     client.handle_input(Instant::now(), from, &bytes);
                 }
-                None => return UdpEnd::Done,
+                None => return UdpEnd::Stopped,
             },
             Some(TurnCmd::Permit(ip)) = cmds.recv() => {
                 permits.ask(shared, &mut client, Instant::now(), ip);

@@ -80,20 +80,64 @@ enum End {
     Broken(String),
 }
 
-/// Allocates over TCP, again and again, until the node stops or the server refuses us.
+/// How [`run`] ended.
+pub(crate) enum TcpEnd {
+    /// The node stopped.
+    Stopped,
+    /// The server had allocated, then went away (the next server, with rotation).
+    Allocated,
+    /// The server never allocated, or refused us.
+    Failed,
+}
+
+/// The socket's channels to the TCP phase, made once (the socket keeps their senders)
+/// and kept across servers.
+pub(crate) struct Link {
+    from_socket: mpsc::Receiver<IpAddr>,
+    held: mpsc::Receiver<(IpAddr, Bytes)>,
+}
+
+impl Link {
+    /// Puts the socket in TURN-over-TCP mode: from now on it sends everything through
+    /// the allocation.
+    pub(crate) fn new(shared: &Shared) -> Link {
+        let (ptx, from_socket) = mpsc::channel(shared.cfg.turn_permit_queue.max(1));
+        let (htx, held) = mpsc::channel(TCP_FRAME_QUEUE);
+        shared.socket.use_turn_tcp(ptx, htx);
+        Link { from_socket, held }
+    }
+}
+
+/// Connection attempts in a row without an allocation before [`run`] gives a server up
+/// (when there is another to try).
+const TRIES_PER_SERVER: u32 = 2;
+
+/// Allocates over TCP at `server`, again and again, until the node stops, the server
+/// refuses us, or — with `rotate` (another server to try) — [`TRIES_PER_SERVER`]
+/// attempts in a row made no allocation.
 pub(crate) async fn run(
     shared: &Arc<Shared>,
     server: SocketAddr,
     credentials: Credentials,
     cmds: &mut mpsc::Receiver<TurnCmd>,
-    mut permits: Permits,
-) {
-    let (ptx, mut from_socket) = mpsc::channel(shared.cfg.turn_permit_queue.max(1));
-    let (htx, mut held_rx) = mpsc::channel(TCP_FRAME_QUEUE);
-    shared.socket.use_turn_tcp(ptx, htx);
+    permits: &mut Permits,
+    link: &mut Link,
+    rotate: bool,
+) -> TcpEnd {
     let mut backoff = FIRST_BACKOFF;
+    let mut ever_allocated = false;
+    let mut misses = 0u32;
     while !shared.stopped.load(Ordering::Relaxed) {
+        if rotate && misses >= TRIES_PER_SERVER {
+            tracing::warn!(%server, "TURN over TCP: giving this server up for the next");
+            return if ever_allocated {
+                TcpEnd::Allocated
+            } else {
+                TcpEnd::Failed
+            };
+        }
         shared.nat.turn.send_modify(|st| {
+            st.server = Some(server);
             st.transport = "tcp";
             st.state = "connecting";
             st.relayed = None;
@@ -102,11 +146,13 @@ pub(crate) async fn run(
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 note_error(shared, format!("TCP connect to {server}: {e}"));
+                misses += 1;
                 pause(shared, &mut backoff).await;
                 continue;
             }
             Err(_) => {
                 note_error(shared, format!("TCP connect to {server}: timed out"));
+                misses += 1;
                 pause(shared, &mut backoff).await;
                 continue;
             }
@@ -133,25 +179,31 @@ pub(crate) async fn run(
         };
         let chans = Chans {
             cmds: &mut *cmds,
-            from_socket: &mut from_socket,
-            held: &mut held_rx,
+            from_socket: &mut link.from_socket,
+            held: &mut link.held,
         };
-        let end = conn.drive(&mut client, chans, &mut permits).await;
+        let end = conn.drive(&mut client, chans, permits).await;
         shared.socket.set_turn_tcp_writer(None);
         writer.abort();
         set_relay_candidate(shared, None);
+        let allocated = client.stats().allocations > 0;
+        ever_allocated |= allocated;
         match end {
-            End::Done => return,
+            End::Done if shared.stopped.load(Ordering::Relaxed) => return TcpEnd::Stopped,
+            End::Done => return TcpEnd::Failed,
             End::Broken(why) => {
                 tracing::warn!(%server, %why, "TURN over TCP: connection lost, connecting again");
-                if client.relayed().is_some() || client.stats().allocations > 0 {
+                if allocated {
                     backoff = FIRST_BACKOFF;
+                    misses = 0;
                 }
+                misses += 1;
                 note_error(shared, why);
                 pause(shared, &mut backoff).await;
             }
         }
     }
+    TcpEnd::Stopped
 }
 
 fn note_error(shared: &Shared, why: String) {

@@ -179,7 +179,10 @@ struct RelayState {
 /// The shared socket.
 pub struct DnaSocket {
     inner: Arc<dyn AsyncUdpSocket>,
-    turn_server: Option<SocketAddr>,
+    /// The configured TURN servers (their datagrams go to the TURN queue); one is in use
+    /// at a time: `active_turn`.
+    turn_servers: Vec<SocketAddr>,
+    active_turn: std::sync::atomic::AtomicUsize,
     stun_tx: mpsc::Sender<Datagram>,
     turn_tx: mpsc::Sender<Datagram>,
     stats: SocketStats,
@@ -232,7 +235,7 @@ impl fmt::Debug for DnaSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DnaSocket")
             .field("local", &self.inner.local_addr().ok())
-            .field("turn_server", &self.turn_server)
+            .field("turn_servers", &self.turn_servers)
             .finish_non_exhaustive()
     }
 }
@@ -266,13 +269,24 @@ impl DnaSocket {
         turn_server: Option<SocketAddr>,
         limits: RelayLimits,
     ) -> io::Result<(Arc<DnaSocket>, SideChannels)> {
+        DnaSocket::with_turn_servers(socket, turn_server.into_iter().collect(), limits)
+    }
+
+    /// Wraps a bound socket with several TURN servers (the first in use; see
+    /// [`Self::use_turn_server`]) and these relay limits. Must run inside a tokio runtime.
+    pub fn with_turn_servers(
+        socket: std::net::UdpSocket,
+        turn_servers: Vec<SocketAddr>,
+        limits: RelayLimits,
+    ) -> io::Result<(Arc<DnaSocket>, SideChannels)> {
         let v6 = socket.local_addr()?.is_ipv6();
         let inner = TokioRuntime.wrap_udp_socket(socket)?;
         let (stun_tx, stun) = mpsc::channel(SIDE_QUEUE);
         let (turn_tx, turn) = mpsc::channel(SIDE_QUEUE);
         let s = Arc::new(DnaSocket {
             inner,
-            turn_server,
+            turn_servers,
+            active_turn: std::sync::atomic::AtomicUsize::new(0),
             stun_tx,
             turn_tx,
             stats: SocketStats::default(),
@@ -299,9 +313,29 @@ impl DnaSocket {
         &self.stats
     }
 
-    /// The TURN server whose datagrams go to the TURN queue.
+    /// The TURN server in use.
     pub fn turn_server(&self) -> Option<SocketAddr> {
-        self.turn_server
+        self.turn_servers
+            .get(self.active_turn.load(Ordering::Acquire))
+            .copied()
+    }
+
+    /// Whether `a` is one of the configured TURN servers.
+    fn is_turn_server(&self, a: SocketAddr) -> bool {
+        self.turn_servers.contains(&a)
+    }
+
+    /// Uses the configured TURN server `server` from now on (the TURN task moved to it
+    /// after the one before failed): relayed datagrams go through it. `false` if it is not
+    /// configured.
+    pub fn use_turn_server(&self, server: SocketAddr) -> bool {
+        match self.turn_servers.iter().position(|s| *s == server) {
+            Some(i) => {
+                self.active_turn.store(i, Ordering::Release);
+                true
+            }
+            None => false,
+        }
     }
 
     fn relay(&self) -> MutexGuard<'_, RelayState> {
@@ -388,8 +422,10 @@ impl DnaSocket {
     /// Data indication from it arrives). `false` when there is no TURN server, `peer` is
     /// the server, or [`RelayLimits::max_peers`] are known.
     pub fn add_relayed(&self, peer: SocketAddr) -> bool {
-        match self.turn_server {
-            Some(server) if server != peer => self.add_route(peer, server, false),
+        match self.turn_server() {
+            Some(server) if server != peer && !self.is_turn_server(peer) => {
+                self.add_route(peer, server, false)
+            }
             _ => false,
         }
     }
@@ -488,11 +524,16 @@ impl DnaSocket {
     /// server, the indications sent as GSO batches again (equal-size segments make
     /// equal-size indications; only the last may be shorter, as GSO wants).
     fn send_relayed(&self, server: SocketAddr, t: &Transmit) -> io::Result<()> {
-        if self.turn_server == Some(server) {
-            if let Some(link) = self.tcp.get() {
-                return self.send_over_tcp(link, t);
+        // A route through a TURN server goes through the one in use.
+        let server = match self.turn_server() {
+            Some(active) if self.is_turn_server(server) => {
+                if let Some(link) = self.tcp.get() {
+                    return self.send_over_tcp(link, t);
+                }
+                active
             }
-        }
+            _ => server,
+        };
         let peer = canonical(t.destination);
         let seg = t.segment_size.unwrap_or(t.contents.len()).max(1);
         let stride = indication_len(peer, seg);
@@ -705,7 +746,7 @@ impl DnaSocket {
         let (from, stride) = (meta.addr, meta.stride);
         let mut len = buf.len();
         let stride = if stride == 0 { len } else { stride };
-        if self.turn_server == Some(from) {
+        if self.is_turn_server(from) {
             for seg in buf.chunks(stride) {
                 self.sort_turn_datagram(meta, seg);
             }
@@ -714,7 +755,7 @@ impl DnaSocket {
         let mut at = 0;
         while at < len {
             let end = (at + stride).min(len);
-            match classify(from, &buf[at..end], self.turn_server) {
+            match classify(from, &buf[at..end], None) {
                 Route::Quic => at = end,
                 route => {
                     if route != Route::Stun || !self.relay_datagram(meta, &buf[at..end]) {
@@ -1110,5 +1151,47 @@ mod tests {
         assert_eq!(added, MAX_RELAYED_PEERS);
         s.remove_relayed(SocketAddr::from(([192, 0, 2, 7], 0)));
         assert!(!s.is_relayed(SocketAddr::from(([192, 0, 2, 7], 0))));
+    }
+}
+
+#[cfg(test)]
+mod several_turn_servers {
+    use super::*;
+
+    /// With two TURN servers, datagrams from either go to the TURN queue, and a relayed
+    /// peer's datagrams go through the one in use — also a peer added while the other was.
+    #[tokio::test]
+    async fn relayed_datagrams_follow_the_server_in_use() {
+        let s1 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let s2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&s1, &s2] {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+        }
+        let (a1, a2) = (s1.local_addr().unwrap(), s2.local_addr().unwrap());
+        let udp = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (s, _side) =
+            DnaSocket::with_turn_servers(udp, vec![a1, a2], RelayLimits::default()).unwrap();
+        assert_eq!(s.turn_server(), Some(a1));
+        assert!(!s.add_relayed(a2), "a TURN server is never a relayed peer");
+        let peer: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        assert!(s.add_relayed(peer));
+        let quic = [0x40u8; 64];
+        let mut buf = [0u8; 1500];
+        s.send_raw(peer, &quic).await.unwrap();
+        let n = s1.recv(&mut buf).unwrap();
+        assert_eq!(
+            parse_indication(SEND_INDICATION, &buf[..n]).unwrap().0,
+            peer
+        );
+        assert!(s.use_turn_server(a2));
+        assert!(!s.use_turn_server(peer), "only a configured server");
+        s.send_raw(peer, &quic).await.unwrap();
+        let n = s2.recv(&mut buf).unwrap();
+        assert_eq!(
+            parse_indication(SEND_INDICATION, &buf[..n]).unwrap().0,
+            peer
+        );
+        assert_eq!(s.route(peer), Some(a1), "the route keeps its first server");
     }
 }

@@ -63,7 +63,7 @@ impl DnaSocket {
         permits: mpsc::Sender<IpAddr>,
         held: mpsc::Sender<(IpAddr, Bytes)>,
     ) -> bool {
-        if self.turn_server.is_none() {
+        if self.turn_servers.is_empty() {
             return false;
         }
         let _ = self.tcp.set(TurnTcpLink {
@@ -121,9 +121,10 @@ impl DnaSocket {
 
     /// The TURN server when every datagram to `to` goes through the allocation.
     pub(super) fn default_route(&self, to: SocketAddr) -> Option<SocketAddr> {
-        let server = self.turn_server?;
+        let server = self.turn_server()?;
         self.tcp.get()?;
-        (canonical(to) != canonical(server)).then_some(server)
+        (!self.is_turn_server(canonical(to)) && canonical(to) != canonical(server))
+            .then_some(server)
     }
 
     /// Whether the TURN server can relay to `to`: same family as the server, and not an
@@ -132,7 +133,7 @@ impl DnaSocket {
     /// candidates are such addresses; coturn ends the whole allocation when a send from
     /// its relay socket fails ("Network is unreachable"), so they are never handed to it.
     pub(super) fn relayable(&self, to: SocketAddr) -> bool {
-        let Some(server) = self.turn_server.map(canonical) else {
+        let Some(server) = self.turn_server().map(canonical) else {
             return false;
         };
         let to = canonical(to);
@@ -212,7 +213,7 @@ impl DnaSocket {
     /// unwrapped (for quinn or the STUN queue, as from its peer) and `true` returned;
     /// anything else is the TURN client's (`false`).
     pub fn turn_tcp_input(&self, frame: &[u8]) -> bool {
-        let Some(server) = self.turn_server else {
+        let Some(server) = self.turn_server() else {
             return false;
         };
         let Some((peer, payload)) = parse_indication(DATA_INDICATION, frame) else {
