@@ -699,6 +699,13 @@ fn deliver_all_via(tb: &TestBed, pairs: &[(NatType, NatType)], path: &str) {
             r.detail
         );
         assert!(r.ms.is_some(), "{} ↔ {}: delivered", r.a.name(), r.b.name());
+        assert_eq!(
+            r.ended,
+            path,
+            "{} ↔ {}: the session stayed",
+            r.a.name(),
+            r.b.name()
+        );
     }
 }
 
@@ -954,9 +961,11 @@ fn a_session_relayed_for_long_moves_to_the_direct_path_later() {
     let _ = std::fs::remove_file(&cfg);
 }
 
-/// The two pairs without a direct path deliver through coturn when both daemons keep an
-/// allocation there (spec/07-relay.md §3): punching fails, the caller dials the callee's
-/// relay candidate, QUIC runs over the callee's allocation.
+/// The two pairs without a direct path deliver through coturn (spec/07-relay.md §3.4),
+/// whichever side keeps an allocation there: both; only the caller (the callee punches
+/// toward the caller's relayed candidate, the caller learns the callee behind its own
+/// relay and dials it through it); only the callee (punching fails, the caller dials the
+/// callee's relayed candidate).
 #[test]
 fn pairs_without_a_direct_path_deliver_through_turn() {
     // Bootstrap nodes that do not relay: coturn is the only relay.
@@ -966,10 +975,18 @@ fn pairs_without_a_direct_path_deliver_through_turn() {
     ) else {
         return;
     };
-    tb.pair_args = tb.turn_args_for(1);
     let pairs = [
         (NatType::PortRestricted, NatType::Symmetric),
         (NatType::Symmetric, NatType::Symmetric),
     ];
+    tb.pair_args = tb.turn_args_for(1);
+    eprintln!("both sides with TURN:");
     deliver_all_via(&tb, &pairs, "turn");
+    tb.pair_args.clear();
+    for side in [0, 1] {
+        eprintln!("only {} with TURN:", ["the caller", "the callee"][side]);
+        tb.side_args = Default::default();
+        tb.side_args[side] = tb.turn_args_for(1);
+        deliver_all_via(&tb, &pairs, "turn");
+    }
 }

@@ -152,11 +152,19 @@ fn start_punch(
     controlling: bool,
 ) -> Punching {
     let tag = route.tag;
-    // Checks toward a relayed candidate would only find the relay (spec/07-relay.md §3.4).
-    let remote: Vec<Candidate> = remote
-        .into_iter()
+    // Relayed candidates are checked too, at the lowest priority (spec/07-relay.md §3.4):
+    // a pair through either side's TURN allocation serves when no direct pair answers,
+    // within the punching instead of after it. The callee's checks toward the caller's
+    // relayed candidate let the caller learn the callee behind its own relay
+    // (`handle_stun_via`); the caller's checks toward the callee's find the callee's.
+    let mut remote = remote;
+    let direct: Vec<SocketAddr> = remote
+        .iter()
         .filter(|c| c.kind != CandidateKind::Relayed)
+        .map(|c| c.addr)
         .collect();
+    // A node whose network lets no UDP out publishes its relayed address twice.
+    remote.retain(|c| c.kind != CandidateKind::Relayed || !direct.contains(&c.addr));
     let (done_tx, done_rx) = oneshot::channel();
     let (first_tx, first_rx) = oneshot::channel();
     let shared = shared.clone();
@@ -166,7 +174,10 @@ fn start_punch(
             &remote,
             controlling,
             tag,
-            PunchConfig::default(),
+            PunchConfig {
+                relay_wait: shared.cfg.relay_after,
+                ..PunchConfig::default()
+            },
             Instant::now(),
         );
         let mut done_tx = Some(done_tx);
@@ -175,8 +186,14 @@ fn start_punch(
         loop {
             let now = Instant::now();
             punch.handle_timeout(now);
-            while let Some((to, bytes)) = punch.poll_transmit() {
-                let _ = shared.socket.send_raw(to, &bytes).await;
+            // Answers to checks that came through our own TURN allocation, and checks
+            // toward peers heard only through it, go through it.
+            while let Some((to, bytes, via_turn)) = punch.poll_transmit_via() {
+                let _ = if via_turn {
+                    shared.socket.send_via_turn(to, &bytes).await
+                } else {
+                    shared.socket.send_raw(to, &bytes).await
+                };
             }
             if let Some(sel) = punch.first_working() {
                 if let Some(tx) = first_tx.take() {
@@ -186,6 +203,12 @@ fn start_punch(
             if let Some(r) = punch.result() {
                 if let Some(tx) = done_tx.take() {
                     tracing::info!(?r, probes = punch.probes_sent(), "hole punching ended");
+                    // A pair behind our own relay: QUIC to it goes through the relay too.
+                    if let PunchResult::Connected(sel) = r {
+                        if punch.via_relay(sel.remote) {
+                            shared.socket.add_relayed(sel.remote);
+                        }
+                    }
                     let _ = tx.send(r);
                 }
                 let end = *ended_at.get_or_insert(now);
@@ -200,7 +223,9 @@ fn start_punch(
             if let Ok(Some((from, bytes))) =
                 tokio::time::timeout_at(wake.into(), route.rx.recv()).await
             {
-                punch.handle_stun(from, &bytes, Instant::now());
+                // Through our own TURN allocation (not over TCP, where everything is).
+                let relayed = !shared.socket.turn_over_tcp() && shared.socket.came_via_turn(&bytes);
+                punch.handle_stun_via(from, &bytes, Instant::now(), relayed);
             }
         }
         drop(route);

@@ -27,6 +27,10 @@ pub struct PunchConfig {
     pub deadline: Duration,
     /// After the first working pair, keep probing this long for a better one.
     pub settle: Duration,
+    /// A pair through a relay settles the attempt no earlier than this after the start
+    /// (punching has its few round trips first; spec/07-relay.md §3.4), unless a direct
+    /// pair answers.
+    pub relay_wait: Duration,
 }
 
 impl Default for PunchConfig {
@@ -37,6 +41,7 @@ impl Default for PunchConfig {
             interval: Duration::from_millis(200),
             deadline: Duration::from_secs(10),
             settle: Duration::from_millis(100),
+            relay_wait: Duration::from_secs(1),
         }
     }
 }
@@ -63,6 +68,8 @@ struct Pair {
     checks: Vec<(Binding, Instant)>,
     sent: u32,
     rtt: Option<Duration>,
+    /// Heard only through our own TURN allocation: checked through it too.
+    via_relay: bool,
 }
 
 /// The pair settled on.
@@ -96,7 +103,10 @@ pub struct Punch {
     pairs: Vec<Pair>,
     start: Instant,
     first_success: Option<Instant>,
-    out: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// When a pair not through a relay first answered.
+    first_direct: Option<Instant>,
+    /// Datagrams to send: where, what, and whether through our own TURN allocation.
+    out: VecDeque<(SocketAddr, Vec<u8>, bool)>,
     result: Option<PunchResult>,
 }
 
@@ -121,6 +131,7 @@ impl Punch {
             pairs: Vec::new(),
             start: now,
             first_success: None,
+            first_direct: None,
             out: VecDeque::new(),
             result: None,
         };
@@ -158,6 +169,7 @@ impl Punch {
             checks: Vec::new(),
             sent: 0,
             rtt: None,
+            via_relay: false,
         });
         self.pairs.len() - 1
     }
@@ -188,7 +200,7 @@ impl Punch {
         let pair = &mut self.pairs[i];
         let mut b = Binding::with_options(pair.remote.addr, tid, opts, now);
         if let Some((to, bytes)) = b.poll_transmit(now) {
-            self.out.push_back((to, bytes.to_vec()));
+            self.out.push_back((to, bytes.to_vec(), pair.via_relay));
         }
         pair.checks.push((b, now));
         pair.sent += 1;
@@ -202,6 +214,13 @@ impl Punch {
 
     /// The next datagram to send from the node's socket.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.poll_transmit_via().map(|(to, bytes, _)| (to, bytes))
+    }
+
+    /// [`Self::poll_transmit`], and whether the datagram goes through our own TURN
+    /// allocation (an answer to a check that came through it, or a check toward a peer
+    /// heard only through it).
+    pub fn poll_transmit_via(&mut self) -> Option<(SocketAddr, Vec<u8>, bool)> {
         self.out.pop_front()
     }
 
@@ -210,8 +229,8 @@ impl Punch {
         if self.result.is_some() {
             return;
         }
-        if let Some(first) = self.first_success {
-            if now >= first + self.cfg.settle {
+        if let Some(end) = self.settle_at() {
+            if now >= end {
                 self.select();
                 return;
             }
@@ -231,10 +250,7 @@ impl Punch {
         if self.result.is_some() {
             return None;
         }
-        let end = match self.first_success {
-            Some(t) => t + self.cfg.settle,
-            None => self.start + self.cfg.deadline,
-        };
+        let end = self.settle_at().unwrap_or(self.start + self.cfg.deadline);
         Some(self.pairs.iter().map(|p| p.next).fold(end, Instant::min))
     }
 
@@ -242,6 +258,20 @@ impl Punch {
     /// source learnt as a peer-reflexive candidate) or an answer to one of ours. Returns
     /// whether it was ours to take.
     pub fn handle_stun(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) -> bool {
+        self.handle_stun_via(from, bytes, now, false)
+    }
+
+    /// [`Self::handle_stun`] for a datagram that came through our own TURN allocation
+    /// (`relayed`): a source learnt from it is a `relay` candidate, the lowest priority —
+    /// a pair through our relay serves only when no direct pair answers (spec/07-relay.md
+    /// §3.4, either side's relay).
+    pub fn handle_stun_via(
+        &mut self,
+        from: SocketAddr,
+        bytes: &[u8],
+        now: Instant,
+        relayed: bool,
+    ) -> bool {
         if let Some(user) = stun::request_username(bytes) {
             let expected = format!("{}:{}", self.creds.local_ufrag, self.creds.remote_ufrag);
             if user != expected {
@@ -251,15 +281,34 @@ impl Punch {
             else {
                 return false;
             };
-            self.out.push_back((from, answer));
+            // The answer goes back the way the check came.
+            self.out.push_back((from, answer, relayed));
             // A triggered check: the peer reached us from `from`; probe it back at once.
-            let known = self.pairs.iter().any(|p| p.remote.addr == from);
-            let i = self.add_pair(
-                Candidate::new(CandidateKind::PeerReflexive, from, 65535),
-                now,
-            );
-            if !known && self.result.is_none() {
-                self.check(i, now);
+            let known = self.pairs.iter().position(|p| p.remote.addr == from);
+            match known {
+                // Heard directly from an address we knew only through our relay: the
+                // pair is direct after all.
+                Some(i) if !relayed && self.pairs[i].via_relay => {
+                    let prflx = Candidate::new(CandidateKind::PeerReflexive, from, 65535);
+                    self.pairs.remove(i);
+                    let i = self.add_pair(prflx, now);
+                    if self.result.is_none() {
+                        self.check(i, now);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    let learnt = if relayed {
+                        Candidate::new(CandidateKind::Relayed, from, 0)
+                    } else {
+                        Candidate::new(CandidateKind::PeerReflexive, from, 65535)
+                    };
+                    let i = self.add_pair(learnt, now);
+                    self.pairs[i].via_relay = relayed;
+                    if self.result.is_none() {
+                        self.check(i, now);
+                    }
+                }
             }
             return true;
         }
@@ -283,6 +332,9 @@ impl Punch {
             let rtt = now.saturating_duration_since(*sent_at);
             pair.rtt = Some(pair.rtt.map_or(rtt, |r| r.min(rtt)));
             self.first_success.get_or_insert(now);
+            if pair.remote.kind != CandidateKind::Relayed {
+                self.first_direct.get_or_insert(now);
+            }
         }
         true
     }
@@ -290,9 +342,17 @@ impl Punch {
     /// The best pair that answered so far (by priority, then RTT), before the attempt
     /// settled: the session can start on it at once and move to the final pair later
     /// (spec/05-nat.md §5.2).
+    /// A pair through a relay is never the first: the session starts on it only when the
+    /// attempt settles on it (no direct pair answered by then).
     pub fn first_working(&self) -> Option<Selected> {
+        self.best(false)
+    }
+
+    /// The best pair that answered (by priority, then RTT), relay pairs only if `relayed`.
+    fn best(&self, relayed: bool) -> Option<Selected> {
         self.pairs
             .iter()
+            .filter(|p| relayed || p.remote.kind != CandidateKind::Relayed)
             .filter_map(|p| p.rtt.map(|rtt| (p, rtt)))
             .max_by_key(|(p, rtt)| (p.priority, std::cmp::Reverse(*rtt)))
             .map(|(p, rtt)| Selected {
@@ -302,8 +362,27 @@ impl Punch {
             })
     }
 
+    /// Whether the pair toward `addr` runs through our own TURN allocation (heard only
+    /// through it).
+    pub fn via_relay(&self, addr: SocketAddr) -> bool {
+        self.pairs
+            .iter()
+            .any(|p| p.remote.addr == addr && p.via_relay)
+    }
+
+    /// When the attempt settles, once a pair answered: `settle` after the first direct
+    /// pair; with only relay pairs, `settle` after the first of them but not before
+    /// `relay_wait`.
+    fn settle_at(&self) -> Option<Instant> {
+        let first = self.first_success?;
+        if self.first_working().is_some() {
+            return Some(self.first_direct.unwrap_or(first) + self.cfg.settle);
+        }
+        Some((first + self.cfg.settle).max(self.start + self.cfg.relay_wait))
+    }
+
     fn select(&mut self) {
-        self.result = Some(match self.first_working() {
+        self.result = Some(match self.best(true) {
             Some(sel) => PunchResult::Connected(sel),
             None => PunchResult::Failed,
         });

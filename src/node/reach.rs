@@ -366,7 +366,10 @@ impl Reach {
                 remote_ufrag: answer.ufrag,
                 remote_pwd: answer.pwd,
             },
-            candidates: direct,
+            // The relayed candidates last (lowest priority): a pair through the peer's
+            // allocation serves within the punching when no direct pair answers
+            // (spec/07-relay.md §3.4).
+            candidates: direct.into_iter().chain(relayed).collect(),
         });
     }
 

@@ -209,7 +209,13 @@ pub struct DnaSocket {
     tcp: OnceLock<TurnTcpLink>,
     /// quinn's receive task, woken when a datagram from the TCP stream waits for it.
     recv_waker: Mutex<Option<Waker>>,
+    /// Transaction IDs of the last STUN messages that came through our TURN allocation
+    /// (at most [`TURN_STUN_MEMORY`]): the punching driver asks ([`Self::came_via_turn`]).
+    turn_stun: Mutex<VecDeque<[u8; 12]>>,
 }
+
+/// How many transaction IDs of STUN through our TURN allocation the socket remembers.
+pub const TURN_STUN_MEMORY: usize = 256;
 
 /// Bounds of the socket's relaying (spec/07-relay.md §3; `NodeConfig::relay`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,6 +310,7 @@ impl DnaSocket {
             forwarder: OnceLock::new(),
             tcp: OnceLock::new(),
             recv_waker: Mutex::new(None),
+            turn_stun: Mutex::new(VecDeque::new()),
         });
         Ok((s, SideChannels { stun, turn }))
     }
@@ -615,8 +622,68 @@ impl DnaSocket {
             };
             return self.dispatch(route, meta.addr, data);
         };
-        self.add_relayed(peer);
+        self.unwrap_turn_data(meta, peer, payload);
+    }
+
+    /// The payload of a Data indication from our TURN server. QUIC makes its peer a relayed
+    /// peer (our answers must come from the relayed address it sent to); STUN does not — a
+    /// punching check through our relay may come from an address we also reach directly —
+    /// but its transaction ID is remembered for [`Self::came_via_turn`].
+    fn unwrap_turn_data(&self, meta: &RecvMeta, peer: SocketAddr, payload: &[u8]) {
+        if let Some(tid) = crate::nat::stun::transaction_id(payload) {
+            let mut m = self.turn_stun.lock().unwrap_or_else(|e| e.into_inner());
+            if m.len() >= TURN_STUN_MEMORY {
+                m.pop_front();
+            }
+            m.push_back(tid);
+        } else {
+            self.add_relayed(peer);
+        }
         self.unwrapped(meta, peer, payload);
+    }
+
+    /// Whether this STUN message came through our TURN allocation (by its transaction ID,
+    /// among the last [`TURN_STUN_MEMORY`]).
+    pub fn came_via_turn(&self, stun: &[u8]) -> bool {
+        let Some(tid) = crate::nat::stun::transaction_id(stun) else {
+            return false;
+        };
+        self.turn_stun
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&tid)
+    }
+
+    /// Sends `bytes` to `to` through our TURN allocation (a Send indication), whatever the
+    /// route to `to` is: the punching driver's answers and checks toward a peer it heard
+    /// through the relay.
+    pub async fn send_via_turn(&self, to: SocketAddr, bytes: &[u8]) -> io::Result<()> {
+        let Some(server) = self.turn_server() else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no TURN server"));
+        };
+        let t = Transmit {
+            destination: to,
+            ecn: None,
+            contents: bytes,
+            segment_size: None,
+            src_ip: None,
+        };
+        if let Some(link) = self.tcp.get() {
+            return self.send_over_tcp(link, &t);
+        }
+        let mut buf = Vec::new();
+        if encode_indication(
+            &mut buf,
+            SEND_INDICATION,
+            self.next_tid(),
+            canonical(to),
+            bytes,
+        )
+        .is_none()
+        {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "too long"));
+        }
+        self.send_raw(server, &buf).await
     }
 
     /// A STUN-shaped datagram not from the TURN server: a client's Send indication on a
@@ -795,6 +862,13 @@ impl AsyncUdpSocket for DnaSocket {
                         return Ok(());
                     }
                     return self.send_relayed(server, &t);
+                }
+                // A pair found through our own TURN allocation (its checks came as Data
+                // indications): the direct address is behind our relay.
+                if let Some((server, None)) = self.choose(direct) {
+                    if self.is_turn_server(server) {
+                        return self.send_relayed(server, &t);
+                    }
                 }
                 return self.inner.try_send(&t);
             }

@@ -253,6 +253,8 @@ pub struct TestBed {
     /// Extra `dna daemon` arguments for both daemons of every pair (e.g.
     /// [`TestBed::turn_args`]); empty by default.
     pub pair_args: Vec<String>,
+    /// Extra arguments for side a's daemon only, then side b's (after `pair_args`).
+    pub side_args: [Vec<String>; 2],
     next_id: AtomicU32,
 }
 
@@ -340,6 +342,7 @@ impl TestBed {
             bootstraps: Vec::new(),
             bootstrap_args: Vec::new(),
             pair_args: Vec::new(),
+            side_args: Default::default(),
             next_id: AtomicU32::new(0),
         };
         tb.build_networks()?;
@@ -1150,8 +1153,9 @@ impl TestBed {
     /// A pair's daemon arguments on `host`: [`TestBed::pair_args`], and behind
     /// `udp-blocked` the first TURN server (the only way out: TURN over TCP) unless they
     /// name one already.
-    fn args_for(&self, host: &Host) -> Vec<String> {
+    fn args_for(&self, host: &Host, side: usize) -> Vec<String> {
         let mut v = self.pair_args.clone();
+        v.extend(self.side_args[side].iter().cloned());
         if host.nat == NatType::UdpBlocked && !v.iter().any(|a| a == "--turn") {
             v.extend(self.turn_args_for(1));
         }
@@ -1188,7 +1192,7 @@ impl TestBed {
         };
         // Both start at once; a sends once both are ready (b has published its presence).
         let (ha, hb) = (self.host(a, 'a'), self.host(b, 'b'));
-        let (xa, xb) = (self.args_for(ha), self.args_for(hb));
+        let (xa, xb) = (self.args_for(ha, 0), self.args_for(hb, 1));
         let (pa, pb) = match (self.start_daemon(ha, &xa), self.start_daemon(hb, &xb)) {
             (Ok(x), Ok(y)) => (x, y),
             (Err(e), _) | (_, Err(e)) => {
@@ -1241,6 +1245,11 @@ impl TestBed {
             Some(ev) => {
                 r.ms = Some((ev.at - start).as_secs_f64() * 1e3);
                 r.ended = Self::path_now(&pa, &fp_b);
+                if std::env::var_os("DNA_TEST_TAIL").is_some() {
+                    // Debugging: what both sides logged, also for a pair that delivered.
+                    std::thread::sleep(Duration::from_millis(300));
+                    r.detail = format!("a: {}; b: {}", pa.stderr_tail(), pb.stderr_tail());
+                }
             }
             None => {
                 r.path = "failed".into();

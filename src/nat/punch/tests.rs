@@ -177,3 +177,57 @@ fn checks_with_the_wrong_password_are_not_answered() {
         "nothing sent: no answer, no triggered check"
     );
 }
+
+/// A check that came through our own TURN allocation teaches a `relay` pair (lowest
+/// priority), not a peer-reflexive one: it serves only when no direct pair answers.
+#[test]
+fn a_check_through_our_own_relay_teaches_a_relay_pair() {
+    let t = crate::nat::tests::t0();
+    let mut a = Punch::new(
+        creds("aaaa", "bbbb"),
+        &srflx("198.18.0.12"),
+        true,
+        [1; 4],
+        PunchConfig::default(),
+        t,
+    );
+    let mut b = Punch::new(
+        creds("bbbb", "aaaa"),
+        &srflx("198.18.0.11"),
+        false,
+        [2; 4],
+        PunchConfig::default(),
+        t,
+    );
+    b.handle_timeout(t);
+    let (_, check) = b.poll_transmit().unwrap();
+    // b's mapping toward our relayed address, as the relay saw it.
+    let behind_relay: SocketAddr = "198.18.0.12:7777".parse().unwrap();
+    assert!(a.handle_stun_via(behind_relay, &check, t, true));
+    // The answer, then a triggered check toward it.
+    let mut to_b = Vec::new();
+    while let Some((to, bytes)) = a.poll_transmit() {
+        if to == behind_relay {
+            to_b.push(bytes);
+        }
+    }
+    assert_eq!(to_b.len(), 2, "answer and triggered check");
+    let from_a: SocketAddr = "198.18.0.11:5000".parse().unwrap();
+    assert!(b.handle_stun(from_a, &to_b[1], t));
+    let answer = std::iter::from_fn(|| b.poll_transmit())
+        .find(|(to, _)| *to == from_a)
+        .map(|(_, bytes)| bytes)
+        .unwrap();
+    assert!(a.handle_stun_via(behind_relay, &answer, t, true));
+    assert_eq!(a.first_working(), None, "a relay pair is never the first");
+    // Nothing better within the settle time, and punching had its `relay_wait`: the
+    // attempt settles on it.
+    let cfg = PunchConfig::default();
+    a.handle_timeout(t + cfg.settle + Duration::from_millis(1));
+    assert_eq!(a.result(), None, "not before relay_wait");
+    a.handle_timeout(t + cfg.relay_wait);
+    let Some(PunchResult::Connected(sel)) = a.result() else {
+        panic!("settled: {:?}", a.result());
+    };
+    assert_eq!((sel.remote, sel.kind), (behind_relay, K::Relayed));
+}

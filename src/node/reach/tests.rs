@@ -165,7 +165,7 @@ fn every_rendezvous_failing_reports_the_last_failure_and_no_pair_means_a_relay()
 }
 
 #[test]
-fn no_pair_and_a_relayed_candidate_dials_the_peers_relay() {
+fn no_pair_at_all_and_a_relayed_candidate_dials_the_peers_relay() {
     let me = Identity::generate(&mut OsRng);
     let callee = Identity::generate(&mut OsRng);
     let relay = sa("192.0.2.50:49160");
@@ -177,11 +177,15 @@ fn no_pair_and_a_relayed_candidate_dials_the_peers_relay() {
     let Some(Action::Punch { candidates, .. }) = r.poll_action() else {
         panic!("punching expected");
     };
-    assert!(
-        candidates.iter().all(|c| c.kind != CandidateKind::Relayed),
-        "no checks toward the relay: {candidates:?}"
+    // The relayed candidate is checked too, last (spec/07-relay.md §3.4).
+    assert_eq!(candidates.len(), 2);
+    assert_eq!(
+        candidates.last().map(|c| c.kind),
+        Some(CandidateKind::Relayed)
     );
-    assert_eq!(candidates.len(), 1);
+    assert!(candidates[..1]
+        .iter()
+        .all(|c| c.kind != CandidateKind::Relayed));
     r.handle_punch(PunchResult::Failed);
     // The bundled relay first; it refuses, so the peer's TURN allocation.
     assert_eq!(r.poll_action(), Some(Action::Relay { via: rdv(1) }));
@@ -434,5 +438,33 @@ fn an_answer_without_candidates_goes_to_the_relay_at_once() {
     assert_eq!(
         r.poll_action(),
         Some(Action::Done(Ok(Reached::RelayNeeded)))
+    );
+}
+
+/// A pair that punching found through the peer's relayed candidate is reported as `relay`
+/// (the session runs through the peer's TURN allocation: `dna send` says `turn`).
+#[test]
+fn a_pair_through_the_peers_relayed_candidate_is_a_relay_pair() {
+    let me = Identity::generate(&mut OsRng);
+    let callee = Identity::generate(&mut OsRng);
+    let relay = sa("192.0.2.50:49160");
+    let mut r = start(me.fingerprint(), callee.fingerprint());
+    r.handle_presence(Some(Ok(presence(false, vec![rdv(1)]))));
+    r.poll_action();
+    let a = answer_with(&callee, me.fingerprint(), r.session(), NOW_MS, Some(relay));
+    r.handle_offer(NOW_MS, Ok(a));
+    assert!(matches!(r.poll_action(), Some(Action::Punch { .. })));
+    r.handle_punch(PunchResult::Connected(crate::nat::punch::Selected {
+        remote: relay,
+        kind: CandidateKind::ServerReflexive,
+        rtt: std::time::Duration::from_millis(3),
+    }));
+    assert_eq!(r.poll_action(), Some(Action::Dial { addrs: vec![relay] }));
+    assert_eq!(
+        r.poll_action(),
+        Some(Action::Done(Ok(Reached::Punched {
+            addr: relay,
+            kind: CandidateKind::Relayed
+        })))
     );
 }

@@ -226,8 +226,7 @@ impl DnaSocket {
             ecn: None,
             dst_ip: None,
         };
-        self.add_relayed(peer);
-        self.unwrapped(&meta, peer, payload);
+        self.unwrap_turn_data(&meta, peer, payload);
         if let Some(w) = lock(&self.recv_waker).as_ref() {
             w.wake_by_ref();
         }
