@@ -894,17 +894,41 @@ fn a_relayed_session_moves_to_the_direct_path_when_the_block_is_lifted() {
 
 /// A session still relayed after its first punching attempt ended is offered new ones
 /// (`upgrade_secs`, 15 s here): the block is lifted 15 s after the session started through
-/// the relay, and the next attempt moves it to the direct path; messages sent before and
-/// after arrive once each.
+/// the bootstrap node's relay, and the next attempt moves it to the direct path; messages
+/// sent before and after arrive once each.
 #[test]
 fn a_session_relayed_for_long_moves_to_the_direct_path_later() {
+    relayed_for_long_then_direct(
+        "a_session_relayed_for_long_moves_to_the_direct_path_later",
+        "relay",
+    );
+}
+
+/// The same through coturn (spec/07-relay.md §3.7): bootstrap nodes without the bundled
+/// relay, both daemons with TURN; the session starts on a TURN pair (dialed under a local
+/// alias) and the upgrade loop moves it to the direct path once the block is lifted.
+#[test]
+fn a_turn_session_moves_to_the_direct_path_later() {
+    relayed_for_long_then_direct("a_turn_session_moves_to_the_direct_path_later", "turn");
+}
+
+/// Two port-restricted hosts, a block between them, a session through `relay` ("relay":
+/// the bundled relay; "turn": coturn); lifted 15 s later, the session moves to direct.
+fn relayed_for_long_then_direct(name: &str, relay: &str) {
     use std::time::Instant;
-    let cfg = std::env::temp_dir().join(format!("dna-upgrade-{}.toml", std::process::id()));
+    let cfg = std::env::temp_dir().join(format!("dna-upgrade-{relay}-{}.toml", std::process::id()));
     std::fs::write(&cfg, "upgrade_secs = 15\n").unwrap();
-    let extra = vec!["--config".to_string(), cfg.display().to_string()];
-    let Some(tb) = test_bed("a_session_relayed_for_long_moves_to_the_direct_path_later") else {
+    let mut extra = vec!["--config".to_string(), cfg.display().to_string()];
+    let bootstrap_extra: Vec<String> = match relay {
+        "turn" => vec!["--no-relay-server".into()],
+        _ => Vec::new(),
+    };
+    let Some(tb) = test_bed_with(name, &bootstrap_extra) else {
         return;
     };
+    if relay == "turn" {
+        extra.extend(tb.turn_args_for(1));
+    }
     let (ha, hb) = (
         tb.host(NatType::PortRestricted, 'a').clone(),
         tb.host(NatType::PortRestricted, 'b').clone(),
@@ -919,26 +943,28 @@ fn a_session_relayed_for_long_moves_to_the_direct_path_later() {
             .unwrap()
     };
     let reply = send("relayed");
-    assert_eq!(reply["path"], "relay", "{reply}");
+    assert_eq!(reply["path"], relay, "{reply}");
     let relayed_at = Instant::now();
     // The first attempt ends 10 s after the answer; lift the block after it.
     std::thread::sleep(Duration::from_secs(15));
     let dropped = tb.unblock(&ha).unwrap();
-    let route = |p: &netsim::testbed::DnaProcess| {
-        p.control(&serde_json::json!({"cmd": "status"})).unwrap()["relay"]["peers"][0].clone()
+    // The session's path as `dna status` shows it.
+    let path = |p: &netsim::testbed::DnaProcess| {
+        p.control(&serde_json::json!({"cmd": "status"})).unwrap()["peers"][0].clone()
     };
-    assert!(
-        route(&caller)["direct"].is_null(),
+    assert_eq!(
+        path(&caller)["path"],
+        relay,
         "still relayed when the block is lifted"
     );
     let moved = loop {
-        let r = route(&caller);
-        if r["direct"].is_string() {
-            break r;
+        let p = path(&caller);
+        if p["path"] == "direct" {
+            break p;
         }
         assert!(
             relayed_at.elapsed() < Duration::from_secs(120),
-            "not moved; caller: {}",
+            "not moved: {p}; caller: {}",
             caller.stderr_tail()
         );
         std::thread::sleep(Duration::from_millis(500));
@@ -952,9 +978,9 @@ fn a_session_relayed_for_long_moves_to_the_direct_path_later() {
     }
     let count = |t: &str| callee.events().iter().filter(|e| e["text"] == t).count();
     println!(
-        "block lifted 15 s into the relayed session ({dropped} packets dropped by it); moved \
-         to {} {moved_s:.1} s after the session started; both messages once: {}",
-        moved["direct"],
+        "{relay}: block lifted 15 s into the relayed session ({dropped} packets dropped by \
+         it); moved to {} {moved_s:.1} s after the session started; both messages once: {}",
+        moved["upgraded_to"],
         count("relayed") == 1 && count("direct") == 1
     );
     assert_eq!((count("relayed"), count("direct")), (1, 1));

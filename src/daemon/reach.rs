@@ -192,7 +192,8 @@ fn start_punch(
                 let _ = if via_turn {
                     shared.socket.send_via_turn(to, &bytes).await
                 } else {
-                    shared.socket.send_raw(to, &bytes).await
+                    // Straight, also to a peer whose QUIC now comes through a relay.
+                    shared.socket.send_direct(to, &bytes).await
                 };
             }
             if let Some(sel) = punch.first_working() {
@@ -672,6 +673,10 @@ impl NodeHandle {
     /// relay, no dial; a pair found moves the session there. Whether it moved.
     pub async fn try_direct(&self, peer: Fingerprint, token: SocketAddr) -> bool {
         match self.reach_with(peer, RelayPolicy::Never, false).await {
+            Ok(Reached::Punched {
+                kind: CandidateKind::Relayed,
+                ..
+            }) => false,
             Ok(Reached::Punched { addr, .. }) | Ok(Reached::Direct { addr, .. }) => {
                 let moved = self.shared.socket.set_direct(token, addr);
                 if moved {
@@ -681,6 +686,14 @@ impl NodeHandle {
             }
             _ => false,
         }
+    }
+
+    /// Whether a dial at `addr` runs through a TURN allocation: the peer's relayed
+    /// candidate, or an address our socket reaches through our own.
+    fn through_turn(&self, addr: SocketAddr, peer_relay: Option<SocketAddr>) -> bool {
+        let socket = &self.shared.socket;
+        peer_relay == Some(addr)
+            || (socket.turn_server().is_some() && socket.route(addr) == socket.turn_server())
     }
 
     /// A fresh local alias (248.0.0.0/5) routed to `direct`, if the socket has room.
@@ -741,7 +754,18 @@ impl NodeHandle {
                         record.map(|r| PresenceInfo::decode(r.value()).map_err(|e| e.to_string()));
                     attempt.handle_presence(info);
                 }
-                Action::Dial { addrs } if dial => self.connect(peer, addrs).await,
+                Action::Dial { addrs } if dial => {
+                    // A session through a TURN allocation (the peer's relayed candidate,
+                    // or an address behind our own relay) is dialed under a local alias,
+                    // so the upgrade loop can move it to a direct path later (spec/07 §3.7).
+                    let addrs = match addrs.as_slice() {
+                        [one] if self.through_turn(*one, attempt.peer_relay()) => self
+                            .alias_for(*one)
+                            .map_or(addrs.clone(), |alias| vec![alias]),
+                        _ => addrs,
+                    };
+                    self.connect(peer, addrs).await
+                }
                 Action::Dial { .. } => {}
                 Action::Offer { via: (addr, fp) } => {
                     if offer.is_none() {
@@ -893,10 +917,17 @@ pub(crate) async fn upgrade_loop(shared: std::sync::Weak<Shared>, every: Duratio
             .await
             .unwrap_or_default();
         for (peer, addrs) in connected {
+            let socket = &h.shared.socket;
             let relayed = addrs.into_iter().find(|a| {
-                crate::transport::is_relay_token(*a)
-                    && h.shared.socket.route(*a).is_some()
-                    && h.shared.socket.direct_of(*a).is_none()
+                let token = crate::transport::is_relay_token(*a)
+                    && socket.route(*a).is_some()
+                    && socket.direct_of(*a).is_none();
+                // A TURN session under its local alias (spec/07 §3.7).
+                let turn = crate::transport::is_alias(*a)
+                    && socket
+                        .direct_of(*a)
+                        .is_some_and(|d| h.shared.nat.is_peer_relay(d));
+                token || turn
             });
             if let Some(token) = relayed {
                 h.try_direct(peer, token).await;

@@ -21,9 +21,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::state::{Shared, TurnCmd};
-use super::turn_shared::{on_event, publish, Next, Permits};
-use super::util::{unix_ms, with_rng};
-use crate::nat::turn::{Client, Credentials, TurnConfig, TurnError};
+use super::turn_shared::{new_client, on_event, publish, Next, Permits};
+use crate::nat::turn::{Credentials, TurnConfig, TurnError};
 use crate::transport::socket::Datagram;
 
 /// How long the task waits for the Refresh 0's answer at shutdown.
@@ -165,18 +164,6 @@ enum UdpEnd {
     Failed,
     /// The server never answered within `turn_tcp_after`: try TCP.
     NoAnswer,
-}
-
-/// A client with a fresh random seed for its transaction IDs.
-pub(crate) fn new_client(
-    server: std::net::SocketAddr,
-    credentials: Credentials,
-    config: TurnConfig,
-    now: Instant,
-) -> Client {
-    let mut seed = [0u8; 32];
-    with_rng(|r| rand_core::RngCore::fill_bytes(r, &mut seed));
-    Client::new(server, credentials, config, now, unix_ms() / 1000, seed)
 }
 
 async fn run_udp(

@@ -7,8 +7,9 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::state::{Shared, TurnStatus};
+use super::util::{unix_ms, with_rng};
 use crate::nat::candidate::{Candidate, CandidateKind};
-use crate::nat::turn::{Client, TurnError, TurnEvent};
+use crate::nat::turn::{Client, Credentials, TurnConfig, TurnError, TurnEvent};
 
 /// What an event means for the task.
 pub(crate) enum Next {
@@ -130,4 +131,16 @@ pub(crate) fn publish(shared: &Shared, client: &Client, f: impl FnOnce(&mut Turn
         f(st);
         st.stats = client.stats();
     });
+}
+
+/// A client with a fresh random seed for its transaction IDs.
+pub(crate) fn new_client(
+    server: std::net::SocketAddr,
+    credentials: Credentials,
+    config: TurnConfig,
+    now: Instant,
+) -> Client {
+    let mut seed = [0u8; 32];
+    with_rng(|r| rand_core::RngCore::fill_bytes(r, &mut seed));
+    Client::new(server, credentials, config, now, unix_ms() / 1000, seed)
 }

@@ -168,7 +168,7 @@ pub(crate) async fn run(
             transport: Transport::Tcp,
             ..TurnConfig::default()
         };
-        let mut client = super::turn::new_client(server, credentials.clone(), config, now);
+        let mut client = super::turn_shared::new_client(server, credentials.clone(), config, now);
         permits.replay(&mut client, now);
         publish(shared, &client, |st| st.state = "allocating");
         let conn = Conn {
@@ -344,5 +344,38 @@ impl Conn<'_> {
                 () = tokio::time::sleep_until(wake.into()) => client.handle_timeout(Instant::now()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Indications waiting for a permission: at most 64 per IP and 1,024 in all; taking an
+    /// IP's gives them back in order.
+    #[test]
+    fn held_indications_are_bounded() {
+        let mut h = Held::default();
+        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0xC612_0000 + i));
+        for n in 0..70u8 {
+            h.hold(ip(0), Bytes::from(vec![n]));
+        }
+        assert_eq!((h.total, h.dropped), (HELD_PER_PEER, 6));
+        for i in 1..40 {
+            for n in 0..40u8 {
+                h.hold(ip(i), Bytes::from(vec![n]));
+            }
+        }
+        assert_eq!(h.total, TCP_FRAME_QUEUE);
+        println!(
+            "held {} of {} offered, {} dropped",
+            h.total,
+            70 + 39 * 40,
+            h.dropped
+        );
+        let first = h.take(ip(0));
+        assert_eq!(first.len(), HELD_PER_PEER);
+        assert!(first.iter().enumerate().all(|(i, b)| b[0] as usize == i));
+        assert_eq!(h.total, TCP_FRAME_QUEUE - HELD_PER_PEER);
     }
 }

@@ -204,6 +204,7 @@ pub struct Reach {
     policy: RelayPolicy,
     state: State,
     out: Vec<Action>,
+    peer_relay: Option<SocketAddr>,
 }
 
 impl Reach {
@@ -225,7 +226,14 @@ impl Reach {
             policy: RelayPolicy::Auto,
             state: State::Start,
             out: Vec::new(),
+            peer_relay: None,
         }
+    }
+
+    /// The peer's TURN relayed candidate from its answer, if it named one: a pair or a
+    /// dial at it runs through the peer's allocation.
+    pub fn peer_relay(&self) -> Option<SocketAddr> {
+        self.peer_relay
     }
 
     /// Follows this relay policy (default `auto`).
@@ -340,6 +348,7 @@ impl Reach {
             .into_iter()
             .partition(|c| c.kind == CandidateKind::Relayed);
         let relay = relayed.first().map(|c| c.addr);
+        self.peer_relay = relay;
         if direct.is_empty() && self.policy == RelayPolicy::Never {
             return self.finish(Ok(Reached::RelayNeeded));
         }

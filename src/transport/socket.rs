@@ -498,6 +498,21 @@ impl DnaSocket {
         true
     }
 
+    /// QUIC arrived from `from` directly: a route through a TURN server for it is dropped
+    /// (bundled and local routes stay: they are how the session knows the peer).
+    fn direct_seen(&self, from: SocketAddr) {
+        let from = canonical(from);
+        let mut r = self.relay();
+        let turn = r
+            .peers
+            .get(&from)
+            .is_some_and(|route| !route.bundled && !route.local && route.direct.is_none());
+        if turn && self.is_turn_server(r.peers[&from].server) {
+            r.peers.remove(&from);
+            self.relaying.store(!r.peers.is_empty(), Ordering::Release);
+        }
+    }
+
     /// Reaches `peer` directly again.
     pub fn remove_relayed(&self, peer: SocketAddr) {
         let mut r = self.relay();
@@ -792,6 +807,32 @@ impl DnaSocket {
         }
     }
 
+    /// Sends one datagram straight to `to` from this socket, whatever relay route `to`
+    /// has: a punching check is about the direct path (spec/07-relay.md §3.7). Over
+    /// TURN/TCP, where nothing goes straight, and to a virtual address, as
+    /// [`Self::send_raw`].
+    pub async fn send_direct(&self, to: SocketAddr, bytes: &[u8]) -> io::Result<()> {
+        if self.tcp.get().is_some() || is_token(to) {
+            return self.send_raw(to, bytes).await;
+        }
+        let mut poller = self.inner.clone().create_io_poller();
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents: bytes,
+            segment_size: None,
+            src_ip: None,
+        };
+        loop {
+            match self.inner.try_send(&transmit) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx)).await?;
+                }
+                r => return r,
+            }
+        }
+    }
+
     fn dispatch(&self, route: Route, from: SocketAddr, data: &[u8]) {
         let (tx, counter) = match route {
             Route::Stun => (&self.stun_tx, &self.stats.stun),
@@ -934,6 +975,11 @@ impl AsyncUdpSocket for DnaSocket {
                 if kept != i {
                     let (head, tail) = bufs.split_at_mut(i);
                     head[kept][..left].copy_from_slice(&tail[0][..left]);
+                }
+                // QUIC straight from a peer we reached through our TURN allocation: the
+                // peer moved its session to a direct path (spec/07 §3.7); answer it there.
+                if self.relaying.load(Ordering::Acquire) && self.tcp.get().is_none() {
+                    self.direct_seen(m.addr);
                 }
                 // An upgraded peer's direct datagrams come as from its token.
                 let addr = self.alias(m.addr).map_or(m.addr, |t| self.present(t));
