@@ -667,11 +667,7 @@ fn the_node_keeps_an_allocation_on_its_one_socket() {
         return;
     }
     let server = coturn(&["--lt-cred-mech", "--user", "u:p"]);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let cfg = dna_p2p::daemon::NodeConfig {
             turn_server: Some(server.addr),
@@ -731,6 +727,25 @@ fn the_node_keeps_an_allocation_on_its_one_socket() {
     });
 }
 
+/// A two-thread runtime for the node tests.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A node on loopback with the defaults.
+fn loopback_cfg() -> dna_p2p::daemon::NodeConfig {
+    dna_p2p::daemon::NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())
+}
+
+/// A fresh identity.
+fn identity() -> dna_p2p::crypto::Identity {
+    dna_p2p::crypto::Identity::generate(&mut rand_core::OsRng)
+}
+
 /// Waits for the node's allocation; its relayed address.
 async fn relayed_of(node: &dna_p2p::daemon::Node, server: &Coturn) -> SocketAddr {
     let started = Instant::now();
@@ -782,19 +797,15 @@ fn quic_runs_through_the_nodes_turn_allocation() {
     }
     const N: usize = 1000;
     let server = coturn(&["--lt-cred-mech", "--user", "u:p"]);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
-        let local = || dna_p2p::daemon::NodeConfig::listening_on("127.0.0.1:0".parse().unwrap());
+        let local = loopback_cfg;
         let b_cfg = dna_p2p::daemon::NodeConfig {
             turn_server: Some(server.addr),
             turn_credentials: Some(static_creds("p")),
             ..local()
         };
-        let gen = || dna_p2p::crypto::Identity::generate(&mut rand_core::OsRng);
+        let gen = identity;
         let b = dna_p2p::daemon::Node::bind(gen(), b_cfg).await.unwrap();
         let a = dna_p2p::daemon::Node::bind(gen(), local()).await.unwrap();
         let relayed = relayed_of(&b, &server).await;
@@ -858,20 +869,16 @@ fn everything_goes_over_turn_tcp_when_udp_gets_no_answer() {
     }
     const N: usize = 1000;
     let server = coturn(&["--lt-cred-mech", "--user", "u:p"]);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
-        let local = || dna_p2p::daemon::NodeConfig::listening_on("127.0.0.1:0".parse().unwrap());
+        let local = loopback_cfg;
         let b_cfg = dna_p2p::daemon::NodeConfig {
             turn_server: Some(server.addr),
             turn_credentials: Some(static_creds("p")),
             turn_tcp_after: Some(Duration::ZERO),
             ..local()
         };
-        let gen = || dna_p2p::crypto::Identity::generate(&mut rand_core::OsRng);
+        let gen = identity;
         let b = dna_p2p::daemon::Node::bind(gen(), b_cfg).await.unwrap();
         let a = dna_p2p::daemon::Node::bind(gen(), local()).await.unwrap();
         let (ha, hb) = (a.handle(), b.handle());
@@ -1000,13 +1007,9 @@ fn survive_an_outage(fallback: bool) {
     let first = coturn(&creds);
     let port = first.addr.port();
     let spare = fallback.then(|| coturn(&creds));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async move {
-        let local = || dna_p2p::daemon::NodeConfig::listening_on("127.0.0.1:0".parse().unwrap());
+        let local = loopback_cfg;
         let b_cfg = dna_p2p::daemon::NodeConfig {
             turn_server: Some(first.addr),
             turn_fallbacks: spare.iter().map(|c| c.addr).collect(),
@@ -1014,7 +1017,7 @@ fn survive_an_outage(fallback: bool) {
             turn_tcp_after: Some(Duration::ZERO),
             ..local()
         };
-        let gen = || dna_p2p::crypto::Identity::generate(&mut rand_core::OsRng);
+        let gen = identity;
         let b = dna_p2p::daemon::Node::bind(gen(), b_cfg).await.unwrap();
         let a = dna_p2p::daemon::Node::bind(gen(), local()).await.unwrap();
         let (ha, hb) = (a.handle(), b.handle());

@@ -757,7 +757,7 @@ impl NodeHandle {
                 Action::Dial { addrs } if dial => {
                     // A session through a TURN allocation (the peer's relayed candidate,
                     // or an address behind our own relay) is dialed under a local alias,
-                    // so the upgrade loop can move it to a direct path later (spec/07 §3.7).
+                    // so the upgrade loop can move it to a direct path later (spec/07 §3.6).
                     let addrs = match addrs.as_slice() {
                         [one] if self.through_turn(*one, attempt.peer_relay()) => self
                             .alias_for(*one)
@@ -922,7 +922,7 @@ pub(crate) async fn upgrade_loop(shared: std::sync::Weak<Shared>, every: Duratio
                 let token = crate::transport::is_relay_token(*a)
                     && socket.route(*a).is_some()
                     && socket.direct_of(*a).is_none();
-                // A TURN session under its local alias (spec/07 §3.7).
+                // A TURN session under its local alias (spec/07 §3.6).
                 let turn = crate::transport::is_alias(*a)
                     && socket
                         .direct_of(*a)

@@ -789,32 +789,21 @@ impl DnaSocket {
     /// Sends one datagram from this socket (STUN probes, TURN requests); to a relayed peer
     /// through the TURN server.
     pub async fn send_raw(&self, to: SocketAddr, bytes: &[u8]) -> io::Result<()> {
-        let mut poller = self.inner.clone().create_io_poller();
-        let transmit = Transmit {
-            destination: to,
-            ecn: None,
-            contents: bytes,
-            segment_size: None,
-            src_ip: None,
-        };
-        loop {
-            match AsyncUdpSocket::try_send(self, &transmit) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx)).await?;
-                }
-                r => return r,
-            }
-        }
+        self.send_one(to, bytes, false).await
     }
 
     /// Sends one datagram straight to `to` from this socket, whatever relay route `to`
-    /// has: a punching check is about the direct path (spec/07-relay.md §3.7). Over
+    /// has: a punching check is about the direct path (spec/07-relay.md §3.6). Over
     /// TURN/TCP, where nothing goes straight, and to a virtual address, as
     /// [`Self::send_raw`].
     pub async fn send_direct(&self, to: SocketAddr, bytes: &[u8]) -> io::Result<()> {
-        if self.tcp.get().is_some() || is_token(to) {
-            return self.send_raw(to, bytes).await;
-        }
+        let straight = self.tcp.get().is_none() && !is_token(to);
+        self.send_one(to, bytes, straight).await
+    }
+
+    /// One datagram, waiting while the socket is not writable: through the relay routes,
+    /// or `straight` past them.
+    async fn send_one(&self, to: SocketAddr, bytes: &[u8], straight: bool) -> io::Result<()> {
         let mut poller = self.inner.clone().create_io_poller();
         let transmit = Transmit {
             destination: to,
@@ -824,7 +813,12 @@ impl DnaSocket {
             src_ip: None,
         };
         loop {
-            match self.inner.try_send(&transmit) {
+            let sent = if straight {
+                self.inner.try_send(&transmit)
+            } else {
+                AsyncUdpSocket::try_send(self, &transmit)
+            };
+            match sent {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx)).await?;
                 }
@@ -977,7 +971,7 @@ impl AsyncUdpSocket for DnaSocket {
                     head[kept][..left].copy_from_slice(&tail[0][..left]);
                 }
                 // QUIC straight from a peer we reached through our TURN allocation: the
-                // peer moved its session to a direct path (spec/07 §3.7); answer it there.
+                // peer moved its session to a direct path (spec/07 §3.6); answer it there.
                 if self.relaying.load(Ordering::Acquire) && self.tcp.get().is_none() {
                     self.direct_seen(m.addr);
                 }
