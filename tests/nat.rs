@@ -269,8 +269,10 @@ fn nat_matrix() {
 
 /// The extra types' pairs, run as `nat-matrix --only A:B` runs them: the two same-LAN
 /// pairs connect over their host candidates (the LAN path, also where the router would
-/// hairpin), ipv6-firewall ↔ ipv6-firewall connects directly (today over IPv4: the daemon's
-/// socket is `0.0.0.0`), symmetric-seq behaves as symmetric (through the bootstrap node's
+/// hairpin), ipv6-firewall ↔ ipv6-firewall connects directly over IPv6 through both
+/// stateful firewalls (the bed runs those daemons dual-stack, `--listen [::]:0`; their only
+/// host candidates another LAN can reach are the global IPv6 addresses, and a host pair
+/// outranks the IPv4 server-reflexive one), symmetric-seq behaves as symmetric (through the bootstrap node's
 /// relay toward port-restricted and itself, direct toward full cone).
 #[test]
 fn extra_pairs() {
@@ -294,8 +296,9 @@ fn extra_pairs() {
             "relay"
         };
         assert!(r.ms.is_some(), "{} ↔ {}: delivered", r.a.name(), r.b.name());
-        if matches!(r.a, SameLan | SameLanHairpin) {
-            // Issue 12 item 4: the LAN path (host candidates), hairpinning router or not.
+        if matches!(r.a, SameLan | SameLanHairpin | Ipv6Firewall) {
+            // Issue 12 item 4: the LAN path (host candidates), hairpinning router or not;
+            // item 3: IPv6 host candidates through the firewalls.
             assert_eq!(
                 r.via,
                 "host",

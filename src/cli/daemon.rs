@@ -640,11 +640,13 @@ fn turn_settings(
         },
         _ => return Err("--turn needs --turn-user and --turn-password, or --turn-secret".into()),
     };
+    // A dual-stack socket (`[::]`) reaches servers of both families.
+    let dual = listen.is_ipv6() && listen.ip().is_unspecified();
     let mut servers = Vec::new();
     for t in &cfg.turn {
         let server = std::net::ToSocketAddrs::to_socket_addrs(t.as_str())
             .map_err(|e| format!("--turn {t}: {e}"))?
-            .find(|a| a.is_ipv4() == listen.is_ipv4())
+            .find(|a| dual || a.is_ipv4() == listen.is_ipv4())
             .ok_or_else(|| format!("--turn {t}: no address of the socket's family"))?;
         if !servers.contains(&server) {
             servers.push(server);

@@ -806,7 +806,7 @@ impl DnaSocket {
     async fn send_one(&self, to: SocketAddr, bytes: &[u8], straight: bool) -> io::Result<()> {
         let mut poller = self.inner.clone().create_io_poller();
         let transmit = Transmit {
-            destination: to,
+            destination: self.present(canonical(to)),
             ecn: None,
             contents: bytes,
             segment_size: None,
@@ -828,6 +828,8 @@ impl DnaSocket {
     }
 
     fn dispatch(&self, route: Route, from: SocketAddr, data: &[u8]) {
+        // STUN and TURN see IPv4 peers as IPv4, also on a dual-stack socket.
+        let from = canonical(from);
         let (tx, counter) = match route {
             Route::Stun => (&self.stun_tx, &self.stats.stun),
             Route::Turn => (&self.turn_tx, &self.stats.turn),
@@ -848,7 +850,7 @@ impl DnaSocket {
         let (from, stride) = (meta.addr, meta.stride);
         let mut len = buf.len();
         let stride = if stride == 0 { len } else { stride };
-        if self.is_turn_server(from) {
+        if self.is_turn_server(canonical(from)) {
             for seg in buf.chunks(stride) {
                 self.sort_turn_datagram(meta, seg);
             }
@@ -923,6 +925,14 @@ impl AsyncUdpSocket for DnaSocket {
             }
             self.add_relayed(transmit.destination);
             return self.send_relayed(server, transmit);
+        }
+        if self.v6 && transmit.destination.is_ipv4() {
+            // A dual-stack socket sends to IPv4 peers at their IPv4-mapped address.
+            let t = Transmit {
+                destination: self.present(transmit.destination),
+                ..*transmit
+            };
+            return self.inner.try_send(&t);
         }
         self.inner.try_send(transmit)
     }

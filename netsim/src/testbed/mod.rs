@@ -1159,6 +1159,10 @@ impl TestBed {
         if host.nat == NatType::UdpBlocked && !v.iter().any(|a| a == "--turn") {
             v.extend(self.turn_args_for(1));
         }
+        // A host with IPv6 runs a dual-stack socket: its IPv6 address is a candidate.
+        if host.nat == NatType::Ipv6Firewall && !v.iter().any(|a| a == "--listen") {
+            v.extend(["--listen".to_string(), "[::]:0".to_string()]);
+        }
         v
     }
 
