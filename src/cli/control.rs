@@ -197,8 +197,29 @@ pub(super) fn inbox_json(m: &StoredMessage) -> Value {
     })
 }
 
-/// Sends one request to a running daemon; `None` if no daemon listens.
+/// Sends one request to a running daemon; `None` if no daemon listens. A request that
+/// takes longer than a second (reaching a peer: DHT lookup, CONNECT, punching; a name
+/// claim; a mailbox fetch) says so on stderr every two seconds until the answer comes.
 pub(super) fn ask(dir: &Path, req: &Value) -> Option<Result<Value, String>> {
+    let what = req["cmd"].as_str().unwrap_or("request").to_owned();
+    let (done, waiting) = std::sync::mpsc::channel::<()>();
+    let progress = std::thread::spawn(move || {
+        // Seconds waited so far, counted by the waits themselves (1 s, then 2 s each).
+        let mut waited = 1;
+        let mut wait = std::time::Duration::from_secs(1);
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = waiting.recv_timeout(wait) {
+            eprintln!("… {what}: still working ({waited} s)");
+            wait = std::time::Duration::from_secs(2);
+            waited += 2;
+        }
+    });
+    let answer = ask_quietly(dir, req);
+    drop(done);
+    let _ = progress.join();
+    answer
+}
+
+fn ask_quietly(dir: &Path, req: &Value) -> Option<Result<Value, String>> {
     use std::io::{BufRead, Write};
     let p = path(dir);
     let mut s = std::os::unix::net::UnixStream::connect(&p).ok()?;

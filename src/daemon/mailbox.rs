@@ -323,6 +323,27 @@ async fn check_receipts(shared: &Shared) {
 /// taken.
 const MAX_FETCH_BYTES: usize = 64 << 20;
 
+/// The items, in order, while their `len` fits in `budget`, which they spend; the first
+/// that does not fit ends the fetch (the budget drops to 0: the rest waits for the next).
+fn within_budget<T>(
+    items: impl Iterator<Item = T>,
+    len: impl Fn(&T) -> usize,
+    budget: &mut usize,
+) -> Vec<T> {
+    items
+        .take_while(|r| match budget.checked_sub(len(r)) {
+            Some(left) => {
+                *budget = left;
+                true
+            }
+            None => {
+                *budget = 0;
+                false
+            }
+        })
+        .collect()
+}
+
 /// Every mailbox item under `key` at `node`, verified, page by page (at most a full
 /// mailbox's worth, and at most `budget` bytes of values, which it spends).
 async fn pages(
@@ -353,21 +374,11 @@ async fn pages(
         }
         let full = records.len() >= MAX_RECORDS;
         let now = now_s();
-        let items: Vec<VerifiedRecord> = records
+        let items = records
             .iter()
             .filter_map(|b| VerifiedRecord::verify(b, now).ok())
-            .filter(|r| r.kind() == RecordKind::MailboxItem && r.key() == key)
-            .take_while(|r| match budget.checked_sub(r.value().len()) {
-                Some(left) => {
-                    *budget = left;
-                    true
-                }
-                None => {
-                    *budget = 0;
-                    false
-                }
-            })
-            .collect();
+            .filter(|r| r.kind() == RecordKind::MailboxItem && r.key() == key);
+        let items = within_budget(items, |r| r.value().len(), budget);
         let last = items.last().map(|r| (r.publisher(), r.item()));
         all.extend(items);
         match (full, last) {
@@ -573,5 +584,34 @@ impl NodeHandle {
             });
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One fetch holds at most `MAX_FETCH_BYTES` of item values over all pages and nodes:
+    /// 100 items of 1 MiB offered in pages of 30 — 64 taken, the rest left for the next
+    /// fetch, and once the budget is spent a further page gives nothing.
+    #[test]
+    fn a_fetch_holds_at_most_its_byte_budget() {
+        let mut budget = MAX_FETCH_BYTES;
+        let item = vec![0u8; 1 << 20];
+        let mut taken = 0;
+        for _page in 0..4 {
+            taken += within_budget((0..30).map(|_| &item), |v| v.len(), &mut budget).len();
+        }
+        println!("offered 120 items of 1 MiB: {taken} taken, budget left {budget}");
+        assert_eq!(taken, 64);
+        assert_eq!(budget, 0);
+        assert!(within_budget([&item].into_iter(), |v| v.len(), &mut budget).is_empty());
+        // Small items still fit where a large one would not.
+        let mut budget = 10;
+        let lens = [4usize, 4, 4, 1];
+        assert_eq!(
+            within_budget(lens.iter(), |l| **l, &mut budget),
+            vec![&4, &4]
+        );
     }
 }
