@@ -343,3 +343,63 @@ mod tests {
         assert_eq!(recv.await.unwrap().unwrap(), (1, peer));
     }
 }
+
+#[cfg(test)]
+mod bounds {
+    use super::super::{encode_indication, TURN_STUN_MEMORY};
+    use super::*;
+    use std::sync::Arc;
+
+    /// What peers can grow on the TURN/TCP path stays bounded: 300 STUN messages through
+    /// the relay leave the last 256 transaction IDs (the oldest forgotten), and permission
+    /// requests for 300 peer IPs never hold more than `relay.max_peers` IPs as asked.
+    #[tokio::test]
+    async fn stun_memory_and_asked_permissions_are_bounded() {
+        let turn: SocketAddr = "127.0.0.1:3478".parse().unwrap();
+        let udp = crate::transport::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let s: Arc<DnaSocket> = DnaSocket::new(udp, Some(turn)).unwrap().0;
+        let (ptx, mut prx) = mpsc::channel(1024);
+        let (htx, _hrx) = mpsc::channel(8);
+        assert!(s.use_turn_tcp(ptx, htx));
+        let stun = |i: u32| {
+            let mut m = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+            m.extend_from_slice(&[0; 8]);
+            m.extend_from_slice(&i.to_be_bytes());
+            m
+        };
+        let peer: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        for i in 0..300u32 {
+            let mut d = Vec::new();
+            encode_indication(&mut d, DATA_INDICATION, [7; 12], peer, &stun(i)).unwrap();
+            assert!(s.turn_tcp_input(&d));
+        }
+        let kept = s.turn_stun.lock().unwrap().len();
+        assert_eq!(kept, TURN_STUN_MEMORY);
+        assert!(!s.came_via_turn(&stun(0)), "the oldest forgotten");
+        assert!(s.came_via_turn(&stun(299)));
+        let (ftx, _frx) = mpsc::channel(8);
+        s.set_turn_tcp_writer(Some(ftx));
+        let link = s.tcp.get().unwrap();
+        let mut most = 0;
+        for i in 0..300u32 {
+            let to = SocketAddr::from((std::net::Ipv4Addr::from(0xC633_6400 + i), 9));
+            let t = Transmit {
+                destination: to,
+                ecn: None,
+                contents: &[0x40; 20],
+                segment_size: None,
+                src_ip: None,
+            };
+            s.send_over_tcp(link, &t).unwrap();
+            most = most.max(lock(&link.asked).len());
+        }
+        let asked = std::iter::from_fn(|| prx.try_recv().ok()).count();
+        println!(
+            "STUN through the relay: 300 in, {kept} IDs kept; 300 peer IPs: {asked} permission \
+             requests, at most {most} held as asked (bound {})",
+            link.max_asked
+        );
+        assert!(most <= link.max_asked);
+        assert_eq!(asked, 300, "each asked once");
+    }
+}
