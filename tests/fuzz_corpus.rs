@@ -364,6 +364,7 @@ fn write_nat_seed_corpus() {
     };
     write("signal_message", "presence", &info.encode());
     let offer = Signal {
+        nat: dna_p2p::nat::predict::Behaviour::UNKNOWN,
         kind: SignalKind::Offer,
         from: id.public_key().clone(),
         to: id.fingerprint(),

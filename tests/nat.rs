@@ -272,8 +272,9 @@ fn nat_matrix() {
 /// hairpin), ipv6-firewall ↔ ipv6-firewall connects directly over IPv6 through both
 /// stateful firewalls (the bed runs those daemons dual-stack, `--listen [::]:0`; their only
 /// host candidates another LAN can reach are the global IPv6 addresses, and a host pair
-/// outranks the IPv4 server-reflexive one), symmetric-seq behaves as symmetric (through the bootstrap node's
-/// relay toward port-restricted and itself, direct toward full cone).
+/// outranks the IPv4 server-reflexive one), symmetric-seq behaves as symmetric (direct
+/// toward full cone, direct by port prediction toward port-restricted — its sequential
+/// ports probed first — and through the bootstrap node's relay toward itself).
 #[test]
 fn extra_pairs() {
     let Some(tb) = test_bed("extra_pairs") else {
@@ -672,14 +673,18 @@ fn same_lan_hairpinning_only_where_the_router_does_it() {
     }
 }
 
-/// The two pairs without a direct path deliver through the bootstrap node's bundled relay
+/// The pairs without a direct path deliver through the bootstrap node's bundled relay
 /// (spec/07-relay.md §1): punching fails on both ends, both ask the rendezvous node that
-/// carried the offer, and the session runs over it. No TURN server is configured.
+/// carried the offer, and the session runs over it. No TURN server is configured; port
+/// prediction is off (`--no-port-prediction`), so port-restricted ↔ symmetric has no
+/// direct path either.
 #[test]
 fn pairs_without_a_direct_path_deliver_through_the_bundled_relay() {
-    let Some(tb) = test_bed("pairs_without_a_direct_path_deliver_through_the_bundled_relay") else {
+    let Some(mut tb) = test_bed("pairs_without_a_direct_path_deliver_through_the_bundled_relay")
+    else {
         return;
     };
+    tb.pair_args = vec!["--no-port-prediction".into()];
     let pairs = [
         (NatType::PortRestricted, NatType::Symmetric),
         (NatType::Symmetric, NatType::PortRestricted),
@@ -1008,10 +1013,13 @@ fn pairs_without_a_direct_path_deliver_through_turn() {
         (NatType::PortRestricted, NatType::Symmetric),
         (NatType::Symmetric, NatType::Symmetric),
     ];
+    // Without port prediction, port-restricted ↔ symmetric has no direct path either.
+    let no_prediction = "--no-port-prediction".to_string();
     tb.pair_args = tb.turn_args_for(1);
+    tb.pair_args.push(no_prediction.clone());
     eprintln!("both sides with TURN:");
     deliver_all_via(&tb, &pairs, "turn");
-    tb.pair_args.clear();
+    tb.pair_args = vec![no_prediction];
     for side in [0, 1] {
         eprintln!("only {} with TURN:", ["the caller", "the callee"][side]);
         tb.side_args = Default::default();

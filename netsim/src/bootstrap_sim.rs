@@ -232,6 +232,7 @@ fn source_of(cfg: &BootSimConfig, rng: &mut SimRng) -> IpAddr {
 /// A signed offer from `from` to `to`, timed `now_ms`.
 fn offer(rng: &mut SimRng, from: &Identity, to: Fingerprint, now_ms: u64) -> Vec<u8> {
     Signal {
+        nat: dna_p2p::nat::predict::Behaviour::UNKNOWN,
         kind: SignalKind::Offer,
         from: from.public_key().clone(),
         to,

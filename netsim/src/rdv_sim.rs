@@ -195,6 +195,7 @@ impl Sim<'_> {
         self.report.signatures.0 += 1;
         let from = from.unwrap_or(&self.caller_id);
         Signal {
+            nat: dna_p2p::nat::predict::Behaviour::UNKNOWN,
             kind: SignalKind::Offer,
             from: from.public_key().clone(),
             to,

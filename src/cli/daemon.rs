@@ -85,6 +85,10 @@ pub(super) struct DaemonConfig {
     pub dht_serve: bool,
     /// Punching this long without a pair: ask the relay in parallel (default 1000 ms).
     pub relay_after_ms: u64,
+    /// Port prediction toward a peer whose NAT pairs with ours only that way (symmetric ↔
+    /// port-restricted cone; default true; spec/05-nat.md §5.5). Off: our CONNECT signals
+    /// say "NAT behaviour unknown", so neither side predicts.
+    pub port_prediction: bool,
     /// A session still relayed gets a new punching attempt this often (default 60 s).
     pub upgrade_secs: u64,
     /// `[relay_server]`: the bundled relay (spec/07-relay.md §1.4).
@@ -199,6 +203,7 @@ impl Default for DaemonConfig {
             relay: RelayPolicy::Auto,
             dht_serve: false,
             relay_after_ms: 1000,
+            port_prediction: true,
             upgrade_secs: 60,
             relay_server: RelayServerConfig::default(),
             mailbox: MailboxToml::default(),
@@ -214,7 +219,8 @@ pub(super) struct DaemonArgs {
     data_dir: DataDir,
     /// TOML configuration file (keys: listen, bootstrap, stun, rendezvous, refresh_secs,
     /// keep_alive_secs, network_check_secs, retry_secs, other_address, other_port, turn,
-    /// turn_user, turn_password, turn_tcp_after_ms, relay, relay_after_ms, upgrade_secs, dht_serve, and the tables
+    /// turn_user, turn_password, turn_tcp_after_ms, relay, relay_after_ms, port_prediction, upgrade_secs,
+    /// dht_serve, and the tables
     /// `[limits]` (spec/06-node.md §5), `[relay_server]` (spec/07-relay.md §1.4), `[mailbox]`
     /// (spec/09-mailbox.md §7) and `[control]` (spec/10-control.md §5)).
     #[arg(long, value_name = "FILE")]
@@ -270,6 +276,11 @@ pub(super) struct DaemonArgs {
     /// the same as `[mailbox] store = true`) [default: off for `dna bootstrap`].
     #[arg(long)]
     store_mailbox: bool,
+    /// Never predict ports: toward a symmetric NAT from a port-restricted cone (or the
+    /// other way) the session then goes through a relay (the same as `port_prediction =
+    /// false`; spec/05-nat.md §5.5) [default: predict].
+    #[arg(long)]
+    no_port_prediction: bool,
 }
 
 impl DaemonArgs {
@@ -301,6 +312,9 @@ impl DaemonArgs {
         }
         if self.store_mailbox {
             cfg.mailbox.store = Some(true);
+        }
+        if self.no_port_prediction {
+            cfg.port_prediction = false;
         }
         Ok((self.data_dir.resolve(), cfg))
     }
@@ -417,6 +431,7 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         relay_server: cfg.relay_server.limits(bootstrap),
         relay_policy: cfg.relay,
         relay_after: Duration::from_millis(cfg.relay_after_ms),
+        port_prediction: cfg.port_prediction,
         upgrade_interval: Duration::from_secs(cfg.upgrade_secs.max(1)),
         discovery_server: cfg.other_address.map(|other_ip| DiscoveryServerConfig {
             other_ip,
@@ -611,6 +626,7 @@ pub(super) async fn status(h: &NodeHandle) -> Value {
         "rendezvous_role": h.rendezvous_stats().await,
         "turn": turn_status(h),
         "relay": h.relay_status(),
+        "prediction": h.prediction_status(),
         "limits": limits(h).await,
     })
 }

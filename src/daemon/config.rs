@@ -124,6 +124,10 @@ pub struct NodeConfig {
     /// session to the direct path if punching finds one later (default 1 s: a punched pair
     /// in the NAT bed answers within 200 ms; spec/07-relay.md §1.9).
     pub relay_after: Duration,
+    /// Predict ports where only that gives a direct path: a symmetric NAT facing a
+    /// port-restricted cone (default true; spec/05-nat.md §5.5). Off, our CONNECT signals
+    /// carry "NAT behaviour unknown", so neither side predicts.
+    pub port_prediction: bool,
     /// A session still relayed is offered a new punching attempt this often, and moves to
     /// the direct path it finds (default 60 s; spec/07-relay.md §1.9).
     pub upgrade_interval: Duration,
@@ -166,6 +170,7 @@ impl Default for NodeConfig {
             relay_server: None,
             relay_policy: Default::default(),
             relay_after: Duration::from_secs(1),
+            port_prediction: true,
             upgrade_interval: Duration::from_secs(60),
             mailbox: Default::default(),
         }

@@ -144,6 +144,10 @@ pub(crate) async fn drive(
     shared.live.fetch_sub(1, Ordering::SeqCst);
     // A punched session's local alias (spec/05-nat.md §5.2) served this connection only:
     // its route goes with it, so the socket's routes stay bounded over a long life.
+    // A side socket of port prediction (spec/05-nat.md §5.5) that carried its path goes
+    // too.
+    let direct = shared.socket.direct_of(remote).unwrap_or(remote);
+    shared.socket.remove_side_route(direct);
     if crate::transport::is_alias(remote) {
         shared.socket.remove_relayed(remote);
     }

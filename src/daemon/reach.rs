@@ -12,6 +12,7 @@ use rand_core::RngCore;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sigwire::{frame, limits, now_ms, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
+use super::spray::{our_behaviour, plan, prober, probes_done, Plan, Spray};
 use super::state::{DhtShared, NatStatus, NodeHandle, Shared};
 use super::stun_routes::StunRoute;
 use super::util::with_rng;
@@ -143,13 +144,17 @@ struct Punching {
 }
 
 /// Runs one punching attempt; the first working pair and the result come as soon as there
-/// are, the attempt keeps answering checks for [`LINGER`] after it.
-fn start_punch(
+/// are, the attempt keeps answering checks for [`LINGER`] after it. With a prediction
+/// `plan` (spec/05-nat.md §5.5), the hard side's side sockets are open and their checks
+/// sent before this returns (before the callee's answer goes out); the easy side probes
+/// within the attempt.
+async fn start_punch(
     shared: &Arc<Shared>,
     mut route: PunchRoute,
     creds: PunchCreds,
     remote: Vec<Candidate>,
     controlling: bool,
+    plan: Option<Plan>,
 ) -> Punching {
     let tag = route.tag;
     // Relayed candidates are checked too, at the lowest priority (spec/07-relay.md §3.4):
@@ -167,19 +172,41 @@ fn start_punch(
     remote.retain(|c| c.kind != CandidateKind::Relayed || !direct.contains(&c.addr));
     let (done_tx, done_rx) = oneshot::channel();
     let (first_tx, first_rx) = oneshot::channel();
+    let mut punch = Punch::new(
+        creds,
+        &remote,
+        controlling,
+        tag,
+        PunchConfig {
+            relay_wait: shared.cfg.relay_after,
+            ..PunchConfig::default()
+        },
+        Instant::now(),
+    );
+    let mut spray = None;
+    let mut probing = None;
+    match plan {
+        Some(Plan::Spray { to }) => {
+            let n = crate::nat::predict::SPRAY_SOCKETS;
+            let checks = punch.spray_checks(to, n, Instant::now());
+            spray = Spray::open(shared, to, checks).await;
+        }
+        Some(Plan::Probe {
+            target,
+            sequential,
+            budget,
+        }) => {
+            tracing::info!(%target, sequential, budget, "port prediction: probing");
+            punch.predict(prober(target, sequential, budget));
+            probing = Some((target.ip(), budget));
+        }
+        None => {}
+    }
+    if plan.is_some() {
+        shared.nat.predict.attempts.fetch_add(1, Ordering::Relaxed);
+    }
     let shared = shared.clone();
     tokio::spawn(async move {
-        let mut punch = Punch::new(
-            creds,
-            &remote,
-            controlling,
-            tag,
-            PunchConfig {
-                relay_wait: shared.cfg.relay_after,
-                ..PunchConfig::default()
-            },
-            Instant::now(),
-        );
         let mut done_tx = Some(done_tx);
         let mut first_tx = Some(first_tx);
         let mut ended_at: Option<Instant> = None;
@@ -203,7 +230,12 @@ fn start_punch(
             }
             if let Some(r) = punch.result() {
                 if let Some(tx) = done_tx.take() {
-                    tracing::info!(?r, probes = punch.probes_sent(), "hole punching ended");
+                    tracing::info!(
+                        ?r,
+                        probes = punch.probes_sent(),
+                        predicted = punch.predicted_probes(),
+                        "hole punching ended"
+                    );
                     // A pair behind our own relay: QUIC to it goes through the relay too.
                     if let PunchResult::Connected(sel) = r {
                         if punch.via_relay(sel.remote) {
@@ -230,6 +262,10 @@ fn start_punch(
             }
         }
         drop(route);
+        drop(spray);
+        if let Some((ip, granted)) = probing {
+            probes_done(&shared, ip, granted, punch.predicted_probes());
+        }
     });
     Punching {
         first: first_rx,
@@ -272,6 +308,7 @@ pub(crate) async fn answer_offer(
             RelayPolicy::Only => Vec::new(),
             _ => shared.nat.status.borrow().candidates.clone(),
         },
+        nat: our_behaviour(shared),
     };
     let caller = offer.from.fingerprint();
     // An offer without candidates comes from a relay-only caller, which asks the relay at
@@ -293,7 +330,18 @@ pub(crate) async fn answer_offer(
     tracing::info!(caller = %offer.from.fingerprint(), "CONNECT: punching toward the caller");
     // Punching runs on; its result matters to the caller, which dials.
     let route = PunchRoute::new(shared, &creds.local_ufrag).await;
-    let punched = start_punch(shared, route, creds, offer.candidates.clone(), false).done;
+    // The offer is verified and fresh: only now may it make us predict (spec/05 §5.5).
+    let predict = plan(shared, offer.nat, &offer.candidates);
+    let punched = start_punch(
+        shared,
+        route,
+        creds,
+        offer.candidates.clone(),
+        false,
+        predict,
+    )
+    .await
+    .done;
     if policy == RelayPolicy::Auto && shared.dht.is_some() {
         tokio::spawn(callee_relay(shared.clone(), via, caller, Some(punched)));
     }
@@ -784,6 +832,7 @@ impl NodeHandle {
                                 RelayPolicy::Only => Vec::new(),
                                 _ => self.nat_status().candidates,
                             },
+                            nat: our_behaviour(&self.shared),
                         }
                         .sign(&self.shared.identity);
                         offer = Some((route, signed));
@@ -799,15 +848,22 @@ impl NodeHandle {
                     }
                     attempt.handle_offer(now_ms(), r.map_err(ReachError::into_failure));
                 }
-                Action::Punch { creds, candidates } => {
+                Action::Punch {
+                    creds,
+                    candidates,
+                    nat,
+                } => {
                     // Our allocation (if any) lets the callee's datagrams through.
                     self.shared.nat.turn_permit(peer_ips(&candidates));
                     let Some((route, _)) = offer.take() else {
                         attempt.handle_punch(PunchResult::Failed);
                         continue;
                     };
+                    // The answer is verified and fresh (`Reach::handle_offer`).
+                    let predict = plan(&self.shared, nat, &candidates);
                     let Punching { first, mut done } =
-                        start_punch(&self.shared, route, creds, candidates, true);
+                        start_punch(&self.shared, route, creds, candidates, true, predict)
+                            .await;
                     let early = async {
                         match first.await {
                             Ok(sel) => sel,

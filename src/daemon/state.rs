@@ -342,6 +342,25 @@ pub(crate) struct NatShared {
     /// Peers' TURN relayed addresses we reached them at (newest last, at most
     /// [`PEER_RELAYS`]): `dna status` shows such a session's path as `turn`.
     pub(crate) peer_relays: std::sync::Mutex<std::collections::VecDeque<SocketAddr>>,
+    /// Port prediction (spec/05-nat.md §5.5).
+    pub(crate) predict: PredictShared,
+}
+
+/// Port prediction's state and counters (spec/05-nat.md §5.5; `dna status` shows them).
+#[derive(Debug, Default)]
+pub(crate) struct PredictShared {
+    /// The per-peer probe budget.
+    pub(crate) ledger: std::sync::Mutex<crate::nat::predict::Ledger>,
+    /// A spray (256 side sockets) is open: one at a time.
+    pub(crate) spraying: std::sync::atomic::AtomicBool,
+    /// Attempts that predicted, either side.
+    pub(crate) attempts: std::sync::atomic::AtomicU64,
+    /// Probes sent (easy side).
+    pub(crate) probes: std::sync::atomic::AtomicU64,
+    /// Side sockets opened (hard side).
+    pub(crate) sockets: std::sync::atomic::AtomicU64,
+    /// Side sockets a probe reached (hard side).
+    pub(crate) hits: std::sync::atomic::AtomicU64,
 }
 
 /// How many peers' relayed addresses [`NatShared::peer_relays`] remembers.
@@ -396,6 +415,7 @@ impl NatShared {
             turn: tokio::sync::watch::Sender::new(TurnStatus::default()),
             turn_cmd: std::sync::OnceLock::new(),
             peer_relays: Default::default(),
+            predict: PredictShared::default(),
         }
     }
 }

@@ -57,6 +57,10 @@ pub struct NatClass {
     pub filtering: Filtering,
     /// The NAT kept our port (or there is no NAT).
     pub port_preserved: bool,
+    /// The NAT gave discovery's mappings consecutive ports (each 1–8 above the one
+    /// before): it allocates sequentially, and the next mapping's port is predictable
+    /// (spec/05 §5.5). Only for a mapping that depends on the destination.
+    pub sequential: bool,
 }
 
 impl NatClass {
@@ -214,6 +218,7 @@ impl Discovery {
             mapping,
             filtering,
             port_preserved: mapped.port() == self.local_port,
+            sequential: false,
         }
     }
 
@@ -295,12 +300,17 @@ impl Discovery {
                 None => return,
                 Some(Err(e)) => Phase::Done(Err(DiscoveryError::MappingTest(e.clone()))),
                 Some(Ok(a)) => {
-                    let mapping = if a.mapped == *m2 {
-                        Mapping::AddressDependent
+                    let (mapping, ports) = if a.mapped == *m2 {
+                        (Mapping::AddressDependent, vec![m1.port(), m2.port()])
                     } else {
-                        Mapping::AddressAndPortDependent
+                        let p = vec![m1.port(), m2.port(), a.mapped.port()];
+                        (Mapping::AddressAndPortDependent, p)
                     };
-                    Phase::Done(Ok(self.class(*m1, mapping, *filtering)))
+                    let mut class = self.class(*m1, mapping, *filtering);
+                    class.sequential = ports
+                        .windows(2)
+                        .all(|w| (1..=8).contains(&w[1].wrapping_sub(w[0])));
+                    Phase::Done(Ok(class))
                 }
             },
             Phase::Done(_) => return,

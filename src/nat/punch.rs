@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::candidate::{pair_priority, Candidate, CandidateKind};
+use super::predict::Prober;
 use super::stun::{self, Binding, Credentials, Options, Timers};
 
 /// Probe timing (spec/05 §5.2).
@@ -108,6 +109,8 @@ pub struct Punch {
     /// Datagrams to send: where, what, and whether through our own TURN allocation.
     out: VecDeque<(SocketAddr, Vec<u8>, bool)>,
     result: Option<PunchResult>,
+    /// Port prediction's probes, on the easy side (spec/05-nat.md §5.5).
+    prober: Option<Prober>,
 }
 
 impl Punch {
@@ -134,6 +137,7 @@ impl Punch {
             first_direct: None,
             out: VecDeque::new(),
             result: None,
+            prober: None,
         };
         for c in remote {
             p.add_pair(*c, now);
@@ -182,10 +186,11 @@ impl Punch {
         t
     }
 
-    fn check(&mut self, i: usize, now: Instant) {
+    /// A check toward `to` under a new transaction: one request, the pair's own schedule
+    /// (or none, for a prediction probe) retransmits.
+    fn request(&mut self, to: SocketAddr, now: Instant) -> (Binding, Vec<u8>) {
         let tid = self.next_tid();
         let opts = Options {
-            // One request per transaction: the pair's own schedule retransmits.
             timers: Timers {
                 rto: self.cfg.deadline,
                 rc: 1,
@@ -197,10 +202,16 @@ impl Punch {
                 password: self.creds.remote_pwd.clone(),
             }),
         };
+        let mut b = Binding::with_options(to, tid, opts, now);
+        let bytes = b.poll_transmit(now).map(|(_, r)| r.to_vec()).unwrap_or_default();
+        (b, bytes)
+    }
+
+    fn check(&mut self, i: usize, now: Instant) {
+        let (b, bytes) = self.request(self.pairs[i].remote.addr, now);
         let pair = &mut self.pairs[i];
-        let mut b = Binding::with_options(pair.remote.addr, tid, opts, now);
-        if let Some((to, bytes)) = b.poll_transmit(now) {
-            self.out.push_back((to, bytes.to_vec(), pair.via_relay));
+        if !bytes.is_empty() {
+            self.out.push_back((pair.remote.addr, bytes, pair.via_relay));
         }
         pair.checks.push((b, now));
         pair.sent += 1;
@@ -210,6 +221,33 @@ impl Punch {
             } else {
                 self.cfg.interval
             };
+    }
+
+    /// Port prediction, easy side (spec/05-nat.md §5.5): besides the pairs, checks toward
+    /// the ports `prober` picks, until a pair answers or its budget is spent. An answer
+    /// comes as the hard side's own check from the port that was hit (learnt as a
+    /// peer-reflexive pair like any other).
+    pub fn predict(&mut self, prober: Prober) {
+        self.prober = Some(prober);
+    }
+
+    /// Prediction probes sent so far.
+    pub fn predicted_probes(&self) -> u32 {
+        self.prober.as_ref().map_or(0, Prober::sent)
+    }
+
+    /// Port prediction, hard side: `n` checks toward the pair `to` (added if new, as
+    /// server-reflexive), one for each side socket to send; an answer to any of them
+    /// proves the pair as the pair's own checks do.
+    pub fn spray_checks(&mut self, to: SocketAddr, n: usize, now: Instant) -> Vec<Vec<u8>> {
+        let i = self.add_pair(Candidate::new(CandidateKind::ServerReflexive, to, 0), now);
+        (0..n)
+            .map(|_| {
+                let (b, bytes) = self.request(to, now);
+                self.pairs[i].checks.push((b, now));
+                bytes
+            })
+            .collect()
     }
 
     /// The next datagram to send from the node's socket.
@@ -236,12 +274,29 @@ impl Punch {
             }
         } else if now >= self.start + self.cfg.deadline {
             self.result = Some(PunchResult::Failed);
+            if let Some(p) = &mut self.prober {
+                p.stop();
+            }
             return;
         }
         for i in 0..self.pairs.len() {
             if now >= self.pairs[i].next {
                 self.check(i, now);
             }
+        }
+        if self.first_success.is_some() {
+            if let Some(p) = &mut self.prober {
+                p.stop();
+            }
+        }
+        let probes = self
+            .prober
+            .as_mut()
+            .map(|p| p.poll_probes(now))
+            .unwrap_or_default();
+        for to in probes {
+            let (_, bytes) = self.request(to, now);
+            self.out.push_back((to, bytes, false));
         }
     }
 
@@ -251,7 +306,14 @@ impl Punch {
             return None;
         }
         let end = self.settle_at().unwrap_or(self.start + self.cfg.deadline);
-        Some(self.pairs.iter().map(|p| p.next).fold(end, Instant::min))
+        let probe = self.prober.as_ref().and_then(Prober::poll_timeout);
+        Some(
+            self.pairs
+                .iter()
+                .map(|p| p.next)
+                .chain(probe)
+                .fold(end, Instant::min),
+        )
     }
 
     /// Takes a STUN datagram for this attempt: a check from the peer (answered, and its
@@ -283,6 +345,10 @@ impl Punch {
             };
             // The answer goes back the way the check came.
             self.out.push_back((from, answer, relayed));
+            // The hard side heard a probe: its check from that port follows this one.
+            if let Some(p) = self.prober.as_mut().filter(|p| p.ip() == from.ip()) {
+                p.stop();
+            }
             // A triggered check: the peer reached us from `from`; probe it back at once.
             let known = self.pairs.iter().position(|p| p.remote.addr == from);
             match known {
@@ -382,6 +448,9 @@ impl Punch {
     }
 
     fn select(&mut self) {
+        if let Some(p) = &mut self.prober {
+            p.stop();
+        }
         self.result = Some(match self.best(true) {
             Some(sel) => PunchResult::Connected(sel),
             None => PunchResult::Failed,

@@ -4,6 +4,7 @@
 //! alter an offer. (The limits a rendezvous node applies are in `node::rendezvous`.)
 
 use super::candidate::{put_candidates, put_text, Candidate, CandidateError, Reader};
+use super::predict::Behaviour;
 use crate::crypto::{Fingerprint, Identity};
 use crate::crypto::{PublicKey, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 
@@ -43,6 +44,8 @@ pub struct Signal {
     pub pwd: String,
     /// Where the sender may be reached.
     pub candidates: Vec<Candidate>,
+    /// The sender's NAT behaviour (one byte): decides port prediction (spec/05 §5.5).
+    pub nat: Behaviour,
 }
 
 /// Why a signal was refused.
@@ -80,6 +83,7 @@ impl Signal {
         put_text(&mut out, &self.ufrag, MAX_CRED);
         put_text(&mut out, &self.pwd, MAX_CRED);
         put_candidates(&mut out, &self.candidates);
+        out.push(self.nat.encode());
         out
     }
 
@@ -113,6 +117,7 @@ impl Signal {
         let ufrag = r.text(MAX_CRED)?;
         let pwd = r.text(MAX_CRED)?;
         let candidates = r.candidates()?;
+        let nat = Behaviour::decode(r.u8()?);
         r.end()?;
         from.verify(DOMAIN, &[body], sig)
             .map_err(|_| SignalError::BadSignature)?;
@@ -125,6 +130,7 @@ impl Signal {
             ufrag,
             pwd,
             candidates,
+            nat,
         })
     }
 
@@ -246,6 +252,7 @@ mod tests {
 
     fn offer(from: &Identity, to: Fingerprint) -> Signal {
         Signal {
+            nat: crate::nat::predict::Behaviour::UNKNOWN,
             kind: SignalKind::Offer,
             from: from.public_key().clone(),
             to,

@@ -142,6 +142,8 @@ pub enum Action {
         creds: PunchCreds,
         /// The peer's candidates from its answer.
         candidates: Vec<Candidate>,
+        /// The peer's NAT behaviour from its answer (port prediction, spec/05 §5.5).
+        nat: crate::nat::predict::Behaviour,
     },
     /// Ask this rendezvous node to relay us to the peer; answer with
     /// [`Reach::handle_relay`].
@@ -369,6 +371,7 @@ impl Reach {
             asked: false,
         };
         self.out.push(Action::Punch {
+            nat: answer.nat,
             creds: PunchCreds {
                 local_ufrag: self.ufrag.clone(),
                 local_pwd: self.pwd.clone(),

@@ -41,7 +41,9 @@ use super::relay::{
     encode_indication, indication_len, parse_indication, DATA_INDICATION, SEND_INDICATION,
 };
 
+mod side;
 mod turn_tcp;
+pub use side::MAX_SIDE_ROUTES;
 pub use turn_tcp::{TurnTcpLink, TCP_FRAME_QUEUE};
 
 /// How many STUN or TURN datagrams may wait for their handler before new ones are dropped.
@@ -212,6 +214,10 @@ pub struct DnaSocket {
     /// Transaction IDs of the last STUN messages that came through our TURN allocation
     /// (at most [`TURN_STUN_MEMORY`]): the punching driver asks ([`Self::came_via_turn`]).
     turn_stun: Mutex<VecDeque<[u8; 12]>>,
+    /// Peers reached through a side socket of port prediction ([`side`]).
+    side: Mutex<side::SideRoutes>,
+    /// Whether `side` is non-empty: keeps `try_send` lock-free otherwise.
+    sided: AtomicBool,
 }
 
 /// How many transaction IDs of STUN through our TURN allocation the socket remembers.
@@ -311,6 +317,8 @@ impl DnaSocket {
             tcp: OnceLock::new(),
             recv_waker: Mutex::new(None),
             turn_stun: Mutex::new(VecDeque::new()),
+            side: Mutex::new(side::SideRoutes::new()),
+            sided: AtomicBool::new(false),
         });
         Ok((s, SideChannels { stun, turn }))
     }
@@ -814,7 +822,7 @@ impl DnaSocket {
         };
         loop {
             let sent = if straight {
-                self.inner.try_send(&transmit)
+                self.send_straight(&transmit)
             } else {
                 AsyncUdpSocket::try_send(self, &transmit)
             };
@@ -824,6 +832,15 @@ impl DnaSocket {
                 }
                 r => return r,
             }
+        }
+    }
+
+    /// Sends past the relay routes: through the peer's side socket if it has one (port
+    /// prediction, spec/05-nat.md §5.5), else from the main socket.
+    fn send_straight(&self, t: &Transmit) -> io::Result<()> {
+        match self.side_send(t) {
+            Some(r) => r,
+            None => self.inner.try_send(t),
         }
     }
 
@@ -907,7 +924,7 @@ impl AsyncUdpSocket for DnaSocket {
                         return self.send_relayed(server, &t);
                     }
                 }
-                return self.inner.try_send(&t);
+                return self.send_straight(&t);
             }
             Some((server, None)) => return self.send_relayed(server, transmit),
             None => {}
@@ -932,9 +949,9 @@ impl AsyncUdpSocket for DnaSocket {
                 destination: self.present(transmit.destination),
                 ..*transmit
             };
-            return self.inner.try_send(&t);
+            return self.send_straight(&t);
         }
-        self.inner.try_send(transmit)
+        self.send_straight(transmit)
     }
 
     fn poll_recv(

@@ -129,19 +129,15 @@ impl NatType {
         })
     }
 
-    /// Whether two sides of these types are expected to punch through directly
-    /// (spec/05 §7): all but port-restricted ↔ symmetric, symmetric ↔ symmetric and every
-    /// pair with a `udp-blocked` side (no UDP at all: QUIC cannot leave). The extra types
-    /// count as their IPv4 behaviour.
+    /// Whether two sides of these types are expected to connect directly (spec/05 §7):
+    /// all but symmetric ↔ symmetric and every pair with a `udp-blocked` side (no UDP at
+    /// all: QUIC cannot leave); port-restricted ↔ symmetric by port prediction (§5.5). The
+    /// extra types count as their IPv4 behaviour.
     pub fn direct_expected(a: NatType, b: NatType) -> bool {
         use NatType::*;
         !matches!(
             (a.ipv4_like(), b.ipv4_like()),
-            (PortRestricted, Symmetric)
-                | (Symmetric, PortRestricted)
-                | (Symmetric, Symmetric)
-                | (UdpBlocked, _)
-                | (_, UdpBlocked)
+            (Symmetric, Symmetric) | (UdpBlocked, _) | (_, UdpBlocked)
         )
     }
 }

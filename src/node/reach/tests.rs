@@ -57,6 +57,7 @@ fn answer_with(
     )];
     candidates.extend(relayed.map(|a| Candidate::new(CandidateKind::Relayed, a, 0)));
     Signal {
+        nat: crate::nat::predict::Behaviour::UNKNOWN,
         kind: SignalKind::Answer,
         from: callee.public_key().clone(),
         to,
@@ -109,7 +110,10 @@ fn offers_go_through_each_rendezvous_until_one_answers_then_the_punched_pair_is_
     assert_eq!(r.poll_action(), Some(Action::Offer { via: rdv(2) }));
     let a = answer(&callee, me.fingerprint(), r.session(), NOW_MS);
     r.handle_offer(NOW_MS, Ok(a));
-    let Some(Action::Punch { creds, candidates }) = r.poll_action() else {
+    let Some(Action::Punch {
+        creds, candidates, ..
+    }) = r.poll_action()
+    else {
         panic!("punching expected");
     };
     assert_eq!(
@@ -409,6 +413,7 @@ fn an_answer_without_candidates_goes_to_the_relay_at_once() {
     let callee = Identity::generate(&mut OsRng);
     let relay_only_answer = |r: &Reach| {
         Signal {
+            nat: crate::nat::predict::Behaviour::UNKNOWN,
             kind: SignalKind::Answer,
             from: callee.public_key().clone(),
             to: me.fingerprint(),
