@@ -78,6 +78,12 @@ enum Command {
         /// address): pairs without a direct path go through it (`path` "turn").
         #[arg(long)]
         turn: bool,
+        /// Run each chosen pair this many times, one attempt after the other with fresh
+        /// daemons (fresh NAT mappings), print every attempt (with the port-prediction
+        /// probes both sides sent) and, last, one line per pair: {"pair","attempts",
+        /// "direct","probes_p50","ms_p50"} (medians over the attempts that ended direct).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        repeat: usize,
     },
     /// One bootstrap node's rendezvous and DHT cores under throwaway identities that
     /// register, store and CONNECT, while a good client registers and delivers; prints the
@@ -129,6 +135,7 @@ fn nat_matrix(
     dna: Option<std::path::PathBuf>,
     only: &[String],
     turn: bool,
+    repeat: usize,
 ) -> ExitCode {
     use netsim::testbed::{missing_prerequisites, pairs, NatType, TestBed};
     let missing = missing_prerequisites();
@@ -181,6 +188,28 @@ fn nat_matrix(
     if turn {
         tb.pair_args = tb.turn_args_for(1);
     }
+    if repeat > 1 {
+        let summaries: Vec<_> = chosen
+            .iter()
+            .map(|&(a, b)| {
+                tb.repeat_pair(a, b, repeat, |i, r| {
+                    let mut line = r.json();
+                    line["attempt"] = (i + 1).into();
+                    line["probes"] = r.probes.into();
+                    eprintln!("{line}");
+                    if r.ms.is_none() {
+                        eprintln!("  {}", r.detail);
+                    }
+                })
+            })
+            .collect();
+        drop(tb);
+        eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
+        for s in summaries {
+            println!("{}", s.json());
+        }
+        return ExitCode::SUCCESS;
+    }
     let results = tb.run_pairs(&chosen, |r| {
         let (a, b) = (r.a, r.b);
         if json {
@@ -224,9 +253,10 @@ fn main() -> ExitCode {
         dna,
         only,
         turn,
+        repeat,
     } = command
     {
-        return nat_matrix(json, dna, &only, turn);
+        return nat_matrix(json, dna, &only, turn, repeat);
     }
     if let Command::BootstrapFlood { identities, seed } = command {
         use netsim::bootstrap_sim::{run, BootSimConfig};

@@ -210,9 +210,17 @@ async fn start_punch(
         let mut done_tx = Some(done_tx);
         let mut first_tx = Some(first_tx);
         let mut ended_at: Option<Instant> = None;
+        let mut probes_counted = 0;
         loop {
             let now = Instant::now();
             punch.handle_timeout(now);
+            // Prediction probes are counted as they go (`dna status`).
+            let probes = punch.predicted_probes();
+            if probes > probes_counted {
+                let more = u64::from(probes - probes_counted);
+                shared.nat.predict.probes.fetch_add(more, Ordering::Relaxed);
+                probes_counted = probes;
+            }
             // Answers to checks that came through our own TURN allocation, and checks
             // toward peers heard only through it, go through it.
             while let Some((to, bytes, via_turn)) = punch.poll_transmit_via() {
@@ -862,8 +870,7 @@ impl NodeHandle {
                     // The answer is verified and fresh (`Reach::handle_offer`).
                     let predict = plan(&self.shared, nat, &candidates);
                     let Punching { first, mut done } =
-                        start_punch(&self.shared, route, creds, candidates, true, predict)
-                            .await;
+                        start_punch(&self.shared, route, creds, candidates, true, predict).await;
                     let early = async {
                         match first.await {
                             Ok(sel) => sel,

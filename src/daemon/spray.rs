@@ -96,13 +96,8 @@ pub(crate) fn prober(target: SocketAddr, sequential: bool, budget: u32) -> Probe
     )
 }
 
-/// Probes granted but not sent go back to the peer's budget; the sent ones are counted.
+/// Probes granted but not sent go back to the peer's budget.
 pub(crate) fn probes_done(shared: &Shared, ip: IpAddr, granted: u32, sent: u32) {
-    shared
-        .nat
-        .predict
-        .probes
-        .fetch_add(u64::from(sent), Ordering::Relaxed);
     shared
         .nat
         .predict
@@ -145,12 +140,7 @@ impl Spray {
         to: SocketAddr,
         checks: Vec<Vec<u8>>,
     ) -> Option<Spray> {
-        if shared
-            .nat
-            .predict
-            .spraying
-            .swap(true, Ordering::SeqCst)
-        {
+        if shared.nat.predict.spraying.swap(true, Ordering::SeqCst) {
             return None;
         }
         let mut spray = Spray {

@@ -203,7 +203,10 @@ impl Punch {
             }),
         };
         let mut b = Binding::with_options(to, tid, opts, now);
-        let bytes = b.poll_transmit(now).map(|(_, r)| r.to_vec()).unwrap_or_default();
+        let bytes = b
+            .poll_transmit(now)
+            .map(|(_, r)| r.to_vec())
+            .unwrap_or_default();
         (b, bytes)
     }
 
@@ -211,7 +214,8 @@ impl Punch {
         let (b, bytes) = self.request(self.pairs[i].remote.addr, now);
         let pair = &mut self.pairs[i];
         if !bytes.is_empty() {
-            self.out.push_back((pair.remote.addr, bytes, pair.via_relay));
+            self.out
+                .push_back((pair.remote.addr, bytes, pair.via_relay));
         }
         pair.checks.push((b, now));
         pair.sent += 1;
@@ -362,7 +366,18 @@ impl Punch {
                         self.check(i, now);
                     }
                 }
-                Some(_) => {}
+                // A triggered check (RFC 8445 §7.3.1.4) toward a pair not proven yet: the
+                // peer's check opened its side, ours goes now rather than on the schedule.
+                // (At most one per `fast_interval / 5`, so crossing checks cannot storm.)
+                Some(i) => {
+                    let pair = &self.pairs[i];
+                    let recent = pair.checks.last().is_some_and(|(_, at)| {
+                        now.saturating_duration_since(*at) < self.cfg.fast_interval / 5
+                    });
+                    if self.result.is_none() && pair.rtt.is_none() && !recent {
+                        self.check(i, now);
+                    }
+                }
                 None => {
                     let learnt = if relayed {
                         Candidate::new(CandidateKind::Relayed, from, 0)

@@ -20,6 +20,7 @@
 
 mod probe;
 mod process;
+mod repeat;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 
 pub use probe::{probe_binary, EchoServer, Received, UdpProbe};
 pub use process::{DnaProcess, Event};
+pub use repeat::RepeatSummary;
 
 /// The router types of the test bed: the six of the matrix ([`NatType::ALL`]) and the
 /// extra ones addressable by name ([`NatType::EXTRA`]).
@@ -1052,6 +1054,8 @@ pub struct PairResult {
     pub ms: Option<f64>,
     /// What went wrong, for `failed`.
     pub detail: String,
+    /// Port-prediction probes both daemons sent (`dna status` → `prediction.probes`).
+    pub probes: u64,
 }
 
 impl PairResult {
@@ -1125,6 +1129,7 @@ impl TestBed {
                     ended: String::new(),
                     ms: None,
                     detail: "the pair's thread panicked".into(),
+                    probes: 0,
                 })
             })
             .collect()
@@ -1162,6 +1167,14 @@ impl TestBed {
         v
     }
 
+    /// Port-prediction probes `p` sent (`dna status` → `prediction.probes`).
+    fn probes(p: &DnaProcess) -> u64 {
+        p.control(&serde_json::json!({"cmd": "status"}))
+            .ok()
+            .and_then(|st| st["prediction"]["probes"].as_u64())
+            .unwrap_or(0)
+    }
+
     /// The path of `p`'s session to `fp` as `dna status` shows it (empty if none).
     fn path_now(p: &DnaProcess, fp: &str) -> String {
         let Ok(st) = p.control(&serde_json::json!({"cmd": "status"})) else {
@@ -1189,6 +1202,7 @@ impl TestBed {
             ended: String::new(),
             ms: None,
             detail: String::new(),
+            probes: 0,
         };
         // Both start at once; a sends once both are ready (b has published its presence).
         let (ha, hb) = (self.host(a, 'a'), self.host(b, 'b'));
@@ -1245,6 +1259,7 @@ impl TestBed {
             Some(ev) => {
                 r.ms = Some((ev.at - start).as_secs_f64() * 1e3);
                 r.ended = Self::path_now(&pa, &fp_b);
+                r.probes = Self::probes(&pa) + Self::probes(&pb);
                 if std::env::var_os("DNA_TEST_TAIL").is_some() {
                     // Debugging: what both sides logged, also for a pair that delivered.
                     std::thread::sleep(Duration::from_millis(300));

@@ -97,7 +97,10 @@ fn a_sequential_nat_is_probed_upward_from_its_last_port_first() {
     let all = run(&mut p, t0);
     let ports: Vec<u16> = all.iter().map(|a| a.port()).collect();
     // 65531..=65535, then wrapping to the lowest port.
-    assert_eq!(&ports[..7], &[65531, 65532, 65533, 65534, 65535, 1024, 1025]);
+    assert_eq!(
+        &ports[..7],
+        &[65531, 65532, 65533, 65534, 65535, 1024, 1025]
+    );
     assert_eq!(ports[511], 1024 + 506);
     let distinct: HashSet<_> = ports.iter().collect();
     assert_eq!(distinct.len(), 2048, "then random ports, none twice");

@@ -235,7 +235,6 @@ fn a_registrant_that_moves_is_counted_at_its_new_source() {
 }
 
 fn offer(from: &Identity, session: u8, time_ms: u64) -> Signal {
-    nat: crate::nat::predict::Behaviour::UNKNOWN,
     Signal {
         nat: crate::nat::predict::Behaviour::UNKNOWN,
         kind: SignalKind::Offer,
