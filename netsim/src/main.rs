@@ -81,7 +81,9 @@ enum Command {
         /// Run each chosen pair this many times, one attempt after the other with fresh
         /// daemons (fresh NAT mappings), print every attempt (with the port-prediction
         /// probes both sides sent) and, last, one line per pair: {"pair","attempts",
-        /// "direct","probes_p50","ms_p50"} (medians over the attempts that ended direct).
+        /// "direct","probes_p50","ms_p50"} — attempts whose session reached a direct path,
+        /// at once or within 5 s of a first message through a relay, and over those the
+        /// median probes and time from `send` until the session was direct.
         #[arg(long, value_name = "N", default_value_t = 1)]
         repeat: usize,
     },
@@ -196,6 +198,7 @@ fn nat_matrix(
                     let mut line = r.json();
                     line["attempt"] = (i + 1).into();
                     line["probes"] = r.probes.into();
+                    line["direct_ms"] = r.direct_ms.map(|m| (m * 10.0).round() / 10.0).into();
                     eprintln!("{line}");
                     if r.ms.is_none() {
                         eprintln!("  {}", r.detail);

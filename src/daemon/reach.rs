@@ -1133,6 +1133,9 @@ pub(crate) async fn connect_via(
 }
 
 #[cfg(test)]
+mod predict_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

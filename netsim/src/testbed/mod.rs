@@ -136,11 +136,28 @@ impl NatType {
     /// all: QUIC cannot leave); port-restricted ↔ symmetric by port prediction (§5.5). The
     /// extra types count as their IPv4 behaviour.
     pub fn direct_expected(a: NatType, b: NatType) -> bool {
+        NatType::direct_without_prediction(a, b) || NatType::needs_prediction(a, b)
+    }
+
+    /// Whether the pair's direct path comes from port prediction (spec/05 §5.5): a
+    /// symmetric side facing a port-restricted cone. Its first message may go through a
+    /// relay while the probes run; the session moves to the direct path they find.
+    pub fn needs_prediction(a: NatType, b: NatType) -> bool {
         use NatType::*;
-        !matches!(
+        matches!(
             (a.ipv4_like(), b.ipv4_like()),
-            (Symmetric, Symmetric) | (UdpBlocked, _) | (_, UdpBlocked)
+            (PortRestricted, Symmetric) | (Symmetric, PortRestricted)
         )
+    }
+
+    /// Whether plain punching connects the pair directly.
+    fn direct_without_prediction(a: NatType, b: NatType) -> bool {
+        use NatType::*;
+        !NatType::needs_prediction(a, b)
+            && !matches!(
+                (a.ipv4_like(), b.ipv4_like()),
+                (Symmetric, Symmetric) | (UdpBlocked, _) | (_, UdpBlocked)
+            )
     }
 }
 
@@ -1056,6 +1073,11 @@ pub struct PairResult {
     pub detail: String,
     /// Port-prediction probes both daemons sent (`dna status` → `prediction.probes`).
     pub probes: u64,
+    /// Time from `send` until a's session was on a direct path, ms: `ms` when the first
+    /// message went direct; when it went through a relay while port prediction was still
+    /// probing, when `dna status` first showed the session moved (polled every 50 ms for
+    /// up to 5 s).
+    pub direct_ms: Option<f64>,
 }
 
 impl PairResult {
@@ -1130,6 +1152,7 @@ impl TestBed {
                     ms: None,
                     detail: "the pair's thread panicked".into(),
                     probes: 0,
+                    direct_ms: None,
                 })
             })
             .collect()
@@ -1203,6 +1226,7 @@ impl TestBed {
             ms: None,
             detail: String::new(),
             probes: 0,
+            direct_ms: None,
         };
         // Both start at once; a sends once both are ready (b has published its presence).
         let (ha, hb) = (self.host(a, 'a'), self.host(b, 'b'));
@@ -1260,6 +1284,21 @@ impl TestBed {
                 r.ms = Some((ev.at - start).as_secs_f64() * 1e3);
                 r.ended = Self::path_now(&pa, &fp_b);
                 r.probes = Self::probes(&pa) + Self::probes(&pb);
+                if r.path == "direct" {
+                    r.direct_ms = r.ms;
+                } else if r.probes > 0 {
+                    // The relay carries the session while prediction still probes: the
+                    // session moves when it finds the path (spec/05 §5.5).
+                    let until = Instant::now() + Duration::from_secs(5);
+                    while r.ended != "direct" && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(50));
+                        r.ended = Self::path_now(&pa, &fp_b);
+                    }
+                    if r.ended == "direct" {
+                        r.direct_ms = Some((Instant::now() - start).as_secs_f64() * 1e3);
+                    }
+                    r.probes = Self::probes(&pa) + Self::probes(&pb);
+                }
                 if std::env::var_os("DNA_TEST_TAIL").is_some() {
                     // Debugging: what both sides logged, also for a pair that delivered.
                     std::thread::sleep(Duration::from_millis(300));

@@ -11,11 +11,12 @@ pub struct RepeatSummary {
     pub pair: String,
     /// Attempts run.
     pub attempts: usize,
-    /// Attempts whose session was on a direct path once the message arrived.
+    /// Attempts that delivered and whose session reached a direct path (at once, or
+    /// within 5 s after a first message through a relay: [`PairResult::direct_ms`]).
     pub direct: usize,
     /// Median of the probes both daemons sent, over the direct attempts.
     pub probes_p50: Option<u64>,
-    /// Median time from `send` to delivery over the direct attempts, ms.
+    /// Median time from `send` until the session was direct, over the direct attempts, ms.
     pub ms_p50: Option<f64>,
 }
 
@@ -33,11 +34,11 @@ impl RepeatSummary {
     pub fn of(a: NatType, b: NatType, results: &[PairResult]) -> RepeatSummary {
         let direct: Vec<&PairResult> = results
             .iter()
-            .filter(|r| r.ms.is_some() && r.ended == "direct")
+            .filter(|r| r.ms.is_some() && r.direct_ms.is_some())
             .collect();
         let mut probes: Vec<u64> = direct.iter().map(|r| r.probes).collect();
         probes.sort_unstable();
-        let mut ms: Vec<f64> = direct.iter().filter_map(|r| r.ms).collect();
+        let mut ms: Vec<f64> = direct.iter().filter_map(|r| r.direct_ms).collect();
         ms.sort_by(f64::total_cmp);
         RepeatSummary {
             pair: format!("{}:{}", a.name(), b.name()),

@@ -231,3 +231,84 @@ fn a_check_through_our_own_relay_teaches_a_relay_pair() {
     };
     assert_eq!((sel.remote, sel.kind), (behind_relay, K::Relayed));
 }
+
+/// Port prediction inside an attempt (spec/05-nat.md §5.5): the probes are authenticated
+/// checks to ports of the hard side's IP, never more than the budget however long the
+/// attempt runs, and they stop once the hard side's check arrives from the port hit.
+#[test]
+fn prediction_probes_stay_within_the_budget_and_stop_at_the_first_answer() {
+    use crate::nat::predict::{ProbeConfig, Prober};
+    let t0 = crate::nat::tests::t0();
+    let hard: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+    let cands = vec![Candidate::new(K::ServerReflexive, hard, 100)];
+    let drive = |stop_after: Option<u32>| {
+        let cfg = PunchConfig::default();
+        let mut p = Punch::new(creds("aaaa", "bbbb"), &cands, true, [1; 4], cfg, t0);
+        p.predict(Prober::new(
+            hard,
+            false,
+            ProbeConfig::default(),
+            2048,
+            [9; 32],
+            t0,
+        ));
+        let mut probes = 0u32;
+        let mut now = t0;
+        let mut checker = Punch::new(creds("bbbb", "aaaa"), &[], false, [2; 4], cfg, t0);
+        while let Some(t) = p.poll_timeout() {
+            now = t;
+            p.handle_timeout(now);
+            while let Some((to, bytes)) = p.poll_transmit() {
+                if to != hard {
+                    assert_eq!(to.ip(), hard.ip(), "probes go to the hard side's IP only");
+                    let user = stun::request_username(&bytes);
+                    assert_eq!(user.as_deref(), Some("bbbb:aaaa"), "an authenticated check");
+                    probes += 1;
+                }
+            }
+            if Some(probes) == stop_after {
+                // The hard side's check from the port that was hit.
+                let hit = SocketAddr::new(hard.ip(), 31337);
+                checker.handle_stun(hit, &[], now);
+                let mut c = Punch::new(
+                    creds("bbbb", "aaaa"),
+                    &[Candidate::new(
+                        K::ServerReflexive,
+                        "192.0.2.1:5000".parse().unwrap(),
+                        1,
+                    )],
+                    false,
+                    [2; 4],
+                    cfg,
+                    now,
+                );
+                c.handle_timeout(now);
+                let (_, check) = c.poll_transmit().unwrap();
+                assert!(p.handle_stun(hit, &check, now));
+            }
+        }
+        (
+            probes,
+            p.predicted_probes(),
+            now.saturating_duration_since(t0),
+        )
+    };
+    let (sent, counted, ran) = drive(None);
+    println!("no answer: {sent} probes over {ran:?}");
+    assert_eq!(
+        (sent, counted),
+        (2048, 2048),
+        "the attempt's budget, no more"
+    );
+    assert!(
+        ran >= PunchConfig::default().deadline,
+        "ran to its deadline"
+    );
+    let (sent, counted, _) = drive(Some(100));
+    println!("hit after 100: {sent} probes");
+    assert_eq!(
+        (sent, counted),
+        (100, 100),
+        "none after the hard side's check"
+    );
+}
