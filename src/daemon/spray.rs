@@ -154,15 +154,15 @@ impl Spray {
             ([0u16; 8], 0).into()
         };
         for (i, check) in checks.iter().take(SPRAY_SOCKETS).enumerate() {
-            let sock = match UdpSocket::bind(any).await {
-                Ok(s) => Arc::new(s),
+            let (sock, send) = match side_socket(any) {
+                Ok(s) => s,
                 Err(e) => {
                     tracing::info!(opened = i, error = %e, "port prediction: no more side sockets");
                     break;
                 }
             };
-            let _ = sock.send_to(check, to).await;
-            let reader = read_side(shared.clone(), sock, i, to.ip(), spray.winner.clone());
+            let _ = send.send_to(check, to);
+            let reader = read_side(shared.clone(), sock, send, i, to.ip(), spray.winner.clone());
             spray.readers.push(tokio::spawn(reader).abort_handle());
         }
         shared
@@ -175,11 +175,21 @@ impl Spray {
     }
 }
 
+/// A side socket bound to `any`: the reader's tokio socket and a non-blocking std clone of
+/// it for sending.
+fn side_socket(any: SocketAddr) -> std::io::Result<(UdpSocket, Arc<std::net::UdpSocket>)> {
+    let std = std::net::UdpSocket::bind(any)?;
+    std.set_nonblocking(true)?;
+    let send = Arc::new(std.try_clone()?);
+    Ok((UdpSocket::from_std(std)?, send))
+}
+
 /// One side socket: waits for the peer's IP; the first socket to hear it routes the
 /// sender through itself and carries its datagrams in from then on.
 async fn read_side(
     shared: Arc<Shared>,
-    sock: Arc<UdpSocket>,
+    sock: UdpSocket,
+    send: Arc<std::net::UdpSocket>,
     index: usize,
     peer_ip: IpAddr,
     winner: Arc<AtomicUsize>,
@@ -219,7 +229,7 @@ async fn read_side(
                 let first = winner
                     .compare_exchange(usize::MAX, index, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok();
-                if !first || !shared.socket.add_side_route(from, sock.clone()) {
+                if !first || !shared.socket.add_side_route(from, send.clone()) {
                     return;
                 }
                 shared.nat.predict.hits.fetch_add(1, Ordering::Relaxed);

@@ -15,15 +15,15 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 
 use quinn::udp::{RecvMeta, Transmit};
-use tokio::net::UdpSocket;
 
 use super::{canonical, classify, is_stun, DnaSocket, Route};
 
 /// Peers reached through a side socket at most.
 pub const MAX_SIDE_ROUTES: usize = 32;
 
-/// Peer (canonical address) → the side socket that reaches it.
-pub(super) type SideRoutes = HashMap<SocketAddr, Arc<UdpSocket>>;
+/// Peer (canonical address) → the side socket that reaches it: a non-blocking std socket
+/// (a clone of the reader's), so that a send never depends on a reactor's readiness cache.
+pub(super) type SideRoutes = HashMap<SocketAddr, Arc<std::net::UdpSocket>>;
 
 impl DnaSocket {
     fn sides(&self) -> MutexGuard<'_, SideRoutes> {
@@ -33,7 +33,7 @@ impl DnaSocket {
 
     /// Reaches `peer` through `socket` from now on. `false` when [`MAX_SIDE_ROUTES`] peers
     /// have one already.
-    pub fn add_side_route(&self, peer: SocketAddr, socket: Arc<UdpSocket>) -> bool {
+    pub fn add_side_route(&self, peer: SocketAddr, socket: Arc<std::net::UdpSocket>) -> bool {
         let peer = canonical(peer);
         let mut s = self.sides();
         if !s.contains_key(&peer) && s.len() >= MAX_SIDE_ROUTES {
@@ -77,7 +77,7 @@ impl DnaSocket {
         };
         let seg = t.segment_size.unwrap_or(t.contents.len()).max(1);
         for chunk in t.contents.chunks(seg) {
-            match sock.try_send_to(chunk, to) {
+            match sock.send_to(chunk, to) {
                 Ok(_) => {}
                 // Full: dropped like a lost datagram; QUIC repairs it.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -136,8 +136,8 @@ impl DnaSocket {
 mod tests {
     use super::*;
 
-    async fn bound() -> Arc<UdpSocket> {
-        Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap())
+    async fn bound() -> tokio::net::UdpSocket {
+        tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap()
     }
 
     /// A side route carries QUIC both ways and its STUN to the STUN queue; the table is
@@ -146,7 +146,9 @@ mod tests {
     async fn a_side_route_carries_a_peer_both_ways_and_is_bounded() {
         let main = crate::transport::socket::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
         let (s, mut chans) = DnaSocket::new(main, None).unwrap();
-        let side = bound().await;
+        let side = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        side.set_nonblocking(true).unwrap();
+        let side = Arc::new(side);
         let peer = bound().await;
         let peer_addr = peer.local_addr().unwrap();
         assert!(s.add_side_route(peer_addr, side.clone()));
