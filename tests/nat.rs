@@ -94,7 +94,9 @@ fn turnutils_stunclient_learns_its_public_address_from_a_bootstrap_node() {
 
 /// turnutils_natdiscovery (coturn's RFC 5780 client) and our discovery, run from the same
 /// host, agree on mapping and filtering behind every router type — and both match what the
-/// router is built to be (the extra types: their IPv4 behaviour). Behind `udp-blocked` both
+/// router is built to be (the extra types: their IPv4 behaviour); ours also tells
+/// symmetric-seq's consecutive ports from symmetric's random ones (`sequential`, spec/05
+/// §5.5). Behind `udp-blocked` both
 /// fail: turnutils times out, and the daemon logs "NAT discovery failed" (today it then
 /// waits out its other UDP exchanges and prints `ready` with `nat: null` after ~103 s; the
 /// matrix rows show that).
@@ -155,6 +157,20 @@ fn discovery_agrees_with_turnutils_natdiscovery() {
             nat.name()
         );
         assert_eq!(field("nat"), nat.ipv4_like().name());
+        // Port allocation told apart (spec/05 §2, §5.5): only symmetric-seq hands out
+        // consecutive ports; fully random symmetric does not.
+        let sequential = ready.get("sequential").and_then(|v| v.as_bool());
+        eprintln!("{:>20}  sequential ports: {sequential:?}", "");
+        if ours.0 == "AddressAndPortDependent" {
+            assert_eq!(
+                sequential,
+                Some(nat == NatType::SymmetricSeq),
+                "{}",
+                nat.name()
+            );
+        } else {
+            assert_eq!(sequential, Some(false), "{}", nat.name());
+        }
     }
 }
 

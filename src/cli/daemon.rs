@@ -499,6 +499,7 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         "nat": st.class.map(|c| c.name()),
         "mapping": st.class.map(|c| format!("{:?}", c.mapping)),
         "filtering": st.class.map(|c| format!("{:?}", c.filtering)),
+        "sequential": st.class.map(|c| c.sequential),
         "reachable": st.presence().reachable,
         "rendezvous": st.rendezvous.len(),
     }));
@@ -618,6 +619,7 @@ pub(super) async fn status(h: &NodeHandle) -> Value {
         "mapping": st.class.map(|c| format!("{:?}", c.mapping)),
         "filtering": st.class.map(|c| format!("{:?}", c.filtering)),
         "port_preserved": st.class.map(|c| c.port_preserved),
+        "sequential": st.class.map(|c| c.sequential),
         "reachable": st.presence().reachable,
         "candidates": st.candidates.iter().map(|c| json!({"kind": c.kind.name(), "addr": c.addr.to_string()})).collect::<Vec<_>>(),
         "rendezvous": st.rendezvous.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
