@@ -169,3 +169,32 @@ async fn two_nodes_find_each_other() {
         b"alice"
     );
 }
+
+/// A server that shuts down (spec/04-dht.md §3) says so as it closes its connections: the
+/// bootstrap node drops it from its routing table at once and hands it to nobody. Gone
+/// servers would otherwise cost every lookup that meets them a request timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_shuts_down_leaves_the_routing_tables() {
+    let boot = dht_node(vec![]).await;
+    let seeds = vec![(boot.local_addr(), boot.fingerprint())];
+    let a = dht_node(seeds.clone()).await;
+    let b = dht_node(seeds).await;
+    a.dht_bootstrap().await.unwrap();
+    b.dht_bootstrap().await.unwrap();
+    let before = boot.dht_table_size().await;
+    assert_eq!(before, 2, "both servers are in the bootstrap node's table");
+    a.shutdown(Duration::from_secs(1)).await;
+    let gone = tokio::time::timeout(Duration::from_secs(10), async {
+        while boot.dht_table_size().await > 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let after = boot.dht_table_size().await;
+    println!("bootstrap table: {before} before, {after} after one server shut down");
+    assert!(gone.is_ok(), "the server that shut down left the table");
+    // The other is still handed out.
+    let found = boot.dht_table_size().await;
+    assert_eq!(found, 1);
+    drop(b);
+}

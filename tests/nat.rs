@@ -782,30 +782,32 @@ fn deliver_all_via(tb: &TestBed, pairs: &[(NatType, NatType)], path: &str) {
     }
 }
 
-/// Decision 9, with `dht_serve = true`: a daemon whose presence says it is reachable
-/// (public host, full cone) serves in the DHT; one behind a port-restricted NAT stays a
-/// client (`dna status` → `dht.serves`).
+/// Decision 9, by default: a daemon whose presence says it is reachable (public host, full
+/// cone) serves in the DHT; one behind a port-restricted NAT stays a client (`dna status` →
+/// `dht.serves`); `dht_serve = false` keeps even a public daemon a client.
 #[test]
 fn reachable_daemons_serve_in_the_dht_and_others_are_clients() {
     let cfg = std::env::temp_dir().join(format!("dna-dht-serve-{}.toml", std::process::id()));
-    std::fs::write(&cfg, "dht_serve = true\n").unwrap();
-    let extra = vec!["--config".to_string(), cfg.display().to_string()];
+    std::fs::write(&cfg, "dht_serve = false\n").unwrap();
+    let off = vec!["--config".to_string(), cfg.display().to_string()];
     let Some(tb) = test_bed("reachable_daemons_serve_in_the_dht_and_others_are_clients") else {
         return;
     };
-    for (nat, serves) in [
-        (NatType::Public, true),
-        (NatType::FullCone, true),
-        (NatType::PortRestricted, false),
+    for (nat, extra, serves) in [
+        (NatType::Public, &[][..], true),
+        (NatType::FullCone, &[][..], true),
+        (NatType::PortRestricted, &[][..], false),
+        (NatType::Public, &off[..], false),
     ] {
-        let p = tb.daemon_with(tb.host(nat, 'a'), &extra).unwrap();
+        let p = tb.daemon_with(tb.host(nat, 'a'), extra).unwrap();
         let st = p.control(&serde_json::json!({"cmd": "status"})).unwrap();
         println!(
-            "{}: reachable {}, dht serves {}",
+            "{} {extra:?}: reachable {}, dht serves {}",
             nat.name(),
             st["reachable"],
             st["dht"]["serves"]
         );
+        assert_eq!(st["reachable"], nat != NatType::PortRestricted, "{st}");
         assert_eq!(st["dht"]["serves"], serves, "{}: {st}", nat.name());
     }
     let _ = std::fs::remove_file(&cfg);

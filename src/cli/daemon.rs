@@ -81,7 +81,8 @@ pub(super) struct DaemonConfig {
     /// (default `"auto"`; spec/07-relay.md §1.5).
     pub relay: RelayPolicy,
     /// Serve in the DHT while reachable (design brief, decision 9: hold records and mailbox
-    /// items for others; default false for now: spec/09-mailbox.md, "Who stores").
+    /// items for others; default true; false keeps the node a DHT client whatever its NAT:
+    /// spec/09-mailbox.md, "Who stores").
     pub dht_serve: bool,
     /// Punching this long without a pair: ask the relay in parallel (default 1000 ms).
     pub relay_after_ms: u64,
@@ -201,7 +202,7 @@ impl Default for DaemonConfig {
             turn_tcp_after_ms: 2000,
             other_port: None,
             relay: RelayPolicy::Auto,
-            dht_serve: false,
+            dht_serve: true,
             relay_after_ms: 1000,
             port_prediction: true,
             upgrade_secs: 60,

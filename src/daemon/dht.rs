@@ -124,6 +124,30 @@ pub(crate) async fn evict_idle(shared: &Shared, d: &DhtShared) -> bool {
     true
 }
 
+/// The reason a node gives when it closes its connections on shutdown.
+pub(crate) const SHUTDOWN_REASON: &[u8] = b"shutdown";
+
+/// Whether a connection ended because the peer shut down (closed it with
+/// [`SHUTDOWN_REASON`]), rather than by a timeout or an error.
+fn said_goodbye(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::ApplicationClosed(c) if c.reason.as_ref() == SHUTDOWN_REASON)
+}
+
+/// `peer` shut down: out of our routing table at once, so that we hand it to nobody
+/// (spec/04-dht.md §3).
+async fn peer_left(shared: &Shared, peer: Contact) {
+    let id = peer.id;
+    shared
+        .core
+        .call(move |c, now| {
+            if let Some(d) = c.dht_mut() {
+                d.peer_left(&id, now);
+            }
+        })
+        .await;
+    tracing::debug!(peer = %peer.addr, "DHT peer shut down: out of the routing table");
+}
+
 /// The DHT driver's bookkeeping, for `dna status` and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -436,8 +460,14 @@ async fn serve(
                 continue;
             }
         };
-        let Ok((mut send, mut recv)) = stream else {
-            break;
+        let (mut send, mut recv) = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                if said_goodbye(&e) {
+                    peer_left(&shared, peer).await;
+                }
+                break;
+            }
         };
         used.store(d.clock(), Ordering::Relaxed);
         let d = d.clone();

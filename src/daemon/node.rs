@@ -348,7 +348,9 @@ impl Node {
         if let Some(d) = &s.dht {
             super::dht::close(s, d).await;
         }
-        s.endpoint.close(code::NO_ERROR.into(), b"shutdown");
+        // Peers' DHT drivers take this reason as "gone": out of their routing tables.
+        s.endpoint
+            .close(code::NO_ERROR.into(), super::dht::SHUTDOWN_REASON);
         let _ = tokio::time::timeout(Duration::from_secs(1), s.endpoint.wait_idle()).await;
     }
 }

@@ -280,6 +280,12 @@ impl Dht {
         self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_secs()
     }
 
+    /// A peer closed its connection to us because it is shutting down: out of the
+    /// routing table at once ([`RoutingTable::left`]).
+    pub fn peer_left(&mut self, id: &NodeId, now: Instant) {
+        self.table.left(id, now);
+    }
+
     /// Starts or stops serving (design brief, decision 9: only reachable nodes serve); the
     /// flag on our next messages tells others, and only then do they enter us in their
     /// tables.

@@ -224,6 +224,16 @@ impl RoutingTable {
         expired
     }
 
+    /// `id` said it is going away (it closed its connection to us on shutdown): its
+    /// entry goes at once, the newest waiting replacement takes its place, and it is no
+    /// longer handed out in answers — a gone server would cost every lookup that meets it
+    /// a request timeout (spec/04-dht.md §3). It comes back by contacting us again.
+    pub fn left(&mut self, id: &NodeId, now: Instant) {
+        let Some(i) = self.index(id) else { return };
+        self.evict(i, id, now);
+        self.buckets[i].replacements.retain(|c| c.id != *id);
+    }
+
     /// Removes `id` outright (a node that proved hostile).
     pub fn remove(&mut self, id: &NodeId) {
         if let Some(i) = self.index(id) {
@@ -386,6 +396,26 @@ mod tests {
         ));
         t.on_failure(&id(0x80, 1), t0);
         assert!(!t.contains(&id(0x80, 1)) && t.contains(&id(0x80, 2)));
+    }
+
+    #[test]
+    fn a_node_that_left_goes_at_once_and_a_replacement_takes_its_place() {
+        let t0 = now();
+        let mut t = RoutingTable::new(id(0, 0), cfg(1));
+        t.insert(c(0x80, 1, "10.0.1.1"), t0);
+        // Full bucket: #2 waits as a replacement.
+        assert!(matches!(
+            t.insert(c(0x80, 2, "10.0.2.1"), t0),
+            Insert::Pending { .. }
+        ));
+        t.left(&id(0x80, 1), t0);
+        assert!(!t.contains(&id(0x80, 1)) && t.contains(&id(0x80, 2)));
+        // Without a replacement it goes too (unlike a failure): it said it is gone.
+        t.left(&id(0x80, 2), t0);
+        assert!(t.is_empty());
+        assert!(t.closest(&id(0x80, 0), 20).is_empty(), "handed to nobody");
+        // Unknown IDs are ignored.
+        t.left(&id(0x40, 9), t0);
     }
 
     #[test]

@@ -1217,6 +1217,17 @@ impl TestBed {
     /// a message to b, which a has never seen: DHT lookup, direct dial or CONNECT and hole
     /// punching, QUIC, end-to-end key exchange, delivery.
     pub fn run_pair(&self, a: NatType, b: NatType) -> PairResult {
+        let mut procs = Vec::with_capacity(2);
+        let r = self.run_pair_with(a, b, &mut procs);
+        // Both stop together (SIGTERM: they tell their DHT peers they are gone); dropping
+        // waits for each.
+        for p in &mut procs {
+            p.terminate();
+        }
+        r
+    }
+
+    fn run_pair_with(&self, a: NatType, b: NatType, procs: &mut Vec<DnaProcess>) -> PairResult {
         let mut r = PairResult {
             a,
             b,
@@ -1231,16 +1242,17 @@ impl TestBed {
         // Both start at once; a sends once both are ready (b has published its presence).
         let (ha, hb) = (self.host(a, 'a'), self.host(b, 'b'));
         let (xa, xb) = (self.args_for(ha, 0), self.args_for(hb, 1));
-        let (pa, pb) = match (self.start_daemon(ha, &xa), self.start_daemon(hb, &xb)) {
-            (Ok(x), Ok(y)) => (x, y),
+        match (self.start_daemon(ha, &xa), self.start_daemon(hb, &xb)) {
+            (Ok(x), Ok(y)) => procs.extend([x, y]),
             (Err(e), _) | (_, Err(e)) => {
                 r.detail = e.to_string();
                 return r;
             }
         };
+        let (pa, pb) = (&procs[0], &procs[1]);
         if let Err(e) = self
-            .wait_ready(&pa, ha)
-            .and_then(|()| self.wait_ready(&pb, hb))
+            .wait_ready(pa, ha)
+            .and_then(|()| self.wait_ready(pb, hb))
         {
             r.detail = e.to_string();
             return r;
@@ -1282,8 +1294,8 @@ impl TestBed {
         }) {
             Some(ev) => {
                 r.ms = Some((ev.at - start).as_secs_f64() * 1e3);
-                r.ended = Self::path_now(&pa, &fp_b);
-                r.probes = Self::probes(&pa) + Self::probes(&pb);
+                r.ended = Self::path_now(pa, &fp_b);
+                r.probes = Self::probes(pa) + Self::probes(pb);
                 if r.path == "direct" {
                     r.direct_ms = r.ms;
                 } else if r.probes > 0 {
@@ -1292,12 +1304,12 @@ impl TestBed {
                     let until = Instant::now() + Duration::from_secs(5);
                     while r.ended != "direct" && Instant::now() < until {
                         std::thread::sleep(Duration::from_millis(50));
-                        r.ended = Self::path_now(&pa, &fp_b);
+                        r.ended = Self::path_now(pa, &fp_b);
                     }
                     if r.ended == "direct" {
                         r.direct_ms = Some((Instant::now() - start).as_secs_f64() * 1e3);
                     }
-                    r.probes = Self::probes(&pa) + Self::probes(&pb);
+                    r.probes = Self::probes(pa) + Self::probes(pb);
                 }
                 if std::env::var_os("DNA_TEST_TAIL").is_some() {
                     // Debugging: what both sides logged, also for a pair that delivered.

@@ -25,6 +25,8 @@ pub struct DnaProcess {
     child: Child,
     data: PathBuf,
     events: Events,
+    /// SIGTERM sent.
+    terminated: bool,
 }
 
 impl DnaProcess {
@@ -83,6 +85,7 @@ impl DnaProcess {
             child,
             data: data.to_path_buf(),
             events,
+            terminated: false,
         })
     }
 
@@ -206,9 +209,32 @@ impl DnaProcess {
     }
 }
 
+impl DnaProcess {
+    /// Asks it to stop (SIGTERM, as systemd does): it closes its connections, telling its
+    /// DHT peers it is gone (spec/04-dht.md §3). Does not wait; dropping waits.
+    pub fn terminate(&mut self) {
+        if !self.terminated {
+            self.terminated = true;
+            // `ip netns exec` execs the program: the child is dna itself.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+        }
+    }
+}
+
+/// How long a terminated daemon may take to exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
 impl Drop for DnaProcess {
     fn drop(&mut self) {
-        // `ip netns exec` execs the program: the child is dna itself.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.terminate();
+            let until = Instant::now() + STOP_GRACE;
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
