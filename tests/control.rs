@@ -330,3 +330,47 @@ fn a_relayed_peer_shows_path_relay_in_status_and_ping() {
     assert!(out.lines().all(|l| l.contains("via relay")), "{out}");
     drop((alice, bob, boot));
 }
+
+/// `dna send` to a peer it is not connected to prints the steps of reaching it on stderr —
+/// the daemon's `reaching` events (spec/10-control.md §2), read from a subscription the
+/// CLI makes before its request. On loopback both daemons are reachable: the steps are the
+/// DHT lookup and the dial. Another subscriber sees the same events.
+#[test]
+fn dna_send_prints_the_steps_of_reaching_a_new_peer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_boot, args) = DnaProcess::loopback_bootstrap(Path::new(DNA), &tmp.path().join("boot"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (a_dir, b_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let _alice = start(&a_dir, "daemon", &args);
+    let bob = start(&b_dir, "daemon", &args);
+    let b_fp = bob.fingerprint().unwrap();
+    let (sub, _) = subscribe(&a_dir);
+    let events = reader(sub);
+    let out = Command::new(DNA)
+        .args(["send", "--to", &b_fp, "hello, steps"])
+        .arg("--data-dir")
+        .arg(&a_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("dna send stderr:\n{stderr}");
+    assert!(out.status.success(), "{stderr}");
+    let short: String = b_fp.chars().take(8).collect();
+    assert!(
+        stderr.contains(&format!("… send: looking {short}… up in the DHT")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("… send: dialing"), "{stderr}");
+    let ev = wait(&events, Duration::from_secs(10), |e| {
+        e["event"] == "reaching" && e["stage"] == "lookup"
+    });
+    println!("alice's subscriber: {ev}");
+    assert_eq!(ev["peer"], b_fp.as_str());
+    let ev = wait(&events, Duration::from_secs(10), |e| {
+        e["event"] == "reaching" && e["stage"] == "dial"
+    });
+    println!("alice's subscriber: {ev}");
+    assert!(bob
+        .wait_for(Duration::from_secs(30), |e| e["text"] == "hello, steps")
+        .is_some());
+}

@@ -199,9 +199,70 @@ pub(super) fn inbox_json(m: &StoredMessage) -> Value {
 
 /// Sends one request to a running daemon; `None` if no daemon listens. A request that
 /// takes longer than a second (reaching a peer: DHT lookup, CONNECT, punching; a name
-/// claim; a mailbox fetch) says so on stderr every two seconds until the answer comes.
+/// claim; a mailbox fetch) says so on stderr every two seconds until the answer comes;
+/// `send` and `ping` also print each step of reaching the peer as the daemon reports it
+/// (`reaching` events, spec/10-control.md §2).
 pub(super) fn ask(dir: &Path, req: &Value) -> Option<Result<Value, String>> {
     let what = req["cmd"].as_str().unwrap_or("request").to_owned();
+    let steps = if matches!(what.as_str(), "send" | "ping") {
+        steps(dir, what.clone())
+    } else {
+        None
+    };
+    let answer = ask_ticking(dir, req, what);
+    if let Some((stream, reader)) = steps {
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        let _ = reader.join();
+    }
+    answer
+}
+
+/// A subscription made before the request, so that it sees every step: a thread prints
+/// the `reaching` events on stderr until the stream is shut down.
+fn steps(
+    dir: &Path,
+    what: String,
+) -> Option<(std::os::unix::net::UnixStream, std::thread::JoinHandle<()>)> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path(dir)).ok()?;
+    writeln!(s, "{}", json!({"cmd": "subscribe"})).ok()?;
+    let mut r = std::io::BufReader::new(s.try_clone().ok()?);
+    let mut ack = String::new();
+    r.read_line(&mut ack).ok()?;
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        while matches!(r.read_line(&mut line), Ok(n) if n > 0) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if let Some(text) = step_text(&v) {
+                    eprintln!("… {what}: {text}");
+                }
+            }
+            line.clear();
+        }
+    });
+    Some((s, reader))
+}
+
+/// A `reaching` event in words.
+fn step_text(v: &Value) -> Option<String> {
+    if v["event"] != "reaching" {
+        return None;
+    }
+    let peer: String = v["peer"].as_str().unwrap_or("?").chars().take(8).collect();
+    let via = v["via"].as_str().unwrap_or("?");
+    Some(match v["stage"].as_str()? {
+        "lookup" => format!("looking {peer}… up in the DHT"),
+        "dial" => format!("dialing {peer}…'s addresses"),
+        "connect" => format!("CONNECT to {peer}… through {via}"),
+        "punch" if v["prediction"] == true => "hole punching, with port prediction".into(),
+        "punch" => "hole punching".into(),
+        "relay" => format!("asking {via} to relay"),
+        other => other.to_owned(),
+    })
+}
+
+/// [`ask`] with the elapsed-time lines.
+fn ask_ticking(dir: &Path, req: &Value, what: String) -> Option<Result<Value, String>> {
     let (done, waiting) = std::sync::mpsc::channel::<()>();
     let progress = std::thread::spawn(move || {
         // Seconds waited so far, counted by the waits themselves (1 s, then 2 s each).

@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use dna_p2p::crypto::Fingerprint;
-use dna_p2p::daemon::{NodeEvent, NodeHandle};
+use dna_p2p::daemon::{NodeEvent, NodeHandle, ReachStage};
 
 /// Event lines queued for one subscriber before it counts as too slow and is dropped
 /// (the default of `[control] subscriber_queue`).
@@ -112,6 +112,11 @@ impl Hub {
     /// returns its JSON line (also sent to every subscriber).
     pub(super) fn node_event(&self, ev: &NodeEvent) -> Option<Value> {
         let (v, peer) = event_json(ev)?;
+        // Progress of our own attempt says nothing about the peer.
+        if matches!(ev, NodeEvent::Reaching { .. }) {
+            self.publish(&v);
+            return Some(v);
+        }
         {
             let mut g = self.lock();
             let now = unix_ms();
@@ -315,6 +320,17 @@ fn event_json(ev: &NodeEvent) -> Option<(Value, Fingerprint)> {
             json!({"event": "presence", "peer": peer.to_string(), "status": format!("{status:?}").to_lowercase()}),
             *peer,
         ),
+        NodeEvent::Reaching { peer, stage } => {
+            let mut v = json!({"event": "reaching", "peer": peer.to_string(), "stage": stage.name()});
+            match stage {
+                ReachStage::Connect(via) | ReachStage::Relay(via) => {
+                    v["via"] = json!(via.to_string());
+                }
+                ReachStage::Punch(predicting) => v["prediction"] = json!(predicting),
+                _ => {}
+            }
+            (v, *peer)
+        }
         _ => return None,
     })
 }

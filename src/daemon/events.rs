@@ -93,6 +93,43 @@ pub enum NodeEvent {
         /// Its status.
         status: PresenceStatus,
     },
+    /// Progress of reaching a peer (spec/10-control.md §2): the step the node is on. Sent
+    /// only when the queue has room (progress is never worth waiting for).
+    Reaching {
+        /// Whom.
+        peer: Fingerprint,
+        /// The step.
+        stage: ReachStage,
+    },
+}
+
+/// The steps of reaching a peer (spec/05-nat.md §4–§5, spec/07-relay.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReachStage {
+    /// Looking its presence record up in the DHT.
+    Lookup,
+    /// Dialing its published addresses.
+    Dial,
+    /// Sending CONNECT through this rendezvous node.
+    Connect(SocketAddr),
+    /// Hole punching; `true` with port prediction (spec/05-nat.md §5.5).
+    Punch(bool),
+    /// Asking this node to relay.
+    Relay(SocketAddr),
+}
+
+impl ReachStage {
+    /// Its name in the event stream.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReachStage::Lookup => "lookup",
+            ReachStage::Dial => "dial",
+            ReachStage::Connect(_) => "connect",
+            ReachStage::Punch(_) => "punch",
+            ReachStage::Relay(_) => "relay",
+        }
+    }
 }
 
 /// The limits, and the room left under them.
@@ -150,6 +187,17 @@ impl EventTx {
     /// Queues `ev`, waiting while the application is behind; `Err` once it is gone.
     pub(crate) async fn send(&self, ev: NodeEvent) -> Result<(), ()> {
         self.send_all(vec![ev]).await
+    }
+
+    /// Queues `ev` if there is room now; `false` (dropped) otherwise, or once the
+    /// application is gone. For events nobody must wait for (progress).
+    pub(crate) fn try_send(&self, ev: NodeEvent) -> bool {
+        let room = &*self.room;
+        let Ok(slot) = room.events.try_acquire() else {
+            return false;
+        };
+        slot.forget();
+        self.tx.send(vec![ev]).is_ok()
     }
 
     /// Queues `evs` in order, waiting while the application is behind; `Err` once it is gone.

@@ -55,7 +55,7 @@ pub use config::{DhtSettings, NodeConfig};
 pub use contacts::{Contact, ContactError, OwnName, SaveError, MAX_CONTACTS, NAMES_FILE};
 pub use dht::{DhtError, DhtStats};
 pub use discovery_server::{DiscoveryServerConfig, FORWARD_QUEUE as DISCOVERY_FORWARD_QUEUE};
-pub use events::{NodeEvent, Path};
+pub use events::{NodeEvent, Path, ReachStage};
 pub use mailbox::{MailboxConfig, MailboxStats, OutboxEntry};
 pub use names::{Claimed, NamesError, Resolved, MAX_OWN_NAMES};
 pub use node::{Node, NodeError, PeerInfo, SendError};

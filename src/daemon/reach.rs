@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sigwire::{frame, limits, now_ms, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
 use super::spray::{our_behaviour, plan, prober, probes_done, Plan, Spray};
+use super::events::ReachStage;
 use super::state::{DhtShared, NatStatus, NodeHandle, Shared};
 use super::stun_routes::StunRoute;
 use super::util::with_rng;
@@ -744,6 +745,15 @@ impl NodeHandle {
         }
     }
 
+    /// Reports a step of reaching `peer` to the application (progress: dropped when the
+    /// event queue is full, never waited for).
+    fn progress(&self, peer: Fingerprint, stage: ReachStage) {
+        let _ = self
+            .shared
+            .events
+            .try_send(super::NodeEvent::Reaching { peer, stage });
+    }
+
     /// Whether a dial at `addr` runs through a TURN allocation: the peer's relayed
     /// candidate, or an address our socket reaches through our own.
     fn through_turn(&self, addr: SocketAddr, peer_relay: Option<SocketAddr>) -> bool {
@@ -805,12 +815,14 @@ impl NodeHandle {
             };
             match action {
                 Action::FindPresence => {
+                    self.progress(peer, ReachStage::Lookup);
                     let record = self.find_peer(peer).await?;
                     let info =
                         record.map(|r| PresenceInfo::decode(r.value()).map_err(|e| e.to_string()));
                     attempt.handle_presence(info);
                 }
                 Action::Dial { addrs } if dial => {
+                    self.progress(peer, ReachStage::Dial);
                     // A session through a TURN allocation (the peer's relayed candidate,
                     // or an address behind our own relay) is dialed under a local alias,
                     // so the upgrade loop can move it to a direct path later (spec/07 §3.6).
@@ -824,6 +836,7 @@ impl NodeHandle {
                 }
                 Action::Dial { .. } => {}
                 Action::Offer { via: (addr, fp) } => {
+                    self.progress(peer, ReachStage::Connect(addr));
                     if offer.is_none() {
                         let (ufrag, pwd) = attempt.credentials();
                         let route = PunchRoute::new(&self.shared, ufrag).await;
@@ -869,6 +882,7 @@ impl NodeHandle {
                     };
                     // The answer is verified and fresh (`Reach::handle_offer`).
                     let predict = plan(&self.shared, nat, &candidates);
+                    self.progress(peer, ReachStage::Punch(predict.is_some()));
                     let Punching { first, mut done } =
                         start_punch(&self.shared, route, creds, candidates, true, predict).await;
                     let early = async {
@@ -900,6 +914,7 @@ impl NodeHandle {
                     }
                 }
                 Action::Relay { via: (addr, fp) } => {
+                    self.progress(peer, ReachStage::Relay(addr));
                     let relay = Contact {
                         id: fp.node_id(),
                         addr,
