@@ -789,7 +789,7 @@ fn deliver_all_via(tb: &TestBed, pairs: &[(NatType, NatType)], path: &str) {
 fn reachable_daemons_serve_in_the_dht_and_others_are_clients() {
     let cfg = std::env::temp_dir().join(format!("dna-dht-serve-{}.toml", std::process::id()));
     std::fs::write(&cfg, "dht_serve = false\n").unwrap();
-    let off = vec!["--config".to_string(), cfg.display().to_string()];
+    let off = ["--config".to_string(), cfg.display().to_string()];
     let Some(tb) = test_bed("reachable_daemons_serve_in_the_dht_and_others_are_clients") else {
         return;
     };
