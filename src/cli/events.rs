@@ -321,7 +321,8 @@ fn event_json(ev: &NodeEvent) -> Option<(Value, Fingerprint)> {
             *peer,
         ),
         NodeEvent::Reaching { peer, stage } => {
-            let mut v = json!({"event": "reaching", "peer": peer.to_string(), "stage": stage.name()});
+            let mut v =
+                json!({"event": "reaching", "peer": peer.to_string(), "stage": stage.name()});
             match stage {
                 ReachStage::Connect(via) | ReachStage::Relay(via) => {
                     v["via"] = json!(via.to_string());

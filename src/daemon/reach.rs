@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use rand_core::RngCore;
 use tokio::sync::{mpsc, oneshot};
 
+use super::events::ReachStage;
 use super::sigwire::{frame, limits, now_ms, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
 use super::spray::{our_behaviour, plan, prober, probes_done, Plan, Spray};
-use super::events::ReachStage;
 use super::state::{DhtShared, NatStatus, NodeHandle, Shared};
 use super::stun_routes::StunRoute;
 use super::util::with_rng;
