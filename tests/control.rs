@@ -333,8 +333,9 @@ fn a_relayed_peer_shows_path_relay_in_status_and_ping() {
 
 /// `dna send` to a peer it is not connected to prints the steps of reaching it on stderr —
 /// the daemon's `reaching` events (spec/10-control.md §2), read from a subscription the
-/// CLI makes before its request. On loopback both daemons are reachable: the steps are the
-/// DHT lookup and the dial. Another subscriber sees the same events.
+/// CLI makes before its request. On loopback (no STUN server, so bob is not known to be
+/// reachable) the steps are the DHT lookup, CONNECT through the bootstrap node, hole
+/// punching, and the dial of the pair found. Another subscriber sees the same events.
 #[test]
 fn dna_send_prints_the_steps_of_reaching_a_new_peer() {
     let tmp = tempfile::tempdir().unwrap();
