@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use dna_p2p::crypto::{Fingerprint, Identity};
 use dna_p2p::daemon::{DhtSettings, MailboxConfig, Node, NodeConfig, NodeEvent};
-use dna_p2p::dht::DhtConfig;
 use rand_core::OsRng;
 
 fn config(
@@ -19,14 +18,7 @@ fn config(
     dir: Option<&std::path::Path>,
 ) -> NodeConfig {
     NodeConfig {
-        dht: Some(DhtSettings {
-            bootstrap,
-            config: DhtConfig {
-                server,
-                ..DhtConfig::default()
-            },
-            data_dir: None,
-        }),
+        dht: Some(DhtSettings::joining(bootstrap, server)),
         rendezvous_server: server,
         store_dir: dir.map(Into::into),
         mailbox: MailboxConfig {

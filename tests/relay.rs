@@ -11,7 +11,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use dna_p2p::crypto::{Fingerprint, Identity};
 use dna_p2p::daemon::{DhtSettings, Node, NodeConfig, NodeEvent, ReachError, Reached};
-use dna_p2p::dht::DhtConfig;
 use dna_p2p::nat::candidate::PresenceInfo;
 use dna_p2p::node::reach::RelayPolicy;
 use dna_p2p::node::relay::RelayServerLimits;
@@ -20,14 +19,7 @@ use rand_core::OsRng;
 
 fn config(server: bool, bootstrap: Vec<(SocketAddr, Fingerprint)>) -> NodeConfig {
     NodeConfig {
-        dht: Some(DhtSettings {
-            bootstrap,
-            config: DhtConfig {
-                server,
-                ..DhtConfig::default()
-            },
-            data_dir: None,
-        }),
+        dht: Some(DhtSettings::joining(bootstrap, server)),
         rendezvous_server: server,
         relay_policy: RelayPolicy::Only,
         ..NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())

@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use dna_p2p::crypto::{Fingerprint, Identity};
 use dna_p2p::daemon::{DhtSettings, Node, NodeConfig, NodeEvent, ReachError, Reached};
-use dna_p2p::dht::DhtConfig;
 use dna_p2p::nat::candidate::{CandidateKind, PresenceInfo};
 use rand_core::OsRng;
 
@@ -20,14 +19,7 @@ fn config(
     bootstrap: Vec<(std::net::SocketAddr, Fingerprint)>,
 ) -> NodeConfig {
     NodeConfig {
-        dht: Some(DhtSettings {
-            bootstrap,
-            config: DhtConfig {
-                server,
-                ..DhtConfig::default()
-            },
-            data_dir: None,
-        }),
+        dht: Some(DhtSettings::joining(bootstrap, server)),
         rendezvous_server: server,
         ..NodeConfig::listening_on(format!("{ip}:0").parse().unwrap())
     }

@@ -22,6 +22,21 @@ pub struct DhtSettings {
     pub data_dir: Option<std::path::PathBuf>,
 }
 
+impl DhtSettings {
+    /// Joining through `bootstrap`, as a server or a client, with the default parameters,
+    /// in memory.
+    pub fn joining(bootstrap: Vec<(SocketAddr, Fingerprint)>, server: bool) -> DhtSettings {
+        DhtSettings {
+            bootstrap,
+            config: DhtConfig {
+                server,
+                ..DhtConfig::default()
+            },
+            data_dir: None,
+        }
+    }
+}
+
 /// Everything a node can be told. `Default` gives the values the spec states.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {

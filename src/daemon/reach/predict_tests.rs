@@ -4,21 +4,13 @@
 use super::*;
 use crate::crypto::Identity;
 use crate::daemon::{DhtSettings, Node, NodeConfig};
-use crate::dht::DhtConfig;
 use crate::nat::discovery::{Filtering, Mapping, NatClass};
 use crate::nat::predict::Behaviour;
 use rand_core::OsRng;
 
 fn config(server: bool, bootstrap: Vec<(SocketAddr, Fingerprint)>) -> NodeConfig {
     NodeConfig {
-        dht: Some(DhtSettings {
-            bootstrap,
-            config: DhtConfig {
-                server,
-                ..DhtConfig::default()
-            },
-            data_dir: None,
-        }),
+        dht: Some(DhtSettings::joining(bootstrap, server)),
         rendezvous_server: server,
         ..NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())
     }
