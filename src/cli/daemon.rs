@@ -334,6 +334,16 @@ fn parse_bootstrap(list: &[String]) -> Result<Vec<(SocketAddr, Fingerprint)>, St
         .collect()
 }
 
+/// The `ADDR@FINGERPRINT` others pass to `--bootstrap` to join through this node. A
+/// wildcard listen address has no address to show: `<PUBLIC IP>` stands in for it.
+fn join_line(addr: std::net::SocketAddr, fp: &Fingerprint) -> String {
+    if addr.ip().is_unspecified() {
+        format!("<PUBLIC IP>:{}@{fp}", addr.port())
+    } else {
+        format!("{addr}@{fp}")
+    }
+}
+
 fn emit(v: Value) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -491,10 +501,16 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         super::control::listen(&dir, h.clone(), hub.clone()).map_err(|e| e.to_string())?;
     super::events::spawn_watch(h.clone(), hub.clone());
     let st = h.nat_status();
+    let join = join_line(h.local_addr(), &h.fingerprint());
+    if bootstrap {
+        // What operators hand out (README, "Deploying").
+        eprintln!("dna bootstrap: others join with --bootstrap {join}");
+    }
     emit(json!({
         "event": "ready",
         "fp": h.fingerprint().to_string(),
         "addr": h.local_addr().to_string(),
+        "join": join,
         "role": if bootstrap { "bootstrap" } else { "daemon" },
         "dht_table": table,
         "nat": st.class.map(|c| c.name()),

@@ -121,12 +121,10 @@ impl DnaProcess {
             Duration::from_secs(60),
         )?;
         let ready = boot.wait_event("ready", Duration::ZERO).unwrap_or_default();
-        let (Some(addr), Some(fp)) = (ready["addr"].as_str(), ready["fp"].as_str()) else {
-            return Err(format!(
-                "bootstrap ready event without addr and fp: {ready}"
-            ));
+        // The line `dna bootstrap` prints for others to join with.
+        let Some(seed) = ready["join"].as_str().map(str::to_owned) else {
+            return Err(format!("bootstrap ready event without a join line: {ready}"));
         };
-        let seed = format!("{addr}@{fp}");
         let args = vec![
             "--listen".to_string(),
             "127.0.0.1:0".into(),
