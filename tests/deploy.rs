@@ -12,7 +12,9 @@ const DNA: &str = env!("CARGO_BIN_EXE_dna");
 
 /// The words of a unit's `ExecStart=` (continuation lines joined).
 fn exec_start(unit: &str) -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/systemd").join(unit);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/systemd")
+        .join(unit);
     let text = std::fs::read_to_string(&path).unwrap();
     let joined = text.replace("\\\n", " ");
     let line = joined
@@ -34,13 +36,19 @@ fn flags(args: &[String]) -> Vec<&str> {
 fn the_bootstrap_unit_passes_only_flags_dna_bootstrap_takes() {
     let args = exec_start("dna-bootstrap.service");
     assert_eq!(args[1], "bootstrap", "{args:?}");
-    let out = Command::new(DNA).args(["bootstrap", "--help"]).output().unwrap();
+    let out = Command::new(DNA)
+        .args(["bootstrap", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     let used = flags(&args);
     println!("dna-bootstrap.service: {used:?}");
     assert!(used.len() >= 3);
     for f in used {
-        assert!(help.contains(&format!("{f} ")), "dna bootstrap takes no {f}");
+        assert!(
+            help.contains(&format!("{f} ")),
+            "dna bootstrap takes no {f}"
+        );
     }
 }
 

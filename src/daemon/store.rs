@@ -667,6 +667,23 @@ mod tests {
         keep_delivered: 2,
     };
 
+    /// Opens the store in `dir`; after a drop in this process, sled's flusher thread can
+    /// still hold the directory's file lock for a moment ("could not acquire lock"), so
+    /// the reopen waits for it (a restart is a new process in real use).
+    fn open(dir: &std::path::Path) -> Db {
+        let mut tries = 0;
+        loop {
+            match Db::open(dir, LIMITS, [1, 2]) {
+                Ok(db) => return db,
+                Err(e) if tries < 500 && format!("{e:?}").contains("acquire lock") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("open: {e:?}"),
+            }
+        }
+    }
+
     fn out(i: u8) -> Outgoing {
         Outgoing {
             id: MessageId([i; 16]),
@@ -690,14 +707,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let peer = Fingerprint([9; 32]);
         {
-            let mut db = Db::open(dir.path(), LIMITS, [1, 2]).unwrap();
+            let mut db = open(dir.path());
             db.enqueue(&peer, &[out(1), out(2)]).unwrap();
             db.enqueue(&peer, &[out(3)]).unwrap();
             db.delivered(&[MessageId([1; 16]), MessageId([3; 16])])
                 .unwrap();
             db.db.flush().unwrap();
         }
-        let mut db = Db::open(dir.path(), LIMITS, [1, 2]).unwrap();
+        let mut db = open(dir.path());
         // The first batch is half acknowledged: all of it is sent again (the receiver
         // drops what it has); the second is gone.
         assert_eq!(db.load_outbox(), vec![(peer, vec![out(1), out(2)])]);
@@ -713,14 +730,14 @@ mod tests {
             Fingerprint([3; 32]),
         );
         {
-            let mut db = Db::open(dir.path(), LIMITS, [1, 2]).unwrap();
+            let mut db = open(dir.path());
             let new = db
                 .received(&a, vec![msg(a, 1), msg(a, 2), msg(a, 1)])
                 .unwrap();
             assert_eq!(new.len(), 2, "a repeat within one batch is dropped");
             db.db.flush().unwrap();
         }
-        let mut db = Db::open(dir.path(), LIMITS, [1, 2]).unwrap();
+        let mut db = open(dir.path());
         assert!(db.received(&a, vec![msg(a, 2)]).unwrap().is_empty());
         assert_eq!(db.received(&a, vec![msg(a, 3)]).unwrap().len(), 1);
         db.received(&b, vec![msg(b, 1)]).unwrap();

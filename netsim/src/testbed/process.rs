@@ -123,7 +123,9 @@ impl DnaProcess {
         let ready = boot.wait_event("ready", Duration::ZERO).unwrap_or_default();
         // The line `dna bootstrap` prints for others to join with.
         let Some(seed) = ready["join"].as_str().map(str::to_owned) else {
-            return Err(format!("bootstrap ready event without a join line: {ready}"));
+            return Err(format!(
+                "bootstrap ready event without a join line: {ready}"
+            ));
         };
         let args = vec![
             "--listen".to_string(),
