@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bootstrap_load;
 pub mod bootstrap_sim;
 pub mod dht_flood;
 pub mod dht_sim;

@@ -87,6 +87,21 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 1)]
         repeat: usize,
     },
+    /// One real `dna bootstrap` process under N concurrent clients on loopback (each its
+    /// own identity, socket and address 127.A.B.1): they join the DHT through it, publish
+    /// their presence, then look each other up; prints lookups and publishes per second it
+    /// answered, failures, and its peak memory per connected client.
+    BootstrapLoad {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// Lookups per client (each of a random other client's presence record).
+        #[arg(long, default_value_t = 20)]
+        lookups: usize,
+        /// The `dna` binary [default: built now with cargo, same profile as this command].
+        #[arg(long)]
+        dna: Option<std::path::PathBuf>,
+    },
     /// One bootstrap node's rendezvous and DHT cores under throwaway identities that
     /// register, store and CONNECT, while a good client registers and delivers; prints the
     /// counts per reason, the accounted memory and peak RSS. Fails if the client is refused.
@@ -260,6 +275,49 @@ fn main() -> ExitCode {
     } = command
     {
         return nat_matrix(json, dna, &only, turn, repeat);
+    }
+    if let Command::BootstrapLoad {
+        clients,
+        lookups,
+        dna,
+    } = command
+    {
+        let dna = match dna.map_or_else(dna_binary, Ok) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let dir = std::env::temp_dir().join(format!("dna-bootstrap-load-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let rt = match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let started = Instant::now();
+        let r = rt.block_on(netsim::bootstrap_load::run(&dna, &dir, clients, lookups));
+        drop(rt);
+        let _ = std::fs::remove_dir_all(&dir);
+        return match r {
+            Ok(r) => {
+                println!("{}", r.line());
+                eprintln!(
+                    "bootstrap memory {:.1} MiB before the clients, peak {:.1} MiB; {:.1} s",
+                    r.base_mib,
+                    r.peak_mib,
+                    started.elapsed().as_secs_f64()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if let Command::BootstrapFlood { identities, seed } = command {
         use netsim::bootstrap_sim::{run, BootSimConfig};
