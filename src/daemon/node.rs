@@ -331,8 +331,20 @@ impl Node {
 
     /// Stops accepting new messages and connections, waits up to `grace` for every queued
     /// message to be acknowledged by a peer that is connected or being dialed, then closes
-    /// all connections with NO_ERROR.
+    /// all connections with NO_ERROR and the reason `shutdown`: DHT peers drop us from
+    /// their routing tables at once (spec/04-dht.md §2).
     pub async fn shutdown(self, grace: Duration) {
+        self.stop(grace, super::dht::SHUTDOWN_REASON).await;
+    }
+
+    /// Stops at once without saying goodbye, as a crash would look to DHT peers: they keep
+    /// us in their tables until requests to us fail (connections still close, with the
+    /// reason `aborted`). For tests of how peers cope with nodes that vanish.
+    pub async fn abort(self) {
+        self.stop(Duration::ZERO, b"aborted").await;
+    }
+
+    async fn stop(self, grace: Duration, reason: &[u8]) {
         let s = &self.handle.shared;
         s.closing.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + grace;
@@ -348,9 +360,7 @@ impl Node {
         if let Some(d) = &s.dht {
             super::dht::close(s, d).await;
         }
-        // Peers' DHT drivers take this reason as "gone": out of their routing tables.
-        s.endpoint
-            .close(code::NO_ERROR.into(), super::dht::SHUTDOWN_REASON);
+        s.endpoint.close(code::NO_ERROR.into(), reason);
         let _ = tokio::time::timeout(Duration::from_secs(1), s.endpoint.wait_idle()).await;
     }
 }
