@@ -11,6 +11,9 @@
 //! how many failed, and its memory (`VmHWM` − `VmRSS` before the clients, per client).
 //! Both processes share the machine's cores: the rates are a floor for the bootstrap alone.
 
+// A benchmark of real processes: it reads the wall clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
