@@ -11,7 +11,7 @@ const DNA: &str = env!("CARGO_BIN_EXE_dna");
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_bootstrap_answers_fifty_concurrent_clients() {
     let tmp = tempfile::tempdir().unwrap();
-    let r = netsim::bootstrap_load::run(Path::new(DNA), tmp.path(), 50, 5)
+    let r = netsim::bootstrap_load::run(Path::new(DNA), tmp.path(), 50, 5, 16)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     println!("{}", r.line());

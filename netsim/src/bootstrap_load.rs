@@ -10,6 +10,10 @@
 //! presence records. The figures: publishes and lookups per second the bootstrap answered,
 //! how many failed, and its memory (`VmHWM` − `VmRSS` before the clients, per client).
 //! Both processes share the machine's cores: the rates are a floor for the bootstrap alone.
+//! Every client stays connected; the lookups in flight at once are bounded (`--inflight`,
+//! default 64): with all N at once the client process itself starves on two cores and its
+//! lookups time out (a lone server's 250 ms request timeout, spec/04-dht.md §3) before the
+//! bootstrap is the limit — measured, with 100 clients and no bound, 75–439 of 2,000.
 
 // A benchmark of real processes: it reads the wall clock.
 #![allow(clippy::disallowed_methods)]
@@ -48,6 +52,8 @@ pub struct LoadReport {
     pub base_mib: f64,
     /// Its peak resident memory, MiB.
     pub peak_mib: f64,
+    /// Why lookups failed, and how often.
+    pub why: std::collections::BTreeMap<String, u64>,
 }
 
 impl LoadReport {
@@ -93,13 +99,14 @@ fn client_addr(i: usize) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::new(127, (n >> 8) as u8, n as u8, 1), 0))
 }
 
-/// Runs `clients` clients, each doing `lookups` lookups, against a fresh `dna bootstrap`
-/// (`dna`) with its data in `data`.
+/// Runs `clients` clients, each doing `lookups` lookups (at most `inflight` at once over
+/// all clients), against a fresh `dna bootstrap` (`dna`) with its data in `data`.
 pub async fn run(
     dna: &Path,
     data: &Path,
     clients: usize,
     lookups: usize,
+    inflight: usize,
 ) -> Result<LoadReport, String> {
     if clients == 0 || clients > 60_000 {
         return Err("--clients: 1 to 60,000".into());
@@ -158,6 +165,18 @@ pub async fn run(
         }
     }
 
+    let live = |what: &str| {
+        if std::env::var_os("DNA_LOAD_STATUS").is_some() {
+            let st = boot
+                .control(&serde_json::json!({"cmd": "status"}))
+                .unwrap_or_default();
+            eprintln!(
+                "{what}: bootstrap connections {}",
+                st["limits"]["connections"]
+            );
+        }
+    };
+    live("joined");
     // Every client publishes its presence at once.
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let start = Instant::now();
@@ -179,9 +198,12 @@ pub async fn run(
     let publish_s = start.elapsed().as_secs_f64();
     let (published, publish_failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
 
+    live("published");
     // Every client looks up `lookups` other clients' presence, all at once.
     let fps: Arc<Vec<Fingerprint>> = Arc::new(nodes.iter().map(|n| n.fingerprint()).collect());
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let why = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let gate = Arc::new(tokio::sync::Semaphore::new(inflight.max(1)));
     let start = Instant::now();
     let tasks: Vec<_> = nodes
         .iter()
@@ -198,12 +220,24 @@ pub async fn run(
                     }
                 })
                 .collect();
+            let (why, gate) = (why.clone(), gate.clone());
             tokio::spawn(async move {
                 for t in targets {
-                    match n.find_peer(fps[t]).await {
-                        Ok(Some(_)) => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    let Ok(_slot) = gate.acquire().await else {
+                        return;
                     };
+                    let r = n.find_peer(fps[t]).await;
+                    if let Ok(Some(_)) = r {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    let what = match r {
+                        Err(e) => e.to_string(),
+                        _ => "not found".to_owned(),
+                    };
+                    let mut w = why.lock().unwrap_or_else(|p| p.into_inner());
+                    *w.entry(what).or_insert(0u64) += 1;
                 }
             })
         })
@@ -214,6 +248,12 @@ pub async fn run(
     let lookup_s = start.elapsed().as_secs_f64();
     let peak_mib = proc_mib(pid, "VmHWM:");
     let (found, lookup_failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let why = std::mem::take(&mut *why.lock().unwrap_or_else(|p| p.into_inner()));
+    if std::env::var_os("DNA_LOAD_STATUS").is_some() {
+        // Debugging: what the bootstrap counted.
+        let st = boot.control(&serde_json::json!({"cmd": "status"}));
+        eprintln!("bootstrap status: {st:?}");
+    }
     drop(nodes);
     drop(boot);
     Ok(LoadReport {
@@ -226,5 +266,6 @@ pub async fn run(
         lookups_per_s: found as f64 / lookup_s.max(1e-9),
         base_mib,
         peak_mib,
+        why,
     })
 }

@@ -98,6 +98,9 @@ enum Command {
         /// Lookups per client (each of a random other client's presence record).
         #[arg(long, default_value_t = 20)]
         lookups: usize,
+        /// Lookups in flight at once, over all clients (every client stays connected).
+        #[arg(long, default_value_t = 64)]
+        inflight: usize,
         /// The `dna` binary [default: built now with cargo, same profile as this command].
         #[arg(long)]
         dna: Option<std::path::PathBuf>,
@@ -279,6 +282,7 @@ fn main() -> ExitCode {
     if let Command::BootstrapLoad {
         clients,
         lookups,
+        inflight,
         dna,
     } = command
     {
@@ -299,12 +303,17 @@ fn main() -> ExitCode {
             }
         };
         let started = Instant::now();
-        let r = rt.block_on(netsim::bootstrap_load::run(&dna, &dir, clients, lookups));
+        let r = rt.block_on(netsim::bootstrap_load::run(
+            &dna, &dir, clients, lookups, inflight,
+        ));
         drop(rt);
         let _ = std::fs::remove_dir_all(&dir);
         return match r {
             Ok(r) => {
                 println!("{}", r.line());
+                for (why, n) in &r.why {
+                    eprintln!("lookups failed: {n} × {why}");
+                }
                 eprintln!(
                     "bootstrap memory {:.1} MiB before the clients, peak {:.1} MiB; {:.1} s",
                     r.base_mib,

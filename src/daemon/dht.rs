@@ -322,18 +322,46 @@ fn hello_frame(shared: &Shared, exporter: &[u8; EXPORTER_LEN], role: Role) -> By
     out
 }
 
-/// A proven DHT connection to `to`: reused, or dialed and authenticated now.
+/// The pooled connection to `id`, if it is open.
+fn pooled(d: &DhtShared, id: &NodeId) -> Option<quinn::Connection> {
+    let conns = lock(&d.conns);
+    let p = conns.get(id)?;
+    if p.conn.close_reason().is_some() {
+        return None;
+    }
+    p.used.store(d.clock(), Ordering::Relaxed);
+    Some(p.conn.clone())
+}
+
+/// A proven DHT connection to `to`: reused, or dialed and authenticated now. One dial per
+/// peer at a time: callers that come while one is in progress wait for it and reuse its
+/// connection (the join at start and the daemon's own join opened two connections to each
+/// bootstrap node before, counted twice against its connection limit).
 pub(crate) async fn connect(
     shared: &Arc<Shared>,
     d: &Arc<DhtShared>,
     to: Contact,
 ) -> Option<quinn::Connection> {
-    if let Some(p) = lock(&d.conns).get(&to.id) {
-        if p.conn.close_reason().is_none() {
-            p.used.store(d.clock(), Ordering::Relaxed);
-            return Some(p.conn.clone());
-        }
+    if let Some(c) = pooled(d, &to.id) {
+        return Some(c);
     }
+    let gate = lock(&d.dialing).entry(to.id).or_default().clone();
+    let turn = gate.lock().await;
+    let conn = match pooled(d, &to.id) {
+        Some(c) => Some(c),
+        None => dial(shared, d, to).await,
+    };
+    drop(turn);
+    let mut dialing = lock(&d.dialing);
+    // The map's reference and ours: nobody else waits.
+    if Arc::strong_count(&gate) <= 2 {
+        dialing.remove(&to.id);
+    }
+    conn
+}
+
+/// Dials `to`, authenticates it and pools the connection.
+async fn dial(shared: &Arc<Shared>, d: &Arc<DhtShared>, to: Contact) -> Option<quinn::Connection> {
     let conn = shared
         .endpoint
         .connect_with(d.client_cfg.clone(), to.addr, SERVER_NAME)

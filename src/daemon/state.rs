@@ -228,6 +228,10 @@ pub(crate) struct DhtShared {
     pub(crate) client_cfg: quinn::ClientConfig,
     /// Authenticated connections by peer, reused for requests both ways.
     pub(crate) conns: Mutex<HashMap<NodeId, Pooled>>,
+    /// Dials in progress, one per peer: a second caller waits for the first and reuses its
+    /// connection. An entry lives while someone dials or waits (so at most one per
+    /// concurrent caller).
+    pub(crate) dialing: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
     /// Zero of the pool's use clock ([`DhtShared::clock`]).
     pub(crate) epoch: Instant,
     /// Inbound request streams whose serving task ended (answered, refused or timed out).
@@ -271,6 +275,7 @@ impl DhtShared {
             persist: Mutex::new(persist),
             client_cfg,
             conns: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashMap::new()),
             epoch: now,
             served: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
