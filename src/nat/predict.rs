@@ -254,7 +254,8 @@ impl Prober {
     }
 }
 
-/// Probes a node may send toward one IP per [`Ledger::window`]: two full attempts.
+/// Probes a node may send toward one IP per window of the default [`Ledger`] (10 minutes):
+/// two full attempts.
 pub const PROBES_PER_IP: u32 = 4096;
 /// IPs the ledger remembers; a new one beyond gets no budget until entries age out.
 pub const LEDGER_IPS: usize = 256;
