@@ -283,7 +283,17 @@ fn ask_ticking(dir: &Path, req: &Value, what: String) -> Option<Result<Value, St
 fn ask_quietly(dir: &Path, req: &Value) -> Option<Result<Value, String>> {
     use std::io::{BufRead, Write};
     let p = path(dir);
-    let mut s = std::os::unix::net::UnixStream::connect(&p).ok()?;
+    let mut s = match std::os::unix::net::UnixStream::connect(&p) {
+        Ok(s) => s,
+        // The socket is its owner's only (mode 0600, spec/10-control.md §1).
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Some(Err(format!(
+                "{}: permission denied (the control socket is its owner's only)",
+                p.display()
+            )))
+        }
+        Err(_) => return None,
+    };
     if writeln!(s, "{req}").is_err() {
         return Some(Err("cannot write to the control socket".into()));
     }
