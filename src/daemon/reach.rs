@@ -273,7 +273,7 @@ async fn start_punch(
         drop(route);
         drop(spray);
         if let Some((ip, granted)) = probing {
-            probes_done(&shared, ip, granted, punch.predicted_probes());
+            probes_done(&shared, ip, granted, punch.predicted_probes()).await;
         }
     });
     Punching {
@@ -340,7 +340,7 @@ pub(crate) async fn answer_offer(
     // Punching runs on; its result matters to the caller, which dials.
     let route = PunchRoute::new(shared, &creds.local_ufrag).await;
     // The offer is verified and fresh: only now may it make us predict (spec/05 §5.5).
-    let predict = plan(shared, offer.nat, &offer.candidates);
+    let predict = plan(shared, offer.nat, &offer.candidates).await;
     let punched = start_punch(
         shared,
         route,
@@ -881,7 +881,7 @@ impl NodeHandle {
                         continue;
                     };
                     // The answer is verified and fresh (`Reach::handle_offer`).
-                    let predict = plan(&self.shared, nat, &candidates);
+                    let predict = plan(&self.shared, nat, &candidates).await;
                     self.progress(peer, ReachStage::Punch(predict.is_some()));
                     let Punching { first, mut done } =
                         start_punch(&self.shared, route, creds, candidates, true, predict).await;

@@ -22,6 +22,7 @@ use super::state::Shared;
 use super::util::with_rng;
 use crate::nat::candidate::{Candidate, CandidateKind};
 use crate::nat::predict::{role, Behaviour, ProbeConfig, Prober, Role, SPRAY_SOCKETS};
+use crate::transport::socket::canonical;
 
 /// A winning side socket that heard nothing from its peer this long closes and removes
 /// its route (QUIC keep-alives come every 15 s).
@@ -56,7 +57,7 @@ pub(crate) fn our_behaviour(shared: &Shared) -> Behaviour {
 /// Our part in an attempt toward a peer whose verified, fresh signal stated `remote`
 /// and these candidates; `None` when the pair needs no prediction, the peer published no
 /// public address of our family, or the per-peer budget is spent.
-pub(crate) fn plan(shared: &Shared, remote: Behaviour, cands: &[Candidate]) -> Option<Plan> {
+pub(crate) async fn plan(shared: &Shared, remote: Behaviour, cands: &[Candidate]) -> Option<Plan> {
     let role = role(our_behaviour(shared), remote)?;
     // The behaviour is the IPv4 NAT's; over IPv6 there is no NAT to predict.
     let srflx = cands
@@ -66,13 +67,13 @@ pub(crate) fn plan(shared: &Shared, remote: Behaviour, cands: &[Candidate]) -> O
     match role {
         Role::Spray => Some(Plan::Spray { to: srflx }),
         Role::Probe { sequential } => {
+            let (ip, want) = (srflx.ip(), ProbeConfig::default().budget);
+            // The per-peer budget is the node core's (decision 10).
             let budget = shared
-                .nat
-                .predict
-                .ledger
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .grant(srflx.ip(), ProbeConfig::default().budget, Instant::now());
+                .core
+                .call(move |c, now| c.grant_probes(ip, want, now))
+                .await
+                .unwrap_or(0);
             (budget > 0).then_some(Plan::Probe {
                 target: srflx,
                 sequential,
@@ -97,14 +98,14 @@ pub(crate) fn prober(target: SocketAddr, sequential: bool, budget: u32) -> Probe
 }
 
 /// Probes granted but not sent go back to the peer's budget.
-pub(crate) fn probes_done(shared: &Shared, ip: IpAddr, granted: u32, sent: u32) {
-    shared
-        .nat
-        .predict
-        .ledger
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .refund(ip, granted.saturating_sub(sent));
+pub(crate) async fn probes_done(shared: &Shared, ip: IpAddr, granted: u32, sent: u32) {
+    let unsent = granted.saturating_sub(sent);
+    if unsent > 0 {
+        shared
+            .core
+            .call(move |c, _| c.refund_probes(ip, unsent))
+            .await;
+    }
 }
 
 /// The hard side's side sockets for one attempt. Dropping it closes every socket but the
@@ -239,17 +240,6 @@ async fn read_side(
             }
         }
         shared.socket.side_input(from, &buf[..n], local);
-    }
-}
-
-/// IPv4 as IPv4 (a dual-stack side socket sees IPv4-mapped addresses).
-fn canonical(a: SocketAddr) -> SocketAddr {
-    match a {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
-            None => a,
-        },
-        v4 => v4,
     }
 }
 

@@ -354,8 +354,6 @@ pub(crate) struct NatShared {
 /// Port prediction's state and counters (spec/05-nat.md §5.5; `dna status` shows them).
 #[derive(Debug, Default)]
 pub(crate) struct PredictShared {
-    /// The per-peer probe budget.
-    pub(crate) ledger: std::sync::Mutex<crate::nat::predict::Ledger>,
     /// A spray (256 side sockets) is open: one at a time.
     pub(crate) spraying: std::sync::atomic::AtomicBool,
     /// Attempts that predicted, either side.

@@ -170,6 +170,8 @@ pub struct Core<C, R> {
     dht: Option<Dht>,
     /// The sequence number of the last record this node signed.
     last_seq: u64,
+    /// Port prediction's per-peer probe budget (spec/05-nat.md §5.5).
+    probe_budget: crate::nat::predict::Ledger,
 }
 
 impl<C: Clone, R> Core<C, R> {
@@ -187,8 +189,20 @@ impl<C: Clone, R> Core<C, R> {
             out: VecDeque::new(),
             dht: None,
             last_seq: 0,
+            probe_budget: crate::nat::predict::Ledger::default(),
             cfg,
         }
+    }
+
+    /// Grants up to `want` port-prediction probes toward `ip` now and books them (spec/05
+    /// §5.5): fewer, or none, once the peer's budget for the window is spent.
+    pub fn grant_probes(&mut self, ip: std::net::IpAddr, want: u32, now: Instant) -> u32 {
+        self.probe_budget.grant(ip, want, now)
+    }
+
+    /// Gives back probes granted toward `ip` but not sent.
+    pub fn refund_probes(&mut self, ip: std::net::IpAddr, n: u32) {
+        self.probe_budget.refund(ip, n);
     }
 
     /// The core with a DHT state machine to own.

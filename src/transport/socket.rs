@@ -153,7 +153,7 @@ pub fn is_alias(a: SocketAddr) -> bool {
 }
 
 /// An IPv4-mapped IPv6 address as IPv4; others unchanged.
-fn canonical(a: SocketAddr) -> SocketAddr {
+pub(crate) fn canonical(a: SocketAddr) -> SocketAddr {
     match a {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
             Some(ip) => SocketAddr::new(ip.into(), v6.port()),

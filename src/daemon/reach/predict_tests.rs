@@ -83,12 +83,14 @@ async fn only_a_verified_fresh_offer_makes_a_node_probe_and_never_beyond_its_bud
         })
     });
     let target: SocketAddr = TARGET.parse().unwrap();
-    let granted = callee.shared.nat.predict.ledger.lock().unwrap().grant(
-        target.ip(),
-        crate::nat::predict::PROBES_PER_IP - LEFT,
-        Instant::now(),
-    );
-    assert_eq!(granted, crate::nat::predict::PROBES_PER_IP - LEFT);
+    let taken = crate::nat::predict::PROBES_PER_IP - LEFT;
+    let granted = callee
+        .shared
+        .core
+        .call(move |c, now| c.grant_probes(target.ip(), taken, now))
+        .await
+        .unwrap();
+    assert_eq!(granted, taken);
     let d = caller.shared.dht.clone().unwrap();
     let rdv = Contact {
         id: boot.fingerprint().node_id(),
