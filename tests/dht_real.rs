@@ -198,3 +198,60 @@ async fn a_server_that_shuts_down_leaves_the_routing_tables() {
     assert_eq!(found, 1);
     drop(b);
 }
+
+/// Seed 001: "not found" means offline. A presence record lives three refresh intervals
+/// (`PRESENCE_LIFETIMES`): a node that crashes without a word reads offline within that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::disallowed_methods)] // a test of real processes reads the wall clock
+async fn a_crashed_peers_presence_expires_within_three_refresh_intervals() {
+    use dna_p2p::daemon::PRESENCE_LIFETIMES;
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let refresh = Duration::from_secs(2);
+    let boot = dht_node(vec![]).await;
+    let seeds = vec![(boot.local_addr(), boot.fingerprint())];
+    let a = {
+        let cfg = NodeConfig {
+            dht: Some(DhtSettings {
+                bootstrap: seeds.clone(),
+                config: DhtConfig::default(),
+                data_dir: None,
+            }),
+            presence_refresh: refresh,
+            ..NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())
+        };
+        Node::bind(Identity::generate(&mut OsRng), cfg)
+            .await
+            .unwrap()
+    };
+    let b = dht_node(seeds).await;
+    a.dht_bootstrap().await.unwrap();
+    b.dht_bootstrap().await.unwrap();
+    let signed_after = unix();
+    assert!(a.announce_presence().await.unwrap() >= 1, "presence stored");
+    let signed_before = unix();
+    let rec = b
+        .find_peer(a.fingerprint())
+        .await
+        .unwrap()
+        .expect("online: found");
+    let lifetime = refresh.as_secs() * u64::from(PRESENCE_LIFETIMES);
+    println!(
+        "presence signed at {signed_after}..={signed_before}, expires at {} ({lifetime} s = {PRESENCE_LIFETIMES} refresh intervals of {} s)",
+        rec.expiry(),
+        refresh.as_secs()
+    );
+    assert!(rec.expiry() >= signed_after + lifetime && rec.expiry() <= signed_before + lifetime);
+    // A crash: no goodbye, no more refreshes.
+    let fp = a.fingerprint();
+    a.abort().await;
+    while unix() <= rec.expiry() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The lookup ran (an answer, not an error) and found no live record.
+    assert_eq!(b.find_peer(fp).await.unwrap(), None, "offline once expired");
+}

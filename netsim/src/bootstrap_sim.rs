@@ -703,6 +703,7 @@ fn core_config(cfg: &BootSimConfig, serve: bool, rendezvous: RendezvousLimits) -
         reconnect_max: Duration::from_secs(60),
         rendezvous_server: serve,
         rendezvous,
+        retry: None,
     }
 }
 

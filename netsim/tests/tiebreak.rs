@@ -54,6 +54,7 @@ fn core(fp: Fingerprint) -> Core<u64, ()> {
             reconnect_max: Duration::from_secs(30),
             rendezvous_server: false,
             rendezvous: RendezvousLimits::default(),
+            retry: None,
         },
     )
 }
@@ -193,7 +194,7 @@ fn run_pair(seed: u64, reconnect: bool) -> Outcome {
                     );
                 }
                 Output::Batch { handle, msgs } => handed[at].push((handle, msgs.len())),
-                Output::Presence { .. } | Output::Dial { .. } => {}
+                Output::Presence { .. } | Output::Dial { .. } | Output::Reach { .. } => {}
             }
         }
     }

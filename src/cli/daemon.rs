@@ -21,6 +21,7 @@ use dna_p2p::daemon::{DhtSettings, DiscoveryServerConfig, Node, NodeConfig, Node
 use dna_p2p::dht::DhtConfig;
 use dna_p2p::node::reach::RelayPolicy;
 use dna_p2p::node::relay::RelayServerLimits;
+use dna_p2p::node::retry::RetryConfig;
 
 use super::DataDir;
 
@@ -39,7 +40,8 @@ pub(super) struct DaemonConfig {
     /// reachable (default 2).
     pub rendezvous: usize,
     /// Re-run discovery, renew registrations and republish presence this often (default
-    /// 120 s; presence records live 50 min, registrations 5 min).
+    /// 120 s, at least 10 s; presence records live three of these, so a crashed node reads
+    /// offline within 6 min; registrations live 5 min).
     pub refresh_secs: u64,
     /// QUIC keep-alive on every connection, to hold NAT mappings (default 15 s: NATs that
     /// forget a silent UDP flow after 30 s are common).
@@ -48,8 +50,18 @@ pub(super) struct DaemonConfig {
     /// first STUN server sees); a change triggers discovery, registration and presence at
     /// once (default 25 s).
     pub network_check_secs: u64,
-    /// Try to reach peers with messages waiting this often (default 5 s).
+    /// A peer with messages waiting and no connection is reached again after this long,
+    /// the delay doubling after each failure up to `retry_max_secs`, and at once when the
+    /// peer is heard (it connects to us, or its presence is stored here) (default 1 s;
+    /// seed 004; spec/06-node.md §3.5).
     pub retry_secs: u64,
+    /// The longest delay between two reaches of one peer (default 30 s).
+    pub retry_max_secs: u64,
+    /// Reaches of waiting peers running at once, at most (default 8).
+    pub reach_concurrency: usize,
+    /// Reaches of waiting peers started per minute over all peers, at most (default 120:
+    /// 1,000 offline contacts cost 120 lookups a minute, not one each every few seconds).
+    pub reach_per_minute: u32,
     /// `[limits]`: the node's limits (spec/06-node.md §5); each key optional.
     pub limits: super::limits::LimitsConfig,
     /// Answer RFC 5780 NAT behaviour discovery (spec/05-nat.md §2.1) with this second
@@ -192,7 +204,10 @@ impl Default for DaemonConfig {
             refresh_secs: 120,
             keep_alive_secs: 15,
             network_check_secs: 25,
-            retry_secs: 5,
+            retry_secs: 1,
+            retry_max_secs: 30,
+            reach_concurrency: 8,
+            reach_per_minute: 120,
             limits: Default::default(),
             other_address: None,
             turn: Vec::new(),
@@ -444,6 +459,14 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         relay_after: Duration::from_millis(cfg.relay_after_ms),
         port_prediction: cfg.port_prediction,
         upgrade_interval: Duration::from_secs(cfg.upgrade_secs.max(1)),
+        presence_refresh: Duration::from_secs(cfg.refresh_secs.max(10)),
+        // A bootstrap node queues nothing of its own to reach.
+        retry: (!bootstrap).then(|| RetryConfig {
+            initial: Duration::from_secs(cfg.retry_secs.max(1)),
+            max: Duration::from_secs(cfg.retry_max_secs.max(1)),
+            concurrent: cfg.reach_concurrency,
+            per_minute: cfg.reach_per_minute,
+        }),
         discovery_server: cfg.other_address.map(|other_ip| DiscoveryServerConfig {
             other_ip,
             other_port: cfg.other_port,
@@ -543,15 +566,6 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
             }
         });
     }
-    if !bootstrap {
-        let (h, every) = (h.clone(), Duration::from_secs(cfg.retry_secs.max(1)));
-        tokio::spawn(async move {
-            loop {
-                retry_pending(&h).await;
-                tokio::time::sleep(every).await;
-            }
-        });
-    }
     let mut node = node;
     // One listener for the whole loop: a `ctrl_c()` made anew each turn is not listening
     // while an event is printed, and a SIGINT that arrives then is lost.
@@ -642,6 +656,12 @@ pub(super) async fn status(h: &NodeHandle) -> Value {
         "rendezvous": st.rendezvous.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
         "connections": h.connection_count(),
         "pending_peers": h.pending_peers().await.len(),
+        "retry": h.retry_stats().map(|r| json!({
+            "waiting": r.waiting,
+            "running": r.running,
+            "started": r.started,
+            "heard": r.heard,
+        })),
         "rendezvous_role": h.rendezvous_stats().await,
         "turn": turn_status(h),
         "relay": h.relay_status(),
@@ -784,19 +804,6 @@ async fn limits(h: &NodeHandle) -> Value {
             "max_sources": cfg.stun_responder.max_sources,
         },
     })
-}
-
-/// Reaches every peer that has messages waiting and no connection, so the outbox drains
-/// (after a restart, or when a recipient comes back online).
-async fn retry_pending(h: &NodeHandle) {
-    for peer in h.pending_peers().await {
-        match h.reach(peer).await {
-            Ok(r) => tracing::info!(%peer, reached = ?r, "reaching a peer with messages waiting"),
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "peer with messages waiting not reachable yet")
-            }
-        }
-    }
 }
 
 #[cfg(test)]

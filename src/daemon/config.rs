@@ -150,12 +150,28 @@ pub struct NodeConfig {
     /// fetch every 60 s, receipts read every 5 s, 7-day items (default on; needs `dht` and
     /// `store_dir`).
     pub mailbox: super::mailbox_state::MailboxConfig,
+    /// Re-reach peers with messages waiting and no connection (spec/06-node.md §3.5):
+    /// per peer 1 s doubling to 30 s, again at once when the peer is heard; at most 8
+    /// reaches at a time and 120 a minute (default `None`: the application reaches peers
+    /// itself with [`NodeHandle::reach`](super::NodeHandle::reach); `dna daemon` turns it on).
+    pub retry: Option<crate::node::retry::RetryConfig>,
+    /// How often the application republishes our presence (`dna daemon`: `refresh_secs`).
+    /// A presence record expires [`PRESENCE_LIFETIMES`] of these after it is signed, so a
+    /// node that crashed reads offline ("not found", seed 001) within three refresh
+    /// intervals (default 120 s: 6 min; spec/05-nat.md §6).
+    pub presence_refresh: Duration,
 }
+
+/// A presence record lives this many refresh intervals: one missed refresh is survived,
+/// a crashed node is gone soon after.
+pub const PRESENCE_LIFETIMES: u32 = 3;
 
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             listen: SocketAddr::from(([0u16; 8], 0)),
+            retry: None,
+            presence_refresh: Duration::from_secs(120),
             conn: ConnConfig::default(),
             max_connections: 1024,
             max_streams_per_connection: 4,

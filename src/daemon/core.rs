@@ -98,6 +98,13 @@ pub(crate) async fn run(
         while let Some(out) = core.poll_output() {
             carry_out(&shared, out);
         }
+        if let Some(st) = core.retry_stats() {
+            shared.retry_stats.send_if_modified(|old| {
+                let changed = *old != Some(st);
+                *old = Some(st);
+                changed
+            });
+        }
         if let Some(d) = &dht {
             dht_output(&shared, d, &mut core, &mut waits);
         }
@@ -124,17 +131,14 @@ fn handle(core: &mut DriverCore, waits: &mut DhtWaits, now: Instant, cmd: CoreCm
         CoreCmd::Ended(e) => core.connection_ended(now, e),
         CoreCmd::DialFailed(peer) => core.dial_failed(now, peer),
         CoreCmd::DialConnected(peer) => core.dial_connected(peer),
+        CoreCmd::ReachDone { peer, reached } => core.reach_finished(now, peer, reached),
         CoreCmd::DhtInbound { from, msg, reply } => {
-            if let Some(d) = core.dht_mut() {
+            if core.dht().is_some() {
                 waits.answers.insert((from.id, msg.msg.id), reply);
-                d.handle_checked(now, from, msg);
+                core.handle_dht(now, from, msg);
             }
         }
-        CoreCmd::DhtAnswer { from, msg } => {
-            if let Some(d) = core.dht_mut() {
-                d.handle_checked(now, from, msg);
-            }
-        }
+        CoreCmd::DhtAnswer { from, msg } => core.handle_dht(now, from, msg),
         CoreCmd::DhtQuery { start, reply } => {
             if let Some(d) = core.dht_mut() {
                 let q = start(d, now);
@@ -156,6 +160,9 @@ fn carry_out(shared: &Arc<Shared>, out: Output<ConnHandle>) {
         } => handle.conn.close(code.into(), reason.as_bytes()),
         Output::Dial { peer, addrs } => {
             tokio::spawn(dial_round(shared.clone(), peer, addrs));
+        }
+        Output::Reach { peer } => {
+            tokio::spawn(super::retry::reach(shared.clone(), peer));
         }
     }
 }

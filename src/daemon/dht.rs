@@ -570,11 +570,12 @@ pub(crate) async fn announce(shared: &Shared, value: Vec<u8>) -> Result<usize, D
         .call(move |c, _| c.next_record_seq(now_ms))
         .await
         .ok_or(DhtError::Timeout)?;
+    let lifetime = shared.cfg.presence_refresh * super::config::PRESENCE_LIFETIMES;
     let record = Record::sign(
         &shared.identity,
         RecordKind::Presence,
         seq,
-        now_s + 3000,
+        now_s + lifetime.as_secs().max(1),
         value,
         now_s,
     )

@@ -40,6 +40,7 @@ mod reach;
 mod relay;
 mod relay_table;
 mod rendezvous;
+mod retry;
 mod sigwire;
 mod spray;
 mod state;
@@ -51,7 +52,7 @@ mod turn_tcp;
 mod util;
 
 pub use crate::node::scores::BAN_THRESHOLD;
-pub use config::{DhtSettings, NodeConfig};
+pub use config::{DhtSettings, NodeConfig, PRESENCE_LIFETIMES};
 pub use contacts::{Contact, ContactError, OwnName, SaveError, MAX_CONTACTS, NAMES_FILE};
 pub use dht::{DhtError, DhtStats};
 pub use discovery_server::{DiscoveryServerConfig, FORWARD_QUEUE as DISCOVERY_FORWARD_QUEUE};

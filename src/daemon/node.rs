@@ -191,6 +191,7 @@ impl Node {
                 reconnect_max: cfg.reconnect_max,
                 rendezvous_server: super::state::serves_rendezvous(&cfg),
                 rendezvous: cfg.rendezvous.clone(),
+                retry: cfg.retry.filter(|_| cfg.dht.is_some()),
             },
         );
         if let Some(d) = dht_core {
@@ -198,6 +199,7 @@ impl Node {
         }
         let pending: usize = backlog.iter().map(|(_, m)| m.len()).sum();
         let now = Instant::now();
+        core.start_retry(now);
         for (fp, msgs) in backlog {
             core.send(now, fp, msgs);
         }
@@ -237,6 +239,7 @@ impl Node {
             stun_routes: routes_tx,
             nat,
             stun_stats: tokio::sync::watch::Sender::new(Default::default()),
+            retry_stats: tokio::sync::watch::Sender::new(None),
             store,
             inbox,
             conn_counters: Default::default(),
@@ -497,6 +500,11 @@ impl NodeHandle {
             .call(move |c, _| c.addr_score(&addr))
             .await
             .unwrap_or(0)
+    }
+
+    /// The re-reach schedule's counters (`None`: it does not run; spec/06-node.md §3.5).
+    pub fn retry_stats(&self) -> Option<crate::node::retry::RetryStats> {
+        *self.shared.retry_stats.borrow()
     }
 
     /// What the STUN responder answered and refused so far.

@@ -109,6 +109,9 @@ pub(crate) enum CoreCmd {
     DialFailed(Fingerprint),
     /// A dial round has a QUIC connection (the connection reports the rest).
     DialConnected(Fingerprint),
+    /// A reach the core asked for ([`Output::Reach`](crate::node::core::Output)) ended;
+    /// `true`: a path was found.
+    ReachDone { peer: Fingerprint, reached: bool },
     /// An inbound DHT request from `from` (signatures checked by the sender); the answer,
     /// if the DHT gives one, goes to `reply`.
     DhtInbound {
@@ -182,6 +185,8 @@ pub(crate) struct Shared {
     pub(crate) nat: NatShared,
     /// The STUN responder's counters, published by the task that owns it.
     pub(crate) stun_stats: tokio::sync::watch::Sender<crate::nat::responder::ResponderStats>,
+    /// The re-reach schedule's counters, published by the core task after each pass.
+    pub(crate) retry_stats: tokio::sync::watch::Sender<Option<crate::node::retry::RetryStats>>,
     /// The message store, if the node has one, and its inbox tree (for listing).
     pub(crate) store: Option<Store>,
     pub(crate) inbox: Option<sled::Tree>,

@@ -20,7 +20,7 @@ use super::lookup::{Lookup, LookupConfig};
 use super::routing::{Insert, RoutingConfig, RoutingTable};
 use super::rpc::{Body, DhtMessage, StoreStatus, FLAG_SERVER};
 use super::store::{RecordStore, StoreChanges, StoreConfig, StoreError, Stored};
-use crate::crypto::{NodeId, RecordError};
+use crate::crypto::{NodeId, RecordError, RecordKind};
 
 /// DHT parameters (spec/04-dht.md §7).
 #[derive(Debug, Clone, Copy)]
@@ -200,7 +200,13 @@ pub struct Dht {
     srtt: Option<Duration>,
     /// Keys of the pages asked and not answered yet (by query).
     pages: HashMap<QueryId, NodeId>,
+    /// Publishers whose new presence record another node stored here, oldest first (at
+    /// most [`MAX_HEARD`]; the node core takes them with [`Dht::poll_presence`]).
+    heard: VecDeque<crate::crypto::Fingerprint>,
 }
+
+/// Presence arrivals kept for the node core between two polls; beyond, the oldest go.
+pub const MAX_HEARD: usize = 256;
 
 impl Dht {
     /// A node with ID `local`. `epoch` pairs an `Instant` with the Unix time (seconds) at that
@@ -225,6 +231,7 @@ impl Dht {
             refresh_rng: request_seed | 1,
             srtt: None,
             pages: HashMap::new(),
+            heard: VecDeque::new(),
         }
     }
 
@@ -382,6 +389,12 @@ impl Dht {
         self.queries.insert(q, Query { kind, lookup, key });
         self.step(q, now);
         q
+    }
+
+    /// The next publisher whose new presence record was stored here by another node (the
+    /// node core moves such a peer to the front of its re-reach line, spec/06 §3.5).
+    pub fn poll_presence(&mut self) -> Option<crate::crypto::Fingerprint> {
+        self.heard.pop_front()
     }
 
     /// Starts a lookup for the nodes closest to `target`.
@@ -582,7 +595,17 @@ impl Dht {
             Body::Store { .. } => {
                 let unix = self.unix(now);
                 let put = match records.into_iter().next() {
-                    Some(Ok(r)) => self.store.put_verified(r, Some(from.addr.ip()), unix),
+                    Some(Ok(r)) => {
+                        let presence = (r.kind() == RecordKind::Presence).then(|| r.publisher());
+                        let put = self.store.put_verified(r, Some(from.addr.ip()), unix);
+                        if let (Some(fp), Ok(Stored::New | Stored::Updated)) = (presence, &put) {
+                            if self.heard.len() >= MAX_HEARD {
+                                self.heard.pop_front();
+                            }
+                            self.heard.push_back(fp);
+                        }
+                        put
+                    }
                     Some(Err(e)) => Err(e.into()),
                     None => Err(RecordError::Truncated {
                         needed: 1,
@@ -756,8 +779,7 @@ impl Dht {
                     let unix = self.unix(now);
                     // A client's copy of a mailbox item would be found by no one (clients
                     // answer no FIND_VALUE): it must not count as stored.
-                    let serves =
-                        self.cfg.server || record.kind() != crate::crypto::RecordKind::MailboxItem;
+                    let serves = self.cfg.server || record.kind() != RecordKind::MailboxItem;
                     let kept = serves
                         && we_are_close
                         && matches!(

@@ -31,7 +31,11 @@ use super::peers::{PeerTable, Registration};
 use super::rendezvous::{
     ConnectLimits, ConnectRefusal, RegisterError, Rendezvous, RendezvousLimits, RendezvousStats,
 };
+use super::retry::{Attempt, Retry, RetryConfig, RetryStats};
 use super::scores::Scores;
+
+/// How often the re-reach schedule is told which peers wait.
+const RETRY_SYNC: Duration = Duration::from_secs(1);
 
 /// The core's limits and timers.
 #[derive(Debug, Clone)]
@@ -54,6 +58,9 @@ pub struct CoreConfig {
     pub rendezvous_server: bool,
     /// The rendezvous role's limits.
     pub rendezvous: RendezvousLimits,
+    /// Re-reaching peers with messages waiting ([`Output::Reach`]); `None`: the
+    /// application reaches peers itself.
+    pub retry: Option<RetryConfig>,
 }
 
 /// What the driver is asked to do.
@@ -89,6 +96,12 @@ pub enum Output<C> {
         peer: Fingerprint,
         /// Where, the newest first; banned addresses left out.
         addrs: Vec<SocketAddr>,
+    },
+    /// Reach `peer` (DHT lookup, CONNECT, punching: spec/05 §5) — it has messages waiting
+    /// and no connection — and report how it went with [`Core::reach_finished`].
+    Reach {
+        /// Who.
+        peer: Fingerprint,
     },
 }
 
@@ -172,6 +185,8 @@ pub struct Core<C, R> {
     last_seq: u64,
     /// Port prediction's per-peer probe budget (spec/05-nat.md §5.5).
     probe_budget: crate::nat::predict::Ledger,
+    /// The re-reach schedule and when it is next told which peers wait.
+    retry: Option<(Retry, Instant)>,
 }
 
 impl<C: Clone, R> Core<C, R> {
@@ -190,7 +205,63 @@ impl<C: Clone, R> Core<C, R> {
             dht: None,
             last_seq: 0,
             probe_budget: crate::nat::predict::Ledger::default(),
+            retry: None,
             cfg,
+        }
+    }
+
+    /// Starts the re-reach schedule now (with [`CoreConfig::retry`] set): from here on the
+    /// core asks for [`Output::Reach`] of peers with messages waiting.
+    pub fn start_retry(&mut self, now: Instant) {
+        if let (Some(cfg), None) = (self.cfg.retry, &self.retry) {
+            self.retry = Some((Retry::new(cfg), now));
+        }
+    }
+
+    /// How the reach asked with [`Output::Reach`] ended (`true`: a path was found).
+    pub fn reach_finished(&mut self, now: Instant, peer: Fingerprint, reached: bool) {
+        if let Some((r, _)) = self.retry.as_mut() {
+            let how = if reached {
+                Attempt::Reached
+            } else {
+                Attempt::Failed
+            };
+            r.finished(now, peer, how);
+        }
+        self.start_reaches(now);
+    }
+
+    /// A DHT message from `from`, checked (decoded, records verified) by the driver.
+    pub fn handle_dht(
+        &mut self,
+        now: Instant,
+        from: crate::dht::Contact,
+        msg: crate::dht::Checked,
+    ) {
+        let Some(d) = self.dht.as_mut() else {
+            return;
+        };
+        d.handle_checked(now, from, msg);
+        while let Some(peer) = d.poll_presence() {
+            if let Some((r, _)) = self.retry.as_mut() {
+                r.heard(now, peer);
+            }
+        }
+        self.start_reaches(now);
+    }
+
+    /// The re-reach schedule's counters, if it runs.
+    pub fn retry_stats(&self) -> Option<RetryStats> {
+        self.retry.as_ref().map(|(r, _)| r.stats())
+    }
+
+    /// Asks for the reaches the schedule allows now.
+    fn start_reaches(&mut self, now: Instant) {
+        let Some((r, _)) = self.retry.as_mut().filter(|_| !self.stopped) else {
+            return;
+        };
+        while let Some(peer) = r.poll_reach(now) {
+            self.out.push_back(Output::Reach { peer });
         }
     }
 
@@ -590,15 +661,25 @@ impl<C: Clone, R> Core<C, R> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let dials = self.dial_due.values().map(|(at, _)| *at).min();
         let dht = self.dht.as_ref().map(|d| d.poll_timeout());
-        [dials, self.rdv.poll_timeout(), dht]
+        let (retry, sync) = match &self.retry {
+            Some((r, sync)) if !self.stopped => (r.poll_timeout(), Some(*sync)),
+            _ => (None, None),
+        };
+        [dials, self.rdv.poll_timeout(), dht, retry, sync]
             .into_iter()
             .flatten()
             .min()
     }
 
-    /// Runs what is due: dial rounds, the rendezvous role's expiries, the DHT's timers.
+    /// Runs what is due: dial rounds, the rendezvous role's expiries, the DHT's timers, the
+    /// re-reach schedule.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.rdv.handle_timeout(now);
+        if let Some((r, sync)) = self.retry.as_mut().filter(|(_, at)| now >= *at) {
+            r.sync(now, self.peers.pending());
+            *sync = now + RETRY_SYNC;
+        }
+        self.start_reaches(now);
         if let Some(d) = self.dht.as_mut().filter(|d| now >= d.poll_timeout()) {
             d.handle_timeout(now);
         }

@@ -9,6 +9,7 @@
 //! | [`peers`] | the peer table: outboxes, addresses, live connections, the duplicate tie-break, least-recently-used eviction |
 //! | [`scores`] | misbehaviour scores by identity and by source, bounded; bans |
 //! | [`reach`] | reaching a peer: lookup, direct dial, CONNECT through rendezvous nodes, punching — the order of attempts |
+//! | [`retry`] | re-reaching peers with messages waiting: per-peer backoff 1 s → 30 s, reset when heard; bounded concurrency and rate |
 //! | [`rendezvous`] | the rendezvous role: registrations with expiry, quotas and a cap; CONNECT admission (rate limits, replay cache) |
 
 pub mod core;
@@ -16,5 +17,6 @@ pub mod peers;
 pub mod reach;
 pub mod relay;
 pub mod rendezvous;
+pub mod retry;
 pub mod scores;
 pub mod source;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::node::retry::RetryConfig;
 
 use bytes::Bytes;
 
@@ -42,6 +43,7 @@ fn core(me: u8, window: usize) -> TestCore {
             reconnect_max: Duration::from_secs(8),
             rendezvous_server: false,
             rendezvous: RendezvousLimits::default(),
+            retry: None,
         },
     )
 }
@@ -257,4 +259,59 @@ fn redials_double_after_failures_and_a_wrong_identity_waits_longest() {
     assert_eq!(seen, [1, 2, 4, 8, 16, 30, 30]);
     assert_eq!(next_redial(Duration::ZERO, true, initial, max), s(30));
     assert_eq!(next_redial(s(2), true, initial, max), s(30));
+}
+
+fn reaches(outs: &[Output<u64>]) -> Vec<Fingerprint> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Reach { peer } => Some(*peer),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs the core's timers from `from` for `secs` seconds in 100 ms steps; every reach it
+/// asks for fails at once. The reaches asked, with when.
+fn run_reaches(c: &mut TestCore, from: Instant, secs: u64) -> Vec<(Duration, Fingerprint)> {
+    let mut asked = Vec::new();
+    let mut now = from;
+    while now < from + Duration::from_secs(secs) {
+        if c.poll_timeout().is_some_and(|t| t <= now) {
+            c.handle_timeout(now);
+        }
+        for peer in reaches(&outputs(c)) {
+            asked.push((now - from, peer));
+            c.reach_finished(now, peer, false);
+        }
+        now += Duration::from_millis(100);
+    }
+    asked
+}
+
+#[test]
+fn a_peer_with_messages_waiting_is_reached_with_backoff_until_it_connects() {
+    let now = t0();
+    let mut c = Core::new(
+        fp(1),
+        CoreConfig {
+            retry: Some(RetryConfig::default()),
+            ..core(1, 4).cfg
+        },
+    );
+    c.start_retry(now);
+    let b = fp(2);
+    c.send(now, b, (0..3).map(msg).collect());
+    let asked = run_reaches(&mut c, now, 16);
+    let at: Vec<u64> = asked.iter().map(|(t, _)| t.as_secs()).collect();
+    // Told which peers wait once a second; then 1, 2, 4, 8 s apart.
+    assert!(asked.iter().all(|(_, p)| *p == b));
+    assert_eq!(at.len(), 5, "{at:?}");
+    assert_eq!(c.retry_stats().unwrap().waiting, 1);
+    // It connects: no more reaches.
+    let later = now + Duration::from_secs(16);
+    c.authenticated(7, b, false, addr(2), 70).unwrap();
+    let asked = run_reaches(&mut c, later, 60);
+    assert!(asked.is_empty(), "{asked:?}");
+    assert_eq!(c.retry_stats().unwrap().waiting, 0);
+    assert_eq!(c.retry_stats().unwrap().started, 5);
 }
