@@ -366,7 +366,20 @@ async fn a_node_with_another_key_cannot_pose_as_the_one_dialed() {
     a.send(b.fingerprint(), Bytes::from_static(b"for B only"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A had its chance: the address answered with another identity, and A's next dial
+    // round waits the longest delay (spec/06-node.md §4.2).
+    let longest = NodeConfig::default().reconnect_max;
+    for _ in 0..500 {
+        if a.peer_info(&b.fingerprint()).await.unwrap().redial == longest {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        a.peer_info(&b.fingerprint()).await.unwrap().redial,
+        longest,
+        "the wrong identity was seen"
+    );
     let info = a.peer_info(&b.fingerprint()).await.unwrap();
     assert!(!info.connected);
     assert_eq!(info.queued, 1, "kept for the real B");

@@ -244,7 +244,17 @@ async fn the_connection_limit_refuses_more() {
     second
         .connect(hub.fingerprint(), vec![hub.local_addr()])
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The hub had its chance: it saw the second dial and refused it by the limit.
+    for _ in 0..500 {
+        if hub.transport_stats().await.refused_full > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        hub.transport_stats().await.refused_full >= 1,
+        "refused by the limit"
+    );
     assert!(
         !second
             .peer_info(&hub.fingerprint())

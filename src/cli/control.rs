@@ -120,7 +120,7 @@ pub(super) async fn request(h: &NodeHandle, hub: &Hub, req: &Value) -> Value {
             super::names::request(h, cmd, req).await
         }
         _ => {
-            json!({"ok": false, "error": "unknown cmd (expected status, subscribe, ping, send, inbox, outbox, mailbox, mailbox_fetch, name_claim, name_resolve, contacts_add, contacts_list or contacts_remove; spec/10-control.md)"})
+            json!({"ok": false, "error": "unknown cmd (expected status, subscribe, ping, send, inbox, outbox, mailbox, mailbox_fetch, name_claim, name_resolve, contacts_add, contacts_list, contacts_allow_relay or contacts_remove; spec/10-control.md)"})
         }
     }
 }
@@ -148,6 +148,9 @@ async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
         ("relay", "connected", None)
     } else if connected {
         ("direct", "connected", None)
+    } else if waiting && h.relay_needed().contains(&to) {
+        // Waiting for the user's consent to a relay (seed 003).
+        ("relay-needed", "none", None)
     } else if waiting {
         // Messages are already waiting for this peer: the daemon is reaching it.
         ("queued", "none", None)
@@ -167,8 +170,8 @@ async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
             Ok(Reached::Relayed { .. }) => ("turn", "relay", None),
             // Through a rendezvous node's bundled relay (spec/07-relay.md §1).
             Ok(Reached::Bundled { .. }) => ("relay", "relay", None),
-            // No direct path: the message waits in the outbox until one appears (the
-            // relay is the next issue's).
+            // No direct path, and no relay allowed (or none to be had): the message
+            // waits in the outbox (and the recipient's mailbox) until one appears.
             Ok(Reached::RelayNeeded) => ("relay-needed", "none", None),
             Ok(_) => ("queued", "none", None),
             Err(e) => ("queued", "none", Some(e.to_string())),
@@ -180,6 +183,9 @@ async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
                 "queued": !matches!(path, "direct" | "turn" | "relay")});
             if let Some(n) = note {
                 v["note"] = json!(n);
+            }
+            if path == "relay-needed" && !h.relay_allowed(&to) {
+                v["hint"] = json!(super::events::RELAY_HINT);
             }
             v
         }

@@ -88,9 +88,12 @@ pub(super) struct DaemonConfig {
     /// TCP and sends everything through the allocation (default 2000 ms; 0: UDP only;
     /// spec/07-relay.md §2.11).
     pub turn_tcp_after_ms: u64,
-    /// Whether relays may carry our sessions: `"auto"` (direct first, then a relay),
+    /// Whether relays may carry our sessions: `"ask"` (direct first; a relay only for
+    /// contacts the user allowed with `dna contacts allow-relay`, seed 003), `"auto"`
+    /// (direct first, then a relay for anyone),
     /// `"never"`, `"only"` (never a direct path; the peer learns no address of ours)
-    /// (default `"auto"`; spec/07-relay.md §1.5).
+    /// (default `"ask"`; spec/07-relay.md §1.5). A bootstrap node's own relay for others
+    /// is `[relay_server]`, on by the operator's choice.
     pub relay: RelayPolicy,
     /// Serve in the DHT while reachable (design brief, decision 9: hold records and mailbox
     /// items for others; default true; false keeps the node a DHT client whatever its NAT:
@@ -216,7 +219,7 @@ impl Default for DaemonConfig {
             turn_secret: None,
             turn_tcp_after_ms: 2000,
             other_port: None,
-            relay: RelayPolicy::Auto,
+            relay: RelayPolicy::Ask,
             dht_serve: true,
             relay_after_ms: 1000,
             port_prediction: true,
@@ -279,9 +282,10 @@ pub(super) struct DaemonArgs {
         conflicts_with = "turn_password"
     )]
     turn_secret: Option<String>,
-    /// Whether relays may carry this node's sessions: auto (direct first, then a
-    /// bootstrap node's relay, then TURN), never, or only (always relayed; peers never
-    /// learn this node's addresses) [default: auto].
+    /// Whether relays may carry this node's sessions: ask (direct first; a relay only for
+    /// contacts allowed with `dna contacts allow-relay`), auto (direct first, then a
+    /// bootstrap node's relay, then TURN, for anyone), never, or only (always relayed;
+    /// peers never learn this node's addresses) [default: ask].
     #[arg(long, value_name = "POLICY")]
     relay: Option<RelayPolicy>,
     /// Do not relay for others (`dna bootstrap` relays for its registered clients by
@@ -662,6 +666,7 @@ pub(super) async fn status(h: &NodeHandle) -> Value {
             "started": r.started,
             "heard": r.heard,
         })),
+        "relay_needed": h.relay_needed().iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         "rendezvous_role": h.rendezvous_stats().await,
         "turn": turn_status(h),
         "relay": h.relay_status(),

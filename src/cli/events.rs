@@ -271,6 +271,10 @@ pub(super) async fn stream(
     reader.abort();
 }
 
+/// How a user allows a relay, as events and answers say it.
+pub(super) const RELAY_HINT: &str = "only a relay can carry it: allow one for this contact with \
+    `dna contacts allow-relay <contact>`, or for everyone with relay = \"auto\"";
+
 /// One node event as a JSON line, and the peer it names.
 fn event_json(ev: &NodeEvent) -> Option<(Value, Fingerprint)> {
     Some(match ev {
@@ -318,6 +322,11 @@ fn event_json(ev: &NodeEvent) -> Option<(Value, Fingerprint)> {
         ),
         NodeEvent::Presence { peer, status } => (
             json!({"event": "presence", "peer": peer.to_string(), "status": format!("{status:?}").to_lowercase()}),
+            *peer,
+        ),
+        NodeEvent::RelayNeeded { peer } => (
+            json!({"event": "relay_needed", "peer": peer.to_string(),
+                "hint": RELAY_HINT}),
             *peer,
         ),
         NodeEvent::Reaching { peer, stage } => {

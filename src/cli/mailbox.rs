@@ -1,6 +1,7 @@
 //! Control requests of the offline mailbox (spec/09-mailbox.md §7):
 //! `{"cmd":"outbox"}` lists outgoing messages with their state (`queued`, `sent`,
-//! `delivered`) and path (`mailbox`, `session`); `{"cmd":"mailbox_fetch"}` fetches our
+//! `delivered`) and path (`mailbox`, `session`), and `"waiting":"relay-needed"` for a
+//! message that only a relay the user has not allowed could carry; `{"cmd":"mailbox_fetch"}` fetches our
 //! mailbox now and answers with the mailbox's counters; `{"cmd":"mailbox"}` only the
 //! counters.
 
@@ -32,18 +33,25 @@ pub(super) async fn request(h: &NodeHandle, cmd: &str, req: &Value) -> Value {
                 .get("max")
                 .and_then(Value::as_u64)
                 .map_or(MAX_LISTED, |m| (m as usize).min(MAX_LISTED));
+            let consent = h.relay_needed();
             let list: Vec<Value> = h
                 .outbox(max)
                 .await
                 .iter()
                 .map(|e| {
-                    json!({
+                    let mut v = json!({
                         "to": e.to.to_string(),
                         "id": hex::encode(e.id.0),
                         "state": e.state,
                         "path": e.path,
                         "at_ms": e.at_ms,
-                    })
+                    });
+                    if e.state != "delivered" && consent.contains(&e.to) {
+                        // Only a relay can carry it; the user allowed none (seed 003).
+                        v["waiting"] = json!("relay-needed");
+                        v["hint"] = json!(super::events::RELAY_HINT);
+                    }
+                    v
                 })
                 .collect();
             json!({"ok": true, "messages": list})

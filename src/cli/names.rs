@@ -3,7 +3,8 @@
 //!
 //! Requests: `{"cmd":"name_claim","name":N}`, `{"cmd":"name_resolve","name":N}`,
 //! `{"cmd":"contacts_add","target":NAME_OR_FP,"alias":A?}`, `{"cmd":"contacts_list"}`,
-//! `{"cmd":"contacts_remove","target":ALIAS_NAME_OR_FP}`.
+//! `{"cmd":"contacts_remove","target":ALIAS_NAME_OR_FP}`,
+//! `{"cmd":"contacts_allow_relay","target":ALIAS_NAME_OR_FP,"allow":true}`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -72,6 +73,21 @@ pub(super) enum ContactsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Allow a relay (a bootstrap node's, or TURN) to carry sessions with a contact when no
+    /// direct path exists — the consent `relay = "ask"`, the daemon's default, waits for
+    /// (seed 003). Messages waiting for it go out at once. `--off` takes it back.
+    AllowRelay {
+        #[command(flatten)]
+        data_dir: DataDir,
+        /// The alias, name or fingerprint.
+        target: String,
+        /// No longer allow a relay for it.
+        #[arg(long)]
+        off: bool,
+        /// Print the daemon's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a contact (by alias, name or fingerprint); its name may then be pinned anew.
     Remove {
         #[command(flatten)]
@@ -85,7 +101,8 @@ pub(super) enum ContactsCommand {
 }
 
 fn contact_json(c: &Contact) -> Value {
-    json!({"fingerprint": c.fingerprint, "name": c.name, "alias": c.alias, "added_ms": c.added_ms})
+    json!({"fingerprint": c.fingerprint, "name": c.name, "alias": c.alias, "added_ms": c.added_ms,
+        "allow_relay": c.allow_relay})
 }
 
 fn error_json(e: &NamesError) -> Value {
@@ -125,6 +142,12 @@ pub(super) async fn request(h: &NodeHandle, cmd: &str, req: &Value) -> Value {
         "contacts_list" => {
             let list: Vec<Value> = h.contacts().iter().map(contact_json).collect();
             Ok(json!({"ok": true, "contacts": list}))
+        }
+        "contacts_allow_relay" => {
+            let allow = req.get("allow").and_then(Value::as_bool).unwrap_or(true);
+            h.contact_allow_relay(arg("target"), allow)
+                .await
+                .map(|c| json!({"ok": true, "contact": contact_json(&c)}))
         }
         "contacts_remove" => h
             .contact_remove(arg("target"))
@@ -252,6 +275,29 @@ pub(super) fn run_contacts(cmd: ContactsCommand) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        ContactsCommand::AllowRelay {
+            data_dir,
+            target,
+            off,
+            json,
+        } => run_one(
+            &data_dir.resolve(),
+            json!({"cmd": "contacts_allow_relay", "target": target, "allow": !off}),
+            json,
+            |v| {
+                let c = &v["contact"];
+                let what = if c["allow_relay"] == true {
+                    "a relay may carry sessions with"
+                } else {
+                    "no relay for"
+                };
+                format!(
+                    "{what} {} ({})",
+                    c["alias"].as_str().or(c["name"].as_str()).unwrap_or("-"),
+                    s(&c["fingerprint"])
+                )
+            },
+        ),
         ContactsCommand::Remove {
             data_dir,
             target,

@@ -36,6 +36,7 @@ impl NodeHandle {
         TransportStats {
             write_queued: c.write_queued.load(Ordering::Relaxed),
             write_queued_peak: c.write_queued_peak.load(Ordering::Relaxed),
+            refused_full: c.refused_full.load(Ordering::Relaxed),
             scored_sources: self
                 .shared
                 .core

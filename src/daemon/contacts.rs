@@ -32,6 +32,10 @@ pub struct Contact {
     pub alias: Option<String>,
     /// When it was pinned (Unix milliseconds).
     pub added_ms: u64,
+    /// Whether a relay may carry sessions with it when no direct path exists (the user's
+    /// consent under `relay = "ask"`: `dna contacts allow-relay`; seed 003).
+    #[serde(default)]
+    pub allow_relay: bool,
 }
 
 impl Contact {
@@ -178,6 +182,24 @@ impl ContactBook {
         &self.contacts
     }
 
+    /// Whether the contact pinned to `fp` allows a relay.
+    pub fn allows_relay(&self, fp: &Fingerprint) -> bool {
+        self.contacts
+            .iter()
+            .any(|c| c.allow_relay && c.fp().as_ref() == Some(fp))
+    }
+
+    /// Allows (or no longer allows) a relay for the contact `label` names.
+    pub fn set_allow_relay(&mut self, label: &str, allow: bool) -> Result<Contact, ContactError> {
+        let c = self
+            .contacts
+            .iter_mut()
+            .find(|c| c.answers_to(label) || c.fingerprint == label)
+            .ok_or_else(|| ContactError::NotFound(label.to_owned()))?;
+        c.allow_relay = allow;
+        Ok(c.clone())
+    }
+
     /// The contact `label` names: an alias, a name, or a full fingerprint.
     pub fn lookup(&self, label: &str) -> Option<&Contact> {
         let lower = label.to_ascii_lowercase();
@@ -244,6 +266,7 @@ impl ContactBook {
             name,
             alias,
             added_ms: now_ms,
+            allow_relay: false,
         };
         self.contacts.push(c.clone());
         Ok((c, true))

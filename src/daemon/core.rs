@@ -99,10 +99,14 @@ pub(crate) async fn run(
             carry_out(&shared, out);
         }
         if let Some(st) = core.retry_stats() {
-            shared.retry_stats.send_if_modified(|old| {
-                let changed = *old != Some(st);
-                *old = Some(st);
-                changed
+            shared.retry_view.send_if_modified(|old| {
+                if old.stats == Some(st) {
+                    return false;
+                }
+                // The peers waiting for consent are few: listed anew on each change.
+                old.relay_needed = core.relay_needed();
+                old.stats = Some(st);
+                true
             });
         }
         if let Some(d) = &dht {
@@ -131,7 +135,8 @@ fn handle(core: &mut DriverCore, waits: &mut DhtWaits, now: Instant, cmd: CoreCm
         CoreCmd::Ended(e) => core.connection_ended(now, e),
         CoreCmd::DialFailed(peer) => core.dial_failed(now, peer),
         CoreCmd::DialConnected(peer) => core.dial_connected(peer),
-        CoreCmd::ReachDone { peer, reached } => core.reach_finished(now, peer, reached),
+        CoreCmd::ReachDone { peer, how } => core.reach_finished(now, peer, how),
+        CoreCmd::Heard(peer) => core.heard(now, peer),
         CoreCmd::DhtInbound { from, msg, reply } => {
             if core.dht().is_some() {
                 waits.answers.insert((from.id, msg.msg.id), reply);

@@ -93,6 +93,14 @@ pub enum NodeEvent {
         /// Its status.
         status: PresenceStatus,
     },
+    /// Messages wait for `peer` and only a relay could carry them, but the user allowed
+    /// none for it (`relay = "ask"`, seed 003): they stay queued (and go to its mailbox)
+    /// until a direct path appears or the user allows a relay
+    /// ([`NodeHandle::contact_allow_relay`](super::NodeHandle::contact_allow_relay)).
+    RelayNeeded {
+        /// Who.
+        peer: Fingerprint,
+    },
     /// Progress of reaching a peer (spec/10-control.md §2): the step the node is on. Sent
     /// only when the queue has room (progress is never worth waiting for).
     Reaching {

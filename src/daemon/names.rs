@@ -346,6 +346,27 @@ impl NodeHandle {
             .read(|f| f.contacts.lookup(label).cloned())
     }
 
+    /// Allows (`true`) or no longer allows a relay to carry sessions with the contact
+    /// `label` names, when no direct path exists (the consent `relay = "ask"` waits for;
+    /// seed 003). Allowed, the peer is reached again at once if messages wait for it.
+    pub async fn contact_allow_relay(
+        &self,
+        label: &str,
+        allow: bool,
+    ) -> Result<Contact, NamesError> {
+        let c = self
+            .shared
+            .names
+            .update(|f| Ok::<_, NamesError>(f.contacts.set_allow_relay(label, allow)?))?;
+        if let (true, Some(peer)) = (allow, c.fp()) {
+            self.shared
+                .core
+                .send(super::state::CoreCmd::Heard(peer))
+                .await;
+        }
+        Ok(c)
+    }
+
     /// Removes a contact by alias, name or fingerprint.
     pub fn contact_remove(&self, label: &str) -> Result<Contact, NamesError> {
         self.shared.names.update(|f| Ok(f.contacts.remove(label)?))

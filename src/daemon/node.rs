@@ -78,6 +78,9 @@ pub struct PeerInfo {
     pub inflight: usize,
     /// Its score (0 is clean; at −100 it is banned).
     pub score: i32,
+    /// The delay before the next dial round after the last failed one (zero: none
+    /// failed; the longest at once when an address answered with another identity).
+    pub redial: Duration,
 }
 
 /// A running node. Dropping it stops nothing; call [`Node::shutdown`].
@@ -239,7 +242,7 @@ impl Node {
             stun_routes: routes_tx,
             nat,
             stun_stats: tokio::sync::watch::Sender::new(Default::default()),
-            retry_stats: tokio::sync::watch::Sender::new(None),
+            retry_view: tokio::sync::watch::Sender::new(Default::default()),
             store,
             inbox,
             conn_counters: Default::default(),
@@ -251,7 +254,12 @@ impl Node {
         tokio::spawn(super::core::run(shared.clone(), core, core_rx));
         tokio::spawn(accept_loop(shared.clone()));
         tokio::spawn(super::names::republish_loop(Arc::downgrade(&shared)));
-        if shared.dht.is_some() && shared.cfg.relay_policy == RelayPolicy::Auto {
+        if shared.dht.is_some()
+            && matches!(
+                shared.cfg.relay_policy,
+                RelayPolicy::Auto | RelayPolicy::Ask
+            )
+        {
             tokio::spawn(super::reach::upgrade_loop(
                 Arc::downgrade(&shared),
                 shared.cfg.upgrade_interval,
@@ -489,6 +497,7 @@ impl NodeHandle {
             queued: p.queued,
             inflight: p.inflight,
             score: p.score,
+            redial: p.redial,
         })
     }
 
@@ -504,7 +513,23 @@ impl NodeHandle {
 
     /// The re-reach schedule's counters (`None`: it does not run; spec/06-node.md §3.5).
     pub fn retry_stats(&self) -> Option<crate::node::retry::RetryStats> {
-        *self.shared.retry_stats.borrow()
+        self.shared.retry_view.borrow().stats
+    }
+
+    /// Whether a relay may carry sessions with `peer`: `relay = "auto"` or `"only"`, or
+    /// `"ask"` and the user allowed it for this contact (seed 003).
+    pub fn relay_allowed(&self, peer: &Fingerprint) -> bool {
+        match self.shared.cfg.relay_policy {
+            RelayPolicy::Auto | RelayPolicy::Only => true,
+            RelayPolicy::Never => false,
+            RelayPolicy::Ask => super::reach::relay_allowed(&self.shared, peer),
+        }
+    }
+
+    /// Peers with messages waiting that only a relay could carry, for which the user
+    /// allowed none (`relay = "ask"`; spec/07-relay.md §1.5).
+    pub fn relay_needed(&self) -> Vec<Fingerprint> {
+        self.shared.retry_view.borrow().relay_needed.clone()
     }
 
     /// What the STUN responder answered and refused so far.
@@ -748,6 +773,10 @@ async fn accept_loop(shared: Arc<Shared>) {
         };
         if full && !made_room {
             tracing::warn!(%from, "connection limit reached: refusing");
+            shared
+                .conn_counters
+                .refused_full
+                .fetch_add(1, Ordering::Relaxed);
             incoming.refuse();
             continue;
         }

@@ -293,7 +293,7 @@ pub(crate) async fn answer_offer(
     offer: Signal,
     via: Contact,
 ) -> Result<Vec<u8>, ConnectErrorCode> {
-    let policy = relay_policy(shared);
+    let policy = relay_policy(shared, &offer.from.fingerprint());
     let me = shared.identity.fingerprint();
     if let Err(e) = offer.check_offer(&me, now_ms()) {
         tracing::warn!(caller = %offer.from.fingerprint(), error = %e, "CONNECT refused");
@@ -357,15 +357,22 @@ pub(crate) async fn answer_offer(
     Ok(answer.sign(&shared.identity))
 }
 
-/// The relay policy in force: the configured one, except that a node whose traffic all
-/// goes through TURN over TCP (spec/07-relay.md §2.11) asks no bundled relay under `auto`
-/// — its datagrams to a relay node would have to be wrapped twice, and the TURN
-/// allocation already is a relay; punching through it works as behind a restricted cone.
-fn relay_policy(shared: &Shared) -> RelayPolicy {
-    match shared.cfg.relay_policy {
+/// The relay policy in force toward `peer`: the configured one, with `ask` resolved by
+/// the user's consent for this peer (`auto` if its contact allows a relay, else `never`:
+/// seed 003), except that a node whose traffic all goes through TURN over TCP
+/// (spec/07-relay.md §2.11) asks no bundled relay under `auto` — its datagrams to a relay
+/// node would have to be wrapped twice, and the TURN allocation already is a relay;
+/// punching through it works as behind a restricted cone.
+pub(crate) fn relay_policy(shared: &Shared, peer: &Fingerprint) -> RelayPolicy {
+    match shared.cfg.relay_policy.toward(relay_allowed(shared, peer)) {
         RelayPolicy::Auto if shared.socket.turn_over_tcp() => RelayPolicy::Never,
         p => p,
     }
+}
+
+/// Whether the user allowed a relay for `peer` (its contact's `allow_relay`).
+pub(crate) fn relay_allowed(shared: &Shared, peer: &Fingerprint) -> bool {
+    shared.names.read(|f| f.contacts.allows_relay(peer))
 }
 
 /// The callee's half of a bundled relay pair: once punching failed (or at once), ask the
@@ -721,7 +728,7 @@ impl NodeHandle {
     /// keeps the connection up ([`NodeHandle::connect`]); messages queued with
     /// [`NodeHandle::send`] flow as soon as it is up.
     pub async fn reach(&self, peer: Fingerprint) -> Result<Reached, ReachError> {
-        self.reach_with(peer, relay_policy(&self.shared), true)
+        self.reach_with(peer, relay_policy(&self.shared, &peer), true)
             .await
     }
 

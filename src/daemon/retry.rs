@@ -6,24 +6,35 @@ use std::sync::Arc;
 
 use super::reach::Reached;
 use super::state::{CoreCmd, NodeHandle, Shared};
+use super::NodeEvent;
 use crate::crypto::Fingerprint;
+use crate::node::reach::RelayPolicy;
+use crate::node::retry::Attempt;
 
 /// Reaches `peer` and tells the core how it went.
 pub(crate) async fn reach(shared: Arc<Shared>, peer: Fingerprint) {
     let h = NodeHandle {
         shared: shared.clone(),
     };
-    let reached = match h.reach(peer).await {
-        // Only a relay could carry it, and none may or can: as good as not found.
-        Ok(Reached::RelayNeeded) => false,
+    let how = match h.reach(peer).await {
+        // Only a relay could carry it, and none may or can.
+        Ok(Reached::RelayNeeded) => {
+            let asked = shared.cfg.relay_policy == RelayPolicy::Ask
+                && !super::reach::relay_allowed(&shared, &peer);
+            if asked {
+                tracing::info!(%peer, "only a relay can carry it: waiting for the user's consent");
+                let _ = shared.events.try_send(NodeEvent::RelayNeeded { peer });
+            }
+            Attempt::RelayNeeded
+        }
         Ok(r) => {
             tracing::info!(%peer, reached = ?r, "reached a peer with messages waiting");
-            true
+            Attempt::Reached
         }
         Err(e) => {
             tracing::debug!(%peer, error = %e, "peer with messages waiting not reachable yet");
-            false
+            Attempt::Failed
         }
     };
-    shared.core.send(CoreCmd::ReachDone { peer, reached }).await;
+    shared.core.send(CoreCmd::ReachDone { peer, how }).await;
 }

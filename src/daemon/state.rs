@@ -109,9 +109,14 @@ pub(crate) enum CoreCmd {
     DialFailed(Fingerprint),
     /// A dial round has a QUIC connection (the connection reports the rest).
     DialConnected(Fingerprint),
-    /// A reach the core asked for ([`Output::Reach`](crate::node::core::Output)) ended;
-    /// `true`: a path was found.
-    ReachDone { peer: Fingerprint, reached: bool },
+    /// A reach the core asked for ([`Output::Reach`](crate::node::core::Output)) ended.
+    ReachDone {
+        peer: Fingerprint,
+        how: crate::node::retry::Attempt,
+    },
+    /// Something new about `peer` (the user allowed a relay for it): reach it again now if
+    /// messages wait for it.
+    Heard(Fingerprint),
     /// An inbound DHT request from `from` (signatures checked by the sender); the answer,
     /// if the DHT gives one, goes to `reply`.
     DhtInbound {
@@ -161,6 +166,13 @@ impl CoreTx {
     }
 }
 
+/// What the core task publishes of its re-reach schedule (`Shared::retry_view`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RetryView {
+    pub(crate) stats: Option<crate::node::retry::RetryStats>,
+    pub(crate) relay_needed: Vec<Fingerprint>,
+}
+
 pub(crate) struct Shared {
     pub(crate) identity: Arc<Identity>,
     pub(crate) cfg: NodeConfig,
@@ -185,8 +197,9 @@ pub(crate) struct Shared {
     pub(crate) nat: NatShared,
     /// The STUN responder's counters, published by the task that owns it.
     pub(crate) stun_stats: tokio::sync::watch::Sender<crate::nat::responder::ResponderStats>,
-    /// The re-reach schedule's counters, published by the core task after each pass.
-    pub(crate) retry_stats: tokio::sync::watch::Sender<Option<crate::node::retry::RetryStats>>,
+    /// The re-reach schedule's counters and the peers waiting for a relay the user has not
+    /// allowed, published by the core task after each pass that changed them.
+    pub(crate) retry_view: tokio::sync::watch::Sender<RetryView>,
     /// The message store, if the node has one, and its inbox tree (for listing).
     pub(crate) store: Option<Store>,
     pub(crate) inbox: Option<sled::Tree>,
@@ -443,6 +456,8 @@ pub(crate) struct ConnCounters {
     pub(crate) write_queued: AtomicUsize,
     /// The most bytes that ever waited for one connection's writer.
     pub(crate) write_queued_peak: AtomicUsize,
+    /// Inbound connections refused because `max_connections` were live.
+    pub(crate) refused_full: AtomicUsize,
 }
 
 impl ConnCounters {
@@ -474,6 +489,8 @@ pub struct TransportStats {
     pub write_queued_peak: usize,
     /// Traffic sources (IPv4 addresses, IPv6 /64s) with a score.
     pub scored_sources: usize,
+    /// Inbound connections refused because `max_connections` were live.
+    pub refused_full: usize,
 }
 
 /// A signalling stream a peer opened on a DHT connection, handed from the DHT driver to

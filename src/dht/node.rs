@@ -107,9 +107,10 @@ pub enum DhtEvent {
         query: QueryId,
         /// The key.
         key: NodeId,
-        /// Nodes that hold the record now.
+        /// Other nodes that hold the record now (this node's own copy, kept when it is one
+        /// of the k closest, is not counted: it is no copy for when this node is gone).
         stored_at: usize,
-        /// Nodes asked.
+        /// Other nodes asked.
         asked: usize,
     },
     /// A page asked with [`Dht::fetch_page`] came back (or its request failed).
@@ -778,23 +779,22 @@ impl Dht {
                             .is_some_and(|far| ours < Distance::between(&key, &far.id));
                     let unix = self.unix(now);
                     // A client's copy of a mailbox item would be found by no one (clients
-                    // answer no FIND_VALUE): it must not count as stored.
+                    // answer no FIND_VALUE): it is not kept. Our own copy, kept when we are
+                    // one of the k closest, is not counted: `stored_at` says how many
+                    // *other* nodes hold the record (a refusal by all of them reads 0).
                     let serves = self.cfg.server || record.kind() != RecordKind::MailboxItem;
-                    let kept = serves
-                        && we_are_close
-                        && matches!(
-                            self.store.put_verified(record.clone(), None, unix),
-                            Ok(Stored::New | Stored::Updated | Stored::Unchanged)
-                        );
+                    if serves && we_are_close {
+                        // Refused here (full, stale): the other nodes' answers still count.
+                        let _ = self.store.put_verified(record.clone(), None, unix);
+                    }
                     let targets = closest;
-                    let asked = targets.len() + usize::from(kept);
-                    let done = usize::from(kept);
+                    let asked = targets.len();
                     self.queries.insert(
                         q,
                         Query {
                             kind: Kind::Put {
                                 record: record.clone(),
-                                storing: Some((asked, done, done)),
+                                storing: Some((asked, 0, 0)),
                             },
                             lookup: query.lookup,
                             key,
@@ -810,7 +810,7 @@ impl Dht {
                             now,
                         );
                     }
-                    if asked == done {
+                    if asked == 0 {
                         self.step(q, now);
                     }
                 }

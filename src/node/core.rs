@@ -150,6 +150,8 @@ pub struct PeerSnapshot {
     pub inflight: usize,
     /// Its score (0 is clean; at −100 it is banned).
     pub score: i32,
+    /// The delay after its last failed dial round (zero: none failed).
+    pub redial: Duration,
 }
 
 /// The driver's handle on a peer's live connection, with what it was handed.
@@ -218,17 +220,30 @@ impl<C: Clone, R> Core<C, R> {
         }
     }
 
-    /// How the reach asked with [`Output::Reach`] ended (`true`: a path was found).
-    pub fn reach_finished(&mut self, now: Instant, peer: Fingerprint, reached: bool) {
+    /// How the reach asked with [`Output::Reach`] ended.
+    pub fn reach_finished(&mut self, now: Instant, peer: Fingerprint, how: Attempt) {
         if let Some((r, _)) = self.retry.as_mut() {
-            let how = if reached {
-                Attempt::Reached
-            } else {
-                Attempt::Failed
-            };
             r.finished(now, peer, how);
         }
         self.start_reaches(now);
+    }
+
+    /// Something new about `peer` (its presence, the user's consent to a relay): if
+    /// messages wait for it, it is reached again now.
+    pub fn heard(&mut self, now: Instant, peer: Fingerprint) {
+        if let Some((r, _)) = self.retry.as_mut() {
+            r.heard(now, peer);
+        }
+        self.start_reaches(now);
+    }
+
+    /// Peers with messages waiting whose last reach found that only a relay could carry
+    /// them, and the user allowed none (`relay = "ask"`).
+    pub fn relay_needed(&self) -> Vec<Fingerprint> {
+        self.retry
+            .as_ref()
+            .map(|(r, _)| r.relay_needed().collect())
+            .unwrap_or_default()
     }
 
     /// A DHT message from `from`, checked (decoded, records verified) by the driver.
@@ -592,6 +607,7 @@ impl<C: Clone, R> Core<C, R> {
             queued: p.outbox.queued(),
             inflight: p.outbox.inflight(),
             score: self.scores.peer(peer),
+            redial: p.redial,
         })
     }
 

@@ -43,6 +43,11 @@ pub enum RelayPolicy {
     Never,
     /// Only through a relay: no direct dial, no punching, no address of ours in offers.
     Only,
+    /// Direct when possible; a relay only for peers the user allowed (seed 003: a relay is
+    /// used with the user's consent, per contact). The driver resolves it per peer before
+    /// reaching — `Auto` for an allowed peer, `Never` for the others (whose reach then ends
+    /// `RelayNeeded`) — so [`Reach`] never sees it (spec/07-relay.md §1.5).
+    Ask,
 }
 
 impl RelayPolicy {
@@ -52,6 +57,17 @@ impl RelayPolicy {
             RelayPolicy::Auto => "auto",
             RelayPolicy::Never => "never",
             RelayPolicy::Only => "only",
+            RelayPolicy::Ask => "ask",
+        }
+    }
+
+    /// The policy toward one peer: `Ask` becomes `Auto` if the user allowed a relay for
+    /// it, else `Never`; the others stay as they are.
+    pub fn toward(self, relay_allowed: bool) -> RelayPolicy {
+        match self {
+            RelayPolicy::Ask if relay_allowed => RelayPolicy::Auto,
+            RelayPolicy::Ask => RelayPolicy::Never,
+            p => p,
         }
     }
 }
@@ -63,7 +79,8 @@ impl std::str::FromStr for RelayPolicy {
             "auto" => Ok(RelayPolicy::Auto),
             "never" => Ok(RelayPolicy::Never),
             "only" => Ok(RelayPolicy::Only),
-            other => Err(format!("relay policy {other:?}: auto, never or only")),
+            "ask" => Ok(RelayPolicy::Ask),
+            other => Err(format!("relay policy {other:?}: ask, auto, never or only")),
         }
     }
 }
@@ -240,7 +257,8 @@ impl Reach {
 
     /// Follows this relay policy (default `auto`).
     pub fn with_policy(mut self, policy: RelayPolicy) -> Reach {
-        self.policy = policy;
+        // `Ask` unresolved: no consent known, so no relay.
+        self.policy = policy.toward(false);
         self
     }
 

@@ -57,6 +57,9 @@ pub enum Attempt {
     Reached,
     /// Not found, or no path: wait the backoff, then again.
     Failed,
+    /// Only a relay could carry it and none may (`relay = "ask"` without the user's
+    /// consent, or `never`): a failure, remembered until a reach finds a path.
+    RelayNeeded,
 }
 
 /// Counters for `dna status`.
@@ -70,6 +73,8 @@ pub struct RetryStats {
     pub started: u64,
     /// Times a waiting peer was heard (it connected, or its presence came) and moved up.
     pub heard: u64,
+    /// Waiting peers whose last reach ended [`Attempt::RelayNeeded`].
+    pub relay_needed: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +87,8 @@ struct Entry {
     front: u8,
     /// Heard while a reach ran: if that reach fails, again at once.
     rerun: bool,
+    /// The last reach ended [`Attempt::RelayNeeded`].
+    relay_needed: bool,
 }
 
 impl Entry {
@@ -98,6 +105,8 @@ pub struct Retry {
     /// (not heard, due, peer): `false` sorts first, so peers heard go before all others.
     queue: BTreeSet<(bool, Instant, Fingerprint)>,
     running: HashSet<Fingerprint>,
+    /// The waiting peers whose entry says `relay_needed`.
+    needs_relay: BTreeSet<Fingerprint>,
     tokens: f64,
     refilled: Option<Instant>,
     stats: RetryStats,
@@ -118,6 +127,7 @@ impl Retry {
             peers: HashMap::new(),
             queue: BTreeSet::new(),
             running: HashSet::new(),
+            needs_relay: BTreeSet::new(),
             refilled: None,
             stats: RetryStats::default(),
         }
@@ -129,6 +139,11 @@ impl Retry {
     }
 
     fn enqueue(&mut self, peer: Fingerprint, e: Entry) {
+        if e.relay_needed {
+            self.needs_relay.insert(peer);
+        } else {
+            self.needs_relay.remove(&peer);
+        }
         if let Some(old) = self.peers.insert(peer, e) {
             self.queue.remove(&old.key(peer));
         }
@@ -151,6 +166,7 @@ impl Retry {
             if let Some(e) = self.peers.remove(&peer) {
                 self.queue.remove(&e.key(peer));
             }
+            self.needs_relay.remove(&peer);
         }
         for peer in waiting {
             if !self.peers.contains_key(&peer) {
@@ -159,6 +175,7 @@ impl Retry {
                     backoff: self.cfg.initial,
                     front: 0,
                     rerun: false,
+                    relay_needed: false,
                 };
                 self.enqueue(peer, e);
             }
@@ -170,9 +187,9 @@ impl Retry {
     /// before everyone else's (the first may race the news: the record may not have
     /// reached the other storing nodes yet).
     pub fn heard(&mut self, now: Instant, peer: Fingerprint) {
-        if !self.peers.contains_key(&peer) {
+        let Some(old) = self.peers.get(&peer).copied() else {
             return;
-        }
+        };
         self.stats.heard += 1;
         self.enqueue(
             peer,
@@ -181,6 +198,7 @@ impl Retry {
                 backoff: self.cfg.initial,
                 front: HEARD_ATTEMPTS,
                 rerun: self.running.contains(&peer),
+                relay_needed: old.relay_needed,
             },
         );
     }
@@ -232,18 +250,21 @@ impl Retry {
                 backoff: self.cfg.initial,
                 front,
                 rerun: false,
+                relay_needed: false,
             },
             // Heard while the reach ran: the news is newer than the failure.
-            Attempt::Failed if e.rerun => Entry {
+            Attempt::Failed | Attempt::RelayNeeded if e.rerun => Entry {
                 due: now,
                 rerun: false,
+                relay_needed: how == Attempt::RelayNeeded,
                 ..e
             },
-            Attempt::Failed => Entry {
+            Attempt::Failed | Attempt::RelayNeeded => Entry {
                 due: now + e.backoff,
                 backoff: (e.backoff * 2).min(self.cfg.max),
                 front,
                 rerun: false,
+                relay_needed: how == Attempt::RelayNeeded,
             },
         };
         self.enqueue(peer, next);
@@ -271,11 +292,17 @@ impl Retry {
         self.cfg.concurrent + if not_heard { 0 } else { HEARD_SLOTS }
     }
 
+    /// Waiting peers whose last reach ended [`Attempt::RelayNeeded`].
+    pub fn relay_needed(&self) -> impl Iterator<Item = Fingerprint> + '_ {
+        self.needs_relay.iter().copied()
+    }
+
     /// Counters.
     pub fn stats(&self) -> RetryStats {
         RetryStats {
             waiting: self.peers.len(),
             running: self.running.len(),
+            relay_needed: self.needs_relay.len(),
             ..self.stats
         }
     }

@@ -852,6 +852,11 @@ impl TestBed {
         extra: &[String],
     ) -> Result<DnaProcess, TestBedError> {
         let mut args = vec!["--stun".to_string(), stun.to_string()];
+        // The bed's user allows relays for every pair (a daemon's default is `ask`: seed
+        // 003's consent), unless the test sets its own policy.
+        if !extra.iter().any(|a| a == "--relay") {
+            args.extend(["--relay".to_string(), "auto".to_string()]);
+        }
         for b in &self.bootstrap_args {
             args.push("--bootstrap".into());
             args.push(b.clone());

@@ -48,6 +48,11 @@ pub(super) struct DevnetArgs {
     /// from here on.
     #[arg(long, value_name = "PORT", default_value_t = 47000)]
     base_port: u16,
+    /// No node holds offline mailbox items (`[mailbox] store = false` everywhere): the
+    /// offline step then has no mailbox to deliver from and fails — what the devnet prints
+    /// when its mailbox does nothing.
+    #[arg(long)]
+    no_mailbox_storage: bool,
 }
 
 /// One step's outcome, printed as one line.
@@ -158,7 +163,13 @@ pub(super) fn run(args: DevnetArgs) -> ExitCode {
     };
     // A panic anywhere below still kills the children and removes the directory.
     let guard = CleanUp(net.clone());
-    let result = steps::run_all(&net, &report, args.base_port, args.keep);
+    let result = steps::run_all(
+        &net,
+        &report,
+        args.base_port,
+        args.keep,
+        !args.no_mailbox_storage,
+    );
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) if net.signalled() => {

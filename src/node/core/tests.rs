@@ -1,5 +1,5 @@
 use super::*;
-use crate::node::retry::RetryConfig;
+use crate::node::retry::{Attempt, RetryConfig};
 
 use bytes::Bytes;
 
@@ -281,7 +281,7 @@ fn run_reaches(c: &mut TestCore, from: Instant, secs: u64) -> Vec<(Duration, Fin
         }
         for peer in reaches(&outputs(c)) {
             asked.push((now - from, peer));
-            c.reach_finished(now, peer, false);
+            c.reach_finished(now, peer, Attempt::Failed);
         }
         now += Duration::from_millis(100);
     }

@@ -24,21 +24,21 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// The burst's size.
 const BURST: usize = 1000;
 
-/// A bootstrap node's config: loopback only.
-fn bootstrap_config(port: u16, seeds: &[String]) -> String {
+/// A bootstrap node's config: loopback only; `store`: it holds offline mailboxes.
+fn bootstrap_config(port: u16, seeds: &[String], store: bool) -> String {
     format!(
         "# dna devnet: a bootstrap node (DHT server, STUN, rendezvous, bundled relay) on loopback.\n\
          listen = \"127.0.0.1:{port}\"\n\
          bootstrap = {seeds:?}\n\
          # a small deployment: the bootstrap nodes hold offline mailboxes too\n\
          [mailbox]\n\
-         store = true\n"
+         store = {store}\n"
     )
 }
 
 /// A messenger node's config: loopback only, and intervals much shorter than a real node's
 /// (refresh 120 s, retry 5 s) so the demo is quick.
-fn daemon_config(port: u16, seeds: &[String], relay_only: bool) -> String {
+fn daemon_config(port: u16, seeds: &[String], relay_only: bool, store: bool) -> String {
     let mut c = format!(
         "# dna devnet: a messenger node on loopback (embedded defaults, short intervals).\n\
          listen = \"127.0.0.1:{port}\"\n\
@@ -58,6 +58,9 @@ fn daemon_config(port: u16, seeds: &[String], relay_only: bool) -> String {
          [mailbox]\n\
          after_secs = 1\n",
     );
+    if !store {
+        c.push_str("# --no-mailbox-storage: hold no one's mailbox items\nstore = false\n");
+    }
     c
 }
 
@@ -82,6 +85,8 @@ struct Devnet<'a> {
     sent: Vec<Sent>,
     /// Messages observed arriving from the DHT mailbox.
     mailbox: usize,
+    /// Whether nodes hold mailbox items (`--no-mailbox-storage` turns it off).
+    store: bool,
 }
 
 type Failed = (String, String);
@@ -92,12 +97,14 @@ pub(super) fn run_all(
     report: &Report,
     base_port: u16,
     keep: bool,
+    store: bool,
 ) -> Result<(), Failed> {
-    let mut d = up(net, report, base_port)?;
+    let mut d = up(net, report, base_port, store)?;
     d.names()?;
     d.message("alice", "bob", None)?;
     d.message("bob", "alice", None)?;
-    d.message("alice", "carol", Some("relay"))?;
+    // Daemons use a relay only with the user's consent (`relay = "ask"`, seed 003).
+    d.relay_consent()?;
     d.message("carol", "alice", Some("relay"))?;
     // Carol calls someone new: the relay-only side is the caller this time.
     d.message("carol", "bob", Some("relay"))?;
@@ -116,7 +123,12 @@ fn fail(step: &str) -> impl Fn(String) -> Failed + '_ {
 
 /// Starts the two bootstrap nodes, then the three daemons, each waiting for its `ready`
 /// line.
-fn up<'a>(net: &'a Net, report: &'a Report, base_port: u16) -> Result<Devnet<'a>, Failed> {
+fn up<'a>(
+    net: &'a Net,
+    report: &'a Report,
+    base_port: u16,
+    store: bool,
+) -> Result<Devnet<'a>, Failed> {
     let step = "network up";
     let f = fail(step);
     let t0 = Instant::now();
@@ -127,7 +139,7 @@ fn up<'a>(net: &'a Net, report: &'a Report, base_port: u16) -> Result<Devnet<'a>
             &mut cursor,
             "boot1",
             "bootstrap",
-            &|p| bootstrap_config(p, &[]),
+            &|p| bootstrap_config(p, &[], store),
             READY,
         )
         .map_err(&f)?;
@@ -137,7 +149,7 @@ fn up<'a>(net: &'a Net, report: &'a Report, base_port: u16) -> Result<Devnet<'a>
             &mut cursor,
             "boot2",
             "bootstrap",
-            &|p| bootstrap_config(p, &seeds1),
+            &|p| bootstrap_config(p, &seeds1, store),
             READY,
         )
         .map_err(&f)?;
@@ -147,7 +159,7 @@ fn up<'a>(net: &'a Net, report: &'a Report, base_port: u16) -> Result<Devnet<'a>
             &mut cursor,
             name,
             "daemon",
-            &|p| daemon_config(p, &seeds, relay_only),
+            &|p| daemon_config(p, &seeds, relay_only, store),
             READY,
         )
         .map_err(&f)
@@ -183,6 +195,7 @@ fn up<'a>(net: &'a Net, report: &'a Report, base_port: u16) -> Result<Devnet<'a>
         fps,
         sent: Vec::new(),
         mailbox: 0,
+        store,
     })
 }
 
@@ -289,7 +302,6 @@ impl Devnet<'_> {
         let text = format!("hello {to}, this is {from}");
         let t0 = Instant::now();
         let (ans, id) = self.send(from, to, &text).map_err(&f)?;
-        let path = ans["path"].as_str().unwrap_or("?").to_string();
         let dst = self.node(to);
         let arrived = dst.wait_after(mark, DELIVERY, |evs| evs.iter().any(|e| is_message(e, &id)));
         let at = dst
@@ -302,6 +314,22 @@ impl Devnet<'_> {
                 "not delivered within {} s (send answered {ans}); {to}'s log: {}",
                 DELIVERY.as_secs(),
                 dst.stderr_tail()
+            )));
+        };
+        // Where it went is what the sender's outbox recorded when the ACK came, not what
+        // the send answer predicted.
+        let mut delivered = None;
+        offline::wait_outbox(self.node(from), &id, |e| {
+            let done = e["state"] == "delivered";
+            if done {
+                delivered = e["path"].as_str().map(str::to_owned);
+            }
+            done
+        })
+        .map_err(&f)?;
+        let Some(path) = delivered else {
+            return Err(f(format!(
+                "{to} got it, but {from}'s outbox does not say delivered within 20 s"
             )));
         };
         if let Some(w) = want {
@@ -320,7 +348,104 @@ impl Devnet<'_> {
         self.report
             .ok(&Step::new(&step, path, at.saturating_duration_since(t0))
                 .detail(format!("{how}: \"{text}\""))
-                .extra(json!({"from": from, "to": to, "id": id, "via": ans["via"]})));
+                .extra(json!({"from": from, "to": to, "id": id, "via": ans["via"],
+                    "predicted": ans["path"]})));
+        Ok(())
+    }
+
+    /// Seed 003's consent: alice writes carol (relay-only) before allowing a relay — the
+    /// send answers `relay-needed`, the outbox says so, nothing reaches carol; then alice
+    /// (and bob) allow a relay for carol with `contacts_allow_relay` and the message goes
+    /// through a bootstrap node's bundled relay.
+    fn relay_consent(&mut self) -> Result<(), Failed> {
+        let step = "alice → carol, no consent";
+        let f = fail(step);
+        let mark = self.carol.mark();
+        let alice_mark = self.alice.mark();
+        let text = "hello carol, this is alice (before consent)";
+        let t0 = Instant::now();
+        let (ans, id) = self.send("alice", "carol", text).map_err(&f)?;
+        if ans["path"] != "relay-needed" || ans["hint"].as_str().is_none() {
+            return Err(f(format!(
+                "the send answered {ans}, not relay-needed with a hint"
+            )));
+        }
+        // The node's own re-reach had its chance: the outbox marks the message.
+        let marked = offline::wait_outbox(&self.alice, &id, |e| e["waiting"] == "relay-needed")
+            .map_err(&f)?;
+        if !marked {
+            return Err(f(
+                "alice's outbox never said relay-needed for the message within 20 s".into(),
+            ));
+        }
+        let carol_fp = self.fp("carol");
+        let said = self
+            .alice
+            .wait_after(alice_mark, Duration::from_secs(5), |evs| {
+                evs.iter().any(|e| {
+                    e.json["event"] == "relay_needed" && e.json["peer"] == carol_fp.as_str()
+                })
+            });
+        if !said {
+            return Err(f(
+                "alice's node printed no relay_needed event for carol".into()
+            ));
+        }
+        if self
+            .carol
+            .events_since(mark)
+            .iter()
+            .any(|e| is_message(e, &id))
+        {
+            return Err(f("carol got it without alice's consent to a relay".into()));
+        }
+        self.report.ok(&Step::new(step, "relay-needed", t0.elapsed())
+            .detail("queued: the send, alice's outbox and her events say relay-needed, carol has nothing")
+            .extra(json!({"id": id, "answer": ans})));
+
+        let step = "consent: alice → carol";
+        let f = fail(step);
+        let t0 = Instant::now();
+        for (who, whom) in [("alice", "carol"), ("bob", "carol")] {
+            let v = self
+                .node(who)
+                .control(&json!({"cmd": "contacts_allow_relay", "target": whom}))
+                .map_err(&f)?;
+            if v["ok"] != true || v["contact"]["allow_relay"] != true {
+                return Err(f(format!("{who} allowing a relay for {whom}: {v}")));
+            }
+        }
+        let arrived = self
+            .carol
+            .wait_after(mark, DELIVERY, |evs| evs.iter().any(|e| is_message(e, &id)));
+        if !arrived {
+            return Err(f(format!(
+                "not delivered within {} s of the consent; carol's log: {}",
+                DELIVERY.as_secs(),
+                self.carol.stderr_tail()
+            )));
+        }
+        let mut path = None;
+        offline::wait_outbox(&self.alice, &id, |e| {
+            let done = e["state"] == "delivered";
+            if done {
+                path = e["path"].as_str().map(str::to_owned);
+            }
+            done
+        })
+        .map_err(&f)?;
+        if path.as_deref() != Some("relay") {
+            return Err(f(format!(
+                "delivered, but alice's outbox says path {path:?}, not relay"
+            )));
+        }
+        self.sent.push(Sent {
+            to: "carol",
+            id: id.clone(),
+        });
+        self.report.ok(&Step::new(step, "relay", t0.elapsed())
+            .detail("alice and bob allow a relay for carol (`dna contacts allow-relay carol`); the waiting message goes through a bootstrap node's bundled relay at once")
+            .extra(json!({"id": id})));
         Ok(())
     }
 

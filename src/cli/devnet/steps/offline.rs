@@ -1,31 +1,16 @@
 //! Step 4: carol goes offline, alice and bob write to her, the messages go to carol's
 //! DHT mailbox (spec/09-mailbox.md; the bootstrap nodes hold it in devnet), carol comes
 //! back, fetches her mailbox and the messages arrive; her receipt marks them delivered
-//! (mailbox) in the senders' outboxes. A message the sender's outbox delivers over a new
-//! session first is counted that way instead: each path is reported as it happened.
+//! (mailbox) in the senders' outboxes. The step fails unless every message came from the
+//! mailbox and every receipt was read (`dna devnet --no-mailbox-storage` shows it fail).
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use super::{
-    daemon_config, fail, is_message, Devnet, Event, Failed, Sent, Step, DELIVERY, READY, STOP_GRACE,
+    daemon_config, fail, is_message, Devnet, Failed, Sent, Step, DELIVERY, READY, STOP_GRACE,
 };
-
-/// A `peer_up` event's path (`Direct(ADDR)`) as a path name: a relay token is `relay`.
-fn path_of_peer_up(e: &Value) -> &'static str {
-    let p = e["path"].as_str().unwrap_or_default();
-    let addr = p
-        .strip_prefix("Direct(")
-        .and_then(|s| s.strip_suffix(')'))
-        .and_then(|s| s.parse::<SocketAddr>().ok());
-    match addr {
-        Some(a) if dna_p2p::transport::is_relay_token(a) => "relay",
-        Some(_) => "direct",
-        None => "unknown",
-    }
-}
 
 impl Devnet<'_> {
     /// Step 4: carol stops; alice and bob send to her; carol starts again with the same data
@@ -93,22 +78,19 @@ impl Devnet<'_> {
             ));
 
         let step = "carol back online";
-        let marks: Vec<(&'static str, usize)> = pending
-            .iter()
-            .map(|(from, _)| (*from, self.node(from).mark()))
-            .collect();
         let t0 = Instant::now();
         let restarted = t0;
         let old_port = self.carol_port;
         let mut cursor = old_port;
         let seeds = self.seeds.clone();
+        let store = self.store;
         let (carol, port) = self
             .net
             .start_free(
                 &mut cursor,
                 "carol",
                 "daemon",
-                &|p| daemon_config(p, &seeds, true),
+                &|p| daemon_config(p, &seeds, true, store),
                 READY,
             )
             .map_err(fail(step))?;
@@ -130,20 +112,18 @@ impl Devnet<'_> {
         self.carol
             .control(&json!({"cmd": "mailbox_fetch"}))
             .map_err(fail("carol fetches her mailbox"))?;
-        let arrived = self.offline_delivery(&pending, &marks, restarted)?;
+        let arrived = self.offline_delivery(&pending, restarted)?;
         self.report.ok(&arrived);
         Ok(())
     }
 
-    /// How the messages sent while carol was offline reach her once she is back: waits
-    /// for them in carol's events and says which way they came: from her mailbox (her
-    /// mailbox counters' `new`, and the senders' outbox entries turning `delivered` via
-    /// `mailbox` once her receipt is read), or over a new session from a sender's outbox
-    /// (its `peer_up`: a relay token means `relay`) when that came first.
+    /// The messages sent while carol was offline reach her from her mailbox once she is
+    /// back: waits for them in carol's events, then requires that her mailbox counters'
+    /// `new` covers them all and that every sender's outbox entry turned `delivered` via
+    /// `mailbox` when her receipt was read.
     fn offline_delivery(
         &mut self,
         pending: &[(&'static str, String)],
-        marks: &[(&'static str, usize)],
         restarted: Instant,
     ) -> Result<Step, Failed> {
         let step = format!("carol receives {} waiting", pending.len());
@@ -179,50 +159,27 @@ impl Devnet<'_> {
             .ok()
             .and_then(|v| v["mailbox"]["new"].as_u64())
             .unwrap_or(0) as usize;
-        if from_mailbox >= pending.len() {
-            // Carol's receipt reaches the senders: their outboxes say delivered (mailbox).
-            let mut receipted = 0;
-            for (from, id) in pending {
-                if wait_outbox(self.node(from), id, |e| {
-                    e["state"] == "delivered" && e["path"] == "mailbox"
-                })
-                .unwrap_or(false)
-                {
-                    receipted += 1;
-                }
+        // Carol's receipt reaches the senders: their outboxes say delivered (mailbox).
+        let mut receipted = 0;
+        for (from, id) in pending {
+            if wait_outbox(self.node(from), id, |e| {
+                e["state"] == "delivered" && e["path"] == "mailbox"
+            })
+            .map_err(&f)?
+            {
+                receipted += 1;
             }
-            for (_, id) in pending {
-                self.sent.push(Sent {
-                    to: "carol",
-                    id: id.clone(),
-                });
-            }
-            self.mailbox += from_mailbox;
-            return Ok(
-                Step::new(&step, "mailbox", last.saturating_duration_since(t0))
-                    .detail(format!(
-                        "{got} of {} fetched from carol's DHT mailbox, verified, stored once; her \
-                     receipt marked {receipted} of {} delivered (mailbox) in the senders' outboxes",
-                        pending.len(),
-                        pending.len()
-                    ))
-                    .extra(json!({"arrived": got, "from": "mailbox", "receipted": receipted})),
-            );
         }
         self.mailbox += from_mailbox;
-        // The path of each sender's new session to carol.
-        let carol_fp = self.fp("carol");
-        let (mut paths, mut kinds) = (Vec::new(), Vec::new());
-        for (from, mark) in marks {
-            // Its `peer_up` line may be read a moment after carol's `message` line.
-            let is_up =
-                |e: &Event| e.json["event"] == "peer_up" && e.json["peer"] == carol_fp.as_str();
-            let sender = self.node(from);
-            sender.wait_after(*mark, Duration::from_secs(5), |evs| evs.iter().any(is_up));
-            let up = sender.events_since(*mark).into_iter().find(is_up);
-            let path = up.map_or("unknown", |e| path_of_peer_up(&e.json));
-            paths.push(format!("{from}: {path}"));
-            kinds.push(path);
+        // The step claims the mailbox: every message came from it and every receipt was
+        // read, or it fails (a message the senders' outboxes delivered over a new session
+        // would show the mailbox did nothing).
+        if from_mailbox < pending.len() || receipted < pending.len() {
+            return Err(f(format!(
+                "{got} of {} arrived, but {from_mailbox} came from carol's DHT mailbox and \
+                 {receipted} were marked delivered (mailbox) by her receipt",
+                pending.len()
+            )));
         }
         for (_, id) in pending {
             self.sent.push(Sent {
@@ -230,27 +187,24 @@ impl Devnet<'_> {
                 id: id.clone(),
             });
         }
-        kinds.dedup();
-        let path = match from_mailbox {
-            0 => format!("outbox+{}", kinds.join("/")),
-            _ => format!("mailbox+outbox+{}", kinds.join("/")),
-        };
-        Ok(Step::new(&step, path, last.saturating_duration_since(t0))
-            .detail(format!(
-                "{got} of {} arrived, {from_mailbox} from carol's DHT mailbox, the others \
-                 retried from the senders' outboxes over new sessions ({})",
-                pending.len(),
-                paths.join(", ")
-            ))
-            .extra(json!({"arrived": got, "from": "outbox", "session_paths": paths})))
+        Ok(
+            Step::new(&step, "mailbox", last.saturating_duration_since(t0))
+                .detail(format!(
+                    "{got} of {} fetched from carol's DHT mailbox, verified, stored once; her \
+                     receipt marked {receipted} of {} delivered (mailbox) in the senders' outboxes",
+                    pending.len(),
+                    pending.len()
+                ))
+                .extra(json!({"arrived": got, "from": "mailbox", "receipted": receipted})),
+        )
     }
 }
 
 /// Waits up to 20 s for `node`'s outbox entry `id` to satisfy `pred`.
-fn wait_outbox(
+pub(super) fn wait_outbox(
     node: &super::super::procs::Proc,
     id: &str,
-    pred: impl Fn(&Value) -> bool,
+    mut pred: impl FnMut(&Value) -> bool,
 ) -> Result<bool, String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
