@@ -325,7 +325,13 @@ pub(crate) async fn answer_offer(
     let nothing_to_punch = offer.candidates.is_empty() && policy == RelayPolicy::Auto;
     if policy == RelayPolicy::Only || nothing_to_punch {
         tracing::info!(%caller, relay = %via.addr, "CONNECT: relay only, asking the relay");
-        tokio::spawn(callee_relay(shared.clone(), via, caller, None));
+        tokio::spawn(callee_relay(
+            shared.clone(),
+            via,
+            caller,
+            None,
+            Duration::ZERO,
+        ));
         return Ok(answer.sign(&shared.identity));
     }
     let creds = PunchCreds {
@@ -352,9 +358,28 @@ pub(crate) async fn answer_offer(
     .await
     .done;
     if policy == RelayPolicy::Auto && shared.dht.is_some() {
-        tokio::spawn(callee_relay(shared.clone(), via, caller, Some(punched)));
+        let wait = relay_wait(shared, offer.nat);
+        tokio::spawn(callee_relay(
+            shared.clone(),
+            via,
+            caller,
+            Some(punched),
+            wait,
+        ));
     }
     Ok(answer.sign(&shared.identity))
+}
+
+/// How long punching toward a peer whose signal stated `remote` runs alone before the
+/// relay is asked too: `relay_after`, or nothing when the pair's NAT behaviours rule out a
+/// direct path (`predict::hopeless`: the first message then goes through the relay at
+/// once while punching goes on).
+fn relay_wait(shared: &Shared, remote: crate::nat::predict::Behaviour) -> Duration {
+    if crate::nat::predict::hopeless(super::spray::our_behaviour(shared), remote) {
+        Duration::ZERO
+    } else {
+        shared.cfg.relay_after
+    }
 }
 
 /// The relay policy in force toward `peer`: the configured one, with `ask` resolved by
@@ -382,13 +407,12 @@ async fn callee_relay(
     via: Contact,
     caller: Fingerprint,
     punched: Option<oneshot::Receiver<PunchResult>>,
+    wait: Duration,
 ) {
     if let Some(mut rx) = punched {
         // A pair within `relay_after`: no relay. Failed, or still punching: ask (the
         // caller does the same at the same moment; a late pair moves the session).
-        if let Ok(Ok(PunchResult::Connected(_))) =
-            tokio::time::timeout(shared.cfg.relay_after, &mut rx).await
-        {
+        if let Ok(Ok(PunchResult::Connected(_))) = tokio::time::timeout(wait, &mut rx).await {
             return;
         }
     }
@@ -899,7 +923,7 @@ impl NodeHandle {
                             Err(_) => std::future::pending().await,
                         }
                     };
-                    let wait = tokio::time::sleep(self.shared.cfg.relay_after);
+                    let wait = tokio::time::sleep(relay_wait(&self.shared, nat));
                     tokio::select! {
                         sel = early, if dial => {
                             // The first pair that answered: the session starts on it now,

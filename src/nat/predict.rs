@@ -126,6 +126,16 @@ pub fn role(local: Behaviour, remote: Behaviour) -> Option<Role> {
     }
 }
 
+/// Whether the pair's NAT behaviours rule out a direct path: both sides' mappings depend
+/// on the destination (symmetric ↔ symmetric, sequential or not: two sides guessing each
+/// other's ports need ~44,000 probes for even odds). Such a pair starts on a relay at once
+/// and punches in the background (spec/07-relay.md §1.9); an unknown side is never
+/// hopeless.
+pub fn hopeless(local: Behaviour, remote: Behaviour) -> bool {
+    let ei = Mapping::EndpointIndependent;
+    matches!((local.class, remote.class), (Some((lm, _)), Some((rm, _))) if lm != ei && rm != ei)
+}
+
 /// The easy side's probe schedule (spec/05 §5.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeConfig {

@@ -128,3 +128,21 @@ fn the_ledger_caps_probes_per_ip_and_ips() {
     assert_eq!(l.grant(IpAddr::from([10, 0, 0, 9]), 10, much_later), 10);
     assert_eq!(l.len(), 1);
 }
+
+#[test]
+fn only_two_destination_dependent_mappings_are_hopeless() {
+    let sym = b(APDM, PORT, false);
+    let sym_seq = b(APDM, PORT, true);
+    let addr_dep = b(Mapping::AddressDependent, ADDR, false);
+    let port_restricted = b(EI, PORT, false);
+    let full_cone = b(EI, OPEN, false);
+    assert!(hopeless(sym, sym));
+    assert!(hopeless(sym_seq, sym_seq));
+    assert!(hopeless(sym, addr_dep));
+    // A cone side punches (or predicts, facing a symmetric one); unknown is never hopeless.
+    assert!(!hopeless(sym, port_restricted));
+    assert!(!hopeless(port_restricted, sym));
+    assert!(!hopeless(full_cone, sym));
+    assert!(!hopeless(sym, Behaviour::UNKNOWN));
+    assert!(!hopeless(Behaviour::UNKNOWN, Behaviour::UNKNOWN));
+}
