@@ -11,11 +11,16 @@
 //! | [`transport`] | the one UDP socket (QUIC + STUN + TURN demultiplexer), TLS configuration | `spec/03-session.md` |
 //! | [`daemon`] | the tokio driver: [`daemon::Node`] composes socket, QUIC and session cores | `spec/03-session.md` |
 //! | [`dht`] | Kademlia: routing table, lookups, record store, RPC codec, the node state machine (sans-IO) | `spec/04-dht.md` |
-//! | [`node`] | the node's own decisions, sans-IO: sources and rate limits, … | `spec/06-node.md` |
+//! | [`source`] | who a limit applies to (IPv4 address, IPv6 /64; /24, /48) and bounded token buckets: a leaf every layer's limits use | `spec/06-node.md` §4.1 |
+//! | [`node`] | the node's own decisions, sans-IO: the node core, peers, scores, reaching, re-reaching, rendezvous, relay | `spec/06-node.md` |
 //! | [`nat`] | STUN Binding client (RFC 8489 timers) and responder, sans-IO | `spec/05-nat.md` |
 //! | [`fuzzing`] | the bodies of the fuzz targets, shared by `fuzz/` and `cargo test` | |
 //!
 //! # The layering rule
+//!
+//! Folders form layers, lowest first: `wire`, `crypto`, `source` → `session`, `nat` →
+//! `dht`, `transport` → `node` → `daemon` → `cli` (the binary). None imports a folder of its
+//! own layer or above it, and no folder has an import cycle inside (`tests/layering.rs`).
 //!
 //! Protocol code is sans-IO: it takes `now`, bytes and an RNG as arguments and returns what
 //! to send. It never reads a clock or touches a socket; `clippy.toml` forbids
@@ -33,5 +38,6 @@ pub mod fuzzing;
 pub mod nat;
 pub mod node;
 pub mod session;
+pub mod source;
 pub mod transport;
 pub mod wire;

@@ -524,8 +524,7 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         }
     }
     let hub = std::sync::Arc::new(super::events::Hub::new(&cfg.control));
-    let control =
-        super::control::listen(&dir, h.clone(), hub.clone()).map_err(|e| e.to_string())?;
+    let control = super::serve::listen(&dir, h.clone(), hub.clone()).map_err(|e| e.to_string())?;
     super::events::spawn_watch(h.clone(), hub.clone());
     let st = h.nat_status();
     let join = join_line(h.local_addr(), &h.fingerprint());
@@ -643,38 +642,6 @@ async fn refresh(h: &NodeHandle, cfg: &DaemonConfig, seeds: &[(SocketAddr, Finge
     }
 }
 
-/// `{"cmd":"status"}`: who we are, NAT facts, connections and the message store.
-pub(super) async fn status(h: &NodeHandle) -> Value {
-    let st = h.nat_status();
-    json!({
-        "ok": true,
-        "fp": h.fingerprint().to_string(),
-        "addr": h.local_addr().to_string(),
-        "nat": st.class.map(|c| c.name()),
-        "mapping": st.class.map(|c| format!("{:?}", c.mapping)),
-        "filtering": st.class.map(|c| format!("{:?}", c.filtering)),
-        "port_preserved": st.class.map(|c| c.port_preserved),
-        "sequential": st.class.map(|c| c.sequential),
-        "reachable": st.presence().reachable,
-        "candidates": st.candidates.iter().map(|c| json!({"kind": c.kind.name(), "addr": c.addr.to_string()})).collect::<Vec<_>>(),
-        "rendezvous": st.rendezvous.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>(),
-        "connections": h.connection_count(),
-        "pending_peers": h.pending_peers().await.len(),
-        "retry": h.retry_stats().map(|r| json!({
-            "waiting": r.waiting,
-            "running": r.running,
-            "started": r.started,
-            "heard": r.heard,
-        })),
-        "relay_needed": h.relay_needed().iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-        "rendezvous_role": h.rendezvous_stats().await,
-        "turn": turn_status(h),
-        "relay": h.relay_status(),
-        "prediction": h.prediction_status(),
-        "limits": limits(h).await,
-    })
-}
-
 /// The TURN servers (resolved, of the socket's family) and their credentials, if any are
 /// configured.
 fn turn_settings(
@@ -726,88 +693,6 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
     Ok(match OneOrMany::deserialize(d)? {
         OneOrMany::One(s) => vec![s],
         OneOrMany::Many(v) => v,
-    })
-}
-
-/// The TURN allocation, if the node keeps one.
-fn turn_status(h: &NodeHandle) -> Value {
-    let t = h.turn_status();
-    match t.server {
-        None => Value::Null,
-        Some(server) => json!({
-            "server": server.to_string(),
-            "servers": h.config().turn_server.into_iter().chain(h.config().turn_fallbacks.iter().copied()).map(|a| a.to_string()).collect::<Vec<_>>(),
-            "state": t.state,
-            "transport": t.transport,
-            "relayed": t.relayed.map(|a| a.to_string()),
-            "mapped": t.mapped.map(|a| a.to_string()),
-            "error": t.error,
-            "allocations": t.stats.allocations,
-            "requests": t.stats.requests,
-            "retransmits": t.stats.retransmits,
-        }),
-    }
-}
-
-/// Every bounded table with its fill and its limit (spec/06-node.md §4).
-async fn limits(h: &NodeHandle) -> Value {
-    let cfg = h.config();
-    let (peers, evicted) = h.peer_table().await;
-    let dht = h.dht_stats().await;
-    let dht_cfg = cfg.dht.as_ref().map(|d| d.config.store).unwrap_or_default();
-    let stun = h.stun_stats();
-    let ts = h.transport_stats().await;
-    let outbox = h.outbox_len().await;
-    json!({
-        "connections": {"live": h.connection_count(), "max": cfg.max_connections},
-        "peers": {"entries": peers, "max": cfg.max_peers, "evicted": evicted},
-        "outbox": {"messages": outbox},
-        "events": {"max": cfg.event_queue, "max_bytes": cfg.event_queue_bytes},
-        "writer": {"high_water_bytes": cfg.write_high_water},
-        "relay": {
-            "relayed_in": h.socket_stats().relayed_in.load(std::sync::atomic::Ordering::Relaxed),
-            "relayed_out": h.socket_stats().relayed_out.load(std::sync::atomic::Ordering::Relaxed),
-            "max_peers": cfg.relay.max_peers,
-            "inject_queue": cfg.relay.inject_queue,
-            "turn_permit_queue": cfg.turn_permit_queue,
-        },
-        "transport": {
-            "write_queued": ts.write_queued,
-            "write_queued_peak": ts.write_queued_peak,
-            "scored_sources": ts.scored_sources,
-            "max_scored_sources": cfg.max_scored_sources,
-        },
-        "dht": {
-            "responders": dht.responders,
-            "waiters": dht.waiters,
-            "connections": dht.connections,
-            "records": dht.store.records,
-            "bytes": dht.store.bytes,
-            "max_bytes": dht_cfg.max_bytes,
-            "per_network_bytes": dht_cfg.per_network_bytes,
-            "per_source_bytes": dht_cfg.per_source_bytes,
-            "per_publisher_bytes": dht_cfg.per_publisher_bytes,
-            "refused": dht.store.refused,
-            "evicted": dht.store.evicted,
-            "mailbox_items": dht.store.mailbox_items,
-            "mailbox_store": dht_cfg.mailbox,
-            "mailbox_per_sender": dht_cfg.mailbox_per_sender,
-            "mailbox_per_key": dht_cfg.mailbox_per_key,
-        },
-        "stun": {
-            "answered": stun.answered,
-            "answered_bytes": stun.answered_bytes,
-            "rate_limited": stun.rate_limited,
-            "over_budget": stun.over_budget,
-            "malformed": stun.malformed,
-            "oversize": stun.oversize,
-            "changed": stun.changed,
-            "dropped": stun.dropped,
-            "rfc5780": cfg.discovery_server.is_some(),
-            "burst": cfg.stun_responder.burst,
-            "per_second": cfg.stun_responder.per_second,
-            "max_sources": cfg.stun_responder.max_sources,
-        },
     })
 }
 

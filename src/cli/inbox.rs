@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use super::control::{ask, inbox_json, path};
+use super::control::{ask, path};
 
 /// What `--from` matches: a fingerprint's hex prefix (lowercase).
 fn resolve_from(dir: &Path, from: &str) -> Result<String, String> {
@@ -209,4 +209,14 @@ pub(super) fn outbox(dir: &Path, json_lines: bool) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// One stored message as `dna inbox --json` prints it.
+pub(super) fn inbox_json(m: &dna_p2p::daemon::StoredMessage) -> Value {
+    json!({
+        "from": m.from.to_string(),
+        "id": hex::encode(m.id.0),
+        "text": String::from_utf8_lossy(&m.body),
+        "received_ms": m.received_ms,
+    })
 }

@@ -12,6 +12,7 @@ mod limits;
 mod mailbox;
 mod names;
 mod ping;
+mod serve;
 mod status;
 
 use std::path::PathBuf;

@@ -9,7 +9,7 @@ use rand_core::CryptoRngCore;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::kem::{KemKeyPair, KemPublicKey};
+use super::kem::{KemKeyPair, KemPublicKey, KeyLengthError};
 use super::Fingerprint;
 
 /// Dilithium3 public key length.
@@ -23,18 +23,6 @@ pub const SIGNATURE_LEN: usize = 3309;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[error("signature does not verify")]
 pub struct BadSignature;
-
-/// Bytes are not a key of the expected form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-#[error("{what}: expected {expected} bytes, got {found}")]
-pub struct KeyLengthError {
-    /// Which key.
-    pub what: &'static str,
-    /// Required length.
-    pub expected: usize,
-    /// Length given.
-    pub found: usize,
-}
 
 /// The digest a signature covers: SHA-256(domain ‖ parts…).
 pub(crate) fn signing_digest(domain: &[u8], parts: &[&[u8]]) -> [u8; 32] {

@@ -13,7 +13,17 @@ use thiserror::Error;
 use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 use zeroize::Zeroizing;
 
-use super::identity::KeyLengthError;
+/// Bytes are not a key of the expected form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("{what}: expected {expected} bytes, got {found}")]
+pub struct KeyLengthError {
+    /// Which key.
+    pub what: &'static str,
+    /// Required length.
+    pub expected: usize,
+    /// Length given.
+    pub found: usize,
+}
 
 /// ML-KEM-768 public key length.
 pub const MLKEM_PUBLIC_KEY_LEN: usize = 1184;

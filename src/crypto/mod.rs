@@ -29,10 +29,13 @@ pub use aead::KeySetupError;
 pub use error::{KexError, OpenError, SealError};
 pub use fingerprint::{Fingerprint, NodeId, ParseFingerprintError, FINGERPRINT_LEN, NODE_ID_LEN};
 pub use identity::{
-    BadSignature, Identity, IdentityPartsError, KeyLengthError, PublicKey, PUBLIC_KEY_LEN,
-    SECRET_KEY_LEN, SIGNATURE_LEN,
+    BadSignature, Identity, IdentityPartsError, PublicKey, PUBLIC_KEY_LEN, SECRET_KEY_LEN,
+    SIGNATURE_LEN,
 };
-pub use kem::{KemKeyPair, KemPublicKey, NonContributory, KEM_CIPHERTEXT_LEN, KEM_PUBLIC_KEY_LEN};
+pub use kem::{
+    KemKeyPair, KemPublicKey, KeyLengthError, NonContributory, KEM_CIPHERTEXT_LEN,
+    KEM_PUBLIC_KEY_LEN,
+};
 pub use keyfile::{IdentityFileError, KEY_FILE_LEN, KEY_FILE_NAME};
 pub(crate) use message::{
     encode as encode_plaintext, parse_slice as parse_plaintext_slice,

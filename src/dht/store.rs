@@ -31,7 +31,7 @@ use thiserror::Error;
 use super::checked::VerifiedRecord;
 use crate::crypto::receipt::Receipt;
 use crate::crypto::{Fingerprint, NodeId, RecordError, RecordKind};
-use crate::node::source::{Network, Source};
+use crate::source::{Network, Source};
 
 /// What one held record costs beyond its encoded bytes: its map entry (key, fields, the
 /// shared-bytes header) at half-full B-tree nodes, its entry in its network's expiry index

@@ -19,7 +19,7 @@ use std::time::Instant;
 use thiserror::Error;
 
 use super::stun::{self, ServerAddresses, ServerSocket, Unanswered};
-use crate::node::source::{Source, TokenBuckets};
+use crate::source::{Source, TokenBuckets};
 
 /// The responder's limits. `Default` gives the values spec/05 §1.3 states.
 #[derive(Debug, Clone, PartialEq)]

@@ -31,6 +31,21 @@ use stun_rs::{
 };
 use thiserror::Error;
 
+/// STUN's magic cookie (RFC 8489 §5).
+pub const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+/// STUN header length.
+pub const STUN_HEADER_LEN: usize = 20;
+
+/// Whether `d` is a well-formed STUN message header: two zero bits, the magic cookie, and a
+/// length field that matches the datagram and is a multiple of 4.
+pub fn is_stun(d: &[u8]) -> bool {
+    d.len() >= STUN_HEADER_LEN
+        && d[0] & 0xC0 == 0
+        && d[4..8] == STUN_MAGIC_COOKIE
+        && usize::from(u16::from_be_bytes([d[2], d[3]])) + STUN_HEADER_LEN == d.len()
+        && d.len() % 4 == 0
+}
+
 /// Initial retransmission timeout (RFC 8489 §6.2.1).
 pub const RTO: Duration = Duration::from_millis(500);
 /// Requests sent before giving up.
@@ -139,7 +154,7 @@ fn decoder(key: Option<&str>) -> MessageDecoder {
 
 /// The transaction ID of a STUN message (bytes 8..20), if `bytes` looks like STUN.
 pub fn transaction_id(bytes: &[u8]) -> Option<[u8; 12]> {
-    if !crate::transport::demux::is_stun(bytes) {
+    if !is_stun(bytes) {
         return None;
     }
     let mut t = [0u8; 12];
@@ -635,7 +650,7 @@ mod tests {
         let (to, req) = b.poll_transmit(now).unwrap();
         assert_eq!(to, server);
         let req = req.to_vec();
-        assert!(crate::transport::demux::is_stun(&req));
+        assert!(is_stun(&req));
         let answer = respond(me, &req).unwrap();
         assert!(
             !b.handle_response("192.0.2.9:3478".parse().unwrap(), &answer),

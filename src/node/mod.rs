@@ -4,7 +4,6 @@
 //!
 //! | module | what |
 //! | --- | --- |
-//! | [`source`] | who a limit applies to: IPv4 address or /24, IPv6 /64 or /48; token buckets keyed by them |
 //! | [`core`] | the node core: one owner of the pieces below, driven by commands and time; batches for connections, dial rounds, the tie-break's outcome |
 //! | [`peers`] | the peer table: outboxes, addresses, live connections, the duplicate tie-break, least-recently-used eviction |
 //! | [`scores`] | misbehaviour scores by identity and by source, bounded; bans |
@@ -19,4 +18,3 @@ pub mod relay;
 pub mod rendezvous;
 pub mod retry;
 pub mod scores;
-pub mod source;

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
 
-use super::source::Source;
 use crate::crypto::NodeId;
+use crate::source::Source;
 
 /// How long a request waits for the other side at most (spec/07-relay.md §1.2); the
 /// asking client's own timeout is longer.

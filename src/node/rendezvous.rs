@@ -21,9 +21,9 @@ use std::mem::size_of;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::source::{Network, Source, TokenBuckets};
 use crate::crypto::NodeId;
 use crate::nat::signal::ConnectErrorCode;
+use crate::source::{Network, Source, TokenBuckets};
 
 mod connect;
 pub use connect::{ConnectLimits, ConnectRefusal, ConnectStats, WhenFull};

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::crypto::Fingerprint;
-use crate::node::source::Source;
+use crate::source::Source;
 
 /// A score at or below this is banned.
 pub const BAN_THRESHOLD: i32 = -100;

@@ -10,10 +10,7 @@
 
 use std::net::SocketAddr;
 
-/// STUN's magic cookie (RFC 8489 §5).
-pub const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
-/// STUN header length.
-pub const STUN_HEADER_LEN: usize = 20;
+pub use crate::nat::stun::{is_stun, STUN_HEADER_LEN, STUN_MAGIC_COOKIE};
 
 /// Where a datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,16 +23,6 @@ pub enum Route {
     Quic,
     /// Nowhere: not a protocol this socket speaks.
     Drop,
-}
-
-/// Whether `d` is a well-formed STUN message header: two zero bits, the magic cookie, and a
-/// length field that matches the datagram and is a multiple of 4.
-pub fn is_stun(d: &[u8]) -> bool {
-    d.len() >= STUN_HEADER_LEN
-        && d[0] & 0xC0 == 0
-        && d[4..8] == STUN_MAGIC_COOKIE
-        && usize::from(u16::from_be_bytes([d[2], d[3]])) + STUN_HEADER_LEN == d.len()
-        && d.len() % 4 == 0
 }
 
 /// Routes a datagram from `from`.

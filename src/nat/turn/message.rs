@@ -23,7 +23,7 @@ use stun_rs::{
 };
 use thiserror::Error;
 
-use crate::transport::demux::is_stun;
+use crate::nat::stun::is_stun;
 
 /// SOFTWARE in our requests (RFC 8489 §14.14).
 const SOFTWARE: &str = concat!("dna-p2p/", env!("CARGO_PKG_VERSION"));
@@ -489,7 +489,7 @@ mod tests {
             let mut bytes = (kind & 0x3FFF).to_be_bytes().to_vec();
             let len = body.len() / 4 * 4;
             bytes.extend_from_slice(&(len as u16).to_be_bytes());
-            bytes.extend_from_slice(&crate::transport::demux::STUN_MAGIC_COOKIE);
+            bytes.extend_from_slice(&crate::nat::stun::STUN_MAGIC_COOKIE);
             bytes.extend_from_slice(&tid);
             bytes.extend_from_slice(&body[..len]);
             let _ = parse(&bytes, None);

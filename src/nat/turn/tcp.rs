@@ -13,7 +13,7 @@
 use thiserror::Error;
 
 use super::message::CHANNEL_NUMBERS;
-use crate::transport::demux::{STUN_HEADER_LEN, STUN_MAGIC_COOKIE};
+use crate::nat::stun::{STUN_HEADER_LEN, STUN_MAGIC_COOKIE};
 
 /// Default for [`TcpDecoder::new`]'s `max_frame`: room for a Data indication carrying any
 /// QUIC datagram (at most 1,500 bytes here) and every control message; larger frames are

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::Rate;
 use crate::crypto::Fingerprint;
 use crate::nat::signal::{ConnectErrorCode, Signal, SignalKind, MAX_CLOCK_SKEW_MS};
-use crate::node::source::{Source, TokenBuckets};
+use crate::source::{Source, TokenBuckets};
 
 /// Why a CONNECT offer was not admitted. On the wire: CONNECT_ERROR with
 /// [`ConnectRefusal::code`].
