@@ -250,7 +250,10 @@ fn nat_matrix(
         }
     });
     drop(tb);
-    let direct = results.iter().filter(|r| r.path == "direct").count();
+    // Where each session ended: a pair that only prediction takes direct starts on the
+    // relay and moves (spec/07-relay.md §1.9).
+    let direct = results.iter().filter(|r| r.ended == "direct").count();
+    let first_direct = results.iter().filter(|r| r.path == "direct").count();
     let expected = results
         .iter()
         .filter(|r| NatType::direct_expected(r.a, r.b))
@@ -259,9 +262,10 @@ fn nat_matrix(
     ms.sort_by(f64::total_cmp);
     let median = ms.get(ms.len() / 2).copied();
     eprintln!(
-        "direct: {direct} of {} pairs (expected {expected}); median time to delivery {}; total {:.1} s",
+        "direct: {direct} of {} pairs ended direct (expected {expected}; {first_direct} sent their first message direct); median time to delivery {}, slowest {}; total {:.1} s",
         results.len(),
         median.map_or("-".into(), |m| format!("{m:.0} ms")),
+        ms.last().map_or("-".into(), |m| format!("{m:.0} ms")),
         started.elapsed().as_secs_f64()
     );
     ExitCode::SUCCESS

@@ -372,10 +372,10 @@ pub(crate) async fn answer_offer(
 
 /// How long punching toward a peer whose signal stated `remote` runs alone before the
 /// relay is asked too: `relay_after`, or nothing when the pair's NAT behaviours rule out a
-/// direct path (`predict::hopeless`: the first message then goes through the relay at
-/// once while punching goes on).
+/// direct path or leave only port prediction (`predict::relay_first`: the first message
+/// then goes through the relay at once while punching and prediction go on).
 fn relay_wait(shared: &Shared, remote: crate::nat::predict::Behaviour) -> Duration {
-    if crate::nat::predict::hopeless(super::spray::our_behaviour(shared), remote) {
+    if crate::nat::predict::relay_first(super::spray::our_behaviour(shared), remote) {
         Duration::ZERO
     } else {
         shared.cfg.relay_after

@@ -136,6 +136,16 @@ pub fn hopeless(local: Behaviour, remote: Behaviour) -> bool {
     matches!((local.class, remote.class), (Some((lm, _)), Some((rm, _))) if lm != ei && rm != ei)
 }
 
+/// Whether the first messages of this pair should go through a relay at once while the
+/// direct attempt goes on: the pair is [`hopeless`], or only port prediction can find its
+/// direct path ([`role`]) — which takes ≈ 0.2 s at the median and seconds at the tail.
+/// Punching and prediction continue beside the relayed session, which moves to the direct
+/// path when they find it (spec/07-relay.md §1.9). Both sides decide alike: each knows both
+/// behaviours from the verified CONNECT signals.
+pub fn relay_first(local: Behaviour, remote: Behaviour) -> bool {
+    hopeless(local, remote) || role(local, remote).is_some()
+}
+
 /// The easy side's probe schedule (spec/05 §5.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeConfig {

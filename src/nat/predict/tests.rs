@@ -146,3 +146,15 @@ fn only_two_destination_dependent_mappings_are_hopeless() {
     assert!(!hopeless(sym, Behaviour::UNKNOWN));
     assert!(!hopeless(Behaviour::UNKNOWN, Behaviour::UNKNOWN));
 }
+
+#[test]
+fn prediction_pairs_and_hopeless_pairs_start_on_a_relay() {
+    let pr = b(EI, PORT, false);
+    let sym = b(APDM, PORT, false);
+    assert!(relay_first(sym, sym));
+    assert!(relay_first(pr, sym));
+    assert!(relay_first(sym, pr));
+    assert!(!relay_first(pr, pr));
+    assert!(!relay_first(b(EI, OPEN, false), sym));
+    assert!(!relay_first(Behaviour::UNKNOWN, sym));
+}
