@@ -156,6 +156,7 @@ async fn start_punch(
     remote: Vec<Candidate>,
     controlling: bool,
     plan: Option<Plan>,
+    relay_wait: Duration,
 ) -> Punching {
     let tag = route.tag;
     // Relayed candidates are checked too, at the lowest priority (spec/07-relay.md §3.4):
@@ -179,7 +180,7 @@ async fn start_punch(
         controlling,
         tag,
         PunchConfig {
-            relay_wait: shared.cfg.relay_after,
+            relay_wait,
             ..PunchConfig::default()
         },
         Instant::now(),
@@ -354,6 +355,7 @@ pub(crate) async fn answer_offer(
         offer.candidates.clone(),
         false,
         predict,
+        relay_wait(shared, offer.nat),
     )
     .await
     .done;
@@ -914,8 +916,16 @@ impl NodeHandle {
                     // The answer is verified and fresh (`Reach::handle_offer`).
                     let predict = plan(&self.shared, nat, &candidates).await;
                     self.progress(peer, ReachStage::Punch(predict.is_some()));
-                    let Punching { first, mut done } =
-                        start_punch(&self.shared, route, creds, candidates, true, predict).await;
+                    let Punching { first, mut done } = start_punch(
+                        &self.shared,
+                        route,
+                        creds,
+                        candidates,
+                        true,
+                        predict,
+                        relay_wait(&self.shared, nat),
+                    )
+                    .await;
                     let early = async {
                         match first.await {
                             Ok(sel) => sel,

@@ -111,7 +111,15 @@ pub struct Punch {
     result: Option<PunchResult>,
     /// Port prediction's probes, on the easy side (spec/05-nat.md §5.5).
     prober: Option<Prober>,
+    /// Port prediction's side sockets, on the hard side: their checks went out.
+    spraying: bool,
 }
+
+/// How long a pair through a relay does not end an attempt in which port prediction runs
+/// (this side probes, or sprays from side sockets): the probes may still find the direct
+/// path — a full budget takes ≈ 2 s (spec/05-nat.md §5.5). A relay must never stop a
+/// direct attempt (spec/07-relay.md §1.9).
+pub const PREDICTION_WINDOW: Duration = Duration::from_millis(2500);
 
 impl Punch {
     /// Starts probing `remote` at `now`. `tag`: 4 random bytes that begin every transaction
@@ -138,6 +146,7 @@ impl Punch {
             out: VecDeque::new(),
             result: None,
             prober: None,
+            spraying: false,
         };
         for c in remote {
             p.add_pair(*c, now);
@@ -245,6 +254,7 @@ impl Punch {
     /// proves the pair as the pair's own checks do.
     pub fn spray_checks(&mut self, to: SocketAddr, n: usize, now: Instant) -> Vec<Vec<u8>> {
         let i = self.add_pair(Candidate::new(CandidateKind::ServerReflexive, to, 0), now);
+        self.spraying = n > 0;
         (0..n)
             .map(|_| {
                 let (b, bytes) = self.request(to, now);
@@ -288,7 +298,8 @@ impl Punch {
                 self.check(i, now);
             }
         }
-        if self.first_success.is_some() {
+        // A direct pair ends the probing; a pair through a relay does not.
+        if self.first_direct.is_some() {
             if let Some(p) = &mut self.prober {
                 p.stop();
             }
@@ -349,8 +360,14 @@ impl Punch {
             };
             // The answer goes back the way the check came.
             self.out.push_back((from, answer, relayed));
-            // The hard side heard a probe: its check from that port follows this one.
-            if let Some(p) = self.prober.as_mut().filter(|p| p.ip() == from.ip()) {
+            // The hard side heard a probe: its check from that port follows this one. A
+            // check that came through our own TURN allocation says nothing of that: it
+            // left the hard side's NAT toward the TURN server, not toward us.
+            if let Some(p) = self
+                .prober
+                .as_mut()
+                .filter(|p| !relayed && p.ip() == from.ip())
+            {
                 p.stop();
             }
             // A triggered check: the peer reached us from `from`; probe it back at once.
@@ -453,13 +470,23 @@ impl Punch {
 
     /// When the attempt settles, once a pair answered: `settle` after the first direct
     /// pair; with only relay pairs, `settle` after the first of them but not before
-    /// `relay_wait`.
+    /// `relay_wait`, nor before [`PREDICTION_WINDOW`] while port prediction runs.
     fn settle_at(&self) -> Option<Instant> {
         let first = self.first_success?;
         if self.first_working().is_some() {
             return Some(self.first_direct.unwrap_or(first) + self.cfg.settle);
         }
-        Some((first + self.cfg.settle).max(self.start + self.cfg.relay_wait))
+        let predicting = self.prober.as_ref().is_some_and(|p| !p.done()) || self.spraying;
+        let until = if predicting {
+            self.start + PREDICTION_WINDOW
+        } else {
+            self.start
+        };
+        Some(
+            (first + self.cfg.settle)
+                .max(self.start + self.cfg.relay_wait)
+                .max(until),
+        )
     }
 
     fn select(&mut self) {

@@ -312,3 +312,71 @@ fn prediction_probes_stay_within_the_budget_and_stop_at_the_first_answer() {
         "none after the hard side's check"
     );
 }
+
+/// A relay must never stop a direct attempt (spec/07-relay.md §1.9): with port prediction
+/// running, a check that came through our own TURN allocation from the hard side's IP does
+/// not stop the probes (it left the hard side's NAT toward the TURN server, not toward us),
+/// and the relay pair it teaches does not end the attempt before [`PREDICTION_WINDOW`].
+#[test]
+fn a_relay_pair_does_not_stop_port_prediction() {
+    use crate::nat::predict::{ProbeConfig, Prober};
+    let t0 = crate::nat::tests::t0();
+    let hard: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+    let cands = vec![Candidate::new(K::ServerReflexive, hard, 100)];
+    let cfg = PunchConfig::default();
+    let mut a = Punch::new(creds("aaaa", "bbbb"), &cands, true, [1; 4], cfg, t0);
+    a.predict(Prober::new(
+        hard,
+        false,
+        ProbeConfig::default(),
+        2048,
+        [9; 32],
+        t0,
+    ));
+    a.handle_timeout(t0);
+    while a.poll_transmit().is_some() {}
+    // The hard side's check, through our relay, from its mapping toward the TURN server.
+    let mut b = Punch::new(
+        creds("bbbb", "aaaa"),
+        &[Candidate::new(
+            K::ServerReflexive,
+            "192.0.2.1:5000".parse().unwrap(),
+            1,
+        )],
+        false,
+        [2; 4],
+        cfg,
+        t0,
+    );
+    b.handle_timeout(t0);
+    let (_, check) = b.poll_transmit().unwrap();
+    let via_turn = SocketAddr::new(hard.ip(), 55555);
+    assert!(a.handle_stun_via(via_turn, &check, t0, true));
+    // Our triggered check toward it, answered through the relay: a relay pair works.
+    let triggered: Vec<Vec<u8>> = std::iter::from_fn(|| a.poll_transmit())
+        .filter(|(to, _)| *to == via_turn)
+        .map(|(_, b)| b)
+        .collect();
+    assert!(b.handle_stun(
+        "192.0.2.1:5000".parse().unwrap(),
+        triggered.last().unwrap(),
+        t0
+    ));
+    let answer = std::iter::from_fn(|| b.poll_transmit())
+        .map(|(_, b)| b)
+        .last()
+        .unwrap();
+    assert!(a.handle_stun_via(via_turn, &answer, t0, true));
+    // Past `relay_wait` the probes still go, and the attempt has not ended.
+    let later = t0 + cfg.relay_wait + Duration::from_millis(100);
+    let before = a.predicted_probes();
+    a.handle_timeout(later);
+    assert_eq!(a.result(), None, "no end before the prediction window");
+    assert!(a.predicted_probes() > before, "the probes go on");
+    // With no direct pair by the end of the window, the relay pair it is.
+    a.handle_timeout(t0 + PREDICTION_WINDOW);
+    let Some(PunchResult::Connected(sel)) = a.result() else {
+        panic!("settled: {:?}", a.result());
+    };
+    assert_eq!((sel.remote, sel.kind), (via_turn, K::Relayed));
+}
