@@ -87,6 +87,19 @@ async fn relay_only_nodes_talk_through_the_bootstrap_relay() {
     };
     assert_eq!(relay, boot.local_addr());
     assert!(is_token(token), "{token}");
+    // The session's event says the truth: through the relay, at the token.
+    let up = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(NodeEvent::PeerUp { peer, path, .. }) = alice.next_event().await {
+                if peer == bob.fingerprint() {
+                    return path;
+                }
+            }
+        }
+    })
+    .await
+    .expect("alice's session to bob came up");
+    assert_eq!(up, dna_p2p::daemon::Path::Relay(token));
 
     let n = 1000;
     let bodies: Vec<Bytes> = (0..n).map(|i| Bytes::from(format!("m{i:04}"))).collect();

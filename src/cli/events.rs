@@ -297,7 +297,8 @@ fn event_json(ev: &NodeEvent) -> Option<(Value, Fingerprint)> {
             json!({
                 "event": "peer_up",
                 "peer": peer.to_string(),
-                "path": format!("{path:?}"),
+                "path": path.name(),
+                "addr": path.addr().to_string(),
                 "rtt_ms": rtt.as_secs_f64() * 1e3,
             }),
             *peer,

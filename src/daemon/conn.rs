@@ -554,7 +554,7 @@ async fn handle_events(
                     .ok_or_else(|| End::Closed("established without a peer".to_owned()))?;
                 events.push(NodeEvent::PeerUp {
                     peer,
-                    path: Path::Direct(conn.remote_address()),
+                    path: path_of(shared, conn.remote_address()),
                     rtt: conn.rtt(),
                 });
             }
@@ -669,20 +669,34 @@ async fn register(
     }
 }
 
-/// The path byte of a delivery over a session with `remote` (spec/09-mailbox.md §7): a
-/// bundled relay's token is `relay` until the session moved to a direct path; a peer our
-/// socket reaches through the TURN server is `turn`; anything else (a local alias of a
-/// punched pair included) is `direct`.
+/// The path of a session whose QUIC remote address is `remote`, as the socket routes it
+/// now: a bundled relay's token is `Relay` until the session moved to a direct path; a
+/// local alias is the address it is routed to (`Turn` when that is a peer's TURN relayed
+/// address); a peer our socket reaches through the TURN server is `Turn`; anything else is
+/// `Direct`.
+pub(crate) fn path_of(shared: &Shared, remote: std::net::SocketAddr) -> Path {
+    let socket = &shared.socket;
+    if let Some(direct) = socket.direct_of(remote) {
+        if shared.nat.is_peer_relay(direct) {
+            Path::Turn(direct)
+        } else {
+            Path::Direct(direct)
+        }
+    } else if crate::transport::is_relay_token(remote) {
+        Path::Relay(remote)
+    } else if socket.route(remote).is_some() {
+        Path::Turn(remote)
+    } else {
+        Path::Direct(remote)
+    }
+}
+
+/// The path byte of a delivery over a session with `remote` (spec/09-mailbox.md §7).
 fn delivery_path(shared: &Shared, remote: std::net::SocketAddr) -> u8 {
     use super::store::{PATH_DIRECT, PATH_RELAY, PATH_TURN};
-    let socket = &shared.socket;
-    if socket.direct_of(remote).is_some() {
-        PATH_DIRECT
-    } else if crate::transport::is_relay_token(remote) {
-        PATH_RELAY
-    } else if socket.route(remote).is_some() {
-        PATH_TURN
-    } else {
-        PATH_DIRECT
+    match path_of(shared, remote) {
+        Path::Direct(_) => PATH_DIRECT,
+        Path::Relay(_) => PATH_RELAY,
+        Path::Turn(_) => PATH_TURN,
     }
 }

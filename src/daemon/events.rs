@@ -23,12 +23,36 @@ use bytes::Bytes;
 use crate::crypto::{Fingerprint, MessageId};
 use crate::session::PresenceStatus;
 
-/// How a peer is reached.
+/// How a peer is reached: where its session's datagrams go (spec/07-relay.md §1.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Path {
-    /// A direct UDP path to this address.
+    /// A direct UDP path to this address (a punched pair's address, not the local alias
+    /// QUIC may know it by).
     Direct(SocketAddr),
+    /// Through a rendezvous node's bundled relay: the peer's token there (spec/07 §1).
+    Relay(SocketAddr),
+    /// Through a TURN server: the peer's relayed address, or the peer's address reached
+    /// through our own allocation (spec/07 §2–§3).
+    Turn(SocketAddr),
+}
+
+impl Path {
+    /// `direct`, `relay` or `turn`: the names `dna status`, the outbox and events use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Direct(_) => "direct",
+            Path::Relay(_) => "relay",
+            Path::Turn(_) => "turn",
+        }
+    }
+
+    /// The address the path goes to.
+    pub fn addr(self) -> SocketAddr {
+        match self {
+            Path::Direct(a) | Path::Relay(a) | Path::Turn(a) => a,
+        }
+    }
 }
 
 /// What the node reports to the application.
