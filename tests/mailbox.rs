@@ -195,3 +195,91 @@ async fn offline_recipient_gets_every_message_once_from_its_mailbox() {
         );
     }
 }
+
+/// Seed 001's deployment: bootstrap nodes help with discovery and store no messages; a
+/// reachable daemon (a DHT server) holds mailboxes. The sender and the recipient are never
+/// online together: bob publishes his KEM key and leaves; alice writes him and leaves; bob
+/// comes back and gets every message once, from the daemon's store alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_nodes_store_nothing_and_a_daemon_holds_the_mailbox() {
+    let boot_config = |seeds: Vec<(SocketAddr, Fingerprint)>| {
+        let mut c = config(true, seeds, None);
+        if let Some(d) = c.dht.as_mut() {
+            d.config.store.mailbox = false;
+        }
+        c
+    };
+    let boot1 = Node::bind(Identity::generate(&mut OsRng), boot_config(vec![]))
+        .await
+        .unwrap();
+    let boot2 = Node::bind(
+        Identity::generate(&mut OsRng),
+        boot_config(vec![(boot1.local_addr(), boot1.fingerprint())]),
+    )
+    .await
+    .unwrap();
+    boot2.dht_bootstrap().await.unwrap();
+    let seeds = vec![
+        (boot1.local_addr(), boot1.fingerprint()),
+        (boot2.local_addr(), boot2.fingerprint()),
+    ];
+    // The reachable daemon that holds mailboxes: a DHT server with mailbox storage on.
+    let holder = Node::bind(
+        Identity::generate(&mut OsRng),
+        NodeConfig {
+            rendezvous_server: false,
+            ..config(true, seeds.clone(), None)
+        },
+    )
+    .await
+    .unwrap();
+    holder.dht_bootstrap().await.unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+
+    let bob = client(&seeds, dirs[1].path(), dirs[1].path()).await;
+    let bob_fp = bob.fingerprint();
+    assert!(bob.mailbox_publish_key().await.unwrap() >= 1);
+    bob.shutdown(Duration::from_millis(200)).await;
+
+    let alice = client(&seeds, dirs[0].path(), dirs[0].path()).await;
+    let alice_fp = alice.fingerprint();
+    let n = 10;
+    let bodies: Vec<Bytes> = (0..n).map(|i| Bytes::from(format!("s{i:02}"))).collect();
+    alice.send_many(bob_fp, bodies.clone()).await.unwrap();
+    until("alice's items in the mailbox", async || {
+        alice.mailbox_stats().items_put == n as u64
+    })
+    .await;
+    let held = [
+        boot1.dht_stats().await.store.mailbox_items,
+        boot2.dht_stats().await.store.mailbox_items,
+        holder.dht_stats().await.store.mailbox_items,
+    ];
+    println!(
+        "mailbox items held: bootstrap nodes {:?}, the daemon {}",
+        &held[..2],
+        held[2]
+    );
+    assert_eq!(held, [0, 0, n], "only the daemon holds them");
+    alice.shutdown(Duration::from_millis(200)).await;
+
+    // Bob comes back while alice is away (a fresh store: see above).
+    let mut bob = client(&seeds, dirs[1].path(), dirs[2].path()).await;
+    let stats = bob.mailbox_fetch().await;
+    let mut got = Vec::new();
+    while let Ok(ev) = bob.events_try_recv() {
+        if let NodeEvent::Message { from, body, .. } = ev {
+            assert_eq!(from, alice_fp);
+            got.push(body);
+        }
+    }
+    got.sort();
+    println!(
+        "bob back, alice gone: {} of {n} from the daemon's store, {} new, {} duplicates",
+        got.len(),
+        stats.new,
+        stats.duplicates
+    );
+    assert_eq!(got, bodies, "every message, once");
+    assert_eq!(bob.stored_inbox().len(), n);
+}
