@@ -325,6 +325,15 @@ impl<C: Clone, R> Core<C, R> {
         }
         self.top_up(peer);
         self.ensure_dialing(now, peer, Duration::ZERO);
+        // No connection and no address to dial: only a reach can help, so the re-reach
+        // schedule hears of the peer now rather than at its next once-a-second look.
+        let unreachable = self
+            .peers
+            .get_mut(&peer)
+            .is_some_and(|p| p.active.is_none() && p.addrs.is_empty());
+        if let Some((_, sync)) = self.retry.as_mut().filter(|_| unreachable) {
+            *sync = (*sync).min(now);
+        }
     }
 
     /// Messages to `peer` delivered another way (its mailbox receipt): dropped from the
