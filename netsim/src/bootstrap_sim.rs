@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 
 use dna_p2p::crypto::record::{presence_key, RecordKind};
 use dna_p2p::crypto::{Fingerprint, Identity, NodeId, Record};
-use dna_p2p::dht::{Body, Checked, Contact, Dht, DhtConfig, DhtMessage, StoreError, StoreStatus};
+use dna_p2p::dht::{Body, Checked, Contact, Dht, DhtConfig, DhtMessage, StoreStats, StoreStatus};
 use dna_p2p::nat::signal::{Signal, SignalKind};
-use dna_p2p::node::core::{Core, CoreConfig, Ended};
-use dna_p2p::node::rendezvous::{ConnectRefusal, RegisterError, RendezvousLimits};
+use dna_p2p::node::core::{Answer, Core, CoreConfig, Ended, Input, Output, Query, Reply};
+use dna_p2p::node::rendezvous::{ConnectRefusal, RegisterError, RendezvousLimits, RendezvousStats};
 use rand::Rng;
 
 use crate::dht_flood::mailbox_record;
@@ -196,6 +196,30 @@ struct Sim<'a> {
     report: BootReport,
 }
 
+/// A CONNECT admission's reply as a result.
+fn admitted(r: Reply) -> Result<(), Refused> {
+    match r {
+        Reply::Admission(r) => r.map_err(Refused::Limit),
+        other => panic!("an admission answered {other:?}"),
+    }
+}
+
+/// A core's rendezvous counters.
+fn rdv_stats<C: Clone, R: Clone + PartialEq>(core: &Core<C, R>, now: Instant) -> RendezvousStats {
+    match core.query(now, Query::Rendezvous) {
+        Answer::Rendezvous(s) => s,
+        _ => RendezvousStats::default(),
+    }
+}
+
+/// A core's peer table: entries, evictions.
+fn peer_table<C: Clone, R: Clone + PartialEq>(core: &Core<C, R>, now: Instant) -> (usize, u64) {
+    match core.query(now, Query::PeerTable) {
+        Answer::PeerTable(n, evicted) => (n, evicted),
+        _ => (0, 0),
+    }
+}
+
 /// An address inside 2001:db8:<net>:<sub>::/64.
 fn v6(net: u16, sub: u16, iid: u64) -> IpAddr {
     let p = (0x2001_0db8u128 << 96) | (u128::from(net) << 80) | (u128::from(sub) << 64);
@@ -285,41 +309,64 @@ impl Sim<'_> {
         self.report.good.first_refusal.get_or_insert(what);
     }
 
-    /// What the daemon does with a CONNECT on a connection from `ip`: source bucket,
-    /// signature, admission, registry lookup; an offer for the good callee goes on to its
-    /// own core. `Ok(None)`: forwarded to a throwaway identity; `Ok(Some(admitted))`:
-    /// forwarded to the good callee, whose core admitted it or not.
+    /// A CONNECT on a connection from `ip`, fed to the bootstrap's core with the inputs
+    /// the daemon feeds (`daemon/rendezvous.rs`): the source's bucket, the signature
+    /// (checked by the driver), the offer's admission, the registry; an offer for the good
+    /// callee goes on to its own core. `Ok(None)`: forwarded to a throwaway identity;
+    /// `Ok(Some(admitted))`: forwarded to the good callee, whose core admitted it or not.
     fn connect(&mut self, ip: IpAddr, bytes: &[u8]) -> Result<Option<bool>, Refused> {
-        let (now, now_ms) = (self.now(), self.now_ms());
-        self.boot
-            .rdv_admit(false, |l| l.check_source(ip, now))
-            .map_err(Refused::Limit)?;
+        let (now, unix_ms) = (self.now(), self.now_ms());
+        admitted(self.boot.handle(
+            now,
+            Input::ConnectFrom {
+                answering: false,
+                ip,
+            },
+        ))?;
         self.report.signatures.1 += 1;
         let offer = Signal::verify(bytes).map_err(|_| Refused::Malformed)?;
-        self.boot
-            .rdv_admit(false, |l| l.admit(&offer, now, now_ms))
-            .map_err(Refused::Limit)?;
-        self.boot
-            .rdv_lookup(now, &offer.to.node_id())
-            .ok_or(Refused::NotRegistered)?;
-        if offer.to != self.good.callee.fingerprint() {
+        let to = offer.to;
+        let offer = Box::new(offer);
+        let answering = false;
+        admitted(self.boot.handle(
+            now,
+            Input::ConnectOffer {
+                answering,
+                offer,
+                unix_ms,
+            },
+        ))?;
+        match self.boot.query(now, Query::Registration(to.node_id())) {
+            Answer::Registration(Some(_)) => {}
+            _ => return Err(Refused::NotRegistered),
+        }
+        if to != self.good.callee.fingerprint() {
             return Ok(None);
         }
-        let boot_ip = IpAddr::V4(BOOT_IP.into());
-        if self
-            .callee
-            .rdv_admit(true, |l| l.check_source(boot_ip, now))
-            .is_err()
+        let ip = IpAddr::V4(BOOT_IP.into());
+        if admitted(self.callee.handle(
+            now,
+            Input::ConnectFrom {
+                answering: true,
+                ip,
+            },
+        ))
+        .is_err()
         {
             return Ok(Some(false));
         }
         self.report.signatures.1 += 1;
-        let again = Signal::verify(bytes).map_err(|_| Refused::Malformed)?;
-        Ok(Some(
-            self.callee
-                .rdv_admit(true, |l| l.admit(&again, now, now_ms))
-                .is_ok(),
-        ))
+        let offer = Box::new(Signal::verify(bytes).map_err(|_| Refused::Malformed)?);
+        let answering = true;
+        let r = self.callee.handle(
+            now,
+            Input::ConnectOffer {
+                answering,
+                offer,
+                unix_ms,
+            },
+        );
+        Ok(Some(admitted(r).is_ok()))
     }
 
     /// Sends a DHT request from `from` through the codec, as the daemon does (records
@@ -334,14 +381,15 @@ impl Sim<'_> {
             self.report.signatures.1 += 1;
         }
         let now = self.now();
-        let dht = self.boot.dht_mut()?;
-        dht.handle_checked(now, from, checked);
+        self.boot.handle(now, Input::Dht { from, msg: checked });
         let mut answer = None;
-        while let Some(t) = dht.poll_transmit() {
-            if t.to.id == from.id && t.msg.id == id {
-                answer = Some(t.msg.body);
-            } else {
-                self.report.dht_unanswered += 1;
+        while let Some(out) = self.boot.poll_output() {
+            match out {
+                Output::DhtSend { to, msg } if to.id == from.id && msg.id == id => {
+                    answer = Some(msg.body);
+                }
+                Output::DhtSend { .. } => self.report.dht_unanswered += 1,
+                _ => {}
             }
         }
         answer
@@ -349,7 +397,13 @@ impl Sim<'_> {
 
     fn register(&mut self, id: NodeId, ip: IpAddr, conn: u32) -> Result<Duration, RegisterError> {
         let now = self.now();
-        self.boot.rdv_register(now, id, ip, conn)
+        match self
+            .boot
+            .handle(now, Input::Register { peer: id, ip, conn })
+        {
+            Reply::Registered(r) => r.map(|(lifetime, _)| lifetime),
+            other => panic!("a registration answered {other:?}"),
+        }
     }
 
     /// A session from a throwaway identity: its HELLO authenticates at the bootstrap's core,
@@ -358,12 +412,19 @@ impl Sim<'_> {
         let now = self.now();
         let remote = SocketAddr::new(ip, PORT);
         let conn = u64::from(n) + 1;
-        if self.boot.authenticated(conn, fp, false, remote, n).is_ok() {
+        let authenticated = Input::Authenticated {
+            conn_id: conn,
+            peer: fp,
+            we_dialed: false,
+            remote,
+            handle: n,
+        };
+        if self.boot.handle(now, authenticated) == Reply::Session(Ok(())) {
             self.report.sessions += 1;
         }
-        self.boot.connection_ended(
+        self.boot.handle(
             now,
-            Ended {
+            Input::Ended(Ended {
                 conn_id: conn,
                 peer: Some(fp),
                 dialed: None,
@@ -373,7 +434,7 @@ impl Sim<'_> {
                 penalty: 0,
                 failed: false,
                 wrong_identity: false,
-            },
+            }),
         );
         while self.boot.poll_output().is_some() {}
     }
@@ -458,7 +519,7 @@ impl Sim<'_> {
 
     fn attack_store(&mut self, from: Contact, record: Vec<u8>, mailbox: bool) {
         let len = record.len() as u64;
-        let copy = record.clone();
+        let before = self.store_stats().refused_by;
         match self.dht_request(from, Body::Store { record }) {
             Some(Body::Stored {
                 status: StoreStatus::Stored,
@@ -471,20 +532,20 @@ impl Sim<'_> {
             Some(Body::Stored {
                 status: StoreStatus::Refused,
             }) => {
+                // The reason is the quota whose refusal counter moved.
                 self.report.reason_probes += 1;
-                let now = self.now();
-                let why = match self.boot.dht_mut() {
-                    Some(d) => d.restore_record(&copy, Some(from.addr.ip()), now),
-                    None => return,
-                };
-                self.report.signatures.1 += 1;
+                let after = self.store_stats().refused_by;
                 let c = &mut self.report.store;
-                match why {
-                    Err(StoreError::PublisherQuota) => c.publisher_quota += 1,
-                    Err(StoreError::SourceQuota) => c.source_quota += 1,
-                    Err(StoreError::NetworkQuota) => c.network_quota += 1,
-                    Err(StoreError::Full) => c.full += 1,
-                    other => panic!("a refused STORE, asked again, answered {other:?}"),
+                if after.publisher > before.publisher {
+                    c.publisher_quota += 1;
+                } else if after.source > before.source {
+                    c.source_quota += 1;
+                } else if after.network > before.network {
+                    c.network_quota += 1;
+                } else if after.full > before.full {
+                    c.full += 1;
+                } else {
+                    panic!("a STORE refused by no quota: {before:?} → {after:?}");
                 }
             }
             _ => self.report.store.other += 1,
@@ -622,9 +683,8 @@ impl Sim<'_> {
         }
         self.boot.handle_timeout(now);
         self.callee.handle_timeout(now);
-        while self.boot.poll_output().is_some() {}
-        if let Some(dht) = self.boot.dht_mut() {
-            while dht.poll_transmit().is_some() {
+        while let Some(out) = self.boot.poll_output() {
+            if matches!(out, Output::DhtSend { .. }) {
                 self.report.dht_unanswered += 1;
             }
         }
@@ -645,15 +705,19 @@ impl Sim<'_> {
         }
     }
 
+    /// The bootstrap's record store figures.
+    fn store_stats(&self) -> StoreStats {
+        match self.boot.query(self.now(), Query::Dht) {
+            Answer::Dht(Some(d)) => d.store,
+            _ => StoreStats::default(),
+        }
+    }
+
     fn track_peak(&mut self) {
-        let s = self.boot.rdv_stats();
+        let s = rdv_stats(&self.boot, self.now());
         let rdv = s.registry.bytes + s.forwarding.bytes + s.answering.bytes;
-        let st = self
-            .boot
-            .dht()
-            .map(|d| d.store().stats())
-            .unwrap_or_default();
-        let peers = self.boot.peer_table().0;
+        let st = self.store_stats();
+        let peers = peer_table(&self.boot, self.now()).0;
         let r = &mut self.report;
         r.peak_peer_entries = r.peak_peer_entries.max(peers);
         r.peak_registrations = r.peak_registrations.max(s.registry.live);
@@ -770,14 +834,15 @@ pub fn run(cfg: &BootSimConfig, epoch: Instant) -> BootReport {
         sim.step(ev);
     }
     let rss_end = status_kib("VmRSS").unwrap_or(0);
+    let now = sim.now();
     let mut r = sim.report;
-    r.rendezvous = sim.boot.rdv_stats();
-    if let Some(d) = sim.boot.dht() {
-        r.dht_store = d.store().stats();
-        r.dht_table = (d.table().len(), d.pending_requests());
+    r.rendezvous = rdv_stats(&sim.boot, now);
+    if let Answer::Dht(Some(d)) = sim.boot.query(now, Query::Dht) {
+        r.dht_store = d.store;
+        r.dht_table = (d.table, d.pending_requests);
     }
-    r.peer_table = sim.boot.peer_table();
-    r.callee = sim.callee.rdv_stats();
+    r.peer_table = peer_table(&sim.boot, now);
+    r.callee = rdv_stats(&sim.callee, now);
     r.sim_time = sim.sched.now();
     drop(sim.boot);
     r.rss_kib = (hwm_before, status_kib("VmHWM").unwrap_or(0), rss_end);

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dna_p2p::crypto::{Fingerprint, MessageId};
-use dna_p2p::node::core::{Core, CoreConfig, Ended, Output};
+use dna_p2p::node::core::{Answer, Core, CoreConfig, Ended, Input, Output, Query, Reply};
 use dna_p2p::node::rendezvous::RendezvousLimits;
 use dna_p2p::session::Outgoing;
 use netsim::Scheduler;
@@ -106,14 +106,15 @@ fn run_pair(seed: u64, reconnect: bool) -> Outcome {
     let mut handed: [Vec<(u64, usize)>; 2] = [Vec::new(), Vec::new()];
     for at in 0..2 {
         let peer = sides[1 - at].fp;
-        sides[at].core.send(t0, peer, msgs());
+        let msgs = msgs();
+        sides[at].core.handle(t0, Input::Send { peer, msgs });
     }
     if reconnect {
         // Side 0 dialed connection 1 earlier; both ends have it live. It dies at side 0
         // (side 1 has not noticed yet) and side 0 dials connection 2.
         for at in 0..2 {
             let peer = sides[1 - at].fp;
-            let _ = sides[at].core.authenticated(1, peer, at == 0, addr(), 1);
+            sides[at].core.handle(t0, authenticated(1, peer, at == 0));
         }
         sched.schedule_in(Duration::ZERO, Ev::Ended { at: 0, conn: 1 });
         sched.schedule_in(delay(&mut rng) * 4, Ev::Ended { at: 1, conn: 1 });
@@ -147,8 +148,8 @@ fn run_pair(seed: u64, reconnect: bool) -> Outcome {
                 let peer = sides[1 - at].fp;
                 let r = sides[at]
                     .core
-                    .authenticated(conn, peer, dialer == at, addr(), conn);
-                if r.is_err() {
+                    .handle(now, authenticated(conn, peer, dialer == at));
+                if r != Reply::Session(Ok(())) {
                     // Refused here: it ends here now, and at the other end when the
                     // close arrives.
                     sides[at].closed.insert(conn);
@@ -163,9 +164,9 @@ fn run_pair(seed: u64, reconnect: bool) -> Outcome {
                     continue;
                 }
                 let peer = sides[1 - at].fp;
-                sides[at].core.connection_ended(
+                sides[at].core.handle(
                     now,
-                    Ended {
+                    Input::Ended(Ended {
                         conn_id: conn,
                         peer: Some(peer),
                         dialed: None,
@@ -175,7 +176,7 @@ fn run_pair(seed: u64, reconnect: bool) -> Outcome {
                         penalty: 0,
                         failed: false,
                         wrong_identity: false,
-                    },
+                    }),
                 );
                 at
             }
@@ -194,7 +195,7 @@ fn run_pair(seed: u64, reconnect: bool) -> Outcome {
                     );
                 }
                 Output::Batch { handle, msgs } => handed[at].push((handle, msgs.len())),
-                Output::Presence { .. } | Output::Dial { .. } | Output::Reach { .. } => {}
+                _ => {}
             }
         }
     }
@@ -206,17 +207,32 @@ fn run_pair(seed: u64, reconnect: bool) -> Outcome {
     };
     for at in 0..2 {
         let peer = sides[1 - at].fp;
-        let live = sides[at].core.live_connection(&peer);
+        let Answer::Conn(live) = sides[at].core.query(t0, Query::LiveConnection(peer)) else {
+            unreachable!("a LiveConnection query answers Conn")
+        };
         out.live[at] = live;
         out.handed_to_live[at] = handed[at]
             .iter()
             .filter(|(c, _)| Some(*c) == live)
             .map(|(_, n)| n)
             .sum();
-        let p = sides[at].core.peer(&peer).expect("peer entry");
+        let Answer::Peer(Some(p)) = sides[at].core.query(t0, Query::Peer(peer)) else {
+            panic!("seed {seed}: no peer entry")
+        };
         out.held[at] = p.queued + p.inflight;
     }
     out
+}
+
+/// Connection `conn`'s peer authenticated (the driver's handle is the number).
+fn authenticated(conn: u64, peer: Fingerprint, we_dialed: bool) -> Input<u64, ()> {
+    Input::Authenticated {
+        conn_id: conn,
+        peer,
+        we_dialed,
+        remote: addr(),
+        handle: conn,
+    }
 }
 
 fn check(seed: u64, o: &Outcome) {

@@ -18,7 +18,7 @@ use rand_core::SeedableRng;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::crypto::Fingerprint;
-use crate::node::core::{Ended, Refused};
+use crate::node::core::{Answer, Ended, Input, Query, Refused, Reply};
 use crate::session::hello::{EXPORTER_LABEL, EXPORTER_LEN};
 use crate::session::{code, ConnError, ConnEvent, Connection, Outbox, PresenceStatus};
 use crate::transport::tls::SERVER_NAME;
@@ -37,12 +37,10 @@ impl NodeHandle {
             write_queued: c.write_queued.load(Ordering::Relaxed),
             write_queued_peak: c.write_queued_peak.load(Ordering::Relaxed),
             refused_full: c.refused_full.load(Ordering::Relaxed),
-            scored_sources: self
-                .shared
-                .core
-                .call(|core, _| core.scored_sources())
-                .await
-                .unwrap_or(0),
+            scored_sources: match self.shared.core.query(Query::ScoredSources).await {
+                Some(Answer::Count(n)) => n,
+                _ => 0,
+            },
         }
     }
 }
@@ -110,7 +108,7 @@ pub(crate) async fn dial_round(shared: Arc<Shared>, peer: Fingerprint, addrs: Ve
             Ok(Ok(conn)) => {
                 // Still "dialing" until the connection registers or ends, so no second
                 // dial starts while HELLO is on its way.
-                shared.core.send(CoreCmd::DialConnected(peer)).await;
+                shared.core.input(Input::DialConnected(peer)).await;
                 drive(shared, conn, Some(peer)).await;
                 return;
             }
@@ -118,7 +116,7 @@ pub(crate) async fn dial_round(shared: Arc<Shared>, peer: Fingerprint, addrs: Ve
             Err(_) => tracing::debug!(%peer, %addr, "dial timed out"),
         }
     }
-    shared.core.send(CoreCmd::DialFailed(peer)).await;
+    shared.core.input(Input::DialFailed(peer)).await;
 }
 
 /// Runs one connection to its end, then cleans up: unacknowledged messages go back to the
@@ -158,7 +156,7 @@ pub(crate) async fn drive(
     // score.
     shared
         .core
-        .send(CoreCmd::Ended(Ended {
+        .input(Input::Ended(Ended {
             conn_id,
             peer: st.peer,
             dialed: expected,
@@ -589,12 +587,12 @@ async fn handle_events(
     }
     let gone = || End::Closed("node stopped".to_owned());
     if let (Some(peer), Some(below)) = (st.peer, acked_below) {
-        let acked = CoreCmd::Acked {
+        let acked = Input::Acked {
             peer,
             conn_id,
             below,
         };
-        if !shared.core.send(acked).await {
+        if !shared.core.input(acked).await {
             return Err(gone());
         }
     }
@@ -657,15 +655,18 @@ async fn register(
         tx: cmd_tx.clone(),
     };
     let (we_dialed, remote) = (expected.is_some(), conn.remote_address());
-    let r = shared
-        .core
-        .call(move |core, _| core.authenticated(conn_id, peer, we_dialed, remote, handle))
-        .await
-        .ok_or_else(|| End::Closed("node stopped".to_owned()))?;
-    match r {
-        Ok(()) => Ok(()),
-        Err(Refused::Banned) => Err(End::Banned),
-        Err(Refused::Duplicate) => Err(End::Duplicate),
+    let input = Input::Authenticated {
+        conn_id,
+        peer,
+        we_dialed,
+        remote,
+        handle,
+    };
+    match shared.core.ask(input).await {
+        Some(Reply::Session(Ok(()))) => Ok(()),
+        Some(Reply::Session(Err(Refused::Banned))) => Err(End::Banned),
+        Some(Reply::Session(Err(Refused::Duplicate))) => Err(End::Duplicate),
+        _ => Err(End::Closed("node stopped".to_owned())),
     }
 }
 

@@ -20,7 +20,7 @@ use super::state::{ConnCmd, ConnHandle, CoreCmd, DhtShared, DriverCore, Shared, 
 use super::store::Stored;
 use super::util::lock;
 use crate::dht::{DhtEvent, DhtMessage, QueryId};
-use crate::node::core::Output;
+use crate::node::core::{Answer, Input, Output, Query, Reply};
 
 /// Commands taken per pass before the core's output is carried out.
 const BATCH: usize = 256;
@@ -42,6 +42,8 @@ struct DhtWaits {
     /// once, so what is unanswered when the pass ends gets no answer (the sender is
     /// dropped, which ends the request's task).
     answers: HashMap<(crate::crypto::NodeId, u64), oneshot::Sender<DhtMessage>>,
+    /// The shutdown's last save: its snapshot goes here, to be written by the closing task.
+    final_save: Option<oneshot::Sender<Snapshot>>,
 }
 
 /// Runs the core until every sender of its queue is gone.
@@ -87,7 +89,8 @@ pub(crate) async fn run(
                 let now = Instant::now();
                 core.handle_timeout(now);
                 if let Some(d) = dht.as_ref().filter(|_| now >= next_save) {
-                    save(d, &mut core);
+                    let everything = d.save_failed.swap(false, Ordering::Relaxed);
+                    core.handle(now, Input::DhtSave { everything });
                     next_save = now + SAVE_EVERY;
                 }
             }
@@ -96,65 +99,83 @@ pub(crate) async fn run(
             return;
         };
         while let Some(out) = core.poll_output() {
-            carry_out(&shared, out);
+            carry_out(&shared, dht.as_ref(), &mut waits, out);
         }
-        if let Some(st) = core.retry_stats() {
-            shared.retry_view.send_if_modified(|old| {
-                if old.stats == Some(st) {
-                    return false;
-                }
-                // The peers waiting for consent are few: listed anew on each change.
-                old.relay_needed = core.relay_needed();
-                old.stats = Some(st);
-                true
-            });
-        }
+        // The DHT answers at once: a request it did not answer now gets no answer.
+        waits.answers.clear();
         if let Some(d) = &dht {
-            dht_output(&shared, d, &mut core, &mut waits);
+            d.waiting.store(waits.queries.len(), Ordering::Relaxed);
         }
+        publish_retry(&shared, &core, Instant::now());
     }
+}
+
+/// Publishes the re-reach schedule's counters and the peers waiting for consent when they
+/// changed (`Shared::retry_view`).
+fn publish_retry(shared: &Shared, core: &DriverCore, now: Instant) {
+    let Answer::Retry(Some(st)) = core.query(now, Query::Retry) else {
+        return;
+    };
+    shared.retry_view.send_if_modified(|old| {
+        if old.stats == Some(st) {
+            return false;
+        }
+        // The peers waiting for consent are few: listed anew on each change.
+        if let Answer::Peers(p) = core.query(now, Query::RelayNeeded) {
+            old.relay_needed = p;
+        }
+        old.stats = Some(st);
+        true
+    });
 }
 
 fn handle(core: &mut DriverCore, waits: &mut DhtWaits, now: Instant, cmd: CoreCmd) {
     match cmd {
-        CoreCmd::Send { peer, msgs } => core.send(now, peer, msgs),
-        CoreCmd::Acked {
-            peer,
-            conn_id,
-            below,
-        } => core.acked(peer, conn_id, below),
+        CoreCmd::Input(input) => {
+            core.handle(now, input);
+        }
+        CoreCmd::Ask(input, reply) => {
+            let _ = reply.send(core.handle(now, input));
+        }
+        CoreCmd::Query(q, reply) => {
+            // Answers are as of now: what is due (expiries) runs first.
+            core.handle_timeout(now);
+            let _ = reply.send(core.query(now, q));
+        }
         CoreCmd::Received {
             from,
             msgs,
             upto,
             reply,
         } => {
-            let new = core.received(from, msgs);
+            let new = match core.handle(now, Input::Received { peer: from, msgs }) {
+                Reply::New(new) => new,
+                _ => Vec::new(),
+            };
             let _ = reply.send(Stored { upto, new: Ok(new) });
         }
-        CoreCmd::Ended(e) => core.connection_ended(now, e),
-        CoreCmd::DialFailed(peer) => core.dial_failed(now, peer),
-        CoreCmd::DialConnected(peer) => core.dial_connected(peer),
-        CoreCmd::ReachDone { peer, how } => core.reach_finished(now, peer, how),
-        CoreCmd::Heard(peer) => core.heard(now, peer),
         CoreCmd::DhtInbound { from, msg, reply } => {
-            if core.dht().is_some() {
-                waits.answers.insert((from.id, msg.msg.id), reply);
-                core.handle_dht(now, from, msg);
-            }
+            waits.answers.insert((from.id, msg.msg.id), reply);
+            core.handle(now, Input::Dht { from, msg });
         }
-        CoreCmd::DhtAnswer { from, msg } => core.handle_dht(now, from, msg),
-        CoreCmd::DhtQuery { start, reply } => {
-            if let Some(d) = core.dht_mut() {
-                let q = start(d, now);
+        CoreCmd::DhtQuery { query, reply } => {
+            if let Reply::Query(Some(q)) = core.handle(now, Input::DhtQuery(query)) {
                 waits.queries.insert(q, reply);
             }
         }
-        CoreCmd::Call(f) => f(core, now),
+        CoreCmd::SaveDht { reply } => {
+            waits.final_save = Some(reply);
+            core.handle(now, Input::DhtSave { everything: false });
+        }
     }
 }
 
-fn carry_out(shared: &Arc<Shared>, out: Output<ConnHandle>) {
+fn carry_out(
+    shared: &Arc<Shared>,
+    dht: Option<&Arc<DhtShared>>,
+    waits: &mut DhtWaits,
+    out: Output<ConnHandle>,
+) {
     match out {
         Output::Batch { handle, msgs } => to_conn(&handle, ConnCmd::Batch(msgs)),
         Output::Presence { handle, status } => to_conn(&handle, ConnCmd::Presence(status)),
@@ -169,53 +190,47 @@ fn carry_out(shared: &Arc<Shared>, out: Output<ConnHandle>) {
         Output::Reach { peer } => {
             tokio::spawn(super::retry::reach(shared.clone(), peer));
         }
+        Output::DhtSend { to, msg } => {
+            if msg.is_request() {
+                if let Some(d) = dht {
+                    tokio::spawn(super::dht::request(shared.clone(), d.clone(), to, msg));
+                }
+            } else if let Some(tx) = waits.answers.remove(&(to.id, msg.id)) {
+                let _ = tx.send(msg);
+            }
+        }
+        Output::DhtEvent(ev) => {
+            let q = match &ev {
+                DhtEvent::FoundNodes { query, .. }
+                | DhtEvent::FoundValue { query, .. }
+                | DhtEvent::Put { query, .. }
+                | DhtEvent::Page { query, .. }
+                | DhtEvent::Bootstrapped { query, .. } => *query,
+            };
+            if let Some(tx) = waits.queries.remove(&q) {
+                let _ = tx.send(ev);
+            }
+        }
+        Output::DhtSave { contacts, changes } => {
+            let snap = Snapshot { contacts, changes };
+            match (waits.final_save.take(), dht) {
+                (Some(tx), _) => {
+                    let _ = tx.send(snap);
+                }
+                (None, Some(d)) => save(d, snap),
+                (None, None) => {}
+            }
+        }
     }
 }
 
-/// What the DHT state machine produced: requests go out (one task each), answers to the
-/// inbound requests waiting for them, events to the queries waiting for them.
-fn dht_output(shared: &Arc<Shared>, d: &Arc<DhtShared>, core: &mut DriverCore, w: &mut DhtWaits) {
-    let Some(dht) = core.dht_mut() else {
-        return;
-    };
-    while let Some(t) = dht.poll_transmit() {
-        if t.msg.is_request() {
-            tokio::spawn(super::dht::request(shared.clone(), d.clone(), t.to, t.msg));
-        } else if let Some(tx) = w.answers.remove(&(t.to.id, t.msg.id)) {
-            let _ = tx.send(t.msg);
-        }
-    }
-    // The DHT answers at once: a request it did not answer now gets no answer.
-    w.answers.clear();
-    while let Some(ev) = dht.poll_event() {
-        let q = match &ev {
-            DhtEvent::FoundNodes { query, .. }
-            | DhtEvent::FoundValue { query, .. }
-            | DhtEvent::Put { query, .. }
-            | DhtEvent::Page { query, .. }
-            | DhtEvent::Bootstrapped { query, .. } => *query,
-        };
-        if let Some(tx) = w.queries.remove(&q) {
-            let _ = tx.send(ev);
-        }
-    }
-    d.waiting.store(w.queries.len(), Ordering::Relaxed);
-}
-
-/// Saves the DHT's table and the records that changed, if this node persists them: the
-/// snapshot is taken here, written on a blocking thread (the persistence lock keeps writes
-/// in order). A failed write makes the next save write everything.
-pub(crate) fn save(d: &Arc<DhtShared>, core: &mut DriverCore) {
+/// Writes a snapshot of the DHT on a blocking thread, if this node persists it (the
+/// persistence lock keeps writes in order). A failed write makes the next save write
+/// everything.
+fn save(d: &Arc<DhtShared>, snap: Snapshot) {
     if lock(&d.persist).is_none() {
         return;
     }
-    let Some(dht) = core.dht_mut() else {
-        return;
-    };
-    if d.save_failed.swap(false, Ordering::Relaxed) {
-        dht.mark_store_changed();
-    }
-    let snap = Snapshot::take(dht);
     let d = d.clone();
     tokio::task::spawn_blocking(move || {
         if let Err(e) = super::dht::write_snapshot(&d, &snap) {

@@ -10,19 +10,17 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::sync::oneshot;
 
-use super::dht_persist::Snapshot;
 use super::state::{CoreCmd, DhtShared, Pooled, Shared, SignalStream};
 use super::util::{lock, unix_ms};
 use crate::crypto::record::{presence_key, RecordKind};
 use crate::crypto::{Fingerprint, NodeId, Record};
-use crate::dht::{
-    Checked, Contact, Dht, DhtEvent, DhtMessage, QueryId, StoreStats, VerifiedRecord,
-};
+use crate::dht::{Checked, Contact, DhtEvent, DhtMessage, StoreStats, VerifiedRecord};
+use crate::node::core::{Answer, DhtQuery, Input, Query, Reply};
 use crate::session::hello::{
     hello, verify_hello, verify_hello_node, HelloError, Role, EXPORTER_LABEL, EXPORTER_LEN,
     HELLO_LEN,
@@ -37,12 +35,12 @@ const MAX_DHT_FRAME: usize = 1 << 20;
 /// Saves one last time and closes the database (shutdown): the snapshot is taken by the
 /// core task, written here.
 pub(crate) async fn close(shared: &Shared, d: &DhtShared) {
-    let snap = shared
-        .core
-        .call(|c, _| c.dht_mut().map(Snapshot::take))
-        .await
-        .flatten();
-    if let Some(snap) = snap {
+    let (reply, rx) = oneshot::channel();
+    if !shared.core.send(CoreCmd::SaveDht { reply }).await {
+        lock(&d.persist).take();
+        return;
+    }
+    if let Ok(snap) = rx.await {
         if let Err(e) = write_snapshot(d, &snap) {
             tracing::warn!(error = %e, "saving the DHT state failed");
         }
@@ -51,7 +49,10 @@ pub(crate) async fn close(shared: &Shared, d: &DhtShared) {
 }
 
 /// Writes a snapshot to the database, if it is still open.
-pub(crate) fn write_snapshot(d: &DhtShared, snap: &Snapshot) -> sled::Result<()> {
+pub(crate) fn write_snapshot(
+    d: &DhtShared,
+    snap: &super::dht_persist::Snapshot,
+) -> sled::Result<()> {
     let persist = lock(&d.persist);
     let Some(p) = persist.as_ref() else {
         return Ok(());
@@ -75,16 +76,11 @@ fn idle_limit(shared: &Shared) -> Duration {
 /// Whether the connection to `peer` holds a rendezvous registration (ours there, theirs
 /// here): those stay open while idle, they are how a NATed node is reached.
 async fn holds_registration(shared: &Shared, peer: &NodeId, conn: &quinn::Connection) -> bool {
-    let (peer, stable) = (*peer, conn.stable_id());
-    let theirs = shared
-        .core
-        .call(move |c, now| {
-            c.rdv_lookup(now, &peer)
-                .is_some_and(|x| x.stable_id() == stable)
-        })
-        .await
-        // The core is gone: the node is stopping, keep nothing for it.
-        .unwrap_or(false);
+    let theirs = match shared.core.query(Query::Registration(*peer)).await {
+        Some(Answer::Registration(Some(r))) => r.0.stable_id() == conn.stable_id(),
+        // Not registered; or the core is gone: the node is stopping, keep nothing for it.
+        _ => false,
+    };
     theirs
         || shared
             .nat
@@ -92,7 +88,7 @@ async fn holds_registration(shared: &Shared, peer: &NodeId, conn: &quinn::Connec
             .borrow()
             .rendezvous
             .iter()
-            .any(|(_, fp)| fp.node_id() == peer)
+            .any(|(_, fp)| fp.node_id() == *peer)
 }
 
 /// At the connection limit: closes the least recently used DHT connection that carried no
@@ -137,14 +133,7 @@ fn said_goodbye(e: &quinn::ConnectionError) -> bool {
 /// (spec/04-dht.md §3).
 async fn peer_left(shared: &Shared, peer: Contact) {
     let id = peer.id;
-    shared
-        .core
-        .call(move |c, now| {
-            if let Some(d) = c.dht_mut() {
-                d.peer_left(&id, now);
-            }
-        })
-        .await;
+    shared.core.input(Input::DhtPeerLeft(id)).await;
     tracing::debug!(peer = %peer.addr, "DHT peer shut down: out of the routing table");
 }
 
@@ -166,12 +155,10 @@ pub struct DhtStats {
 
 /// The figures of `d` now.
 pub(crate) async fn stats(shared: &Shared, d: &DhtShared) -> DhtStats {
-    let store = shared
-        .core
-        .call(|c, _| c.dht().map(|d| d.store().stats()))
-        .await
-        .flatten()
-        .unwrap_or_default();
+    let store = match shared.core.query(Query::Dht).await {
+        Some(Answer::Dht(Some(v))) => v.store,
+        _ => StoreStats::default(),
+    };
     DhtStats {
         responders: d.answering.load(Ordering::Relaxed),
         waiters: d.waiting.load(Ordering::Relaxed),
@@ -270,7 +257,7 @@ pub(crate) async fn request(shared: Arc<Shared>, d: Arc<DhtShared>, to: Contact,
     if let Ok(Some(answer)) = tokio::time::timeout(timeout, exchange).await {
         // Signatures are checked here, off the core's task.
         let msg = Checked::new(answer, unix_ms() / 1000);
-        shared.core.send(CoreCmd::DhtAnswer { from: to, msg }).await;
+        shared.core.input(Input::Dht { from: to, msg }).await;
     }
 }
 
@@ -296,9 +283,10 @@ async fn refuse(shared: &Shared, conn: &quinn::Connection, e: &ConnError) {
     tracing::warn!(%addr, error = %e, "DHT peer failed its handshake");
     let penalty = e.penalty();
     // Scored before the close goes out (the core takes commands in order).
+    let amount = penalty;
     shared
         .core
-        .call(move |c, _| c.penalize_source(addr, penalty))
+        .input(Input::PenalizeSource { addr, amount })
         .await;
     conn.close(e.code().into(), e.to_string().as_bytes());
 }
@@ -545,13 +533,9 @@ async fn serve(
 }
 
 /// Starts a query in the core task and waits for its event.
-pub(crate) async fn query(
-    shared: &Shared,
-    start: impl FnOnce(&mut Dht, Instant) -> QueryId + Send + 'static,
-) -> Result<DhtEvent, DhtError> {
+pub(crate) async fn query(shared: &Shared, query: DhtQuery) -> Result<DhtEvent, DhtError> {
     let (reply, rx) = oneshot::channel();
-    let start = Box::new(start);
-    if !shared.core.send(CoreCmd::DhtQuery { start, reply }).await {
+    if !shared.core.send(CoreCmd::DhtQuery { query, reply }).await {
         return Err(DhtError::Timeout);
     }
     match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
@@ -560,16 +544,20 @@ pub(crate) async fn query(
     }
 }
 
+/// The sequence number for the next record this node signs (the core keeps the last one).
+pub(crate) async fn next_record_seq(shared: &Shared) -> Result<u64, DhtError> {
+    let unix_ms = unix_ms();
+    match shared.core.ask(Input::NextRecordSeq { unix_ms }).await {
+        Some(Reply::Seq(seq)) => Ok(seq),
+        _ => Err(DhtError::Timeout),
+    }
+}
+
 /// Signs and stores our presence record (value: what peers need to reach us). Returns how
 /// many nodes hold it.
 pub(crate) async fn announce(shared: &Shared, value: Vec<u8>) -> Result<usize, DhtError> {
     let now_s = unix_ms() / 1000;
-    let now_ms = unix_ms();
-    let seq = shared
-        .core
-        .call(move |c, _| c.next_record_seq(now_ms))
-        .await
-        .ok_or(DhtError::Timeout)?;
+    let seq = next_record_seq(shared).await?;
     let lifetime = shared.cfg.presence_refresh * super::config::PRESENCE_LIFETIMES;
     let record = Record::sign(
         &shared.identity,
@@ -582,7 +570,7 @@ pub(crate) async fn announce(shared: &Shared, value: Vec<u8>) -> Result<usize, D
     .map_err(|e| DhtError::Record(e.to_string()))?;
     // Signed here: encoded off the core's task, nothing to verify.
     let record = VerifiedRecord::from_record(&record);
-    match query(shared, move |dht, now| dht.put_verified(record, now)).await? {
+    match query(shared, DhtQuery::Put(record)).await? {
         DhtEvent::Put { stored_at, .. } => Ok(stored_at),
         _ => Err(DhtError::Timeout),
     }
@@ -594,7 +582,7 @@ pub(crate) async fn find_peer(
     peer: Fingerprint,
 ) -> Result<Option<Record>, DhtError> {
     let key = presence_key(&peer);
-    let ev = query(shared, move |dht, now| dht.find_value(key, now)).await?;
+    let ev = query(shared, DhtQuery::FindValue(key)).await?;
     let DhtEvent::FoundValue { records, .. } = ev else {
         return Ok(None);
     };
@@ -608,7 +596,7 @@ pub(crate) async fn find_peer(
 
 /// Joins through the configured bootstrap nodes.
 pub(crate) async fn bootstrap(shared: &Shared, seeds: Vec<Contact>) -> Result<usize, DhtError> {
-    match query(shared, move |dht, now| dht.bootstrap(seeds, now)).await? {
+    match query(shared, DhtQuery::Bootstrap(seeds)).await? {
         DhtEvent::Bootstrapped { table_size, .. } => Ok(table_size),
         _ => Ok(0),
     }

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use crate::crypto::{NodeId, NODE_ID_LEN};
-use crate::dht::{Contact, Dht, StoreChanges};
+use crate::dht::{Contact, StoreChanges};
 
 /// The database file's directory name inside the data directory.
 pub const DB_DIR: &str = "dht.sled";
@@ -31,13 +31,15 @@ pub(crate) type SavedRecord = (Option<IpAddr>, Vec<u8>);
 
 /// What to write: taken by the task that owns the DHT, written on a blocking thread.
 pub(crate) struct Snapshot {
-    contacts: Vec<Contact>,
-    changes: StoreChanges,
+    pub(crate) contacts: Vec<Contact>,
+    pub(crate) changes: StoreChanges,
 }
 
 impl Snapshot {
-    /// The table and the store's changes now.
-    pub(crate) fn take(dht: &mut Dht) -> Snapshot {
+    /// The table and the store's changes now (the node core builds the same in its
+    /// `Output::DhtSave`).
+    #[cfg(test)]
+    fn take(dht: &mut crate::dht::Dht) -> Snapshot {
         Snapshot {
             contacts: dht.table().contacts().collect(),
             changes: dht.take_store_changes(),
@@ -170,7 +172,7 @@ impl Persist {
 mod tests {
     use super::*;
     use crate::crypto::{Identity, Record, RecordKind};
-    use crate::dht::DhtConfig;
+    use crate::dht::{Dht, DhtConfig};
     use rand_core::OsRng;
     use std::time::{Duration, Instant};
 

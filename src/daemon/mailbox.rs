@@ -30,6 +30,7 @@ use crate::crypto::receipt::{item_seq, Receipt, MAX_RECEIPT_ENTRIES};
 use crate::crypto::record::{kem_key, mailbox_key, RecordKind, MAX_MAILBOX_BODY};
 use crate::crypto::{sealed, Fingerprint, KemPublicKey, Message, MessageId, Record};
 use crate::dht::{rpc::MAX_RECORDS, Contact, DhtEvent, VerifiedRecord};
+use crate::node::core::{Answer, DhtQuery, Input, Query};
 
 /// Recipients remembered in the put backoff; beyond it the table is cleared.
 const MAX_BACKOFF: usize = 4096;
@@ -105,23 +106,14 @@ fn now_s() -> u64 {
     unix_ms() / 1000
 }
 
-async fn record_seq(shared: &Shared) -> Result<u64, DhtError> {
-    let now_ms = unix_ms();
-    shared
-        .core
-        .call(move |c, _| c.next_record_seq(now_ms))
-        .await
-        .ok_or(DhtError::Timeout)
-}
-
 /// Signs and puts our KEM key record (republished by the DHT while it lives).
 async fn publish_kem(shared: &Shared) -> Result<usize, DhtError> {
-    let seq = record_seq(shared).await?;
+    let seq = super::dht::next_record_seq(shared).await?;
     let now = now_s();
     let value = shared.identity.kem_public().to_bytes();
     let ttl = RecordKind::KemKey.max_ttl_secs() - 24 * 3600;
     let r = signed(shared, RecordKind::KemKey, seq, now + ttl, value, now)?;
-    match query(shared, move |dht, now| dht.put_verified(r, now)).await? {
+    match query(shared, DhtQuery::Put(r)).await? {
         DhtEvent::Put { stored_at, .. } => Ok(stored_at),
         _ => Ok(0),
     }
@@ -144,7 +136,7 @@ fn signed(
 
 /// The valid records under `key` found by a lookup.
 async fn find(shared: &Shared, key: crate::crypto::NodeId) -> Result<Vec<Record>, DhtError> {
-    let ev = query(shared, move |dht, now| dht.find_value(key, now)).await?;
+    let ev = query(shared, DhtQuery::FindValue(key)).await?;
     let DhtEvent::FoundValue { records, .. } = ev else {
         return Ok(Vec::new());
     };
@@ -210,11 +202,10 @@ async fn send_side(shared: &Shared) -> Result<(), DhtError> {
         by_peer.entry(p).or_default().push(m);
     }
     for (peer, msgs) in by_peer {
-        let live = shared
-            .core
-            .call(move |c, _| c.live_connection(&peer).is_some())
-            .await
-            .unwrap_or(true);
+        let live = !matches!(
+            shared.core.query(Query::LiveConnection(peer)).await,
+            Some(Answer::Conn(None))
+        );
         if live {
             continue;
         }
@@ -242,7 +233,7 @@ async fn send_side(shared: &Shared) -> Result<(), DhtError> {
             let expiry = now + cfg.ttl_secs.min(RecordKind::MailboxItem.max_ttl_secs());
             let seq = item_seq(&m.id);
             let r = signed(shared, RecordKind::MailboxItem, seq, expiry, sealed, now)?;
-            let stored_at = match query(shared, move |dht, now| dht.put_once(r, now)).await? {
+            let stored_at = match query(shared, DhtQuery::PutOnce(r)).await? {
                 DhtEvent::Put { stored_at, .. } => stored_at,
                 _ => 0,
             };
@@ -308,8 +299,11 @@ async fn check_receipts(shared: &Shared) {
                 })
                 .await;
         }
-        let forget = ids.clone();
-        shared.core.call(move |c, _| c.forget(&peer, &forget)).await;
+        let delivered = Input::Delivered {
+            peer,
+            ids: ids.clone(),
+        };
+        shared.core.input(delivered).await;
         let _ = shared
             .events
             .send(NodeEvent::MailboxDelivered { peer, ids })
@@ -359,9 +353,14 @@ async fn pages(
         if *budget == 0 {
             break;
         }
-        let ev = query(shared, move |dht, now| {
-            dht.fetch_page(node, key, after, now)
-        })
+        let ev = query(
+            shared,
+            DhtQuery::Page {
+                to: node,
+                key,
+                after,
+            },
+        )
         .await;
         let Ok(DhtEvent::Page {
             records, answered, ..
@@ -393,7 +392,7 @@ async fn pages(
 async fn fetch(shared: &Shared) -> Result<(), DhtError> {
     let me = shared.identity.fingerprint();
     let key = mailbox_key(&me);
-    let closest = match query(shared, move |dht, now| dht.find_node(key, now)).await? {
+    let closest = match query(shared, DhtQuery::FindNode(key)).await? {
         DhtEvent::FoundNodes { closest, .. } => closest,
         _ => Vec::new(),
     };
@@ -497,7 +496,7 @@ async fn publish_receipt(shared: &Shared) -> Result<usize, DhtError> {
         .iter()
         .copied()
         .collect();
-    let seq = record_seq(shared).await?;
+    let seq = super::dht::next_record_seq(shared).await?;
     let now = now_s();
     let ttl = shared
         .cfg
@@ -513,7 +512,7 @@ async fn publish_receipt(shared: &Shared) -> Result<usize, DhtError> {
         value,
         now,
     )?;
-    let stored_at = match query(shared, move |dht, now| dht.put_verified(r, now)).await? {
+    let stored_at = match query(shared, DhtQuery::Put(r)).await? {
         DhtEvent::Put { stored_at, .. } => stored_at,
         _ => 0,
     };

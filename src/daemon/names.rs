@@ -21,6 +21,7 @@ use crate::crypto::name::{
 use crate::crypto::record::{name_key, RecordKind};
 use crate::crypto::{Fingerprint, Record};
 use crate::dht::{DhtEvent, VerifiedRecord};
+use crate::node::core::{DhtQuery, Input};
 
 /// Most names one node claims (each costs a signature and a put per republish).
 pub const MAX_OWN_NAMES: usize = 16;
@@ -95,7 +96,7 @@ async fn lookup(shared: &Shared, name: &str) -> Result<Vec<(NameClaim, Record)>,
         return Err(DhtError::Disabled);
     }
     let key = name_key(name);
-    let ev = query(shared, move |dht, now| dht.find_value(key, now)).await?;
+    let ev = query(shared, DhtQuery::FindValue(key)).await?;
     let DhtEvent::FoundValue { records, .. } = ev else {
         return Ok(Vec::new());
     };
@@ -126,12 +127,8 @@ fn decide(name: &str, found: &[(NameClaim, Record)]) -> Option<Resolved> {
 
 /// Signs a claim for `name` made at `claimed_at` and puts it; returns (expiry, stored_at).
 async fn publish(shared: &Shared, name: &str, claimed_at: u64) -> Result<(u64, usize), DhtError> {
-    let (now_s, now_ms) = (unix_ms() / 1000, unix_ms());
-    let seq = shared
-        .core
-        .call(move |c, _| c.next_record_seq(now_ms))
-        .await
-        .ok_or(DhtError::Timeout)?;
+    let now_s = unix_ms() / 1000;
+    let seq = super::dht::next_record_seq(shared).await?;
     let expiry = now_s + CLAIM_TTL_SECS;
     let value = NameClaim {
         claimed_at,
@@ -148,7 +145,7 @@ async fn publish(shared: &Shared, name: &str, claimed_at: u64) -> Result<(u64, u
     )
     .map_err(|e| DhtError::Record(e.to_string()))?;
     let record = VerifiedRecord::from_record(&record);
-    match query(shared, move |dht, now| dht.put_verified(record, now)).await? {
+    match query(shared, DhtQuery::Put(record)).await? {
         DhtEvent::Put { stored_at, .. } => Ok((expiry, stored_at)),
         _ => Err(DhtError::Timeout),
     }
@@ -157,14 +154,7 @@ async fn publish(shared: &Shared, name: &str, claimed_at: u64) -> Result<(u64, u
 /// Stops republishing our claim for `name` (it lost a race).
 async fn withdraw(shared: &Shared, name: &str) {
     let key = name_key(name);
-    shared
-        .core
-        .call(move |c, _| {
-            if let Some(d) = c.dht_mut() {
-                d.unpublish(&key);
-            }
-        })
-        .await;
+    shared.core.input(Input::DhtUnpublish(key)).await;
 }
 
 /// Signs a fresh claim for each of our names every [`CLAIM_REPUBLISH_SECS`] (retrying a
@@ -359,10 +349,7 @@ impl NodeHandle {
             .names
             .update(|f| Ok::<_, NamesError>(f.contacts.set_allow_relay(label, allow)?))?;
         if let (true, Some(peer)) = (allow, c.fp()) {
-            self.shared
-                .core
-                .send(super::state::CoreCmd::Heard(peer))
-                .await;
+            self.shared.core.input(Input::Heard(peer)).await;
         }
         Ok(c)
     }

@@ -19,12 +19,12 @@ use crate::transport::{bind_udp, DnaSocket, SideChannels};
 
 use super::conn::drive;
 use super::events::{EventRx, NodeEvent};
-use super::state::{CoreCmd, CoreTx, NatShared, NodeHandle, Shared};
+use super::state::{CoreTx, NatShared, NodeHandle, Shared};
 use super::store::{Store, StoreError, StoreLimits, StoredMessage};
 use super::stun_routes::{StunRoute, StunRoutes};
 use super::util::{unix_ms, with_rng};
 use super::NodeConfig;
-use crate::node::core::{Core, CoreConfig};
+use crate::node::core::{Answer, Core, CoreConfig, Input, Query};
 use crate::node::reach::RelayPolicy;
 
 /// Starting a node failed.
@@ -202,9 +202,9 @@ impl Node {
         }
         let pending: usize = backlog.iter().map(|(_, m)| m.len()).sum();
         let now = Instant::now();
-        core.start_retry(now);
-        for (fp, msgs) in backlog {
-            core.send(now, fp, msgs);
+        core.handle(now, Input::StartRetry);
+        for (peer, msgs) in backlog {
+            core.handle(now, Input::Send { peer, msgs });
         }
         if pending > 0 {
             tracing::info!(
@@ -360,14 +360,17 @@ impl Node {
         s.closing.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + grace;
         loop {
-            let draining = s.core.call(|c, _| c.draining()).await.unwrap_or(false);
+            let draining = matches!(
+                s.core.query(Query::Draining).await,
+                Some(Answer::Flag(true))
+            );
             if !draining || Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         s.stopped.store(true, Ordering::SeqCst);
-        s.core.call(|c, _| c.stop()).await;
+        s.core.input(Input::Stop).await;
         if let Some(d) = &s.dht {
             super::dht::close(s, d).await;
         }
@@ -397,10 +400,7 @@ impl NodeHandle {
     /// Asks for a connection to `peer` at `addrs` and keeps it up (reconnecting with
     /// backoff) until [`NodeHandle::disconnect`].
     pub async fn connect(&self, peer: Fingerprint, addrs: Vec<SocketAddr>) {
-        self.shared
-            .core
-            .call(move |c, now| c.connect(now, peer, addrs))
-            .await;
+        self.shared.core.input(Input::Connect { peer, addrs }).await;
     }
 
     /// Queues a message to `peer`; it is sent as soon as a connection is up and resent after
@@ -443,7 +443,7 @@ impl NodeHandle {
             store.enqueue(peer, msgs.clone()).await?;
         }
         let ids = msgs.iter().map(|m| m.id).collect();
-        if !self.shared.core.send(CoreCmd::Send { peer, msgs }).await {
+        if !self.shared.core.input(Input::Send { peer, msgs }).await {
             return Err(SendError::ShuttingDown);
         }
         Ok(ids)
@@ -452,11 +452,10 @@ impl NodeHandle {
     /// Peers with messages waiting and no live connection: the application reaches them
     /// (DHT lookup, punching) so the outbox can drain.
     pub async fn pending_peers(&self) -> Vec<Fingerprint> {
-        self.shared
-            .core
-            .call(|c, _| c.pending())
-            .await
-            .unwrap_or_default()
+        match self.shared.core.query(Query::Pending).await {
+            Some(Answer::Peers(p)) => p,
+            _ => Vec::new(),
+        }
     }
 
     /// The received messages in the store, oldest first (empty without a store).
@@ -470,27 +469,25 @@ impl NodeHandle {
 
     /// Announces our presence to every connected peer (and to each new one).
     pub async fn set_presence(&self, status: PresenceStatus) {
-        self.shared
-            .core
-            .call(move |c, _| c.set_presence(status))
-            .await;
+        self.shared.core.input(Input::Presence(status)).await;
     }
 
     /// Closes the connection to `peer` and stops reconnecting.
     pub async fn disconnect(&self, peer: Fingerprint) {
-        self.shared.core.call(move |c, _| c.disconnect(peer)).await;
+        self.shared.core.input(Input::Disconnect(peer)).await;
     }
 
     /// Cuts the live connection to `peer` (not the process) and lets the node reconnect:
     /// what a network failure looks like.
     pub async fn reset_connection(&self, peer: Fingerprint) {
-        self.shared.core.call(move |c, _| c.reset(peer)).await;
+        self.shared.core.input(Input::Reset(peer)).await;
     }
 
     /// What the node knows about `peer`.
     pub async fn peer_info(&self, peer: &Fingerprint) -> Option<PeerInfo> {
-        let peer = *peer;
-        let p = self.shared.core.call(move |c, _| c.peer(&peer)).await??;
+        let Some(Answer::Peer(Some(p))) = self.shared.core.query(Query::Peer(*peer)).await else {
+            return None;
+        };
         Some(PeerInfo {
             connected: p.connected,
             addrs: p.addrs,
@@ -503,12 +500,10 @@ impl NodeHandle {
 
     /// The score of an address, for failures before a peer authenticated.
     pub async fn addr_score(&self, addr: &SocketAddr) -> i32 {
-        let addr = *addr;
-        self.shared
-            .core
-            .call(move |c, _| c.addr_score(&addr))
-            .await
-            .unwrap_or(0)
+        match self.shared.core.query(Query::AddrScore(*addr)).await {
+            Some(Answer::Score(n)) => n,
+            _ => 0,
+        }
     }
 
     /// The re-reach schedule's counters (`None`: it does not run; spec/06-node.md §3.5).
@@ -539,11 +534,10 @@ impl NodeHandle {
 
     /// Messages waiting in outboxes (queued or unacknowledged), over all peers.
     pub async fn outbox_len(&self) -> usize {
-        self.shared
-            .core
-            .call(|c, _| c.outbox_len())
-            .await
-            .unwrap_or(0)
+        match self.shared.core.query(Query::OutboxLen).await {
+            Some(Answer::Count(n)) => n,
+            _ => 0,
+        }
     }
 
     /// The node's configuration (its limits, for `dna status`).
@@ -553,11 +547,10 @@ impl NodeHandle {
 
     /// Entries in the peer table, and how many were evicted so far.
     pub async fn peer_table(&self) -> (usize, u64) {
-        self.shared
-            .core
-            .call(|c, _| c.peer_table())
-            .await
-            .unwrap_or_default()
+        match self.shared.core.query(Query::PeerTable).await {
+            Some(Answer::PeerTable(n, evicted)) => (n, evicted),
+            _ => (0, 0),
+        }
     }
 
     /// Live QUIC connections.
@@ -603,13 +596,17 @@ impl NodeHandle {
         super::dht::find_peer(&self.shared, peer).await
     }
 
+    /// The DHT's figures from the core (`None`: no DHT).
+    async fn dht_view(&self) -> Option<crate::node::core::DhtView> {
+        match self.shared.core.query(Query::Dht).await {
+            Some(Answer::Dht(v)) => v,
+            _ => None,
+        }
+    }
+
     /// Records this node holds for the DHT (0 without a DHT).
     pub async fn dht_records_held(&self) -> usize {
-        self.shared
-            .core
-            .call(|c, _| c.dht().map_or(0, |d| d.store().len()))
-            .await
-            .unwrap_or(0)
+        self.dht_view().await.map_or(0, |d| d.store.records)
     }
 
     /// The DHT driver's bookkeeping: requests and queries waiting, connections, records
@@ -623,11 +620,7 @@ impl NodeHandle {
 
     /// Entries in the DHT routing table (0 without a DHT).
     pub async fn dht_table_size(&self) -> usize {
-        self.shared
-            .core
-            .call(|c, _| c.dht().map_or(0, |d| d.table().len()))
-            .await
-            .unwrap_or(0)
+        self.dht_view().await.map_or(0, |d| d.table)
     }
 
     /// Our address as `server` sees it: a STUN Binding transaction (RFC 8489 timers) from the
@@ -780,8 +773,8 @@ async fn accept_loop(shared: Arc<Shared>) {
             incoming.refuse();
             continue;
         }
-        let banned = shared.core.call(move |c, _| c.addr_banned(&from)).await;
-        if banned.unwrap_or(true) {
+        let banned = shared.core.query(Query::AddrBanned(from)).await;
+        if !matches!(banned, Some(Answer::Flag(false))) {
             tracing::warn!(%from, "banned address: refusing");
             incoming.refuse();
             continue;

@@ -75,12 +75,7 @@ fn path_of(remote: SocketAddr, routes: &[(SocketAddr, crate::transport::RelayRou
 impl NodeHandle {
     /// Every peer with a live session (at most `max_peers`), sorted by fingerprint.
     pub async fn peers(&self) -> Vec<PeerStatus> {
-        let links = self
-            .shared
-            .core
-            .call(|c, _| c.live_links())
-            .await
-            .unwrap_or_default();
+        let links = self.shared.core.links().await;
         let routes = self.shared.socket.routes();
         // Over TURN/TCP every path is the far side of our allocation.
         let all_turn = self.shared.socket.turn_over_tcp();
@@ -118,17 +113,8 @@ impl NodeHandle {
     /// Asks `peer`'s live session to send a PING now; its PONG arrives as
     /// [`NodeEvent::Rtt`](super::NodeEvent::Rtt). `false` if no session is live.
     pub async fn ping(&self, peer: Fingerprint) -> bool {
-        let link = self
-            .shared
-            .core
-            .call(move |c, _| {
-                c.live_links()
-                    .into_iter()
-                    .find(|(f, _, _)| *f == peer)
-                    .map(|l| l.2)
-            })
-            .await
-            .flatten();
+        let links = self.shared.core.links().await;
+        let link = links.into_iter().find(|(f, _, _)| *f == peer).map(|l| l.2);
         match link {
             Some(h) => h.tx.try_send(ConnCmd::Ping).is_ok(),
             None => false,

@@ -24,6 +24,7 @@ use crate::nat::discovery::{Discovery, DiscoveryError, NatClass};
 use crate::nat::punch::{Punch, PunchConfig, PunchCreds, PunchResult, Selected};
 use crate::nat::signal::{ConnectErrorCode, Signal, SignalKind};
 use crate::nat::stun;
+use crate::node::core::{Answer, Input, Query, Reply};
 pub use crate::node::reach::Reached;
 use crate::node::reach::{Action, Reach, ReachFailure, RelayPolicy};
 use crate::node::rendezvous::RendezvousStats;
@@ -644,14 +645,11 @@ impl NodeHandle {
     /// The rendezvous role's counters: registrations held, accepted, expired and refused
     /// by reason; CONNECTs admitted and refused, as rendezvous and as callee.
     pub async fn rendezvous_stats(&self) -> RendezvousStats {
-        self.shared
-            .core
-            .call(|c, now| {
-                c.rdv_expire(now);
-                c.rdv_stats()
-            })
-            .await
-            .unwrap_or_default()
+        // The core task runs what is due (expiries) before it answers a query.
+        match self.shared.core.query(Query::Rendezvous).await {
+            Some(Answer::Rendezvous(s)) => s,
+            _ => RendezvousStats::default(),
+        }
     }
 
     /// Registers at a rendezvous node (a DHT node given as address and fingerprint) and
@@ -716,29 +714,18 @@ impl NodeHandle {
     /// serves — answers requests, holds records and mailbox items — the others are
     /// clients). Whether the DHT now serves; `false` without a DHT.
     pub async fn serve_dht(&self, serve: bool) -> bool {
-        self.shared
-            .core
-            .call(move |c, _| {
-                c.dht_mut().map(|d| {
-                    if d.is_server() != serve {
-                        tracing::info!(serve, "DHT role changed");
-                    }
-                    d.set_server(serve);
-                    serve
-                })
-            })
-            .await
-            .flatten()
-            .unwrap_or(false)
+        matches!(
+            self.shared.core.ask(Input::DhtServe(serve)).await,
+            Some(Reply::Serves(true))
+        )
     }
 
     /// Whether this node serves in the DHT now (decision 9).
     pub async fn dht_serves(&self) -> bool {
-        self.shared
-            .core
-            .call(|c, _| c.dht().is_some_and(|d| d.is_server()))
-            .await
-            .unwrap_or(false)
+        matches!(
+            self.shared.core.query(Query::Dht).await,
+            Some(Answer::Dht(Some(v))) if v.serves
+        )
     }
 
     fn dht_shared(&self) -> Result<Arc<DhtShared>, ReachError> {
@@ -1029,13 +1016,8 @@ pub(crate) async fn upgrade_loop(shared: std::sync::Weak<Shared>, every: Duratio
             return;
         }
         let h = NodeHandle { shared };
-        let connected = h
-            .shared
-            .core
-            .call(|c, _| c.connected())
-            .await
-            .unwrap_or_default();
-        for (peer, addrs) in connected {
+        let connected = h.shared.core.links().await;
+        for (peer, addrs, _) in connected {
             let socket = &h.shared.socket;
             let relayed = addrs.into_iter().find(|a| {
                 let token = crate::transport::is_relay_token(*a)

@@ -16,6 +16,7 @@ use super::util::with_rng;
 use crate::crypto::{Fingerprint, FINGERPRINT_LEN};
 use crate::dht::Contact;
 use crate::nat::signal::ConnectErrorCode;
+use crate::node::core::{Answer, Query};
 use crate::node::relay::{Ask, Grant, RelayRefusal, RelayServerStats, RELAY_WAIT};
 use crate::transport::is_relay_token;
 use crate::wire::MessageType;
@@ -50,11 +51,13 @@ async fn request(
         .map_err(|_| ConnectErrorCode::Malformed)?;
     let (me, other) = (peer.id, Fingerprint(bytes).node_id());
     // Strangers are refused: both ends hold a live registration here.
-    let registered = shared
-        .core
-        .call(move |c, now| c.rdv_lookup(now, &me).is_some() && c.rdv_lookup(now, &other).is_some())
-        .await
-        .ok_or(ConnectErrorCode::Busy)?;
+    let mut registered = true;
+    for id in [me, other] {
+        match shared.core.query(Query::Registration(id)).await {
+            Some(Answer::Registration(r)) => registered &= r.is_some(),
+            _ => return Err(ConnectErrorCode::Busy),
+        }
+    }
     if !registered {
         return Err(ConnectErrorCode::NotRegistered);
     }

@@ -20,9 +20,10 @@ use tokio::sync::mpsc;
 
 use super::sigwire::now_ms;
 use super::sigwire::{frame, limits, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
-use super::state::{Shared, SignalStream};
+use super::state::{RdvConn, Shared, SignalStream};
 use crate::dht::Contact;
 use crate::nat::signal::{ConnectErrorCode, Signal};
+use crate::node::core::{Answer, Input, Query, Reply};
 use crate::node::rendezvous::ConnectRefusal;
 use crate::wire::{decode_exact, MessageType, HEADER_LEN};
 
@@ -76,30 +77,26 @@ async fn serve_stream(
 /// connection is dropped when that connection ends.
 async fn register_here(shared: &Arc<Shared>, conn: &quinn::Connection, peer: Contact) -> BytesMut {
     let ip = conn.remote_address().ip();
-    let (c, id) = (conn.clone(), peer.id);
-    let r = shared
-        .core
-        .call(move |core, now| {
-            let same_conn = core
-                .rdv_lookup(now, &id)
-                .is_some_and(|x| x.stable_id() == c.stable_id());
-            core.rdv_register(now, id, ip, c).map(|l| (l, same_conn))
-        })
-        .await;
-    let Some(r) = r else {
+    let register = Input::Register {
+        peer: peer.id,
+        ip,
+        conn: RdvConn(conn.clone()),
+    };
+    let Some(Reply::Registered(r)) = shared.core.ask(register).await else {
         return frame(MessageType::ConnectError, &[ConnectErrorCode::Busy as u8]);
     };
     match r {
-        Ok((lifetime, same_conn)) => {
+        Ok((lifetime, new_conn)) => {
             tracing::debug!(peer = %peer.addr, "registered for rendezvous");
-            if !same_conn {
+            if new_conn {
+                // The registration goes when its connection ends.
                 let (shared, conn, id) = (shared.clone(), conn.clone(), peer.id);
                 tokio::spawn(async move {
                     conn.closed().await;
-                    let stable = conn.stable_id();
+                    let conn = RdvConn(conn);
                     shared
                         .core
-                        .call(move |core, _| core.rdv_remove_if(&id, |c| c.stable_id() == stable))
+                        .input(Input::Unregister { peer: id, conn })
                         .await;
                 });
             }
@@ -135,45 +132,40 @@ async fn forward_or_answer(
         e.code()
     };
     let ip = remote.ip();
-    shared
-        .core
-        .call(move |c, now| c.rdv_admit(for_me, |l| l.check_source(ip, now)))
-        .await
-        .ok_or(ConnectErrorCode::Busy)?
-        .map_err(refused)?;
+    let admit = |reply| match reply {
+        Some(Reply::Admission(r)) => r.map_err(refused),
+        _ => Err(ConnectErrorCode::Busy),
+    };
+    let from_source = Input::ConnectFrom {
+        answering: for_me,
+        ip,
+    };
+    admit(shared.core.ask(from_source).await)?;
     // The signature is checked here, off the core's task.
     let signal = Signal::verify(offer).map_err(|_| ConnectErrorCode::Malformed)?;
-    let (signal, admitted) = shared
-        .core
-        .call(move |c, now| {
-            let r = c.rdv_admit(for_me, |l| l.admit(&signal, now, now_ms()));
-            (signal, r)
-        })
-        .await
-        .ok_or(ConnectErrorCode::Busy)?;
-    admitted.map_err(refused)?;
+    let offered = Input::ConnectOffer {
+        answering: for_me,
+        offer: Box::new(signal.clone()),
+        unix_ms: now_ms(),
+    };
+    admit(shared.core.ask(offered).await)?;
     if for_me {
         // `from` is the rendezvous node that forwarded it: it may relay us too.
         return super::reach::answer_offer(shared, signal, from).await;
     }
     let id = signal.to.node_id();
-    let target = shared
-        .core
-        .call(move |c, now| {
-            let found = c.rdv_lookup(now, &id).cloned();
-            match found {
-                Some(x) if x.close_reason().is_none() => Some(x),
-                Some(x) => {
-                    let stable = x.stable_id();
-                    c.rdv_remove_if(&id, |y| y.stable_id() == stable);
-                    None
-                }
-                None => None,
-            }
-        })
-        .await
-        .flatten()
-        .ok_or(ConnectErrorCode::NotRegistered)?;
+    let target = match shared.core.query(Query::Registration(id)).await {
+        Some(Answer::Registration(Some(c))) if c.0.close_reason().is_none() => c.0,
+        Some(Answer::Registration(Some(closed))) => {
+            let unregister = Input::Unregister {
+                peer: id,
+                conn: closed,
+            };
+            shared.core.input(unregister).await;
+            return Err(ConnectErrorCode::NotRegistered);
+        }
+        _ => return Err(ConnectErrorCode::NotRegistered),
+    };
     let exchange = async {
         let (mut s, mut r) = target.open_bi().await.ok()?;
         s.write_all(&frame(MessageType::Connect, offer))

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use super::reach::Reached;
-use super::state::{CoreCmd, NodeHandle, Shared};
+use super::state::{NodeHandle, Shared};
 use super::NodeEvent;
 use crate::crypto::Fingerprint;
+use crate::node::core::Input;
 use crate::node::reach::RelayPolicy;
 use crate::node::retry::Attempt;
 
@@ -36,5 +37,5 @@ pub(crate) async fn reach(shared: Arc<Shared>, peer: Fingerprint) {
             Attempt::Failed
         }
     };
-    shared.core.send(CoreCmd::ReachDone { peer, how }).await;
+    shared.core.input(Input::ReachDone { peer, how }).await;
 }

@@ -22,6 +22,7 @@ use super::state::Shared;
 use super::util::with_rng;
 use crate::nat::candidate::{Candidate, CandidateKind};
 use crate::nat::predict::{role, Behaviour, ProbeConfig, Prober, Role, SPRAY_SOCKETS};
+use crate::node::core::{Input, Reply};
 use crate::transport::socket::canonical;
 
 /// A winning side socket that heard nothing from its peer this long closes and removes
@@ -69,11 +70,10 @@ pub(crate) async fn plan(shared: &Shared, remote: Behaviour, cands: &[Candidate]
         Role::Probe { sequential } => {
             let (ip, want) = (srflx.ip(), ProbeConfig::default().budget);
             // The per-peer budget is the node core's (decision 10).
-            let budget = shared
-                .core
-                .call(move |c, now| c.grant_probes(ip, want, now))
-                .await
-                .unwrap_or(0);
+            let budget = match shared.core.ask(Input::GrantProbes { ip, want }).await {
+                Some(Reply::Count(n)) => n,
+                _ => 0,
+            };
             (budget > 0).then_some(Plan::Probe {
                 target: srflx,
                 sequential,
@@ -101,10 +101,8 @@ pub(crate) fn prober(target: SocketAddr, sequential: bool, budget: u32) -> Probe
 pub(crate) async fn probes_done(shared: &Shared, ip: IpAddr, granted: u32, sent: u32) {
     let unsent = granted.saturating_sub(sent);
     if unsent > 0 {
-        shared
-            .core
-            .call(move |c, _| c.refund_probes(ip, unsent))
-            .await;
+        let n = unsent;
+        shared.core.input(Input::RefundProbes { ip, n }).await;
     }
 }
 

@@ -23,10 +23,10 @@ use super::events::EventTx;
 use super::store::Store;
 use super::NodeConfig;
 use crate::crypto::{Fingerprint, Identity, NodeId};
-use crate::dht::{Checked, Contact, Dht, DhtEvent, DhtMessage, QueryId};
+use crate::dht::{Checked, Contact, Dht, DhtEvent, DhtMessage};
 use crate::nat::candidate::{Candidate, PresenceInfo};
 use crate::nat::discovery::NatClass;
-use crate::node::core::{Core, Ended};
+use crate::node::core::{Answer, Core, DhtQuery, Input, Query, Reply};
 use crate::session::{Outgoing, PresenceStatus};
 use crate::transport::DnaSocket;
 
@@ -75,26 +75,33 @@ pub(crate) fn window(cfg: &super::NodeConfig) -> usize {
 
 /// The node core as the driver holds it: connection handles for the peer table, QUIC
 /// connections for the rendezvous registry.
-pub(crate) type DriverCore = Core<ConnHandle, quinn::Connection>;
+pub(crate) type DriverCore = Core<ConnHandle, RdvConn>;
 
-/// A request run by the core task on the core; its answer goes back by the request's own
-/// channel.
-pub(crate) type CoreCall = Box<dyn FnOnce(&mut DriverCore, Instant) + Send>;
+/// The handle the rendezvous registry keeps on a registered node's connection: two are the
+/// same connection when quinn says so (`stable_id`).
+#[derive(Debug, Clone)]
+pub(crate) struct RdvConn(pub(crate) quinn::Connection);
 
-/// Commands to the task that owns the node core (`daemon::core`). The hot ones have
-/// variants; the rest are calls.
+impl PartialEq for RdvConn {
+    fn eq(&self, other: &RdvConn) -> bool {
+        self.0.stable_id() == other.0.stable_id()
+    }
+}
+
+/// An input to the node core as the driver feeds it.
+pub(crate) type CoreInput = Input<ConnHandle, RdvConn>;
+/// The core's answer to a [`Query`] as the driver reads it.
+pub(crate) type CoreAnswer = Answer<ConnHandle, RdvConn>;
+
+/// Commands to the task that owns the node core (`daemon::core`): the core's closed inputs
+/// and queries (spec/06-node.md §1.1), plus the three whose answer the task routes.
 pub(crate) enum CoreCmd {
-    /// Messages (already durable) to queue for a peer.
-    Send {
-        peer: Fingerprint,
-        msgs: Vec<Outgoing>,
-    },
-    /// A connection acknowledged every message it was handed below `below`.
-    Acked {
-        peer: Fingerprint,
-        conn_id: u64,
-        below: u64,
-    },
+    /// Something happened; nothing to answer.
+    Input(CoreInput),
+    /// An input whose [`Reply`] the sender waits for.
+    Ask(CoreInput, oneshot::Sender<Reply>),
+    /// A read-only question.
+    Query(Query, oneshot::Sender<CoreAnswer>),
     /// Without a store: messages received, to de-duplicate; the new ones come back on
     /// `reply` as the store's answer would.
     Received {
@@ -103,20 +110,6 @@ pub(crate) enum CoreCmd {
         upto: u64,
         reply: mpsc::UnboundedSender<super::store::Stored>,
     },
-    /// A connection ended.
-    Ended(Ended),
-    /// A dial round reached no address.
-    DialFailed(Fingerprint),
-    /// A dial round has a QUIC connection (the connection reports the rest).
-    DialConnected(Fingerprint),
-    /// A reach the core asked for ([`Output::Reach`](crate::node::core::Output)) ended.
-    ReachDone {
-        peer: Fingerprint,
-        how: crate::node::retry::Attempt,
-    },
-    /// Something new about `peer` (the user allowed a relay for it): reach it again now if
-    /// messages wait for it.
-    Heard(Fingerprint),
     /// An inbound DHT request from `from` (signatures checked by the sender); the answer,
     /// if the DHT gives one, goes to `reply`.
     DhtInbound {
@@ -124,19 +117,16 @@ pub(crate) enum CoreCmd {
         msg: Checked,
         reply: oneshot::Sender<DhtMessage>,
     },
-    /// The answer to one of our DHT requests.
-    DhtAnswer { from: Contact, msg: Checked },
     /// Starts a DHT query; its event goes to `reply`.
     DhtQuery {
-        start: DhtStart,
+        query: DhtQuery,
         reply: oneshot::Sender<DhtEvent>,
     },
-    /// Anything else.
-    Call(CoreCall),
+    /// The shutdown's last save of the DHT: the snapshot goes to `reply`.
+    SaveDht {
+        reply: oneshot::Sender<super::dht_persist::Snapshot>,
+    },
 }
-
-/// Starts a DHT query on the state machine (in the core task).
-pub(crate) type DhtStart = Box<dyn FnOnce(&mut Dht, Instant) -> QueryId + Send>;
 
 /// Commands waiting for the core task; senders wait when it is full.
 pub(crate) const CORE_QUEUE: usize = 1024;
@@ -151,17 +141,31 @@ impl CoreTx {
         self.0.send(cmd).await.is_ok()
     }
 
-    /// Runs `f` on the core in its task and returns its answer (`None` once the task is
-    /// gone).
-    pub(crate) async fn call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut DriverCore, Instant) -> T + Send + 'static,
-    ) -> Option<T> {
+    /// Feeds an input; `false` once the core task is gone.
+    pub(crate) async fn input(&self, input: CoreInput) -> bool {
+        self.send(CoreCmd::Input(input)).await
+    }
+
+    /// Feeds an input and waits for the core's reply (`None` once the task is gone).
+    pub(crate) async fn ask(&self, input: CoreInput) -> Option<Reply> {
         let (tx, rx) = oneshot::channel();
-        let call: CoreCall = Box::new(move |core, now| {
-            let _ = tx.send(f(core, now));
-        });
-        self.0.send(CoreCmd::Call(call)).await.ok()?;
+        self.0.send(CoreCmd::Ask(input, tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Peers with a live connection, their addresses and the connection (none once the
+    /// task is gone).
+    pub(crate) async fn links(&self) -> Vec<(Fingerprint, Vec<SocketAddr>, ConnHandle)> {
+        match self.query(Query::Links).await {
+            Some(Answer::Links(l)) => l,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Asks a read-only question (`None` once the task is gone).
+    pub(crate) async fn query(&self, q: Query) -> Option<CoreAnswer> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send(CoreCmd::Query(q, tx)).await.ok()?;
         rx.await.ok()
     }
 }

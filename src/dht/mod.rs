@@ -17,5 +17,6 @@ pub use node::{Dht, DhtConfig, DhtEvent, LookupStats, QueryId, Transmit};
 pub use routing::{Insert, RoutingConfig, RoutingTable};
 pub use rpc::{Body, DhtMessage, DhtWireError, StoreStatus};
 pub use store::{
-    RecordStore, StoreChanges, StoreConfig, StoreError, StoreStats, Stored, RECORD_OVERHEAD,
+    QuotaRefusals, RecordStore, StoreChanges, StoreConfig, StoreError, StoreStats, Stored,
+    RECORD_OVERHEAD,
 };

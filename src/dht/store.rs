@@ -141,6 +141,31 @@ pub enum Stored {
     Unchanged,
 }
 
+/// Refusals by the quota that made them, since start (spec/04-dht.md §5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaRefusals {
+    /// [`StoreError::PublisherQuota`].
+    pub publisher: u64,
+    /// [`StoreError::SourceQuota`].
+    pub source: u64,
+    /// [`StoreError::NetworkQuota`].
+    pub network: u64,
+    /// [`StoreError::Full`].
+    pub full: u64,
+}
+
+impl QuotaRefusals {
+    fn count(&mut self, e: &StoreError) {
+        match e {
+            StoreError::PublisherQuota => self.publisher += 1,
+            StoreError::SourceQuota => self.source += 1,
+            StoreError::NetworkQuota => self.network += 1,
+            StoreError::Full => self.full += 1,
+            _ => {}
+        }
+    }
+}
+
 /// The store's figures (for `dna status` and tests).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -150,6 +175,8 @@ pub struct StoreStats {
     pub bytes: usize,
     /// Records refused by a quota or because the store was full, since start.
     pub refused: u64,
+    /// Of those, by the quota that refused them.
+    pub refused_by: QuotaRefusals,
     /// Records evicted to make room for a lighter network's, since start.
     pub evicted: u64,
     /// Mailbox items held (spec/09-mailbox.md), included in `records`.
@@ -157,7 +184,7 @@ pub struct StoreStats {
 }
 
 /// What changed since the last [`RecordStore::take_changes`], for persistence.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct StoreChanges {
     /// `upserts` lists every record held: replace whatever was saved.
     pub full: bool,
@@ -208,6 +235,7 @@ pub struct RecordStore {
     /// No record expires before this (a lower bound: `expire` scans only once it passed).
     next_expiry: u64,
     refused: u64,
+    refused_by: QuotaRefusals,
     evicted: u64,
     /// Slots changed since the last `take_changes`; `full` instead once that set grows
     /// past the records held (+1024), so it stays bounded.
@@ -286,6 +314,7 @@ impl RecordStore {
                 self.insert(slot, old);
             }
             self.refused += 1;
+            self.refused_by.count(&e);
             return Err(e);
         }
         let receipt = (rec.kind() == RecordKind::MailboxReceipt).then(|| rec.key());
@@ -309,6 +338,7 @@ impl RecordStore {
         let key = rec.key();
         let refuse = |s: &mut RecordStore, e| {
             s.refused += 1;
+            s.refused_by.count(&e);
             Err(e)
         };
         if source.is_some() && !self.cfg.mailbox {
@@ -626,6 +656,7 @@ impl RecordStore {
             records: self.records.len(),
             bytes: self.bytes,
             refused: self.refused,
+            refused_by: self.refused_by,
             evicted: self.evicted,
             mailbox_items: self.mailbox_items(),
         }

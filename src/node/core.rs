@@ -3,9 +3,11 @@
 //! the DHT state machine — and of the decisions about them: which connection to a peer survives,
 //! which messages a connection carries next, when to dial whom, whom to refuse.
 //!
-//! Sans-IO, driven as `quinn-proto` and `str0m` are: `handle_*(now, …)` and the calls
-//! below take input, [`Core::poll_output`] and [`Core::poll_timeout`] say what to do. The
-//! daemon runs it in one task (`daemon::core`); `netsim` and the tests drive it directly.
+//! Sans-IO, driven as `str0m`'s `Rtc` is ([`io`]): [`Core::handle`] takes an [`Input`],
+//! [`Core::poll_output`] and [`Core::poll_timeout`] / [`Core::handle_timeout`] say what to
+//! do and when, [`Core::query`] answers read-only questions. Nothing else is public: the
+//! methods below are what `handle` dispatches to. The daemon runs it in one task
+//! (`daemon::core`); `netsim` and the tests drive it the same way.
 //!
 //! **Messages leave by owned batches.** A connection is handed messages (clones of the
 //! outbox's, the bodies shared) and seals and sends them itself, off the core: the core
@@ -20,19 +22,20 @@
 //! connection.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::crypto::{Fingerprint, Message, NodeId};
+use crate::crypto::{Fingerprint, Message};
 use crate::dht::Dht;
 use crate::session::{code, Outgoing, PresenceStatus};
 
 use super::peers::{PeerTable, Registration};
-use super::rendezvous::{
-    ConnectLimits, ConnectRefusal, RegisterError, Rendezvous, RendezvousLimits, RendezvousStats,
-};
-use super::retry::{Attempt, Retry, RetryConfig, RetryStats};
+use super::rendezvous::{Rendezvous, RendezvousLimits};
+use super::retry::{Attempt, Retry, RetryConfig};
 use super::scores::Scores;
+
+mod io;
+pub use io::{Answer, DhtQuery, DhtView, Input, Output, Query, Reply};
 
 /// How often the re-reach schedule is told which peers wait.
 const RETRY_SYNC: Duration = Duration::from_secs(1);
@@ -63,48 +66,6 @@ pub struct CoreConfig {
     pub retry: Option<RetryConfig>,
 }
 
-/// What the driver is asked to do.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Output<C> {
-    /// Hand these messages to the connection behind `handle`; it sends them in this order.
-    Batch {
-        /// The connection.
-        handle: C,
-        /// The messages, oldest first.
-        msgs: Vec<Outgoing>,
-    },
-    /// Tell the connection our presence (it announces it once the session is up).
-    Presence {
-        /// The connection.
-        handle: C,
-        /// Our status.
-        status: PresenceStatus,
-    },
-    /// Close the connection with this code.
-    Close {
-        /// The connection.
-        handle: C,
-        /// Close code (spec/03-session.md §7).
-        code: u32,
-        /// Why, in words.
-        reason: &'static str,
-    },
-    /// Try these addresses of `peer`, one after another, until a connection is up; report
-    /// [`Core::dial_failed`] if none is.
-    Dial {
-        /// Who.
-        peer: Fingerprint,
-        /// Where, the newest first; banned addresses left out.
-        addrs: Vec<SocketAddr>,
-    },
-    /// Reach `peer` (DHT lookup, CONNECT, punching: spec/05 §5) — it has messages waiting
-    /// and no connection — and report how it went with [`Core::reach_finished`].
-    Reach {
-        /// Who.
-        peer: Fingerprint,
-    },
-}
-
 /// Why a connection was refused when its peer authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -114,7 +75,7 @@ pub enum Refused {
     Duplicate,
 }
 
-/// How a connection ended, as the driver reports it to [`Core::connection_ended`].
+/// How a connection ended, as the driver reports it to [`Input::Ended`].
 #[derive(Debug, Clone, Copy)]
 pub struct Ended {
     /// The driver's connection number.
@@ -191,7 +152,7 @@ pub struct Core<C, R> {
     retry: Option<(Retry, Instant)>,
 }
 
-impl<C: Clone, R> Core<C, R> {
+impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
     /// A core for the node with fingerprint `me`.
     pub fn new(me: Fingerprint, cfg: CoreConfig) -> Core<C, R> {
         Core {
@@ -214,14 +175,14 @@ impl<C: Clone, R> Core<C, R> {
 
     /// Starts the re-reach schedule now (with [`CoreConfig::retry`] set): from here on the
     /// core asks for [`Output::Reach`] of peers with messages waiting.
-    pub fn start_retry(&mut self, now: Instant) {
+    fn start_retry(&mut self, now: Instant) {
         if let (Some(cfg), None) = (self.cfg.retry, &self.retry) {
             self.retry = Some((Retry::new(cfg), now));
         }
     }
 
     /// How the reach asked with [`Output::Reach`] ended.
-    pub fn reach_finished(&mut self, now: Instant, peer: Fingerprint, how: Attempt) {
+    fn reach_finished(&mut self, now: Instant, peer: Fingerprint, how: Attempt) {
         if let Some((r, _)) = self.retry.as_mut() {
             r.finished(now, peer, how);
         }
@@ -230,7 +191,7 @@ impl<C: Clone, R> Core<C, R> {
 
     /// Something new about `peer` (its presence, the user's consent to a relay): if
     /// messages wait for it, it is reached again now.
-    pub fn heard(&mut self, now: Instant, peer: Fingerprint) {
+    fn heard(&mut self, now: Instant, peer: Fingerprint) {
         if let Some((r, _)) = self.retry.as_mut() {
             r.heard(now, peer);
         }
@@ -239,7 +200,7 @@ impl<C: Clone, R> Core<C, R> {
 
     /// Peers with messages waiting whose last reach found that only a relay could carry
     /// them, and the user allowed none (`relay = "ask"`).
-    pub fn relay_needed(&self) -> Vec<Fingerprint> {
+    fn relay_needed(&self) -> Vec<Fingerprint> {
         self.retry
             .as_ref()
             .map(|(r, _)| r.relay_needed().collect())
@@ -247,12 +208,7 @@ impl<C: Clone, R> Core<C, R> {
     }
 
     /// A DHT message from `from`, checked (decoded, records verified) by the driver.
-    pub fn handle_dht(
-        &mut self,
-        now: Instant,
-        from: crate::dht::Contact,
-        msg: crate::dht::Checked,
-    ) {
+    fn handle_dht(&mut self, now: Instant, from: crate::dht::Contact, msg: crate::dht::Checked) {
         let Some(d) = self.dht.as_mut() else {
             return;
         };
@@ -265,11 +221,6 @@ impl<C: Clone, R> Core<C, R> {
         self.start_reaches(now);
     }
 
-    /// The re-reach schedule's counters, if it runs.
-    pub fn retry_stats(&self) -> Option<RetryStats> {
-        self.retry.as_ref().map(|(r, _)| r.stats())
-    }
-
     /// Asks for the reaches the schedule allows now.
     fn start_reaches(&mut self, now: Instant) {
         let Some((r, _)) = self.retry.as_mut().filter(|_| !self.stopped) else {
@@ -280,36 +231,28 @@ impl<C: Clone, R> Core<C, R> {
         }
     }
 
-    /// Grants up to `want` port-prediction probes toward `ip` now and books them (spec/05
-    /// §5.5): fewer, or none, once the peer's budget for the window is spent.
-    pub fn grant_probes(&mut self, ip: std::net::IpAddr, want: u32, now: Instant) -> u32 {
-        self.probe_budget.grant(ip, want, now)
-    }
-
-    /// Gives back probes granted toward `ip` but not sent.
-    pub fn refund_probes(&mut self, ip: std::net::IpAddr, n: u32) {
-        self.probe_budget.refund(ip, n);
-    }
-
     /// The core with a DHT state machine to own.
     pub fn with_dht(mut self, dht: Dht) -> Core<C, R> {
         self.dht = Some(dht);
         self
     }
 
-    /// The DHT state machine, if this node runs one.
-    pub fn dht(&self) -> Option<&Dht> {
-        self.dht.as_ref()
-    }
-
-    /// The DHT state machine, to feed it or take its output.
-    pub fn dht_mut(&mut self) -> Option<&mut Dht> {
-        self.dht.as_mut()
+    /// Starts a DHT query (`None`: no DHT).
+    fn start_query(&mut self, now: Instant, q: DhtQuery) -> Option<crate::dht::QueryId> {
+        let d = self.dht.as_mut()?;
+        Some(match q {
+            DhtQuery::FindNode(id) => d.find_node(id, now),
+            DhtQuery::FindValue(key) => d.find_value(key, now),
+            DhtQuery::Put(r) => d.put_verified(r, now),
+            DhtQuery::PutOnce(r) => d.put_once(r, now),
+            DhtQuery::Page { to, key, after } => d.fetch_page(to, key, after, now),
+            DhtQuery::Bootstrap(seeds) => d.bootstrap(seeds, now),
+        })
     }
 
     /// The sequence number for the next record this node signs: above the last one, and at
     /// least `unix_ms` so a restarted node's records still replace its older ones.
-    pub fn next_record_seq(&mut self, unix_ms: u64) -> u64 {
+    fn next_record_seq(&mut self, unix_ms: u64) -> u64 {
         self.last_seq = (self.last_seq + 1).max(unix_ms);
         self.last_seq
     }
@@ -318,7 +261,7 @@ impl<C: Clone, R> Core<C, R> {
 
     /// Queues messages to `peer` (already durable if the node has a store) and hands them
     /// to its live connection or schedules a dial.
-    pub fn send(&mut self, now: Instant, peer: Fingerprint, msgs: Vec<Outgoing>) {
+    fn send(&mut self, now: Instant, peer: Fingerprint, msgs: Vec<Outgoing>) {
         let p = self.peers.entry(peer);
         for m in msgs {
             p.outbox.push(m);
@@ -338,7 +281,7 @@ impl<C: Clone, R> Core<C, R> {
 
     /// Messages to `peer` delivered another way (its mailbox receipt): dropped from the
     /// queue, so they are not sent directly too. Returns how many were dropped.
-    pub fn forget(&mut self, peer: &Fingerprint, ids: &[crate::crypto::MessageId]) -> usize {
+    fn forget(&mut self, peer: &Fingerprint, ids: &[crate::crypto::MessageId]) -> usize {
         self.peers
             .get_mut(peer)
             .map_or(0, |p| p.outbox.forget_queued(ids))
@@ -346,19 +289,14 @@ impl<C: Clone, R> Core<C, R> {
 
     /// The application wants a connection to `peer` at `addrs`, kept up until
     /// [`Core::disconnect`].
-    pub fn connect(&mut self, now: Instant, peer: Fingerprint, addrs: Vec<SocketAddr>) {
+    fn connect(&mut self, now: Instant, peer: Fingerprint, addrs: Vec<SocketAddr>) {
         self.peers.add_addrs(peer, addrs);
         self.peers.entry(peer).want = true;
         self.ensure_dialing(now, peer, Duration::ZERO);
     }
 
-    /// Adds addresses for `peer` (newest first) without asking for a connection.
-    pub fn add_addrs(&mut self, peer: Fingerprint, addrs: Vec<SocketAddr>) {
-        self.peers.add_addrs(peer, addrs);
-    }
-
     /// The application no longer wants `peer`: its connection closes, no redial.
-    pub fn disconnect(&mut self, peer: Fingerprint) {
+    fn disconnect(&mut self, peer: Fingerprint) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.want = false;
             if let Some(a) = &p.active {
@@ -372,7 +310,7 @@ impl<C: Clone, R> Core<C, R> {
     }
 
     /// Cuts the live connection to `peer` and lets the node reconnect (a network failure).
-    pub fn reset(&mut self, peer: Fingerprint) {
+    fn reset(&mut self, peer: Fingerprint) {
         if let Some(a) = self.peers.get(&peer).and_then(|p| p.active.as_ref()) {
             self.out.push_back(Output::Close {
                 handle: a.handle.handle.clone(),
@@ -383,7 +321,7 @@ impl<C: Clone, R> Core<C, R> {
     }
 
     /// Our presence, announced to every connected peer and to each new one.
-    pub fn set_presence(&mut self, status: PresenceStatus) {
+    fn set_presence(&mut self, status: PresenceStatus) {
         self.presence = Some(status);
         for (_, p) in self.peers.iter() {
             if let Some(a) = &p.active {
@@ -396,7 +334,7 @@ impl<C: Clone, R> Core<C, R> {
     }
 
     /// No more dials from now on (shutdown).
-    pub fn stop(&mut self) {
+    fn stop(&mut self) {
         self.stopped = true;
         self.dial_due.clear();
         self.rounds.clear();
@@ -407,7 +345,7 @@ impl<C: Clone, R> Core<C, R> {
     /// A connection's peer authenticated: make it the live one (handing it messages and
     /// our presence), or refuse it — banned peers, and the loser of the tie-break
     /// (spec/03-session.md §4), whose handle the caller closes.
-    pub fn authenticated(
+    fn authenticated(
         &mut self,
         conn_id: u64,
         peer: Fingerprint,
@@ -447,7 +385,7 @@ impl<C: Clone, R> Core<C, R> {
 
     /// Connection `conn_id` to `peer` acknowledged every message it was handed below
     /// counter `below`; it may be handed more.
-    pub fn acked(&mut self, peer: Fingerprint, conn_id: u64, below: u64) {
+    fn acked(&mut self, peer: Fingerprint, conn_id: u64, below: u64) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -460,7 +398,7 @@ impl<C: Clone, R> Core<C, R> {
 
     /// Without a message store: which of the messages just received from `peer` are new
     /// (the in-memory de-duplication window, spec/03-session.md §5).
-    pub fn received(&mut self, peer: Fingerprint, msgs: Vec<Message>) -> Vec<Message> {
+    fn received(&mut self, peer: Fingerprint, msgs: Vec<Message>) -> Vec<Message> {
         let inbox = &mut self.peers.entry(peer).inbox;
         msgs.into_iter().filter(|m| inbox.accept(m.id)).collect()
     }
@@ -469,7 +407,7 @@ impl<C: Clone, R> Core<C, R> {
     /// after the session was up: identities are free, addresses are not), messages it
     /// did not get acknowledged go back to the outbox, and a redial is scheduled where
     /// one is wanted — with backoff after failures before the session was up.
-    pub fn connection_ended(&mut self, now: Instant, e: Ended) {
+    fn connection_ended(&mut self, now: Instant, e: Ended) {
         if let Some(peer) = e.peer {
             self.scores.penalize_peer(peer, e.penalty);
         }
@@ -504,7 +442,7 @@ impl<C: Clone, R> Core<C, R> {
 
     /// A dial round for `peer` reached no address: the next round comes after a doubled
     /// delay (the first after `reconnect_initial`), up to `reconnect_max`.
-    pub fn dial_failed(&mut self, now: Instant, peer: Fingerprint) {
+    fn dial_failed(&mut self, now: Instant, peer: Fingerprint) {
         let waited = self.rounds.remove(&peer).unwrap_or_default();
         self.schedule_after_failure(now, peer, waited);
     }
@@ -526,89 +464,14 @@ impl<C: Clone, R> Core<C, R> {
     }
 
     /// A dial round for `peer` has a QUIC connection: it is the connection's to report.
-    pub fn dial_connected(&mut self, peer: Fingerprint) {
+    fn dial_connected(&mut self, peer: Fingerprint) {
         self.rounds.remove(&peer);
     }
 
-    // ---- scores
-
-    /// Takes `amount` points from the source of `addr` (a DHT handshake failure).
-    pub fn penalize_source(&mut self, addr: SocketAddr, amount: i32) {
-        self.scores.penalize_source(addr, amount);
-    }
-
-    /// Whether a connection from `addr` is refused before its handshake.
-    pub fn addr_banned(&self, addr: &SocketAddr) -> bool {
-        self.scores.addr_banned(addr)
-    }
-
-    /// The score of `addr`'s source.
-    pub fn addr_score(&self, addr: &SocketAddr) -> i32 {
-        self.scores.addr(addr)
-    }
-
-    /// Sources with a score.
-    pub fn scored_sources(&self) -> usize {
-        self.scores.sources()
-    }
-
-    // ---- the rendezvous role (spec/05-nat.md §4.3, spec/06-node.md §4.4)
-
-    /// A registration from `peer` (source `ip`) over the connection behind `conn`: the
-    /// granted lifetime, or why not.
-    pub fn rdv_register(
-        &mut self,
-        now: Instant,
-        peer: NodeId,
-        ip: IpAddr,
-        conn: R,
-    ) -> Result<Duration, RegisterError> {
-        self.rdv.registry.register(peer, ip, conn, now)
-    }
-
-    /// The connection `peer` registered over, if it is registered.
-    pub fn rdv_lookup(&self, now: Instant, peer: &NodeId) -> Option<&R> {
-        self.rdv.registry.lookup(peer, now)
-    }
-
-    /// Drops `peer`'s registration if `ended` says its connection is the one that ended.
-    pub fn rdv_remove_if(&mut self, peer: &NodeId, ended: impl FnOnce(&R) -> bool) -> bool {
-        self.rdv.registry.remove_if(peer, ended)
-    }
-
-    /// Admission of a CONNECT: `answering` for offers to us, else for offers to forward;
-    /// `f` runs the check (source bucket, or signature-verified offer).
-    pub fn rdv_admit(
-        &mut self,
-        answering: bool,
-        f: impl FnOnce(&mut ConnectLimits) -> Result<(), ConnectRefusal>,
-    ) -> Result<(), ConnectRefusal> {
-        let limits = match answering {
-            true => &mut self.rdv.answering,
-            false => &mut self.rdv.forwarding,
-        };
-        f(limits)
-    }
-
-    /// Whether this node accepts registrations.
-    pub fn rdv_serves(&self) -> bool {
-        self.rdv.registry.serves()
-    }
-
-    /// Drops expired registrations and forgets stale offers now (as the timer would).
-    pub fn rdv_expire(&mut self, now: Instant) {
-        self.rdv.handle_timeout(now);
-    }
-
-    /// The rendezvous role's counters.
-    pub fn rdv_stats(&self) -> RendezvousStats {
-        self.rdv.stats()
-    }
-
-    // ---- queries
+    // ---- what queries read
 
     /// What the core knows about `peer`.
-    pub fn peer(&self, peer: &Fingerprint) -> Option<PeerSnapshot> {
+    fn peer(&self, peer: &Fingerprint) -> Option<PeerSnapshot> {
         let p = self.peers.get(peer)?;
         Some(PeerSnapshot {
             connected: p.active.is_some(),
@@ -620,19 +483,9 @@ impl<C: Clone, R> Core<C, R> {
         })
     }
 
-    /// Peers with a live connection and the addresses known for each (at most
-    /// `max_peers`).
-    pub fn connected(&self) -> Vec<(Fingerprint, Vec<SocketAddr>)> {
-        self.peers
-            .iter()
-            .filter(|(_, p)| p.active.is_some())
-            .map(|(f, p)| (*f, p.addrs.clone()))
-            .collect()
-    }
-
     /// Peers with a live connection, the addresses known for each and the driver's handle
     /// on that connection (for the status panel and on-demand PINGs).
-    pub fn live_links(&self) -> Vec<(Fingerprint, Vec<SocketAddr>, C)> {
+    fn live_links(&self) -> Vec<(Fingerprint, Vec<SocketAddr>, C)> {
         self.peers
             .iter()
             .filter_map(|(f, p)| {
@@ -646,17 +499,12 @@ impl<C: Clone, R> Core<C, R> {
     }
 
     /// The driver's number of `peer`'s live connection, if it has one.
-    pub fn live_connection(&self, peer: &Fingerprint) -> Option<u64> {
+    fn live_connection(&self, peer: &Fingerprint) -> Option<u64> {
         self.peers.get(peer)?.active.as_ref().map(|a| a.conn_id)
     }
 
-    /// Peers with messages waiting and no live connection.
-    pub fn pending(&self) -> Vec<Fingerprint> {
-        self.peers.pending()
-    }
-
     /// Messages waiting (queued or unacknowledged), over all peers.
-    pub fn outbox_len(&self) -> usize {
+    fn outbox_len(&self) -> usize {
         self.peers
             .iter()
             .map(|(_, p)| p.outbox.queued() + p.outbox.inflight())
@@ -664,22 +512,28 @@ impl<C: Clone, R> Core<C, R> {
     }
 
     /// Whether a peer that is connected or being dialed still has messages waiting.
-    pub fn draining(&self) -> bool {
+    fn draining(&self) -> bool {
         self.peers
             .iter()
             .any(|(_, p)| (p.active.is_some() || p.dialing) && !p.outbox.is_empty())
     }
 
-    /// Entries in the peer table, and how many were evicted so far.
-    pub fn peer_table(&self) -> (usize, u64) {
-        (self.peers.len(), self.peers.evicted())
-    }
-
     // ---- driving
 
-    /// What the driver should do next.
+    /// What the driver should do next: the core's own outputs first, then the DHT's
+    /// messages and query results.
     pub fn poll_output(&mut self) -> Option<Output<C>> {
-        self.out.pop_front()
+        if let Some(o) = self.out.pop_front() {
+            return Some(o);
+        }
+        let d = self.dht.as_mut()?;
+        if let Some(t) = d.poll_transmit() {
+            return Some(Output::DhtSend {
+                to: t.to,
+                msg: t.msg,
+            });
+        }
+        d.poll_event().map(Output::DhtEvent)
     }
 
     /// When [`Core::handle_timeout`] has work next.

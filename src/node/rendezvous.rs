@@ -489,6 +489,14 @@ impl<C> Rendezvous<C> {
         .min()
     }
 
+    /// The CONNECT limits for offers to us (`answering`) or to forward.
+    pub fn limits(&mut self, answering: bool) -> &mut ConnectLimits {
+        match answering {
+            true => &mut self.answering,
+            false => &mut self.forwarding,
+        }
+    }
+
     /// All counters.
     pub fn stats(&self) -> RendezvousStats {
         RendezvousStats {

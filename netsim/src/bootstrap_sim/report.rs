@@ -42,7 +42,7 @@ impl RegisterCounts {
     }
 }
 
-/// Attackers' STORE outcomes (the refusal reason is asked of the store again, see
+/// Attackers' STORE outcomes (the refusal reason read from the store's counters, see
 /// [`BootReport::reason_probes`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreCounts {
@@ -152,8 +152,8 @@ pub struct BootReport {
     pub dht_table: (usize, usize),
     /// DHT messages the bootstrap sent to no one simulated (its own lookups, refreshes).
     pub dht_unanswered: u64,
-    /// Refused STOREs tried once more through `Dht::restore_record` (same store path, the
-    /// state unchanged by a refusal) to learn the reason the wire answer does not carry.
+    /// Refused STOREs whose reason (which the wire answer does not carry) was read from the
+    /// store's per-quota refusal counters through the core's `Query::Dht`.
     pub reason_probes: u64,
     /// The callee's own admission counters at the end.
     pub callee: RendezvousStats,
@@ -295,7 +295,7 @@ impl BootReport {
         ));
         line(format!(
             "  process: peak RSS {} KiB before, {} KiB after; RSS at the end {} KiB; {} \
-             signatures made, {} verified ({} reason probes)",
+             signatures made, {} verified ({} refusal reasons read)",
             self.rss_kib.0,
             self.rss_kib.1,
             self.rss_kib.2,

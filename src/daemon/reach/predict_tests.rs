@@ -84,12 +84,14 @@ async fn only_a_verified_fresh_offer_makes_a_node_probe_and_never_beyond_its_bud
     });
     let target: SocketAddr = TARGET.parse().unwrap();
     let taken = crate::nat::predict::PROBES_PER_IP - LEFT;
-    let granted = callee
-        .shared
-        .core
-        .call(move |c, now| c.grant_probes(target.ip(), taken, now))
-        .await
-        .unwrap();
+    let grant = crate::node::core::Input::GrantProbes {
+        ip: target.ip(),
+        want: taken,
+    };
+    let granted = match callee.shared.core.ask(grant).await {
+        Some(crate::node::core::Reply::Count(n)) => n,
+        other => panic!("no grant: {other:?}"),
+    };
     assert_eq!(granted, taken);
     let d = caller.shared.dht.clone().unwrap();
     let rdv = Contact {

@@ -154,7 +154,13 @@ fn dial_rounds_back_off_and_skip_banned_addresses() {
     assert_eq!(dials(&outputs(&mut c)), [(b, vec![good, bad])]);
     // Nothing is due while the round runs.
     assert_eq!(c.poll_timeout(), None);
-    c.penalize_source(bad, 100);
+    c.handle(
+        start,
+        Input::PenalizeSource {
+            addr: bad,
+            amount: 100,
+        },
+    );
     let mut at = start;
     let mut waits = Vec::new();
     for _ in 0..5 {
@@ -203,8 +209,9 @@ fn a_peer_banned_for_what_it_did_is_refused_and_not_redialed() {
         c.authenticated(8, b, false, addr(2), 80),
         Err(Refused::Banned)
     );
-    assert!(
-        c.addr_banned(&addr(3)),
+    assert_eq!(
+        c.query(t0(), Query::AddrBanned(addr(3))),
+        Answer::Flag(true),
         "its source is banned too, any port"
     );
 }
@@ -307,12 +314,19 @@ fn a_peer_with_messages_waiting_is_reached_with_backoff_until_it_connects() {
     // and 8 s apart.
     assert!(asked.iter().all(|(_, p)| *p == b));
     assert_eq!(at, [0, 1, 3, 7, 15], "{asked:?}");
-    assert_eq!(c.retry_stats().unwrap().waiting, 1);
+    assert_eq!(retry_stats(&c).waiting, 1);
     // It connects: no more reaches.
     let later = now + Duration::from_secs(16);
     c.authenticated(7, b, false, addr(2), 70).unwrap();
     let asked = run_reaches(&mut c, later, 60);
     assert!(asked.is_empty(), "{asked:?}");
-    assert_eq!(c.retry_stats().unwrap().waiting, 0);
-    assert_eq!(c.retry_stats().unwrap().started, 5);
+    assert_eq!(retry_stats(&c).waiting, 0);
+    assert_eq!(retry_stats(&c).started, 5);
+}
+
+fn retry_stats(c: &TestCore) -> crate::node::retry::RetryStats {
+    match c.query(t0(), Query::Retry) {
+        Answer::Retry(Some(s)) => s,
+        other => panic!("no re-reach schedule: {other:?}"),
+    }
 }
