@@ -151,6 +151,7 @@ pub(super) async fn request(h: &NodeHandle, cmd: &str, req: &Value) -> Value {
         }
         "contacts_remove" => h
             .contact_remove(arg("target"))
+            .await
             .map(|c| json!({"ok": true, "removed": contact_json(&c)})),
         _ => return json!({"ok": false, "error": format!("unknown cmd {cmd:?}")}),
     };

@@ -109,7 +109,11 @@ pub(crate) struct NamesFile {
 /// The node's names and contacts, with the file they are kept in (none: memory only).
 pub(crate) struct Names {
     path: Option<PathBuf>,
+    /// What the file holds now; readers take it briefly, never across I/O.
     state: Mutex<NamesFile>,
+    /// One update at a time: held across the file write (on a blocking thread), so updates
+    /// reach the file in order and none is lost between two writers.
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl Names {
@@ -132,21 +136,28 @@ impl Names {
         Names {
             path,
             state: Mutex::new(state),
+            writer: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Applies `f` and, if it succeeded, writes the file (temporary file, then rename).
-    pub(crate) fn update<T, E: From<SaveError>>(
+    /// Applies `f` to a copy and, if it succeeded, writes the file (temporary file, fsync,
+    /// rename) on a blocking thread, then makes the copy current: the async workers never
+    /// wait on the disk.
+    pub(crate) async fn update<T, E: From<SaveError>>(
         &self,
         f: impl FnOnce(&mut NamesFile) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut st = lock(&self.state);
-        let mut next = st.clone();
+        let _writer = self.writer.lock().await;
+        let mut next = lock(&self.state).clone();
         let out = f(&mut next)?;
-        if let Some(p) = &self.path {
-            save(p, &next).map_err(|e| SaveError(e.to_string()))?;
+        if let Some(p) = self.path.clone() {
+            let bytes = serde_json::to_vec_pretty(&next).map_err(|e| SaveError(e.to_string()))?;
+            tokio::task::spawn_blocking(move || save(&p, &bytes))
+                .await
+                .map_err(|e| SaveError(e.to_string()))?
+                .map_err(|e| SaveError(e.to_string()))?;
         }
-        *st = next;
+        *lock(&self.state) = next;
         Ok(out)
     }
 
@@ -155,7 +166,7 @@ impl Names {
     }
 }
 
-fn save(path: &std::path::Path, file: &NamesFile) -> std::io::Result<()> {
+fn save(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("json.tmp");
@@ -165,7 +176,7 @@ fn save(path: &std::path::Path, file: &NamesFile) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?)?;
+    f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
 }
@@ -328,8 +339,8 @@ mod tests {
         assert_eq!(book.list().len(), 1);
     }
 
-    #[test]
-    fn the_list_survives_a_restart_and_a_corrupt_file_is_kept_aside() {
+    #[tokio::test]
+    async fn the_list_survives_a_restart_and_a_corrupt_file_is_kept_aside() {
         let dir = tempfile::tempdir().unwrap();
         let names = Names::open(Some(dir.path()));
         names
@@ -337,6 +348,7 @@ mod tests {
                 f.contacts.pin(fp(1), Some("alice".into()), None, 1)?;
                 Ok::<_, ContactError>(())
             })
+            .await
             .unwrap();
         let again = Names::open(Some(dir.path()));
         assert_eq!(

@@ -257,15 +257,18 @@ impl NodeHandle {
             self.forget_name(&name).await;
             return Err(e);
         }
-        shared.names.update(|f| {
-            if !f.names.iter().any(|n| n.name == name) {
-                f.names.push(OwnName {
-                    name: name.clone(),
-                    claimed_at,
-                });
-            }
-            Ok::<_, NamesError>(())
-        })?;
+        shared
+            .names
+            .update(|f| {
+                if !f.names.iter().any(|n| n.name == name) {
+                    f.names.push(OwnName {
+                        name: name.clone(),
+                        claimed_at,
+                    });
+                }
+                Ok::<_, NamesError>(())
+            })
+            .await?;
         tracing::info!(%name, stored_at, "name claimed");
         Ok(Claimed {
             name,
@@ -278,10 +281,14 @@ impl NodeHandle {
     /// Stops claiming `name`: no more republishing, and out of `names.json` (it lost).
     async fn forget_name(&self, name: &str) {
         withdraw(&self.shared, name).await;
-        let r = self.shared.names.update(|f| {
-            f.names.retain(|n| n.name != name);
-            Ok::<_, NamesError>(())
-        });
+        let r = self
+            .shared
+            .names
+            .update(|f| {
+                f.names.retain(|n| n.name != name);
+                Ok::<_, NamesError>(())
+            })
+            .await;
         if let Err(e) = r {
             tracing::warn!(error = %e, "forgetting a lost name");
         }
@@ -322,6 +329,7 @@ impl NodeHandle {
         self.shared
             .names
             .update(|f| Ok(f.contacts.pin(fp, name, alias, now)?))
+            .await
     }
 
     /// Every contact, in the order added.
@@ -347,7 +355,8 @@ impl NodeHandle {
         let c = self
             .shared
             .names
-            .update(|f| Ok::<_, NamesError>(f.contacts.set_allow_relay(label, allow)?))?;
+            .update(|f| Ok::<_, NamesError>(f.contacts.set_allow_relay(label, allow)?))
+            .await?;
         if let (true, Some(peer)) = (allow, c.fp()) {
             self.shared.core.input(Input::Heard(peer)).await;
         }
@@ -355,7 +364,10 @@ impl NodeHandle {
     }
 
     /// Removes a contact by alias, name or fingerprint.
-    pub fn contact_remove(&self, label: &str) -> Result<Contact, NamesError> {
-        self.shared.names.update(|f| Ok(f.contacts.remove(label)?))
+    pub async fn contact_remove(&self, label: &str) -> Result<Contact, NamesError> {
+        self.shared
+            .names
+            .update(|f| Ok(f.contacts.remove(label)?))
+            .await
     }
 }
