@@ -17,11 +17,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use dna_p2p::crypto::{Fingerprint, Identity};
-use dna_p2p::daemon::{DhtSettings, DiscoveryServerConfig, Node, NodeConfig, NodeHandle};
+use dna_p2p::daemon::{DhtSettings, DiscoveryServerConfig, Node, NodeConfig};
 use dna_p2p::dht::DhtConfig;
 use dna_p2p::node::reach::RelayPolicy;
 use dna_p2p::node::relay::RelayServerLimits;
 use dna_p2p::node::retry::RetryConfig;
+use dna_p2p::node::routine::RoutineConfig;
 
 use super::DataDir;
 
@@ -488,41 +489,24 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
             (cfg.turn_tcp_after_ms > 0).then(|| Duration::from_millis(cfg.turn_tcp_after_ms));
         node_cfg.turn_credentials = Some(creds);
     }
+    // The routine (join, mailbox, discovery, registration, presence; again every refresh
+    // or when the network changed) is the node's own: `node::routine`, spec/06 §3.6.
+    node_cfg.routine = Some(RoutineConfig {
+        seeds: seeds.clone(),
+        stun: cfg.stun.clone(),
+        refresh: Duration::from_secs(cfg.refresh_secs.max(10)),
+        network_check: Duration::from_secs(cfg.network_check_secs.max(1)),
+        rendezvous: cfg.rendezvous,
+        dht_serve: cfg.dht_serve,
+        relay: cfg.relay,
+        messenger: !bootstrap,
+    });
     let node = Node::bind(identity, node_cfg)
         .await
         .map_err(|e| e.to_string())?;
     let h = node.handle();
-    // Behind a network without UDP, everything goes through TURN over TCP: set up first.
-    h.turn_settled().await;
-    let table = if seeds.is_empty() {
-        0
-    } else {
-        match h.dht_bootstrap().await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "joining the DHT failed");
-                0
-            }
-        }
-    };
-    if !bootstrap && table > 0 {
-        // What came while we were away, before anyone can reach us again: the offline
-        // mailbox is fetched before registration and presence (spec/09-mailbox.md §6).
-        let m = h.mailbox_fetch().await;
-        if m.new > 0 {
-            tracing::info!(messages = m.new, "fetched from our mailbox at start");
-        }
-    }
-    if !bootstrap {
-        refresh(&h, &cfg, &seeds).await;
-        // Joined: our KEM key goes out now, so others can seal mailbox items to us even
-        // if we leave soon (the mailbox task republishes it daily).
-        if table > 0 {
-            if let Err(e) = h.mailbox_publish_key().await {
-                tracing::warn!(error = %e, "publishing our KEM key failed");
-            }
-        }
-    }
+    h.ready().await;
+    let table = h.dht_table_size().await;
     let hub = std::sync::Arc::new(super::events::Hub::new(&cfg.control));
     let control = super::serve::listen(&dir, h.clone(), hub.clone()).map_err(|e| e.to_string())?;
     super::events::spawn_watch(h.clone(), hub.clone());
@@ -546,29 +530,6 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         "reachable": st.presence().reachable,
         "rendezvous": st.rendezvous.len(),
     }));
-    if !bootstrap {
-        let (h, cfg, seeds) = (h.clone(), cfg.clone(), seeds.clone());
-        tokio::spawn(async move {
-            let every = Duration::from_secs(cfg.refresh_secs.max(10));
-            let check = Duration::from_secs(cfg.network_check_secs.max(1));
-            let probe = cfg.stun.first().copied().or(seeds.first().map(|s| s.0));
-            let mut next_refresh = tokio::time::Instant::now() + every;
-            loop {
-                tokio::time::sleep(check.min(every)).await;
-                let changed = match probe {
-                    Some(server) => h.network_changed(server).await,
-                    None => false,
-                };
-                if changed {
-                    tracing::info!("our addresses changed: discovering and publishing again");
-                }
-                if changed || tokio::time::Instant::now() >= next_refresh {
-                    refresh(&h, &cfg, &seeds).await;
-                    next_refresh = tokio::time::Instant::now() + every;
-                }
-            }
-        });
-    }
     let mut node = node;
     // One listener for the whole loop: a `ctrl_c()` made anew each turn is not listening
     // while an event is printed, and a SIGINT that arrives then is lost.
@@ -592,54 +553,6 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
     let _ = std::fs::remove_file(&control);
     node.shutdown(Duration::from_secs(2)).await;
     Ok(())
-}
-
-/// Discovery, rendezvous registration and presence (spec/05 §2, §4): at start and every
-/// `refresh_secs`, so a changed network is noticed.
-async fn refresh(h: &NodeHandle, cfg: &DaemonConfig, seeds: &[(SocketAddr, Fingerprint)]) {
-    let mut classified = false;
-    for server in &cfg.stun {
-        match h.discover_nat(*server).await {
-            Ok(c) => {
-                tracing::info!(nat = c.name(), mapped = %c.mapped, "NAT discovery");
-                classified = true;
-                break;
-            }
-            Err(e) => tracing::warn!(%server, error = %e, "NAT discovery failed"),
-        }
-    }
-    if !classified {
-        // No RFC 5780 server: candidates from the bootstrap nodes' STUN answers.
-        let servers: Vec<SocketAddr> = seeds.iter().map(|(a, _)| *a).collect();
-        match h.gather_candidates(&servers).await {
-            Ok(same) => tracing::info!(
-                endpoint_independent_mapping = ?same,
-                "candidates from bootstrap STUN (NAT class unknown: using rendezvous)"
-            ),
-            Err(e) => tracing::warn!(error = %e, "no STUN answer: host candidates only"),
-        }
-    }
-    let reachable = h.nat_status().presence().reachable;
-    // Decision 9 (with `dht_serve`): a reachable node serves in the DHT (and holds mailbox
-    // items); a relay-only one never shows its address, so it stays a client.
-    h.serve_dht(cfg.dht_serve && reachable && cfg.relay != RelayPolicy::Only)
-        .await;
-    // `relay = "only"`: reached through a rendezvous node's relay, so registered there.
-    if !reachable || cfg.relay == RelayPolicy::Only {
-        let mut ok = 0;
-        for (addr, fp) in seeds {
-            if ok >= cfg.rendezvous {
-                break;
-            }
-            match h.register_rendezvous(*addr, *fp).await {
-                Ok(_) => ok += 1,
-                Err(e) => tracing::warn!(rendezvous = %addr, error = %e, "registration failed"),
-            }
-        }
-    }
-    if let Err(e) = h.announce_presence().await {
-        tracing::warn!(error = %e, "publishing presence failed");
-    }
 }
 
 /// The TURN servers (resolved, of the socket's family) and their credentials, if any are

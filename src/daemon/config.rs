@@ -160,6 +160,12 @@ pub struct NodeConfig {
     /// node that crashed reads offline ("not found", seed 001) within three refresh
     /// intervals (default 120 s: 6 min; spec/05-nat.md §6).
     pub presence_refresh: Duration,
+    /// The node's routine (`node::routine`, spec/06-node.md §3.6): join the DHT, fetch the
+    /// mailbox, discover the NAT, serve or not, register at rendezvous nodes, publish
+    /// presence — and again every `refresh` or when the network changed. Default `None`:
+    /// the application does these itself; `dna daemon` and `dna bootstrap` turn it on, and
+    /// [`NodeHandle::ready`](super::NodeHandle::ready) waits for its first round.
+    pub routine: Option<crate::node::routine::RoutineConfig>,
 }
 
 /// A presence record lives this many refresh intervals: one missed refresh is survived,
@@ -171,6 +177,7 @@ impl Default for NodeConfig {
         NodeConfig {
             listen: SocketAddr::from(([0u16; 8], 0)),
             retry: None,
+            routine: None,
             presence_refresh: Duration::from_secs(120),
             conn: ConnConfig::default(),
             max_connections: 1024,

@@ -12,6 +12,7 @@
 //! | the task owning the node core (`node::Core`) | `core` |
 //! | sessions and dial rounds; serving rendezvous | `conn`; `rendezvous` |
 //! | the bundled relay's table and requests | `relay` |
+//! | the node's routine: join, discovery, registration, presence, again on change | `routine` |
 //! | reaching peers, punching, the caller's signalling | `reach` |
 //! | names and contacts (spec/08-names.md) | `names` |
 //! | the offline mailbox (spec/09-mailbox.md) | `mailbox` |
@@ -41,6 +42,7 @@ mod relay;
 mod relay_table;
 mod rendezvous;
 mod retry;
+mod routine;
 mod sigwire;
 mod spray;
 mod state;

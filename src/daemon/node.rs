@@ -243,6 +243,7 @@ impl Node {
             nat,
             stun_stats: tokio::sync::watch::Sender::new(Default::default()),
             retry_view: tokio::sync::watch::Sender::new(Default::default()),
+            routine: tokio::sync::watch::Sender::new(Default::default()),
             store,
             inbox,
             conn_counters: Default::default(),
@@ -266,6 +267,9 @@ impl Node {
             ));
         }
         super::mailbox::spawn(&shared);
+        if let Some(r) = shared.cfg.routine.clone() {
+            tokio::spawn(super::routine::run(Arc::downgrade(&shared), r));
+        }
         tokio::spawn(super::rendezvous::signalling_loop(
             shared.clone(),
             signal_rx,

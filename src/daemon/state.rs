@@ -204,6 +204,8 @@ pub(crate) struct Shared {
     /// The re-reach schedule's counters and the peers waiting for a relay the user has not
     /// allowed, published by the core task after each pass that changed them.
     pub(crate) retry_view: tokio::sync::watch::Sender<RetryView>,
+    /// The node's routine's counters (`daemon::routine`), `ready` once its first round is done.
+    pub(crate) routine: tokio::sync::watch::Sender<crate::node::routine::RoutineStats>,
     /// The message store, if the node has one, and its inbox tree (for listing).
     pub(crate) store: Option<Store>,
     pub(crate) inbox: Option<sled::Tree>,

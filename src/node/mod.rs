@@ -9,6 +9,7 @@
 //! | [`scores`] | misbehaviour scores by identity and by source, bounded; bans |
 //! | [`reach`] | reaching a peer: lookup, direct dial, CONNECT through rendezvous nodes, punching — the order of attempts |
 //! | [`retry`] | re-reaching peers with messages waiting: per-peer backoff 1 s → 30 s, reset when heard; bounded concurrency and rate |
+//! | [`routine`] | the node's routine: join the DHT, fetch the mailbox, discover the NAT, serve or not, register, announce; again every refresh or when the network changed |
 //! | [`rendezvous`] | the rendezvous role: registrations with expiry, quotas and a cap; CONNECT admission (rate limits, replay cache) |
 
 pub mod core;
@@ -17,4 +18,5 @@ pub mod reach;
 pub mod relay;
 pub mod rendezvous;
 pub mod retry;
+pub mod routine;
 pub mod scores;
