@@ -490,7 +490,7 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         node_cfg.turn_credentials = Some(creds);
     }
     // The routine (join, mailbox, discovery, registration, presence; again every refresh
-    // or when the network changed) is the node's own: `node::routine`, spec/06 §3.6.
+    // or when the network changed) is the node's own: `node::routine`, spec/06 §1.4.
     node_cfg.routine = Some(RoutineConfig {
         seeds: seeds.clone(),
         stun: cfg.stun.clone(),

@@ -160,7 +160,7 @@ pub struct NodeConfig {
     /// node that crashed reads offline ("not found", seed 001) within three refresh
     /// intervals (default 120 s: 6 min; spec/05-nat.md §6).
     pub presence_refresh: Duration,
-    /// The node's routine (`node::routine`, spec/06-node.md §3.6): join the DHT, fetch the
+    /// The node's routine (`node::routine`, spec/06-node.md §1.4): join the DHT, fetch the
     /// mailbox, discover the NAT, serve or not, register at rendezvous nodes, publish
     /// presence — and again every `refresh` or when the network changed. Default `None`:
     /// the application does these itself; `dna daemon` and `dna bootstrap` turn it on, and

@@ -1,4 +1,4 @@
-//! Carries out the node's routine (`node::routine`, spec/06-node.md §3.6): one task per
+//! Carries out the node's routine (`node::routine`, spec/06-node.md §1.4): one task per
 //! node started with [`NodeConfig::routine`](super::NodeConfig) set. It does each
 //! [`Action`] with the node's own calls (DHT, NAT discovery, registration, presence,
 //! mailbox), hands the result back, sleeps until the routine's next timeout, and publishes

@@ -1,4 +1,4 @@
-//! The node's routine (spec/06-node.md §3.6): what a node does on its own from start to
+//! The node's routine (spec/06-node.md §1.4): what a node does on its own from start to
 //! shutdown, as a sans-IO state machine — join the DHT, fetch what waited in its mailbox,
 //! learn its NAT (RFC 5780 discovery, else the bootstrap nodes' STUN answers), decide
 //! whether to serve in the DHT, register at rendezvous nodes if it cannot be reached, publish
