@@ -34,6 +34,7 @@ use dna_p2p::crypto::record::{presence_key, RecordKind};
 use dna_p2p::crypto::{Fingerprint, Identity, NodeId, Record};
 use dna_p2p::dht::{Body, Checked, Contact, Dht, DhtConfig, DhtMessage, StoreStats, StoreStatus};
 use dna_p2p::nat::signal::{Signal, SignalKind};
+use dna_p2p::node::core::connect::{admit_connect, run_ready, Admitted, ConnectError, Now};
 use dna_p2p::node::core::{Answer, Core, CoreConfig, Ended, Input, Output, Query, Reply};
 use dna_p2p::node::rendezvous::{ConnectRefusal, RegisterError, RendezvousLimits, RendezvousStats};
 use rand::Rng;
@@ -196,11 +197,12 @@ struct Sim<'a> {
     report: BootReport,
 }
 
-/// A CONNECT admission's reply as a result.
-fn admitted(r: Reply) -> Result<(), Refused> {
-    match r {
-        Reply::Admission(r) => r.map_err(Refused::Limit),
-        other => panic!("an admission answered {other:?}"),
+/// A CONNECT refusal as the report counts it.
+fn refused(e: ConnectError) -> Refused {
+    match e {
+        ConnectError::Refused(r) => Refused::Limit(r),
+        ConnectError::Malformed => Refused::Malformed,
+        ConnectError::NotRegistered | ConnectError::Busy => Refused::NotRegistered,
     }
 }
 
@@ -309,64 +311,41 @@ impl Sim<'_> {
         self.report.good.first_refusal.get_or_insert(what);
     }
 
-    /// A CONNECT on a connection from `ip`, fed to the bootstrap's core with the inputs
-    /// the daemon feeds (`daemon/rendezvous.rs`): the source's bucket, the signature
-    /// (checked by the driver), the offer's admission, the registry; an offer for the good
-    /// callee goes on to its own core. `Ok(None)`: forwarded to a throwaway identity;
-    /// `Ok(Some(admitted))`: forwarded to the good callee, whose core admitted it or not.
+    /// A CONNECT on a connection from `ip`, admitted by the code the daemon runs
+    /// (`node::core::connect::admit_connect`) on the bootstrap's core; an offer for the good
+    /// callee goes on to its own core the same way. `Ok(None)`: forwarded to a throwaway
+    /// identity; `Ok(Some(admitted))`: forwarded to the good callee, whose core admitted it
+    /// or not.
     fn connect(&mut self, ip: IpAddr, bytes: &[u8]) -> Result<Option<bool>, Refused> {
         let (now, unix_ms) = (self.now(), self.now_ms());
-        admitted(self.boot.handle(
+        let mut boot = Now {
+            core: &mut self.boot,
             now,
-            Input::ConnectFrom {
-                answering: false,
-                ip,
-            },
-        ))?;
-        self.report.signatures.1 += 1;
-        let offer = Signal::verify(bytes).map_err(|_| Refused::Malformed)?;
-        let to = offer.to;
-        let offer = Box::new(offer);
-        let answering = false;
-        admitted(self.boot.handle(
-            now,
-            Input::ConnectOffer {
-                answering,
-                offer,
-                unix_ms,
-            },
-        ))?;
-        match self.boot.query(now, Query::Registration(to.node_id())) {
-            Answer::Registration(Some(_)) => {}
-            _ => return Err(Refused::NotRegistered),
-        }
+        };
+        let r = run_ready(admit_connect(&mut boot, false, ip, bytes, unix_ms, |_| {
+            true
+        }))
+        .expect("a simulated core answers at once");
+        self.report.signatures.1 += u64::from(r.as_ref().map_or_else(|e| e.verified(), |_| true));
+        let to = match r {
+            Ok(Admitted::Forward { offer, .. }) => offer.to,
+            Ok(Admitted::ForUs(_)) => unreachable!("the bootstrap is no callee here"),
+            Err(e) => return Err(refused(e)),
+        };
         if to != self.good.callee.fingerprint() {
             return Ok(None);
         }
         let ip = IpAddr::V4(BOOT_IP.into());
-        if admitted(self.callee.handle(
+        let mut callee = Now {
+            core: &mut self.callee,
             now,
-            Input::ConnectFrom {
-                answering: true,
-                ip,
-            },
-        ))
-        .is_err()
-        {
-            return Ok(Some(false));
-        }
-        self.report.signatures.1 += 1;
-        let offer = Box::new(Signal::verify(bytes).map_err(|_| Refused::Malformed)?);
-        let answering = true;
-        let r = self.callee.handle(
-            now,
-            Input::ConnectOffer {
-                answering,
-                offer,
-                unix_ms,
-            },
-        );
-        Ok(Some(admitted(r).is_ok()))
+        };
+        let r = run_ready(admit_connect(&mut callee, true, ip, bytes, unix_ms, |_| {
+            true
+        }))
+        .expect("a simulated core answers at once");
+        self.report.signatures.1 += u64::from(r.as_ref().map_or_else(|e| e.verified(), |_| true));
+        Ok(Some(r.is_ok()))
     }
 
     /// Sends a DHT request from `from` through the codec, as the daemon does (records

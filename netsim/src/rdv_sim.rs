@@ -1,7 +1,7 @@
 //! The rendezvous role of one bootstrap node under attack, in simulation (issue 9, "Build 3";
 //! spec/06-node.md, "Rendezvous").
 //!
-//! One bootstrap's sans-IO [`Rendezvous`] core on a simulated clock. Throwaway identities
+//! One bootstrap's sans-IO node core, its rendezvous role, on a simulated clock. Throwaway identities
 //! (real Dilithium keys) arrive from a few hundred simulated sources — IPv4 addresses in a
 //! few /24s, IPv6 /64s in two /48s, and one /64 whose every identity uses another address
 //! inside it — register, and send signed CONNECT offers (real signatures, verified by the
@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use dna_p2p::crypto::{Fingerprint, Identity};
 use dna_p2p::nat::signal::{ConnectErrorCode, Signal, SignalKind};
-use dna_p2p::node::rendezvous::{
-    ConnectRefusal, RegisterError, Rendezvous, RendezvousLimits, RendezvousStats,
-};
+use dna_p2p::node::core::connect::{admit_connect, run_ready, Admitted, Now};
+use dna_p2p::node::core::{Answer, Core, CoreConfig, Input, Query, Reply};
+use dna_p2p::node::rendezvous::{RegisterError, RendezvousLimits, RendezvousStats};
 use rand::Rng;
 
 use crate::{rng, Scheduler, SimRng};
@@ -145,8 +145,10 @@ struct Sim<'a> {
     sched: Scheduler<Event>,
     rng: SimRng,
     epoch: Instant,
-    boot: Rendezvous<u32>,
-    callee: Rendezvous<()>,
+    /// The bootstrap's node core: its rendezvous role (registrations are numbers here).
+    boot: Core<(), u32>,
+    /// The good callee's node core (its CONNECT admission).
+    callee: Core<(), ()>,
     callee_id: Identity,
     caller_id: Identity,
     /// Fingerprints of registered throwaway identities (targets for offers).
@@ -208,40 +210,46 @@ impl Sim<'_> {
         .sign(from)
     }
 
-    /// What the daemon does with a CONNECT on a connection from `ip` (src/daemon/
-    /// rendezvous.rs): source bucket, signature, admission, registry lookup; an offer for
-    /// the good callee goes on to the callee's own core. `Ok(None)`: forwarded to a
-    /// throwaway identity; `Ok(Some(admitted))`: forwarded to the good callee, whose core
-    /// admitted it or not.
+    /// A CONNECT on a connection from `ip`, admitted by the code the daemon runs
+    /// (`node::core::connect::admit_connect`) on the bootstrap's core; an offer for the good
+    /// callee goes on to the callee's own core the same way (it sees the bootstrap's
+    /// address and verifies again). `Ok(None)`: forwarded to a throwaway identity;
+    /// `Ok(Some(admitted))`: forwarded to the good callee, whose core admitted it or not.
     fn connect(&mut self, ip: IpAddr, bytes: &[u8]) -> Result<Option<bool>, ConnectErrorCode> {
-        let (now, now_ms) = (self.now(), self.now_ms());
-        let code = |e: ConnectRefusal| e.code();
-        self.boot.forwarding.check_source(ip, now).map_err(code)?;
-        self.report.signatures.1 += 1;
-        let offer = Signal::verify(bytes).map_err(|_| ConnectErrorCode::Malformed)?;
-        self.boot
-            .forwarding
-            .admit(&offer, now, now_ms)
-            .map_err(code)?;
-        let to = offer.to.node_id();
-        self.boot
-            .registry
-            .lookup(&to, now)
-            .ok_or(ConnectErrorCode::NotRegistered)?;
-        if offer.to != self.callee_id.fingerprint() {
+        let (now, unix_ms) = (self.now(), self.now_ms());
+        let mut boot = Now {
+            core: &mut self.boot,
+            now,
+        };
+        let r = run_ready(admit_connect(&mut boot, false, ip, bytes, unix_ms, |_| {
+            true
+        }))
+        .expect("a simulated core answers at once");
+        self.report.signatures.1 += u64::from(r.as_ref().map_or_else(|e| e.verified(), |_| true));
+        let to = match r {
+            Ok(Admitted::Forward { offer, .. }) => offer.to,
+            Ok(Admitted::ForUs(_)) => return Err(ConnectErrorCode::Malformed),
+            Err(e) => return Err(e.code()),
+        };
+        if to != self.callee_id.fingerprint() {
             return Ok(None);
         }
-        // The callee sees the bootstrap's address and verifies again.
-        let callee = &mut self.callee.answering;
-        if callee
-            .check_source(IpAddr::V4(BOOT_IP.into()), now)
-            .is_err()
-        {
-            return Ok(Some(false));
-        }
-        self.report.signatures.1 += 1;
-        let again = Signal::verify(bytes).map_err(|_| ConnectErrorCode::Malformed)?;
-        Ok(Some(callee.admit(&again, now, now_ms).is_ok()))
+        let boot_ip = IpAddr::V4(BOOT_IP.into());
+        let mut callee = Now {
+            core: &mut self.callee,
+            now,
+        };
+        let r = run_ready(admit_connect(
+            &mut callee,
+            true,
+            boot_ip,
+            bytes,
+            unix_ms,
+            |_| true,
+        ))
+        .expect("a simulated core answers at once");
+        self.report.signatures.1 += u64::from(r.as_ref().map_or_else(|e| e.verified(), |_| true));
+        Ok(Some(r.is_ok()))
     }
 
     fn good_refused(&mut self, what: String) {
@@ -249,7 +257,7 @@ impl Sim<'_> {
     }
 
     fn track_peak(&mut self) {
-        let s = self.boot.stats();
+        let s = rdv_stats(&self.boot, self.now());
         let bytes = s.registry.bytes + s.forwarding.bytes + s.answering.bytes;
         self.report.peak_bytes = self.report.peak_bytes.max(bytes);
         self.report.peak_registrations = self.report.peak_registrations.max(s.registry.live);
@@ -261,11 +269,15 @@ impl Sim<'_> {
             Event::Arrive(n) => {
                 let ip = source_of(self.cfg, n, &mut self.rng);
                 let id = Identity::generate(&mut rand::rngs::OsRng);
-                match self
-                    .boot
-                    .registry
-                    .register(id.fingerprint().node_id(), ip, n as u32, now)
-                {
+                let peer = id.fingerprint().node_id();
+                match registered(self.boot.handle(
+                    now,
+                    Input::Register {
+                        peer,
+                        ip,
+                        conn: n as u32,
+                    },
+                )) {
                     Ok(_) => {
                         self.report.attacker_registered += 1;
                         self.targets.push(id.fingerprint());
@@ -326,12 +338,12 @@ impl Sim<'_> {
                     (self.caller_id.fingerprint(), CALLER_IP),
                 ];
                 for (fp, ip) in ids {
-                    match self.boot.registry.register(
-                        fp.node_id(),
-                        IpAddr::V4(ip.into()),
-                        u32::MAX,
-                        now,
-                    ) {
+                    let register = Input::Register {
+                        peer: fp.node_id(),
+                        ip: IpAddr::V4(ip.into()),
+                        conn: u32::MAX,
+                    };
+                    match registered(self.boot.handle(now, register)) {
                         Ok(_) => self.report.good_registrations.0 += 1,
                         Err(e) => {
                             self.report.good_registrations.1 += 1;
@@ -374,6 +386,38 @@ impl Sim<'_> {
     }
 }
 
+/// A core with the rendezvous role only (`serve`: registrations accepted).
+fn core_config(serve: bool, rendezvous: RendezvousLimits) -> CoreConfig {
+    CoreConfig {
+        max_peers: 16,
+        inbox_capacity: 16,
+        hash_key: [1, 2],
+        max_scored_sources: 16,
+        window: 16,
+        reconnect_initial: Duration::from_secs(1),
+        reconnect_max: Duration::from_secs(60),
+        rendezvous_server: serve,
+        rendezvous,
+        retry: None,
+    }
+}
+
+/// A registration's reply as a result.
+fn registered(r: Reply) -> Result<Duration, RegisterError> {
+    match r {
+        Reply::Registered(r) => r.map(|(lifetime, _)| lifetime),
+        other => panic!("a registration answered {other:?}"),
+    }
+}
+
+/// A core's rendezvous counters.
+fn rdv_stats<C: Clone, R: Clone + PartialEq>(core: &Core<C, R>, now: Instant) -> RendezvousStats {
+    match core.query(now, Query::Rendezvous) {
+        Answer::Rendezvous(s) => s,
+        _ => RendezvousStats::default(),
+    }
+}
+
 /// Runs the scenario; `epoch` is the real instant simulated time starts from.
 pub fn run(cfg: &RdvSimConfig, epoch: Instant) -> RdvReport {
     let mut sim = Sim {
@@ -381,8 +425,11 @@ pub fn run(cfg: &RdvSimConfig, epoch: Instant) -> RdvReport {
         sched: Scheduler::new(),
         rng: rng(cfg.seed),
         epoch,
-        boot: Rendezvous::new(true, &cfg.limits),
-        callee: Rendezvous::new(false, &RendezvousLimits::default()),
+        boot: Core::new(Fingerprint([1; 32]), core_config(true, cfg.limits.clone())),
+        callee: Core::new(
+            Fingerprint([2; 32]),
+            core_config(false, RendezvousLimits::default()),
+        ),
         callee_id: Identity::generate(&mut rand::rngs::OsRng),
         caller_id: Identity::generate(&mut rand::rngs::OsRng),
         targets: Vec::new(),
@@ -405,10 +452,11 @@ pub fn run(cfg: &RdvSimConfig, epoch: Instant) -> RdvReport {
         }
         sim.step(ev);
     }
+    let now = sim.now();
     let mut r = sim.report;
-    r.bootstrap = sim.boot.stats();
+    r.bootstrap = rdv_stats(&sim.boot, now);
     r.evicted = r.bootstrap.registry.evicted;
-    r.callee = sim.callee.stats();
+    r.callee = rdv_stats(&sim.callee, now);
     r.sim_time = sim.sched.now();
     r
 }

@@ -23,7 +23,8 @@ use crate::session::hello::{EXPORTER_LABEL, EXPORTER_LEN};
 use crate::session::{code, ConnError, ConnEvent, Connection, Outbox, PresenceStatus};
 use crate::transport::tls::SERVER_NAME;
 
-use super::events::{NodeEvent, Path};
+use super::events::NodeEvent;
+use super::path::{delivery_path, path_of};
 use super::state::{
     conn_queue, sub, ConnCmd, ConnHandle, CoreCmd, NodeHandle, Shared, TransportStats,
 };
@@ -667,37 +668,5 @@ async fn register(
         Some(Reply::Session(Err(Refused::Banned))) => Err(End::Banned),
         Some(Reply::Session(Err(Refused::Duplicate))) => Err(End::Duplicate),
         _ => Err(End::Closed("node stopped".to_owned())),
-    }
-}
-
-/// The path of a session whose QUIC remote address is `remote`, as the socket routes it
-/// now: a bundled relay's token is `Relay` until the session moved to a direct path; a
-/// local alias is the address it is routed to (`Turn` when that is a peer's TURN relayed
-/// address); a peer our socket reaches through the TURN server is `Turn`; anything else is
-/// `Direct`.
-pub(crate) fn path_of(shared: &Shared, remote: std::net::SocketAddr) -> Path {
-    let socket = &shared.socket;
-    if let Some(direct) = socket.direct_of(remote) {
-        if shared.nat.is_peer_relay(direct) {
-            Path::Turn(direct)
-        } else {
-            Path::Direct(direct)
-        }
-    } else if crate::transport::is_relay_token(remote) {
-        Path::Relay(remote)
-    } else if socket.route(remote).is_some() {
-        Path::Turn(remote)
-    } else {
-        Path::Direct(remote)
-    }
-}
-
-/// The path byte of a delivery over a session with `remote` (spec/09-mailbox.md §7).
-fn delivery_path(shared: &Shared, remote: std::net::SocketAddr) -> u8 {
-    use super::store::{PATH_DIRECT, PATH_RELAY, PATH_TURN};
-    match path_of(shared, remote) {
-        Path::Direct(_) => PATH_DIRECT,
-        Path::Relay(_) => PATH_RELAY,
-        Path::Turn(_) => PATH_TURN,
     }
 }

@@ -19,7 +19,7 @@
 //! | connected peers for the status panel, on-demand PING (spec/10-control.md) | `peers_status` |
 //! | the DHT over QUIC | `dht` |
 //! | the TURN task | `turn` |
-//! | shared state and leaves | `state`, `events`, `store`, `contacts`, `stun_routes`, `config`, `sigwire`, `dht_persist`, `util`, `discovery_server`, `relay_table`, `mailbox_state` |
+//! | shared state and leaves | `path` (which path a session is on), `state`, `events`, `store`, `contacts`, `stun_routes`, `config`, `sigwire`, `dht_persist`, `util`, `discovery_server`, `relay_table`, `mailbox_state` |
 
 // This module is the I/O driver: it reads the clock (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -36,6 +36,7 @@ mod mailbox;
 mod mailbox_state;
 mod names;
 mod node;
+mod path;
 mod peers_status;
 mod reach;
 mod relay;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use super::state::{ConnCmd, NodeHandle};
 use crate::crypto::Fingerprint;
-use crate::transport::is_relay_token;
 
 /// One peer with a live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,40 +34,19 @@ pub struct PeerStatus {
     pub relay_bytes: Option<(u64, u64)>,
 }
 
-/// How `remote` is reached, from the socket's relay routes: `(path, via, upgraded_to,
-/// relay bytes)`.
-type PathFacts = (
-    &'static str,
-    Option<SocketAddr>,
-    Option<SocketAddr>,
-    Option<(u64, u64)>,
-);
+/// What the socket's route for `remote` says besides the path: `(via, upgraded_to, relay
+/// bytes in and out)`.
+type RouteFacts = (Option<SocketAddr>, Option<SocketAddr>, Option<(u64, u64)>);
 
-fn path_of(remote: SocketAddr, routes: &[(SocketAddr, crate::transport::RelayRoute)]) -> PathFacts {
+fn route_facts(
+    remote: SocketAddr,
+    routes: &[(SocketAddr, crate::transport::RelayRoute)],
+) -> RouteFacts {
     match routes.iter().find(|(a, _)| *a == remote) {
-        // A punched peer's local alias (spec/05-nat.md §5.2): a direct path.
-        Some((_, r)) if r.local => ("direct", None, r.direct, None),
-        Some((_, r)) => {
-            let relayed = if r.bundled && is_relay_token(remote) {
-                "relay"
-            } else {
-                "turn"
-            };
-            let path = if r.direct.is_some() {
-                "direct"
-            } else {
-                relayed
-            };
-            (
-                path,
-                Some(r.server),
-                r.direct,
-                Some((r.bytes_in, r.bytes_out)),
-            )
-        }
-        // A token with no route left is still a relayed session.
-        None if is_relay_token(remote) => ("relay", None, None, None),
-        None => ("direct", None, None, None),
+        // A punched peer's local alias (spec/05-nat.md §5.2).
+        Some((_, r)) if r.local => (None, r.direct, None),
+        Some((_, r)) => (Some(r.server), r.direct, Some((r.bytes_in, r.bytes_out))),
+        None => (None, None, None),
     }
 }
 
@@ -77,20 +55,13 @@ impl NodeHandle {
     pub async fn peers(&self) -> Vec<PeerStatus> {
         let links = self.shared.core.links().await;
         let routes = self.shared.socket.routes();
-        // Over TURN/TCP every path is the far side of our allocation.
-        let all_turn = self.shared.socket.turn_over_tcp();
         let mut out: Vec<PeerStatus> = links
             .into_iter()
             .map(|(peer, addrs, h)| {
                 let remote = h.conn.remote_address();
-                let (mut path, via, upgraded_to, relay_bytes) = path_of(remote, &routes);
-                let nat = &self.shared.nat;
-                if all_turn
-                    || nat.is_peer_relay(remote)
-                    || upgraded_to.is_some_and(|a| nat.is_peer_relay(a))
-                {
-                    path = "turn";
-                }
+                let (via, upgraded_to, relay_bytes) = route_facts(remote, &routes);
+                // The path every report uses (`daemon::path`).
+                let path = super::path::path_of(&self.shared, remote).name();
                 let stats = h.conn.stats();
                 PeerStatus {
                     peer,
@@ -128,38 +99,31 @@ mod tests {
     use crate::transport::RelayRoute;
 
     #[test]
-    fn path_follows_the_route_and_its_upgrade() {
+    fn route_facts_name_the_carrier_its_bytes_and_the_upgrade() {
         let token: SocketAddr = "240.0.0.7:9".parse().unwrap();
-        let turn_peer: SocketAddr = "192.0.2.9:4000".parse().unwrap();
         let plain: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let server: SocketAddr = "127.0.0.1:7000".parse().unwrap();
-        let route = |bundled, direct| RelayRoute {
+        let route = |local, direct| RelayRoute {
             server,
-            bundled,
+            bundled: true,
             bytes_in: 10,
             bytes_out: 20,
             direct,
-            local: false,
+            local,
         };
-        let routes = vec![(token, route(true, None)), (turn_peer, route(false, None))];
-        assert_eq!(path_of(token, &routes).0, "relay");
-        assert_eq!(path_of(token, &routes).3, Some((10, 20)));
-        assert_eq!(path_of(turn_peer, &routes).0, "turn");
-        assert_eq!(path_of(plain, &routes).0, "direct");
-        assert_eq!(path_of(token, &[]).0, "relay");
-        let up = vec![(token, route(true, Some(plain)))];
+        let routes = vec![(token, route(false, None))];
         assert_eq!(
-            path_of(token, &up),
-            ("direct", Some(server), Some(plain), Some((10, 20)))
+            route_facts(token, &routes),
+            (Some(server), None, Some((10, 20)))
         );
-        let alias: SocketAddr = "250.0.0.7:9".parse().unwrap();
-        let local = vec![(
-            alias,
-            RelayRoute {
-                local: true,
-                ..route(false, Some(plain))
-            },
-        )];
-        assert_eq!(path_of(alias, &local), ("direct", None, Some(plain), None));
+        assert_eq!(route_facts(plain, &routes), (None, None, None));
+        let up = vec![(token, route(false, Some(plain)))];
+        assert_eq!(
+            route_facts(token, &up),
+            (Some(server), Some(plain), Some((10, 20)))
+        );
+        // A punched pair's local alias is no carrier.
+        let alias = vec![(token, route(true, Some(plain)))];
+        assert_eq!(route_facts(token, &alias), (None, Some(plain), None));
     }
 }

@@ -13,6 +13,7 @@
 //! [`Rendezvous`](crate::node::rendezvous::Rendezvous) core; this driver reads the clock
 //! and does the I/O.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -20,11 +21,11 @@ use tokio::sync::mpsc;
 
 use super::sigwire::now_ms;
 use super::sigwire::{frame, limits, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
-use super::state::{RdvConn, Shared, SignalStream};
+use super::state::{ConnHandle, CoreAnswer, CoreInput, RdvConn, Shared, SignalStream};
 use crate::dht::Contact;
 use crate::nat::signal::{ConnectErrorCode, Signal};
-use crate::node::core::{Answer, Input, Query, Reply};
-use crate::node::rendezvous::ConnectRefusal;
+use crate::node::core::connect::{admit_connect, Admitted, CoreAccess};
+use crate::node::core::{Input, Query, Reply};
 use crate::wire::{decode_exact, MessageType, HEADER_LEN};
 
 /// Signalling streams waiting for the rendezvous task; when full, new ones are dropped
@@ -110,6 +111,19 @@ async fn register_here(shared: &Arc<Shared>, conn: &quinn::Connection, peer: Con
     }
 }
 
+/// The core task's queue as [`admit_connect`] reaches the core.
+struct Queue<'a>(&'a super::state::CoreTx);
+
+impl CoreAccess<ConnHandle, RdvConn> for Queue<'_> {
+    fn ask(&mut self, input: CoreInput) -> impl Future<Output = Option<Reply>> + Send {
+        self.0.ask(input)
+    }
+
+    fn query(&mut self, q: Query) -> impl Future<Output = Option<CoreAnswer>> + Send {
+        self.0.query(q)
+    }
+}
+
 /// A CONNECT for us is answered; one for a node registered here is forwarded. Either way
 /// the offer is admitted first (spec/06-node.md, "Rendezvous"): a token from the bucket of
 /// the delivering connection's source before the signature is checked, then freshness,
@@ -127,44 +141,20 @@ async fn forward_or_answer(
         return Err(ConnectErrorCode::NotRegistered);
     }
     let remote = conn.remote_address();
-    let refused = |e: ConnectRefusal| {
-        tracing::debug!(peer = %remote, error = %e, "CONNECT refused");
-        e.code()
-    };
-    let ip = remote.ip();
-    let admit = |reply| match reply {
-        Some(Reply::Admission(r)) => r.map_err(refused),
-        _ => Err(ConnectErrorCode::Busy),
-    };
-    let from_source = Input::ConnectFrom {
-        answering: for_me,
-        ip,
-    };
-    admit(shared.core.ask(from_source).await)?;
-    // The signature is checked here, off the core's task.
-    let signal = Signal::verify(offer).map_err(|_| ConnectErrorCode::Malformed)?;
-    let offered = Input::ConnectOffer {
-        answering: for_me,
-        offer: Box::new(signal.clone()),
-        unix_ms: now_ms(),
-    };
-    admit(shared.core.ask(offered).await)?;
-    if for_me {
+    // The admission's order is the node's (`node::core::connect`); the signature is checked
+    // in this task, off the core's.
+    let open = |c: &RdvConn| c.0.close_reason().is_none();
+    let mut queue = Queue(&shared.core);
+    let admitted = admit_connect(&mut queue, for_me, remote.ip(), offer, now_ms(), open)
+        .await
+        .map_err(|e| {
+            tracing::debug!(peer = %remote, error = %e, "CONNECT refused");
+            e.code()
+        })?;
+    let target = match admitted {
         // `from` is the rendezvous node that forwarded it: it may relay us too.
-        return super::reach::answer_offer(shared, signal, from).await;
-    }
-    let id = signal.to.node_id();
-    let target = match shared.core.query(Query::Registration(id)).await {
-        Some(Answer::Registration(Some(c))) if c.0.close_reason().is_none() => c.0,
-        Some(Answer::Registration(Some(closed))) => {
-            let unregister = Input::Unregister {
-                peer: id,
-                conn: closed,
-            };
-            shared.core.input(unregister).await;
-            return Err(ConnectErrorCode::NotRegistered);
-        }
-        _ => return Err(ConnectErrorCode::NotRegistered),
+        Admitted::ForUs(signal) => return super::reach::answer_offer(shared, signal, from).await,
+        Admitted::Forward { to, .. } => to.0,
     };
     let exchange = async {
         let (mut s, mut r) = target.open_bi().await.ok()?;

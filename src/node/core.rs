@@ -34,6 +34,7 @@ use super::rendezvous::{Rendezvous, RendezvousLimits};
 use super::retry::{Attempt, Retry, RetryConfig};
 use super::scores::Scores;
 
+pub mod connect;
 mod io;
 pub use io::{Answer, DhtQuery, DhtView, Input, Output, Query, Reply};
 
