@@ -1094,3 +1094,91 @@ fn pairs_without_a_direct_path_deliver_through_turn() {
         deliver_all_via(&tb, &pairs, "turn");
     }
 }
+
+/// Seed 003's consent behind real NATs: two daemons with `relay = "ask"` (the default) on
+/// symmetric NATs, where only a relay can carry a session. alice's message to bob waits:
+/// the send answers `relay-needed` with a hint, her daemon says so in a `relay_needed`
+/// event, and bob has nothing. Once alice allows a relay for bob (bob allowed one for
+/// alice already), the waiting message goes through the bootstrap node's bundled relay.
+#[test]
+fn relay_ask_on_symmetric_nats_waits_for_consent_then_delivers() {
+    let Some(mut tb) = test_bed("relay_ask_on_symmetric_nats_waits_for_consent_then_delivers")
+    else {
+        return;
+    };
+    // No prediction between the two symmetric sides: nothing direct to hope for.
+    tb.pair_args = vec!["--no-port-prediction".into()];
+    let ask = [
+        "--relay".to_string(),
+        "ask".to_string(),
+        "--no-port-prediction".into(),
+    ];
+    let bob = tb
+        .daemon_with(tb.host(NatType::Symmetric, 'b'), &ask)
+        .unwrap();
+    let alice = tb
+        .daemon_with(tb.host(NatType::Symmetric, 'a'), &ask)
+        .unwrap();
+    let (fa, fb) = (alice.fingerprint().unwrap(), bob.fingerprint().unwrap());
+    let ctl = |p: &netsim::testbed::DnaProcess, req: serde_json::Value| {
+        let v = p.control(&req).unwrap();
+        assert_eq!(v["ok"], true, "{req} → {v}");
+        v
+    };
+    ctl(
+        &bob,
+        serde_json::json!({"cmd": "contacts_add", "target": fa}),
+    );
+    ctl(
+        &bob,
+        serde_json::json!({"cmd": "contacts_allow_relay", "target": fa}),
+    );
+    let text = "hello bob, through a relay once I allow it";
+    let sent = ctl(
+        &alice,
+        serde_json::json!({"cmd": "send", "to": fb, "text": text}),
+    );
+    println!("send without consent: {sent}");
+    assert_eq!(sent["path"], "relay-needed", "{sent}");
+    assert_eq!(sent["queued"], true, "{sent}");
+    assert!(
+        sent["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("allow-relay")),
+        "{sent}"
+    );
+    let needed = alice.wait_for(Duration::from_secs(30), |e| {
+        e["event"] == "relay_needed" && e["peer"].as_str() == Some(fb.as_str())
+    });
+    assert!(needed.is_some(), "alice's daemon says relay_needed for bob");
+    // The reach that found only a relay has ended (the event came after it): nothing may
+    // have reached bob.
+    let early = bob.wait_for(Duration::ZERO, |e| e["event"] == "message");
+    assert!(
+        early.is_none(),
+        "bob got a message before consent: {early:?}"
+    );
+    let allowed = std::time::Instant::now();
+    ctl(
+        &alice,
+        serde_json::json!({"cmd": "contacts_add", "target": fb}),
+    );
+    ctl(
+        &alice,
+        serde_json::json!({"cmd": "contacts_allow_relay", "target": fb}),
+    );
+    let got = bob.wait_for(Duration::from_secs(30), |e| {
+        e["event"] == "message" && e["text"].as_str() == Some(text)
+    });
+    let got = got.expect("delivered after consent");
+    let ms = (got.at - allowed).as_secs_f64() * 1e3;
+    let status = ctl(&alice, serde_json::json!({"cmd": "status"}));
+    let path = status["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["fingerprint"].as_str() == Some(fb.as_str()))
+        .map(|p| p["path"].clone());
+    println!("delivered {ms:.1} ms after consent; alice's session to bob: {path:?}");
+    assert_eq!(path, Some(serde_json::json!("relay")));
+}
