@@ -21,7 +21,14 @@ fn sessions(a: &Identity, b: &Identity) -> (Session, Session) {
 
 fn seal_open(a: &mut Session, b: &mut Session, body: &[u8], buf: &mut BytesMut) {
     buf.clear();
-    a.seal(MessageId([1; 16]), 0, body, buf).unwrap();
+    a.seal(
+        MessageId([1; 16]),
+        0,
+        dna_p2p::crypto::MessageKind::TEXT,
+        body,
+        buf,
+    )
+    .unwrap();
     let env = buf.split();
     black_box(b.open(env).unwrap());
 }
@@ -63,7 +70,14 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("seal", size), &body, |bn, body| {
             bn.iter(|| {
                 buf.clear();
-                a.seal(MessageId([1; 16]), 0, body, &mut buf).unwrap();
+                a.seal(
+                    MessageId([1; 16]),
+                    0,
+                    dna_p2p::crypto::MessageKind::TEXT,
+                    body,
+                    &mut buf,
+                )
+                .unwrap();
             })
         });
         let (mut a, mut b) = sessions(&alice, &bob);
@@ -82,6 +96,7 @@ fn bench(c: &mut Criterion) {
         bob.kem_public(),
         MessageId([2; 16]),
         0,
+        dna_p2p::crypto::MessageKind::TEXT,
         &[1; 256],
         &mut OsRng,
     )
@@ -94,6 +109,7 @@ fn bench(c: &mut Criterion) {
                 bob.kem_public(),
                 MessageId([2; 16]),
                 0,
+                dna_p2p::crypto::MessageKind::TEXT,
                 &[1; 256],
                 &mut OsRng,
             )
@@ -149,6 +165,7 @@ fn result_lines() {
         bob.kem_public(),
         MessageId([2; 16]),
         0,
+        dna_p2p::crypto::MessageKind::TEXT,
         &small,
         &mut OsRng,
     )
@@ -161,6 +178,7 @@ fn result_lines() {
                 bob.kem_public(),
                 MessageId([2; 16]),
                 0,
+                dna_p2p::crypto::MessageKind::TEXT,
                 &small,
                 &mut OsRng,
             )

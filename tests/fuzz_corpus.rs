@@ -163,8 +163,14 @@ fn write_seed_corpus() {
     write("envelope_open", "kex-accept", &accept);
     write("envelope_open", "kex-finish", &finish);
     let mut env = BytesMut::new();
-    a.seal(MessageId([5; 16]), 1, b"session body", &mut env)
-        .unwrap();
+    a.seal(
+        MessageId([5; 16]),
+        1,
+        dna_p2p::crypto::MessageKind::TEXT,
+        b"session body",
+        &mut env,
+    )
+    .unwrap();
     write("envelope_open", "session-form", &env);
     let s = sealed::seal(
         &alice,
@@ -172,6 +178,7 @@ fn write_seed_corpus() {
         bob.kem_public(),
         MessageId([6; 16]),
         2,
+        dna_p2p::crypto::MessageKind::TEXT,
         b"sealed body",
         &mut OsRng,
     )

@@ -67,6 +67,7 @@ fn msgs() -> Vec<Outgoing> {
             Outgoing {
                 id: MessageId(id),
                 timestamp_ms: 0,
+                kind: dna_p2p::crypto::MessageKind::TEXT,
                 body: Default::default(),
             }
         })

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use dna_p2p::crypto::Fingerprint;
+use dna_p2p::crypto::{Fingerprint, MessageKind};
 use dna_p2p::daemon::{NodeEvent, NodeHandle, ReachStage};
 
 /// Event lines queued for one subscriber before it counts as too slow and is dropped
@@ -283,16 +283,23 @@ fn event_json(ev: &NodeEvent) -> Option<(Value, Fingerprint)> {
             id,
             body,
             timestamp_ms,
-        } => (
-            json!({
+            kind,
+        } => {
+            let mut v = json!({
                 "event": "message",
                 "from": from.to_string(),
                 "id": hex::encode(id.0),
-                "text": String::from_utf8_lossy(body),
                 "sent_ms": timestamp_ms,
-            }),
-            *from,
-        ),
+            });
+            if *kind == MessageKind::TEXT {
+                v["text"] = json!(String::from_utf8_lossy(body));
+            } else {
+                // Another application protocol's message: its bytes, not text.
+                v["kind"] = json!(kind.to_string());
+                v["body_hex"] = json!(hex::encode(body));
+            }
+            (v, *from)
+        }
         NodeEvent::PeerUp { peer, path, rtt } => (
             json!({
                 "event": "peer_up",

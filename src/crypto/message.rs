@@ -1,18 +1,51 @@
 //! The plaintext message structure both protected forms carry (spec/02-crypto.md §4).
 //!
 //! ```text
-//! version u8 = 1 | sender fp [32] | recipient fp [32] | message id [16] | timestamp_ms u64 | body
+//! version u8 = 2 | sender fp [32] | recipient fp [32] | message id [16] | timestamp_ms u64
+//!   | kind u16 | body
 //! ```
+//!
+//! The kind says which application protocol the body belongs to ([`MessageKind`]; the
+//! registry is spec/02-crypto.md §4.1). It is inside the encryption: relays and storing
+//! nodes do not learn it.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rand_core::CryptoRngCore;
 
 use super::{Fingerprint, OpenError};
 
-/// Version byte of the plaintext structure.
-pub const MESSAGE_VERSION: u8 = 1;
+/// Version byte of the plaintext structure (1 had no kind).
+pub const MESSAGE_VERSION: u8 = 2;
 /// Length of the plaintext header before the body.
-pub const MESSAGE_HEADER_LEN: usize = 1 + 32 + 32 + 16 + 8;
+pub const MESSAGE_HEADER_LEN: usize = 1 + 32 + 32 + 16 + 8 + 2;
+
+/// Which application protocol a message's body belongs to (spec/02-crypto.md §4.1: the
+/// registry; a number is never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MessageKind(pub u16);
+
+impl MessageKind {
+    /// Chat text, UTF-8 (what `dna send` sends).
+    pub const TEXT: MessageKind = MessageKind(0);
+    /// File transfer (reserved for spec/11-files.md).
+    pub const FILE: MessageKind = MessageKind(1);
+    /// Group channels (reserved for spec/12-groups.md).
+    pub const GROUP: MessageKind = MessageKind(2);
+    /// The first of the kinds left to private and experimental protocols (0x8000–0xFFFF):
+    /// never registered, never reserved.
+    pub const PRIVATE: MessageKind = MessageKind(0x8000);
+}
+
+impl std::fmt::Display for MessageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            MessageKind::TEXT => f.write_str("text"),
+            MessageKind::FILE => f.write_str("file"),
+            MessageKind::GROUP => f.write_str("group"),
+            MessageKind(k) => write!(f, "{k:#06x}"),
+        }
+    }
+}
 
 /// A 128-bit message ID: random, chosen by the sender; receivers de-duplicate by it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,6 +77,8 @@ pub struct Message {
     pub id: MessageId,
     /// Sender's clock, milliseconds since the Unix epoch (informational, not trusted).
     pub timestamp_ms: u64,
+    /// The application protocol the body belongs to.
+    pub kind: MessageKind,
     /// The application payload.
     pub body: Bytes,
 }
@@ -55,6 +90,7 @@ pub(crate) fn encode(
     recipient: &Fingerprint,
     id: &MessageId,
     timestamp_ms: u64,
+    kind: MessageKind,
     body: &[u8],
 ) {
     out.reserve(MESSAGE_HEADER_LEN + body.len());
@@ -63,6 +99,7 @@ pub(crate) fn encode(
     out.put_slice(&recipient.0);
     out.put_slice(&id.0);
     out.put_u64(timestamp_ms);
+    out.put_u16(kind.0);
     out.put_slice(body);
 }
 
@@ -95,6 +132,7 @@ struct ParsedHeader {
     recipient: Fingerprint,
     id: MessageId,
     timestamp_ms: u64,
+    kind: MessageKind,
 }
 
 impl ParsedHeader {
@@ -104,6 +142,7 @@ impl ParsedHeader {
             recipient: self.recipient,
             id: self.id,
             timestamp_ms: self.timestamp_ms,
+            kind: self.kind,
             body,
         }
     }
@@ -132,5 +171,6 @@ fn parse_header(plain: &[u8]) -> Result<ParsedHeader, OpenError> {
         recipient: Fingerprint(recipient),
         id: MessageId(id),
         timestamp_ms: u64::from_be_bytes(ts),
+        kind: MessageKind(u16::from_be_bytes([h[89], h[90]])),
     })
 }

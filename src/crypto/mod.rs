@@ -41,7 +41,7 @@ pub(crate) use message::{
     encode as encode_plaintext, parse_slice as parse_plaintext_slice,
     parse_vec as parse_plaintext_vec,
 };
-pub use message::{Message, MessageId, MESSAGE_HEADER_LEN};
+pub use message::{Message, MessageId, MessageKind, MESSAGE_HEADER_LEN};
 pub use record::{Record, RecordError, RecordKind};
 pub use session::{Session, FORM_SEALED, FORM_SESSION, SESSION_OVERHEAD};
 

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use super::aead::{Aead, KeySetupError};
 use super::identity::{PublicKey, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use super::kem::{KemPublicKey, KEM_CIPHERTEXT_LEN};
-use super::message::{self, Message, MessageId, MESSAGE_HEADER_LEN};
+use super::message::{self, Message, MessageId, MessageKind, MESSAGE_HEADER_LEN};
 use super::session::{ENVELOPE_VERSION, FORM_SEALED, TAG_LEN};
 use super::{Fingerprint, Identity, OpenError, SealError};
 
@@ -55,12 +55,14 @@ fn aead(shared: &[u8; 32], prefix: &[u8]) -> Result<Aead, KeySetupError> {
 }
 
 /// Seals a message to `recipient`, whose published KEM key is `recipient_kem`.
+#[allow(clippy::too_many_arguments)] // the plaintext's fields (spec/02 §4), one by one
 pub fn seal(
     sender: &Identity,
     recipient: Fingerprint,
     recipient_kem: &KemPublicKey,
     id: MessageId,
     timestamp_ms: u64,
+    kind: MessageKind,
     body: &[u8],
     rng: &mut impl CryptoRngCore,
 ) -> Result<Vec<u8>, SealError> {
@@ -76,6 +78,7 @@ pub fn seal(
         &recipient,
         &id,
         timestamp_ms,
+        kind,
         body,
     );
     let (prefix, plain) = out.split_at_mut(field::PREFIX_LEN);

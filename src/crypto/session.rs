@@ -14,7 +14,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::aead::{Aead, KeySetupError};
-use super::message::{self, Message, MessageId, MESSAGE_HEADER_LEN};
+use super::message::{self, Message, MessageId, MessageKind, MESSAGE_HEADER_LEN};
 use super::{Fingerprint, OpenError, SealError};
 
 /// Envelope version byte (both forms).
@@ -107,6 +107,7 @@ impl Session {
         &mut self,
         id: MessageId,
         timestamp_ms: u64,
+        kind: MessageKind,
         body: &[u8],
         out: &mut BytesMut,
     ) -> Result<(), SealError> {
@@ -119,7 +120,7 @@ impl Session {
         out.put_u8(ENVELOPE_VERSION);
         out.put_u8(FORM_SESSION);
         out.put_u64(counter);
-        message::encode(out, &self.local, &self.peer, &id, timestamp_ms, body);
+        message::encode(out, &self.local, &self.peer, &id, timestamp_ms, kind, body);
         let (aad, plain) = out[start..].split_at_mut(SESSION_HEADER_LEN);
         let Some(tag) = self.send.seal(nonce(counter), aad, plain) else {
             out.truncate(start);

@@ -37,6 +37,7 @@ fn alice_to_bob(p: &Pair, body: &[u8]) -> Vec<u8> {
         p.bob.kem_public(),
         MessageId([1; 16]),
         0,
+        crate::crypto::MessageKind::TEXT,
         body,
         &mut OsRng,
     )
@@ -48,6 +49,7 @@ fn seal(s: &mut Session, body: &[u8]) -> BytesMut {
     s.seal(
         MessageId::random(&mut OsRng),
         1_700_000_000_000,
+        crate::crypto::MessageKind::TEXT,
         body,
         &mut out,
     )
@@ -310,6 +312,7 @@ fn sealed_round_trip() {
         p.bob.kem_public(),
         id,
         42,
+        crate::crypto::MessageKind::TEXT,
         b"offline hi",
         &mut OsRng,
     )
@@ -638,6 +641,7 @@ mod records {
             p.bob.kem_public(),
             MessageId([3; 16]),
             0,
+            crate::crypto::MessageKind::TEXT,
             b"hi",
             &mut OsRng,
         )
@@ -824,4 +828,32 @@ fn opening_a_lent_envelope_agrees_with_opening_an_owned_one() {
     }
     println!("opened {opened} of 42 envelopes, the same way both ways");
     assert_eq!(opened, 6);
+}
+
+#[test]
+fn the_kind_travels_inside_both_forms() {
+    let p = pair();
+    let kind = MessageKind(0x8001);
+    let (mut a, mut b) = handshake(&p);
+    let mut out = BytesMut::new();
+    a.seal(MessageId([3; 16]), 9, kind, b"app", &mut out)
+        .unwrap();
+    let m = b.open(out).unwrap();
+    assert_eq!((m.kind, &m.body[..]), (kind, &b"app"[..]));
+    let env = sealed::seal(
+        &p.alice,
+        p.bob.fingerprint(),
+        p.bob.kem_public(),
+        MessageId([4; 16]),
+        9,
+        MessageKind::FILE,
+        b"offline app",
+        &mut OsRng,
+    )
+    .unwrap();
+    let (m, _) = sealed::open(&p.bob, &env).unwrap();
+    assert_eq!(
+        (m.kind, &m.body[..]),
+        (MessageKind::FILE, &b"offline app"[..])
+    );
 }

@@ -166,6 +166,12 @@ pub struct NodeConfig {
     /// the application does these itself; `dna daemon` and `dna bootstrap` turn it on, and
     /// [`NodeHandle::ready`](super::NodeHandle::ready) waits for its first round.
     pub routine: Option<crate::node::routine::RoutineConfig>,
+    /// Message kinds owned by application protocols (spec/06-node.md §1.5): messages of
+    /// these kinds go to the protocol's [`App`](super::App) (from
+    /// [`Node::app`](super::Node::app)), each with a queue as large as the node's events,
+    /// not to [`Node::next_event`](super::Node::next_event). Default: none (text and every
+    /// other kind come as events).
+    pub apps: Vec<crate::crypto::MessageKind>,
 }
 
 /// A presence record lives this many refresh intervals: one missed refresh is survived,
@@ -178,6 +184,7 @@ impl Default for NodeConfig {
             listen: SocketAddr::from(([0u16; 8], 0)),
             retry: None,
             routine: None,
+            apps: Vec::new(),
             presence_refresh: Duration::from_secs(120),
             conn: ConnConfig::default(),
             max_connections: 1024,

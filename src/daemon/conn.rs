@@ -515,10 +515,11 @@ async fn on_stored(
             from: m.sender,
             id: m.id,
             timestamp_ms: m.timestamp_ms,
+            kind: m.kind,
             body: m.body,
         })
         .collect();
-    if !events.is_empty() && shared.events.send_all(events).await.is_err() {
+    if !events.is_empty() && shared.deliver(events).await.is_err() {
         return Err(End::Closed("node stopped".to_owned()));
     }
     Ok(())

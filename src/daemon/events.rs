@@ -85,6 +85,9 @@ pub enum NodeEvent {
         id: MessageId,
         /// Sender's timestamp, ms since the Unix epoch.
         timestamp_ms: u64,
+        /// The application protocol it belongs to (kinds registered with
+        /// [`NodeConfig::apps`](super::NodeConfig) go to their [`App`](super::App) instead).
+        kind: crate::crypto::MessageKind,
         /// The body.
         body: Bytes,
     },
@@ -352,6 +355,7 @@ mod tests {
             from: Fingerprint([0; 32]),
             id: MessageId([n; 16]),
             timestamp_ms: 0,
+            kind: crate::crypto::MessageKind::TEXT,
             body: Bytes::from(vec![n; len]),
         }
     }

@@ -223,6 +223,7 @@ async fn send_side(shared: &Shared) -> Result<(), DhtError> {
                     &kem,
                     m.id,
                     m.timestamp_ms,
+                    m.kind,
                     &m.body,
                     rng,
                 )
@@ -433,11 +434,12 @@ async fn fetch(shared: &Shared) -> Result<(), DhtError> {
                 from,
                 id: m.id,
                 timestamp_ms: m.timestamp_ms,
+                kind: m.kind,
                 body: m.body,
             })
             .collect();
         if !events.is_empty() {
-            let _ = shared.events.send_all(events).await;
+            let _ = shared.deliver(events).await;
         }
     }
     let changed = {

@@ -24,6 +24,7 @@
 // This module is the I/O driver: it reads the clock (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
+mod app;
 mod config;
 mod conn;
 mod contacts;
@@ -55,6 +56,7 @@ mod turn_tcp;
 mod util;
 
 pub use crate::node::scores::BAN_THRESHOLD;
+pub use app::{App, AppMessage};
 pub use config::{DhtSettings, NodeConfig, PRESENCE_LIFETIMES};
 pub use contacts::{Contact, ContactError, OwnName, SaveError, MAX_CONTACTS, NAMES_FILE};
 pub use dht::{DhtError, DhtStats};

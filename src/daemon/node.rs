@@ -2,6 +2,7 @@
 //! runs one sans-IO [`Connection`](crate::session::Connection) per QUIC connection
 //! (spec/03-session.md).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use rand_core::OsRng;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::crypto::{Fingerprint, Identity, MessageId};
+use crate::crypto::{Fingerprint, Identity, MessageId, MessageKind};
 use crate::session::{code, Outgoing, PresenceStatus};
 use crate::transport::tls::{quic_configs, CertifiedKey, TlsError};
 use crate::transport::{bind_udp, DnaSocket, SideChannels};
@@ -87,6 +88,8 @@ pub struct PeerInfo {
 pub struct Node {
     handle: NodeHandle,
     events: EventRx,
+    /// The registered application protocols' queues, until taken ([`Node::app`]).
+    apps: HashMap<MessageKind, EventRx>,
     turn: Option<mpsc::Receiver<crate::transport::socket::Datagram>>,
 }
 
@@ -177,6 +180,12 @@ impl Node {
             _ => (None, None),
         };
         let (events_tx, events) = super::events::channel(cfg.event_queue, cfg.event_queue_bytes);
+        let (mut app_tx, mut app_rx) = (HashMap::new(), HashMap::new());
+        for kind in &cfg.apps {
+            let (tx, rx) = super::events::channel(cfg.event_queue, cfg.event_queue_bytes);
+            app_tx.insert(*kind, tx);
+            app_rx.insert(*kind, rx);
+        }
         let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
         let rfc5780 = match &cfg.discovery_server {
             Some(d) => Some(super::discovery_server::bind(local, d).await?),
@@ -234,6 +243,7 @@ impl Node {
             local,
             core: CoreTx(core_tx),
             events: events_tx,
+            apps: app_tx,
             next_conn: AtomicU64::new(1),
             live: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
@@ -310,8 +320,16 @@ impl Node {
         Ok(Node {
             handle: NodeHandle { shared },
             events,
+            apps: app_rx,
             turn,
         })
+    }
+
+    /// The application protocol that owns `kind` (registered in [`NodeConfig::apps`]):
+    /// its messages and its sends. `None` if the kind was not registered or already taken.
+    pub fn app(&mut self, kind: MessageKind) -> Option<super::App> {
+        let rx = self.apps.remove(&kind)?;
+        Some(super::App::new(kind, rx, self.handle.clone()))
     }
 
     /// Message bytes waiting in the event queue for the application (at most
@@ -423,6 +441,17 @@ impl NodeHandle {
         peer: Fingerprint,
         bodies: impl IntoIterator<Item = Bytes>,
     ) -> Result<Vec<MessageId>, SendError> {
+        self.send_kind(peer, MessageKind::TEXT, bodies).await
+    }
+
+    /// Queues messages of `kind` (an application protocol's, spec/06-node.md §1.5) to
+    /// `peer`, in order, as [`NodeHandle::send_many`] does for text.
+    pub async fn send_kind(
+        &self,
+        peer: Fingerprint,
+        kind: MessageKind,
+        bodies: impl IntoIterator<Item = Bytes>,
+    ) -> Result<Vec<MessageId>, SendError> {
         if self.shared.closing.load(Ordering::Relaxed) {
             return Err(SendError::ShuttingDown);
         }
@@ -440,6 +469,7 @@ impl NodeHandle {
             msgs.push(Outgoing {
                 id: with_rng(MessageId::random),
                 timestamp_ms: now,
+                kind,
                 body,
             });
         }

@@ -170,6 +170,37 @@ impl CoreTx {
     }
 }
 
+impl Shared {
+    /// Delivers received messages (and other events) in order: a message whose kind an
+    /// application protocol registered goes to that protocol's queue, the rest to the
+    /// node's events. Waits while a queue is full; `Err` once the application is gone.
+    pub(crate) async fn deliver(&self, evs: Vec<super::NodeEvent>) -> Result<(), ()> {
+        if self.apps.is_empty() {
+            return self.events.send_all(evs).await;
+        }
+        let mut run: Vec<super::NodeEvent> = Vec::new();
+        let mut run_to: Option<&EventTx> = None;
+        for ev in evs {
+            let to = match &ev {
+                super::NodeEvent::Message { kind, .. } => self.apps.get(kind),
+                _ => None,
+            }
+            .unwrap_or(&self.events);
+            if run_to.is_some_and(|r| !std::ptr::eq(r, to)) {
+                if let Some(r) = run_to {
+                    r.send_all(std::mem::take(&mut run)).await?;
+                }
+            }
+            run_to = Some(to);
+            run.push(ev);
+        }
+        match run_to {
+            Some(r) if !run.is_empty() => r.send_all(run).await,
+            _ => Ok(()),
+        }
+    }
+}
+
 /// What the core task publishes of its re-reach schedule (`Shared::retry_view`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RetryView {
@@ -187,6 +218,9 @@ pub(crate) struct Shared {
     /// The task that owns the node core: peers, outboxes, scores, the rendezvous role.
     pub(crate) core: CoreTx,
     pub(crate) events: EventTx,
+    /// The event queues of the application protocols registered at bind
+    /// ([`NodeConfig::apps`]): their messages go there instead of `events`.
+    pub(crate) apps: HashMap<crate::crypto::MessageKind, EventTx>,
     pub(crate) next_conn: AtomicU64,
     pub(crate) live: AtomicUsize,
     /// No new sends or inbound connections; connections and dials in progress finish.

@@ -20,7 +20,8 @@
 //! The path byte (spec/09-mailbox.md §7): 0 or absent, acknowledged over a session; 1, the
 //! recipient's mailbox receipt listed them.
 //!
-//! `messages` = count (u32) ‖ count × (id (16) ‖ timestamp ms (u64) ‖ length (u32) ‖ body);
+//! `messages` = count (u32) ‖ count × (id (16) ‖ timestamp ms (u64) ‖ length (u32) ‖ body)
+//! ‖ count × kind (u16) (entries written before kinds existed end after the bodies: text);
 //! integers big-endian. `seq` comes from sled's persistent ID generator, so both trees keep
 //! their order across restarts. An outbox batch leaves when all of its messages are
 //! acknowledged; after a crash the whole batch is sent again and the receiver drops the
@@ -38,7 +39,7 @@ use bytes::{Buf, Bytes};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::crypto::{Fingerprint, Message, MessageId, FINGERPRINT_LEN};
+use crate::crypto::{Fingerprint, Message, MessageId, MessageKind, FINGERPRINT_LEN};
 use crate::session::{Inbox, Outgoing};
 
 /// The database's directory name inside the data directory.
@@ -77,6 +78,8 @@ pub struct StoredMessage {
     pub received_ms: u64,
     /// The sender's timestamp (informational).
     pub timestamp_ms: u64,
+    /// The application protocol the body belongs to.
+    pub kind: MessageKind,
     /// The body.
     pub body: Bytes,
 }
@@ -197,19 +200,22 @@ fn now_ms() -> u64 {
 
 fn put_messages<'a>(
     v: &mut Vec<u8>,
-    msgs: impl ExactSizeIterator<Item = (&'a MessageId, u64, &'a [u8])>,
+    msgs: impl ExactSizeIterator<Item = (&'a MessageId, u64, MessageKind, &'a [u8])>,
 ) {
     v.extend_from_slice(&(msgs.len() as u32).to_be_bytes());
-    for (id, ts, body) in msgs {
+    let mut kinds = Vec::with_capacity(2 * msgs.len());
+    for (id, ts, kind, body) in msgs {
         v.extend_from_slice(&id.0);
         v.extend_from_slice(&ts.to_be_bytes());
         v.extend_from_slice(&(body.len() as u32).to_be_bytes());
         v.extend_from_slice(body);
+        kinds.extend_from_slice(&kind.0.to_be_bytes());
     }
+    v.extend_from_slice(&kinds);
 }
 
-/// One stored message: ID, sender's timestamp, body.
-type Entry = (MessageId, u64, Bytes);
+/// One stored message: ID, sender's timestamp, kind, body.
+type Entry = (MessageId, u64, MessageKind, Bytes);
 
 /// Parses `messages` (see the module doc); `None` if the bytes do not form them.
 fn get_messages(mut b: &[u8]) -> Option<Vec<Entry>> {
@@ -229,10 +235,24 @@ fn get_messages(mut b: &[u8]) -> Option<Vec<Entry>> {
         if b.len() < len {
             return None;
         }
-        out.push((MessageId(id), ts, Bytes::copy_from_slice(&b[..len])));
+        out.push((
+            MessageId(id),
+            ts,
+            MessageKind::TEXT,
+            Bytes::copy_from_slice(&b[..len]),
+        ));
         b.advance(len);
     }
-    b.is_empty().then_some(out)
+    // The kinds follow, one u16 per message; entries written before kinds existed have
+    // none (all text).
+    if b.len() == 2 * n {
+        for (e, k) in out.iter_mut().zip(b.chunks_exact(2)) {
+            e.2 = MessageKind(u16::from_be_bytes([k[0], k[1]]));
+        }
+    } else if !b.is_empty() {
+        return None;
+    }
+    Some(out)
 }
 
 fn fp_at(b: &[u8], at: usize) -> Option<Fingerprint> {
@@ -274,7 +294,7 @@ impl Db {
         // The de-duplication windows, from the inbox in store order.
         for (_, v) in d.inbox.iter().flatten() {
             if let Some((from, _, msgs)) = parse_inbox(&v) {
-                for (id, _, _) in msgs {
+                for (id, _, _, _) in msgs {
                     d.window(from).accept(id);
                 }
             }
@@ -324,9 +344,10 @@ impl Db {
             };
             let msgs: Vec<Outgoing> = msgs
                 .into_iter()
-                .map(|(id, timestamp_ms, body)| Outgoing {
+                .map(|(id, timestamp_ms, kind, body)| Outgoing {
                     id,
                     timestamp_ms,
+                    kind,
                     body,
                 })
                 .collect();
@@ -365,7 +386,8 @@ impl Db {
         let mut v = Vec::with_capacity(4 + size);
         put_messages(
             &mut v,
-            msgs.iter().map(|m| (&m.id, m.timestamp_ms, &m.body[..])),
+            msgs.iter()
+                .map(|m| (&m.id, m.timestamp_ms, m.kind, &m.body[..])),
         );
         self.outbox.insert(&key[..], v)?;
         self.track(seq, key, msgs);
@@ -384,7 +406,7 @@ impl Db {
             let (Some(peer), Some(msgs)) = (fp_at(&k, 0), get_messages(&v)) else {
                 continue;
             };
-            for (id, timestamp_ms, body) in msgs {
+            for (id, timestamp_ms, kind, body) in msgs {
                 if out.waiting.len() >= max {
                     break;
                 }
@@ -393,6 +415,7 @@ impl Db {
                     let m = Outgoing {
                         id,
                         timestamp_ms,
+                        kind,
                         body,
                     };
                     out.waiting.push((peer, m));
@@ -481,7 +504,8 @@ impl Db {
         v.extend_from_slice(&now_ms().to_be_bytes());
         put_messages(
             &mut v,
-            msgs.iter().map(|m| (&m.id, m.timestamp_ms, &m.body[..])),
+            msgs.iter()
+                .map(|m| (&m.id, m.timestamp_ms, m.kind, &m.body[..])),
         );
         let seq = self.db.generate_id()?;
         self.inbox.insert(seq.to_be_bytes(), v)?;
@@ -511,11 +535,12 @@ fn list_inbox(inbox: &sled::Tree) -> Vec<StoredMessage> {
         };
         all.extend(
             msgs.into_iter()
-                .map(|(id, timestamp_ms, body)| StoredMessage {
+                .map(|(id, timestamp_ms, kind, body)| StoredMessage {
                     from,
                     id,
                     received_ms,
                     timestamp_ms,
+                    kind,
                     body,
                 }),
         );
@@ -688,6 +713,7 @@ mod tests {
         Outgoing {
             id: MessageId([i; 16]),
             timestamp_ms: u64::from(i),
+            kind: crate::crypto::MessageKind::TEXT,
             body: Bytes::from(vec![i; usize::from(i)]),
         }
     }
@@ -698,6 +724,7 @@ mod tests {
             recipient: Fingerprint([0; 32]),
             id: MessageId([i; 16]),
             timestamp_ms: 7,
+            kind: crate::crypto::MessageKind::TEXT,
             body: Bytes::from(vec![i; 3]),
         }
     }
@@ -754,11 +781,19 @@ mod tests {
         assert!(get_messages(&[]).is_none());
         assert!(get_messages(&[0, 0, 0, 1]).is_none());
         let mut v = Vec::new();
-        put_messages(&mut v, [(&MessageId([1; 16]), 5, &b"hi"[..])].into_iter());
-        assert_eq!(get_messages(&v).unwrap()[0].2, Bytes::from_static(b"hi"));
+        let file = MessageKind::FILE;
+        put_messages(
+            &mut v,
+            [(&MessageId([1; 16]), 5, file, &b"hi"[..])].into_iter(),
+        );
+        let got = get_messages(&v).unwrap();
+        assert_eq!((got[0].2, &got[0].3), (file, &Bytes::from_static(b"hi")));
+        // Written before kinds existed: no trailer, text.
+        let old = &v[..v.len() - 2];
+        assert_eq!(get_messages(old).unwrap()[0].2, MessageKind::TEXT);
         v.push(0);
         assert!(get_messages(&v).is_none(), "trailing bytes");
-        v.truncate(v.len() - 2);
+        v.truncate(v.len() - 4);
         assert!(get_messages(&v).is_none(), "short body");
     }
 }

@@ -1056,6 +1056,7 @@ mod tests {
             to.kem_public(),
             id,
             1,
+            crate::crypto::MessageKind::TEXT,
             b"hi",
             &mut OsRng,
         )

@@ -617,7 +617,7 @@ impl Connection {
             match (&mut self.session, self.peer) {
                 (Some(session), _) => {
                     if session
-                        .seal(msg.id, msg.timestamp_ms, &msg.body, out)
+                        .seal(msg.id, msg.timestamp_ms, msg.kind, &msg.body, out)
                         .is_err()
                     {
                         // Counter exhausted: leave it in flight; the connection will be
@@ -633,6 +633,7 @@ impl Connection {
                         &peer,
                         &msg.id,
                         msg.timestamp_ms,
+                        msg.kind,
                         &msg.body,
                     );
                 }

@@ -15,6 +15,8 @@ pub struct Outgoing {
     pub id: MessageId,
     /// Sender's timestamp, ms since the Unix epoch.
     pub timestamp_ms: u64,
+    /// The application protocol the body belongs to.
+    pub kind: crate::crypto::MessageKind,
     /// The body.
     pub body: Bytes,
 }
@@ -225,6 +227,7 @@ mod tests {
         Outgoing {
             id: MessageId([n; 16]),
             timestamp_ms: 0,
+            kind: crate::crypto::MessageKind::TEXT,
             body: Bytes::from(vec![n]),
         }
     }

@@ -98,6 +98,7 @@ fn msg(n: u32) -> Outgoing {
     Outgoing {
         id: MessageId::random(&mut OsRng),
         timestamp_ms: 1_700_000_000_000 + n as u64,
+        kind: crate::crypto::MessageKind::TEXT,
         body: Bytes::from(n.to_be_bytes().to_vec()),
     }
 }
@@ -172,6 +173,7 @@ fn messages_in_flight_at_a_cut_are_resent_and_deduplicated() {
         out.push(Outgoing {
             id: m.id,
             timestamp_ms: m.timestamp_ms,
+            kind: crate::crypto::MessageKind::TEXT,
             body: m.body.clone(),
         });
     }
@@ -451,6 +453,7 @@ fn before_hello_only_a_hello_sized_frame_is_admitted() {
     p.a_out.push(Outgoing {
         id: MessageId([9; 16]),
         timestamp_ms: 1,
+        kind: crate::crypto::MessageKind::TEXT,
         body: Bytes::from(vec![7u8; 200_000]),
     });
     p.run().unwrap();

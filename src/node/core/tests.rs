@@ -26,6 +26,7 @@ fn msg(i: u32) -> Outgoing {
     Outgoing {
         id: MessageId(id),
         timestamp_ms: 0,
+        kind: crate::crypto::MessageKind::TEXT,
         body: Bytes::from(i.to_be_bytes().to_vec()),
     }
 }
@@ -244,6 +245,7 @@ fn without_a_store_each_message_id_is_new_once() {
         recipient: fp(1),
         id: msg(i).id,
         timestamp_ms: 0,
+        kind: crate::crypto::MessageKind::TEXT,
         body: Bytes::new(),
     };
     assert_eq!(c.received(fp(2), vec![m(1), m(2)]).len(), 2);

@@ -1,0 +1,82 @@
+//! Application protocols on the node (spec/06-node.md §1.5): a protocol names the message
+//! kind it owns ([`NodeConfig::apps`](super::NodeConfig)); the node then hands messages of
+//! that kind to the protocol's own queue — bounded like the node's events, so a slow
+//! protocol holds back only the connections that carry its messages — instead of
+//! [`Node::next_event`](super::Node::next_event). The protocol sends with its kind; the
+//! node gives every kind the same path: durable outbox, end-to-end encryption, ACKs,
+//! re-reaching, the offline mailbox.
+
+use bytes::Bytes;
+
+use super::events::{EventRx, NodeEvent};
+use super::node::SendError;
+use super::state::NodeHandle;
+use crate::crypto::{Fingerprint, MessageId, MessageKind};
+
+/// A received message of an application protocol's kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppMessage {
+    /// The authenticated sender.
+    pub from: Fingerprint,
+    /// The message ID (each arrives once).
+    pub id: MessageId,
+    /// Sender's timestamp, ms since the Unix epoch (informational).
+    pub timestamp_ms: u64,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// An application protocol's end of the node: its messages in, its sends out. Taken once
+/// per registered kind with [`Node::app`](super::Node::app).
+pub struct App {
+    kind: MessageKind,
+    events: EventRx,
+    node: NodeHandle,
+}
+
+impl App {
+    pub(crate) fn new(kind: MessageKind, events: EventRx, node: NodeHandle) -> App {
+        App { kind, events, node }
+    }
+
+    /// The kind this protocol owns.
+    pub fn kind(&self) -> MessageKind {
+        self.kind
+    }
+
+    /// The next message of this kind; `None` once the node is gone.
+    pub async fn recv(&mut self) -> Option<AppMessage> {
+        loop {
+            match self.events.recv().await? {
+                NodeEvent::Message {
+                    from,
+                    id,
+                    timestamp_ms,
+                    body,
+                    ..
+                } => {
+                    return Some(AppMessage {
+                        from,
+                        id,
+                        timestamp_ms,
+                        body,
+                    })
+                }
+                // Only messages are routed here.
+                _ => continue,
+            }
+        }
+    }
+
+    /// Sends `body` to `peer` as a message of this kind (durable, acknowledged, resent,
+    /// through the mailbox if the peer stays offline: as any message).
+    pub async fn send(&self, peer: Fingerprint, body: Bytes) -> Result<MessageId, SendError> {
+        let mut ids = self.node.send_kind(peer, self.kind, [body]).await?;
+        ids.pop().ok_or(SendError::ShuttingDown)
+    }
+
+    /// The node, for everything else (connections, peers, the DHT).
+    pub fn node(&self) -> &NodeHandle {
+        &self.node
+    }
+}
