@@ -93,6 +93,9 @@ impl End {
 /// One dial round for `peer` (the core decides when, and which addresses): tries them in
 /// order until a QUIC connection is up, then drives it; tells the core if none answered.
 pub(crate) async fn dial_round(shared: Arc<Shared>, peer: Fingerprint, addrs: Vec<SocketAddr>) {
+    // A peer with items in its mailbox may have fetched them: its receipt first, so they
+    // are not sent twice (spec/09-mailbox.md §5).
+    super::mailbox::before_reach(&shared, peer).await;
     for addr in addrs {
         let connecting =
             match shared

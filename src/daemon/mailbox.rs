@@ -259,10 +259,30 @@ async fn check_receipts(shared: &Shared) {
         .values()
         .map(|(p, _)| *p)
         .collect();
-    let me = shared.identity.fingerprint();
     for peer in peers {
+        receipt_of(shared, peer).await;
+    }
+}
+
+/// Before a peer with items in its mailbox is reached again (it came back): reads its
+/// receipt first, so what it already fetched from the mailbox is marked delivered there and
+/// leaves the queue instead of going out a second time over the new session.
+pub(crate) async fn before_reach(shared: &Shared, peer: Fingerprint) {
+    let waiting = lock(&shared.mailbox.state)
+        .put
+        .values()
+        .any(|(p, _)| *p == peer);
+    if waiting {
+        receipt_of(shared, peer).await;
+    }
+}
+
+/// Reads `peer`'s newest receipt; marks the items it lists delivered (path `mailbox`).
+async fn receipt_of(shared: &Shared, peer: Fingerprint) {
+    let me = shared.identity.fingerprint();
+    {
         let Ok(found) = find(shared, mailbox_key(&peer)).await else {
-            continue;
+            return;
         };
         let Some(receipt) = found
             .into_iter()
@@ -272,7 +292,7 @@ async fn check_receipts(shared: &Shared) {
             .max_by_key(Record::seq)
             .and_then(|r| Receipt::decode(r.value()))
         else {
-            continue;
+            return;
         };
         let ids: Vec<MessageId> = {
             let mut st = lock(&shared.mailbox.state);
@@ -289,7 +309,7 @@ async fn check_receipts(shared: &Shared) {
             ids
         };
         if ids.is_empty() {
-            continue;
+            return;
         }
         tracing::debug!(%peer, n = ids.len(), "mailbox receipt: delivered");
         if let Some(store) = &shared.store {

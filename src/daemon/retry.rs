@@ -17,6 +17,8 @@ pub(crate) async fn reach(shared: Arc<Shared>, peer: Fingerprint) {
     let h = NodeHandle {
         shared: shared.clone(),
     };
+    // What the peer already took from its mailbox is not sent again.
+    super::mailbox::before_reach(&shared, peer).await;
     let how = match h.reach(peer).await {
         // Only a relay could carry it, and none may or can.
         Ok(Reached::RelayNeeded) => {
