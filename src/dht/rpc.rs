@@ -17,8 +17,11 @@ use crate::wire::MessageType;
 pub const MAX_CONTACTS: usize = 20;
 /// Most records in one VALUE answer.
 pub const MAX_RECORDS: usize = 8;
-/// Largest encoded record (a mailbox item at its limit).
-pub const MAX_RECORD_LEN: usize = RECORD_HEADER_LEN + SIGNATURE_LEN + 65536 + 6520;
+/// Largest encoded record (a mailbox item at its limit: the largest body sealed).
+pub const MAX_RECORD_LEN: usize = RECORD_HEADER_LEN
+    + SIGNATURE_LEN
+    + crate::crypto::record::MAX_MAILBOX_BODY
+    + crate::crypto::sealed::SEALED_OVERHEAD;
 
 /// Flag bit: the sender is a DHT server.
 pub const FLAG_SERVER: u8 = 0x01;
