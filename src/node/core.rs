@@ -3,7 +3,7 @@
 //! the DHT state machine — and of the decisions about them: which connection to a peer survives,
 //! which messages a connection carries next, when to dial whom, whom to refuse.
 //!
-//! Sans-IO, driven as `str0m`'s `Rtc` is ([`io`]): [`Core::handle`] takes an [`Input`],
+//! Sans-IO, driven as `str0m`'s `Rtc` is (`core/io.rs`): [`Core::handle`] takes an [`Input`],
 //! [`Core::poll_output`] and [`Core::poll_timeout`] / [`Core::handle_timeout`] say what to
 //! do and when, [`Core::query`] answers read-only questions. Nothing else is public: the
 //! methods below are what `handle` dispatches to. The daemon runs it in one task
