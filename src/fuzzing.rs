@@ -482,7 +482,7 @@ fn turn_fixture() -> (
 /// re-encoding parses the same, and the relay's table either drops it or forwards it to the
 /// pair's other end under the sender's token; a Data indication parses the same way.
 pub fn relay_datagram(data: &[u8]) {
-    use crate::node::relay::Grant;
+    use crate::node::relay_server::Grant;
     use crate::transport::relay::{
         encode_indication, parse_indication, DATA_INDICATION, SEND_INDICATION,
     };
@@ -518,7 +518,7 @@ pub fn relay_datagram(data: &[u8]) {
 /// A relay with one pair: `a` (token `a_token`) and `b`.
 #[derive(Debug)]
 struct RelayFixture {
-    table: crate::node::relay::RelayServer,
+    table: crate::node::relay_server::RelayServer,
     a: std::net::SocketAddr,
     b: std::net::SocketAddr,
     a_token: std::net::SocketAddr,
@@ -526,7 +526,7 @@ struct RelayFixture {
 
 fn relay_fixture(now: std::time::Instant) -> RelayFixture {
     use crate::crypto::NodeId;
-    use crate::node::relay::{Ask, RelayServer, RelayServerLimits};
+    use crate::node::relay_server::{Ask, RelayServer, RelayServerLimits};
     use rand_chacha::rand_core::SeedableRng;
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
     let mut table = RelayServer::new(RelayServerLimits::default());

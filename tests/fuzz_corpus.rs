@@ -82,7 +82,7 @@ fn relay_datagram_corpus() {
 #[test]
 #[ignore = "writes the seed corpus; run on demand"]
 fn write_relay_seed_corpus() {
-    use dna_p2p::node::relay::Grant;
+    use dna_p2p::node::relay_server::Grant;
     use dna_p2p::transport::relay::{encode_indication, DATA_INDICATION, SEND_INDICATION};
     let grant = Grant {
         peer_token: "240.1.2.3:4".parse().unwrap(),

@@ -13,7 +13,7 @@ use dna_p2p::crypto::{Fingerprint, Identity};
 use dna_p2p::daemon::{DhtSettings, Node, NodeConfig, NodeEvent, ReachError, Reached};
 use dna_p2p::nat::candidate::PresenceInfo;
 use dna_p2p::node::reach::RelayPolicy;
-use dna_p2p::node::relay::RelayServerLimits;
+use dna_p2p::node::relay_server::RelayServerLimits;
 use dna_p2p::transport::is_token;
 use rand_core::OsRng;
 

@@ -20,7 +20,7 @@ use dna_p2p::crypto::{Fingerprint, Identity};
 use dna_p2p::daemon::{DhtSettings, DiscoveryServerConfig, Node, NodeConfig};
 use dna_p2p::dht::DhtConfig;
 use dna_p2p::node::reach::RelayPolicy;
-use dna_p2p::node::relay::RelayServerLimits;
+use dna_p2p::node::relay_server::RelayServerLimits;
 use dna_p2p::node::retry::RetryConfig;
 use dna_p2p::node::routine::RoutineConfig;
 

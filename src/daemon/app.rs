@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::events::{EventRx, NodeEvent};
 use super::node::SendError;
-use super::state::NodeHandle;
+use super::shared::NodeHandle;
 use crate::crypto::{Fingerprint, MessageId, MessageKind};
 
 /// A received message of an application protocol's kind.

@@ -131,7 +131,7 @@ pub struct NodeConfig {
     /// with these limits: 64 pairs, 256 waiting requests, 1 MiB/s per pair, 120 s idle,
     /// 1 h lifetime (default none: off; `dna bootstrap` turns it on). Needs
     /// `rendezvous_server`.
-    pub relay_server: Option<crate::node::relay::RelayServerLimits>,
+    pub relay_server: Option<crate::node::relay_server::RelayServerLimits>,
     /// Whether relays may carry our own sessions: `auto` (direct first), `never`, `only`
     /// (spec/07-relay.md §1.5; default `auto`).
     pub relay_policy: crate::node::reach::RelayPolicy,

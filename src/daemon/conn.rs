@@ -25,7 +25,7 @@ use crate::transport::tls::SERVER_NAME;
 
 use super::events::NodeEvent;
 use super::path::{delivery_path, path_of};
-use super::state::{
+use super::shared::{
     conn_queue, sub, ConnCmd, ConnHandle, CoreCmd, NodeHandle, Shared, TransportStats,
 };
 use super::store::{Cmd, Stored};
@@ -345,7 +345,7 @@ async fn run(
         )),
         tokio::spawn(stream_guard(conn.clone(), cfg.max_extra_streams, flood_tx)),
     ];
-    let (cmd_tx, mut cmd_rx) = mpsc::channel::<ConnCmd>(conn_queue(super::state::window(cfg)));
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<ConnCmd>(conn_queue(super::shared::window(cfg)));
     let (stored_tx, mut stored_rx) = mpsc::unbounded_channel::<Stored>();
     // Received messages waiting for the store before no more input is read.
     let max_unstored = cfg.conn.max_inflight.max(1);

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::conn::dial_round;
 use super::dht_persist::Snapshot;
-use super::state::{ConnCmd, ConnHandle, CoreCmd, DhtShared, DriverCore, Shared, CORE_QUEUE};
+use super::shared::{ConnCmd, ConnHandle, CoreCmd, DhtShared, DriverCore, Shared, CORE_QUEUE};
 use super::store::Stored;
 use super::util::lock;
 use crate::dht::{DhtEvent, DhtMessage, QueryId};

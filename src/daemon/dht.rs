@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::sync::oneshot;
 
-use super::state::{CoreCmd, DhtShared, Pooled, Shared, SignalStream};
+use super::shared::{CoreCmd, DhtShared, Pooled, Shared, SignalStream};
 use super::util::{lock, unix_ms};
 use crate::crypto::record::{presence_key, RecordKind};
 use crate::crypto::{Fingerprint, NodeId, Record};
@@ -492,7 +492,7 @@ async fn serve(
         tokio::spawn(async move {
             let answer = async {
                 let bytes = recv.read_to_end(MAX_DHT_FRAME + HEADER_LEN).await.ok()?;
-                if super::sigwire::is_signalling(&bytes) {
+                if super::signal_frames::is_signalling(&bytes) {
                     // The rendezvous task serves it; a full queue drops (resets) the stream.
                     let s = SignalStream {
                         conn: conn.clone(),

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::dht::{query, DhtError};
 use super::events::NodeEvent;
 pub use super::mailbox_state::{MailboxConfig, MailboxStats, OutboxEntry};
-use super::state::{NodeHandle, Shared};
+use super::shared::{NodeHandle, Shared};
 use super::store::{Cmd, Listing, PATH_MAILBOX};
 use super::util::{lock, unix_ms, with_rng};
 use crate::crypto::receipt::{item_seq, Receipt, MAX_RECEIPT_ENTRIES};

@@ -1,5 +1,5 @@
 //! The offline mailbox's shared state and settings (spec/09-mailbox.md §4–§7): a leaf, so
-//! `state` can hold it; the task and the requests are in `mailbox`.
+//! `shared` can hold it; the task and the requests are in `mailbox`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;

@@ -19,7 +19,7 @@
 //! | connected peers for the status panel, on-demand PING (spec/10-control.md) | `peers_status` |
 //! | the DHT over QUIC | `dht` |
 //! | the TURN task | `turn` |
-//! | shared state and leaves | `path` (which path a session is on), `state`, `events`, `store`, `contacts`, `stun_routes`, `config`, `sigwire`, `dht_persist`, `util`, `discovery_server`, `relay_table`, `mailbox_state` |
+//! | shared state and leaves | `path` (which path a session is on), `shared`, `events`, `store`, `contacts`, `stun_routes`, `config`, `signal_frames`, `dht_persist`, `util`, `discovery_server`, `relay_server_table`, `mailbox_state` |
 
 // This module is the I/O driver: it reads the clock (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -40,14 +40,14 @@ mod node;
 mod path;
 mod peers_status;
 mod reach;
-mod relay;
-mod relay_table;
+mod relay_server;
+mod relay_server_table;
 mod rendezvous;
 mod retry;
 mod routine;
-mod sigwire;
+mod shared;
+mod signal_frames;
 mod spray;
-mod state;
 mod store;
 mod stun_routes;
 mod turn;
@@ -67,7 +67,7 @@ pub use names::{Claimed, NamesError, Resolved, MAX_OWN_NAMES};
 pub use node::{Node, NodeError, PeerInfo, SendError};
 pub use peers_status::PeerStatus;
 pub use reach::{ReachError, Reached};
-pub use relay::{RelayStatus, RelayedPeer};
+pub use relay_server::{RelayStatus, RelayedPeer};
+pub use shared::{NatStatus, NodeHandle, TransportStats, TurnStatus};
 pub use spray::PredictionStatus;
-pub use state::{NatStatus, NodeHandle, TransportStats, TurnStatus};
 pub use store::{read_inbox, StoreError, StoredMessage, DB_DIR as STORE_DB_DIR};

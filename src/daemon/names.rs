@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::contacts::{Contact, ContactError, OwnName, SaveError};
 use super::dht::{query, DhtError};
-use super::state::{NodeHandle, Shared};
+use super::shared::{NodeHandle, Shared};
 use super::util::unix_ms;
 use crate::crypto::name::{
     normalize, winner, NameClaim, NameError, CLAIM_REPUBLISH_SECS, CLAIM_TTL_SECS,

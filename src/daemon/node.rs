@@ -20,7 +20,7 @@ use crate::transport::{bind_udp, DnaSocket, SideChannels};
 
 use super::conn::drive;
 use super::events::{EventRx, NodeEvent};
-use super::state::{CoreTx, NatShared, NodeHandle, Shared};
+use super::shared::{CoreTx, NatShared, NodeHandle, Shared};
 use super::store::{Store, StoreError, StoreLimits, StoredMessage};
 use super::stun_routes::{StunRoute, StunRoutes};
 use super::util::{unix_ms, with_rng};
@@ -172,9 +172,9 @@ impl Node {
                     None => None,
                 };
                 if let Some(p) = &persist {
-                    super::state::load_dht(&mut dht, p, now);
+                    super::shared::load_dht(&mut dht, p, now);
                 }
-                let shared = super::state::DhtShared::new(client, persist, now);
+                let shared = super::shared::DhtShared::new(client, persist, now);
                 (Some(Arc::new(shared)), Some(dht))
             }
             _ => (None, None),
@@ -198,10 +198,10 @@ impl Node {
                 inbox_capacity: cfg.inbox_capacity,
                 hash_key,
                 max_scored_sources: cfg.max_scored_sources,
-                window: super::state::window(&cfg),
+                window: super::shared::window(&cfg),
                 reconnect_initial: cfg.reconnect_initial,
                 reconnect_max: cfg.reconnect_max,
-                rendezvous_server: super::state::serves_rendezvous(&cfg),
+                rendezvous_server: super::shared::serves_rendezvous(&cfg),
                 rendezvous: cfg.rendezvous.clone(),
                 retry: cfg.retry.filter(|_| cfg.dht.is_some()),
             },
@@ -222,9 +222,9 @@ impl Node {
             );
         }
         let nat = NatShared::new(&cfg);
-        let relay = match (&cfg.relay_server, super::state::serves_rendezvous(&cfg)) {
+        let relay = match (&cfg.relay_server, super::shared::serves_rendezvous(&cfg)) {
             (Some(limits), true) => {
-                let r = Arc::new(super::relay_table::RelayShared::new(*limits));
+                let r = Arc::new(super::relay_server_table::RelayShared::new(*limits));
                 socket.set_forwarder(r.clone());
                 Some(r)
             }
@@ -592,7 +592,7 @@ impl NodeHandle {
         self.shared.live.load(Ordering::Relaxed)
     }
 
-    fn dht(&self) -> Result<&Arc<super::state::DhtShared>, super::dht::DhtError> {
+    fn dht(&self) -> Result<&Arc<super::shared::DhtShared>, super::dht::DhtError> {
         self.shared
             .dht
             .as_ref()

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use super::events::Path;
-use super::state::Shared;
+use super::shared::Shared;
 use super::store::{PATH_DIRECT, PATH_RELAY, PATH_TURN};
 use crate::transport::is_relay_token;
 

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::state::{ConnCmd, NodeHandle};
+use super::shared::{ConnCmd, NodeHandle};
 use crate::crypto::Fingerprint;
 
 /// One peer with a live session.

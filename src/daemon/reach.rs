@@ -12,9 +12,9 @@ use rand_core::RngCore;
 use tokio::sync::{mpsc, oneshot};
 
 use super::events::ReachStage;
-use super::sigwire::{frame, limits, now_ms, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
+use super::shared::{DhtShared, NatStatus, NodeHandle, Shared};
+use super::signal_frames::{frame, limits, now_ms, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
 use super::spray::{our_behaviour, plan, prober, probes_done, Plan, Spray};
-use super::state::{DhtShared, NatStatus, NodeHandle, Shared};
 use super::stun_routes::StunRoute;
 use super::util::with_rng;
 use crate::crypto::Fingerprint;
@@ -1080,7 +1080,7 @@ pub(crate) async fn request_relay(
 ) -> Result<SocketAddr, ReachError> {
     match exchange(shared, d, relay, MessageType::RelayRequest, peer.as_bytes()).await? {
         (MessageType::RelayGranted, p) => {
-            let g = crate::node::relay::Grant::decode(&p)
+            let g = crate::node::relay_server::Grant::decode(&p)
                 .ok_or(ReachError::Rendezvous("malformed RELAY_GRANTED"))?;
             if !shared.socket.add_bundled_route(g.peer_token, relay.addr) {
                 return Err(ReachError::Rendezvous("no room for another relayed peer"));

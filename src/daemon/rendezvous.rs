@@ -19,9 +19,9 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 
-use super::sigwire::now_ms;
-use super::sigwire::{frame, limits, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
-use super::state::{ConnHandle, CoreAnswer, CoreInput, RdvConn, Shared, SignalStream};
+use super::shared::{ConnHandle, CoreAnswer, CoreInput, RdvConn, Shared, SignalStream};
+use super::signal_frames::now_ms;
+use super::signal_frames::{frame, limits, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
 use crate::dht::Contact;
 use crate::nat::signal::{ConnectErrorCode, Signal};
 use crate::node::core::connect::{admit_connect, Admitted, CoreAccess};
@@ -57,7 +57,7 @@ async fn serve_stream(
     let reply = match f.header.msg_type {
         MessageType::RdvRegister => Some(register_here(shared, conn, peer).await),
         MessageType::RelayRequest => {
-            Some(super::relay::serve_request(shared, conn, peer, f.payload).await)
+            Some(super::relay_server::serve_request(shared, conn, peer, f.payload).await)
         }
         MessageType::Connect => Some(
             match forward_or_answer(shared, conn, peer, f.payload).await {
@@ -112,7 +112,7 @@ async fn register_here(shared: &Arc<Shared>, conn: &quinn::Connection, peer: Con
 }
 
 /// The core task's queue as [`admit_connect`] reaches the core.
-struct Queue<'a>(&'a super::state::CoreTx);
+struct Queue<'a>(&'a super::shared::CoreTx);
 
 impl CoreAccess<ConnHandle, RdvConn> for Queue<'_> {
     fn ask(&mut self, input: CoreInput) -> impl Future<Output = Option<Reply>> + Send {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::reach::Reached;
-use super::state::{NodeHandle, Shared};
+use super::shared::{NodeHandle, Shared};
 use super::NodeEvent;
 use crate::crypto::Fingerprint;
 use crate::node::core::Input;

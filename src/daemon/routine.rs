@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::Instant;
 
-use super::state::{NodeHandle, Shared};
+use super::shared::{NodeHandle, Shared};
 use crate::node::routine::{Action, Done, Routine, RoutineConfig, RoutineStats};
 
 /// Runs the routine until the node closes.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
-use super::state::Shared;
+use super::shared::Shared;
 use super::util::with_rng;
 use crate::nat::candidate::{Candidate, CandidateKind};
 use crate::nat::predict::{role, Behaviour, ProbeConfig, Prober, Role, SPRAY_SOCKETS};

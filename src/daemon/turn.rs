@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::state::{Shared, TurnCmd};
+use super::shared::{Shared, TurnCmd};
 use super::turn_shared::{new_client, on_event, publish, Next, Permits};
 use crate::nat::turn::{Credentials, TurnConfig, TurnError};
 use crate::transport::socket::Datagram;

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::state::{Shared, TurnStatus};
+use super::shared::{Shared, TurnStatus};
 use super::util::{unix_ms, with_rng};
 use crate::nat::candidate::{Candidate, CandidateKind};
 use crate::nat::turn::{Client, Credentials, TurnConfig, TurnError, TurnEvent};

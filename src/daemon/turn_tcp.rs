@@ -27,7 +27,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::state::{Shared, TurnCmd};
+use super::shared::{Shared, TurnCmd};
 use super::turn_shared::{on_event, publish, set_relay_candidate, Next, Permits};
 use crate::nat::turn::tcp::{frame_for_tcp, TcpDecoder, DEFAULT_MAX_FRAME};
 use crate::nat::turn::{Client, Credentials, Transport, TurnConfig, TurnError, TurnEvent};

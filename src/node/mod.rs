@@ -15,7 +15,7 @@
 pub mod core;
 pub mod peers;
 pub mod reach;
-pub mod relay;
+pub mod relay_server;
 pub mod rendezvous;
 pub mod retry;
 pub mod routine;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
-use crate::node::relay::{RelayServer, RelayServerLimits, RelayServerStats};
+use crate::node::relay_server::{RelayServer, RelayServerLimits, RelayServerStats};
 use crate::transport::RelayForwarder;
 
 /// The relay's table, shared by the socket (forwarding) and the signalling tasks

@@ -1,6 +1,6 @@
 //! The bundled relay's driver (spec/07-relay.md §1): a rendezvous node that relays. The
-//! table is the sans-IO [`RelayServer`](crate::node::relay::RelayServer), shared with the
-//! socket as `relay_table::RelayShared`; this module answers RELAY_REQUEST on signalling
+//! table is the sans-IO [`RelayServer`](crate::node::relay_server::RelayServer), shared with the
+//! socket as `relay_server_table::RelayShared`; this module answers RELAY_REQUEST on signalling
 //! streams and reports the relay's status.
 //!
 //! The client's side (asking, adding the route) is in `reach`.
@@ -10,14 +10,14 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::sigwire::frame;
-use super::state::{NodeHandle, Shared};
+use super::shared::{NodeHandle, Shared};
+use super::signal_frames::frame;
 use super::util::with_rng;
 use crate::crypto::{Fingerprint, FINGERPRINT_LEN};
 use crate::dht::Contact;
 use crate::nat::signal::ConnectErrorCode;
 use crate::node::core::{Answer, Query};
-use crate::node::relay::{Ask, Grant, RelayRefusal, RelayServerStats, RELAY_WAIT};
+use crate::node::relay_server::{Ask, Grant, RelayRefusal, RelayServerStats, RELAY_WAIT};
 use crate::transport::is_relay_token;
 use crate::wire::MessageType;
 

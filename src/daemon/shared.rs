@@ -8,7 +8,7 @@
 //! node (public API, accept and STUN loops)
 //!   └─ core (the task owning node::Core)
 //!        ├─ conn (sessions, dial rounds) ├─ rendezvous (serving) ─ reach (punching) ─ dht
-//!        └──────── state, events, store, config, util, sigwire, dht_persist
+//!        └──────── shared, events, store, config, util, signal_frames, dht_persist
 //! ```
 
 use std::collections::HashMap;
@@ -248,7 +248,7 @@ pub(crate) struct Shared {
     /// Signalling streams for the rendezvous task (bounded; full: dropped).
     pub(crate) signalling: mpsc::Sender<SignalStream>,
     /// The bundled relay's table, if this node relays (spec/07-relay.md §1).
-    pub(crate) relay: Option<Arc<super::relay_table::RelayShared>>,
+    pub(crate) relay: Option<Arc<super::relay_server_table::RelayShared>>,
     /// Our claimed names and the contact list (spec/08-names.md).
     pub(crate) names: super::contacts::Names,
     /// The offline mailbox's state (spec/09-mailbox.md).
