@@ -383,6 +383,13 @@ async fn a_node_with_another_key_cannot_pose_as_the_one_dialed() {
     let info = a.peer_info(&b.fingerprint()).await.unwrap();
     assert!(!info.connected);
     assert_eq!(info.queued, 1, "kept for the real B");
+    // Whichever side noticed first (A the HELLO, or mallory the key exchange addressed to
+    // B: spec/03-session.md §7, WRONG_RECIPIENT), A's mistake cost A nothing there.
+    assert_eq!(
+        mallory.transport_stats().await.scored_sources,
+        0,
+        "a stale address is no attack"
+    );
     assert!(
         mallory.peer_info(&b.fingerprint()).await.is_none()
             || !mallory.peer_info(&b.fingerprint()).await.unwrap().connected

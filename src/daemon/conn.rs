@@ -56,8 +56,24 @@ enum End {
     Banned,
     /// Lost the duplicate-connection tie-break.
     Duplicate,
+    /// The answering node closed with WRONG_RECIPIENT: our key exchange named another
+    /// identity than its own, so the address we dialed belongs to someone else now.
+    Misdialed,
     /// Closed by either side, or the network: nobody to blame here.
     Closed(String),
+}
+
+/// How a connection closed by the other side or the network ended for us.
+fn peer_closed(e: Option<quinn::ConnectionError>, otherwise: &str) -> End {
+    match e {
+        Some(quinn::ConnectionError::ApplicationClosed(c))
+            if c.error_code == quinn::VarInt::from_u32(code::WRONG_RECIPIENT) =>
+        {
+            End::Misdialed
+        }
+        Some(e) => End::Closed(e.to_string()),
+        None => End::Closed(otherwise.to_owned()),
+    }
 }
 
 impl End {
@@ -67,7 +83,7 @@ impl End {
             End::StreamFlood => code::STREAM_LIMIT,
             End::Banned => code::BANNED,
             End::Duplicate => code::DUPLICATE_CONNECTION,
-            End::Closed(_) => code::NO_ERROR,
+            End::Misdialed | End::Closed(_) => code::NO_ERROR,
         }
     }
 
@@ -85,6 +101,7 @@ impl End {
             End::StreamFlood => "too many streams".to_owned(),
             End::Banned => "banned".to_owned(),
             End::Duplicate => "duplicate connection".to_owned(),
+            End::Misdialed => "the address answered with another identity".to_owned(),
             End::Closed(r) => r.clone(),
         }
     }
@@ -169,7 +186,11 @@ pub(crate) async fn drive(
             remote,
             penalty: end.penalty(),
             failed: !st.established && !matches!(end, End::Duplicate | End::Banned),
-            wrong_identity: matches!(&end, End::Protocol(e) if e.is_wrong_identity()),
+            wrong_identity: match &end {
+                End::Protocol(e) => e.is_wrong_identity(),
+                End::Misdialed => true,
+                _ => false,
+            },
         }))
         .await;
     if code != code::NO_ERROR {
@@ -305,7 +326,7 @@ async fn run(
     };
     let (send, recv) = match stream {
         Ok(s) => s,
-        Err(e) => return End::Closed(e.to_string()),
+        Err(e) => return peer_closed(Some(e), ""),
     };
     let rng = match ChaCha20Rng::from_rng(OsRng) {
         Ok(r) => r,
@@ -400,7 +421,7 @@ async fn run(
                     }
                     r.map_err(End::Protocol)
                 }
-                None => Err(End::Closed(conn.close_reason().map(|r| r.to_string()).unwrap_or_else(|| "session stream ended".to_owned()))),
+                None => Err(peer_closed(conn.close_reason(), "session stream ended")),
             },
             _ = &mut flood_rx => Err(End::StreamFlood),
             Some(cmd) = cmd_rx.recv() => {
@@ -416,7 +437,7 @@ async fn run(
                 Ok(())
             }
             _ = &mut sleep => core.handle_timeout(Instant::now()).map_err(End::Protocol),
-            e = &mut closed => Err(End::Closed(e.to_string())),
+            e = &mut closed => Err(peer_closed(Some(e), "")),
         };
         if let Err(end) = step {
             break end;

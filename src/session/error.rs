@@ -39,6 +39,10 @@ pub mod code {
     pub const HANDSHAKE_TIMEOUT: u32 = 0x0C;
     /// The peer took none of our bytes for the write stall timeout while some waited.
     pub const SLOW_READER: u32 = 0x0D;
+    /// The dialer's key exchange names another identity than the one answering: it
+    /// reached a stale address. Costs the dialer nothing; it backs off to its longest
+    /// redial delay, as if it had seen the wrong HELLO itself.
+    pub const WRONG_RECIPIENT: u32 = 0x0E;
 }
 
 /// Why the session protocol ended a connection.
@@ -119,6 +123,7 @@ impl ConnError {
             | ConnError::BadSequence { .. }
             | ConnError::AckBeyondSent { .. } => code::PROTOCOL_VIOLATION,
             ConnError::Auth(_) => code::AUTH_FAILED,
+            ConnError::Kex(KexError::WrongRecipient { .. }) => code::WRONG_RECIPIENT,
             ConnError::Kex(_) | ConnError::Open(_) => code::E2E_FAILED,
             ConnError::PeerGone { .. } => code::PEER_GONE,
             ConnError::HandshakeTimeout { .. } => code::HANDSHAKE_TIMEOUT,
@@ -129,11 +134,10 @@ impl ConnError {
     /// The score penalty for the peer that caused it (spec/03-session.md §8). A HELLO that
     /// proves another identity than the one we dialed costs nothing: we chose the address,
     /// and a stale address is no attack (the redial backs off to its longest delay instead).
+    /// The mirror image, a key exchange addressed to another identity than ours, costs the
+    /// dialer nothing either: it raced its own HELLO check, and its source may be shared.
     pub fn penalty(&self) -> i32 {
-        if let ConnError::Auth(
-            HelloError::UnexpectedPeer { .. } | HelloError::UnexpectedNode { .. },
-        ) = self
-        {
+        if self.is_wrong_identity() {
             return 0;
         }
         match self.code() {
@@ -145,11 +149,14 @@ impl ConnError {
         }
     }
 
-    /// Whether this is a HELLO proving another identity than the one dialed.
+    /// Whether the two ends are not who the dialer meant: a HELLO proving another identity
+    /// than the one dialed, or (seen by the answering side) a key exchange addressed to
+    /// another identity.
     pub fn is_wrong_identity(&self) -> bool {
         matches!(
             self,
             ConnError::Auth(HelloError::UnexpectedPeer { .. } | HelloError::UnexpectedNode { .. })
+                | ConnError::Kex(KexError::WrongRecipient { .. })
         )
     }
 }

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::OsRng;
 
 use super::*;
-use crate::crypto::{Identity, MessageId};
+use crate::crypto::{Identity, KexError, MessageId};
 use crate::wire::{encode_frame, FrameLimits, MessageType};
 
 fn ids() -> &'static (Arc<Identity>, Arc<Identity>, Arc<Identity>) {
@@ -565,6 +565,22 @@ fn a_wrong_identity_costs_no_score_and_timeouts_do() {
     assert!(wrong.is_wrong_identity());
     assert_eq!(ConnError::Auth(HelloError::BadSignature).penalty(), 100);
     assert_eq!(ConnError::HandshakeTimeout { ms: 1 }.penalty(), 25);
+}
+
+#[test]
+fn a_key_exchange_for_someone_else_costs_no_score_and_says_so() {
+    let (_, bob, _) = ids();
+    let misdialed = ConnError::Kex(KexError::WrongRecipient {
+        found: bob.fingerprint(),
+    });
+    assert_eq!(misdialed.code(), code::WRONG_RECIPIENT);
+    assert_eq!(misdialed.penalty(), 0);
+    assert!(misdialed.is_wrong_identity());
+    assert_eq!(
+        ConnError::Kex(KexError::BadSignature).code(),
+        code::E2E_FAILED
+    );
+    assert_eq!(ConnError::Kex(KexError::BadSignature).penalty(), 50);
 }
 
 #[test]
