@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::events::ReachStage;
 use super::shared::{DhtShared, NatStatus, NodeHandle, Shared};
 use super::signal_frames::{frame, limits, now_ms, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
-use super::spray::{our_behaviour, plan, prober, probes_done, Plan, Spray};
+use super::spray::{our_behaviour, plan as plan_prediction, prober, probes_done, Plan, Spray};
 use super::stun_routes::StunRoute;
 use super::util::with_rng;
 use crate::crypto::Fingerprint;
@@ -25,6 +25,7 @@ use crate::nat::punch::{Punch, PunchConfig, PunchCreds, PunchResult, Selected};
 use crate::nat::signal::{ConnectErrorCode, Signal, SignalKind};
 use crate::nat::stun;
 use crate::node::core::{Answer, Input, Query, Reply};
+use crate::node::reach::answer::{self, AskRelay, Callee};
 pub use crate::node::reach::Reached;
 use crate::node::reach::{Action, Reach, ReachFailure, RelayPolicy};
 use crate::node::rendezvous::RendezvousStats;
@@ -284,84 +285,71 @@ async fn start_punch(
     }
 }
 
-/// Answers an offer addressed to us (forwarded by the rendezvous node `via`) and starts
-/// punching toward the caller; if punching finds no pair, asks `via` to relay us to the
-/// caller (the caller asks too: spec/07-relay.md §1.2). With the policy `only`, no
-/// candidates in the answer, no punching, the relay at once (also for an offer without
-/// candidates: a relay-only caller); with `never`, no relay.
+/// Answers an offer addressed to us (forwarded by the rendezvous node `via`): the node's
+/// decision (`node::reach::answer`) carried out — the answer signed, punching toward the
+/// caller started, and the bundled relay asked when the decision says.
 /// Returns the signed answer.
 pub(crate) async fn answer_offer(
     shared: &Arc<Shared>,
     offer: Signal,
     via: Contact,
 ) -> Result<Vec<u8>, ConnectErrorCode> {
-    let policy = relay_policy(shared, &offer.from.fingerprint());
-    let me = shared.identity.fingerprint();
-    if let Err(e) = offer.check_offer(&me, now_ms()) {
-        tracing::warn!(caller = %offer.from.fingerprint(), error = %e, "CONNECT refused");
-        return Err(ConnectErrorCode::Refused);
-    }
-    if shared.nat.punch_attempts.load(Ordering::SeqCst) >= MAX_PUNCH_ATTEMPTS {
-        tracing::warn!(caller = %offer.from.fingerprint(), "CONNECT refused: busy");
-        return Err(ConnectErrorCode::Busy);
-    }
-    let ufrag = random_hex(4);
-    let pwd = random_hex(16);
-    let answer = Signal {
-        kind: SignalKind::Answer,
-        from: shared.identity.public_key().clone(),
-        to: offer.from.fingerprint(),
-        session: offer.session,
-        time_ms: now_ms(),
-        ufrag: ufrag.clone(),
-        pwd: pwd.clone(),
-        candidates: match policy {
-            RelayPolicy::Only => Vec::new(),
-            _ => shared.nat.status.borrow().candidates.clone(),
-        },
-        nat: our_behaviour(shared),
-    };
     let caller = offer.from.fingerprint();
-    // An offer without candidates comes from a relay-only caller, which asks the relay at
-    // once and waits there 8 s: punching toward nothing for 10 s first would miss it.
-    let nothing_to_punch = offer.candidates.is_empty() && policy == RelayPolicy::Auto;
-    if policy == RelayPolicy::Only || nothing_to_punch {
-        tracing::info!(%caller, relay = %via.addr, "CONNECT: relay only, asking the relay");
-        tokio::spawn(callee_relay(
-            shared.clone(),
-            via,
-            caller,
-            None,
-            Duration::ZERO,
-        ));
-        return Ok(answer.sign(&shared.identity));
-    }
-    let creds = PunchCreds {
-        local_ufrag: ufrag,
-        local_pwd: pwd,
-        remote_ufrag: offer.ufrag.clone(),
-        remote_pwd: offer.pwd.clone(),
+    let candidates = shared.nat.status.borrow().candidates.clone();
+    let ctx = Callee {
+        key: shared.identity.public_key(),
+        now_ms: now_ms(),
+        punching: (
+            shared.nat.punch_attempts.load(Ordering::SeqCst),
+            MAX_PUNCH_ATTEMPTS,
+        ),
+        policy: relay_policy(shared, &caller),
+        candidates: &candidates,
+        nat: our_behaviour(shared),
+        relay_after: shared.cfg.relay_after,
+        can_relay: shared.dht.is_some(),
+        creds: (random_hex(4), random_hex(16)),
+    };
+    let plan = match answer::answer(&offer, &shared.identity.fingerprint(), ctx) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(%caller, error = %e, "CONNECT refused");
+            return Err(e.code());
+        }
+    };
+    let signed = plan.answer.sign(&shared.identity);
+    let Some(punch) = plan.punch else {
+        if plan.relay == AskRelay::Now {
+            tracing::info!(%caller, relay = %via.addr, "CONNECT: relay only, asking the relay");
+            tokio::spawn(callee_relay(
+                shared.clone(),
+                via,
+                caller,
+                None,
+                Duration::ZERO,
+            ));
+        }
+        return Ok(signed);
     };
     // If we keep a TURN allocation, the caller may end up dialing our relayed candidate.
-    shared.nat.turn_permit(peer_ips(&offer.candidates));
-    tracing::info!(caller = %offer.from.fingerprint(), "CONNECT: punching toward the caller");
+    shared.nat.turn_permit(punch.permit);
+    tracing::info!(%caller, "CONNECT: punching toward the caller");
     // Punching runs on; its result matters to the caller, which dials.
-    let route = PunchRoute::new(shared, &creds.local_ufrag).await;
+    let route = PunchRoute::new(shared, &punch.creds.local_ufrag).await;
     // The offer is verified and fresh: only now may it make us predict (spec/05 §5.5).
-    let predict = plan(shared, offer.nat, &offer.candidates).await;
+    let predict = plan_prediction(shared, punch.nat, &punch.candidates).await;
     let punched = start_punch(
         shared,
         route,
-        creds,
-        offer.candidates.clone(),
+        punch.creds,
+        punch.candidates,
         false,
         predict,
-        relay_wait(shared, offer.nat),
+        punch.relay_wait,
     )
     .await
     .done;
-    if policy == RelayPolicy::Auto && shared.dht.is_some() {
-        let wait = relay_wait(shared, offer.nat);
+    if let AskRelay::UnlessPunchedWithin(wait) = plan.relay {
         tokio::spawn(callee_relay(
             shared.clone(),
             via,
@@ -370,19 +358,7 @@ pub(crate) async fn answer_offer(
             wait,
         ));
     }
-    Ok(answer.sign(&shared.identity))
-}
-
-/// How long punching toward a peer whose signal stated `remote` runs alone before the
-/// relay is asked too: `relay_after`, or nothing when the pair's NAT behaviours rule out a
-/// direct path or leave only port prediction (`predict::relay_first`: the first message
-/// then goes through the relay at once while punching and prediction go on).
-fn relay_wait(shared: &Shared, remote: crate::nat::predict::Behaviour) -> Duration {
-    if crate::nat::predict::relay_first(super::spray::our_behaviour(shared), remote) {
-        Duration::ZERO
-    } else {
-        shared.cfg.relay_after
-    }
+    Ok(signed)
 }
 
 /// The relay policy in force toward `peer`: the configured one, with `ask` resolved by
@@ -449,19 +425,6 @@ fn keep_relayed(new: &mut Vec<Candidate>, old: &[Candidate]) {
             .filter(|c| c.kind == CandidateKind::Relayed)
             .copied(),
     );
-}
-
-/// The IPs a peer's datagrams may come from (its non-relayed candidates): what our TURN
-/// allocation is asked to permit (spec/07-relay.md §3.2).
-fn peer_ips(cands: &[Candidate]) -> Vec<IpAddr> {
-    let mut ips: Vec<IpAddr> = cands
-        .iter()
-        .filter(|c| c.kind != CandidateKind::Relayed)
-        .map(|c| c.addr.ip())
-        .collect();
-    ips.sort();
-    ips.dedup();
-    ips
 }
 
 /// Most host candidates published.
@@ -817,7 +780,8 @@ impl NodeHandle {
             random_hex(4),
             random_hex(16),
         )
-        .with_policy(policy);
+        .with_policy(policy)
+        .with_timing(our_behaviour(&self.shared), self.shared.cfg.relay_after);
         // Made before the first offer leaves (the callee starts checking as soon as it
         // answers), with the signed offer; reused for every rendezvous node.
         let mut offer: Option<(PunchRoute, Vec<u8>)> = None;
@@ -893,15 +857,16 @@ impl NodeHandle {
                     creds,
                     candidates,
                     nat,
+                    relay_wait,
                 } => {
                     // Our allocation (if any) lets the callee's datagrams through.
-                    self.shared.nat.turn_permit(peer_ips(&candidates));
+                    self.shared.nat.turn_permit(answer::peer_ips(&candidates));
                     let Some((route, _)) = offer.take() else {
                         attempt.handle_punch(PunchResult::Failed);
                         continue;
                     };
                     // The answer is verified and fresh (`Reach::handle_offer`).
-                    let predict = plan(&self.shared, nat, &candidates).await;
+                    let predict = plan_prediction(&self.shared, nat, &candidates).await;
                     self.progress(peer, ReachStage::Punch(predict.is_some()));
                     let Punching { first, mut done } = start_punch(
                         &self.shared,
@@ -910,7 +875,7 @@ impl NodeHandle {
                         candidates,
                         true,
                         predict,
-                        relay_wait(&self.shared, nat),
+                        relay_wait,
                     )
                     .await;
                     let early = async {
@@ -920,7 +885,7 @@ impl NodeHandle {
                             Err(_) => std::future::pending().await,
                         }
                     };
-                    let wait = tokio::time::sleep(relay_wait(&self.shared, nat));
+                    let wait = tokio::time::sleep(relay_wait);
                     tokio::select! {
                         sel = early, if dial => {
                             // The first pair that answered: the session starts on it now,

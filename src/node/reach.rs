@@ -25,6 +25,7 @@
 //! Randomness (the session ID, ufrag and password) and the clock come from the caller.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::crypto::Fingerprint;
 use crate::nat::candidate::{Candidate, CandidateKind, PresenceInfo};
@@ -161,6 +162,10 @@ pub enum Action {
         candidates: Vec<Candidate>,
         /// The peer's NAT behaviour from its answer (port prediction, spec/05 §5.5).
         nat: crate::nat::predict::Behaviour,
+        /// How long punching runs alone: past it without a result, call
+        /// [`Reach::handle_punch_slow`] ([`answer::relay_wait`]; zero where the pair's
+        /// behaviours leave only prediction or nothing).
+        relay_wait: Duration,
     },
     /// Ask this rendezvous node to relay us to the peer; answer with
     /// [`Reach::handle_relay`].
@@ -224,6 +229,9 @@ pub struct Reach {
     state: State,
     out: Vec<Action>,
     peer_relay: Option<SocketAddr>,
+    /// Our NAT behaviour as our offer states it, and the configured `relay_after`.
+    nat: crate::nat::predict::Behaviour,
+    relay_after: Duration,
 }
 
 impl Reach {
@@ -246,7 +254,21 @@ impl Reach {
             state: State::Start,
             out: Vec::new(),
             peer_relay: None,
+            nat: crate::nat::predict::Behaviour::UNKNOWN,
+            relay_after: Duration::from_secs(1),
         }
+    }
+
+    /// Our NAT behaviour as our offer states it, and how long punching runs alone before
+    /// the relay is asked when the pair could punch (default: unknown, 1 s).
+    pub fn with_timing(
+        mut self,
+        nat: crate::nat::predict::Behaviour,
+        relay_after: Duration,
+    ) -> Reach {
+        self.nat = nat;
+        self.relay_after = relay_after;
+        self
     }
 
     /// The peer's TURN relayed candidate from its answer, if it named one: a pair or a
@@ -389,6 +411,7 @@ impl Reach {
             asked: false,
         };
         self.out.push(Action::Punch {
+            relay_wait: answer::relay_wait(self.nat, answer.nat, self.relay_after),
             nat: answer.nat,
             creds: PunchCreds {
                 local_ufrag: self.ufrag.clone(),
@@ -555,6 +578,8 @@ impl Reach {
         self.out.push(Action::Done(r));
     }
 }
+
+pub mod answer;
 
 #[cfg(test)]
 mod tests;
