@@ -18,6 +18,7 @@ pub mod dht_flood;
 pub mod dht_sim;
 mod link;
 pub mod rdv_sim;
+pub mod reach_sim;
 mod scheduler;
 pub mod testbed;
 

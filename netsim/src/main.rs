@@ -87,6 +87,32 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 1)]
         repeat: usize,
     },
+    /// Reaching a peer through simulated NATs of the test bed's six types: the node's own
+    /// reaching code (the caller's `Reach`, the callee's answer, punching with port
+    /// prediction, the bundled relay's server) on a simulated clock. Prints per pair what
+    /// the caller's reach reported, the first path and when (simulated ms since the reach
+    /// began), when the session was direct, and the checks sent. Fails if a pair that can
+    /// go direct did not, or (without loss) a pair's first path took `relay_after` (1 s).
+    Reach {
+        /// Only this pair, `TYPE:TYPE` (repeatable), e.g. `port-restricted:symmetric`.
+        #[arg(long, value_name = "A:B")]
+        pair: Vec<String>,
+        /// Runs per pair (seeds `seed`, `seed + 1`, …).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// One-way latency of every hop in ms (plus up to half of it as jitter).
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        /// Datagram loss probability on every hop (signalling is reliable: it rides QUIC).
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// One JSON object per run.
+        #[arg(long)]
+        json: bool,
+    },
     /// One real `dna bootstrap` process under N concurrent clients on loopback (each its
     /// own identity, socket and address 127.A.B.1): they join the DHT through it, publish
     /// their presence, then look each other up; prints lookups and publishes per second it
@@ -271,6 +297,124 @@ fn nat_matrix(
     ExitCode::SUCCESS
 }
 
+/// `netsim reach`.
+fn reach(
+    pairs: &[String],
+    runs: usize,
+    latency_ms: u64,
+    loss: f64,
+    seed: u64,
+    json: bool,
+) -> ExitCode {
+    use netsim::reach_sim::{matrix, run, NatType, PathKind, ReachSimConfig};
+    let link = LinkModel {
+        latency: Duration::from_millis(latency_ms),
+        jitter: Duration::from_millis(latency_ms / 2),
+        loss,
+    };
+    let outcomes = if pairs.is_empty() {
+        matrix(&NatType::ALL, runs.max(1), seed, link, Instant::now())
+    } else {
+        let mut all = Vec::new();
+        for p in pairs {
+            let parsed = p
+                .split_once(':')
+                .and_then(|(a, b)| Some((NatType::parse(a)?, NatType::parse(b)?)));
+            let Some((a, b)) = parsed else {
+                eprintln!(
+                    "error: --pair {p:?}: TYPE:TYPE of {:?}",
+                    NatType::ALL.map(NatType::name)
+                );
+                return ExitCode::from(2);
+            };
+            for r in 0..runs.max(1) {
+                let mut cfg = ReachSimConfig::pair(a, b, seed + r as u64);
+                cfg.link = link;
+                all.push(run(cfg, Instant::now()));
+            }
+        }
+        all
+    };
+    let ms = |d: Option<Duration>| d.map_or("-".to_owned(), |d| d.as_millis().to_string());
+    if !json {
+        println!(
+            "{:<19} {:<19} {:<26} {:>7} {:>8} {:>9} {:>7} {:>9}",
+            "caller",
+            "callee",
+            "reach reported",
+            "first",
+            "first_ms",
+            "direct_ms",
+            "checks",
+            "predicted"
+        );
+    }
+    let mut bad = 0;
+    for o in &outcomes {
+        let (first, first_t) = o.first.map_or(("none", None), |(k, t)| (k.name(), Some(t)));
+        // A direct path exists unless both mappings depend on the destination.
+        let symmetric = |t: NatType| matches!(t, NatType::Symmetric | NatType::SymmetricSeq);
+        let can_go_direct = !(symmetric(o.caller) && symmetric(o.callee));
+        // Without loss, every first path is up before `relay_after` (1 s) would have
+        // passed; with loss, QUIC's retransmissions take what they take.
+        let bound = if loss == 0.0 { 1 } else { 30 };
+        let late = first_t.is_none_or(|t| t >= Duration::from_secs(bound));
+        let ok = !late && (o.direct_at.is_some() || !can_go_direct);
+        bad += usize::from(!ok);
+        if json {
+            println!(
+                "{}",
+                json!({
+                    "caller": o.caller.name(), "callee": o.callee.name(), "reached": o.reached,
+                    "first": first, "first_ms": first_t.map(|t| t.as_millis() as u64),
+                    "direct_ms": o.direct_at.map(|t| t.as_millis() as u64),
+                    "end": o.end().map(PathKind::name), "checks": o.checks,
+                    "predicted": o.predicted, "ok": ok,
+                })
+            );
+        } else {
+            println!(
+                "{:<19} {:<19} {:<26} {:>7} {:>8} {:>9} {:>7} {:>9}{}",
+                o.caller.name(),
+                o.callee.name(),
+                o.reached,
+                first,
+                ms(first_t),
+                ms(o.direct_at),
+                o.checks,
+                o.predicted,
+                if ok { "" } else { "  ✗" }
+            );
+        }
+    }
+    let direct = outcomes.iter().filter(|o| o.direct_at.is_some()).count();
+    let mut firsts: Vec<Duration> = outcomes
+        .iter()
+        .filter_map(|o| o.first.map(|f| f.1))
+        .collect();
+    firsts.sort();
+    let pct = |q: f64| {
+        firsts
+            .get(((firsts.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+    };
+    eprintln!(
+        "{} runs: {} ended direct, first path p50 {} ms, max {} ms (simulated; one-way hop {} ms ± {}); {} not as expected",
+        outcomes.len(),
+        direct,
+        ms(pct(0.5)),
+        ms(pct(1.0)),
+        latency_ms,
+        latency_ms / 2,
+        bad
+    );
+    if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn main() -> ExitCode {
     let command = Cli::parse().command;
     if let Command::NatMatrix {
@@ -331,6 +475,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Command::Reach {
+        pair,
+        runs,
+        latency_ms,
+        loss,
+        seed,
+        json,
+    } = command
+    {
+        return reach(&pair, runs, latency_ms, loss, seed, json);
     }
     if let Command::BootstrapFlood { identities, seed } = command {
         use netsim::bootstrap_sim::{run, BootSimConfig};
