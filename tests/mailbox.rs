@@ -83,11 +83,11 @@ async fn offline_recipient_gets_every_message_once_from_its_mailbox() {
         .await
         .unwrap();
     until("alice's 20 items in the mailbox", async || {
-        alice.mailbox_stats().items_put == n as u64
+        alice.mailbox_stats().await.items_put == n as u64
     })
     .await;
     until("carol's item in the mailbox", async || {
-        carol.mailbox_stats().items_put == 1
+        carol.mailbox_stats().await.items_put == 1
     })
     .await;
     let before = boot.dht_stats().await.store;
@@ -132,7 +132,7 @@ async fn offline_recipient_gets_every_message_once_from_its_mailbox() {
 
     // Alice sees the receipt: delivered through the mailbox, no longer queued for bob.
     until("alice's messages delivered (mailbox)", async || {
-        alice.mailbox_stats().delivered == n as u64
+        alice.mailbox_stats().await.delivered == n as u64
     })
     .await;
     let states = alice.outbox(100).await;
@@ -164,7 +164,7 @@ async fn offline_recipient_gets_every_message_once_from_its_mailbox() {
         .await
         .unwrap();
     until("carol's second item in the mailbox", async || {
-        carol.mailbox_stats().items_put == 2
+        carol.mailbox_stats().await.items_put == 2
     })
     .await;
     carol.connect(bob_fp, vec![bob.local_addr()]).await;
@@ -247,7 +247,7 @@ async fn bootstrap_nodes_store_nothing_and_a_daemon_holds_the_mailbox() {
     let bodies: Vec<Bytes> = (0..n).map(|i| Bytes::from(format!("s{i:02}"))).collect();
     alice.send_many(bob_fp, bodies.clone()).await.unwrap();
     until("alice's items in the mailbox", async || {
-        alice.mailbox_stats().items_put == n as u64
+        alice.mailbox_stats().await.items_put == n as u64
     })
     .await;
     let held = [

@@ -747,6 +747,7 @@ fn core_config(cfg: &BootSimConfig, serve: bool, rendezvous: RendezvousLimits) -
         rendezvous_server: serve,
         rendezvous,
         retry: None,
+        mailbox: None,
     }
 }
 

@@ -399,6 +399,7 @@ fn core_config(serve: bool, rendezvous: RendezvousLimits) -> CoreConfig {
         rendezvous_server: serve,
         rendezvous,
         retry: None,
+        mailbox: None,
     }
 }
 

@@ -55,6 +55,7 @@ fn core(fp: Fingerprint) -> Core<u64, ()> {
             rendezvous_server: false,
             rendezvous: RendezvousLimits::default(),
             retry: None,
+            mailbox: None,
         },
     )
 }

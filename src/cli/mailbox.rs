@@ -57,6 +57,6 @@ pub(super) async fn request(h: &NodeHandle, cmd: &str, req: &Value) -> Value {
             json!({"ok": true, "messages": list})
         }
         "mailbox_fetch" => json!({"ok": true, "mailbox": stats_json(&h.mailbox_fetch().await)}),
-        _ => json!({"ok": true, "mailbox": stats_json(&h.mailbox_stats())}),
+        _ => json!({"ok": true, "mailbox": stats_json(&h.mailbox_stats().await)}),
     }
 }

@@ -1,4 +1,6 @@
-//! The offline mailbox in the daemon (spec/09-mailbox.md §5–§7).
+//! The offline mailbox in the daemon (spec/09-mailbox.md §5–§7): the task that carries out
+//! the rounds the node core's mailbox ([`crate::node::mailbox`]) decides — what is due,
+//! which messages to put, what a receipt or a fetch means — and holds none of their state.
 //!
 //! One task per node, started with the node when it has a DHT and a message store:
 //! - publishes our KEM key record (so others can seal to us), again every day;
@@ -25,24 +27,20 @@ use super::events::NodeEvent;
 pub use super::mailbox_state::{MailboxConfig, MailboxStats, OutboxEntry};
 use super::shared::{NodeHandle, Shared};
 use super::store::{Cmd, Listing, PATH_MAILBOX};
-use super::util::{lock, unix_ms, with_rng};
-use crate::crypto::receipt::{item_seq, Receipt, MAX_RECEIPT_ENTRIES};
-use crate::crypto::record::{kem_key, mailbox_key, RecordKind, MAX_MAILBOX_BODY};
+use super::util::{unix_ms, with_rng};
+use crate::crypto::receipt::{item_seq, Receipt};
+use crate::crypto::record::{kem_key, mailbox_key, RecordKind};
 use crate::crypto::{sealed, Fingerprint, KemPublicKey, Message, MessageId, Record};
 use crate::dht::{rpc::MAX_RECORDS, Contact, DhtEvent, VerifiedRecord};
-use crate::node::core::{Answer, DhtQuery, Input, Query};
+use crate::node::core::{Answer, DhtQuery, Input, MailboxInput, MailboxReply, Query, Reply};
+use crate::node::mailbox::{Fetched, Round};
 
-/// Recipients remembered in the put backoff; beyond it the table is cleared.
-const MAX_BACKOFF: usize = 4096;
-
-/// Marks `peer`'s puts failed: the next try waits `poll`.
-fn back_off(shared: &Shared, peer: Fingerprint) {
-    let mut st = lock(&shared.mailbox.state);
-    if st.backoff.len() >= MAX_BACKOFF {
-        st.backoff.clear();
+/// Mailbox work for the node core; its answer.
+async fn mailbox(shared: &Shared, input: MailboxInput) -> MailboxReply {
+    match shared.core.ask(Input::Mailbox(input)).await {
+        Some(Reply::Mailbox(r)) => r,
+        _ => MailboxReply::Done,
     }
-    st.backoff
-        .insert(peer, Instant::now() + shared.cfg.mailbox.poll);
 }
 
 /// Starts the mailbox task if the node has what it needs.
@@ -55,9 +53,6 @@ pub(crate) fn spawn(shared: &std::sync::Arc<Shared>) {
 async fn run(weak: Weak<Shared>) {
     // Let the bootstrap run first.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut next_kem = Instant::now();
-    let mut next_fetch = Instant::now();
-    let mut next_receipts = Instant::now();
     loop {
         let Some(shared) = weak.upgrade() else {
             return;
@@ -65,39 +60,46 @@ async fn run(weak: Weak<Shared>) {
         if shared.stopped.load(Ordering::Relaxed) || shared.closing.load(Ordering::Relaxed) {
             return;
         }
-        let cfg = shared.cfg.mailbox;
-        let now = Instant::now();
-        if now >= next_kem {
-            next_kem = match publish_kem(&shared).await {
-                Ok(n) if n > 0 => now + Duration::from_secs(24 * 3600),
-                _ => now + Duration::from_secs(5),
-            };
-        }
-        if now >= next_fetch {
-            let serving = shared.mailbox.requested.load(Ordering::SeqCst);
-            if let Err(e) = fetch(&shared).await {
-                tracing::debug!(error = %e, "mailbox fetch failed");
+        let MailboxReply::Round(round, next) = mailbox(&shared, MailboxInput::NextRound).await
+        else {
+            return;
+        };
+        match round {
+            Some(Round::PublishKem) => {
+                let stored = matches!(publish_kem(&shared).await, Ok(n) if n > 0);
+                mailbox(&shared, MailboxInput::KemPublished(stored)).await;
             }
-            shared.mailbox.served.store(serving, Ordering::SeqCst);
-            shared.mailbox.done.notify_waiters();
-            next_fetch = Instant::now() + cfg.poll;
-        }
-        if let Err(e) = send_side(&shared).await {
-            tracing::debug!(error = %e, "mailbox put failed");
-        }
-        if Instant::now() >= next_receipts {
-            check_receipts(&shared).await;
-            next_receipts = Instant::now() + cfg.receipt_poll;
-        }
-        let tick = cfg
-            .after
-            .min(cfg.receipt_poll)
-            .clamp(Duration::from_millis(200), Duration::from_secs(5));
-        let kick = shared.mailbox.kick.clone();
-        drop(shared);
-        tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
-            _ = kick.notified() => next_fetch = Instant::now(),
+            Some(Round::Fetch) => {
+                let serving = shared.mailbox.requested.load(Ordering::SeqCst);
+                if let Err(e) = fetch(&shared).await {
+                    tracing::debug!(error = %e, "mailbox fetch failed");
+                }
+                shared.mailbox.served.store(serving, Ordering::SeqCst);
+                shared.mailbox.done.notify_waiters();
+            }
+            Some(Round::Put) => {
+                if let Err(e) = send_side(&shared).await {
+                    tracing::debug!(error = %e, "mailbox put failed");
+                }
+            }
+            Some(Round::Receipts(peers)) => {
+                for peer in peers {
+                    receipt_of(&shared, peer).await;
+                }
+            }
+            None => {
+                let kick = shared.mailbox.kick.clone();
+                drop(shared);
+                let wait = next.saturating_duration_since(Instant::now());
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = kick.notified() => {
+                        if let Some(shared) = weak.upgrade() {
+                            mailbox(&shared, MailboxInput::FetchNow).await;
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -169,38 +171,21 @@ async fn listing(shared: &Shared, max: usize) -> Listing {
     rx.await.unwrap_or_default()
 }
 
-/// Puts the outbox messages that waited long enough, with no live connection, in their
-/// recipients' mailboxes.
+/// Puts the outbox messages the core picks (they waited long enough) in their recipients'
+/// mailboxes, unless a live connection carries them.
 async fn send_side(shared: &Shared) -> Result<(), DhtError> {
     let cfg = shared.cfg.mailbox;
     let waiting = listing(shared, cfg.max_tracked).await.waiting;
-    let now_ms = unix_ms();
-    let due: Vec<(Fingerprint, crate::session::Outgoing)> = {
-        let mut st = lock(&shared.mailbox.state);
-        let now = Instant::now();
-        st.backoff.retain(|_, until| *until > now);
-        // Delivered over a session meanwhile: no receipt to wait for (a listing cut at
-        // the cap says nothing about the rest).
-        if waiting.len() < cfg.max_tracked {
-            let ids: HashSet<MessageId> = waiting.iter().map(|(_, m)| m.id).collect();
-            st.put.retain(|id, _| ids.contains(id));
-        }
-        let room = cfg.max_tracked.saturating_sub(st.put.len());
-        waiting
-            .into_iter()
-            .filter(|(p, m)| !st.put.contains_key(&m.id) && !st.backoff.contains_key(p))
-            .filter(|(_, m)| now_ms.saturating_sub(m.timestamp_ms) >= cfg.after.as_millis() as u64)
-            .filter(|(_, m)| m.body.len() <= MAX_MAILBOX_BODY)
-            .take(cfg.max_puts_per_round.min(room))
-            .collect()
+    // A listing cut at the cap says nothing about the rest.
+    let complete = waiting.len() < cfg.max_tracked;
+    let due = MailboxInput::Due {
+        now_ms: unix_ms(),
+        waiting,
+        complete,
     };
-    if due.is_empty() {
+    let MailboxReply::Due(by_peer) = mailbox(shared, due).await else {
         return Ok(());
-    }
-    let mut by_peer: HashMap<Fingerprint, Vec<crate::session::Outgoing>> = HashMap::new();
-    for (p, m) in due {
-        by_peer.entry(p).or_default().push(m);
-    }
+    };
     for (peer, msgs) in by_peer {
         let live = !matches!(
             shared.core.query(Query::LiveConnection(peer)).await,
@@ -211,7 +196,7 @@ async fn send_side(shared: &Shared) -> Result<(), DhtError> {
         }
         let Some(kem) = kem_of(shared, peer).await? else {
             tracing::debug!(%peer, "no KEM key published: cannot seal to the mailbox yet");
-            back_off(shared, peer);
+            mailbox(shared, MailboxInput::PutFailed(peer)).await;
             continue;
         };
         for m in msgs {
@@ -240,96 +225,66 @@ async fn send_side(shared: &Shared) -> Result<(), DhtError> {
             };
             if stored_at == 0 {
                 tracing::debug!(%peer, "no node stored the mailbox item");
-                back_off(shared, peer);
+                mailbox(shared, MailboxInput::PutFailed(peer)).await;
                 break;
             }
-            let mut st = lock(&shared.mailbox.state);
-            st.put.insert(m.id, (peer, unix_ms()));
-            st.stats.items_put += 1;
+            let stored = MailboxInput::PutStored {
+                peer,
+                id: m.id,
+                now_ms: unix_ms(),
+            };
+            mailbox(shared, stored).await;
             tracing::debug!(%peer, stored_at, "message put in the recipient's mailbox");
         }
     }
     Ok(())
 }
 
-/// Reads the receipts of recipients with items waiting; marks what they list delivered.
-async fn check_receipts(shared: &Shared) {
-    let peers: HashSet<Fingerprint> = lock(&shared.mailbox.state)
-        .put
-        .values()
-        .map(|(p, _)| *p)
-        .collect();
-    for peer in peers {
-        receipt_of(shared, peer).await;
-    }
-}
-
 /// Before a peer with items in its mailbox is reached again (it came back): reads its
 /// receipt first, so what it already fetched from the mailbox is marked delivered there and
 /// leaves the queue instead of going out a second time over the new session.
 pub(crate) async fn before_reach(shared: &Shared, peer: Fingerprint) {
-    let waiting = lock(&shared.mailbox.state)
-        .put
-        .values()
-        .any(|(p, _)| *p == peer);
-    if waiting {
+    let waiting = shared.core.query(Query::MailboxWaitingFor(peer)).await;
+    if matches!(waiting, Some(Answer::Flag(true))) {
         receipt_of(shared, peer).await;
     }
 }
 
 /// Reads `peer`'s newest receipt; marks the items it lists delivered (path `mailbox`).
 async fn receipt_of(shared: &Shared, peer: Fingerprint) {
-    let me = shared.identity.fingerprint();
-    {
-        let Ok(found) = find(shared, mailbox_key(&peer)).await else {
-            return;
-        };
-        let Some(receipt) = found
-            .into_iter()
-            .filter(|r| {
-                r.kind() == RecordKind::MailboxReceipt && r.publisher().fingerprint() == peer
+    let Ok(found) = find(shared, mailbox_key(&peer)).await else {
+        return;
+    };
+    let Some(receipt) = found
+        .into_iter()
+        .filter(|r| r.kind() == RecordKind::MailboxReceipt && r.publisher().fingerprint() == peer)
+        .max_by_key(Record::seq)
+        .and_then(|r| Receipt::decode(r.value()))
+    else {
+        return;
+    };
+    // The core marks them delivered in its outbox too.
+    let MailboxReply::Delivered(ids) =
+        mailbox(shared, MailboxInput::Receipt { peer, receipt }).await
+    else {
+        return;
+    };
+    if ids.is_empty() {
+        return;
+    }
+    tracing::debug!(%peer, n = ids.len(), "mailbox receipt: delivered");
+    if let Some(store) = &shared.store {
+        let _ = store
+            .cmd(Cmd::DeliveredVia {
+                ids: ids.clone(),
+                path: PATH_MAILBOX,
             })
-            .max_by_key(Record::seq)
-            .and_then(|r| Receipt::decode(r.value()))
-        else {
-            return;
-        };
-        let ids: Vec<MessageId> = {
-            let mut st = lock(&shared.mailbox.state);
-            let ids: Vec<MessageId> = st
-                .put
-                .iter()
-                .filter(|(id, (p, _))| *p == peer && receipt.covers(&me, item_seq(id)))
-                .map(|(id, _)| *id)
-                .collect();
-            for id in &ids {
-                st.put.remove(id);
-            }
-            st.stats.delivered += ids.len() as u64;
-            ids
-        };
-        if ids.is_empty() {
-            return;
-        }
-        tracing::debug!(%peer, n = ids.len(), "mailbox receipt: delivered");
-        if let Some(store) = &shared.store {
-            let _ = store
-                .cmd(Cmd::DeliveredVia {
-                    ids: ids.clone(),
-                    path: PATH_MAILBOX,
-                })
-                .await;
-        }
-        let delivered = Input::Delivered {
-            peer,
-            ids: ids.clone(),
-        };
-        shared.core.input(delivered).await;
-        let _ = shared
-            .events
-            .send(NodeEvent::MailboxDelivered { peer, ids })
             .await;
     }
+    let _ = shared
+        .events
+        .send(NodeEvent::MailboxDelivered { peer, ids })
+        .await;
 }
 
 /// Bytes of mailbox items one fetch holds at most (over all storing nodes): a storing node
@@ -462,30 +417,22 @@ async fn fetch(shared: &Shared) -> Result<(), DhtError> {
             let _ = shared.deliver(events).await;
         }
     }
-    let changed = {
-        let mut st = lock(&shared.mailbox.state);
-        st.stats.fetched += fetched;
-        st.stats.new += new;
-        st.stats.duplicates += dup;
-        st.stats.invalid += invalid;
-        st.stats.fetches += 1;
-        let mut changed = false;
-        for e in listed {
-            if !st.receipt.contains(&e) {
-                st.receipt.push_back(e);
-                changed = true;
-            }
-        }
-        while st.receipt.len() > MAX_RECEIPT_ENTRIES {
-            st.receipt.pop_front();
-        }
-        changed
+    let found = Fetched {
+        copies: fetched,
+        new,
+        duplicates: dup,
+        invalid,
+        listed,
+    };
+    let receipt = match mailbox(shared, MailboxInput::Fetched(found)).await {
+        MailboxReply::Receipt(r) => r,
+        _ => None,
     };
     if new + dup > 0 {
         tracing::info!(fetched, new, duplicates = dup, "mailbox fetched");
     }
-    if changed {
-        publish_receipt(shared).await?;
+    if let Some(entries) = receipt {
+        publish_receipt(shared, entries).await?;
     }
     Ok(())
 }
@@ -512,12 +459,10 @@ async fn store_received(shared: &Shared, from: Fingerprint, msgs: Vec<Message>) 
 }
 
 /// Signs and puts our receipt (republished by the DHT while it lives).
-async fn publish_receipt(shared: &Shared) -> Result<usize, DhtError> {
-    let entries: Vec<(Fingerprint, u64)> = lock(&shared.mailbox.state)
-        .receipt
-        .iter()
-        .copied()
-        .collect();
+async fn publish_receipt(
+    shared: &Shared,
+    entries: Vec<(Fingerprint, u64)>,
+) -> Result<usize, DhtError> {
     let seq = super::dht::next_record_seq(shared).await?;
     let now = now_s();
     let ttl = shared
@@ -538,7 +483,7 @@ async fn publish_receipt(shared: &Shared) -> Result<usize, DhtError> {
         DhtEvent::Put { stored_at, .. } => stored_at,
         _ => 0,
     };
-    lock(&shared.mailbox.state).stats.receipts += 1;
+    mailbox(shared, MailboxInput::ReceiptPublished).await;
     tracing::debug!(stored_at, "mailbox receipt published");
     Ok(stored_at)
 }
@@ -554,8 +499,19 @@ impl NodeHandle {
     }
 
     /// The mailbox's counters.
-    pub fn mailbox_stats(&self) -> MailboxStats {
-        lock(&self.shared.mailbox.state).stats
+    pub async fn mailbox_stats(&self) -> MailboxStats {
+        match self.shared.core.query(Query::Mailbox).await {
+            Some(Answer::Mailbox(Some(v))) => v.stats,
+            _ => MailboxStats::default(),
+        }
+    }
+
+    /// Our messages in a mailbox, awaiting a receipt.
+    async fn mailbox_put(&self) -> HashSet<MessageId> {
+        match self.shared.core.query(Query::Mailbox).await {
+            Some(Answer::Mailbox(Some(v))) => v.put,
+            _ => HashSet::new(),
+        }
     }
 
     /// Fetches our mailbox now (the mailbox task does it) and waits until that fetch is
@@ -575,14 +531,14 @@ impl NodeHandle {
                 let _ = tokio::time::timeout(Duration::from_secs(1), m.done.notified()).await;
             }
         }
-        self.mailbox_stats()
+        self.mailbox_stats().await
     }
 
     /// The outbox (at most `max` waiting messages) and the last `max` deliveries, newest
     /// deliveries last: each message with its state and path (spec/09-mailbox.md §7).
     pub async fn outbox(&self, max: usize) -> Vec<OutboxEntry> {
         let l = listing(&self.shared, max).await;
-        let st = lock(&self.shared.mailbox.state);
+        let put = self.mailbox_put().await;
         let mut out: Vec<OutboxEntry> = Vec::new();
         for (peer, at, path, ids) in l.delivered.into_iter().rev() {
             let path = super::store::path_name(path);
@@ -595,12 +551,12 @@ impl NodeHandle {
             }));
         }
         for (peer, m) in l.waiting {
-            let put = st.put.get(&m.id);
+            let put = put.contains(&m.id);
             out.push(OutboxEntry {
                 to: peer,
                 id: m.id,
-                state: if put.is_some() { "sent" } else { "queued" },
-                path: put.map(|_| "mailbox"),
+                state: if put { "sent" } else { "queued" },
+                path: put.then_some("mailbox"),
                 at_ms: m.timestamp_ms,
             });
         }

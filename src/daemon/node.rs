@@ -204,6 +204,8 @@ impl Node {
                 rendezvous_server: super::shared::serves_rendezvous(&cfg),
                 rendezvous: cfg.rendezvous.clone(),
                 retry: cfg.retry.filter(|_| cfg.dht.is_some()),
+                mailbox: Some(cfg.mailbox)
+                    .filter(|m| m.enabled && cfg.dht.is_some() && store.is_some()),
             },
         );
         if let Some(d) = dht_core {

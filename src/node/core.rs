@@ -36,7 +36,10 @@ use super::scores::Scores;
 
 pub mod connect;
 mod io;
-pub use io::{Answer, DhtQuery, DhtView, Input, Output, Query, Reply};
+mod mailbox;
+pub use io::{
+    Answer, DhtQuery, DhtView, Input, MailboxInput, MailboxReply, MailboxView, Output, Query, Reply,
+};
 
 /// How often the re-reach schedule is told which peers wait.
 const RETRY_SYNC: Duration = Duration::from_secs(1);
@@ -65,6 +68,9 @@ pub struct CoreConfig {
     /// Re-reaching peers with messages waiting ([`Output::Reach`]); `None`: the
     /// application reaches peers itself.
     pub retry: Option<RetryConfig>,
+    /// The offline mailbox's rounds (`None`: this node runs none: no DHT, no store, or
+    /// turned off).
+    pub mailbox: Option<super::mailbox::MailboxConfig>,
 }
 
 /// Why a connection was refused when its peer authenticated.
@@ -151,6 +157,8 @@ pub struct Core<C, R> {
     probe_budget: crate::nat::predict::Ledger,
     /// The re-reach schedule and when it is next told which peers wait.
     retry: Option<(Retry, Instant)>,
+    /// The offline mailbox's rounds, started on first use.
+    mailbox: Option<super::mailbox::Mailbox>,
 }
 
 impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
@@ -170,6 +178,7 @@ impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
             last_seq: 0,
             probe_budget: crate::nat::predict::Ledger::default(),
             retry: None,
+            mailbox: None,
             cfg,
         }
     }

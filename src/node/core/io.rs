@@ -210,6 +210,11 @@ pub enum Input<C, R> {
         /// node's records still replace its older ones).
         unix_ms: u64,
     },
+
+    // ---- the offline mailbox
+    /// Mailbox work: what round is due, what to put, what a receipt or a fetch found
+    /// (spec/09-mailbox.md §5–§7); replies [`Reply::Mailbox`].
+    Mailbox(MailboxInput),
 }
 
 /// A DHT query to start ([`Input::DhtQuery`]).
@@ -236,6 +241,8 @@ pub enum DhtQuery {
     Bootstrap(Vec<Contact>),
 }
 
+pub use super::mailbox::{MailboxInput, MailboxReply, MailboxView};
+
 /// The core's answer to an [`Input`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -258,6 +265,8 @@ pub enum Reply {
     Serves(bool),
     /// [`Input::NextRecordSeq`].
     Seq(u64),
+    /// [`Input::Mailbox`].
+    Mailbox(MailboxReply),
 }
 
 /// What the driver is asked to do.
@@ -356,6 +365,10 @@ pub enum Query {
     Dht,
     /// The re-reach schedule's counters: [`Answer::Retry`].
     Retry,
+    /// The mailbox's counters and ledger: [`Answer::Mailbox`].
+    Mailbox,
+    /// Whether items of ours wait in this peer's mailbox: [`Answer::Flag`].
+    MailboxWaitingFor(Fingerprint),
 }
 
 /// The DHT's figures ([`Query::Dht`]).
@@ -398,6 +411,8 @@ pub enum Answer<C, R> {
     Dht(Option<DhtView>),
     /// [`Query::Retry`] (`None`: no re-reach schedule).
     Retry(Option<RetryStats>),
+    /// [`Query::Mailbox`] (`None`: no mailbox, or not started yet).
+    Mailbox(Option<MailboxView>),
 }
 
 impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
@@ -495,6 +510,7 @@ impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
                 }
             }
             Input::NextRecordSeq { unix_ms } => return Reply::Seq(self.next_record_seq(unix_ms)),
+            Input::Mailbox(m) => return Reply::Mailbox(self.handle_mailbox(now, m)),
         }
         Reply::Done
     }
@@ -524,6 +540,8 @@ impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
                 store: d.store().stats(),
             })),
             Query::Retry => Answer::Retry(self.retry.as_ref().map(|(r, _)| r.stats())),
+            Query::Mailbox => Answer::Mailbox(self.mailbox_view()),
+            Query::MailboxWaitingFor(peer) => Answer::Flag(self.mailbox_waiting_for(&peer)),
         }
     }
 }

@@ -45,6 +45,7 @@ fn core(me: u8, window: usize) -> TestCore {
             rendezvous_server: false,
             rendezvous: RendezvousLimits::default(),
             retry: None,
+            mailbox: None,
         },
     )
 }
@@ -304,6 +305,7 @@ fn a_peer_with_messages_waiting_is_reached_with_backoff_until_it_connects() {
         fp(1),
         CoreConfig {
             retry: Some(RetryConfig::default()),
+            mailbox: None,
             ..core(1, 4).cfg
         },
     );
