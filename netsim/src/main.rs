@@ -87,7 +87,8 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 1)]
         repeat: usize,
     },
-    /// Reaching a peer through simulated NATs of the test bed's six types: the node's own
+    /// Reaching a peer through simulated NATs of the test bed's types (the matrix's six with
+    /// symmetric-seq for udp-blocked): the node's own
     /// reaching code (the caller's `Reach`, the callee's answer, punching with port
     /// prediction, the bundled relay's server) on a simulated clock. Prints per pair what
     /// the caller's reach reported, the first path and when (simulated ms since the reach
@@ -306,24 +307,25 @@ fn reach(
     seed: u64,
     json: bool,
 ) -> ExitCode {
-    use netsim::reach_sim::{matrix, run, NatType, PathKind, ReachSimConfig};
+    use netsim::reach_sim::{matrix, run, NatType, PathKind, ReachSimConfig, SIMULATED};
     let link = LinkModel {
         latency: Duration::from_millis(latency_ms),
         jitter: Duration::from_millis(latency_ms / 2),
         loss,
     };
     let outcomes = if pairs.is_empty() {
-        matrix(&NatType::ALL, runs.max(1), seed, link, Instant::now())
+        matrix(&SIMULATED, runs.max(1), seed, link, Instant::now())
     } else {
         let mut all = Vec::new();
         for p in pairs {
             let parsed = p
                 .split_once(':')
-                .and_then(|(a, b)| Some((NatType::parse(a)?, NatType::parse(b)?)));
+                .and_then(|(a, b)| Some((NatType::from_name(a)?, NatType::from_name(b)?)))
+                .filter(|(a, b)| SIMULATED.contains(a) && SIMULATED.contains(b));
             let Some((a, b)) = parsed else {
                 eprintln!(
                     "error: --pair {p:?}: TYPE:TYPE of {:?}",
-                    NatType::ALL.map(NatType::name)
+                    SIMULATED.map(NatType::name)
                 );
                 return ExitCode::from(2);
             };
@@ -352,9 +354,7 @@ fn reach(
     let mut bad = 0;
     for o in &outcomes {
         let (first, first_t) = o.first.map_or(("none", None), |(k, t)| (k.name(), Some(t)));
-        // A direct path exists unless both mappings depend on the destination.
-        let symmetric = |t: NatType| matches!(t, NatType::Symmetric | NatType::SymmetricSeq);
-        let can_go_direct = !(symmetric(o.caller) && symmetric(o.callee));
+        let can_go_direct = NatType::direct_expected(o.caller, o.callee);
         // Without loss, every first path is up before `relay_after` (1 s) would have
         // passed; with loss, QUIC's retransmissions take what they take.
         let bound = if loss == 0.0 { 1 } else { 30 };

@@ -1,7 +1,7 @@
 //! Reaching a peer through NATs, in simulation (issue 19: netsim drives the reaching code
 //! the daemon runs).
 //!
-//! Two nodes behind NATs of the test bed's six types ([`NatType`]) and one public
+//! Two nodes behind NATs of the test bed's types ([`SIMULATED`]) and one public
 //! rendezvous node that also relays. What runs is the node's own code: the caller's
 //! [`Reach`] (presence → offer → punching → relay), the callee's
 //! [`answer::answer`] (what to answer, whether to punch, when to ask the relay),
@@ -34,8 +34,8 @@ use dna_p2p::node::reach::{Action, Reach, Reached, RelayPolicy};
 use dna_p2p::node::relay_server::{Ask, RelayServer, RelayServerLimits};
 use rand::{Rng, RngCore};
 
-use nat::Nat;
-pub use nat::NatType;
+use nat::{behaviour, reachable, Nat};
+pub use nat::{NatType, SIMULATED};
 
 use crate::{rng, LinkModel, Scheduler, SimRng};
 
@@ -263,7 +263,7 @@ pub fn run(cfg: ReachSimConfig, epoch: Instant) -> ReachOutcome {
         hex(&mut rng, 16),
     )
     .with_policy(RelayPolicy::Auto)
-    .with_timing(cfg.caller.behaviour(), cfg.relay_after);
+    .with_timing(behaviour(cfg.caller), cfg.relay_after);
     let out = ReachOutcome {
         caller: cfg.caller,
         callee: cfg.callee,
@@ -361,7 +361,7 @@ impl Sim {
             Ev::Presence => {
                 let me = &self.nodes[CALLEE];
                 let info = PresenceInfo {
-                    reachable: me.kind.reachable(),
+                    reachable: reachable(me.kind),
                     nat: me.kind.name().to_owned(),
                     candidates: me.cands.clone(),
                     rendezvous: vec![(RDV, self.relay_id.fingerprint())],
@@ -432,7 +432,7 @@ impl Sim {
             punching: (0, MAX_PUNCH_ATTEMPTS),
             policy: RelayPolicy::Auto,
             candidates: &callee.cands,
-            nat: callee.kind.behaviour(),
+            nat: behaviour(callee.kind),
             relay_after: self.cfg.relay_after,
             can_relay: true,
             creds: (ufrag, pwd),
@@ -468,7 +468,7 @@ impl Sim {
         self.rng.fill_bytes(&mut tag);
         let cfg = PunchConfig {
             relay_wait: answer::relay_wait(
-                self.nodes[side].kind.behaviour(),
+                behaviour(self.nodes[side].kind),
                 theirs,
                 self.cfg.relay_after,
             ),
@@ -480,7 +480,7 @@ impl Sim {
             .find(|c| c.kind == CandidateKind::ServerReflexive)
             .map(|c| c.addr);
         let mut sprayed = Vec::new();
-        match (role(self.nodes[side].kind.behaviour(), theirs), srflx) {
+        match (role(behaviour(self.nodes[side].kind), theirs), srflx) {
             (Some(Role::Probe { sequential }), Some(target)) => {
                 let mut seed = [0u8; 32];
                 self.rng.fill_bytes(&mut seed);
@@ -654,7 +654,7 @@ impl Sim {
                         ufrag: ufrag.to_owned(),
                         pwd: pwd.to_owned(),
                         candidates: me.cands.clone(),
-                        nat: me.kind.behaviour(),
+                        nat: behaviour(me.kind),
                     }
                     .sign(&me.id);
                     let d = self.reliable_hop() + self.reliable_hop();
@@ -746,7 +746,7 @@ mod tests {
 
     #[test]
     fn every_pair_is_up_within_relay_after_and_direct_where_a_path_exists() {
-        let all = matrix(&NatType::ALL, 3, 11, LinkModel::default(), epoch());
+        let all = matrix(&SIMULATED, 3, 11, LinkModel::default(), epoch());
         assert_eq!(all.len(), 21 * 3);
         for o in &all {
             let (_, t) = o.first.unwrap_or_else(|| panic!("no session: {o:?}"));
@@ -762,7 +762,7 @@ mod tests {
             loss: 0.05,
             ..LinkModel::default()
         };
-        for o in &matrix(&NatType::ALL, 3, 11, link, epoch()) {
+        for o in &matrix(&SIMULATED, 3, 11, link, epoch()) {
             assert!(o.first.is_some(), "no session: {o:?}");
             let hopeless = symmetric(o.caller) && symmetric(o.callee);
             assert_eq!(o.direct_at.is_some(), !hopeless, "{o:?}");

@@ -1,7 +1,7 @@
 //! A NAT as RFC 4787 describes it: a mapping behaviour (which outgoing flows share a public
 //! port), a filtering behaviour (which incoming datagrams a mapping lets in) and a port
-//! allocation (preserved, random, or sequential). The six types are the NAT test bed's
-//! (spec/05-nat.md §7), so the simulator's matrix and the bed's line up.
+//! allocation (preserved, random, or sequential), for the NAT test bed's router types
+//! ([`NatType`], spec/05-nat.md §7), so the simulator's matrix and the bed's line up.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -10,80 +10,46 @@ use dna_p2p::nat::discovery::{Filtering, Mapping};
 use dna_p2p::nat::predict::Behaviour;
 use rand::Rng;
 
+pub use crate::testbed::NatType;
 use crate::SimRng;
 
-/// The NAT in front of a simulated node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NatType {
-    /// No NAT, no firewall.
-    Public,
-    /// Endpoint-independent mapping and filtering.
-    FullCone,
-    /// Endpoint-independent mapping, address-dependent filtering.
-    AddressRestricted,
-    /// Endpoint-independent mapping, address-and-port-dependent filtering.
-    PortRestricted,
-    /// Address-and-port-dependent mapping and filtering, random ports.
-    Symmetric,
-    /// As [`NatType::Symmetric`], ports handed out one after the other.
-    SymmetricSeq,
+/// The bed's types the simulator models: the matrix's six with `symmetric-seq` in place of
+/// `udp-blocked` (no UDP at all: its TURN-over-TCP path is the bed's to test).
+pub const SIMULATED: [NatType; 6] = [
+    NatType::Public,
+    NatType::FullCone,
+    NatType::AddressRestricted,
+    NatType::PortRestricted,
+    NatType::Symmetric,
+    NatType::SymmetricSeq,
+];
+
+fn mapping(t: NatType) -> Mapping {
+    match t.ipv4_like() {
+        NatType::Symmetric => Mapping::AddressAndPortDependent,
+        _ => Mapping::EndpointIndependent,
+    }
 }
 
-impl NatType {
-    /// The six of the test bed's matrix, in its order.
-    pub const ALL: [NatType; 6] = [
-        NatType::Public,
-        NatType::FullCone,
-        NatType::AddressRestricted,
-        NatType::PortRestricted,
-        NatType::Symmetric,
-        NatType::SymmetricSeq,
-    ];
-
-    /// The test bed's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            NatType::Public => "public",
-            NatType::FullCone => "full-cone",
-            NatType::AddressRestricted => "address-restricted",
-            NatType::PortRestricted => "port-restricted",
-            NatType::Symmetric => "symmetric",
-            NatType::SymmetricSeq => "symmetric-seq",
-        }
+fn filtering(t: NatType) -> Filtering {
+    match t.ipv4_like() {
+        NatType::Public | NatType::FullCone => Filtering::EndpointIndependent,
+        NatType::AddressRestricted => Filtering::AddressDependent,
+        _ => Filtering::AddressAndPortDependent,
     }
+}
 
-    /// By the test bed's name.
-    pub fn parse(s: &str) -> Option<NatType> {
-        NatType::ALL.into_iter().find(|t| t.name() == s)
+/// What behaviour discovery reports behind `t` (what the node's signals state).
+pub fn behaviour(t: NatType) -> Behaviour {
+    Behaviour {
+        class: Some((mapping(t), filtering(t))),
+        sequential: t == NatType::SymmetricSeq,
     }
+}
 
-    fn mapping(self) -> Mapping {
-        match self {
-            NatType::Symmetric | NatType::SymmetricSeq => Mapping::AddressAndPortDependent,
-            _ => Mapping::EndpointIndependent,
-        }
-    }
-
-    fn filtering(self) -> Filtering {
-        match self {
-            NatType::Public | NatType::FullCone => Filtering::EndpointIndependent,
-            NatType::AddressRestricted => Filtering::AddressDependent,
-            _ => Filtering::AddressAndPortDependent,
-        }
-    }
-
-    /// What behaviour discovery reports for it (what the node's signals state).
-    pub fn behaviour(self) -> Behaviour {
-        Behaviour {
-            class: Some((self.mapping(), self.filtering())),
-            sequential: self == NatType::SymmetricSeq,
-        }
-    }
-
-    /// Whether discovery calls it reachable (presence says "dial me directly").
-    pub fn reachable(self) -> bool {
-        matches!(self, NatType::Public | NatType::FullCone)
-    }
+/// Whether discovery calls `t` reachable (presence says "dial me directly").
+pub fn reachable(t: NatType) -> bool {
+    matches!(t, NatType::Public | NatType::FullCone)
 }
 
 /// One NAT's tables.
@@ -124,7 +90,7 @@ impl Nat {
             self.sent.insert((port, to));
             return SocketAddr::new(self.public, port);
         }
-        let key = match self.kind.mapping() {
+        let key = match mapping(self.kind) {
             Mapping::EndpointIndependent => (port, None),
             Mapping::AddressDependent => (port, Some(SocketAddr::new(to.ip(), 0))),
             _ => (port, Some(to)),
@@ -173,7 +139,7 @@ impl Nat {
             return Some(port);
         }
         let inside = *self.back.get(&port)?;
-        let allowed = match self.kind.filtering() {
+        let allowed = match filtering(self.kind) {
             Filtering::EndpointIndependent => true,
             Filtering::AddressDependent => self
                 .sent
@@ -197,7 +163,7 @@ mod tests {
     fn each_type_maps_and_filters_as_rfc_4787_says() {
         let mut rng = crate::rng(1);
         let (r1, r2, r1b) = (a("203.0.113.1:7"), a("203.0.113.2:7"), a("203.0.113.1:8"));
-        for t in NatType::ALL {
+        for t in SIMULATED {
             let mut n = Nat::new(t, "198.51.100.1".parse().unwrap());
             let m1 = n.outbound(4000, r1, &mut rng);
             let m2 = n.outbound(4000, r2, &mut rng);
