@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use dna_p2p::crypto::Identity;
 use dna_p2p::nat::candidate::{Candidate, CandidateKind, PresenceInfo};
-use dna_p2p::nat::predict::{role, ProbeConfig, Prober, Role, SPRAY_SOCKETS};
+use dna_p2p::nat::predict::{plan, Need, ProbeConfig, Prober, SPRAY_SOCKETS};
 use dna_p2p::nat::punch::{Punch, PunchConfig, PunchCreds, PunchResult};
 use dna_p2p::nat::signal::{Signal, SignalKind};
 use dna_p2p::node::reach::answer::{self, AskRelay, Callee};
@@ -475,29 +475,27 @@ impl Sim {
             ..PunchConfig::default()
         };
         let mut punch = Punch::new(creds, cands, controlling, tag, cfg, now);
-        let srflx = cands
-            .iter()
-            .find(|c| c.kind == CandidateKind::ServerReflexive)
-            .map(|c| c.addr);
         let mut sprayed = Vec::new();
-        match (role(behaviour(self.nodes[side].kind), theirs), srflx) {
-            (Some(Role::Probe { sequential }), Some(target)) => {
+        let mut spray_to = None;
+        match plan(behaviour(self.nodes[side].kind), theirs, cands) {
+            Some(Need::Probe { target, sequential }) => {
                 let mut seed = [0u8; 32];
                 self.rng.fill_bytes(&mut seed);
                 let cfg = ProbeConfig::default();
                 punch.predict(Prober::new(target, sequential, cfg, cfg.budget, seed, now));
             }
-            (Some(Role::Spray), Some(to)) => {
+            Some(Need::Spray { to }) => {
                 sprayed = punch.spray_checks(to, SPRAY_SOCKETS, now);
+                spray_to = Some(to);
                 self.out.predicted += sprayed.len() as u32;
                 self.out.checks += sprayed.len() as u32;
             }
-            _ => {}
+            None => {}
         }
         punch.handle_timeout(now);
         self.nodes[side].punch = Some(punch);
         self.nodes[side].punch_started = Some(self.sched.now());
-        if let Some(to) = srflx {
+        if let Some(to) = spray_to {
             for (i, check) in sprayed.into_iter().enumerate() {
                 self.send(side, SIDE_PORTS + i as u16, to, Packet::Stun(check));
             }

@@ -20,8 +20,8 @@ use tokio::task::AbortHandle;
 
 use super::shared::Shared;
 use super::util::with_rng;
-use crate::nat::candidate::{Candidate, CandidateKind};
-use crate::nat::predict::{role, Behaviour, ProbeConfig, Prober, Role, SPRAY_SOCKETS};
+use crate::nat::candidate::Candidate;
+use crate::nat::predict::{self, Behaviour, Need, ProbeConfig, Prober, SPRAY_SOCKETS};
 use crate::node::core::{Input, Reply};
 use crate::transport::socket::canonical;
 
@@ -56,26 +56,21 @@ pub(crate) fn our_behaviour(shared: &Shared) -> Behaviour {
 }
 
 /// Our part in an attempt toward a peer whose verified, fresh signal stated `remote`
-/// and these candidates; `None` when the pair needs no prediction, the peer published no
-/// public address of our family, or the per-peer budget is spent.
+/// and these candidates (`nat::predict::plan`), with the easy side's probes granted by the
+/// node core's per-peer budget; `None` when the pair needs no prediction, the peer
+/// published no public address of our family, or the budget is spent.
 pub(crate) async fn plan(shared: &Shared, remote: Behaviour, cands: &[Candidate]) -> Option<Plan> {
-    let role = role(our_behaviour(shared), remote)?;
-    // The behaviour is the IPv4 NAT's; over IPv6 there is no NAT to predict.
-    let srflx = cands
-        .iter()
-        .find(|c| c.kind == CandidateKind::ServerReflexive && c.addr.is_ipv4())?
-        .addr;
-    match role {
-        Role::Spray => Some(Plan::Spray { to: srflx }),
-        Role::Probe { sequential } => {
-            let (ip, want) = (srflx.ip(), ProbeConfig::default().budget);
+    match predict::plan(our_behaviour(shared), remote, cands)? {
+        Need::Spray { to } => Some(Plan::Spray { to }),
+        Need::Probe { target, sequential } => {
+            let (ip, want) = (target.ip(), ProbeConfig::default().budget);
             // The per-peer budget is the node core's (decision 10).
             let budget = match shared.core.ask(Input::GrantProbes { ip, want }).await {
                 Some(Reply::Count(n)) => n,
                 _ => 0,
             };
             (budget > 0).then_some(Plan::Probe {
-                target: srflx,
+                target,
                 sequential,
                 budget,
             })

@@ -126,6 +126,46 @@ pub fn role(local: Behaviour, remote: Behaviour) -> Option<Role> {
     }
 }
 
+/// What this side does in an attempt that needs port prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Hard side: side sockets, one check each, toward the peer's public address.
+    Spray {
+        /// The peer's server-reflexive IPv4 address.
+        to: SocketAddr,
+    },
+    /// Easy side: probe ports of `target`'s IP (within the budget the node core grants).
+    Probe {
+        /// The peer's server-reflexive IPv4 address (its last observed port).
+        target: SocketAddr,
+        /// The peer's NAT hands out ports one after the other.
+        sequential: bool,
+    },
+}
+
+/// Our part in an attempt toward a peer whose verified, fresh signal stated `theirs` and
+/// these candidates ([`role`]); `None` when the pair needs no prediction or the peer
+/// published no server-reflexive IPv4 address (the behaviour is the IPv4 NAT's; over IPv6
+/// there is no NAT to predict).
+pub fn plan(
+    ours: Behaviour,
+    theirs: Behaviour,
+    candidates: &[super::candidate::Candidate],
+) -> Option<Need> {
+    let role = role(ours, theirs)?;
+    let srflx = candidates
+        .iter()
+        .find(|c| c.kind == super::candidate::CandidateKind::ServerReflexive && c.addr.is_ipv4())?
+        .addr;
+    Some(match role {
+        Role::Spray => Need::Spray { to: srflx },
+        Role::Probe { sequential } => Need::Probe {
+            target: srflx,
+            sequential,
+        },
+    })
+}
+
 /// Whether the pair's NAT behaviours rule out a direct path: both sides' mappings depend
 /// on the destination (symmetric ↔ symmetric, sequential or not: two sides guessing each
 /// other's ports need ~44,000 probes for even odds). Such a pair starts on a relay at once

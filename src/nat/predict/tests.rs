@@ -158,3 +158,41 @@ fn prediction_pairs_and_hopeless_pairs_start_on_a_relay() {
     assert!(!relay_first(b(EI, OPEN, false), sym));
     assert!(!relay_first(Behaviour::UNKNOWN, sym));
 }
+
+#[test]
+fn plan_names_each_sides_part_and_the_address_it_aims_at() {
+    use crate::nat::candidate::{Candidate, CandidateKind};
+    let decode = Behaviour::decode;
+    let (port_restricted, symmetric_seq, cone) = (decode(0x88), decode(0x9A), decode(0x80));
+    let srflx: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+    let cands = [
+        Candidate::new(CandidateKind::Host, "10.0.0.2:4000".parse().unwrap(), 2),
+        Candidate::new(CandidateKind::ServerReflexive, srflx, 1),
+    ];
+    assert_eq!(
+        plan(symmetric_seq, port_restricted, &cands),
+        Some(Need::Spray { to: srflx })
+    );
+    assert_eq!(
+        plan(port_restricted, symmetric_seq, &cands),
+        Some(Need::Probe {
+            target: srflx,
+            sequential: true
+        })
+    );
+    assert_eq!(
+        plan(cone, symmetric_seq, &cands),
+        None,
+        "punches without it"
+    );
+    let v6_only = [Candidate::new(
+        CandidateKind::ServerReflexive,
+        "[2001:db8::7]:40000".parse().unwrap(),
+        1,
+    )];
+    assert_eq!(
+        plan(port_restricted, symmetric_seq, &v6_only),
+        None,
+        "no NAT to predict"
+    );
+}
