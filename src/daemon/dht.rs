@@ -95,23 +95,30 @@ async fn holds_registration(shared: &Shared, peer: &NodeId, conn: &quinn::Connec
 /// request for a handshake timeout (none is in flight) and holds no registration, so a new
 /// connection can take its place. Returns whether one was closed.
 pub(crate) async fn evict_idle(shared: &Shared, d: &DhtShared) -> bool {
-    let now = d.clock();
     let quiet = shared.cfg.conn.handshake_timeout.as_millis() as u64;
-    let candidates: Vec<(u64, NodeId, quinn::Connection)> = lock(&d.conns)
-        .iter()
-        .map(|(id, p)| (p.used.load(Ordering::Relaxed), *id, p.conn.clone()))
-        .filter(|(used, _, _)| now.saturating_sub(*used) >= quiet)
-        .collect();
+    let (order, handles): (
+        Vec<NodeId>,
+        std::collections::HashMap<NodeId, quinn::Connection>,
+    ) = {
+        let conns = lock(&d.conns);
+        let uses = conns
+            .iter()
+            .map(|(id, p)| (*id, p.used.load(Ordering::Relaxed)));
+        let order = crate::node::dht_pool::eviction_order(uses, d.clock(), quiet);
+        let handles = order
+            .iter()
+            .filter_map(|id| Some((*id, conns.get(id)?.conn.clone())));
+        (order.clone(), handles.collect())
+    };
     let mut victim = None;
-    for (used, id, c) in candidates {
-        if victim.as_ref().is_some_and(|(u, _, _)| *u <= used) {
-            continue;
-        }
-        if !holds_registration(shared, &id, &c).await {
-            victim = Some((used, id, c));
+    for id in order {
+        let Some(c) = handles.get(&id) else { continue };
+        if !holds_registration(shared, &id, c).await {
+            victim = Some((id, c.clone()));
+            break;
         }
     }
-    let Some((_, id, conn)) = victim else {
+    let Some((id, conn)) = victim else {
         return false;
     };
     lock(&d.conns).remove(&id);

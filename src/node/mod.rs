@@ -13,6 +13,7 @@
 //! | [`rendezvous`] | the rendezvous role: registrations with expiry, quotas and a cap; CONNECT admission (rate limits, replay cache) |
 
 pub mod core;
+pub mod dht_pool;
 pub mod mailbox;
 pub mod peers;
 pub mod reach;
