@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::crypto::Fingerprint;
 use crate::node::core::{Answer, Ended, Input, Query, Refused, Reply};
 use crate::session::hello::{EXPORTER_LABEL, EXPORTER_LEN};
-use crate::session::{code, ConnError, ConnEvent, Connection, Outbox, PresenceStatus};
+use crate::session::{code, ConnError, ConnEvent, Connection, PresenceStatus, SendQueue, Source};
 use crate::transport::tls::SERVER_NAME;
 
 use super::events::NodeEvent;
@@ -157,7 +157,7 @@ pub(crate) async fn drive(
         received: 0,
         unstored: 0,
         registered: false,
-        outbox: Outbox::default(),
+        outbox: SendQueue::default(),
         presence: None,
     };
     let end = run(&shared, &conn, conn_id, expected, &mut st).await;
@@ -221,7 +221,7 @@ struct State {
     registered: bool,
     /// The messages the core handed this connection: to send, and sent and not yet
     /// acknowledged (session counters in the order they were handed).
-    outbox: Outbox,
+    outbox: SendQueue,
     /// Our presence as the core last told it.
     presence: Option<PresenceStatus>,
 }
@@ -495,7 +495,7 @@ fn flush(
         .cfg
         .write_high_water
         .saturating_sub(queued.load(Ordering::Relaxed));
-    let outbox = (st.established && st.registered).then_some(&mut st.outbox);
+    let outbox = (st.established && st.registered).then_some(&mut st.outbox as &mut dyn Source);
     core.poll_transmit(outbox, budget, out);
     if !out.is_empty() {
         let chunk = out.split().freeze();
@@ -562,7 +562,6 @@ async fn handle_events(
 ) -> Result<(), End> {
     let mut events = Vec::with_capacity(core.pending_events());
     let mut to_store = Vec::new();
-    let mut delivered = Vec::new();
     let mut acked_below = None;
     while let Some(ev) = core.poll_event() {
         match ev {
@@ -588,17 +587,8 @@ async fn handle_events(
                     to_store.push(m);
                 }
             }
-            ConnEvent::Acked { below } => {
-                let Some(peer) = st.peer else { continue };
-                let ids = st.outbox.ack_below(conn_id, below);
-                acked_below = Some(below);
-                if !ids.is_empty() {
-                    if shared.store.is_some() {
-                        delivered.extend_from_slice(&ids);
-                    }
-                    events.push(NodeEvent::Acked { peer, ids });
-                }
-            }
+            // The ledger is the core's: it turns the counter into message IDs.
+            ConnEvent::Acked { below } => acked_below = Some(below),
             ConnEvent::Rtt(rtt) => {
                 if let Some(peer) = st.peer {
                     events.push(NodeEvent::Rtt { peer, rtt });
@@ -617,6 +607,7 @@ async fn handle_events(
             peer,
             conn_id,
             below,
+            path: delivery_path(shared, conn.remote_address()),
         };
         if !shared.core.input(acked).await {
             return Err(gone());
@@ -649,16 +640,6 @@ async fn handle_events(
                 }
             }
         }
-    }
-    if let (Some(store), false) = (&shared.store, delivered.is_empty()) {
-        let path = delivery_path(shared, conn.remote_address());
-        store
-            .cmd(Cmd::DeliveredVia {
-                ids: delivered,
-                path,
-            })
-            .await
-            .map_err(|_| End::Closed("message store closed".to_owned()))?;
     }
     if !events.is_empty() && shared.events.send_all(events).await.is_err() {
         return Err(gone());

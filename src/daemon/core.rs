@@ -32,9 +32,9 @@ pub(crate) fn channel() -> (mpsc::Sender<CoreCmd>, mpsc::Receiver<CoreCmd>) {
     mpsc::channel(CORE_QUEUE)
 }
 
-/// What waits for the DHT state machine, owned by the core task.
-#[derive(Default)]
-struct DhtWaits {
+/// What the core task hands its outputs to: who waits for the DHT state machine, and the
+/// delivery task.
+struct Waits {
     /// API queries, by query: the event goes to the sender. A caller that gave up dropped
     /// its receiver; such entries go at the start of the next pass.
     queries: HashMap<QueryId, oneshot::Sender<DhtEvent>>,
@@ -44,6 +44,8 @@ struct DhtWaits {
     answers: HashMap<(crate::crypto::NodeId, u64), oneshot::Sender<DhtMessage>>,
     /// The shutdown's last save: its snapshot goes here, to be written by the closing task.
     final_save: Option<oneshot::Sender<Snapshot>>,
+    /// Deliveries go to the task that records and announces them (`daemon::delivered`).
+    delivered: mpsc::UnboundedSender<super::delivered::Delivered>,
 }
 
 /// Runs the core until every sender of its queue is gone.
@@ -56,7 +58,12 @@ pub(crate) async fn run(
     let weak = Arc::downgrade(&shared);
     let dht = shared.dht.clone();
     drop(shared);
-    let mut waits = DhtWaits::default();
+    let mut waits = Waits {
+        queries: HashMap::new(),
+        answers: HashMap::new(),
+        final_save: None,
+        delivered: super::delivered::spawn(weak.clone()),
+    };
     let mut cmds = Vec::with_capacity(BATCH);
     let mut next_save = Instant::now() + SAVE_EVERY;
     loop {
@@ -129,7 +136,7 @@ fn publish_retry(shared: &Shared, core: &DriverCore, now: Instant) {
     });
 }
 
-fn handle(core: &mut DriverCore, waits: &mut DhtWaits, now: Instant, cmd: CoreCmd) {
+fn handle(core: &mut DriverCore, waits: &mut Waits, now: Instant, cmd: CoreCmd) {
     match cmd {
         CoreCmd::Input(input) => {
             core.handle(now, input);
@@ -173,10 +180,13 @@ fn handle(core: &mut DriverCore, waits: &mut DhtWaits, now: Instant, cmd: CoreCm
 fn carry_out(
     shared: &Arc<Shared>,
     dht: Option<&Arc<DhtShared>>,
-    waits: &mut DhtWaits,
+    waits: &mut Waits,
     out: Output<ConnHandle>,
 ) {
     match out {
+        Output::Delivered { peer, ids, path } => {
+            let _ = waits.delivered.send((peer, ids, path));
+        }
         Output::Batch { handle, msgs } => to_conn(&handle, ConnCmd::Batch(msgs)),
         Output::Presence { handle, status } => to_conn(&handle, ConnCmd::Presence(status)),
         Output::Close {

@@ -29,6 +29,7 @@ mod config;
 mod conn;
 mod contacts;
 mod core;
+mod delivered;
 mod dht;
 mod dht_persist;
 mod discovery_server;

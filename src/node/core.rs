@@ -395,11 +395,17 @@ impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
 
     /// Connection `conn_id` to `peer` acknowledged every message it was handed below
     /// counter `below`; it may be handed more.
-    fn acked(&mut self, peer: Fingerprint, conn_id: u64, below: u64) {
+    fn acked(&mut self, peer: Fingerprint, conn_id: u64, below: u64, path: u8) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        p.outbox.ack_below(conn_id, below);
+        let ids = p.outbox.ack_below(conn_id, below);
+        if !ids.is_empty() {
+            self.out.push_back(Output::Delivered { peer, ids, path });
+        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
         if let Some(a) = p.active.as_mut().filter(|a| a.conn_id == conn_id) {
             a.handle.acked = a.handle.acked.max(below);
         }

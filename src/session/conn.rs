@@ -29,7 +29,7 @@ use crate::crypto::{kex, Fingerprint, Identity, Message, Session};
 use crate::wire::{Decoded, FrameDecoder, FrameLimits, Header, MessageType, HEADER_LEN};
 
 use super::hello::{hello, verify_hello, Role, EXPORTER_LEN, HELLO_LEN};
-use super::outbox::Outbox;
+use super::outbox::Source;
 use super::{ConnError, PresenceStatus};
 
 /// The frame limits before the peer's HELLO verified: a HELLO and nothing larger.
@@ -569,7 +569,7 @@ impl Connection {
     /// included, so a peer that does not read cannot make us queue bytes.
     pub fn poll_transmit(
         &mut self,
-        outbox: Option<&mut Outbox>,
+        outbox: Option<&mut dyn Source>,
         budget: usize,
         out: &mut BytesMut,
     ) {
@@ -599,16 +599,16 @@ impl Connection {
         // Room for what will be taken, at once rather than by doubling: the queued
         // messages with their frame and envelope overhead (at most the budget and one more).
         let room = self.cfg.max_inflight.saturating_sub(self.unacked()) as usize;
-        let n = outbox.queued().min(room);
+        let n = outbox.waiting().min(room);
         if n > 0 {
             let per_msg = HEADER_LEN + crate::crypto::SESSION_OVERHEAD;
-            let avg = outbox.queued_bytes() / outbox.queued();
+            let avg = outbox.waiting_bytes() / outbox.waiting();
             out.reserve((n * (per_msg + avg)).min(budget + per_msg + avg));
         }
         let start = out.len();
         while out.len() - start < budget && self.unacked() < self.cfg.max_inflight {
             let counter = self.sent;
-            let Some(msg) = outbox.take_next(self.id, counter) else {
+            let Some(msg) = outbox.take(self.id, counter) else {
                 break;
             };
             let header_at = out.len();
@@ -620,8 +620,8 @@ impl Connection {
                         .seal(msg.id, msg.timestamp_ms, msg.kind, &msg.body, out)
                         .is_err()
                     {
-                        // Counter exhausted: leave it in flight; the connection will be
-                        // replaced and the message resent.
+                        // Counter exhausted: the message stays in flight in the peer's
+                        // ledger; the connection will be replaced and the message resent.
                         out.truncate(header_at);
                         break;
                     }

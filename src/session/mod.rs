@@ -14,7 +14,7 @@ mod outbox;
 pub use conn::{ConnConfig, ConnEvent, Connection, Protection};
 pub use error::{code, ConnError};
 pub use hello::{HelloError, Role};
-pub use outbox::{Inbox, Outbox, Outgoing};
+pub use outbox::{Inbox, Outbox, Outgoing, SendQueue, Source};
 
 /// What a PRESENCE frame announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -21,6 +21,65 @@ pub struct Outgoing {
     pub body: Bytes,
 }
 
+/// Where a connection takes the DATA it sends ([`super::Connection::poll_transmit`]): the
+/// peer's ledger ([`Outbox`], which records each message in flight under its session
+/// counter), or the plain queue of batches a driver's connection holds ([`SendQueue`]) when
+/// the ledger is elsewhere (the node core's: spec/06-node.md §1.1).
+pub trait Source {
+    /// Messages waiting.
+    fn waiting(&self) -> usize;
+    /// Their body bytes.
+    fn waiting_bytes(&self) -> usize;
+    /// The next message, sent on connection `conn` under session counter `counter`.
+    fn take(&mut self, conn: u64, counter: u64) -> Option<Outgoing>;
+}
+
+/// Messages handed to one connection and not sent yet, in order: no ledger — the node core
+/// knows which counter is which message and turns the peer's cumulative ACK into IDs.
+#[derive(Debug, Default)]
+pub struct SendQueue {
+    msgs: VecDeque<Outgoing>,
+    bytes: usize,
+}
+
+impl SendQueue {
+    /// Appends a message.
+    pub fn push(&mut self, msg: Outgoing) {
+        self.bytes += msg.body.len();
+        self.msgs.push_back(msg);
+    }
+}
+
+impl Source for SendQueue {
+    fn waiting(&self) -> usize {
+        self.msgs.len()
+    }
+
+    fn waiting_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn take(&mut self, _conn: u64, _counter: u64) -> Option<Outgoing> {
+        let m = self.msgs.pop_front()?;
+        self.bytes -= m.body.len();
+        Some(m)
+    }
+}
+
+impl Source for Outbox {
+    fn waiting(&self) -> usize {
+        self.queued()
+    }
+
+    fn waiting_bytes(&self) -> usize {
+        self.queued_bytes()
+    }
+
+    fn take(&mut self, conn: u64, counter: u64) -> Option<Outgoing> {
+        self.take_next(conn, counter).cloned()
+    }
+}
+
 /// Messages to one peer: queued, and in flight on some connection.
 #[derive(Debug, Default)]
 pub struct Outbox {

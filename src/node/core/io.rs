@@ -80,7 +80,8 @@ pub enum Input<C, R> {
         handle: C,
     },
     /// Connection `conn_id` to `peer` acknowledged every message it was handed below counter
-    /// `below`.
+    /// `below`: the core's outbox, the one ledger of what is in flight, turns it into
+    /// message IDs ([`Output::Delivered`]).
     Acked {
         /// The peer.
         peer: Fingerprint,
@@ -88,6 +89,9 @@ pub enum Input<C, R> {
         conn_id: u64,
         /// Counters below this are acknowledged.
         below: u64,
+        /// The driver's code for the path the connection runs on, handed back with the
+        /// IDs (the store records it: spec/06-node.md §3.5).
+        path: u8,
     },
     /// Without a message store: messages received from `peer`. Replies [`Reply::New`], the
     /// ones not seen before (the de-duplication window, spec/03-session.md §5).
@@ -309,6 +313,16 @@ pub enum Output<C> {
         /// Who.
         peer: Fingerprint,
     },
+    /// These messages to `peer` were acknowledged on the path `path` (the code the driver
+    /// gave with [`Input::Acked`]): record them delivered, tell the application.
+    Delivered {
+        /// The peer.
+        peer: Fingerprint,
+        /// The messages, in the order they were sent.
+        ids: Vec<MessageId>,
+        /// The driver's path code.
+        path: u8,
+    },
     /// Send a DHT message: a request (its answer comes back as [`Input::Dht`]) or the
     /// answer to a request fed in with [`Input::Dht`].
     DhtSend {
@@ -444,7 +458,8 @@ impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
                 peer,
                 conn_id,
                 below,
-            } => self.acked(peer, conn_id, below),
+                path,
+            } => self.acked(peer, conn_id, below, path),
             Input::Received { peer, msgs } => return Reply::New(self.received(peer, msgs)),
             Input::Ended(e) => self.connection_ended(now, e),
             Input::DialFailed(peer) => self.dial_failed(now, peer),

@@ -84,8 +84,19 @@ fn a_connection_is_handed_its_window_and_more_as_acks_come() {
     assert!(outputs(&mut c).is_empty(), "no address: nothing to dial");
     c.authenticated(7, b, false, addr(2), 70).unwrap();
     assert_eq!(batches_to(&outputs(&mut c), 70), [0, 1, 2, 3]);
-    c.acked(b, 7, 2);
-    assert_eq!(batches_to(&outputs(&mut c), 70), [4, 5]);
+    c.acked(b, 7, 2, 9);
+    let outs = outputs(&mut c);
+    assert_eq!(batches_to(&outs, 70), [4, 5]);
+    // The core's outbox is the ledger: the counter comes back as the messages' IDs, with
+    // the driver's path code.
+    let delivered: Vec<_> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Delivered { peer, ids, path } => Some((*peer, ids.clone(), *path)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, vec![(b, vec![msg(0).id, msg(1).id], 9)]);
     assert_eq!(c.peer(&b).unwrap().inflight, 4);
     assert_eq!(c.peer(&b).unwrap().queued, 4);
 }
@@ -99,7 +110,7 @@ fn what_an_ended_connection_did_not_get_acknowledged_goes_to_the_next_first() {
     c.send(now, b, (0..6).map(msg).collect());
     c.authenticated(7, b, false, addr(2), 70).unwrap();
     assert_eq!(batches_to(&outputs(&mut c), 70), [0, 1, 2, 3]);
-    c.acked(b, 7, 1);
+    c.acked(b, 7, 1, 0);
     outputs(&mut c);
     c.connection_ended(
         now,
