@@ -1,7 +1,7 @@
 //! The offline mailbox's rounds (spec/09-mailbox.md §5–§7), sans-IO: what is due when, which
 //! outbox messages go to a recipient's mailbox, the ledger of items put and awaiting a
 //! receipt, the backoff after a failed put, our receipt's entries, and the counters. The
-//! node core owns it ([`super::core`]); the driver's mailbox task asks it for the next
+//! node core owns it; the driver's mailbox task asks it for the next
 //! [`Round`], does the DHT work (lookups, sealing, puts, pages) and reports back:
 //!
 //! - [`Round::PublishKem`]: our KEM key record, again a day after it was stored (5 s after
