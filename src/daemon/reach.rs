@@ -24,6 +24,7 @@ use crate::nat::discovery::{Discovery, DiscoveryError, NatClass};
 use crate::nat::punch::{Punch, PunchConfig, PunchCreds, PunchResult, Selected};
 use crate::nat::signal::{ConnectErrorCode, Signal, SignalKind};
 use crate::nat::stun;
+use crate::node::addresses;
 use crate::node::core::{Answer, Input, Query, Reply};
 use crate::node::reach::answer::{self, AskRelay, Callee};
 pub use crate::node::reach::Reached;
@@ -418,55 +419,18 @@ fn route_source(to: SocketAddr) -> Option<IpAddr> {
     Some(s.local_addr().ok()?.ip())
 }
 
-/// Keeps the TURN task's `relay` candidate when discovery replaces the others.
-fn keep_relayed(new: &mut Vec<Candidate>, old: &[Candidate]) {
-    new.extend(
-        old.iter()
-            .filter(|c| c.kind == CandidateKind::Relayed)
-            .copied(),
-    );
-}
-
-/// Most host candidates published.
-const MAX_HOST_CANDIDATES: usize = 8;
-
-/// Host candidates (spec/05 §3): the addresses the node's socket receives on — every
-/// non-loopback, non-link-local interface address of the socket's family (both families
-/// for a dual-stack `[::]` socket), or the one address it is bound to — with its port.
-/// `preferred` (the route toward the STUN server) comes first, with the highest priority.
-fn host_candidates(local: SocketAddr, preferred: Option<IpAddr>) -> Vec<Candidate> {
-    let mut ips: Vec<IpAddr> = Vec::new();
-    if local.ip().is_unspecified() {
-        let dual = local.is_ipv6();
-        let mut all: Vec<IpAddr> = if_addrs::get_if_addrs()
+/// Our host candidates now (`node::addresses::host_candidates` over the interfaces'
+/// addresses), the one on the route toward `server` first.
+fn host_candidates(local: SocketAddr, server: SocketAddr) -> Vec<Candidate> {
+    let interfaces: Vec<IpAddr> = match local.ip().is_unspecified() {
+        true => if_addrs::get_if_addrs()
             .unwrap_or_default()
             .iter()
-            .filter(|i| !i.is_loopback() && !i.is_link_local())
             .map(|i| i.ip())
-            .filter(|ip| dual || ip.is_ipv4())
-            .collect();
-        all.sort_by_key(|ip| (Some(*ip) != preferred, ip.is_ipv4()));
-        ips.extend(all);
-    } else {
-        ips.push(local.ip());
-    }
-    if let Some(p) = preferred {
-        if !ips.contains(&p) && (local.ip().is_unspecified() || local.ip() == p) {
-            ips.insert(0, p);
-        }
-    }
-    ips.dedup();
-    ips.iter()
-        .take(MAX_HOST_CANDIDATES)
-        .enumerate()
-        .map(|(i, ip)| {
-            Candidate::new(
-                CandidateKind::Host,
-                SocketAddr::new(*ip, local.port()),
-                65535 - i as u16,
-            )
-        })
-        .collect()
+            .collect(),
+        false => Vec::new(),
+    };
+    addresses::host_candidates(local, route_source(server), &interfaces)
 }
 
 impl NodeHandle {
@@ -479,7 +443,7 @@ impl NodeHandle {
     /// them and would make it look like a full cone. Only the server-reflexive candidate
     /// comes from the node's socket (one plain Binding to `server`).
     pub async fn discover_nat(&self, server: SocketAddr) -> Result<NatClass, DiscoveryError> {
-        let host_cands = host_candidates(self.local_addr(), route_source(server));
+        let host_cands = host_candidates(self.local_addr(), server);
         let host: Vec<IpAddr> = host_cands.iter().map(|c| c.addr.ip()).collect();
         let probe = tokio::net::UdpSocket::bind(any_port_of_family(server))
             .await
@@ -521,8 +485,7 @@ impl NodeHandle {
         }
         self.shared.nat.status.send_modify(|st| {
             st.class = Some(class);
-            keep_relayed(&mut cands, &st.candidates);
-            st.candidates = cands;
+            st.candidates = addresses::with_relayed(cands, &st.candidates);
         });
         Ok(class)
     }
@@ -539,7 +502,7 @@ impl NodeHandle {
         let first = *servers
             .first()
             .ok_or_else(|| stun::BindingError::Io("no STUN server".into()))?;
-        let mut cands = host_candidates(self.local_addr(), route_source(first));
+        let mut cands = host_candidates(self.local_addr(), first);
         let mut mapped = Vec::new();
         let mut last_err = None;
         for s in servers.iter().take(2) {
@@ -556,8 +519,7 @@ impl NodeHandle {
         }
         self.shared.nat.status.send_modify(|st| {
             st.class = None;
-            keep_relayed(&mut cands, &st.candidates);
-            st.candidates = cands;
+            st.candidates = addresses::with_relayed(cands, &st.candidates);
         });
         Ok(mapped.get(1).map(|m2| *m2 == m1))
     }
@@ -567,23 +529,11 @@ impl NodeHandle {
     /// uplink, a NAT reboot, a DHCP lease). One quick Binding (discovery timers, ≤ 2.2 s),
     /// which also refreshes the mapping toward `server`.
     pub async fn network_changed(&self, server: SocketAddr) -> bool {
-        let st = self.nat_status();
-        let host_of = |cands: &[Candidate]| -> Vec<SocketAddr> {
-            cands
-                .iter()
-                .filter(|c| c.kind == CandidateKind::Host)
-                .map(|c| c.addr)
-                .collect()
-        };
-        let host_now = host_of(&host_candidates(self.local_addr(), route_source(server)));
-        if host_now != host_of(&st.candidates) {
+        let published = self.nat_status().candidates;
+        let host_now = host_candidates(self.local_addr(), server);
+        if addresses::hosts_changed(&published, &host_now) {
             return true;
         }
-        let srflx_before = st
-            .candidates
-            .iter()
-            .find(|c| c.kind == CandidateKind::ServerReflexive)
-            .map(|c| c.addr);
         let opts = stun::Options {
             timers: stun::Timers::DISCOVERY,
             ..stun::Options::default()
@@ -591,13 +541,8 @@ impl NodeHandle {
         let binding =
             stun::Binding::with_options(server, self.transaction_id(), opts, Instant::now());
         let answer = self.stun_transaction(binding).await;
-        tracing::debug!(?answer, ?srflx_before, "network check");
-        match answer {
-            Ok(a) if host_now.contains(&a.mapped) => srflx_before.is_some(),
-            Ok(a) => srflx_before != Some(a.mapped),
-            // No answer says nothing about our addresses.
-            Err(_) => false,
-        }
+        tracing::debug!(?answer, "network check");
+        addresses::mapping_changed(&published, &host_now, answer.ok().map(|a| a.mapped))
     }
 
     /// What this node knows about its own reachability.
@@ -1137,29 +1082,3 @@ pub(crate) async fn connect_via(
 
 #[cfg(test)]
 mod predict_tests;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_candidates_of_a_bound_and_of_a_wildcard_socket() {
-        let bound = host_candidates("127.0.0.1:5000".parse().unwrap(), None);
-        assert_eq!(bound.len(), 1);
-        assert_eq!(bound[0].addr, "127.0.0.1:5000".parse().unwrap());
-
-        let preferred: IpAddr = "192.0.2.7".parse().unwrap();
-        let any = host_candidates("0.0.0.0:5000".parse().unwrap(), Some(preferred));
-        assert_eq!(
-            any[0].addr,
-            SocketAddr::new(preferred, 5000),
-            "route source first"
-        );
-        assert!(any
-            .iter()
-            .all(|c| c.addr.is_ipv4() && c.addr.port() == 5000));
-        assert!(any.iter().all(|c| !c.addr.ip().is_loopback()));
-        assert!(any.windows(2).all(|w| w[0].priority > w[1].priority));
-        assert!(any.len() <= MAX_HOST_CANDIDATES);
-    }
-}

@@ -12,6 +12,7 @@
 //! | [`routine`] | the node's routine: join the DHT, fetch the mailbox, discover the NAT, serve or not, register, announce; again every refresh or when the network changed |
 //! | [`rendezvous`] | the rendezvous role: registrations with expiry, quotas and a cap; CONNECT admission (rate limits, replay cache) |
 
+pub mod addresses;
 pub mod core;
 pub mod dht_pool;
 pub mod mailbox;
