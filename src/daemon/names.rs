@@ -22,6 +22,7 @@ use crate::crypto::record::{name_key, RecordKind};
 use crate::crypto::{Fingerprint, Record};
 use crate::dht::{DhtEvent, VerifiedRecord};
 use crate::node::core::{DhtQuery, Input};
+use crate::node::names;
 
 /// Most names one node claims (each costs a signature and a put per republish).
 pub const MAX_OWN_NAMES: usize = 16;
@@ -108,6 +109,14 @@ async fn lookup(shared: &Shared, name: &str) -> Result<Vec<(NameClaim, Record)>,
         .filter_map(|r| NameClaim::decode(r.value()).map(|c| (c, r)))
         .filter(|(c, _)| c.name == name)
         .collect())
+}
+
+/// The claims found, each with its publisher.
+fn publishers(found: Vec<(NameClaim, Record)>) -> Vec<(NameClaim, Fingerprint)> {
+    found
+        .into_iter()
+        .map(|(c, r)| (c, r.publisher().fingerprint()))
+        .collect()
 }
 
 fn decide(name: &str, found: &[(NameClaim, Record)]) -> Option<Resolved> {
@@ -209,53 +218,28 @@ impl NodeHandle {
             return Err(NamesError::TooMany);
         }
         let claimed_at = held.as_ref().map_or(unix_ms() / 1000, |n| n.claimed_at);
-        let taken = |found: &[(NameClaim, Record)], ours: Option<&NameClaim>| {
-            let mut all: Vec<(&NameClaim, Fingerprint, ())> = found
-                .iter()
-                .map(|(c, r)| (c, r.publisher().fingerprint(), ()))
-                .collect();
-            if let Some(c) = ours {
-                all.push((c, me, ()));
-            }
-            match winner(all) {
-                Some((fp, ())) if fp != me => {
-                    let at = found
-                        .iter()
-                        .find(|(_, r)| r.publisher().fingerprint() == fp)
-                        .map_or(0, |(c, _)| c.claimed_at);
-                    Some(NamesError::Taken {
-                        name: name.clone(),
-                        holder: fp,
-                        claimed_at: at,
-                    })
-                }
-                _ => None,
-            }
-        };
         let ours = NameClaim {
             claimed_at,
             name: name.clone(),
         };
-        let found = lookup(shared, &name).await?;
-        // First come: a new claim yields to any claim another publisher holds already,
-        // whatever its claim time (a tie within one second would otherwise go to the
-        // smaller fingerprint, and a late claimant could win it). The race rule decides
-        // only between claims made at about the same time (the check after the put).
-        let first = if held.is_none() {
-            taken(&found, None)
-        } else {
-            taken(&found, Some(&ours))
+        // The decisions are `node::names`': first come before the put, the race rule after.
+        let taken = |h: names::Holder| NamesError::Taken {
+            name: name.clone(),
+            holder: h.fingerprint,
+            claimed_at: h.claimed_at,
         };
-        if let Some(e) = first {
+        let found = publishers(lookup(shared, &name).await?);
+        if let Some(h) = names::before_put(me, &found, &ours, held.is_some()) {
             if held.is_some() {
                 self.forget_name(&name).await;
             }
-            return Err(e);
+            return Err(taken(h));
         }
         let (expiry, stored_at) = publish(shared, &name, claimed_at).await?;
-        if let Some(e) = taken(&lookup(shared, &name).await?, Some(&ours)) {
+        let found = publishers(lookup(shared, &name).await?);
+        if let Some(h) = names::after_put(me, &found, &ours) {
             self.forget_name(&name).await;
-            return Err(e);
+            return Err(taken(h));
         }
         shared
             .names

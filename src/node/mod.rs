@@ -16,6 +16,7 @@ pub mod addresses;
 pub mod core;
 pub mod dht_pool;
 pub mod mailbox;
+pub mod names;
 pub mod peers;
 pub mod reach;
 pub mod relay_server;
