@@ -214,6 +214,13 @@ mod tests {
         }
     }
 
+    /// A caller and a callee, and the callee's fingerprint.
+    fn pair() -> (Identity, Identity, Fingerprint) {
+        let callee = Identity::generate(&mut OsRng);
+        let me = callee.fingerprint();
+        (Identity::generate(&mut OsRng), callee, me)
+    }
+
     fn ctx<'a>(key: &'a PublicKey, ours: &'a [Candidate], policy: RelayPolicy) -> Callee<'a> {
         Callee {
             key,
@@ -230,11 +237,7 @@ mod tests {
 
     #[test]
     fn an_offer_is_answered_with_our_candidates_punched_and_the_relay_after_a_wait() {
-        let (caller, callee) = (
-            Identity::generate(&mut OsRng),
-            Identity::generate(&mut OsRng),
-        );
-        let me = callee.fingerprint();
+        let (caller, callee, me) = pair();
         let ours = [cand(CandidateKind::ServerReflexive, "198.51.100.2:4000")];
         let theirs = vec![
             cand(CandidateKind::ServerReflexive, "203.0.113.9:5000"),
@@ -263,11 +266,7 @@ mod tests {
 
     #[test]
     fn relay_only_answers_without_addresses_and_asks_the_relay_at_once() {
-        let (caller, callee) = (
-            Identity::generate(&mut OsRng),
-            Identity::generate(&mut OsRng),
-        );
-        let me = callee.fingerprint();
+        let (caller, callee, me) = pair();
         let ours = [cand(CandidateKind::ServerReflexive, "198.51.100.2:4000")];
         let o = offer(
             &caller,
@@ -290,11 +289,7 @@ mod tests {
 
     #[test]
     fn never_punches_but_asks_no_relay() {
-        let (caller, callee) = (
-            Identity::generate(&mut OsRng),
-            Identity::generate(&mut OsRng),
-        );
-        let me = callee.fingerprint();
+        let (caller, callee, me) = pair();
         let o = offer(
             &caller,
             me,
@@ -308,11 +303,7 @@ mod tests {
 
     #[test]
     fn stale_foreign_and_busy_offers_are_refused_with_their_codes() {
-        let (caller, callee) = (
-            Identity::generate(&mut OsRng),
-            Identity::generate(&mut OsRng),
-        );
-        let me = callee.fingerprint();
+        let (caller, callee, me) = pair();
         let key = callee.public_key();
         let stale = offer(&caller, me, 1, Vec::new());
         let e = answer(&stale, &me, ctx(key, &[], RelayPolicy::Auto)).unwrap_err();
