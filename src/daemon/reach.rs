@@ -238,6 +238,11 @@ async fn start_punch(
             }
             if let Some(sel) = punch.first_working() {
                 if let Some(tx) = first_tx.take() {
+                    // A first pair behind our own relay (the relay goes first): QUIC to
+                    // it goes through the relay too.
+                    if punch.via_relay(sel.remote) {
+                        shared.socket.add_relayed(sel.remote);
+                    }
                     let _ = tx.send(sel);
                 }
             }

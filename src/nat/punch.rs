@@ -106,6 +106,9 @@ pub struct Punch {
     first_success: Option<Instant>,
     /// When a pair not through a relay first answered.
     first_direct: Option<Instant>,
+    /// When a check from the peer first reached us directly (not through our relay): the
+    /// pair it came on works inbound, and our triggered check toward it is on its way.
+    heard_direct: Option<Instant>,
     /// Datagrams to send: where, what, and whether through our own TURN allocation.
     out: VecDeque<(SocketAddr, Vec<u8>, bool)>,
     result: Option<PunchResult>,
@@ -143,6 +146,7 @@ impl Punch {
             start: now,
             first_success: None,
             first_direct: None,
+            heard_direct: None,
             out: VecDeque::new(),
             result: None,
             prober: None,
@@ -360,6 +364,9 @@ impl Punch {
             };
             // The answer goes back the way the check came.
             self.out.push_back((from, answer, relayed));
+            if !relayed {
+                self.heard_direct.get_or_insert(now);
+            }
             // The hard side heard a probe: its check from that port follows this one. A
             // check that came through our own TURN allocation says nothing of that: it
             // left the hard side's NAT toward the TURN server, not toward us.
@@ -440,10 +447,12 @@ impl Punch {
     /// The best pair that answered so far (by priority, then RTT), before the attempt
     /// settled: the session can start on it at once and move to the final pair later
     /// (spec/05-nat.md §5.2).
-    /// A pair through a relay is never the first: the session starts on it only when the
-    /// attempt settles on it (no direct pair answered by then).
+    /// A pair through a relay is the first only where the relay goes first (`relay_wait`
+    /// zero: the pair's NAT classes rule out a direct path or leave only port
+    /// prediction, spec/07-relay.md §1.9); elsewhere the session starts on it only when
+    /// the attempt settles on it (no direct pair answered by then).
     pub fn first_working(&self) -> Option<Selected> {
-        self.best(false)
+        self.best(self.cfg.relay_wait.is_zero())
     }
 
     /// The best pair that answered (by priority, then RTT), relay pairs only if `relayed`.
@@ -470,10 +479,13 @@ impl Punch {
 
     /// When the attempt settles, once a pair answered: `settle` after the first direct
     /// pair; with only relay pairs, `settle` after the first of them but not before
-    /// `relay_wait`, nor before [`PREDICTION_WINDOW`] while port prediction runs.
+    /// `relay_wait`, nor before [`PREDICTION_WINDOW`] while port prediction runs, nor
+    /// before our triggered check toward a peer heard directly had its chance
+    /// ([`Self::direct_grace`]): the peer's check that stopped port prediction proves
+    /// the direct pair one way, the answer to ours proves it the other.
     fn settle_at(&self) -> Option<Instant> {
         let first = self.first_success?;
-        if self.first_working().is_some() {
+        if self.best(false).is_some() {
             return Some(self.first_direct.unwrap_or(first) + self.cfg.settle);
         }
         let predicting = self.prober.as_ref().is_some_and(|p| !p.done()) || self.spraying;
@@ -482,11 +494,29 @@ impl Punch {
         } else {
             self.start
         };
+        let heard = self
+            .heard_direct
+            .map_or(self.start, |h| h + self.direct_grace());
         Some(
             (first + self.cfg.settle)
                 .max(self.start + self.cfg.relay_wait)
-                .max(until),
+                .max(until)
+                .max(heard),
         )
+    }
+
+    /// How long a relay pair waits for the answer to a triggered check toward a peer that
+    /// reached us directly: `settle`, or two round trips of the relay pair if longer (the
+    /// direct path is not longer than the one through a relay).
+    fn direct_grace(&self) -> Duration {
+        let relay_rtt = self
+            .pairs
+            .iter()
+            .filter(|p| p.remote.kind == CandidateKind::Relayed)
+            .filter_map(|p| p.rtt)
+            .min()
+            .unwrap_or_default();
+        self.cfg.settle.max(2 * relay_rtt)
     }
 
     fn select(&mut self) {

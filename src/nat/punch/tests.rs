@@ -380,3 +380,88 @@ fn a_relay_pair_does_not_stop_port_prediction() {
     };
     assert_eq!((sel.remote, sel.kind), (via_turn, K::Relayed));
 }
+
+/// The hard side's check from the side socket a prediction probe hit reaches us directly
+/// while a relay pair already works and `relay_wait` is zero (a pair that starts on the
+/// relay): the attempt waits for the answer to our triggered check and settles on the
+/// direct pair, not on the relay pair (seen in `nat-matrix --turn`, port-restricted ↔
+/// symmetric, before this rule).
+#[test]
+fn a_check_heard_directly_gets_its_answer_before_a_relay_pair_settles() {
+    use crate::nat::predict::{ProbeConfig, Prober};
+    let t0 = crate::nat::tests::t0();
+    let hard: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+    let easy: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+    let cands = vec![Candidate::new(K::ServerReflexive, hard, 100)];
+    let cfg = PunchConfig {
+        relay_wait: Duration::ZERO,
+        ..PunchConfig::default()
+    };
+    let mut a = Punch::new(creds("aaaa", "bbbb"), &cands, true, [1; 4], cfg, t0);
+    a.predict(Prober::new(
+        hard,
+        false,
+        ProbeConfig::default(),
+        2048,
+        [9; 32],
+        t0,
+    ));
+    a.handle_timeout(t0);
+    while a.poll_transmit().is_some() {}
+    let mut b = Punch::new(
+        creds("bbbb", "aaaa"),
+        &[Candidate::new(K::ServerReflexive, easy, 1)],
+        false,
+        [2; 4],
+        cfg,
+        t0,
+    );
+    b.handle_timeout(t0);
+    // A relay pair works: the hard side's check through our TURN allocation, answered.
+    let (_, check) = b.poll_transmit().unwrap();
+    let via_turn = SocketAddr::new(hard.ip(), 55555);
+    assert!(a.handle_stun_via(via_turn, &check, t0, true));
+    let triggered = std::iter::from_fn(|| a.poll_transmit())
+        .filter(|(to, _)| *to == via_turn)
+        .map(|(_, b)| b)
+        .last()
+        .unwrap();
+    assert!(b.handle_stun(easy, &triggered, t0));
+    let answer = std::iter::from_fn(|| b.poll_transmit())
+        .map(|(_, b)| b)
+        .last()
+        .unwrap();
+    let t1 = t0 + Duration::from_millis(50);
+    assert!(a.handle_stun_via(via_turn, &answer, t1, true));
+    // The relay goes first here: the session may start on the relay pair at once.
+    assert_eq!(a.first_working().map(|s| s.remote), Some(via_turn));
+    // A side socket's check, straight from the hard side's NAT: prediction hit.
+    let side = SocketAddr::new(hard.ip(), 61000);
+    let t2 = t0 + Duration::from_millis(300);
+    b.handle_timeout(t2);
+    let (_, check) = b.poll_transmit().unwrap();
+    assert!(a.handle_stun(side, &check, t2));
+    assert!(a.predicted_probes() > 0);
+    let to_side: Vec<Vec<u8>> = std::iter::from_fn(|| a.poll_transmit())
+        .filter(|(to, _)| *to == side)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(to_side.len(), 2, "the answer and our triggered check");
+    // Prediction stopped and the relay pair is long proven, but the triggered check is
+    // in flight: no end yet.
+    a.handle_timeout(t2 + Duration::from_millis(1));
+    assert_eq!(a.result(), None, "waits for the triggered check");
+    // Its answer proves the direct pair; the attempt settles on it.
+    assert!(b.handle_stun(easy, &to_side[1], t2));
+    let answer = std::iter::from_fn(|| b.poll_transmit())
+        .map(|(_, b)| b)
+        .last()
+        .unwrap();
+    let t3 = t2 + Duration::from_millis(5);
+    assert!(a.handle_stun(side, &answer, t3));
+    a.handle_timeout(t3 + cfg.settle);
+    let Some(PunchResult::Connected(sel)) = a.result() else {
+        panic!("settled: {:?}", a.result());
+    };
+    assert_eq!((sel.remote, sel.kind), (side, K::PeerReflexive));
+}
