@@ -28,7 +28,7 @@ use super::path::{delivery_path, path_of};
 use super::shared::{
     conn_queue, sub, ConnCmd, ConnHandle, CoreCmd, NodeHandle, Shared, TransportStats,
 };
-use super::store::{Cmd, Stored};
+use super::store::Stored;
 
 impl NodeHandle {
     /// The connection drivers' counters.
@@ -528,9 +528,15 @@ async fn on_stored(
     st: &mut State,
     stored: Stored,
 ) -> Result<(), End> {
-    let new = stored
-        .new
-        .map_err(|e| End::Closed(format!("cannot store received messages: {e}")))?;
+    if let Some(e) = stored.failed {
+        // Not acknowledged: the sender sends them again, and the core takes them as new.
+        if let Some(peer) = st.peer {
+            let ids = stored.new.iter().map(|m| m.id).collect();
+            let _ = shared.core.input(Input::NotStored { peer, ids }).await;
+        }
+        return Err(End::Closed(format!("cannot store received messages: {e}")));
+    }
+    let new = stored.new;
     st.unstored = st.received - stored.upto;
     core.confirm(stored.upto);
     let events: Vec<_> = new
@@ -613,32 +619,19 @@ async fn handle_events(
             return Err(gone());
         }
     }
-    // Received messages are delivered once the store (or, without one, the core's
-    // de-duplication window) has them: both answer on `stored_tx`.
+    // Received messages go to the core, which keeps the new ones; they are acknowledged
+    // and delivered once stored (or at once, without a store): the answer comes on
+    // `stored_tx`.
     if let (Some(from), false) = (st.peer, to_store.is_empty()) {
         st.unstored += to_store.len() as u64;
-        let (msgs, upto, reply) = (to_store, st.received, stored_tx.clone());
-        match &shared.store {
-            Some(store) => store
-                .cmd(Cmd::Received {
-                    from,
-                    msgs,
-                    upto,
-                    reply,
-                })
-                .await
-                .map_err(|_| End::Closed("message store closed".to_owned()))?,
-            None => {
-                let cmd = CoreCmd::Received {
-                    from,
-                    msgs,
-                    upto,
-                    reply,
-                };
-                if !shared.core.send(cmd).await {
-                    return Err(gone());
-                }
-            }
+        let cmd = CoreCmd::Received {
+            from,
+            msgs: to_store,
+            upto: st.received,
+            reply: stored_tx.clone(),
+        };
+        if !shared.core.send(cmd).await {
+            return Err(gone());
         }
     }
     if !events.is_empty() && shared.events.send_all(events).await.is_err() {

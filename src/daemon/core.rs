@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::conn::dial_round;
 use super::dht_persist::Snapshot;
 use super::shared::{ConnCmd, ConnHandle, CoreCmd, DhtShared, DriverCore, Shared, CORE_QUEUE};
-use super::store::Stored;
+use super::store::{Store, Stored};
 use super::util::lock;
 use crate::dht::{DhtEvent, DhtMessage, QueryId};
 use crate::node::core::{Answer, Input, Output, Query, Reply};
@@ -46,6 +46,9 @@ struct Waits {
     final_save: Option<oneshot::Sender<Snapshot>>,
     /// Deliveries go to the task that records and announces them (`daemon::delivered`).
     delivered: mpsc::UnboundedSender<super::delivered::Delivered>,
+    /// The message store, if the node keeps one: received messages the core found new
+    /// go there before they are acknowledged.
+    store: Option<Store>,
 }
 
 /// Runs the core until every sender of its queue is gone.
@@ -57,12 +60,14 @@ pub(crate) async fn run(
     // `shared` holds a sender of our own queue: hold it weakly, or the task never ends.
     let weak = Arc::downgrade(&shared);
     let dht = shared.dht.clone();
+    let store = shared.store.clone();
     drop(shared);
     let mut waits = Waits {
         queries: HashMap::new(),
         answers: HashMap::new(),
         final_save: None,
         delivered: super::delivered::spawn(weak.clone()),
+        store,
     };
     let mut cmds = Vec::with_capacity(BATCH);
     let mut next_save = Instant::now() + SAVE_EVERY;
@@ -155,11 +160,22 @@ fn handle(core: &mut DriverCore, waits: &mut Waits, now: Instant, cmd: CoreCmd) 
             upto,
             reply,
         } => {
+            // The one de-duplication; the store writes what is new, then the connection
+            // acknowledges and delivers it.
             let new = match core.handle(now, Input::Received { peer: from, msgs }) {
                 Reply::New(new) => new,
                 _ => Vec::new(),
             };
-            let _ = reply.send(Stored { upto, new: Ok(new) });
+            match &waits.store {
+                Some(store) => store.persist(from, new, upto, reply),
+                None => {
+                    let _ = reply.send(Stored {
+                        upto,
+                        new,
+                        failed: None,
+                    });
+                }
+            }
         }
         CoreCmd::DhtInbound { from, msg, reply } => {
             waits.answers.insert((from.id, msg.msg.id), reply);

@@ -41,7 +41,7 @@ async fn run(weak: Weak<Shared>, mut rx: mpsc::UnboundedReceiver<Delivered>) {
                 }
             }
             for (path, ids) in by_path {
-                if store.cmd(Cmd::DeliveredVia { ids, path }).await.is_err() {
+                if store.cmd(Cmd::DeliveredVia { ids, path }).is_err() {
                     tracing::warn!("message store closed: deliveries not recorded");
                 }
             }

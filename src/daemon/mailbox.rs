@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::dht::{query, DhtError};
 use super::events::NodeEvent;
 pub use super::mailbox_state::{MailboxConfig, MailboxStats, OutboxEntry};
-use super::shared::{NodeHandle, Shared};
-use super::store::{Cmd, Listing, PATH_MAILBOX};
+use super::shared::{CoreCmd, NodeHandle, Shared};
+use super::store::{Cmd, Listing, Stored, PATH_MAILBOX};
 use super::util::{unix_ms, with_rng};
 use crate::crypto::receipt::{item_seq, Receipt};
 use crate::crypto::record::{kem_key, mailbox_key, RecordKind};
@@ -165,7 +165,7 @@ async fn listing(shared: &Shared, max: usize) -> Listing {
         return Listing::default();
     };
     let (reply, rx) = oneshot::channel();
-    if store.cmd(Cmd::List { max, reply }).await.is_err() {
+    if store.cmd(Cmd::List { max, reply }).is_err() {
         return Listing::default();
     }
     rx.await.unwrap_or_default()
@@ -274,12 +274,10 @@ async fn receipt_of(shared: &Shared, peer: Fingerprint) {
     }
     tracing::debug!(%peer, n = ids.len(), "mailbox receipt: delivered");
     if let Some(store) = &shared.store {
-        let _ = store
-            .cmd(Cmd::DeliveredVia {
-                ids: ids.clone(),
-                path: PATH_MAILBOX,
-            })
-            .await;
+        let _ = store.cmd(Cmd::DeliveredVia {
+            ids: ids.clone(),
+            path: PATH_MAILBOX,
+        });
     }
     let _ = shared
         .events
@@ -437,23 +435,32 @@ async fn fetch(shared: &Shared) -> Result<(), DhtError> {
     Ok(())
 }
 
-/// Stores `msgs` from `from` in the inbox; returns the ones not stored before.
+/// Hands `msgs` from `from` to the node core as received (it keeps the new ones, the
+/// store writes them); returns the ones that were new and are stored.
 async fn store_received(shared: &Shared, from: Fingerprint, msgs: Vec<Message>) -> Vec<Message> {
-    let Some(store) = &shared.store else {
-        return Vec::new();
-    };
     let (reply, mut rx) = mpsc::unbounded_channel();
-    let cmd = Cmd::Received {
+    let cmd = CoreCmd::Received {
         from,
         msgs,
         upto: 0,
         reply,
     };
-    if store.cmd(cmd).await.is_err() {
+    if !shared.core.send(cmd).await {
         return Vec::new();
     }
     match rx.recv().await {
-        Some(s) => s.new.unwrap_or_default(),
+        Some(Stored {
+            failed: None, new, ..
+        }) => new,
+        Some(Stored { new, .. }) => {
+            // Not stored: forgotten, so the next fetch takes them again.
+            let ids = new.iter().map(|m| m.id).collect();
+            let _ = shared
+                .core
+                .input(Input::NotStored { peer: from, ids })
+                .await;
+            Vec::new()
+        }
         None => Vec::new(),
     }
 }

@@ -100,17 +100,17 @@ impl Node {
             rand_core::RngCore::next_u64(&mut OsRng),
             rand_core::RngCore::next_u64(&mut OsRng),
         ];
-        let (store, backlog, inbox) = match &cfg.store_dir {
+        let (store, backlog, seen, inbox) = match &cfg.store_dir {
             Some(dir) => {
                 let limits = StoreLimits {
                     dedup_window: cfg.inbox_capacity,
                     dedup_senders: cfg.max_peers,
                     keep_delivered: cfg.keep_delivered,
                 };
-                let (s, b, i) = Store::open(dir, limits, hash_key)?;
-                (Some(s), b, Some(i))
+                let o = Store::open(dir, limits)?;
+                (Some(o.store), o.backlog, o.seen, Some(o.inbox))
             }
-            None => (None, Vec::new(), None),
+            None => (None, Vec::new(), Vec::new(), None),
         };
         // With a store, a message is acknowledged only once it is stored.
         cfg.conn.ack_on_confirm = store.is_some();
@@ -214,6 +214,10 @@ impl Node {
         let pending: usize = backlog.iter().map(|(_, m)| m.len()).sum();
         let now = Instant::now();
         core.handle(now, Input::StartRetry);
+        // The de-duplication windows begin with what the store holds.
+        for (peer, ids) in seen {
+            core.handle(now, Input::Seen { peer, ids });
+        }
         for (peer, msgs) in backlog {
             core.handle(now, Input::Send { peer, msgs });
         }

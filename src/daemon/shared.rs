@@ -102,8 +102,9 @@ pub(crate) enum CoreCmd {
     Ask(CoreInput, oneshot::Sender<Reply>),
     /// A read-only question.
     Query(Query, oneshot::Sender<CoreAnswer>),
-    /// Without a store: messages received, to de-duplicate; the new ones come back on
-    /// `reply` as the store's answer would.
+    /// Messages received (over a session, or from a mailbox): the core keeps the new ones
+    /// ([`Input::Received`](crate::node::core::Input)), the store (if any) writes them,
+    /// and they come back on `reply` ([`Stored`](super::store::Stored)).
     Received {
         from: Fingerprint,
         msgs: Vec<crate::crypto::Message>,

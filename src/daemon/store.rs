@@ -1,8 +1,10 @@
-//! The message store (spec/06-node.md §3): the outbox, the received messages and their
-//! de-duplication, and what was delivered, in a sled database in the data directory, so
-//! that a crash of either side loses nothing and doubles nothing.
+//! The message store (spec/06-node.md §3): the outbox, the received messages and what was
+//! delivered, in a sled database in the data directory, so that a crash of either side
+//! loses nothing and doubles nothing. It decides nothing: what is new among received
+//! messages is the node core's call (its de-duplication windows, spec/06-node.md §1.1),
+//! and the store writes what the core task hands it.
 //!
-//! One thread owns the database. Tasks send it [`Cmd`]s over a bounded channel; it takes
+//! One thread owns the database. Tasks send it [`Cmd`]s over a channel; it takes
 //! every command waiting, applies them in order, flushes once and only then answers all of
 //! them — a group commit: one `fsync` for a burst of sends and receipts, however many
 //! tasks made them.
@@ -27,10 +29,11 @@
 //! acknowledged; after a crash the whole batch is sent again and the receiver drops the
 //! ones it has.
 //!
-//! De-duplication: per sender, the IDs of at least the last `dedup_window` stored messages
-//! (two generations, as `session::Inbox`), rebuilt from the inbox at start. A sender resends
-//! only what it has no ACK for — at most two connections' worth of unacknowledged messages
-//! plus the rest of one batch (spec/06-node.md §3.3) — so the window covers every resend.
+//! De-duplication across restarts: at start the store reads, newest first, the IDs of the
+//! last `dedup_window` stored messages of each of the last `dedup_senders` senders
+//! ([`Seen`]), and the node core's windows begin with them. A sender resends only what it
+//! has no ACK for — at most two connections' worth of unacknowledged messages plus the rest
+//! of one batch (spec/06-node.md §3.3) — so the window covers every resend.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -40,14 +43,12 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::crypto::{Fingerprint, Message, MessageId, MessageKind, FINGERPRINT_LEN};
-use crate::session::{Inbox, Outgoing};
+use crate::session::Outgoing;
 
 /// The database's directory name inside the data directory.
 pub const DB_DIR: &str = "messages.sled";
 /// Most commands one group commit takes.
 const BATCH_MAX: usize = 4096;
-/// Commands waiting for the store thread before senders wait.
-const QUEUE: usize = 1024;
 
 /// The store failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -84,12 +85,14 @@ pub struct StoredMessage {
     pub body: Bytes,
 }
 
-/// Received messages stored by one [`Cmd::Received`]: the session counter up to which the
-/// connection may now acknowledge, and the messages that were new (or why storing failed).
+/// Received messages stored by one [`Cmd::Persist`]: the session counter up to which the
+/// connection may now acknowledge, the messages that were new, and why storing them failed
+/// if it did (then none of them is acknowledged or delivered).
 #[derive(Debug)]
 pub(crate) struct Stored {
     pub(crate) upto: u64,
-    pub(crate) new: Result<Vec<Message>, StoreError>,
+    pub(crate) new: Vec<Message>,
+    pub(crate) failed: Option<StoreError>,
 }
 
 pub(crate) enum Cmd {
@@ -108,8 +111,9 @@ pub(crate) enum Cmd {
         max: usize,
         reply: oneshot::Sender<Listing>,
     },
-    /// Store what arrived (skipping what is already stored), then tell the connection.
-    Received {
+    /// Store what arrived (the messages the node core found new), then tell the connection
+    /// (or the mailbox task) on `reply`.
+    Persist {
         from: Fingerprint,
         msgs: Vec<Message>,
         upto: u64,
@@ -120,7 +124,7 @@ pub(crate) enum Cmd {
 /// The handle tasks use; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Store {
-    tx: mpsc::Sender<Cmd>,
+    tx: mpsc::UnboundedSender<Cmd>,
 }
 
 /// Path byte of a delivery record: acknowledged over a session.
@@ -159,6 +163,19 @@ pub(crate) struct Listing {
 /// What the database held at start: the outbox, per recipient in send order.
 pub(crate) type Backlog = Vec<(Fingerprint, Vec<Outgoing>)>;
 
+/// The IDs of recently stored received messages, per sender, oldest first (see
+/// `Db::seen`): where the node core's de-duplication windows begin.
+pub(crate) type Seen = Vec<(Fingerprint, Vec<MessageId>)>;
+
+/// An opened store: the handle, the outbox it held, the recent received IDs, and the inbox
+/// tree (read by `dna inbox` through the control socket).
+pub(crate) struct Opened {
+    pub(crate) store: Store,
+    pub(crate) backlog: Backlog,
+    pub(crate) seen: Seen,
+    pub(crate) inbox: sled::Tree,
+}
+
 /// Limits of the store's memory (spec/06-node.md §3.3).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StoreLimits {
@@ -186,10 +203,6 @@ struct Db {
     /// Outbox batches by their seq, and the batch of every message in them.
     batches: HashMap<u64, Pending>,
     batch_of: HashMap<MessageId, u64>,
-    /// De-duplication windows per sender, with the time (store order) last used.
-    seen: HashMap<Fingerprint, (Inbox, u64)>,
-    tick: u64,
-    hash_key: [u64; 2],
     /// Entries in `delivered` (sled's `len` walks the tree).
     delivered_len: usize,
 }
@@ -275,10 +288,10 @@ fn parse_inbox(v: &[u8]) -> Option<(Fingerprint, u64, Vec<Entry>)> {
 }
 
 impl Db {
-    fn open(data_dir: &Path, limits: StoreLimits, hash_key: [u64; 2]) -> Result<Db, StoreError> {
+    fn open(data_dir: &Path, limits: StoreLimits) -> Result<Db, StoreError> {
         let db = sled::open(data_dir.join(DB_DIR))?;
         let delivered = db.open_tree("delivered")?;
-        let mut d = Db {
+        Ok(Db {
             outbox: db.open_tree("outbox")?,
             delivered_len: delivered.len(),
             delivered,
@@ -287,41 +300,43 @@ impl Db {
             limits,
             batches: HashMap::new(),
             batch_of: HashMap::new(),
-            seen: HashMap::new(),
-            tick: 0,
-            hash_key,
-        };
-        // The de-duplication windows, from the inbox in store order.
-        for (_, v) in d.inbox.iter().flatten() {
-            if let Some((from, _, msgs)) = parse_inbox(&v) {
-                for (id, _, _, _) in msgs {
-                    d.window(from).accept(id);
-                }
-            }
-        }
-        Ok(d)
+        })
     }
 
-    /// The de-duplication window of `from`, made (and the stalest dropped) if needed.
-    fn window(&mut self, from: Fingerprint) -> &mut Inbox {
-        self.tick += 1;
-        if !self.seen.contains_key(&from) && self.seen.len() >= self.limits.dedup_senders.max(1) {
-            let stalest = self
-                .seen
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(f, _)| *f);
-            if let Some(f) = stalest {
-                self.seen.remove(&f);
+    /// The IDs the node core's de-duplication windows begin with: walking the inbox from
+    /// the newest entry back, the last `dedup_window` IDs of each of the last
+    /// `dedup_senders` senders (each list oldest first; the most recent sender last).
+    fn seen(&self) -> Seen {
+        let (window, senders) = (self.limits.dedup_window, self.limits.dedup_senders.max(1));
+        let mut seen: Seen = Vec::new();
+        for (_, v) in self.inbox.iter().rev().flatten() {
+            let Some((from, _, msgs)) = parse_inbox(&v) else {
+                continue;
+            };
+            let i = match seen.iter().position(|(f, _)| *f == from) {
+                Some(i) => i,
+                None if seen.len() < senders => {
+                    seen.push((from, Vec::new()));
+                    seen.len() - 1
+                }
+                None => continue,
+            };
+            let ids = &mut seen[i].1;
+            ids.extend(
+                msgs.iter()
+                    .rev()
+                    .map(|m| m.0)
+                    .take(window - ids.len().min(window)),
+            );
+            if seen.len() >= senders && seen.iter().all(|(_, ids)| ids.len() >= window) {
+                break;
             }
         }
-        let (window, key) = (self.limits.dedup_window, self.hash_key);
-        let e = self
-            .seen
-            .entry(from)
-            .or_insert_with(|| (Inbox::new(window, key), 0));
-        e.1 = self.tick;
-        &mut e.0
+        for (_, ids) in &mut seen {
+            ids.reverse();
+        }
+        seen.reverse();
+        seen
     }
 
     /// The outbox in key order (per recipient, in send order). Entries that do not parse
@@ -487,12 +502,6 @@ impl Db {
         Ok(())
     }
 
-    /// The messages of `msgs` not stored before (and remembers them as seen).
-    fn new_ones(&mut self, from: &Fingerprint, msgs: Vec<Message>) -> Vec<Message> {
-        let window = self.window(*from);
-        msgs.into_iter().filter(|m| window.accept(m.id)).collect()
-    }
-
     /// Stores `msgs` from `from` as one inbox entry.
     fn store_inbox(&mut self, from: &Fingerprint, msgs: &[Message]) -> Result<(), StoreError> {
         if msgs.is_empty() {
@@ -510,18 +519,6 @@ impl Db {
         let seq = self.db.generate_id()?;
         self.inbox.insert(seq.to_be_bytes(), v)?;
         Ok(())
-    }
-
-    /// Stores the messages not stored before, as one entry; returns those.
-    #[cfg(test)]
-    fn received(
-        &mut self,
-        from: &Fingerprint,
-        msgs: Vec<Message>,
-    ) -> Result<Vec<Message>, StoreError> {
-        let new = self.new_ones(from, msgs);
-        self.store_inbox(from, &new)?;
-        Ok(new)
     }
 }
 
@@ -557,25 +554,58 @@ pub fn read_inbox(data_dir: &Path) -> Result<Vec<StoredMessage>, StoreError> {
 
 impl Store {
     /// Opens the store, returns the outbox it held and starts the store thread.
-    pub(crate) fn open(
-        data_dir: &Path,
-        limits: StoreLimits,
-        hash_key: [u64; 2],
-    ) -> Result<(Store, Backlog, sled::Tree), StoreError> {
-        let mut db = Db::open(data_dir, limits, hash_key)?;
+    pub(crate) fn open(data_dir: &Path, limits: StoreLimits) -> Result<Opened, StoreError> {
+        let mut db = Db::open(data_dir, limits)?;
         let backlog = db.load_outbox();
+        let seen = db.seen();
         let inbox = db.inbox.clone();
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("dna-store".into())
             .spawn(move || run(db, rx))
             .map_err(|e| StoreError::Db(e.to_string()))?;
-        Ok((Store { tx }, backlog, inbox))
+        Ok(Opened {
+            store: Store { tx },
+            backlog,
+            seen,
+            inbox,
+        })
     }
 
-    /// Sends a command; waits while the store thread is behind.
-    pub(crate) async fn cmd(&self, cmd: Cmd) -> Result<(), StoreError> {
-        self.tx.send(cmd).await.map_err(|_| StoreError::Closed)
+    /// Hands the store thread a command without waiting (the node core's task never
+    /// waits). The queue is unbounded and yet bounded by its senders: every
+    /// [`Cmd::Enqueue`] and [`Cmd::List`] has a caller waiting for its answer, a
+    /// connection has at most `max_inflight` received messages unstored, and a delivery
+    /// record follows an ACK of a message in the outbox.
+    pub(crate) fn cmd(&self, cmd: Cmd) -> Result<(), StoreError> {
+        self.tx.send(cmd).map_err(|_| StoreError::Closed)
+    }
+
+    /// Stores `msgs` (new, from `from`) and answers on `reply` — also when the store is
+    /// gone, with the error.
+    pub(crate) fn persist(
+        &self,
+        from: Fingerprint,
+        msgs: Vec<Message>,
+        upto: u64,
+        reply: mpsc::UnboundedSender<Stored>,
+    ) {
+        let cmd = Cmd::Persist {
+            from,
+            msgs,
+            upto,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(Cmd::Persist {
+            msgs, upto, reply, ..
+        })) = self.tx.send(cmd)
+        {
+            let _ = reply.send(Stored {
+                upto,
+                new: msgs,
+                failed: Some(StoreError::Closed),
+            });
+        }
     }
 
     /// Makes `msgs` to `peer` durable.
@@ -585,7 +615,7 @@ impl Store {
         msgs: Vec<Outgoing>,
     ) -> Result<(), StoreError> {
         let (done, rx) = oneshot::channel();
-        self.cmd(Cmd::Enqueue { peer, msgs, done }).await?;
+        self.cmd(Cmd::Enqueue { peer, msgs, done })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -604,7 +634,7 @@ enum Reply {
 }
 
 /// The store thread: group commits until every handle is gone.
-fn run(mut db: Db, mut rx: mpsc::Receiver<Cmd>) {
+fn run(mut db: Db, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -631,7 +661,7 @@ fn run(mut db: Db, mut rx: mpsc::Receiver<Cmd>) {
                 Cmd::List { max, reply } => {
                     let _ = reply.send(db.list(max));
                 }
-                Cmd::Received {
+                Cmd::Persist {
                     from,
                     msgs,
                     upto,
@@ -639,12 +669,16 @@ fn run(mut db: Db, mut rx: mpsc::Receiver<Cmd>) {
                 } => {
                     // What every connection received from one sender in this commit goes
                     // into one entry (written below), not one per connection pass.
-                    let new = db.new_ones(&from, msgs);
                     match arrived.iter_mut().find(|(f, _)| *f == from) {
-                        Some((_, all)) => all.extend(new.iter().cloned()),
-                        None => arrived.push((from, new.clone())),
+                        Some((_, all)) => all.extend(msgs.iter().cloned()),
+                        None => arrived.push((from, msgs.clone())),
                     }
-                    replies.push(Reply::Received(reply, Stored { upto, new: Ok(new) }));
+                    let stored = Stored {
+                        upto,
+                        new: msgs,
+                        failed: None,
+                    };
+                    replies.push(Reply::Received(reply, stored));
                 }
             }
         }
@@ -672,7 +706,7 @@ fn run(mut db: Db, mut rx: mpsc::Receiver<Cmd>) {
                     // Not stored: not acknowledged; the connection ends and the sender sends
                     // it again.
                     if let Some(e) = &failed {
-                        stored.new = Err(e.clone());
+                        stored.failed = Some(e.clone());
                     }
                     let _ = reply.send(stored);
                 }
@@ -698,7 +732,7 @@ mod tests {
     fn open(dir: &std::path::Path) -> Db {
         let mut tries = 0;
         loop {
-            match Db::open(dir, LIMITS, [1, 2]) {
+            match Db::open(dir, LIMITS) {
                 Ok(db) => return db,
                 Err(e) if tries < 500 && format!("{e:?}").contains("acquire lock") => {
                     tries += 1;
@@ -748,8 +782,10 @@ mod tests {
         assert_eq!(db.delivered_len, 1);
     }
 
+    /// What the node core's windows begin with after a restart: the newest
+    /// `dedup_window` IDs of the newest `dedup_senders` senders, oldest first.
     #[test]
-    fn duplicates_are_dropped_across_a_restart_and_windows_are_bounded() {
+    fn the_recent_ids_survive_a_restart_within_the_windows_bounds() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b, c) = (
             Fingerprint([1; 32]),
@@ -758,20 +794,22 @@ mod tests {
         );
         {
             let mut db = open(dir.path());
-            let new = db
-                .received(&a, vec![msg(a, 1), msg(a, 2), msg(a, 1)])
-                .unwrap();
-            assert_eq!(new.len(), 2, "a repeat within one batch is dropped");
+            let ids: Vec<Message> = (1..=3).map(|i| msg(a, i)).collect();
+            db.store_inbox(&a, &ids).unwrap();
+            db.store_inbox(&b, &[msg(b, 1)]).unwrap();
+            db.store_inbox(&a, &[msg(a, 4), msg(a, 5)]).unwrap();
+            db.store_inbox(&c, &[msg(c, 9)]).unwrap();
             db.db.flush().unwrap();
         }
-        let mut db = open(dir.path());
-        assert!(db.received(&a, vec![msg(a, 2)]).unwrap().is_empty());
-        assert_eq!(db.received(&a, vec![msg(a, 3)]).unwrap().len(), 1);
-        db.received(&b, vec![msg(b, 1)]).unwrap();
-        db.received(&c, vec![msg(c, 1)]).unwrap();
-        assert_eq!(db.seen.len(), 2, "at most dedup_senders windows");
+        let db = open(dir.path());
+        let id = |i: u8| MessageId([i; 16]);
+        // a: the newest 4 of 5 (window 4); two senders at most: c and a, b is older.
+        assert_eq!(
+            db.seen(),
+            vec![(a, vec![id(2), id(3), id(4), id(5)]), (c, vec![id(9)])]
+        );
         let listed = list_inbox(&db.inbox);
-        assert_eq!(listed.len(), 5);
+        assert_eq!(listed.len(), 7);
         assert_eq!(listed[0].from, a);
         assert_eq!(listed[0].body, Bytes::from(vec![1u8; 3]));
     }

@@ -412,8 +412,8 @@ impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
         self.top_up(peer);
     }
 
-    /// Without a message store: which of the messages just received from `peer` are new
-    /// (the in-memory de-duplication window, spec/03-session.md §5).
+    /// Which of the messages just received from `peer` are new (its de-duplication
+    /// window, spec/03-session.md §5; with a store it began with the stored IDs).
     fn received(&mut self, peer: Fingerprint, msgs: Vec<Message>) -> Vec<Message> {
         let inbox = &mut self.peers.entry(peer).inbox;
         msgs.into_iter().filter(|m| inbox.accept(m.id)).collect()

@@ -217,6 +217,12 @@ impl Inbox {
         }
         true
     }
+
+    /// Forgets `id` (it was taken but could not be kept): it is new again.
+    pub fn forget(&mut self, id: &MessageId) {
+        self.current.remove(id);
+        self.previous.remove(id);
+    }
 }
 
 /// A keyed hash for random 128-bit IDs: the two halves, each XORed with a secret key, folded

@@ -93,13 +93,31 @@ pub enum Input<C, R> {
         /// IDs (the store records it: spec/06-node.md §3.5).
         path: u8,
     },
-    /// Without a message store: messages received from `peer`. Replies [`Reply::New`], the
-    /// ones not seen before (the de-duplication window, spec/03-session.md §5).
+    /// Messages received from `peer`, over a session or fetched from its mailbox. Replies
+    /// [`Reply::New`], the ones not seen before — the node's one de-duplication
+    /// (spec/03-session.md §5, spec/06-node.md §1.1): the driver stores those (with a
+    /// store) and delivers them.
     Received {
         /// The sender.
         peer: Fingerprint,
         /// The messages.
         msgs: Vec<Message>,
+    },
+    /// At start, the IDs the store holds from `peer`, oldest first: its de-duplication
+    /// window begins with them, so a resend after our restart is not delivered twice.
+    Seen {
+        /// The sender.
+        peer: Fingerprint,
+        /// The IDs.
+        ids: Vec<MessageId>,
+    },
+    /// Messages [`Input::Received`] found new could not be stored: they are forgotten, so
+    /// the sender's resend (it got no ACK) is taken as new.
+    NotStored {
+        /// The sender.
+        peer: Fingerprint,
+        /// Their IDs.
+        ids: Vec<MessageId>,
     },
     /// A connection ended.
     Ended(Ended),
@@ -461,6 +479,18 @@ impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
                 path,
             } => self.acked(peer, conn_id, below, path),
             Input::Received { peer, msgs } => return Reply::New(self.received(peer, msgs)),
+            Input::Seen { peer, ids } => {
+                let inbox = &mut self.peers.entry(peer).inbox;
+                for id in ids {
+                    inbox.accept(id);
+                }
+            }
+            Input::NotStored { peer, ids } => {
+                let inbox = &mut self.peers.entry(peer).inbox;
+                for id in &ids {
+                    inbox.forget(id);
+                }
+            }
             Input::Ended(e) => self.connection_ended(now, e),
             Input::DialFailed(peer) => self.dial_failed(now, peer),
             Input::DialConnected(peer) => self.dial_connected(peer),

@@ -249,19 +249,42 @@ fn presence_goes_to_live_connections_and_to_each_new_one() {
     assert_eq!(batches_to(&outputs(&mut c), 80), [1]);
 }
 
+fn received(c: &mut TestCore, ids: &[u32]) -> usize {
+    let msgs = ids
+        .iter()
+        .map(|&i| Message {
+            sender: fp(2),
+            recipient: fp(1),
+            id: msg(i).id,
+            timestamp_ms: 0,
+            kind: crate::crypto::MessageKind::TEXT,
+            body: Bytes::new(),
+        })
+        .collect();
+    match c.handle(t0(), Input::Received { peer: fp(2), msgs }) {
+        Reply::New(new) => new.len(),
+        r => panic!("{r:?}"),
+    }
+}
+
+/// The node's one de-duplication (spec/06-node.md §1.1): each ID is new once; the window
+/// begins with what the store held (a resend after a restart is not new); what could not
+/// be stored is new again.
 #[test]
-fn without_a_store_each_message_id_is_new_once() {
+fn each_message_id_is_new_once_across_a_restart_and_again_if_not_stored() {
     let mut c = core(1, 4);
-    let m = |i: u32| Message {
-        sender: fp(2),
-        recipient: fp(1),
-        id: msg(i).id,
-        timestamp_ms: 0,
-        kind: crate::crypto::MessageKind::TEXT,
-        body: Bytes::new(),
-    };
-    assert_eq!(c.received(fp(2), vec![m(1), m(2)]).len(), 2);
-    assert_eq!(c.received(fp(2), vec![m(2), m(3)]).len(), 1);
+    assert_eq!(received(&mut c, &[1, 2]), 2);
+    assert_eq!(received(&mut c, &[2, 3]), 1);
+    // A restart: the store held 1, 2 and 3.
+    let mut c = core(1, 4);
+    let ids = [1, 2, 3].iter().map(|&i| msg(i).id).collect();
+    c.handle(t0(), Input::Seen { peer: fp(2), ids });
+    assert_eq!(received(&mut c, &[1, 2, 3, 4]), 1);
+    // 4 could not be stored: its resend is new.
+    let ids = vec![msg(4).id];
+    c.handle(t0(), Input::NotStored { peer: fp(2), ids });
+    assert_eq!(received(&mut c, &[4]), 1);
+    assert_eq!(received(&mut c, &[4]), 0);
 }
 
 #[test]
