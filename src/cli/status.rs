@@ -361,6 +361,8 @@ async fn limits(h: &NodeHandle) -> Value {
             "mailbox_store": dht_cfg.mailbox,
             "mailbox_per_sender": dht_cfg.mailbox_per_sender,
             "mailbox_per_key": dht_cfg.mailbox_per_key,
+            "mailbox_per_network": dht_cfg.mailbox_per_network,
+            "mailbox_evicted": dht.store.mailbox_evicted,
         },
         "stun": {
             "answered": stun.answered,

@@ -18,7 +18,11 @@
 //!
 //! Mailboxes (spec/09-mailbox.md §3): a mailbox item has a slot of its own, (key,
 //! publisher, item number), so one mailbox key holds many items of many senders — at most
-//! `mailbox_per_sender` of one sender and `mailbox_per_key` in all. A node that does not
+//! `mailbox_per_sender` of one sender, `mailbox_per_network` from one network (IPv4 /24,
+//! IPv6 /48) and `mailbox_per_key` in all. A full key takes a new item from a network that
+//! holds fewer of its items than the heaviest network does, evicting that network's item
+//! that expires first: a flood from a few networks cannot keep out a sender from another
+//! (spec/09-mailbox.md §3.1). A node that does not
 //! store mailboxes (`mailbox = false`) refuses items from others. A receipt (the
 //! recipient's record under its own mailbox key) drops the items it lists, and an item it
 //! lists is refused.
@@ -63,6 +67,10 @@ pub struct StoreConfig {
     /// Items under one mailbox key, all senders (default 1024: 16 senders at their quota;
     /// 1024 × 77 KB = 79 MB at worst, inside the byte bounds above).
     pub mailbox_per_key: usize,
+    /// Items under one mailbox key from one network — an IPv4 /24 or an IPv6 /48 —
+    /// (default 128, an eighth of the key: filling a mailbox takes eight networks, and a
+    /// full one still takes items from a network that holds fewer than the heaviest).
+    pub mailbox_per_network: usize,
 }
 
 impl Default for StoreConfig {
@@ -75,6 +83,7 @@ impl Default for StoreConfig {
             mailbox: true,
             mailbox_per_sender: 64,
             mailbox_per_key: 1024,
+            mailbox_per_network: 128,
         }
     }
 }
@@ -122,9 +131,13 @@ pub enum StoreError {
     /// The sender holds its quota of items in this mailbox.
     #[error("mailbox sender quota reached")]
     MailboxSenderQuota,
-    /// The mailbox holds its cap of items.
+    /// The mailbox holds its cap of items, and the sender's network holds at least as
+    /// many of them as any other.
     #[error("mailbox full")]
     MailboxFull,
+    /// The sender's network holds its share of this mailbox's items.
+    #[error("mailbox network quota reached")]
+    MailboxNetworkQuota,
     /// The recipient's receipt lists this item: it was delivered.
     #[error("mailbox item already delivered")]
     Receipted,
@@ -181,6 +194,8 @@ pub struct StoreStats {
     pub evicted: u64,
     /// Mailbox items held (spec/09-mailbox.md), included in `records`.
     pub mailbox_items: usize,
+    /// Mailbox items evicted from a full key for a lighter network's, since start.
+    pub mailbox_evicted: u64,
 }
 
 /// What changed since the last [`RecordStore::take_changes`], for persistence.
@@ -243,6 +258,9 @@ pub struct RecordStore {
     full: bool,
     /// Mailbox items held per key, and the receipts held (by mailbox key).
     items: HashMap<NodeId, usize>,
+    /// Mailbox items from others per (key, network), soonest expiry first.
+    item_nets: HashMap<(NodeId, Network), BTreeSet<(u64, Slot)>>,
+    mailbox_evicted: u64,
     receipts: HashMap<NodeId, Receipt>,
 }
 
@@ -286,8 +304,9 @@ impl RecordStore {
         if rec.kind() == RecordKind::NameClaim && self.claimed_by_other(&rec, now) {
             return Err(StoreError::NameTaken);
         }
+        let mut victim = None;
         if rec.kind() == RecordKind::MailboxItem && !self.records.contains_key(&slot) {
-            self.admit_item(&rec, source)?;
+            victim = self.admit_item(&rec, source)?;
         }
         let old = match self.records.get(&slot) {
             Some(held) => match rec.seq().cmp(&held.rec.seq()) {
@@ -317,6 +336,12 @@ impl RecordStore {
             self.refused_by.count(&e);
             return Err(e);
         }
+        if let Some(v) = victim {
+            // (Unless the byte quotas' room-making took it already.)
+            if self.remove(&v).is_some() {
+                self.mailbox_evicted += 1;
+            }
+        }
         let receipt = (rec.kind() == RecordKind::MailboxReceipt).then(|| rec.key());
         self.insert(slot, Held { rec, source });
         if let Some(key) = receipt {
@@ -329,12 +354,14 @@ impl RecordStore {
         })
     }
 
-    /// The mailbox rules for a new item (spec/09-mailbox.md §3).
+    /// The mailbox rules for a new item (spec/09-mailbox.md §3): refused, admitted, or
+    /// admitted in place of the returned item (a full key, a heavier network's item), which
+    /// the caller evicts once the byte quotas admitted the new one.
     fn admit_item(
         &mut self,
         rec: &VerifiedRecord,
         source: Option<IpAddr>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Slot>, StoreError> {
         let key = rec.key();
         let refuse = |s: &mut RecordStore, e| {
             s.refused += 1;
@@ -356,10 +383,32 @@ impl RecordStore {
         if of_sender >= self.cfg.mailbox_per_sender {
             return refuse(self, StoreError::MailboxSenderQuota);
         }
-        if self.items.get(&key).copied().unwrap_or(0) >= self.cfg.mailbox_per_key {
-            return refuse(self, StoreError::MailboxFull);
+        let Some(net) = source.map(Network::of) else {
+            // Our own item: never refused for being full, never evicted.
+            return Ok(None);
+        };
+        let of_net =
+            |s: &RecordStore, n: &Network| s.item_nets.get(&(key, *n)).map_or(0, BTreeSet::len);
+        let mine = of_net(self, &net);
+        if mine >= self.cfg.mailbox_per_network {
+            return refuse(self, StoreError::MailboxNetworkQuota);
         }
-        Ok(())
+        if self.items.get(&key).copied().unwrap_or(0) < self.cfg.mailbox_per_key {
+            return Ok(None);
+        }
+        // Full: the heaviest other network gives up its item that expires first, if it
+        // holds more than ours would with this one.
+        let heaviest = self
+            .item_nets
+            .iter()
+            .filter(|((k, n), _)| *k == key && *n != net)
+            .max_by_key(|(_, items)| items.len())
+            .filter(|(_, items)| items.len() > mine + 1)
+            .and_then(|(_, items)| items.first().map(|e| e.1));
+        match heaviest {
+            Some(slot) => Ok(Some(slot)),
+            None => refuse(self, StoreError::MailboxFull),
+        }
     }
 
     /// Drops the items under `key` that its receipt lists.
@@ -471,7 +520,13 @@ impl RecordStore {
             self.next_expiry.min(held.rec.expiry())
         };
         match held.rec.kind() {
-            RecordKind::MailboxItem => *self.items.entry(slot.0).or_default() += 1,
+            RecordKind::MailboxItem => {
+                *self.items.entry(slot.0).or_default() += 1;
+                if let Some(ip) = held.source {
+                    let e = self.item_nets.entry((slot.0, Network::of(ip)));
+                    e.or_default().insert((held.rec.expiry(), slot));
+                }
+            }
             RecordKind::MailboxReceipt => {
                 if let Some(r) = Receipt::decode(held.rec.value()) {
                     self.receipts.insert(slot.0, r);
@@ -493,7 +548,18 @@ impl RecordStore {
         let c = cost(&held.rec);
         self.bytes -= c;
         match held.rec.kind() {
-            RecordKind::MailboxItem => subtract(&mut self.items, &slot.0, 1),
+            RecordKind::MailboxItem => {
+                subtract(&mut self.items, &slot.0, 1);
+                if let Some(ip) = held.source {
+                    let k = (slot.0, Network::of(ip));
+                    if let Some(items) = self.item_nets.get_mut(&k) {
+                        items.remove(&(held.rec.expiry(), *slot));
+                        if items.is_empty() {
+                            self.item_nets.remove(&k);
+                        }
+                    }
+                }
+            }
             RecordKind::MailboxReceipt => {
                 self.receipts.remove(&slot.0);
             }
@@ -659,6 +725,7 @@ impl RecordStore {
             refused_by: self.refused_by,
             evicted: self.evicted,
             mailbox_items: self.mailbox_items(),
+            mailbox_evicted: self.mailbox_evicted,
         }
     }
 }
@@ -1130,6 +1197,77 @@ mod tests {
         let held = s.get(&key, NOW).len();
         println!("1,100 senders, one item each: stored {stored}, held {held} (cap 1024)");
         assert_eq!(held, 1024);
+    }
+
+    /// Issue 20's attack at one storing node: twenty strangers on one /24 queue 64 items
+    /// each for one recipient, then seven more networks fill the key. The /24 holds its
+    /// share (128), the key its cap (1024); a contact from an eighth network still gets
+    /// all five of hers in, each evicting the heaviest network's item that expires first,
+    /// and a heavy network cannot evict her back.
+    #[test]
+    fn a_flood_from_a_few_networks_cannot_keep_a_contact_out_of_a_mailbox() {
+        let carol = ids(1).remove(0);
+        let mut s = RecordStore::new(StoreConfig {
+            max_bytes: 1 << 30,
+            per_network_bytes: 1 << 30,
+            per_source_bytes: 1 << 30,
+            ..StoreConfig::default()
+        });
+        let put_all = |s: &mut RecordStore, who: &[Identity], net: &str| -> usize {
+            let mut n = 0;
+            for (i, id) in who.iter().enumerate() {
+                let from = ip(&format!("{net}.{}", i + 1));
+                n += (1..=64)
+                    .filter(|q| s.put(&item(id, &carol, *q), from, NOW).is_ok())
+                    .count();
+            }
+            n
+        };
+        let strangers = ids(20);
+        let first = put_all(&mut s, &strangers, "10.0.0");
+        let mut others = 0;
+        for net in 1..=7 {
+            others += put_all(&mut s, &ids(2), &format!("10.0.{net}"));
+        }
+        let key = crate::crypto::record::mailbox_key(&carol.fingerprint());
+        let full = s.get(&key, NOW).len();
+        let alice = ids(1).remove(0);
+        let hers: Vec<_> = (1..=5)
+            .map(|q| s.put(&item(&alice, &carol, q), ip("10.9.0.1"), NOW))
+            .collect();
+        let back = s.put(&item(&strangers[19], &carol, 1), ip("10.0.0.20"), NOW);
+        let held = s.get(&key, NOW).len();
+        let evicted = s.stats().mailbox_evicted;
+        println!(
+            "20 strangers on one /24 × 64: {first} held; 7 networks more: {others}; key \
+             {full}; a contact's 5: {hers:?}; held {held}, evicted {evicted}; a stranger \
+             again: {back:?}"
+        );
+        assert_eq!(first, 128, "one network's share of the key");
+        assert_eq!(others, 7 * 128);
+        assert_eq!(full, 1024);
+        assert!(hers.iter().all(Result::is_ok));
+        assert_eq!((held, evicted), (1024, 5));
+        // Its share, or (if the evictions took from its network) no lighter network to
+        // take from: refused either way.
+        let refused = |r: &Result<Stored, StoreError>| {
+            matches!(
+                r,
+                Err(StoreError::MailboxNetworkQuota | StoreError::MailboxFull)
+            )
+        };
+        assert!(refused(&back), "{back:?}");
+        let from_stranger = s.put(&item(&ids(1)[0], &carol, 1), ip("10.0.3.9"), NOW);
+        assert!(refused(&from_stranger), "{from_stranger:?}");
+        let alices = s
+            .get_after(&key, (alice.fingerprint(), 0), NOW, 64)
+            .iter()
+            .filter(|r| {
+                let publisher = Record::verify(r, NOW).unwrap().publisher().fingerprint();
+                publisher == alice.fingerprint()
+            })
+            .count();
+        assert_eq!(alices, 5, "the contact's items are all held");
     }
 
     fn receipt(by: &Identity, seq: u64, entries: Vec<(Fingerprint, u64)>) -> Vec<u8> {
