@@ -139,6 +139,28 @@ fn sender_killed_with_a_backlog_for_an_offline_recipient() {
     assert_eq!(sent, N);
     println!("accepted {sent} messages for the offline recipient");
     drop(a); // kill -9 of the sender with all of them unacknowledged
+             // With no daemon running, `dna outbox` reads the store: all of them wait.
+    let out = Command::new(DNA)
+        .args(["outbox", "--json", "--data-dir"])
+        .arg(&net.a_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let queued = listed.iter().filter(|m| m["state"] == "queued").count();
+    println!(
+        "dna outbox with the sender down: {} listed, {queued} queued",
+        listed.len()
+    );
+    assert_eq!((listed.len(), queued), (N, N));
+    assert!(listed.iter().all(|m| m["to"] == b_fp.as_str()));
     let _a = start(&net.a_dir, "daemon", &net.args);
     let _b = start(&net.b_dir, "daemon", &net.args);
     let got = wait_inbox(&net.b_dir, N, Duration::from_secs(120));

@@ -182,16 +182,40 @@ pub(super) fn inbox(
 }
 
 /// `dna outbox`: every outgoing message with its state (`queued`, `sent`, `delivered`)
-/// and path (`mailbox`, `session`), from the running daemon.
+/// and path (`mailbox`, `session`), from the running daemon — or, when none runs, straight
+/// from the data directory's store (waiting messages then read `queued`: whether one sits
+/// in a mailbox is the running daemon's ledger).
 pub(super) fn outbox(dir: &Path, json_lines: bool) -> ExitCode {
-    let v = match super::control::ask_ok(dir, &json!({"cmd": "outbox"})) {
-        Ok(v) => v,
-        Err(e) => {
+    let msgs: Vec<Value> = match ask(dir, &json!({"cmd": "outbox"})) {
+        Some(Ok(v)) if v["ok"] == true => v["messages"].as_array().cloned().unwrap_or_default(),
+        Some(Ok(v)) => {
+            eprintln!("error: {}", v["error"]);
+            return ExitCode::FAILURE;
+        }
+        Some(Err(e)) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
+        None => match dna_p2p::daemon::read_outbox(dir, MAX_OFFLINE) {
+            Ok(list) => list
+                .iter()
+                .map(|e| {
+                    json!({
+                        "to": e.to.to_string(),
+                        "id": hex::encode(e.id.0),
+                        "state": e.state,
+                        "path": e.path,
+                        "at_ms": e.at_ms,
+                    })
+                })
+                .collect(),
+            Err(e) => {
+                eprintln!("error: {}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+        },
     };
-    for m in v["messages"].as_array().into_iter().flatten() {
+    for m in &msgs {
         if json_lines {
             println!("{m}");
         } else {
@@ -210,6 +234,10 @@ pub(super) fn outbox(dir: &Path, json_lines: bool) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+/// Most messages `dna outbox` lists from the store of a stopped daemon (waiting ones, and
+/// as many deliveries), as the running daemon's listing.
+const MAX_OFFLINE: usize = 1000;
 
 /// One stored message as `dna inbox --json` prints it.
 pub(super) fn inbox_json(m: &dna_p2p::daemon::StoredMessage) -> Value {

@@ -124,7 +124,9 @@ enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// List outgoing messages with their state: queued (waiting), sent (in the recipient's
-    /// DHT mailbox, no receipt yet) or delivered, and the path (session or mailbox).
+    /// DHT mailbox, no receipt yet) or delivered, and the path (session or mailbox). Works
+    /// without a running daemon too, from the data directory's store (waiting messages then
+    /// read queued: the mailbox's put ledger lives in the running daemon).
     Outbox {
         #[command(flatten)]
         data_dir: DataDir,

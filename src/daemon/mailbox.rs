@@ -26,7 +26,7 @@ use super::dht::{query, DhtError};
 use super::events::NodeEvent;
 pub use super::mailbox_state::{MailboxConfig, MailboxStats, OutboxEntry};
 use super::shared::{CoreCmd, NodeHandle, Shared};
-use super::store::{Cmd, Listing, Stored, PATH_MAILBOX};
+use super::store::{Cmd, Listing, StoreError, Stored, PATH_MAILBOX};
 use super::util::{unix_ms, with_rng};
 use crate::crypto::receipt::{item_seq, Receipt};
 use crate::crypto::record::{kem_key, mailbox_key, RecordKind};
@@ -546,29 +546,44 @@ impl NodeHandle {
     pub async fn outbox(&self, max: usize) -> Vec<OutboxEntry> {
         let l = listing(&self.shared, max).await;
         let put = self.mailbox_put().await;
-        let mut out: Vec<OutboxEntry> = Vec::new();
-        for (peer, at, path, ids) in l.delivered.into_iter().rev() {
-            let path = super::store::path_name(path);
-            out.extend(ids.into_iter().map(|id| OutboxEntry {
-                to: peer,
-                id,
-                state: "delivered",
-                path: Some(path),
-                at_ms: at,
-            }));
-        }
-        for (peer, m) in l.waiting {
-            let put = put.contains(&m.id);
-            out.push(OutboxEntry {
-                to: peer,
-                id: m.id,
-                state: if put { "sent" } else { "queued" },
-                path: put.then_some("mailbox"),
-                at_ms: m.timestamp_ms,
-            });
-        }
-        out
+        outbox_entries(l, &put)
     }
+}
+
+/// The outbox of a data directory whose daemon is not running, straight from its store
+/// (like [`read_inbox`](super::read_inbox)): delivered messages with their path, and the
+/// waiting ones as `queued` — whether one was put in a mailbox is the running node's
+/// ledger (spec/09-mailbox.md §7), so offline none is listed `sent`.
+pub fn read_outbox(data_dir: &std::path::Path, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+    let l = super::store::read_listing(data_dir, max)?;
+    Ok(outbox_entries(l, &HashSet::new()))
+}
+
+/// The outbox listing as entries: deliveries (oldest first), then the waiting messages,
+/// `sent` if `put` (the mailbox's put ledger) holds them.
+fn outbox_entries(l: Listing, put: &HashSet<MessageId>) -> Vec<OutboxEntry> {
+    let mut out: Vec<OutboxEntry> = Vec::new();
+    for (peer, at, path, ids) in l.delivered.into_iter().rev() {
+        let path = super::store::path_name(path);
+        out.extend(ids.into_iter().map(|id| OutboxEntry {
+            to: peer,
+            id,
+            state: "delivered",
+            path: Some(path),
+            at_ms: at,
+        }));
+    }
+    for (peer, m) in l.waiting {
+        let put = put.contains(&m.id);
+        out.push(OutboxEntry {
+            to: peer,
+            id: m.id,
+            state: if put { "sent" } else { "queued" },
+            path: put.then_some("mailbox"),
+            at_ms: m.timestamp_ms,
+        });
+    }
+    out
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ pub use contacts::{Contact, ContactError, OwnName, SaveError, MAX_CONTACTS, NAME
 pub use dht::{DhtError, DhtStats};
 pub use discovery_server::{DiscoveryServerConfig, FORWARD_QUEUE as DISCOVERY_FORWARD_QUEUE};
 pub use events::{NodeEvent, Path, ReachStage};
-pub use mailbox::{MailboxConfig, MailboxStats, OutboxEntry};
+pub use mailbox::{read_outbox, MailboxConfig, MailboxStats, OutboxEntry};
 pub use names::{Claimed, NamesError, Resolved, MAX_OWN_NAMES};
 pub use node::{Node, NodeError, PeerInfo, SendError};
 pub use peers_status::PeerStatus;

@@ -620,6 +620,19 @@ impl Store {
     }
 }
 
+/// The outbox and the last `max` delivery records of a data directory whose node is not
+/// running (as [`Cmd::List`] answers).
+pub(crate) fn read_listing(data_dir: &Path, max: usize) -> Result<Listing, StoreError> {
+    let limits = StoreLimits {
+        dedup_window: 0,
+        dedup_senders: 0,
+        keep_delivered: usize::MAX,
+    };
+    let mut db = Db::open(data_dir, limits)?;
+    db.load_outbox();
+    Ok(db.list(max))
+}
+
 /// Lists the received messages held by a running store.
 pub(crate) fn inbox_of(inbox: &sled::Tree) -> Vec<StoredMessage> {
     list_inbox(inbox)
