@@ -192,6 +192,31 @@ fn strangers_on_one_network_cannot_keep_a_contacts_offline_messages_out() {
             (n >= 5, format!("put {n}"))
         },
     );
+    // Honest states (spec/09-mailbox.md §7): hers are `sent`, held by the three storing
+    // nodes; the strangers' refused ones stay queued and say why.
+    let outbox = |dir: &Path| -> Vec<Value> {
+        let v = control(dir, &json!({"cmd": "outbox"}));
+        v["messages"].as_array().cloned().unwrap_or_default()
+    };
+    let hers = outbox(&alice_dir);
+    println!("alice's outbox: {hers:?}");
+    assert_eq!(hers.len(), 5);
+    assert!(hers
+        .iter()
+        .all(|m| m["state"] == "sent" && m["held_by"] == 3));
+    let theirs: Vec<Value> = strangers.iter().flat_map(|(_, d)| outbox(d)).collect();
+    let refused = theirs
+        .iter()
+        .filter(|m| m["state"] == "queued" && m["refused"] == "mailbox quota (sender or network)")
+        .count();
+    let sent = theirs.iter().filter(|m| m["state"] == "sent").count();
+    println!(
+        "the strangers' outboxes: {} messages, {sent} sent, {refused} queued as refused \
+         (mailbox quota)",
+        theirs.len()
+    );
+    assert_eq!(theirs.len(), STRANGERS * EACH);
+    assert!(refused > 0 && sent <= NETWORK_SHARE as usize);
     drop(alice);
     let held: Vec<u64> = holders.iter().map(|(_, d)| mailbox_items(d)).collect();
     println!(

@@ -324,6 +324,10 @@ fn event_json(ev: &NodeEvent) -> Option<(Value, Fingerprint)> {
                 "ids": ids.iter().map(|i| hex::encode(i.0)).collect::<Vec<_>>(), "path": "mailbox"}),
             *peer,
         ),
+        NodeEvent::MailboxRefused { peer, reason } => (
+            json!({"event": "mailbox_refused", "peer": peer.to_string(), "reason": reason}),
+            *peer,
+        ),
         NodeEvent::Rtt { peer, rtt } => (
             json!({"event": "rtt", "peer": peer.to_string(), "rtt_ms": rtt.as_secs_f64() * 1e3}),
             *peer,

@@ -46,6 +46,12 @@ pub(super) async fn request(h: &NodeHandle, cmd: &str, req: &Value) -> Value {
                         "path": e.path,
                         "at_ms": e.at_ms,
                     });
+                    if let Some(n) = e.held_by {
+                        v["held_by"] = json!(n);
+                    }
+                    if let Some(why) = e.refused {
+                        v["refused"] = json!(why);
+                    }
                     if e.state != "delivered" && consent.contains(&e.to) {
                         // Only a relay can carry it; the user allowed none (seed 003).
                         v["waiting"] = json!("relay-needed");

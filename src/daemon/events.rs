@@ -106,6 +106,15 @@ pub enum NodeEvent {
         /// Which messages.
         ids: Vec<MessageId>,
     },
+    /// Putting messages in `peer`'s mailbox failed (`reason`: "mailbox full", "no KEM key
+    /// published", "no storing node", …): they stay queued and are put again after a
+    /// backoff (spec/09-mailbox.md §7).
+    MailboxRefused {
+        /// The recipient.
+        peer: Fingerprint,
+        /// Why, in a few words.
+        reason: &'static str,
+    },
     /// A fresh round-trip time from PING/PONG.
     Rtt {
         /// Who.

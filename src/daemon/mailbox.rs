@@ -15,7 +15,7 @@
 //!   the inbox (de-duplicated by message ID, as the direct path does), emits their
 //!   `Message` events and publishes a receipt listing what it fetched.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
@@ -30,10 +30,11 @@ use super::store::{Cmd, Listing, StoreError, Stored, PATH_MAILBOX};
 use super::util::{unix_ms, with_rng};
 use crate::crypto::receipt::{item_seq, Receipt};
 use crate::crypto::record::{kem_key, mailbox_key, RecordKind};
-use crate::crypto::{sealed, Fingerprint, KemPublicKey, Message, MessageId, Record};
-use crate::dht::{rpc::MAX_RECORDS, Contact, DhtEvent, VerifiedRecord};
+use crate::crypto::{sealed, Fingerprint, KemPublicKey, Message, Record};
+use crate::dht::rpc::{StoreStatus, MAX_RECORDS};
+use crate::dht::{Contact, DhtEvent, VerifiedRecord};
 use crate::node::core::{Answer, DhtQuery, Input, MailboxInput, MailboxReply, Query, Reply};
-use crate::node::mailbox::{Fetched, Round};
+use crate::node::mailbox::{Fetched, PutView, Round, MIN_HOLDERS};
 
 /// Mailbox work for the node core; its answer.
 async fn mailbox(shared: &Shared, input: MailboxInput) -> MailboxReply {
@@ -196,7 +197,7 @@ async fn send_side(shared: &Shared) -> Result<(), DhtError> {
         }
         let Some(kem) = kem_of(shared, peer).await? else {
             tracing::debug!(%peer, "no KEM key published: cannot seal to the mailbox yet");
-            mailbox(shared, MailboxInput::PutFailed(peer)).await;
+            put_failed(shared, peer, "no KEM key published").await;
             continue;
         };
         for m in msgs {
@@ -219,25 +220,63 @@ async fn send_side(shared: &Shared) -> Result<(), DhtError> {
             let expiry = now + cfg.ttl_secs.min(RecordKind::MailboxItem.max_ttl_secs());
             let seq = item_seq(&m.id);
             let r = signed(shared, RecordKind::MailboxItem, seq, expiry, sealed, now)?;
-            let stored_at = match query(shared, DhtQuery::PutOnce(r)).await? {
-                DhtEvent::Put { stored_at, .. } => stored_at,
-                _ => 0,
+            let (held_by, why) = match query(shared, DhtQuery::PutOnce(r)).await? {
+                DhtEvent::Put {
+                    stored_at,
+                    asked,
+                    refused,
+                    ..
+                } => held(stored_at, asked, &refused),
+                _ => (0, "no storing node"),
             };
-            if stored_at == 0 {
-                tracing::debug!(%peer, "no node stored the mailbox item");
-                mailbox(shared, MailboxInput::PutFailed(peer)).await;
+            if held_by == 0 {
+                tracing::info!(%peer, why, "no node stored the mailbox item");
+                put_failed(shared, peer, why).await;
                 break;
             }
             let stored = MailboxInput::PutStored {
                 peer,
                 id: m.id,
-                now_ms: unix_ms(),
+                held_by,
             };
             mailbox(shared, stored).await;
-            tracing::debug!(%peer, stored_at, "message put in the recipient's mailbox");
+            tracing::debug!(%peer, held_by, "message put in the recipient's mailbox");
         }
     }
     Ok(())
+}
+
+/// How many other nodes hold an item after a put (those that stored it, and those that
+/// answered `Conflict`: they hold this message's item sealed before — the item number is
+/// the message's), and, if none does, why in a few words: the refusal most nodes gave, or
+/// that no storing node answered.
+fn held(stored_at: usize, asked: usize, refused: &[StoreStatus]) -> (usize, &'static str) {
+    let conflict = refused
+        .iter()
+        .filter(|s| **s == StoreStatus::Conflict)
+        .count();
+    let n = stored_at + conflict;
+    if n > 0 {
+        return (n, "");
+    }
+    if asked == 0 {
+        return (0, "no storing node");
+    }
+    let most = refused
+        .iter()
+        .max_by_key(|s| refused.iter().filter(|t| t == s).count())
+        .map_or("no answer from the storing nodes", |s| s.reason());
+    (0, most)
+}
+
+/// A put to `peer` failed: the core's mailbox backs off and remembers why; the application
+/// hears it.
+async fn put_failed(shared: &Shared, peer: Fingerprint, why: &'static str) {
+    mailbox(shared, MailboxInput::PutFailed { peer, why }).await;
+    let _ = shared
+        .events
+        .send(NodeEvent::MailboxRefused { peer, reason: why })
+        .await;
 }
 
 /// Before a peer with items in its mailbox is reached again (it came back): reads its
@@ -514,10 +553,10 @@ impl NodeHandle {
     }
 
     /// Our messages in a mailbox, awaiting a receipt.
-    async fn mailbox_put(&self) -> HashSet<MessageId> {
+    async fn mailbox_put(&self) -> PutView {
         match self.shared.core.query(Query::Mailbox).await {
             Some(Answer::Mailbox(Some(v))) => v.put,
-            _ => HashSet::new(),
+            _ => PutView::default(),
         }
     }
 
@@ -556,12 +595,13 @@ impl NodeHandle {
 /// ledger (spec/09-mailbox.md §7), so offline none is listed `sent`.
 pub fn read_outbox(data_dir: &std::path::Path, max: usize) -> Result<Vec<OutboxEntry>, StoreError> {
     let l = super::store::read_listing(data_dir, max)?;
-    Ok(outbox_entries(l, &HashSet::new()))
+    Ok(outbox_entries(l, &PutView::default()))
 }
 
-/// The outbox listing as entries: deliveries (oldest first), then the waiting messages,
-/// `sent` if `put` (the mailbox's put ledger) holds them.
-fn outbox_entries(l: Listing, put: &HashSet<MessageId>) -> Vec<OutboxEntry> {
+/// The outbox listing as entries: deliveries (oldest first), then the waiting messages —
+/// `sent` if the mailbox's put ledger says at least [`MIN_HOLDERS`] other nodes hold them,
+/// else `queued`, with the holders known and why puts to the recipient fail, if they do.
+fn outbox_entries(l: Listing, put: &PutView) -> Vec<OutboxEntry> {
     let mut out: Vec<OutboxEntry> = Vec::new();
     for (peer, at, path, ids) in l.delivered.into_iter().rev() {
         let path = super::store::path_name(path);
@@ -571,16 +611,21 @@ fn outbox_entries(l: Listing, put: &HashSet<MessageId>) -> Vec<OutboxEntry> {
             state: "delivered",
             path: Some(path),
             at_ms: at,
+            held_by: None,
+            refused: None,
         }));
     }
     for (peer, m) in l.waiting {
-        let put = put.contains(&m.id);
+        let held_by = put.held_by.get(&m.id).copied();
+        let sent = held_by.is_some_and(|n| n >= MIN_HOLDERS);
         out.push(OutboxEntry {
             to: peer,
             id: m.id,
-            state: if put { "sent" } else { "queued" },
-            path: put.then_some("mailbox"),
+            state: if sent { "sent" } else { "queued" },
+            path: held_by.map(|_| "mailbox"),
             at_ms: m.timestamp_ms,
+            held_by,
+            refused: put.refused.get(&peer).copied(),
         });
     }
     out

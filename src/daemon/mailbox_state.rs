@@ -25,6 +25,11 @@ pub struct OutboxEntry {
     pub path: Option<&'static str>,
     /// Send time (queued, sent) or delivery time (delivered), ms since the Unix epoch.
     pub at_ms: u64,
+    /// For a message in a mailbox: how many other nodes hold its item (`sent` from
+    /// [`MIN_HOLDERS`](crate::node::mailbox::MIN_HOLDERS) on).
+    pub held_by: Option<usize>,
+    /// For a waiting message: why the last put to its recipient failed, if it did.
+    pub refused: Option<&'static str>,
 }
 
 /// What the node's tasks share about the mailbox.

@@ -112,6 +112,9 @@ pub enum DhtEvent {
         stored_at: usize,
         /// Other nodes asked.
         asked: usize,
+        /// The refusals of those that answered and did not store it (the rest of `asked`
+        /// gave no answer).
+        refused: Vec<StoreStatus>,
     },
     /// A page asked with [`Dht::fetch_page`] came back (or its request failed).
     Page {
@@ -142,11 +145,21 @@ enum Kind {
     },
     Put {
         record: VerifiedRecord,
-        storing: Option<(usize, usize, usize)>,
+        storing: Option<Storing>,
     },
     Bootstrap,
     /// A bucket refresh: a lookup for a random ID in a bucket's range; reports nothing.
     Refresh,
+}
+
+/// A put's STORE round: nodes asked, answers so far, those that stored it, and the
+/// refusals of the others.
+#[derive(Debug, Default)]
+struct Storing {
+    asked: usize,
+    answered: usize,
+    ok: usize,
+    refused: Vec<StoreStatus>,
 }
 
 #[derive(Debug)]
@@ -547,7 +560,7 @@ impl Dht {
             (Purpose::Lookup(q), Body::Value { nodes, .. }) => {
                 self.on_nodes(q, from, nodes, records, now)
             }
-            (Purpose::Store(q), Body::Stored { status }) => self.on_stored(q, status, now),
+            (Purpose::Store(q), Body::Stored { status }) => self.on_stored(q, Some(status), now),
             (Purpose::Replicate, Body::Stored { .. }) => {}
             (Purpose::Page(q), Body::Value { .. }) => {
                 self.page_done(q, records.into_iter().flatten().collect(), true)
@@ -620,6 +633,12 @@ impl Dht {
                     Err(StoreError::Stale { .. }) => StoreStatus::Stale,
                     Err(StoreError::Conflict { .. }) => StoreStatus::Conflict,
                     Err(StoreError::Invalid(_)) => StoreStatus::Invalid,
+                    Err(StoreError::MailboxFull) => StoreStatus::MailboxFull,
+                    Err(StoreError::MailboxSenderQuota | StoreError::MailboxNetworkQuota) => {
+                        StoreStatus::MailboxQuota
+                    }
+                    Err(StoreError::NoMailbox) => StoreStatus::NoMailbox,
+                    Err(StoreError::Receipted) => StoreStatus::Receipted,
                     Err(_) => StoreStatus::Refused,
                 };
                 Body::Stored { status }
@@ -673,18 +692,20 @@ impl Dht {
         self.step(q, now);
     }
 
-    fn on_stored(&mut self, q: QueryId, status: StoreStatus, now: Instant) {
+    /// A STORE's answer (`None`: no answer, the request failed).
+    fn on_stored(&mut self, q: QueryId, status: Option<StoreStatus>, now: Instant) {
         let Some(query) = self.queries.get_mut(&q) else {
             return;
         };
         if let Kind::Put {
-            storing: Some((_, ok, answered)),
-            ..
+            storing: Some(s), ..
         } = &mut query.kind
         {
-            *answered += 1;
-            if matches!(status, StoreStatus::Stored | StoreStatus::Unchanged) {
-                *ok += 1;
+            s.answered += 1;
+            match status {
+                Some(StoreStatus::Stored | StoreStatus::Unchanged) => s.ok += 1,
+                Some(refusal) => s.refused.push(refusal),
+                None => {}
             }
         }
         self.step(q, now);
@@ -699,7 +720,7 @@ impl Dht {
                 }
                 self.step(q, now);
             }
-            Purpose::Store(q) => self.on_stored(q, StoreStatus::Refused, now),
+            Purpose::Store(q) => self.on_stored(q, None, now),
             Purpose::Liveness => self.table.on_ping_result(to, false, now),
             Purpose::Replicate => {}
             Purpose::Page(q) => self.page_done(q, Vec::new(), false),
@@ -713,7 +734,9 @@ impl Dht {
             return;
         };
         if let Kind::Put {
-            storing: Some((asked, _, answered)),
+            storing: Some(Storing {
+                asked, answered, ..
+            }),
             ..
         } = query.kind
         {
@@ -794,7 +817,10 @@ impl Dht {
                         Query {
                             kind: Kind::Put {
                                 record: record.clone(),
-                                storing: Some((asked, 0, 0)),
+                                storing: Some(Storing {
+                                    asked,
+                                    ..Storing::default()
+                                }),
                             },
                             lookup: query.lookup,
                             key,
@@ -814,12 +840,13 @@ impl Dht {
                         self.step(q, now);
                     }
                 }
-                Some((asked, ok, _)) => {
+                Some(s) => {
                     self.events.push_back(DhtEvent::Put {
                         query: q,
                         key: query.key,
-                        stored_at: *ok,
-                        asked: *asked,
+                        stored_at: s.ok,
+                        asked: s.asked,
+                        refused: std::mem::take(&mut s.refused),
                     });
                 }
             },

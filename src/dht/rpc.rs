@@ -42,6 +42,32 @@ pub enum StoreStatus {
     Invalid = 4,
     /// A quota (publisher, source, capacity) refused it.
     Refused = 5,
+    /// A mailbox item: the key holds its cap and the sender's network holds as many of its
+    /// items as any other (spec/09-mailbox.md §3.1).
+    MailboxFull = 6,
+    /// A mailbox item: the sender, or the sender's network, holds its share of the key.
+    MailboxQuota = 7,
+    /// A mailbox item: this node stores no mailbox items of others.
+    NoMailbox = 8,
+    /// A mailbox item its recipient's receipt lists: delivered already.
+    Receipted = 9,
+}
+
+impl StoreStatus {
+    /// What a refusal means, in a few words (`dna outbox`, events).
+    pub fn reason(self) -> &'static str {
+        match self {
+            StoreStatus::Stored | StoreStatus::Unchanged => "stored",
+            StoreStatus::Stale => "a newer record is held",
+            StoreStatus::Conflict => "another record with this sequence is held",
+            StoreStatus::Invalid => "invalid",
+            StoreStatus::Refused => "quota or store full",
+            StoreStatus::MailboxFull => "mailbox full",
+            StoreStatus::MailboxQuota => "mailbox quota (sender or network)",
+            StoreStatus::NoMailbox => "node stores no mailboxes",
+            StoreStatus::Receipted => "already delivered",
+        }
+    }
 }
 
 impl StoreStatus {
@@ -53,6 +79,10 @@ impl StoreStatus {
             3 => StoreStatus::Conflict,
             4 => StoreStatus::Invalid,
             5 => StoreStatus::Refused,
+            6 => StoreStatus::MailboxFull,
+            7 => StoreStatus::MailboxQuota,
+            8 => StoreStatus::NoMailbox,
+            9 => StoreStatus::Receipted,
             _ => return None,
         })
     }

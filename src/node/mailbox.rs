@@ -25,6 +25,11 @@ use crate::session::Outgoing;
 
 /// Recipients remembered in the put backoff; beyond it the table is cleared.
 const MAX_BACKOFF: usize = 4096;
+/// Other nodes that must hold an item before its message reads `sent`: one holder can go
+/// offline with it (spec/09-mailbox.md §7).
+pub const MIN_HOLDERS: usize = 2;
+/// The put backoff doubles after each failure up to this many times `poll`.
+const MAX_BACKOFF_POLLS: u32 = 32;
 /// A KEM key record is published again this long after it was stored.
 const KEM_REPUBLISH: Duration = Duration::from_secs(24 * 3600);
 /// … and this long after a failed publish.
@@ -116,17 +121,45 @@ pub struct Fetched {
     pub listed: Vec<(Fingerprint, u64)>,
 }
 
+/// An item of ours in a recipient's mailbox.
+#[derive(Debug, Clone, Copy)]
+struct Put {
+    peer: Fingerprint,
+    /// Other nodes known to hold it (the most one put reached).
+    held_by: usize,
+    /// Put again after this (held by fewer than [`MIN_HOLDERS`]).
+    again: Instant,
+}
+
+/// A recipient whose puts fail.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    until: Instant,
+    delay: Duration,
+    why: &'static str,
+}
+
+/// What the outbox listing shows of one message in a mailbox, or of a recipient whose puts
+/// fail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutView {
+    /// Our items in a mailbox: how many other nodes hold each.
+    pub held_by: HashMap<MessageId, usize>,
+    /// Recipients whose last put failed, and why.
+    pub refused: HashMap<Fingerprint, &'static str>,
+}
+
 /// The mailbox's state. See the module documentation.
 #[derive(Debug)]
 pub struct Mailbox {
     cfg: MailboxConfig,
-    /// Outbox messages in a mailbox, awaiting a receipt: recipient, put time (Unix ms).
-    put: HashMap<MessageId, (Fingerprint, u64)>,
+    /// Outbox messages in a mailbox, awaiting a receipt.
+    put: HashMap<MessageId, Put>,
     /// Our receipt's entries, oldest first.
     receipt: VecDeque<(Fingerprint, u64)>,
     /// Recipients whose last put failed (no KEM key, no node stored it): not tried again
-    /// before this time.
-    backoff: HashMap<Fingerprint, Instant>,
+    /// before this time; the delay after the next failure; and why it failed.
+    backoff: HashMap<Fingerprint, Backoff>,
     stats: MailboxStats,
     next_kem: Instant,
     next_fetch: Instant,
@@ -181,7 +214,7 @@ impl Mailbox {
         }
         if now >= self.next_receipts {
             self.next_receipts = now + self.cfg.receipt_poll;
-            let peers: HashSet<Fingerprint> = self.put.values().map(|(p, _)| *p).collect();
+            let peers: HashSet<Fingerprint> = self.put.values().map(|p| p.peer).collect();
             if !peers.is_empty() {
                 let mut peers: Vec<Fingerprint> = peers.into_iter().collect();
                 peers.sort();
@@ -223,7 +256,6 @@ impl Mailbox {
         waiting: Vec<(Fingerprint, Outgoing)>,
         complete: bool,
     ) -> Vec<(Fingerprint, Vec<Outgoing>)> {
-        self.backoff.retain(|_, until| *until > now);
         if complete {
             let ids: HashSet<MessageId> = waiting.iter().map(|(_, m)| m.id).collect();
             self.put.retain(|id, _| ids.contains(id));
@@ -233,7 +265,16 @@ impl Mailbox {
         let mut by_peer: Vec<(Fingerprint, Vec<Outgoing>)> = Vec::new();
         let due = waiting
             .into_iter()
-            .filter(|(p, m)| !self.put.contains_key(&m.id) && !self.backoff.contains_key(p))
+            .filter(|(p, m)| {
+                // Not put yet, or held by too few and due for another try.
+                let again = self
+                    .put
+                    .get(&m.id)
+                    .is_none_or(|put| put.held_by < MIN_HOLDERS && now >= put.again);
+                // A recipient backing off keeps its entry after the wait (the next
+                // failure doubles it) until a put to it works.
+                again && self.backoff.get(p).is_none_or(|b| b.until <= now)
+            })
             .filter(|(_, m)| now_ms.saturating_sub(m.timestamp_ms) >= after)
             .filter(|(_, m)| m.body.len() <= MAX_MAILBOX_BODY)
             .take(self.cfg.max_puts_per_round.min(room));
@@ -246,25 +287,44 @@ impl Mailbox {
         by_peer
     }
 
-    /// An item of `peer`'s was stored (at one node at least) at `now_ms`.
-    pub fn put_stored(&mut self, peer: Fingerprint, id: MessageId, now_ms: u64) {
-        self.put.insert(id, (peer, now_ms));
-        self.stats.items_put += 1;
+    /// An item of `peer`'s is held by `held_by` other nodes (at least one) after a put at
+    /// `now`. Held by fewer than [`MIN_HOLDERS`], it is put again after `poll`; the
+    /// recipient's backoff ends.
+    pub fn put_stored(&mut self, now: Instant, peer: Fingerprint, id: MessageId, held_by: usize) {
+        let again = now + self.cfg.poll;
+        let e = self.put.entry(id).or_insert_with(|| {
+            self.stats.items_put += 1;
+            Put {
+                peer,
+                held_by: 0,
+                again,
+            }
+        });
+        e.held_by = e.held_by.max(held_by);
+        e.again = again;
+        self.backoff.remove(&peer);
     }
 
-    /// Putting to `peer` failed (no KEM key published, no node stored the item): its next
-    /// try waits `poll`.
-    pub fn put_failed(&mut self, peer: Fingerprint, now: Instant) {
-        if self.backoff.len() >= MAX_BACKOFF {
+    /// Putting to `peer` failed, `why` (no KEM key published, every storing node refused
+    /// the item, none answered): it backs off — `poll`, doubling after each failure up to
+    /// 32 × `poll` — and the outbox says why.
+    pub fn put_failed(&mut self, peer: Fingerprint, why: &'static str, now: Instant) {
+        if self.backoff.len() >= MAX_BACKOFF && !self.backoff.contains_key(&peer) {
             self.backoff.clear();
         }
-        self.backoff.insert(peer, now + self.cfg.poll);
+        let first = self.cfg.poll;
+        let delay = self
+            .backoff
+            .get(&peer)
+            .map_or(first, |b| (b.delay * 2).min(first * MAX_BACKOFF_POLLS));
+        let until = now + delay;
+        self.backoff.insert(peer, Backoff { until, delay, why });
     }
 
     /// Whether items of ours wait in `peer`'s mailbox (then its receipt is read before it
     /// is reached again, so what it fetched is not sent twice).
     pub fn waiting_for(&self, peer: &Fingerprint) -> bool {
-        self.put.values().any(|(p, _)| p == peer)
+        self.put.values().any(|p| p.peer == *peer)
     }
 
     /// `peer`'s newest receipt (verified by the driver as published by `peer`): the items
@@ -278,7 +338,7 @@ impl Mailbox {
         let ids: Vec<MessageId> = self
             .put
             .iter()
-            .filter(|(id, (p, _))| *p == peer && receipt.covers(me, item_seq(id)))
+            .filter(|(id, p)| p.peer == peer && receipt.covers(me, item_seq(id)))
             .map(|(id, _)| *id)
             .collect();
         for id in &ids {
@@ -327,6 +387,14 @@ impl Mailbox {
     /// The messages of ours in a mailbox, awaiting a receipt.
     pub fn put_ids(&self) -> HashSet<MessageId> {
         self.put.keys().copied().collect()
+    }
+
+    /// What the outbox listing shows: holders per item, and why puts to a recipient fail.
+    pub fn put_view(&self) -> PutView {
+        PutView {
+            held_by: self.put.iter().map(|(id, p)| (*id, p.held_by)).collect(),
+            refused: self.backoff.iter().map(|(f, b)| (*f, b.why)).collect(),
+        }
     }
 }
 

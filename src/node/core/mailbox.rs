@@ -3,14 +3,13 @@
 //! through [`Input::Mailbox`] and [`Query::Mailbox`] like everything else), and a receipt
 //! that reports messages delivered drops them from the core's outbox in the same step.
 
-use std::collections::HashSet;
 use std::time::Instant;
 
 use crate::crypto::receipt::Receipt;
 use crate::crypto::{Fingerprint, MessageId};
 use crate::session::Outgoing;
 
-use super::super::mailbox::{Fetched, Mailbox, MailboxStats, Round};
+use super::super::mailbox::{Fetched, Mailbox, MailboxStats, PutView, Round};
 #[cfg(doc)]
 use super::io::{Input, Query};
 use super::Core;
@@ -34,17 +33,22 @@ pub enum MailboxInput {
         /// The listing is the whole outbox.
         complete: bool,
     },
-    /// One item stored at one node at least.
+    /// One item held by `held_by` other nodes (at least one) after a put.
     PutStored {
         /// Its recipient.
         peer: Fingerprint,
         /// Its message.
         id: MessageId,
-        /// When, Unix ms.
-        now_ms: u64,
+        /// Other nodes that hold it.
+        held_by: usize,
     },
-    /// Putting to this recipient failed: it backs off.
-    PutFailed(Fingerprint),
+    /// Putting to this recipient failed, `why`: it backs off, and the outbox says why.
+    PutFailed {
+        /// The recipient.
+        peer: Fingerprint,
+        /// Why, in a few words ("mailbox full", "no KEM key published", …).
+        why: &'static str,
+    },
     /// A recipient's newest receipt, verified as its own: [`MailboxReply::Delivered`].
     Receipt {
         /// Whose.
@@ -78,8 +82,9 @@ pub enum MailboxReply {
 pub struct MailboxView {
     /// The counters.
     pub stats: MailboxStats,
-    /// Our messages in a mailbox, awaiting a receipt.
-    pub put: HashSet<MessageId>,
+    /// Our messages in a mailbox, awaiting a receipt, with their holders; and the
+    /// recipients whose puts fail, with why.
+    pub put: PutView,
 }
 
 impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
@@ -108,8 +113,8 @@ impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
                 waiting,
                 complete,
             } => return MailboxReply::Due(m.due(now, now_ms, waiting, complete)),
-            MailboxInput::PutStored { peer, id, now_ms } => m.put_stored(peer, id, now_ms),
-            MailboxInput::PutFailed(peer) => m.put_failed(peer, now),
+            MailboxInput::PutStored { peer, id, held_by } => m.put_stored(now, peer, id, held_by),
+            MailboxInput::PutFailed { peer, why } => m.put_failed(peer, why, now),
             MailboxInput::Receipt { peer, receipt } => {
                 let ids = m.receipt(&me, peer, &receipt);
                 if !ids.is_empty() {
@@ -129,7 +134,7 @@ impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
     pub(super) fn mailbox_view(&self) -> Option<MailboxView> {
         self.mailbox.as_ref().map(|m| MailboxView {
             stats: m.stats(),
-            put: m.put_ids(),
+            put: m.put_view(),
         })
     }
 

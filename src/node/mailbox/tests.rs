@@ -76,8 +76,8 @@ fn due_picks_what_waited_long_enough_and_is_not_put_or_backing_off() {
         vec![(fp(1), 2), (fp(3), 1)],
         "three at most, by recipient"
     );
-    m.put_stored(fp(1), MessageId([1; 16]), now_ms);
-    m.put_failed(fp(3), t0);
+    m.put_stored(t0, fp(1), MessageId([1; 16]), MIN_HOLDERS);
+    m.put_failed(fp(3), "mailbox full", t0);
     let due = m.due(t0, now_ms, waiting.clone(), true);
     assert_eq!(
         due.iter().map(|(p, v)| (*p, v.len())).collect::<Vec<_>>(),
@@ -98,7 +98,7 @@ fn due_picks_what_waited_long_enough_and_is_not_put_or_backing_off() {
 fn a_listing_cut_at_the_cap_forgets_nothing() {
     let t0 = t0();
     let mut m = Mailbox::new(MailboxConfig::default(), t0);
-    m.put_stored(fp(1), MessageId([1; 16]), 0);
+    m.put_stored(t0, fp(1), MessageId([1; 16]), MIN_HOLDERS);
     m.due(t0, 0, vec![], false);
     assert!(m.waiting_for(&fp(1)));
 }
@@ -109,9 +109,9 @@ fn a_receipt_marks_what_it_lists_and_only_that() {
     let mut m = Mailbox::new(MailboxConfig::default(), t0);
     let me = fp(9);
     for n in 1..=3 {
-        m.put_stored(fp(1), MessageId([n; 16]), 0);
+        m.put_stored(t0, fp(1), MessageId([n; 16]), MIN_HOLDERS);
     }
-    m.put_stored(fp(2), MessageId([4; 16]), 0);
+    m.put_stored(t0, fp(2), MessageId([4; 16]), MIN_HOLDERS);
     let r = Receipt {
         entries: vec![
             (me, item_seq(&MessageId([1; 16]))),
@@ -165,4 +165,41 @@ fn a_fetch_adds_to_the_receipt_once_and_keeps_it_bounded() {
         Some(&(fp(2), MAX_RECEIPT_ENTRIES as u64 + 4)),
         "newest kept"
     );
+}
+
+/// Honest states (spec/09-mailbox.md §7): an item held by one other node only is put
+/// again after `poll` until two hold it; a recipient whose puts fail backs off — `poll`,
+/// doubling — and the view says why, until a put succeeds.
+#[test]
+fn an_item_held_by_one_node_is_put_again_and_failures_back_off_doubling() {
+    let t0 = t0();
+    let cfg = MailboxConfig {
+        after: Duration::ZERO,
+        ..MailboxConfig::default()
+    };
+    let mut m = Mailbox::new(cfg, t0);
+    let waiting = vec![(fp(1), msg(1, 0)), (fp(2), msg(2, 0))];
+    let due = |m: &mut Mailbox, at: Instant| -> Vec<Fingerprint> {
+        let d = m.due(at, 0, waiting.clone(), true);
+        d.into_iter().map(|(p, _)| p).collect()
+    };
+    m.put_stored(t0, fp(1), msg(1, 0).id, 1);
+    m.put_failed(fp(2), "mailbox full", t0);
+    assert_eq!(m.put_view().held_by.get(&msg(1, 0).id), Some(&1));
+    assert_eq!(m.put_view().refused.get(&fp(2)), Some(&"mailbox full"));
+    assert!(due(&mut m, t0).is_empty(), "neither before `poll`");
+    assert_eq!(due(&mut m, t0 + cfg.poll), vec![fp(1), fp(2)]);
+    // Two hold it now: not put again. fp(2) fails again: twice the wait.
+    let t1 = t0 + cfg.poll;
+    m.put_stored(t1, fp(1), msg(1, 0).id, 2);
+    m.put_failed(fp(2), "no storing node", t1);
+    assert!(due(&mut m, t1 + cfg.poll).is_empty());
+    assert_eq!(due(&mut m, t1 + 2 * cfg.poll), vec![fp(2)]);
+    assert_eq!(m.put_view().refused.get(&fp(2)), Some(&"no storing node"));
+    m.put_stored(t1, fp(2), msg(2, 0).id, 3);
+    assert!(
+        m.put_view().refused.is_empty(),
+        "a put that worked ends the backoff"
+    );
+    assert_eq!(m.stats().items_put, 2, "each message counted once");
 }
