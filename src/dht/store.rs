@@ -1270,6 +1270,60 @@ mod tests {
         assert_eq!(alices, 5, "the contact's items are all held");
     }
 
+    /// Issue 20's sybil scenario at the k storing nodes of one mailbox key: 1,000 throwaway
+    /// identities from 16 networks put two items each for a recipient, and its 10 contacts —
+    /// each on a network of its own — put two each in the middle of the flood. The flood
+    /// fills the key at every node (16 × 128 ≥ 1,024); every contact's items are held at
+    /// every node at the end.
+    #[test]
+    fn a_thousand_sybils_from_sixteen_networks_leave_every_contacts_items_held() {
+        let carol = ids(1).remove(0);
+        let cfg = StoreConfig {
+            per_network_bytes: 1 << 30,
+            per_source_bytes: 1 << 30,
+            ..StoreConfig::default()
+        };
+        let mut stores: Vec<RecordStore> = (0..3).map(|_| RecordStore::new(cfg)).collect();
+        let sybils = ids(1000);
+        let contacts = ids(10);
+        let mut order: Vec<(Vec<u8>, Option<IpAddr>)> = Vec::new();
+        for (i, id) in sybils.iter().enumerate() {
+            let from = ip(&format!("10.{}.0.{}", i % 16, 1 + i / 16));
+            order.extend((1..=2).map(|q| (item(id, &carol, q), from)));
+            if i % 100 == 50 {
+                let c = i / 100;
+                let from = ip(&format!("10.{}.0.1", 100 + c));
+                order.extend((1..=2).map(|q| (item(&contacts[c], &carol, q), from)));
+            }
+        }
+        for s in &mut stores {
+            for (bytes, from) in &order {
+                let _ = s.put(bytes, *from, NOW);
+            }
+        }
+        let key = crate::crypto::record::mailbox_key(&carol.fingerprint());
+        for (n, s) in stores.iter().enumerate() {
+            let held = s.get(&key, NOW);
+            let mine: std::collections::HashSet<Fingerprint> =
+                contacts.iter().map(Identity::fingerprint).collect();
+            let of_contacts = held
+                .iter()
+                .filter(|r| {
+                    let publisher = Record::verify(r, NOW).unwrap().publisher().fingerprint();
+                    mine.contains(&publisher)
+                })
+                .count();
+            println!(
+                "storing node {n}: {} items held ({of_contacts} of the contacts' 20), {} \
+                 evicted for lighter networks",
+                held.len(),
+                s.stats().mailbox_evicted
+            );
+            assert_eq!(held.len(), 1024, "the flood filled the key");
+            assert_eq!(of_contacts, 20, "every contact's items");
+        }
+    }
+
     fn receipt(by: &Identity, seq: u64, entries: Vec<(Fingerprint, u64)>) -> Vec<u8> {
         let value = crate::crypto::receipt::Receipt { entries }.encode();
         Record::sign(by, RecordKind::MailboxReceipt, seq, NOW + 600, value, NOW)
