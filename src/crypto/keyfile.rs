@@ -155,6 +155,17 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<Identity, IdentityFileError> {
 }
 
 impl Identity {
+    /// The identity in the key file's form (secret: keep it private), for a secondary
+    /// identity handed to others, such as a contact drop (spec/09-mailbox.md §1.1).
+    pub(crate) fn to_key_bytes(&self) -> Zeroizing<Vec<u8>> {
+        encode(self)
+    }
+
+    /// An identity from [`Identity::to_key_bytes`]; `what` names it in errors.
+    pub(crate) fn from_key_bytes(what: &Path, bytes: &[u8]) -> Result<Identity, IdentityFileError> {
+        decode(what, bytes)
+    }
+
     /// The key file path inside `data_dir`.
     pub fn key_file(data_dir: &Path) -> PathBuf {
         data_dir.join(KEY_FILE_NAME)

@@ -31,6 +31,9 @@ impl MessageKind {
     pub const FILE: MessageKind = MessageKind(1);
     /// Group channels (reserved for spec/12-groups.md).
     pub const GROUP: MessageKind = MessageKind(2);
+    /// A contact drop handed to a contact (spec/09-mailbox.md §1.1): body
+    /// `crypto::drop::ContactDrop::encode`. Taken by the node, never delivered as a message.
+    pub const DROP: MessageKind = MessageKind(3);
     /// The first of the kinds left to private and experimental protocols (0x8000–0xFFFF):
     /// never registered, never reserved.
     pub const PRIVATE: MessageKind = MessageKind(0x8000);
@@ -42,6 +45,7 @@ impl std::fmt::Display for MessageKind {
             MessageKind::TEXT => f.write_str("text"),
             MessageKind::FILE => f.write_str("file"),
             MessageKind::GROUP => f.write_str("group"),
+            MessageKind::DROP => f.write_str("drop"),
             MessageKind(k) => write!(f, "{k:#06x}"),
         }
     }

@@ -12,6 +12,7 @@
 //! draw their own randomness from the OS inside the C implementation.
 
 mod aead;
+pub mod drop;
 mod error;
 mod fingerprint;
 mod identity;

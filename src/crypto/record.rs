@@ -56,6 +56,13 @@ pub enum RecordKind {
     /// The items a recipient fetched from its mailbox (spec/09-mailbox.md §5). Key from
     /// the publisher: its own mailbox key, so the nodes holding its items see it.
     MailboxReceipt = 5,
+    /// A contact's message in a recipient's contact drop (spec/09-mailbox.md §1.1): a
+    /// sealed envelope wrapped under the drop's secret, published by the drop's identity.
+    /// Key from the publisher: `drop_key`.
+    MailboxDrop = 6,
+    /// The drop items a recipient fetched, published by the drop's identity under its
+    /// `drop_key` (as `MailboxReceipt` for a mailbox key).
+    DropReceipt = 7,
 }
 
 impl RecordKind {
@@ -67,8 +74,20 @@ impl RecordKind {
             3 => RecordKind::MailboxItem,
             4 => RecordKind::KemKey,
             5 => RecordKind::MailboxReceipt,
+            6 => RecordKind::MailboxDrop,
+            7 => RecordKind::DropReceipt,
             _ => return None,
         })
+    }
+
+    /// A mailbox item, of a mailbox or of a contact drop: one slot per item number.
+    pub fn is_item(self) -> bool {
+        matches!(self, RecordKind::MailboxItem | RecordKind::MailboxDrop)
+    }
+
+    /// A receipt, of a mailbox or of a contact drop: drops the items it lists.
+    pub fn is_receipt(self) -> bool {
+        matches!(self, RecordKind::MailboxReceipt | RecordKind::DropReceipt)
     }
 
     /// Largest value accepted, in bytes.
@@ -78,7 +97,10 @@ impl RecordKind {
             RecordKind::NameClaim => name::MAX_CLAIM_LEN,
             RecordKind::MailboxItem => MAX_MAILBOX_BODY + sealed::SEALED_OVERHEAD,
             RecordKind::KemKey => super::kem::KEM_PUBLIC_KEY_LEN,
-            RecordKind::MailboxReceipt => super::receipt::MAX_RECEIPT_LEN,
+            RecordKind::MailboxReceipt | RecordKind::DropReceipt => super::receipt::MAX_RECEIPT_LEN,
+            RecordKind::MailboxDrop => {
+                MAX_MAILBOX_BODY + sealed::SEALED_OVERHEAD + super::drop::WRAP_OVERHEAD
+            }
         }
     }
 
@@ -89,7 +111,9 @@ impl RecordKind {
             RecordKind::NameClaim => name::CLAIM_TTL_SECS,
             RecordKind::MailboxItem => MAILBOX_TTL_SECS,
             RecordKind::KemKey => 30 * 24 * 3600,
-            RecordKind::MailboxReceipt => MAILBOX_TTL_SECS,
+            RecordKind::MailboxReceipt | RecordKind::MailboxDrop | RecordKind::DropReceipt => {
+                MAILBOX_TTL_SECS
+            }
         }
     }
 }
@@ -215,6 +239,13 @@ pub fn mailbox_key(recipient: &Fingerprint) -> NodeId {
     NodeId::derive(b"dna/mailbox", &[&recipient.0])
 }
 
+/// The key a contact drop's items and receipt live under (spec/09-mailbox.md §1.1):
+/// H160("dna/drop" ‖ fingerprint of the drop's identity). Another domain than
+/// [`mailbox_key`], so no mailbox item can land under a drop key.
+pub fn drop_key(drop: &Fingerprint) -> NodeId {
+    NodeId::derive(b"dna/drop", &[&drop.0])
+}
+
 /// The key claims of `name` (normalised, spec/08-names.md) live under:
 /// H160("dna/name" ‖ name).
 pub fn name_key(name: &str) -> NodeId {
@@ -250,6 +281,18 @@ fn derive_key(
         RecordKind::MailboxReceipt => {
             super::receipt::Receipt::decode(value).ok_or(invalid("not a mailbox receipt"))?;
             Ok(mailbox_key(&publisher.fingerprint()))
+        }
+        RecordKind::MailboxDrop => {
+            let wrapped =
+                value.len() >= super::drop::WRAP_OVERHEAD && value[0] == super::drop::DROP_VERSION;
+            if !wrapped {
+                return Err(invalid("not a wrapped drop item"));
+            }
+            Ok(drop_key(&publisher.fingerprint()))
+        }
+        RecordKind::DropReceipt => {
+            super::receipt::Receipt::decode(value).ok_or(invalid("not a drop receipt"))?;
+            Ok(drop_key(&publisher.fingerprint()))
         }
     }
 }

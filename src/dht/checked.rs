@@ -82,7 +82,7 @@ impl VerifiedRecord {
     /// record per publisher and key).
     pub fn item(&self) -> u64 {
         match self.kind {
-            RecordKind::MailboxItem => self.seq,
+            k if k.is_item() => self.seq,
             _ => 0,
         }
     }

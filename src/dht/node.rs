@@ -805,7 +805,7 @@ impl Dht {
                     // answer no FIND_VALUE): it is not kept. Our own copy, kept when we are
                     // one of the k closest, is not counted: `stored_at` says how many
                     // *other* nodes hold the record (a refusal by all of them reads 0).
-                    let serves = self.cfg.server || record.kind() != RecordKind::MailboxItem;
+                    let serves = self.cfg.server || !record.kind().is_item();
                     if serves && we_are_close {
                         // Refused here (full, stale): the other nodes' answers still count.
                         let _ = self.store.put_verified(record.clone(), None, unix);

@@ -21,7 +21,8 @@ pub const MAX_RECORDS: usize = 8;
 pub const MAX_RECORD_LEN: usize = RECORD_HEADER_LEN
     + SIGNATURE_LEN
     + crate::crypto::record::MAX_MAILBOX_BODY
-    + crate::crypto::sealed::SEALED_OVERHEAD;
+    + crate::crypto::sealed::SEALED_OVERHEAD
+    + crate::crypto::drop::WRAP_OVERHEAD;
 
 /// Flag bit: the sender is a DHT server.
 pub const FLAG_SERVER: u8 = 0x01;
@@ -386,12 +387,14 @@ impl DhtMessage {
 }
 
 /// Kinds whose records a VALUE may carry: all of them (listed so the limits stay in view).
-pub const RECORD_KINDS: [RecordKind; 5] = [
+pub const RECORD_KINDS: [RecordKind; 7] = [
     RecordKind::Presence,
     RecordKind::NameClaim,
     RecordKind::MailboxItem,
     RecordKind::KemKey,
     RecordKind::MailboxReceipt,
+    RecordKind::MailboxDrop,
+    RecordKind::DropReceipt,
 ];
 
 #[cfg(test)]

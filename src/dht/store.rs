@@ -305,7 +305,7 @@ impl RecordStore {
             return Err(StoreError::NameTaken);
         }
         let mut victim = None;
-        if rec.kind() == RecordKind::MailboxItem && !self.records.contains_key(&slot) {
+        if rec.kind().is_item() && !self.records.contains_key(&slot) {
             victim = self.admit_item(&rec, source)?;
         }
         let old = match self.records.get(&slot) {
@@ -342,7 +342,7 @@ impl RecordStore {
                 self.mailbox_evicted += 1;
             }
         }
-        let receipt = (rec.kind() == RecordKind::MailboxReceipt).then(|| rec.key());
+        let receipt = rec.kind().is_receipt().then(|| rec.key());
         self.insert(slot, Held { rec, source });
         if let Some(key) = receipt {
             self.drop_receipted(&key);
@@ -378,9 +378,11 @@ impl RecordStore {
         {
             return Err(StoreError::Receipted);
         }
+        // A drop's items all come from its identity (every contact writes as it): no
+        // per-sender cap there; the network's share and the key's cap still hold.
         let p = rec.publisher();
         let of_sender = self.records.range((key, p, 1)..=(key, p, u64::MAX)).count();
-        if of_sender >= self.cfg.mailbox_per_sender {
+        if rec.kind() == RecordKind::MailboxItem && of_sender >= self.cfg.mailbox_per_sender {
             return refuse(self, StoreError::MailboxSenderQuota);
         }
         let Some(net) = source.map(Network::of) else {
@@ -436,7 +438,11 @@ impl RecordStore {
     ) -> Result<(), StoreError> {
         let c = cost(rec);
         let used = |m: Option<&usize>| m.copied().unwrap_or(0);
-        if used(self.by_publisher.get(&rec.publisher())) + c > self.cfg.per_publisher_bytes {
+        // A drop's identity publishes for all the recipient's contacts: its items are
+        // bounded by the key's cap and the senders' source and network bytes instead.
+        let by_publisher = used(self.by_publisher.get(&rec.publisher()));
+        if rec.kind() != RecordKind::MailboxDrop && by_publisher + c > self.cfg.per_publisher_bytes
+        {
             return Err(StoreError::PublisherQuota);
         }
         let network = source.map(Network::of);
@@ -507,7 +513,10 @@ impl RecordStore {
     fn insert(&mut self, slot: Slot, held: Held) {
         let c = cost(&held.rec);
         self.bytes += c;
-        *self.by_publisher.entry(slot.1).or_default() += c;
+        // A drop's items are its contacts', not its identity's (see `admit`).
+        if held.rec.kind() != RecordKind::MailboxDrop {
+            *self.by_publisher.entry(slot.1).or_default() += c;
+        }
         if let Some(ip) = held.source {
             *self.by_source.entry(Source::of(ip)).or_default() += c;
             let u = self.by_network.entry(Network::of(ip)).or_default();
@@ -520,14 +529,14 @@ impl RecordStore {
             self.next_expiry.min(held.rec.expiry())
         };
         match held.rec.kind() {
-            RecordKind::MailboxItem => {
+            k if k.is_item() => {
                 *self.items.entry(slot.0).or_default() += 1;
                 if let Some(ip) = held.source {
                     let e = self.item_nets.entry((slot.0, Network::of(ip)));
                     e.or_default().insert((held.rec.expiry(), slot));
                 }
             }
-            RecordKind::MailboxReceipt => {
+            k if k.is_receipt() => {
                 if let Some(r) = Receipt::decode(held.rec.value()) {
                     self.receipts.insert(slot.0, r);
                 }
@@ -548,7 +557,7 @@ impl RecordStore {
         let c = cost(&held.rec);
         self.bytes -= c;
         match held.rec.kind() {
-            RecordKind::MailboxItem => {
+            k if k.is_item() => {
                 subtract(&mut self.items, &slot.0, 1);
                 if let Some(ip) = held.source {
                     let k = (slot.0, Network::of(ip));
@@ -560,12 +569,14 @@ impl RecordStore {
                     }
                 }
             }
-            RecordKind::MailboxReceipt => {
+            k if k.is_receipt() => {
                 self.receipts.remove(&slot.0);
             }
             _ => {}
         }
-        subtract(&mut self.by_publisher, &slot.1, c);
+        if held.rec.kind() != RecordKind::MailboxDrop {
+            subtract(&mut self.by_publisher, &slot.1, c);
+        }
         if let Some(ip) = held.source {
             subtract(&mut self.by_source, &Source::of(ip), c);
             let n = Network::of(ip);
@@ -1322,6 +1333,75 @@ mod tests {
             assert_eq!(held.len(), 1024, "the flood filled the key");
             assert_eq!(of_contacts, 20, "every contact's items");
         }
+    }
+
+    /// A contact drop (spec/09-mailbox.md §1.1): 100 items written as the drop's identity
+    /// from ten networks are all held (no per-sender cap: every contact writes as the
+    /// drop), under `drop_key(M)` only; the drop's receipt drops what it lists and refuses
+    /// it again; nobody else's receipt can.
+    #[test]
+    fn a_contact_drop_holds_its_contacts_items_and_its_receipt_drops_them() {
+        use crate::crypto::drop::ContactDrop;
+        let (carol, alice) = (ids(1).remove(0), ids(1).remove(0));
+        let drop = ContactDrop::generate(&mut OsRng);
+        let mut s = RecordStore::new(StoreConfig::default());
+        let put = |s: &mut RecordStore, q: u64| {
+            let sealed = crate::crypto::sealed::seal(
+                &alice,
+                carol.fingerprint(),
+                carol.kem_public(),
+                crate::crypto::MessageId([q as u8; 16]),
+                1,
+                crate::crypto::MessageKind::TEXT,
+                b"hi",
+                &mut OsRng,
+            )
+            .unwrap();
+            let value = drop.wrap(q, &sealed, &mut OsRng).unwrap();
+            let r = Record::sign(
+                drop.identity(),
+                RecordKind::MailboxDrop,
+                q,
+                NOW + 600,
+                value,
+                NOW,
+            )
+            .unwrap();
+            assert_eq!(r.key(), drop.key());
+            let from = ip(&format!("10.0.{}.1", q % 10));
+            s.put(&r.encode(), from, NOW)
+        };
+        let stored = (1..=100).filter(|q| put(&mut s, *q).is_ok()).count();
+        assert_eq!(stored, 100, "no per-sender cap for a drop");
+        assert_eq!(s.get(&drop.key(), NOW).len(), 100);
+        let carols_mailbox = crate::crypto::record::mailbox_key(&carol.fingerprint());
+        assert!(
+            s.get(&carols_mailbox, NOW).is_empty(),
+            "nothing names carol"
+        );
+        let listed: Vec<(Fingerprint, u64)> = (1..=60).map(|q| (drop.fingerprint(), q)).collect();
+        let value = crate::crypto::receipt::Receipt { entries: listed }.encode();
+        let sign = |by: &Identity| {
+            Record::sign(
+                by,
+                RecordKind::DropReceipt,
+                1,
+                NOW + 600,
+                value.clone(),
+                NOW,
+            )
+            .unwrap()
+            .encode()
+        };
+        // Alice's "receipt" lands under her own drop key: the drop keeps its items.
+        s.put(&sign(&alice), ip("10.9.0.1"), NOW).unwrap();
+        assert_eq!(s.stats().mailbox_items, 100);
+        s.put(&sign(drop.identity()), ip("10.9.0.1"), NOW).unwrap();
+        let items = s.stats().mailbox_items;
+        let again = put(&mut s, 5);
+        println!("a drop: 100 items from 10 networks held; its receipt for 60: {items} left; one again: {again:?}");
+        assert_eq!(items, 40);
+        assert_eq!(again, Err(StoreError::Receipted));
     }
 
     fn receipt(by: &Identity, seq: u64, entries: Vec<(Fingerprint, u64)>) -> Vec<u8> {
