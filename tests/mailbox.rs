@@ -292,3 +292,125 @@ async fn bootstrap_nodes_store_nothing_and_a_daemon_holds_the_mailbox() {
     assert_eq!(got, bodies, "every message, once");
     assert_eq!(bob.stored_inbox().len(), n);
 }
+
+/// Contact drops (spec/09-mailbox.md §1.1): carol and alice add each other as contacts and
+/// swap drops; carol goes offline and alice leaves three messages. The storing node holds
+/// them under carol's drop key, published by the drop — nothing under carol's mailbox key,
+/// and nothing that names alice or carol outside the wrapped envelopes. Carol, back, gets
+/// all three once, and her drop's receipt marks them delivered in alice's outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contacts_offline_messages_go_to_the_drop_and_name_nobody() {
+    use dna_p2p::crypto::record::{drop_key, mailbox_key};
+    use dna_p2p::crypto::RecordKind;
+    let boot = Node::bind(Identity::generate(&mut OsRng), config(true, vec![], None))
+        .await
+        .unwrap();
+    let seeds = vec![(boot.local_addr(), boot.fingerprint())];
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let alice = client(&seeds, dirs[0].path(), dirs[0].path()).await;
+    let carol = client(&seeds, dirs[1].path(), dirs[1].path()).await;
+    let (a_fp, c_fp) = (alice.fingerprint(), carol.fingerprint());
+    assert!(carol.mailbox_publish_key().await.unwrap() >= 1);
+    alice.contact_add(&c_fp.to_string(), None).await.unwrap();
+    carol.contact_add(&a_fp.to_string(), None).await.unwrap();
+    let carol_drop = carol.drop_id().expect("a node with a mailbox has a drop");
+    // No presence here, so carol's drop reaches alice through alice's mailbox: she fetches.
+    until("alice has carol's drop", async || {
+        alice.mailbox_fetch().await;
+        alice.drop_of(&c_fp) == Some(carol_drop)
+    })
+    .await;
+    carol.shutdown(Duration::from_millis(200)).await;
+
+    let bodies: Vec<Bytes> = (0..3).map(|i| Bytes::from(format!("d{i}"))).collect();
+    let ids = alice.send_many(c_fp, bodies.clone()).await.unwrap();
+    // (Alice's own drop, sent again to carol when carol's arrived, waits there too.)
+    until("alice's three in carol's drop", async || {
+        let o = alice.outbox(10).await;
+        ids.iter()
+            .all(|id| o.iter().any(|e| e.id == *id && e.held_by.is_some()))
+    })
+    .await;
+    let in_drop = alice.dht_get(drop_key(&carol_drop)).await.unwrap();
+    let in_mailbox = alice.dht_get(mailbox_key(&c_fp)).await.unwrap();
+    let publishers: std::collections::BTreeSet<_> = in_drop
+        .iter()
+        .map(|r| r.publisher().fingerprint())
+        .collect();
+    println!(
+        "under carol's drop key: {} records ({:?}), published by {} identity (the drop's); \
+         under her mailbox key: {} items (none of the three)",
+        in_drop.len(),
+        in_drop
+            .iter()
+            .map(|r| r.kind())
+            .collect::<std::collections::HashSet<_>>(),
+        publishers.len(),
+        in_mailbox
+            .iter()
+            .filter(|r| r.kind() == RecordKind::MailboxItem)
+            .count()
+    );
+    assert!(in_drop.len() >= 3);
+    assert!(in_drop.iter().all(|r| r.kind() == RecordKind::MailboxDrop));
+    assert_eq!(publishers, [carol_drop].into_iter().collect());
+    // (Alice's own drop may wait under carol's mailbox key: it went out before carol's
+    // drop reached her.)
+    let texts: Vec<u64> = ids.iter().map(dna_p2p::crypto::receipt::item_seq).collect();
+    assert!(
+        in_mailbox
+            .iter()
+            .all(|r| r.kind() != RecordKind::MailboxItem || !texts.contains(&r.seq())),
+        "none of the three under carol's mailbox key"
+    );
+    // Nothing outside the wrapped envelope names alice or carol.
+    for r in &in_drop {
+        let v = r.value();
+        for fp in [a_fp, c_fp] {
+            assert!(
+                !v.windows(32).any(|w| w == fp.0),
+                "a fingerprint in the clear"
+            );
+        }
+    }
+
+    // Carol back (her identity, her drop; a fresh message store: see above).
+    std::fs::copy(
+        dirs[1].path().join("drop.key"),
+        dirs[2].path().join("drop.key"),
+    )
+    .unwrap();
+    let mut carol = client(&seeds, dirs[1].path(), dirs[2].path()).await;
+    assert_eq!(carol.drop_id(), Some(carol_drop));
+    let stats = carol.mailbox_fetch().await;
+    let mut got = Vec::new();
+    while let Ok(ev) = carol.events_try_recv() {
+        if let NodeEvent::Message { from, body, .. } = ev {
+            if from == a_fp {
+                got.push(body);
+            }
+        }
+    }
+    got.sort();
+    println!(
+        "carol back: {} of 3 from her drop ({} new, {} duplicates)",
+        got.len(),
+        stats.new,
+        stats.duplicates
+    );
+    assert_eq!(got, bodies, "every message, once");
+    until("the drop's receipt at alice", async || {
+        let o = alice.outbox(10).await;
+        ids.iter().all(|id| {
+            o.iter()
+                .any(|e| e.id == *id && e.state == "delivered" && e.path == Some("mailbox"))
+        })
+    })
+    .await;
+    let left = alice.dht_get(drop_key(&carol_drop)).await.unwrap();
+    println!(
+        "after the receipt: {:?} under the drop key",
+        left.iter().map(|r| r.kind()).collect::<Vec<_>>()
+    );
+    assert!(left.iter().all(|r| r.kind() == RecordKind::DropReceipt));
+}

@@ -216,7 +216,9 @@ fn strangers_on_one_network_cannot_keep_a_contacts_offline_messages_out() {
         theirs.len()
     );
     assert_eq!(theirs.len(), STRANGERS * EACH);
-    assert!(refused > 0 && sent <= NETWORK_SHARE as usize);
+    // (Which 128 each storing node took depends on who came first there, so more than
+    // 128 may be held by two of them: the per-node bound is asserted below.)
+    assert!(refused > 0);
     drop(alice);
     let held: Vec<u64> = holders.iter().map(|(_, d)| mailbox_items(d)).collect();
     println!(

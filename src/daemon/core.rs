@@ -216,6 +216,13 @@ fn carry_out(
         Output::Reach { peer } => {
             tokio::spawn(super::retry::reach(shared.clone(), peer));
         }
+        Output::ReadReceipt { peer } => {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                super::mailbox::receipt_of(&shared, peer).await;
+                shared.core.input(Input::ReceiptRead(peer)).await;
+            });
+        }
         Output::DhtSend { to, msg } => {
             if msg.is_request() {
                 if let Some(d) = dht {

@@ -132,7 +132,19 @@ fn signed(
     value: Vec<u8>,
     now: u64,
 ) -> Result<VerifiedRecord, DhtError> {
-    Record::sign(&shared.identity, kind, seq, expiry, value, now)
+    signed_by(&shared.identity, kind, seq, expiry, value, now)
+}
+
+/// A record signed by `by` (us, or a contact drop's identity).
+fn signed_by(
+    by: &crate::crypto::Identity,
+    kind: RecordKind,
+    seq: u64,
+    expiry: u64,
+    value: Vec<u8>,
+    now: u64,
+) -> Result<VerifiedRecord, DhtError> {
+    Record::sign(by, kind, seq, expiry, value, now)
         .map(|r| VerifiedRecord::from_record(&r))
         .map_err(|e| DhtError::Record(e.to_string()))
 }
@@ -200,6 +212,9 @@ async fn send_side(shared: &Shared) -> Result<(), DhtError> {
             put_failed(shared, peer, "no KEM key published").await;
             continue;
         };
+        // A contact that gave us its drop gets our items there (spec/09-mailbox.md §1.1);
+        // anyone else in its mailbox, the requests.
+        let drop = shared.drops.as_ref().and_then(|d| d.of(&peer));
         for m in msgs {
             let now = now_s();
             let sealed = with_rng(|rng| {
@@ -219,7 +234,22 @@ async fn send_side(shared: &Shared) -> Result<(), DhtError> {
             };
             let expiry = now + cfg.ttl_secs.min(RecordKind::MailboxItem.max_ttl_secs());
             let seq = item_seq(&m.id);
-            let r = signed(shared, RecordKind::MailboxItem, seq, expiry, sealed, now)?;
+            let r = match &drop {
+                Some(d) => {
+                    let Ok(value) = with_rng(|rng| d.wrap(seq, &sealed, rng)) else {
+                        continue;
+                    };
+                    signed_by(
+                        d.identity(),
+                        RecordKind::MailboxDrop,
+                        seq,
+                        expiry,
+                        value,
+                        now,
+                    )?
+                }
+                None => signed(shared, RecordKind::MailboxItem, seq, expiry, sealed, now)?,
+            };
             let (held_by, why) = match query(shared, DhtQuery::PutOnce(r)).await? {
                 DhtEvent::Put {
                     stored_at,
@@ -289,23 +319,44 @@ pub(crate) async fn before_reach(shared: &Shared, peer: Fingerprint) {
     }
 }
 
-/// Reads `peer`'s newest receipt; marks the items it lists delivered (path `mailbox`).
-async fn receipt_of(shared: &Shared, peer: Fingerprint) {
-    let Ok(found) = find(shared, mailbox_key(&peer)).await else {
+/// Reads `peer`'s newest receipts — of its mailbox, and of its contact drop if it gave us
+/// one; marks the items they list delivered (path `mailbox`).
+pub(crate) async fn receipt_of(shared: &Shared, peer: Fingerprint) {
+    receipt_under(shared, peer, mailbox_key(&peer), None).await;
+    if let Some(d) = shared.drops.as_ref().and_then(|d| d.of(&peer)) {
+        receipt_under(shared, peer, d.key(), Some(d.fingerprint())).await;
+    }
+}
+
+/// The newest receipt under `key` published by `peer` (`drop`: by its drop's identity).
+async fn receipt_under(
+    shared: &Shared,
+    peer: Fingerprint,
+    key: crate::crypto::NodeId,
+    drop: Option<Fingerprint>,
+) {
+    let Ok(found) = find(shared, key).await else {
         return;
+    };
+    let (kind, by) = match drop {
+        Some(d) => (RecordKind::DropReceipt, d),
+        None => (RecordKind::MailboxReceipt, peer),
     };
     let Some(receipt) = found
         .into_iter()
-        .filter(|r| r.kind() == RecordKind::MailboxReceipt && r.publisher().fingerprint() == peer)
+        .filter(|r| r.kind() == kind && r.publisher().fingerprint() == by)
         .max_by_key(Record::seq)
         .and_then(|r| Receipt::decode(r.value()))
     else {
         return;
     };
     // The core marks them delivered in its outbox too.
-    let MailboxReply::Delivered(ids) =
-        mailbox(shared, MailboxInput::Receipt { peer, receipt }).await
-    else {
+    let input = MailboxInput::Receipt {
+        peer,
+        receipt,
+        drop,
+    };
+    let MailboxReply::Delivered(ids) = mailbox(shared, input).await else {
         return;
     };
     if ids.is_empty() {
@@ -351,12 +402,13 @@ fn within_budget<T>(
         .collect()
 }
 
-/// Every mailbox item under `key` at `node`, verified, page by page (at most a full
+/// Every item of `kind` under `key` at `node`, verified, page by page (at most a full
 /// mailbox's worth, and at most `budget` bytes of values, which it spends).
 async fn pages(
     shared: &Shared,
     node: Contact,
     key: crate::crypto::NodeId,
+    kind: RecordKind,
     budget: &mut usize,
 ) -> Vec<VerifiedRecord> {
     let mut all = Vec::new();
@@ -389,7 +441,7 @@ async fn pages(
         let items = records
             .iter()
             .filter_map(|b| VerifiedRecord::verify(b, now).ok())
-            .filter(|r| r.kind() == RecordKind::MailboxItem && r.key() == key);
+            .filter(|r| r.kind() == kind && r.key() == key);
         let items = within_budget(items, |r| r.value().len(), budget);
         let last = items.last().map(|r| (r.publisher(), r.item()));
         all.extend(items);
@@ -401,29 +453,50 @@ async fn pages(
     all
 }
 
-/// Fetches our mailbox from the k closest nodes, stores what is new, publishes a receipt.
-async fn fetch(shared: &Shared) -> Result<(), DhtError> {
-    let me = shared.identity.fingerprint();
-    let key = mailbox_key(&me);
+/// The items of `kind` under `key` at its k closest nodes, one value per (publisher,
+/// item); adds the copies read to `fetched`.
+async fn fetch_key(
+    shared: &Shared,
+    key: crate::crypto::NodeId,
+    kind: RecordKind,
+    budget: &mut usize,
+    fetched: &mut u64,
+) -> Result<HashMap<(Fingerprint, u64), Vec<u8>>, DhtError> {
     let closest = match query(shared, DhtQuery::FindNode(key)).await? {
         DhtEvent::FoundNodes { closest, .. } => closest,
         _ => Vec::new(),
     };
-    let mut items: HashMap<(Fingerprint, u64), Vec<u8>> = HashMap::new();
-    let mut fetched = 0u64;
-    let mut budget = MAX_FETCH_BYTES;
+    let mut items = HashMap::new();
     for node in closest {
-        for r in pages(shared, node, key, &mut budget).await {
-            fetched += 1;
+        for r in pages(shared, node, key, kind, budget).await {
+            *fetched += 1;
             items
                 .entry((r.publisher(), r.item()))
                 .or_insert_with(|| r.value().to_vec());
         }
     }
+    Ok(items)
+}
+
+/// Fetches our mailbox (the requests) and our contact drop from their k closest nodes,
+/// stores what is new, publishes the receipts: two lookups however many contacts we have
+/// (spec/09-mailbox.md §1.1).
+async fn fetch(shared: &Shared) -> Result<(), DhtError> {
+    let me = shared.identity.fingerprint();
+    let mut fetched = 0u64;
+    let mut budget = MAX_FETCH_BYTES;
+    let requests = fetch_key(
+        shared,
+        mailbox_key(&me),
+        RecordKind::MailboxItem,
+        &mut budget,
+        &mut fetched,
+    )
+    .await?;
     let mut by_sender: HashMap<Fingerprint, Vec<Message>> = HashMap::new();
     let mut invalid = 0u64;
     let mut listed = Vec::new();
-    for ((publisher, item), value) in &items {
+    for ((publisher, item), value) in &requests {
         match sealed::open(&shared.identity, value) {
             Ok((msg, sender))
                 if sender.fingerprint() == *publisher && item_seq(&msg.id) == *item =>
@@ -432,6 +505,32 @@ async fn fetch(shared: &Shared) -> Result<(), DhtError> {
                 by_sender.entry(*publisher).or_default().push(msg);
             }
             _ => invalid += 1,
+        }
+    }
+    // Our drop: every item is published by the drop; the sender is inside the envelope.
+    if let Some(drop) = shared.drops.as_ref().map(|d| d.own().clone()) {
+        let items = fetch_key(
+            shared,
+            drop.key(),
+            RecordKind::MailboxDrop,
+            &mut budget,
+            &mut fetched,
+        )
+        .await?;
+        for ((publisher, item), value) in &items {
+            let opened = drop
+                .unwrap(*item, value)
+                .ok()
+                .and_then(|sealed| sealed::open(&shared.identity, &sealed).ok());
+            match opened {
+                Some((msg, sender))
+                    if *publisher == drop.fingerprint() && item_seq(&msg.id) == *item =>
+                {
+                    listed.push((*publisher, *item));
+                    by_sender.entry(sender.fingerprint()).or_default().push(msg);
+                }
+                _ => invalid += 1,
+            }
         }
     }
     let (mut new, mut dup) = (0u64, 0u64);
@@ -504,31 +603,53 @@ async fn store_received(shared: &Shared, from: Fingerprint, msgs: Vec<Message>) 
     }
 }
 
-/// Signs and puts our receipt (republished by the DHT while it lives).
+/// Signs and puts our receipts (republished by the DHT while they live): the entries of
+/// our drop's items as a `DropReceipt` by the drop under its key, the rest as our
+/// `MailboxReceipt`. Returns how many nodes hold the mailbox one.
 async fn publish_receipt(
     shared: &Shared,
     entries: Vec<(Fingerprint, u64)>,
 ) -> Result<usize, DhtError> {
-    let seq = super::dht::next_record_seq(shared).await?;
+    let drop = shared.drops.as_ref().map(|d| d.own().clone());
+    let (of_drop, ours): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|(fp, _)| drop.as_ref().is_some_and(|d| d.fingerprint() == *fp));
     let now = now_s();
     let ttl = shared
         .cfg
         .mailbox
         .ttl_secs
         .min(RecordKind::MailboxReceipt.max_ttl_secs());
-    let value = Receipt { entries }.encode();
-    let r = signed(
-        shared,
-        RecordKind::MailboxReceipt,
-        seq,
-        now + ttl,
-        value,
-        now,
-    )?;
-    let stored_at = match query(shared, DhtQuery::Put(r)).await? {
-        DhtEvent::Put { stored_at, .. } => stored_at,
-        _ => 0,
-    };
+    let mut stored_at = 0;
+    if let (Some(d), false) = (&drop, of_drop.is_empty()) {
+        let seq = super::dht::next_record_seq(shared).await?;
+        let value = Receipt { entries: of_drop }.encode();
+        let r = signed_by(
+            d.identity(),
+            RecordKind::DropReceipt,
+            seq,
+            now + ttl,
+            value,
+            now,
+        )?;
+        query(shared, DhtQuery::Put(r)).await?;
+    }
+    if !ours.is_empty() {
+        let seq = super::dht::next_record_seq(shared).await?;
+        let value = Receipt { entries: ours }.encode();
+        let r = signed(
+            shared,
+            RecordKind::MailboxReceipt,
+            seq,
+            now + ttl,
+            value,
+            now,
+        )?;
+        stored_at = match query(shared, DhtQuery::Put(r)).await? {
+            DhtEvent::Put { stored_at, .. } => stored_at,
+            _ => 0,
+        };
+    }
     mailbox(shared, MailboxInput::ReceiptPublished).await;
     tracing::debug!(stored_at, "mailbox receipt published");
     Ok(stored_at)

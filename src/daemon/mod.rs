@@ -33,6 +33,8 @@ mod delivered;
 mod dht;
 mod dht_persist;
 mod discovery_server;
+mod drop_app;
+mod drops;
 mod events;
 mod mailbox;
 mod mailbox_state;

@@ -179,6 +179,14 @@ impl Node {
             }
             _ => (None, None),
         };
+        // Contact drops ride the mailbox (spec/09-mailbox.md §1.1): the node owns kind DROP.
+        let drops = match (&cfg.store_dir, cfg.mailbox.enabled && cfg.dht.is_some()) {
+            (Some(dir), true) => Some(Arc::new(super::drops::Drops::open(dir)?)),
+            _ => None,
+        };
+        if drops.is_some() && !cfg.apps.contains(&MessageKind::DROP) {
+            cfg.apps.push(MessageKind::DROP);
+        }
         let (events_tx, events) = super::events::channel(cfg.event_queue, cfg.event_queue_bytes);
         let (mut app_tx, mut app_rx) = (HashMap::new(), HashMap::new());
         for kind in &cfg.apps {
@@ -267,6 +275,7 @@ impl Node {
             relay,
             names: super::contacts::Names::open(cfg_store_dir.as_deref()),
             mailbox: Default::default(),
+            drops,
         });
         tokio::spawn(super::core::run(shared.clone(), core, core_rx));
         tokio::spawn(accept_loop(shared.clone()));
@@ -323,6 +332,12 @@ impl Node {
             d.spawn(shared.socket.clone(), cfg, shared.stun_stats.clone())
         });
         tokio::spawn(stun_loop(shared.clone(), stun, routes_rx, rfc5780));
+        let mut app_rx = app_rx;
+        if shared.drops.is_some() {
+            if let Some(rx) = app_rx.remove(&MessageKind::DROP) {
+                tokio::spawn(super::drop_app::run(Arc::downgrade(&shared), rx));
+            }
+        }
         Ok(Node {
             handle: NodeHandle { shared },
             events,
@@ -634,6 +649,39 @@ impl NodeHandle {
     ) -> Result<Option<crate::crypto::Record>, super::dht::DhtError> {
         self.dht()?;
         super::dht::find_peer(&self.shared, peer).await
+    }
+
+    /// The valid records a lookup finds under `key` (what any node may ask the DHT).
+    pub async fn dht_get(
+        &self,
+        key: crate::crypto::NodeId,
+    ) -> Result<Vec<crate::crypto::Record>, super::dht::DhtError> {
+        self.dht()?;
+        let ev =
+            super::dht::query(&self.shared, crate::node::core::DhtQuery::FindValue(key)).await?;
+        let crate::dht::DhtEvent::FoundValue { records, .. } = ev else {
+            return Ok(Vec::new());
+        };
+        let now = super::util::unix_ms() / 1000;
+        Ok(records
+            .iter()
+            .filter_map(|b| crate::crypto::Record::verify(b, now).ok())
+            .filter(|r| r.key() == key)
+            .collect())
+    }
+
+    /// Our contact drop's identity (spec/09-mailbox.md §1.1), if the node keeps a mailbox.
+    pub fn drop_id(&self) -> Option<Fingerprint> {
+        self.shared.drops.as_ref().map(|d| d.own().fingerprint())
+    }
+
+    /// The identity of the drop `peer` gave us, if it is a contact that did.
+    pub fn drop_of(&self, peer: &Fingerprint) -> Option<Fingerprint> {
+        self.shared
+            .drops
+            .as_ref()
+            .and_then(|d| d.of(peer))
+            .map(|d| d.fingerprint())
     }
 
     /// The DHT's figures from the core (`None`: no DHT).

@@ -254,6 +254,9 @@ pub(crate) struct Shared {
     pub(crate) names: super::contacts::Names,
     /// The offline mailbox's state (spec/09-mailbox.md).
     pub(crate) mailbox: super::mailbox_state::MailboxShared,
+    /// Contact drops (spec/09-mailbox.md §1.1): ours and our contacts'; with the mailbox
+    /// only (it needs the message store).
+    pub(crate) drops: Option<Arc<super::drops::Drops>>,
 }
 
 /// A cheap, clonable handle for sending and managing peers from any task.

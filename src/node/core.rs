@@ -389,6 +389,11 @@ impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
         if let Some(status) = self.presence {
             self.out.push_back(Output::Presence { handle, status });
         }
+        if self.mailbox_waiting_for(&peer) {
+            self.peers.entry(peer).receipt_first = true;
+            self.out.push_back(Output::ReadReceipt { peer });
+            return Ok(());
+        }
         self.top_up(peer);
         Ok(())
     }
@@ -629,6 +634,9 @@ impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
+        if p.receipt_first {
+            return;
+        }
         let Some(active) = p.active.as_mut() else {
             return;
         };

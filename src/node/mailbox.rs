@@ -327,8 +327,9 @@ impl Mailbox {
         self.put.values().any(|p| p.peer == *peer)
     }
 
-    /// `peer`'s newest receipt (verified by the driver as published by `peer`): the items
-    /// of ours (`me`) it lists leave the ledger; returns their message IDs, delivered.
+    /// `peer`'s newest receipt (verified by the driver as published by `peer`, or by its
+    /// contact drop): the items it lists as published by `me` (us, or the drop) leave the
+    /// ledger; returns their message IDs, delivered.
     pub fn receipt(
         &mut self,
         me: &Fingerprint,

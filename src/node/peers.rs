@@ -47,6 +47,9 @@ pub struct Peer<C> {
     /// The delay before the next dial after connections that failed before they were
     /// established (zero: none failed since the last success).
     pub redial: Duration,
+    /// A session came up while our items wait in its mailbox: nothing is handed to it
+    /// until its receipt was read (`Input::ReceiptRead`).
+    pub receipt_first: bool,
     used: u64,
 }
 
@@ -60,6 +63,7 @@ impl<C> Peer<C> {
             active: None,
             dialing: false,
             redial: Duration::ZERO,
+            receipt_first: false,
             used: 0,
         }
     }

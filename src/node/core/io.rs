@@ -137,6 +137,9 @@ pub enum Input<C, R> {
     /// Start the re-reach schedule ([`super::CoreConfig::retry`]): from now on the core asks
     /// for [`Output::Reach`] of peers with messages waiting.
     StartRetry,
+    /// The receipts [`Output::ReadReceipt`] asked for were read (or could not be): the
+    /// session with `peer` is handed what is still queued.
+    ReceiptRead(Fingerprint),
     /// A reach asked with [`Output::Reach`] ended.
     ReachDone {
         /// Who.
@@ -331,6 +334,14 @@ pub enum Output<C> {
         /// Who.
         peer: Fingerprint,
     },
+    /// A session with `peer` came up while items of ours wait in its mailbox: read its
+    /// receipts (spec/09-mailbox.md §5) and report [`Input::ReceiptRead`]; nothing is
+    /// handed to the session before, so what it fetched goes no second time over the
+    /// session and its outbox entries say `mailbox`.
+    ReadReceipt {
+        /// Who.
+        peer: Fingerprint,
+    },
     /// These messages to `peer` were acknowledged on the path `path` (the code the driver
     /// gave with [`Input::Acked`]): record them delivered, tell the application.
     Delivered {
@@ -497,6 +508,12 @@ impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
             Input::PenalizeSource { addr, amount } => self.scores.penalize_source(addr, amount),
             Input::StartRetry => self.start_retry(now),
             Input::ReachDone { peer, how } => self.reach_finished(now, peer, how),
+            Input::ReceiptRead(peer) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.receipt_first = false;
+                }
+                self.top_up(peer);
+            }
             Input::Heard(peer) => self.heard(now, peer),
             Input::GrantProbes { ip, want } => {
                 return Reply::Count(self.probe_budget.grant(ip, want, now));

@@ -49,12 +49,17 @@ pub enum MailboxInput {
         /// Why, in a few words ("mailbox full", "no KEM key published", …).
         why: &'static str,
     },
-    /// A recipient's newest receipt, verified as its own: [`MailboxReply::Delivered`].
+    /// A recipient's newest receipt, verified as its own (or its contact drop's):
+    /// [`MailboxReply::Delivered`].
     Receipt {
         /// Whose.
         peer: Fingerprint,
         /// What it lists.
         receipt: Receipt,
+        /// Whose items it lists: `None` for ours (a receipt of `peer`'s mailbox), the
+        /// drop's identity for a receipt of `peer`'s contact drop (spec/09-mailbox.md
+        /// §1.1: every item there is published by the drop).
+        drop: Option<Fingerprint>,
     },
     /// A fetch of our mailbox ended: [`MailboxReply::Receipt`].
     Fetched(Fetched),
@@ -115,8 +120,12 @@ impl<C: Clone, R: Clone + PartialEq> Core<C, R> {
             } => return MailboxReply::Due(m.due(now, now_ms, waiting, complete)),
             MailboxInput::PutStored { peer, id, held_by } => m.put_stored(now, peer, id, held_by),
             MailboxInput::PutFailed { peer, why } => m.put_failed(peer, why, now),
-            MailboxInput::Receipt { peer, receipt } => {
-                let ids = m.receipt(&me, peer, &receipt);
+            MailboxInput::Receipt {
+                peer,
+                receipt,
+                drop,
+            } => {
+                let ids = m.receipt(&drop.unwrap_or(me), peer, &receipt);
                 if !ids.is_empty() {
                     self.forget(&peer, &ids);
                 }

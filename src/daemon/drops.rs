@@ -1,0 +1,144 @@
+//! Contact drops kept by the daemon (spec/09-mailbox.md §1.1): our own drop, made once and
+//! kept in `<store dir>/drop.key`; the drops our contacts gave us, in
+//! `<store dir>/drops/<fp>`; and the contacts ours went to, `<store dir>/drops/sent`. A
+//! leaf: the task that hands drops out and takes them in is `drop_app`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rand_core::OsRng;
+
+use super::util::lock;
+use crate::crypto::drop::ContactDrop;
+use crate::crypto::Fingerprint;
+
+const OWN_FILE: &str = "drop.key";
+const DIR: &str = "drops";
+const SENT_FILE: &str = "sent";
+
+/// Our drop and our contacts' drops.
+pub(crate) struct Drops {
+    dir: PathBuf,
+    own: Arc<ContactDrop>,
+    theirs: Mutex<HashMap<Fingerprint, Arc<ContactDrop>>>,
+    sent: Mutex<HashSet<Fingerprint>>,
+}
+
+impl Drops {
+    /// Loads (or makes) our drop and loads the drops kept in `store_dir`. Files that do not
+    /// parse are reported and skipped.
+    pub(crate) fn open(store_dir: &Path) -> std::io::Result<Drops> {
+        let dir = store_dir.join(DIR);
+        create_private_dir(&dir)?;
+        let own_path = store_dir.join(OWN_FILE);
+        let own = match std::fs::read(&own_path) {
+            Ok(bytes) => ContactDrop::decode(&bytes).map_err(std::io::Error::other)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let d = ContactDrop::generate(&mut OsRng);
+                write_private(&own_path, &d.encode())?;
+                d
+            }
+            Err(e) => return Err(e),
+        };
+        let mut theirs = HashMap::new();
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(fp) = name.parse::<Fingerprint>() else {
+                continue;
+            };
+            match std::fs::read(e.path()).map(|b| ContactDrop::decode(&b)) {
+                Ok(Ok(d)) => {
+                    theirs.insert(fp, Arc::new(d));
+                }
+                _ => {
+                    tracing::warn!(file = %e.path().display(), "skipping a contact drop that does not load")
+                }
+            }
+        }
+        let sent = std::fs::read_to_string(dir.join(SENT_FILE))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        Ok(Drops {
+            dir,
+            own: Arc::new(own),
+            theirs: Mutex::new(theirs),
+            sent: Mutex::new(sent),
+        })
+    }
+
+    /// Our drop: our contacts write to it.
+    pub(crate) fn own(&self) -> &Arc<ContactDrop> {
+        &self.own
+    }
+
+    /// The contacts our drop went to.
+    pub(crate) fn sent(&self) -> HashSet<Fingerprint> {
+        lock(&self.sent).clone()
+    }
+
+    /// The drop `peer` gave us, if it is a contact that did.
+    pub(crate) fn of(&self, peer: &Fingerprint) -> Option<Arc<ContactDrop>> {
+        lock(&self.theirs).get(peer).cloned()
+    }
+
+    /// Keeps `peer`'s drop (written off the async workers); returns whether it is new or
+    /// changed.
+    pub(crate) async fn learn(&self, peer: Fingerprint, bytes: &[u8]) -> Result<bool, String> {
+        let d = ContactDrop::decode(bytes).map_err(|e| e.to_string())?;
+        if self
+            .of(&peer)
+            .is_some_and(|old| old.fingerprint() == d.fingerprint())
+        {
+            return Ok(false);
+        }
+        let path = self.dir.join(peer.to_string());
+        let bytes = bytes.to_vec();
+        tokio::task::spawn_blocking(move || write_private(&path, &bytes))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        lock(&self.theirs).insert(peer, Arc::new(d));
+        Ok(true)
+    }
+
+    /// Records that our drop went to `peers` (written off the async workers).
+    pub(crate) async fn mark_sent(&self, peers: &[Fingerprint]) -> Result<(), String> {
+        let text = {
+            let mut sent = lock(&self.sent);
+            sent.extend(peers.iter().copied());
+            sent.iter().map(|f| format!("{f}\n")).collect::<String>()
+        };
+        let path = self.dir.join(SENT_FILE);
+        tokio::task::spawn_blocking(move || write_private(&path, text.as_bytes()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Writes `bytes` to `path` (owner-only), replacing it atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
