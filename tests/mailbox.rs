@@ -382,7 +382,13 @@ async fn a_contacts_offline_messages_go_to_the_drop_and_name_nobody() {
     .unwrap();
     let mut carol = client(&seeds, dirs[1].path(), dirs[2].path()).await;
     assert_eq!(carol.drop_id(), Some(carol_drop));
+    // One fetch: the requests mailbox and the drop, two lookups however many contacts.
+    let served = boot.dht_stats().await.requests_served;
+    let started = std::time::Instant::now();
     let stats = carol.mailbox_fetch().await;
+    let took = started.elapsed();
+    let served = boot.dht_stats().await.requests_served - served;
+    println!("one fetch: {served} requests to the storing node, {took:?}");
     let mut got = Vec::new();
     while let Ok(ev) = carol.events_try_recv() {
         if let NodeEvent::Message { from, body, .. } = ev {
