@@ -368,3 +368,54 @@ fn retry_stats(c: &TestCore) -> crate::node::retry::RetryStats {
         other => panic!("no re-reach schedule: {other:?}"),
     }
 }
+
+/// A session with a peer whose items wait in its mailbox is handed nothing until its
+/// receipt was read (spec/09-mailbox.md §1.1): the core asks for the receipt; what the
+/// receipt lists leaves the outbox as delivered by the mailbox; the rest goes after.
+#[test]
+fn a_session_after_the_mailbox_waits_for_the_receipt() {
+    use crate::crypto::receipt::{item_seq, Receipt};
+    use crate::node::core::{MailboxInput, MailboxReply};
+    let now = t0();
+    let mut c = core(1, 16);
+    c.mailbox = Some(crate::node::mailbox::Mailbox::new(
+        crate::node::mailbox::MailboxConfig::default(),
+        now,
+    ));
+    let b = fp(2);
+    c.send(now, b, (0..3).map(msg).collect());
+    let put = MailboxInput::PutStored {
+        peer: b,
+        id: msg(0).id,
+        held_by: 2,
+    };
+    c.handle(now, Input::Mailbox(put));
+    outputs(&mut c);
+    c.authenticated(7, b, false, addr(2), 70).unwrap();
+    let outs = outputs(&mut c);
+    assert!(
+        batches_to(&outs, 70).is_empty(),
+        "nothing before the receipt"
+    );
+    assert!(outs
+        .iter()
+        .any(|o| matches!(o, Output::ReadReceipt { peer } if *peer == b)));
+    // Its receipt lists message 0: delivered by the mailbox, never handed to the session.
+    let receipt = Receipt {
+        entries: vec![(fp(1), item_seq(&msg(0).id))],
+    };
+    let got = c.handle(
+        now,
+        Input::Mailbox(MailboxInput::Receipt {
+            peer: b,
+            receipt,
+            drop: None,
+        }),
+    );
+    assert_eq!(
+        got,
+        Reply::Mailbox(MailboxReply::Delivered(vec![msg(0).id]))
+    );
+    c.handle(now, Input::ReceiptRead(b));
+    assert_eq!(batches_to(&outputs(&mut c), 70), [1, 2]);
+}
