@@ -299,6 +299,7 @@ async fn bootstrap_nodes_store_nothing_and_a_daemon_holds_the_mailbox() {
 /// and nothing that names alice or carol outside the wrapped envelopes. Carol, back, gets
 /// all three once, and her drop's receipt marks them delivered in alice's outbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::disallowed_methods)] // times one fetch of real nodes
 async fn a_contacts_offline_messages_go_to_the_drop_and_name_nobody() {
     use dna_p2p::crypto::record::{drop_key, mailbox_key};
     use dna_p2p::crypto::RecordKind;
