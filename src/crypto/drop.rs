@@ -26,7 +26,6 @@ use zeroize::Zeroizing;
 
 use super::aead::{Aead, TAG_LEN};
 use super::keyfile::{IdentityFileError, KEY_FILE_LEN};
-use super::record::drop_key;
 use super::{Fingerprint, Identity, NodeId};
 
 /// The drop format's version (the first byte of an encoded drop and of a wrapped value).
@@ -37,6 +36,13 @@ pub const WRAP_OVERHEAD: usize = 1 + 12 + TAG_LEN;
 pub const DROP_LEN: usize = 1 + 32 + KEY_FILE_LEN;
 
 const INFO_WRAP: &[u8] = b"dna/drop/v1 wrap";
+
+/// The key a contact drop's items and receipt live under: H160("dna/drop" ‖ fingerprint
+/// of the drop's identity). Another domain than `record::mailbox_key`, so no mailbox item
+/// can land under a drop key.
+pub fn drop_key(drop: &Fingerprint) -> NodeId {
+    NodeId::derive(b"dna/drop", &[&drop.0])
+}
 
 /// Why a drop or a wrapped value was refused.
 #[derive(Debug, Error)]

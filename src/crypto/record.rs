@@ -239,12 +239,7 @@ pub fn mailbox_key(recipient: &Fingerprint) -> NodeId {
     NodeId::derive(b"dna/mailbox", &[&recipient.0])
 }
 
-/// The key a contact drop's items and receipt live under (spec/09-mailbox.md §1.1):
-/// H160("dna/drop" ‖ fingerprint of the drop's identity). Another domain than
-/// [`mailbox_key`], so no mailbox item can land under a drop key.
-pub fn drop_key(drop: &Fingerprint) -> NodeId {
-    NodeId::derive(b"dna/drop", &[&drop.0])
-}
+pub use super::drop::drop_key;
 
 /// The key claims of `name` (normalised, spec/08-names.md) live under:
 /// H160("dna/name" ‖ name).
