@@ -421,3 +421,62 @@ async fn a_contacts_offline_messages_go_to_the_drop_and_name_nobody() {
     );
     assert!(left.iter().all(|r| r.kind() == RecordKind::DropReceipt));
 }
+
+/// Removing a contact rotates the drop (spec/09-mailbox.md §1.1): the remaining contact gets
+/// the new one, the removed one keeps only the old, which carol fetches until its items
+/// expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_contact_rotates_the_drop_and_the_others_get_the_new_one() {
+    let boot = Node::bind(Identity::generate(&mut OsRng), config(true, vec![], None))
+        .await
+        .unwrap();
+    let seeds = vec![(boot.local_addr(), boot.fingerprint())];
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let carol = client(&seeds, dirs[0].path(), dirs[0].path()).await;
+    let alice = client(&seeds, dirs[1].path(), dirs[1].path()).await;
+    let bob = client(&seeds, dirs[2].path(), dirs[2].path()).await;
+    let c_fp = carol.fingerprint();
+    for n in [&alice, &bob] {
+        assert!(n.mailbox_publish_key().await.unwrap() >= 1);
+        n.contact_add(&c_fp.to_string(), None).await.unwrap();
+        carol
+            .contact_add(&n.fingerprint().to_string(), None)
+            .await
+            .unwrap();
+    }
+    let old = carol.drop_id().unwrap();
+    // No presence here: drops travel through the mailboxes, so each fetches.
+    until("alice and bob have carol's drop", async || {
+        alice.mailbox_fetch().await;
+        bob.mailbox_fetch().await;
+        alice.drop_of(&c_fp) == Some(old) && bob.drop_of(&c_fp) == Some(old)
+    })
+    .await;
+    carol
+        .contact_remove(&bob.fingerprint().to_string())
+        .await
+        .unwrap();
+    let new = carol.drop_id().unwrap();
+    assert_ne!(new, old, "a new drop");
+    assert!(
+        dirs[0].path().join("drop.prev.key").exists(),
+        "the old one kept"
+    );
+    until("alice has the new drop", async || {
+        alice.mailbox_fetch().await;
+        alice.drop_of(&c_fp) == Some(new)
+    })
+    .await;
+    bob.mailbox_fetch().await;
+    println!(
+        "carol removed bob: her drop {} → {}; alice holds the new one, bob {}",
+        &old.to_string()[..8],
+        &new.to_string()[..8],
+        if bob.drop_of(&c_fp) == Some(old) {
+            "only the old"
+        } else {
+            "?"
+        }
+    );
+    assert_eq!(bob.drop_of(&c_fp), Some(old));
+}

@@ -24,6 +24,8 @@ use crate::node::core::{Answer, Input, Output, Query, Reply};
 
 /// Commands taken per pass before the core's output is carried out.
 const BATCH: usize = 256;
+/// The longest a new session waits for the peer's mailbox receipts (`Output::ReadReceipt`).
+const RECEIPT_WAIT: Duration = Duration::from_secs(2);
 /// How often the DHT's table and records are saved.
 const SAVE_EVERY: Duration = Duration::from_secs(30);
 
@@ -219,7 +221,10 @@ fn carry_out(
         Output::ReadReceipt { peer } => {
             let shared = shared.clone();
             tokio::spawn(async move {
-                super::mailbox::receipt_of(&shared, peer).await;
+                // A slow DHT holds the session back at most this long: what the receipt
+                // would have listed then goes over the session (the peer drops repeats).
+                let read = super::mailbox::receipt_of(&shared, peer);
+                let _ = tokio::time::timeout(RECEIPT_WAIT, read).await;
                 shared.core.input(Input::ReceiptRead(peer)).await;
             });
         }

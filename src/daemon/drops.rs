@@ -1,11 +1,15 @@
-//! Contact drops kept by the daemon (spec/09-mailbox.md §1.1): our own drop, made once and
-//! kept in `<store dir>/drop.key`; the drops our contacts gave us, in
-//! `<store dir>/drops/<fp>`; and the contacts ours went to, `<store dir>/drops/sent`. A
-//! leaf: the task that hands drops out and takes them in is `drop_app`.
+//! Contact drops kept by the daemon (spec/09-mailbox.md §1.1): our own drop, kept in
+//! `<store dir>/drop.key`, and the one before it, `drop.prev.key`, still fetched for
+//! [`PREVIOUS_KEPT`] after a rotation; the drops our contacts gave us, in
+//! `<store dir>/drops/<fp>`; and the contacts ours went to, `<store dir>/drops/sent`.
+//! Removing a contact rotates our drop ([`Drops::rotate`]): the new one goes to the
+//! remaining contacts, and the removed one cannot write to it. A leaf: the task that hands
+//! drops out and takes them in is `drop_app`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use rand_core::OsRng;
 
@@ -14,13 +18,20 @@ use crate::crypto::drop::ContactDrop;
 use crate::crypto::Fingerprint;
 
 const OWN_FILE: &str = "drop.key";
+const PREV_FILE: &str = "drop.prev.key";
+/// How long the drop before a rotation is still fetched: its items' longest life.
+pub(crate) const PREVIOUS_KEPT: Duration =
+    Duration::from_secs(crate::crypto::record::MAILBOX_TTL_SECS);
 const DIR: &str = "drops";
 const SENT_FILE: &str = "sent";
 
 /// Our drop and our contacts' drops.
 pub(crate) struct Drops {
     dir: PathBuf,
-    own: Arc<ContactDrop>,
+    store_dir: PathBuf,
+    own: Mutex<Arc<ContactDrop>>,
+    /// The drop before the last rotation, until when it is fetched.
+    previous: Mutex<Option<(Arc<ContactDrop>, SystemTime)>>,
     theirs: Mutex<HashMap<Fingerprint, Arc<ContactDrop>>>,
     sent: Mutex<HashSet<Fingerprint>>,
 }
@@ -41,6 +52,15 @@ impl Drops {
             }
             Err(e) => return Err(e),
         };
+        let previous = std::fs::read(store_dir.join(PREV_FILE))
+            .ok()
+            .and_then(|b| ContactDrop::decode(&b).ok())
+            .and_then(|d| {
+                let rotated = std::fs::metadata(store_dir.join(PREV_FILE))
+                    .and_then(|m| m.modified())
+                    .ok()?;
+                Some((Arc::new(d), rotated + PREVIOUS_KEPT))
+            });
         let mut theirs = HashMap::new();
         for e in std::fs::read_dir(&dir)?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -63,15 +83,51 @@ impl Drops {
             .collect();
         Ok(Drops {
             dir,
-            own: Arc::new(own),
+            store_dir: store_dir.to_path_buf(),
+            own: Mutex::new(Arc::new(own)),
+            previous: Mutex::new(previous),
             theirs: Mutex::new(theirs),
             sent: Mutex::new(sent),
         })
     }
 
     /// Our drop: our contacts write to it.
-    pub(crate) fn own(&self) -> &Arc<ContactDrop> {
-        &self.own
+    pub(crate) fn own(&self) -> Arc<ContactDrop> {
+        lock(&self.own).clone()
+    }
+
+    /// Our drops to fetch at `now`: the current one, and the one before a rotation while
+    /// its items may live.
+    pub(crate) fn to_fetch(&self, now: SystemTime) -> Vec<Arc<ContactDrop>> {
+        let mut v = vec![self.own()];
+        if let Some((d, until)) = lock(&self.previous).as_ref() {
+            if now < *until {
+                v.push(d.clone());
+            }
+        }
+        v
+    }
+
+    /// A new drop of ours (a contact was removed: it must not write to the new one). The
+    /// old one is kept for fetching ([`PREVIOUS_KEPT`]); the new one goes to every
+    /// remaining contact (the list of where ours went is emptied). Files are written off
+    /// the async workers.
+    pub(crate) async fn rotate(&self) -> std::io::Result<()> {
+        let new = Arc::new(ContactDrop::generate(&mut OsRng));
+        let old = self.own();
+        let (dir, store_dir) = (self.dir.clone(), self.store_dir.clone());
+        let (new_bytes, old_bytes) = (new.encode(), old.encode());
+        tokio::task::spawn_blocking(move || {
+            write_private(&store_dir.join(PREV_FILE), &old_bytes)?;
+            write_private(&store_dir.join(OWN_FILE), &new_bytes)?;
+            write_private(&dir.join(SENT_FILE), b"")
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        *lock(&self.previous) = Some((old, SystemTime::now() + PREVIOUS_KEPT));
+        *lock(&self.own) = new;
+        lock(&self.sent).clear();
+        Ok(())
     }
 
     /// The contacts our drop went to.

@@ -507,8 +507,14 @@ async fn fetch(shared: &Shared) -> Result<(), DhtError> {
             _ => invalid += 1,
         }
     }
-    // Our drop: every item is published by the drop; the sender is inside the envelope.
-    if let Some(drop) = shared.drops.as_ref().map(|d| d.own().clone()) {
+    // Our drops (the current one, and the one before a rotation while its items may
+    // live): every item is published by the drop; the sender is inside the envelope.
+    let drops = shared
+        .drops
+        .as_ref()
+        .map(|d| d.to_fetch(std::time::SystemTime::now()))
+        .unwrap_or_default();
+    for drop in drops {
         let items = fetch_key(
             shared,
             drop.key(),
@@ -610,10 +616,14 @@ async fn publish_receipt(
     shared: &Shared,
     entries: Vec<(Fingerprint, u64)>,
 ) -> Result<usize, DhtError> {
-    let drop = shared.drops.as_ref().map(|d| d.own().clone());
-    let (of_drop, ours): (Vec<_>, Vec<_>) = entries
+    let drops = shared
+        .drops
+        .as_ref()
+        .map(|d| d.to_fetch(std::time::SystemTime::now()))
+        .unwrap_or_default();
+    let (of_drops, ours): (Vec<_>, Vec<_>) = entries
         .into_iter()
-        .partition(|(fp, _)| drop.as_ref().is_some_and(|d| d.fingerprint() == *fp));
+        .partition(|(fp, _)| drops.iter().any(|d| d.fingerprint() == *fp));
     let now = now_s();
     let ttl = shared
         .cfg
@@ -621,9 +631,17 @@ async fn publish_receipt(
         .ttl_secs
         .min(RecordKind::MailboxReceipt.max_ttl_secs());
     let mut stored_at = 0;
-    if let (Some(d), false) = (&drop, of_drop.is_empty()) {
+    for d in &drops {
+        let entries: Vec<_> = of_drops
+            .iter()
+            .filter(|(fp, _)| *fp == d.fingerprint())
+            .copied()
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
         let seq = super::dht::next_record_seq(shared).await?;
-        let value = Receipt { entries: of_drop }.encode();
+        let value = Receipt { entries }.encode();
         let r = signed_by(
             d.identity(),
             RecordKind::DropReceipt,

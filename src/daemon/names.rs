@@ -347,11 +347,20 @@ impl NodeHandle {
         Ok(c)
     }
 
-    /// Removes a contact by alias, name or fingerprint.
+    /// Removes a contact by alias, name or fingerprint. Our contact drop rotates: the
+    /// removed contact holds the old one, which is only fetched until its items expire;
+    /// the remaining contacts get the new one (spec/09-mailbox.md §1.1).
     pub async fn contact_remove(&self, label: &str) -> Result<Contact, NamesError> {
-        self.shared
+        let c = self
+            .shared
             .names
-            .update(|f| Ok(f.contacts.remove(label)?))
-            .await
+            .update(|f| Ok::<_, NamesError>(f.contacts.remove(label)?))
+            .await?;
+        if let Some(d) = &self.shared.drops {
+            if let Err(e) = d.rotate().await {
+                tracing::warn!(error = %e, "cannot rotate our contact drop");
+            }
+        }
+        Ok(c)
     }
 }
