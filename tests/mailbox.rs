@@ -480,3 +480,32 @@ async fn removing_a_contact_rotates_the_drop_and_the_others_get_the_new_one() {
     );
     assert_eq!(bob.drop_of(&c_fp), Some(old));
 }
+
+/// The fetch cost (spec/09-mailbox.md §1.1): one fetch is two DHT lookups — the requests
+/// mailbox and the drop — with no contact and with 100 contacts alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::disallowed_methods)] // times fetches of real nodes
+async fn a_fetch_costs_two_lookups_however_many_contacts() {
+    let boot = Node::bind(Identity::generate(&mut OsRng), config(true, vec![], None))
+        .await
+        .unwrap();
+    let seeds = vec![(boot.local_addr(), boot.fingerprint())];
+    let dir = tempfile::tempdir().unwrap();
+    let carol = client(&seeds, dir.path(), dir.path()).await;
+    let mut costs = Vec::new();
+    for contacts in [0usize, 100] {
+        for _ in 0..contacts {
+            let fp = Identity::generate(&mut OsRng).fingerprint();
+            carol.contact_add(&fp.to_string(), None).await.unwrap();
+        }
+        let before = carol.mailbox_stats().await;
+        let started = std::time::Instant::now();
+        let after = carol.mailbox_fetch().await;
+        let took = started.elapsed();
+        let lookups = after.fetch_lookups - before.fetch_lookups;
+        let pages = after.fetch_pages - before.fetch_pages;
+        println!("{contacts} contacts: one fetch = {lookups} lookups, {pages} pages, {took:?}");
+        costs.push(lookups);
+    }
+    assert_eq!(costs, [2, 2]);
+}

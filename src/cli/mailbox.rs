@@ -22,6 +22,8 @@ fn stats_json(s: &MailboxStats) -> Value {
         "invalid": s.invalid,
         "receipts": s.receipts,
         "fetches": s.fetches,
+        "fetch_lookups": s.fetch_lookups,
+        "fetch_pages": s.fetch_pages,
     })
 }
 

@@ -410,14 +410,16 @@ async fn pages(
     key: crate::crypto::NodeId,
     kind: RecordKind,
     budget: &mut usize,
-) -> Vec<VerifiedRecord> {
+) -> (Vec<VerifiedRecord>, u64) {
     let mut all = Vec::new();
+    let mut asked = 0;
     let mut after = None;
     let most = crate::dht::StoreConfig::default().mailbox_per_key / MAX_RECORDS + 2;
     for _ in 0..most {
         if *budget == 0 {
             break;
         }
+        asked += 1;
         let ev = query(
             shared,
             DhtQuery::Page {
@@ -450,26 +452,37 @@ async fn pages(
             _ => break,
         }
     }
-    all
+    (all, asked)
+}
+
+/// What one fetch cost: item copies read, lookups made, pages asked.
+#[derive(Default)]
+struct FetchCost {
+    copies: u64,
+    lookups: u64,
+    pages: u64,
 }
 
 /// The items of `kind` under `key` at its k closest nodes, one value per (publisher,
-/// item); adds the copies read to `fetched`.
+/// item); adds what it read and asked to `cost`.
 async fn fetch_key(
     shared: &Shared,
     key: crate::crypto::NodeId,
     kind: RecordKind,
     budget: &mut usize,
-    fetched: &mut u64,
+    cost: &mut FetchCost,
 ) -> Result<HashMap<(Fingerprint, u64), Vec<u8>>, DhtError> {
+    cost.lookups += 1;
     let closest = match query(shared, DhtQuery::FindNode(key)).await? {
         DhtEvent::FoundNodes { closest, .. } => closest,
         _ => Vec::new(),
     };
     let mut items = HashMap::new();
     for node in closest {
-        for r in pages(shared, node, key, kind, budget).await {
-            *fetched += 1;
+        let (records, asked) = pages(shared, node, key, kind, budget).await;
+        cost.pages += asked;
+        for r in records {
+            cost.copies += 1;
             items
                 .entry((r.publisher(), r.item()))
                 .or_insert_with(|| r.value().to_vec());
@@ -483,14 +496,14 @@ async fn fetch_key(
 /// (spec/09-mailbox.md §1.1).
 async fn fetch(shared: &Shared) -> Result<(), DhtError> {
     let me = shared.identity.fingerprint();
-    let mut fetched = 0u64;
+    let mut cost = FetchCost::default();
     let mut budget = MAX_FETCH_BYTES;
     let requests = fetch_key(
         shared,
         mailbox_key(&me),
         RecordKind::MailboxItem,
         &mut budget,
-        &mut fetched,
+        &mut cost,
     )
     .await?;
     let mut by_sender: HashMap<Fingerprint, Vec<Message>> = HashMap::new();
@@ -520,7 +533,7 @@ async fn fetch(shared: &Shared) -> Result<(), DhtError> {
             drop.key(),
             RecordKind::MailboxDrop,
             &mut budget,
-            &mut fetched,
+            &mut cost,
         )
         .await?;
         for ((publisher, item), value) in &items {
@@ -560,7 +573,9 @@ async fn fetch(shared: &Shared) -> Result<(), DhtError> {
         }
     }
     let found = Fetched {
-        copies: fetched,
+        copies: cost.copies,
+        lookups: cost.lookups,
+        pages: cost.pages,
         new,
         duplicates: dup,
         invalid,
@@ -571,7 +586,12 @@ async fn fetch(shared: &Shared) -> Result<(), DhtError> {
         _ => None,
     };
     if new + dup > 0 {
-        tracing::info!(fetched, new, duplicates = dup, "mailbox fetched");
+        tracing::info!(
+            fetched = cost.copies,
+            new,
+            duplicates = dup,
+            "mailbox fetched"
+        );
     }
     if let Some(entries) = receipt {
         publish_receipt(shared, entries).await?;

@@ -89,6 +89,11 @@ pub struct MailboxStats {
     pub receipts: u64,
     /// Completed fetches of our mailbox.
     pub fetches: u64,
+    /// DHT lookups those fetches made (the fetch cost: two per fetch with a contact drop,
+    /// however many contacts, spec/09-mailbox.md §1.1).
+    pub fetch_lookups: u64,
+    /// Pages those fetches asked of storing nodes.
+    pub fetch_pages: u64,
 }
 
 /// A round of mailbox work the driver carries out.
@@ -119,6 +124,10 @@ pub struct Fetched {
     pub invalid: u64,
     /// The items that opened: (sender, item number), for our receipt.
     pub listed: Vec<(Fingerprint, u64)>,
+    /// DHT lookups the fetch made (one per key: our requests mailbox and our drops).
+    pub lookups: u64,
+    /// Pages asked of storing nodes.
+    pub pages: u64,
 }
 
 /// An item of ours in a recipient's mailbox.
@@ -357,6 +366,8 @@ impl Mailbox {
         self.stats.duplicates += f.duplicates;
         self.stats.invalid += f.invalid;
         self.stats.fetches += 1;
+        self.stats.fetch_lookups += f.lookups;
+        self.stats.fetch_pages += f.pages;
         let mut changed = false;
         for e in f.listed {
             if !self.receipt.contains(&e) {

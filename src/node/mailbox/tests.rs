@@ -142,6 +142,8 @@ fn a_fetch_adds_to_the_receipt_once_and_keeps_it_bounded() {
         duplicates: 1,
         invalid: 1,
         listed: vec![(fp(1), 1), (fp(1), 2)],
+        lookups: 2,
+        pages: 3,
     };
     assert!(m.fetched(f.clone()));
     assert!(!m.fetched(f), "nothing new for the receipt");
@@ -151,6 +153,7 @@ fn a_fetch_adds_to_the_receipt_once_and_keeps_it_bounded() {
         (s.fetched, s.new, s.duplicates, s.invalid, s.fetches),
         (12, 4, 2, 2, 2)
     );
+    assert_eq!((s.fetch_lookups, s.fetch_pages), (4, 6));
     let many = Fetched {
         listed: (0..MAX_RECEIPT_ENTRIES as u64 + 5)
             .map(|i| (fp(2), i))
