@@ -26,6 +26,8 @@ fn config(
             // often; fetches are asked for by the test.
             after: Duration::ZERO,
             receipt_poll: Duration::from_millis(200),
+            // No presence here, so no sessions: drops go through the mailbox at once.
+            drop_unseen: Duration::ZERO,
             ..MailboxConfig::default()
         },
         ..NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())

@@ -4,10 +4,14 @@
 //! send us (`drops`).
 //!
 //! Who gets ours: every contact, once (the `drops` list of where it went), looked at every
-//! [`CHECK_EVERY`] — so a contact added with `dna contacts add` gets it within that.
+//! [`CHECK_EVERY`]: over a live session as soon as there is one, else once the contact was
+//! added `MailboxConfig::drop_unseen` ago (then it goes as any message: reaching, the
+//! mailbox). The
+//! drop never starts a reach of its own for a contact just added: the first message the
+//! user sends decides how that contact is reached (and says `relay-needed` if it must).
 //! Whose we take: a contact's only (a stranger's is dropped, so strangers cannot grow the
-//! directory). The first time a contact's drop arrives, ours goes back to it whatever the
-//! list says: it may have dropped ours when we were not its contact yet.
+//! directory). The first time a contact's drop arrives, ours is due to it again whatever
+//! the list says: it may have dropped ours when we were not its contact yet.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -18,6 +22,7 @@ use super::drops::Drops;
 use super::events::{EventRx, NodeEvent};
 use super::shared::{NodeHandle, Shared};
 use crate::crypto::{Fingerprint, MessageKind};
+use crate::node::core::{Answer, Query};
 
 /// How often the contact list is compared with the contacts our drop went to.
 pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -55,8 +60,9 @@ async fn take(shared: &Arc<Shared>, from: Fingerprint, body: &[u8]) {
     match drops.learn(from, body).await {
         Ok(true) => {
             tracing::info!(%from, "contact drop received: our offline messages to it go there");
-            // It may have dropped ours before we were its contact.
-            send_own(shared, &drops, &[from]).await;
+            // It may have dropped ours before we were its contact: due again.
+            drops.unsend(&from);
+            hand_out(shared).await;
         }
         Ok(false) => {}
         Err(e) => tracing::warn!(%from, error = %e, "a contact drop that does not load"),
@@ -77,11 +83,26 @@ async fn hand_out(shared: &Arc<Shared>) {
     let Some(drops) = shared.drops.clone() else {
         return;
     };
-    let contacts: Vec<Fingerprint> = shared
-        .names
-        .read(|f| f.contacts.list().iter().filter_map(|c| c.fp()).collect());
+    let now_ms = super::util::unix_ms();
+    let unseen = shared.cfg.mailbox.drop_unseen.as_millis() as u64;
+    let contacts: Vec<(Fingerprint, bool)> = shared.names.read(|f| {
+        f.contacts
+            .list()
+            .iter()
+            .filter_map(|c| Some((c.fp()?, now_ms.saturating_sub(c.added_ms) >= unseen)))
+            .collect()
+    });
     let sent = drops.sent();
-    let due: Vec<Fingerprint> = contacts.into_iter().filter(|c| !sent.contains(c)).collect();
+    let mut due = Vec::new();
+    for (c, old) in contacts.into_iter().filter(|(c, _)| !sent.contains(c)) {
+        let live = matches!(
+            shared.core.query(Query::LiveConnection(c)).await,
+            Some(Answer::Conn(Some(_)))
+        );
+        if live || old {
+            due.push(c);
+        }
+    }
     if !due.is_empty() {
         send_own(shared, &drops, &due).await;
     }

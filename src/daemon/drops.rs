@@ -135,6 +135,12 @@ impl Drops {
         lock(&self.sent).clone()
     }
 
+    /// Our drop is due to `peer` again (the list on disk follows at the next
+    /// [`Drops::mark_sent`]).
+    pub(crate) fn unsend(&self, peer: &Fingerprint) {
+        lock(&self.sent).remove(peer);
+    }
+
     /// The drop `peer` gave us, if it is a contact that did.
     pub(crate) fn of(&self, peer: &Fingerprint) -> Option<Arc<ContactDrop>> {
         lock(&self.theirs).get(peer).cloned()

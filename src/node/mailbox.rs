@@ -53,6 +53,10 @@ pub struct MailboxConfig {
     pub max_puts_per_round: usize,
     /// Most outbox messages remembered as put in a mailbox (default 65536).
     pub max_tracked: usize,
+    /// Our contact drop goes to a contact over a live session; one with no session this
+    /// long after it was added gets it anyway, reached or through its mailbox like any
+    /// message (default 10 min; spec/09-mailbox.md §1.1).
+    pub drop_unseen: Duration,
 }
 
 impl Default for MailboxConfig {
@@ -65,6 +69,7 @@ impl Default for MailboxConfig {
             ttl_secs: crate::crypto::record::MAILBOX_TTL_SECS,
             max_puts_per_round: 256,
             max_tracked: 65536,
+            drop_unseen: Duration::from_secs(600),
         }
     }
 }
