@@ -153,7 +153,11 @@ pub fn run(cfg: &FloodConfig, epoch: Instant) -> FloodReport {
                 report.stored += 1;
                 report.stored_bytes += size;
             }
-            Some(StoreStatus::Refused) => report.refused += 1,
+            // A quota refused it: the store's bytes, or the mailbox key's share of one
+            // network (spec/09-mailbox.md §3.1) — every item here is for one recipient.
+            Some(StoreStatus::Refused | StoreStatus::MailboxQuota | StoreStatus::MailboxFull) => {
+                report.refused += 1
+            }
             _ => report.other += 1,
         }
     }
