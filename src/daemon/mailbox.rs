@@ -15,7 +15,6 @@
 //!   the inbox (de-duplicated by message ID, as the direct path does), emits their
 //!   `Message` events and publishes a receipt listing what it fetched.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
@@ -28,12 +27,13 @@ pub use super::mailbox_state::{MailboxConfig, MailboxStats, OutboxEntry};
 use super::shared::{CoreCmd, NodeHandle, Shared};
 use super::store::{Cmd, Listing, StoreError, Stored, PATH_MAILBOX};
 use super::util::{unix_ms, with_rng};
-use crate::crypto::receipt::{item_seq, Receipt};
+use crate::crypto::receipt::Receipt;
 use crate::crypto::record::{kem_key, mailbox_key, RecordKind};
-use crate::crypto::{sealed, Fingerprint, KemPublicKey, Message, Record};
-use crate::dht::rpc::{StoreStatus, MAX_RECORDS};
-use crate::dht::{Contact, DhtEvent, VerifiedRecord};
+use crate::crypto::{Fingerprint, KemPublicKey, Message, Record};
+use crate::dht::{DhtEvent, VerifiedRecord};
 use crate::node::core::{Answer, DhtQuery, Input, MailboxInput, MailboxReply, Query, Reply};
+use crate::node::mailbox::fetch::{Fetch, FetchQuery, MAX_FETCH_BYTES};
+use crate::node::mailbox::item::{held, item_record, ItemTo};
 use crate::node::mailbox::{Fetched, PutView, Round, MIN_HOLDERS};
 
 /// Mailbox work for the node core; its answer.
@@ -216,39 +216,19 @@ async fn send_side(shared: &Shared) -> Result<(), DhtError> {
         // anyone else in its mailbox, the requests.
         let drop = shared.drops.as_ref().and_then(|d| d.of(&peer));
         for m in msgs {
-            let now = now_s();
-            let sealed = with_rng(|rng| {
-                sealed::seal(
-                    &shared.identity,
-                    peer,
-                    &kem,
-                    m.id,
-                    m.timestamp_ms,
-                    m.kind,
-                    &m.body,
-                    rng,
-                )
-            });
-            let Ok(sealed) = sealed else {
-                continue;
+            let to = ItemTo {
+                peer,
+                kem: &kem,
+                drop: drop.as_deref(),
             };
-            let expiry = now + cfg.ttl_secs.min(RecordKind::MailboxItem.max_ttl_secs());
-            let seq = item_seq(&m.id);
-            let r = match &drop {
-                Some(d) => {
-                    let Ok(value) = with_rng(|rng| d.wrap(seq, &sealed, rng)) else {
-                        continue;
-                    };
-                    signed_by(
-                        d.identity(),
-                        RecordKind::MailboxDrop,
-                        seq,
-                        expiry,
-                        value,
-                        now,
-                    )?
+            let r =
+                with_rng(|rng| item_record(&shared.identity, to, &m, now_s(), cfg.ttl_secs, rng));
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "cannot make the mailbox item");
+                    continue;
                 }
-                None => signed(shared, RecordKind::MailboxItem, seq, expiry, sealed, now)?,
             };
             let (held_by, why) = match query(shared, DhtQuery::PutOnce(r)).await? {
                 DhtEvent::Put {
@@ -274,29 +254,6 @@ async fn send_side(shared: &Shared) -> Result<(), DhtError> {
         }
     }
     Ok(())
-}
-
-/// How many other nodes hold an item after a put (those that stored it, and those that
-/// answered `Conflict`: they hold this message's item sealed before — the item number is
-/// the message's), and, if none does, why in a few words: the refusal most nodes gave, or
-/// that no storing node answered.
-fn held(stored_at: usize, asked: usize, refused: &[StoreStatus]) -> (usize, &'static str) {
-    let conflict = refused
-        .iter()
-        .filter(|s| **s == StoreStatus::Conflict)
-        .count();
-    let n = stored_at + conflict;
-    if n > 0 {
-        return (n, "");
-    }
-    if asked == 0 {
-        return (0, "no storing node");
-    }
-    let most = refused
-        .iter()
-        .max_by_key(|s| refused.iter().filter(|t| t == s).count())
-        .map_or("no answer from the storing nodes", |s| s.reason());
-    (0, most)
 }
 
 /// A put to `peer` failed: the core's mailbox backs off and remembers why; the application
@@ -375,185 +332,33 @@ async fn receipt_under(
         .await;
 }
 
-/// Bytes of mailbox items one fetch holds at most (over all storing nodes): a storing node
-/// that answers with many large items of many made-up senders cannot make the recipient
-/// hold more; what is left waits for the next fetch, once the receipt dropped what was
-/// taken.
-const MAX_FETCH_BYTES: usize = 64 << 20;
-
-/// The items, in order, while their `len` fits in `budget`, which they spend; the first
-/// that does not fit ends the fetch (the budget drops to 0: the rest waits for the next).
-fn within_budget<T>(
-    items: impl Iterator<Item = T>,
-    len: impl Fn(&T) -> usize,
-    budget: &mut usize,
-) -> Vec<T> {
-    items
-        .take_while(|r| match budget.checked_sub(len(r)) {
-            Some(left) => {
-                *budget = left;
-                true
-            }
-            None => {
-                *budget = 0;
-                false
-            }
-        })
-        .collect()
-}
-
-/// Every item of `kind` under `key` at `node`, verified, page by page (at most a full
-/// mailbox's worth, and at most `budget` bytes of values, which it spends).
-async fn pages(
-    shared: &Shared,
-    node: Contact,
-    key: crate::crypto::NodeId,
-    kind: RecordKind,
-    budget: &mut usize,
-) -> (Vec<VerifiedRecord>, u64) {
-    let mut all = Vec::new();
-    let mut asked = 0;
-    let mut after = None;
-    let most = crate::dht::StoreConfig::default().mailbox_per_key / MAX_RECORDS + 2;
-    for _ in 0..most {
-        if *budget == 0 {
-            break;
-        }
-        asked += 1;
-        let ev = query(
-            shared,
-            DhtQuery::Page {
-                to: node,
-                key,
-                after,
-            },
-        )
-        .await;
-        let Ok(DhtEvent::Page {
-            records, answered, ..
-        }) = ev
-        else {
-            break;
-        };
-        if !answered {
-            break;
-        }
-        let full = records.len() >= MAX_RECORDS;
-        let now = now_s();
-        let items = records
-            .iter()
-            .filter_map(|b| VerifiedRecord::verify(b, now).ok())
-            .filter(|r| r.kind() == kind && r.key() == key);
-        let items = within_budget(items, |r| r.value().len(), budget);
-        let last = items.last().map(|r| (r.publisher(), r.item()));
-        all.extend(items);
-        match (full, last) {
-            (true, Some(l)) => after = Some(l),
-            _ => break,
-        }
-    }
-    (all, asked)
-}
-
-/// What one fetch cost: item copies read, lookups made, pages asked.
-#[derive(Default)]
-struct FetchCost {
-    copies: u64,
-    lookups: u64,
-    pages: u64,
-}
-
-/// The items of `kind` under `key` at its k closest nodes, one value per (publisher,
-/// item); adds what it read and asked to `cost`.
-async fn fetch_key(
-    shared: &Shared,
-    key: crate::crypto::NodeId,
-    kind: RecordKind,
-    budget: &mut usize,
-    cost: &mut FetchCost,
-) -> Result<HashMap<(Fingerprint, u64), Vec<u8>>, DhtError> {
-    cost.lookups += 1;
-    let closest = match query(shared, DhtQuery::FindNode(key)).await? {
-        DhtEvent::FoundNodes { closest, .. } => closest,
-        _ => Vec::new(),
-    };
-    let mut items = HashMap::new();
-    for node in closest {
-        let (records, asked) = pages(shared, node, key, kind, budget).await;
-        cost.pages += asked;
-        for r in records {
-            cost.copies += 1;
-            items
-                .entry((r.publisher(), r.item()))
-                .or_insert_with(|| r.value().to_vec());
-        }
-    }
-    Ok(items)
-}
-
-/// Fetches our mailbox (the requests) and our contact drop from their k closest nodes,
-/// stores what is new, publishes the receipts: two lookups however many contacts we have
-/// (spec/09-mailbox.md §1.1).
+/// Fetches our mailbox (the requests) and our contact drops from their k closest nodes
+/// — the queries [`Fetch`] asks, one after another —, stores what is new, publishes the
+/// receipts: one lookup per key however many contacts we have (spec/09-mailbox.md §1.1).
 async fn fetch(shared: &Shared) -> Result<(), DhtError> {
-    let me = shared.identity.fingerprint();
-    let mut cost = FetchCost::default();
-    let mut budget = MAX_FETCH_BYTES;
-    let requests = fetch_key(
-        shared,
-        mailbox_key(&me),
-        RecordKind::MailboxItem,
-        &mut budget,
-        &mut cost,
-    )
-    .await?;
-    let mut by_sender: HashMap<Fingerprint, Vec<Message>> = HashMap::new();
-    let mut invalid = 0u64;
-    let mut listed = Vec::new();
-    for ((publisher, item), value) in &requests {
-        match sealed::open(&shared.identity, value) {
-            Ok((msg, sender))
-                if sender.fingerprint() == *publisher && item_seq(&msg.id) == *item =>
-            {
-                listed.push((*publisher, *item));
-                by_sender.entry(*publisher).or_default().push(msg);
-            }
-            _ => invalid += 1,
-        }
-    }
-    // Our drops (the current one, and the one before a rotation while its items may
-    // live): every item is published by the drop; the sender is inside the envelope.
     let drops = shared
         .drops
         .as_ref()
         .map(|d| d.to_fetch(std::time::SystemTime::now()))
         .unwrap_or_default();
-    for drop in drops {
-        let items = fetch_key(
-            shared,
-            drop.key(),
-            RecordKind::MailboxDrop,
-            &mut budget,
-            &mut cost,
-        )
-        .await?;
-        for ((publisher, item), value) in &items {
-            let opened = drop
-                .unwrap(*item, value)
-                .ok()
-                .and_then(|sealed| sealed::open(&shared.identity, &sealed).ok());
-            match opened {
-                Some((msg, sender))
-                    if *publisher == drop.fingerprint() && item_seq(&msg.id) == *item =>
-                {
-                    listed.push((*publisher, *item));
-                    by_sender.entry(sender.fingerprint()).or_default().push(msg);
-                }
-                _ => invalid += 1,
-            }
-        }
+    let mut f = Fetch::new(shared.identity.fingerprint(), drops, MAX_FETCH_BYTES);
+    let mut last_error = None;
+    while let Some(q) = f.poll_query() {
+        let q = match q {
+            FetchQuery::FindNode(key) => DhtQuery::FindNode(key),
+            FetchQuery::Page { to, key, after } => DhtQuery::Page { to, key, after },
+        };
+        let ev = query(shared, q)
+            .await
+            .map_err(|e| last_error = Some(e))
+            .ok();
+        f.answer(ev, now_s());
     }
+    let Some(opened) = f.finish(&shared.identity) else {
+        return Err(last_error.unwrap_or(DhtError::Timeout));
+    };
     let (mut new, mut dup) = (0u64, 0u64);
-    for (from, msgs) in by_sender {
+    for (from, msgs) in opened.by_sender {
         let n = msgs.len() as u64;
         let stored = store_received(shared, from, msgs).await;
         new += stored.len() as u64;
@@ -572,14 +377,15 @@ async fn fetch(shared: &Shared) -> Result<(), DhtError> {
             let _ = shared.deliver(events).await;
         }
     }
+    let cost = opened.cost;
     let found = Fetched {
         copies: cost.copies,
         lookups: cost.lookups,
         pages: cost.pages,
         new,
         duplicates: dup,
-        invalid,
-        listed,
+        invalid: opened.invalid,
+        listed: opened.listed,
     };
     let receipt = match mailbox(shared, MailboxInput::Fetched(found)).await {
         MailboxReply::Receipt(r) => r,

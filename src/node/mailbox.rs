@@ -15,6 +15,9 @@
 //!   `receipt_poll` (and before such a peer is reached again: [`Mailbox::waiting_for`]);
 //!   a receipt marks the items it lists delivered ([`Mailbox::receipt`]).
 
+pub mod fetch;
+pub mod item;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
