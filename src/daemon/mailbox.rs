@@ -595,32 +595,3 @@ fn outbox_entries(l: Listing, put: &PutView) -> Vec<OutboxEntry> {
     }
     out
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One fetch holds at most `MAX_FETCH_BYTES` of item values over all pages and nodes:
-    /// 100 items of 1 MiB offered in pages of 30 — 64 taken, the rest left for the next
-    /// fetch, and once the budget is spent a further page gives nothing.
-    #[test]
-    fn a_fetch_holds_at_most_its_byte_budget() {
-        let mut budget = MAX_FETCH_BYTES;
-        let item = vec![0u8; 1 << 20];
-        let mut taken = 0;
-        for _page in 0..4 {
-            taken += within_budget((0..30).map(|_| &item), |v| v.len(), &mut budget).len();
-        }
-        println!("offered 120 items of 1 MiB: {taken} taken, budget left {budget}");
-        assert_eq!(taken, 64);
-        assert_eq!(budget, 0);
-        assert!(within_budget([&item].into_iter(), |v| v.len(), &mut budget).is_empty());
-        // Small items still fit where a large one would not.
-        let mut budget = 10;
-        let lens = [4usize, 4, 4, 1];
-        assert_eq!(
-            within_budget(lens.iter(), |l| **l, &mut budget),
-            vec![&4, &4]
-        );
-    }
-}

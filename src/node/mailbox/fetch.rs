@@ -1,5 +1,5 @@
-//! One fetch of our offline mailbox (spec/09-mailbox.md §1.1, §5), sans-IO: the requests
-//! mailbox and each of our contact drops, read key by key from the k closest nodes, page by
+//! One fetch of our offline mailbox (spec/09-mailbox.md §1.1, §5), sans-IO: each of our
+//! contact drops, then the requests mailbox, read key by key from the k closest nodes, page by
 //! page, within a byte budget; then every item opened and checked. The driver — the daemon's
 //! mailbox task, or `netsim`'s mailbox scenario — carries out each [`FetchQuery`] and hands
 //! its answer back; nothing here waits, reads a clock or touches a socket.
@@ -124,11 +124,13 @@ pub struct Fetch {
 }
 
 impl Fetch {
-    /// A fetch of `me`'s requests mailbox and of `drops` (the current drop, and the one
+    /// A fetch of `drops` and of `me`'s requests mailbox (the current drop, and the one
     /// before a rotation while its items may live), at most `budget` bytes of values.
     pub fn new(me: Fingerprint, drops: Vec<Arc<ContactDrop>>, budget: usize) -> Fetch {
-        let mut sources = vec![Source::Requests(mailbox_key(&me))];
-        sources.extend(drops.into_iter().map(Source::Drop));
+        // The drops first: strangers cannot fill them, so a flooded requests mailbox never
+        // spends the budget before our contacts' items are read.
+        let mut sources: Vec<Source> = drops.into_iter().map(Source::Drop).collect();
+        sources.push(Source::Requests(mailbox_key(&me)));
         let items = sources.iter().map(|_| HashMap::new()).collect();
         Fetch {
             sources,
@@ -154,6 +156,9 @@ impl Fetch {
         }
         loop {
             let Some(r) = &mut self.reading else {
+                if self.budget == 0 {
+                    return None;
+                }
                 let source = self.next;
                 let key = self.sources.get(source)?.key();
                 self.next += 1;
@@ -254,9 +259,10 @@ impl Fetch {
         }
     }
 
-    /// Whether every key was read (or a lookup failed).
+    /// Whether the fetch is over: every key read, the budget spent, or a lookup failed.
     pub fn is_done(&self) -> bool {
-        self.failed || (self.reading.is_none() && self.next >= self.sources.len())
+        self.failed
+            || (self.reading.is_none() && (self.next >= self.sources.len() || self.budget == 0))
     }
 
     /// Opens what was read with our identity; None if a lookup failed (the fetch reports
@@ -296,3 +302,6 @@ impl Fetch {
         Some(out)
     }
 }
+
+#[cfg(test)]
+mod tests;
