@@ -17,6 +17,7 @@ pub mod bootstrap_sim;
 pub mod dht_flood;
 pub mod dht_sim;
 mod link;
+pub mod mailbox_sim;
 pub mod rdv_sim;
 pub mod reach_sim;
 mod scheduler;

@@ -143,6 +143,37 @@ enum Command {
         #[arg(long, default_value_t = 11)]
         seed: u64,
     },
+    /// The offline mailbox under a sybil flood (issue 20): N storing nodes; throwaway
+    /// identities from a few /24s fill the recipient's requests mailbox at its k storing
+    /// nodes while her contacts leave one message each (most through her contact drop);
+    /// then she fetches with the daemon's fetch. Prints what the storing nodes hold, what the
+    /// fetch cost, and how many contacts' messages arrived; fails unless every one did.
+    MailboxFlood {
+        /// Storing nodes.
+        #[arg(long, default_value_t = 60)]
+        servers: usize,
+        /// Throwaway identities.
+        #[arg(long, default_value_t = 1000)]
+        sybils: usize,
+        /// /24 networks they send from.
+        #[arg(long, default_value_t = 16)]
+        networks: u8,
+        /// Items each throwaway identity puts.
+        #[arg(long, default_value_t = 2)]
+        items: usize,
+        /// Body bytes of each of their items.
+        #[arg(long, default_value_t = 1024)]
+        body: usize,
+        /// The recipient's contacts (one message each).
+        #[arg(long, default_value_t = 10)]
+        contacts: usize,
+        /// Contacts that do not hold her drop yet (they write to the requests mailbox).
+        #[arg(long, default_value_t = 2)]
+        without_drop: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 20)]
+        seed: u64,
+    },
 }
 
 fn peak_rss_mb() -> f64 {
@@ -486,6 +517,38 @@ fn main() -> ExitCode {
     } = command
     {
         return reach(&pair, runs, latency_ms, loss, seed, json);
+    }
+    if let Command::MailboxFlood {
+        servers,
+        sybils,
+        networks,
+        items,
+        body,
+        contacts,
+        without_drop,
+        seed,
+    } = command
+    {
+        use netsim::mailbox_sim::{run, MailboxSimConfig};
+        let cfg = MailboxSimConfig {
+            servers,
+            sybils,
+            sybil_networks: networks,
+            items_per_sybil: items,
+            sybil_body: body,
+            contacts,
+            contacts_without_drop: without_drop.min(contacts),
+            seed,
+            ..MailboxSimConfig::default()
+        };
+        let (start, r) = (Instant::now(), run(&cfg, Instant::now()));
+        print!("{}", r.summary(&cfg));
+        println!("  wall time {:.1} s", start.elapsed().as_secs_f64());
+        return if r.delivered == cfg.contacts {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
     if let Command::BootstrapFlood { identities, seed } = command {
         use netsim::bootstrap_sim::{run, BootSimConfig};

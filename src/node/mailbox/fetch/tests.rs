@@ -150,7 +150,11 @@ fn a_fetch_stops_at_its_byte_budget() {
     f.answer(found(dk, vec![node(1), node(2)]), NOW);
     assert!(f.poll_query().is_some());
     f.answer(page(dk, &big), NOW);
-    assert_eq!(f.poll_query(), None, "budget spent: no next page, node or key");
+    assert_eq!(
+        f.poll_query(),
+        None,
+        "budget spent: no next page, node or key"
+    );
     assert!(f.is_done());
     let out = f.finish(&carol).unwrap();
     assert_eq!(out.cost.copies, 3);
