@@ -324,7 +324,7 @@ pub fn run(cfg: &MailboxSimConfig, epoch: Instant) -> MailboxSimReport {
                 let m = message((s * cfg.items_per_sybil + q) as u32, body);
                 let to = ItemTo {
                     peer: carol.fingerprint(),
-                    kem: &kem,
+                    kem,
                     drop: None,
                 };
                 let Ok(r) = item_record(&id, to, &m, UNIX, 3600, rng) else {
@@ -362,7 +362,7 @@ pub fn run(cfg: &MailboxSimConfig, epoch: Instant) -> MailboxSimReport {
         let m = message(1_000_000 + c as u32, body.clone());
         let to = ItemTo {
             peer: carol.fingerprint(),
-            kem: &kem,
+            kem,
             drop: (c >= cfg.contacts_without_drop).then_some(&*drop),
         };
         let r = item_record(&id, to, &m, UNIX, 3600, &mut rng).expect("a contact's item");
