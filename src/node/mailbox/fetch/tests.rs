@@ -84,8 +84,8 @@ fn a_fetch_reads_the_drop_then_the_requests_page_by_page() {
     );
     let kem = carol.kem_public();
     let drop = Arc::new(ContactDrop::generate(&mut OsRng));
-    let in_drop = items(&alice, &carol, &kem, Some(&drop), 0..10, 8);
-    let requests = items(&alice, &carol, &kem, None, 10..12, 8);
+    let in_drop = items(&alice, &carol, kem, Some(&drop), 0..10, 8);
+    let requests = items(&alice, &carol, kem, None, 10..12, 8);
     // An old contact who kept the drop writes an item wrapped for another drop.
     let forged = {
         let other = ContactDrop::generate(&mut OsRng);
@@ -142,7 +142,7 @@ fn a_fetch_stops_at_its_byte_budget() {
     );
     let kem = carol.kem_public();
     let drop = Arc::new(ContactDrop::generate(&mut OsRng));
-    let big = items(&alice, &carol, &kem, Some(&drop), 0..8, 4000);
+    let big = items(&alice, &carol, kem, Some(&drop), 0..8, 4000);
     let budget = 3 * big[0].value().len() + 10;
     let mut f = Fetch::new(carol.fingerprint(), vec![drop.clone()], budget);
     let dk = drop.key();
