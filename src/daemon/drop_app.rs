@@ -78,11 +78,17 @@ fn is_contact(shared: &Shared, fp: &Fingerprint) -> bool {
     })
 }
 
-/// Our drop to each contact that has not had it.
+/// Our drop to each contact that has not had it (a new one first if its epoch is over).
 async fn hand_out(shared: &Arc<Shared>) {
     let Some(drops) = shared.drops.clone() else {
         return;
     };
+    let epoch = shared.cfg.mailbox.drop_epoch;
+    match drops.rotate_if_older(epoch, std::time::SystemTime::now()).await {
+        Ok(true) => tracing::info!("contact drop rotated: its epoch is over"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot rotate our contact drop"),
+    }
     let now_ms = super::util::unix_ms();
     let unseen = shared.cfg.mailbox.drop_unseen.as_millis() as u64;
     let contacts: Vec<(Fingerprint, bool)> = shared.names.read(|f| {

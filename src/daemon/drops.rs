@@ -30,6 +30,8 @@ pub(crate) struct Drops {
     dir: PathBuf,
     store_dir: PathBuf,
     own: Mutex<Arc<ContactDrop>>,
+    /// When our drop was made (its file's time).
+    own_since: Mutex<SystemTime>,
     /// The drop before the last rotation, until when it is fetched.
     previous: Mutex<Option<(Arc<ContactDrop>, SystemTime)>>,
     theirs: Mutex<HashMap<Fingerprint, Arc<ContactDrop>>>,
@@ -52,6 +54,9 @@ impl Drops {
             }
             Err(e) => return Err(e),
         };
+        let own_since = std::fs::metadata(&own_path)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| SystemTime::now());
         let previous = std::fs::read(store_dir.join(PREV_FILE))
             .ok()
             .and_then(|b| ContactDrop::decode(&b).ok())
@@ -85,6 +90,7 @@ impl Drops {
             dir,
             store_dir: store_dir.to_path_buf(),
             own: Mutex::new(Arc::new(own)),
+            own_since: Mutex::new(own_since),
             previous: Mutex::new(previous),
             theirs: Mutex::new(theirs),
             sent: Mutex::new(sent),
@@ -108,7 +114,22 @@ impl Drops {
         v
     }
 
-    /// A new drop of ours (a contact was removed: it must not write to the new one). The
+    /// Rotates our drop if it was made `epoch` or longer before `now`; returns whether it
+    /// did.
+    pub(crate) async fn rotate_if_older(
+        &self,
+        epoch: Duration,
+        now: SystemTime,
+    ) -> std::io::Result<bool> {
+        let since = *lock(&self.own_since);
+        if now.duration_since(since).unwrap_or_default() < epoch {
+            return Ok(false);
+        }
+        self.rotate().await.map(|()| true)
+    }
+
+    /// A new drop of ours (a contact was removed: it must not write to the new one; or
+    /// its epoch is over, [`Drops::rotate_if_older`]). The
     /// old one is kept for fetching ([`PREVIOUS_KEPT`]); the new one goes to every
     /// remaining contact (the list of where ours went is emptied). Files are written off
     /// the async workers.
@@ -126,6 +147,7 @@ impl Drops {
         .map_err(std::io::Error::other)??;
         *lock(&self.previous) = Some((old, SystemTime::now() + PREVIOUS_KEPT));
         *lock(&self.own) = new;
+        *lock(&self.own_since) = SystemTime::now();
         lock(&self.sent).clear();
         Ok(())
     }
@@ -203,4 +225,42 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A drop made an epoch ago rotates, once: the old one is still fetched, and the new
+    /// one is due to every contact again.
+    #[tokio::test]
+    async fn a_drop_rotates_when_its_epoch_is_over() {
+        let dir = std::env::temp_dir().join(format!("dna-drops-{}", rand::random::<u64>()));
+        let epoch = Duration::from_secs(28 * 24 * 3600);
+        let first = {
+            let d = Drops::open(&dir).unwrap();
+            d.mark_sent(&[Fingerprint([7; 32])]).await.unwrap();
+            d.own().fingerprint()
+        };
+        // The file says the drop was made 29 days ago.
+        let f = std::fs::File::options()
+            .write(true)
+            .open(dir.join(OWN_FILE))
+            .unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(29 * 24 * 3600))
+            .unwrap();
+        let d = Drops::open(&dir).unwrap();
+        assert_eq!(d.own().fingerprint(), first);
+        let now = SystemTime::now();
+        assert!(d.rotate_if_older(epoch, now).await.unwrap(), "rotated");
+        assert_ne!(d.own().fingerprint(), first);
+        assert!(d.sent().is_empty(), "the new drop is due to every contact");
+        let fetched: Vec<_> = d.to_fetch(now).iter().map(|d| d.fingerprint()).collect();
+        assert!(fetched.contains(&first), "the old one is still fetched");
+        assert!(!d.rotate_if_older(epoch, now).await.unwrap(), "once");
+        // And after a restart the new drop's time is its file's.
+        let again = Drops::open(&dir).unwrap();
+        assert!(!again.rotate_if_older(epoch, now).await.unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

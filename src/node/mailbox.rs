@@ -60,6 +60,10 @@ pub struct MailboxConfig {
     /// long after it was added gets it anyway, reached or through its mailbox like any
     /// message (default 10 min; spec/09-mailbox.md §1.1).
     pub drop_unseen: Duration,
+    /// Our contact drop is replaced by a new one this long after it was made (default 28
+    /// days; spec/09-mailbox.md §1.1): a storing node links a drop's items for one epoch at
+    /// most. The new one goes to every contact as after a removal.
+    pub drop_epoch: Duration,
 }
 
 impl Default for MailboxConfig {
@@ -73,6 +77,7 @@ impl Default for MailboxConfig {
             max_puts_per_round: 256,
             max_tracked: 65536,
             drop_unseen: Duration::from_secs(600),
+            drop_epoch: Duration::from_secs(28 * 24 * 3600),
         }
     }
 }
