@@ -4,7 +4,9 @@
 //! - between folders: every `crate::<folder>` a file names is an edge; an edge must go to
 //!   a lower layer ([`LAYERS`], lowest first), so no folder imports one above it and
 //!   folders have no cycle;
-//! - inside each folder of `src/` (and of the CLI, `src/cli/`): a module's `super::<m>`,
+//! - the binary's two folders: `src/cli/` (the client) may use `src/control/` (the control
+//!   server), never the reverse;
+//! - inside each folder of `src/` (and of the binary's, `src/cli/` and `src/control/`): a module's `super::<m>`,
 //!   `super::super::<m>`… and `crate::<folder>::<m>` name its siblings; no cycle among
 //!   them. A module's own directory (its submodules and test files) belongs to it.
 
@@ -161,7 +163,8 @@ fn no_folder_imports_its_own_layer_or_above() {
         let Some(name) = p.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
             continue;
         };
-        if matches!(name.as_str(), "lib" | "main" | "cli") {
+        // The binary crate's folders: checked by `the_binary_is_client_over_server`.
+        if matches!(name.as_str(), "lib" | "main" | "cli" | "control") {
             continue;
         }
         let mut files = Vec::new();
@@ -210,4 +213,23 @@ fn no_folder_has_an_import_cycle() {
         checked += 1;
     }
     assert!(checked >= 9, "every folder of src/: {checked}");
+}
+
+/// The `dna` binary has two folders: `control`, the daemon's control socket (the server),
+/// and `cli`, the command line (its client, and the start of `dna daemon`). The CLI may use
+/// the server's pieces (the socket's path, the event hub it starts); the server never
+/// names the CLI.
+#[test]
+fn the_binary_is_client_over_server() {
+    let mut files = Vec::new();
+    rust_files(&src().join("control"), &mut files);
+    assert!(!files.is_empty(), "read src/control/");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            !text.contains("crate::cli") && !text.contains("super::cli"),
+            "{} (the control server) imports the CLI",
+            f.display()
+        );
+    }
 }

@@ -1,19 +1,14 @@
 //! The control socket's client side (spec/06-node.md §6, spec/10-control.md): `dna send`,
 //! `dna status`, `dna inbox`, `dna names`/`contacts`, `dna ping` ask a running daemon over
 //! `<data dir>/control.sock`, one JSON request per line, one answer per line. The server
-//! is `serve`.
+//! is `control` (a sibling of `cli`, part of `dna daemon`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::control::path;
 use std::process::ExitCode;
 
 use serde_json::{json, Value};
-
-/// The longest request line (a 1 MiB message body, JSON-escaped, fits).
-pub(super) const MAX_LINE: usize = 8 << 20;
-/// The socket's path in a data directory.
-pub(super) fn path(dir: &Path) -> PathBuf {
-    dir.join("control.sock")
-}
 
 /// Sends one request to a running daemon; `None` if no daemon listens. A request that
 /// takes longer than a second (reaching a peer: DHT lookup, CONNECT, punching; a name

@@ -113,7 +113,7 @@ pub(super) struct DaemonConfig {
     /// `[mailbox]`: the offline mailbox (spec/09-mailbox.md §7).
     pub mailbox: MailboxToml,
     /// `[control]`: the control socket's event stream (spec/10-control.md §5).
-    pub control: super::events::ControlConfig,
+    pub control: crate::control::ControlConfig,
 }
 
 /// `[mailbox]`: every key optional.
@@ -507,9 +507,10 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
     let h = node.handle();
     h.ready().await;
     let table = h.dht_table_size().await;
-    let hub = std::sync::Arc::new(super::events::Hub::new(&cfg.control));
-    let control = super::serve::listen(&dir, h.clone(), hub.clone()).map_err(|e| e.to_string())?;
-    super::events::spawn_watch(h.clone(), hub.clone());
+    let hub = std::sync::Arc::new(crate::control::Hub::new(&cfg.control));
+    let control =
+        crate::control::listen(&dir, h.clone(), hub.clone()).map_err(|e| e.to_string())?;
+    crate::control::spawn_watch(h.clone(), hub.clone());
     let st = h.nat_status();
     let join = join_line(h.local_addr(), &h.fingerprint());
     if bootstrap {

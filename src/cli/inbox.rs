@@ -13,7 +13,8 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use super::control::{ask, path};
+use super::control::ask;
+use crate::control::{inbox_json, path};
 
 /// What `--from` matches: a fingerprint's hex prefix (lowercase).
 fn resolve_from(dir: &Path, from: &str) -> Result<String, String> {
@@ -238,13 +239,3 @@ pub(super) fn outbox(dir: &Path, json_lines: bool) -> ExitCode {
 /// Most messages `dna outbox` lists from the store of a stopped daemon (waiting ones, and
 /// as many deliveries), as the running daemon's listing.
 const MAX_OFFLINE: usize = 1000;
-
-/// One stored message as `dna inbox --json` prints it.
-pub(super) fn inbox_json(m: &dna_p2p::daemon::StoredMessage) -> Value {
-    json!({
-        "from": m.from.to_string(),
-        "id": hex::encode(m.id.0),
-        "text": String::from_utf8_lossy(&m.body),
-        "received_ms": m.received_ms,
-    })
-}

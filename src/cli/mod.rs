@@ -4,15 +4,12 @@
 mod control;
 mod daemon;
 mod devnet;
-mod events;
 mod frame;
 mod id;
 mod inbox;
 mod limits;
-mod mailbox;
 mod names;
 mod ping;
-mod serve;
 mod status;
 
 use std::path::PathBuf;

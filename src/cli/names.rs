@@ -1,5 +1,5 @@
-//! `dna name …` and `dna contacts …` (spec/08-names.md §6): clients of the control socket,
-//! and the socket's side of those requests.
+//! `dna name …` and `dna contacts …` (spec/08-names.md §6): clients of the control socket;
+//! its side of those requests is `control::names`.
 //!
 //! Requests: `{"cmd":"name_claim","name":N}`, `{"cmd":"name_resolve","name":N}`,
 //! `{"cmd":"contacts_add","target":NAME_OR_FP,"alias":A?}`, `{"cmd":"contacts_list"}`,
@@ -11,8 +11,6 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use serde_json::{json, Value};
-
-use dna_p2p::daemon::{Contact, ContactError, NamesError, NodeHandle};
 
 use super::DataDir;
 
@@ -100,64 +98,6 @@ pub(super) enum ContactsCommand {
     },
 }
 
-fn contact_json(c: &Contact) -> Value {
-    json!({"fingerprint": c.fingerprint, "name": c.name, "alias": c.alias, "added_ms": c.added_ms,
-        "allow_relay": c.allow_relay})
-}
-
-fn error_json(e: &NamesError) -> Value {
-    let mut v = json!({"ok": false, "error": e.to_string()});
-    match e {
-        NamesError::Contact(ContactError::KeyChanged {
-            pinned, resolved, ..
-        }) => {
-            v["key_changed"] = json!(true);
-            v["pinned"] = json!(pinned.to_string());
-            v["resolved"] = json!(resolved.to_string());
-        }
-        NamesError::Taken { holder, .. } => v["holder"] = json!(holder.to_string()),
-        _ => {}
-    }
-    v
-}
-
-/// The control socket's side: `cmd` is a `name_*` or `contacts_*` request.
-pub(super) async fn request(h: &NodeHandle, cmd: &str, req: &Value) -> Value {
-    let arg = |k: &str| req.get(k).and_then(Value::as_str).unwrap_or_default();
-    let answer = match cmd {
-        "name_claim" => h.name_claim(arg("name")).await.map(|c| {
-            json!({"ok": true, "name": c.name, "fingerprint": h.fingerprint().to_string(),
-                "claimed_at": c.claimed_at, "expiry": c.expiry, "stored_at": c.stored_at})
-        }),
-        "name_resolve" => h.name_resolve(arg("name")).await.map(|r| {
-            json!({"ok": true, "name": r.name, "fingerprint": r.fingerprint.to_string(),
-                "claimed_at": r.claimed_at, "expiry": r.expiry, "claims": r.claims})
-        }),
-        "contacts_add" => {
-            let alias = req.get("alias").and_then(Value::as_str);
-            h.contact_add(arg("target"), alias)
-                .await
-                .map(|(c, new)| json!({"ok": true, "new": new, "contact": contact_json(&c)}))
-        }
-        "contacts_list" => {
-            let list: Vec<Value> = h.contacts().iter().map(contact_json).collect();
-            Ok(json!({"ok": true, "contacts": list}))
-        }
-        "contacts_allow_relay" => {
-            let allow = req.get("allow").and_then(Value::as_bool).unwrap_or(true);
-            h.contact_allow_relay(arg("target"), allow)
-                .await
-                .map(|c| json!({"ok": true, "contact": contact_json(&c)}))
-        }
-        "contacts_remove" => h
-            .contact_remove(arg("target"))
-            .await
-            .map(|c| json!({"ok": true, "removed": contact_json(&c)})),
-        _ => return json!({"ok": false, "error": format!("unknown cmd {cmd:?}")}),
-    };
-    answer.unwrap_or_else(|e| error_json(&e))
-}
-
 /// One request; the answer as JSON (`--json`) or as a line for people. Exit code: whether
 /// the daemon said ok.
 fn run_one(dir: &Path, req: Value, json_out: bool, human: impl Fn(&Value) -> String) -> ExitCode {
@@ -165,7 +105,7 @@ fn run_one(dir: &Path, req: Value, json_out: bool, human: impl Fn(&Value) -> Str
         None => {
             eprintln!(
                 "error: no daemon at {}",
-                super::control::path(dir).display()
+                crate::control::path(dir).display()
             );
             return ExitCode::FAILURE;
         }

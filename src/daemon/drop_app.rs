@@ -84,7 +84,10 @@ async fn hand_out(shared: &Arc<Shared>) {
         return;
     };
     let epoch = shared.cfg.mailbox.drop_epoch;
-    match drops.rotate_if_older(epoch, std::time::SystemTime::now()).await {
+    match drops
+        .rotate_if_older(epoch, std::time::SystemTime::now())
+        .await
+    {
         Ok(true) => tracing::info!("contact drop rotated: its epoch is over"),
         Ok(false) => {}
         Err(e) => tracing::warn!(error = %e, "cannot rotate our contact drop"),

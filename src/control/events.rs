@@ -8,7 +8,7 @@
 //! `{"event":"error",…}` line if the socket takes it within [`FINAL_LINE_GRACE`], and
 //! closes), so a client that stops reading costs the node nothing but that bounded queue.
 
-// The daemon side of the CLI is a driver: it reads the clock.
+// The control server is a driver: it reads the clock.
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::HashMap;
@@ -25,18 +25,18 @@ use dna_p2p::daemon::{NodeEvent, NodeHandle, ReachStage};
 
 /// Event lines queued for one subscriber before it counts as too slow and is dropped
 /// (the default of `[control] subscriber_queue`).
-pub(super) const SUBSCRIBER_QUEUE: usize = 1024;
+pub(crate) const SUBSCRIBER_QUEUE: usize = 1024;
 /// How long a dropped subscriber's socket may take the rest of its current line and the
 /// final error line before it is closed anyway.
-pub(super) const FINAL_LINE_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const FINAL_LINE_GRACE: Duration = Duration::from_secs(10);
 /// Peers the panel remembers (RTT, last seen); the one heard from longest ago goes first.
-pub(super) const MAX_SEEN: usize = 1024;
+pub(crate) const MAX_SEEN: usize = 1024;
 /// How often the watcher compares peers' paths and the NAT facts, to report changes.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// What the panel remembers of a peer.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Seen {
+pub(crate) struct Seen {
     /// The latest PING/PONG round trip.
     pub rtt: Option<Duration>,
     /// When we last heard from it (Unix ms): an event naming it.
@@ -62,7 +62,7 @@ struct Inner {
 /// `[control]` in the daemon's config file (spec/10-control.md §5). Every key optional.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
-pub(super) struct ControlConfig {
+pub(crate) struct ControlConfig {
     /// Event lines queued for one subscriber before it is dropped as too slow (default
     /// 1024).
     pub subscriber_queue: usize,
@@ -77,7 +77,7 @@ impl Default for ControlConfig {
 }
 
 /// The fan-out and the per-peer memory, shared by the event loop and the control socket.
-pub(super) struct Hub {
+pub(crate) struct Hub {
     inner: Mutex<Inner>,
     /// Each subscriber's queue, in lines.
     pub queue: usize,
@@ -95,7 +95,7 @@ fn unix_ms() -> u64 {
 
 impl Hub {
     /// A hub with no subscribers yet.
-    pub(super) fn new(cfg: &ControlConfig) -> Hub {
+    pub(crate) fn new(cfg: &ControlConfig) -> Hub {
         Hub {
             inner: Mutex::default(),
             queue: cfg.subscriber_queue.max(1),
@@ -110,7 +110,7 @@ impl Hub {
 
     /// Takes one node event: remembers what the panel needs, answers `ping` waiters, and
     /// returns its JSON line (also sent to every subscriber).
-    pub(super) fn node_event(&self, ev: &NodeEvent) -> Option<Value> {
+    pub(crate) fn node_event(&self, ev: &NodeEvent) -> Option<Value> {
         let (v, peer) = event_json(ev)?;
         // Progress of our own attempt says nothing about the peer.
         if matches!(ev, NodeEvent::Reaching { .. }) {
@@ -151,7 +151,7 @@ impl Hub {
     }
 
     /// Sends one event line to every subscriber; drops those whose queue is full.
-    pub(super) fn publish(&self, v: &Value) {
+    pub(crate) fn publish(&self, v: &Value) {
         self.published.fetch_add(1, Ordering::Relaxed);
         let mut g = self.lock();
         if g.subs.is_empty() {
@@ -171,17 +171,17 @@ impl Hub {
     }
 
     /// Live subscribers.
-    pub(super) fn subscribers(&self) -> usize {
+    pub(crate) fn subscribers(&self) -> usize {
         self.lock().subs.len()
     }
 
     /// What the panel remembers of every peer.
-    pub(super) fn seen(&self) -> HashMap<Fingerprint, Seen> {
+    pub(crate) fn seen(&self) -> HashMap<Fingerprint, Seen> {
         self.lock().seen.clone()
     }
 
     /// A receiver of `peer`'s next RTT measurement.
-    pub(super) fn next_rtt(&self, peer: Fingerprint) -> oneshot::Receiver<Duration> {
+    pub(crate) fn next_rtt(&self, peer: Fingerprint) -> oneshot::Receiver<Duration> {
         let (tx, rx) = oneshot::channel();
         let mut g = self.lock();
         g.rtt_waiters.retain(|(_, w)| !w.is_closed());
@@ -213,7 +213,7 @@ impl Hub {
 /// A subscribed control connection: the answer line, then event lines until the client
 /// closes or falls `queue` lines behind. What the client sends from now on is
 /// read and ignored (so its close is noticed).
-pub(super) async fn stream(
+pub(crate) async fn stream(
     hub: Arc<Hub>,
     mut r: impl tokio::io::AsyncRead + Unpin + Send + 'static,
     mut w: tokio::net::unix::OwnedWriteHalf,
@@ -235,10 +235,13 @@ pub(super) async fn stream(
     };
     let mut killed = false;
     'lines: loop {
+        // Biased, the kill first: a dropped subscriber's queue is still full, and a random
+        // pick could drain it to the end and close without the final error line.
         let line = tokio::select! {
-            l = rx.recv() => match l { Some(l) => l, None => break },
+            biased;
             _ = kill.notified() => { killed = true; break }
             _ = closed.notified() => break,
+            l = rx.recv() => match l { Some(l) => l, None => break },
         };
         let mut pos = 0;
         while pos < line.len() {
@@ -272,7 +275,7 @@ pub(super) async fn stream(
 }
 
 /// How a user allows a relay, as events and answers say it.
-pub(super) const RELAY_HINT: &str = "only a relay can carry it: allow one for this contact with \
+pub(crate) const RELAY_HINT: &str = "only a relay can carry it: allow one for this contact with \
     `dna contacts allow-relay <contact>`, or for everyone with relay = \"auto\"";
 
 /// One node event as a JSON line, and the peer it names.
@@ -360,7 +363,7 @@ fn event_json(ev: &NodeEvent) -> Option<(Value, Fingerprint)> {
 /// Reports what the node's events do not carry: a peer's path changing (`relay` → `direct`
 /// after an upgrade) and the NAT facts changing (class, reachability, public addresses).
 /// Runs only while someone subscribes; the first look after that sets the baseline.
-pub(super) fn spawn_watch(h: NodeHandle, hub: Arc<Hub>) {
+pub(crate) fn spawn_watch(h: NodeHandle, hub: Arc<Hub>) {
     tokio::spawn(async move {
         let mut paths: Option<HashMap<Fingerprint, &'static str>> = None;
         let mut nat: Option<Value> = None;
@@ -397,7 +400,7 @@ pub(super) fn spawn_watch(h: NodeHandle, hub: Arc<Hub>) {
 }
 
 /// The NAT facts the panel shows: class, reachability, public (non-host) addresses.
-pub(super) fn nat_facts(h: &NodeHandle) -> Value {
+pub(crate) fn nat_facts(h: &NodeHandle) -> Value {
     let st = h.nat_status();
     json!({
         "nat": st.class.map(|c| c.name()),

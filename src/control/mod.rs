@@ -1,6 +1,7 @@
 //! The daemon's control socket, the server side (spec/06-node.md §6): `<data dir>/control.sock`,
 //! a Unix socket only its owner may open, taking one JSON request per line and answering one
-//! JSON object per line. Its clients are in `control`.
+//! JSON object per line. Part of `dna daemon` (it drives a running node's `NodeHandle`),
+//! apart from the CLI, which is its client (`cli::control`, `cli::status`, …).
 //!
 //! Every request and event is documented with examples in spec/10-control.md.
 //! Requests: `{"cmd":"status"}` (`status`), `{"cmd":"subscribe"}` (the connection becomes
@@ -22,15 +23,28 @@ use dna_p2p::crypto::Fingerprint;
 use dna_p2p::daemon::{NodeHandle, Reached};
 use dna_p2p::nat::candidate::CandidateKind;
 
-use super::control::{path, MAX_LINE};
-use super::events::Hub;
-use super::inbox::inbox_json;
+pub(crate) use events::{nat_facts, spawn_watch, ControlConfig, Hub, RELAY_HINT};
+
+mod events;
+mod mailbox;
+mod names;
+mod ping;
+mod status;
+
+pub(crate) use status::short;
+
+/// The longest request line (a 1 MiB message body, JSON-escaped, fits).
+pub(crate) const MAX_LINE: usize = 8 << 20;
+/// The socket's path in a data directory.
+pub(crate) fn path(dir: &Path) -> PathBuf {
+    dir.join("control.sock")
+}
 
 /// Control connections served at once.
 const MAX_CLIENTS: usize = 64;
 
 /// Binds the control socket (owner-only) and serves it; returns its path.
-pub(super) fn listen(dir: &Path, h: NodeHandle, hub: Arc<Hub>) -> std::io::Result<PathBuf> {
+pub(crate) fn listen(dir: &Path, h: NodeHandle, hub: Arc<Hub>) -> std::io::Result<PathBuf> {
     let p = path(dir);
     let _ = std::fs::remove_file(&p);
     let listener = tokio::net::UnixListener::bind(&p)?;
@@ -72,7 +86,7 @@ async fn serve(h: NodeHandle, hub: Arc<Hub>, stream: tokio::net::UnixStream) {
             match serde_json::from_slice::<Value>(&line) {
                 // The connection becomes an event stream (spec/10-control.md §2).
                 Ok(req) if req["cmd"] == "subscribe" => {
-                    return super::events::stream(hub, r.into_inner().into_inner(), w).await;
+                    return events::stream(hub, r.into_inner().into_inner(), w).await;
                 }
                 Ok(req) => request(&h, &hub, &req).await,
                 Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
@@ -85,10 +99,10 @@ async fn serve(h: NodeHandle, hub: Arc<Hub>, stream: tokio::net::UnixStream) {
 }
 
 /// One control request.
-pub(super) async fn request(h: &NodeHandle, hub: &Hub, req: &Value) -> Value {
+pub(crate) async fn request(h: &NodeHandle, hub: &Hub, req: &Value) -> Value {
     match req.get("cmd").and_then(Value::as_str) {
-        Some("status") => super::status::status(h, hub).await,
-        Some("ping") => super::ping::request(h, hub, req).await,
+        Some("status") => status::status(h, hub).await,
+        Some("ping") => ping::request(h, hub, req).await,
         Some("send") => {
             let to = req.get("to").and_then(Value::as_str).unwrap_or_default();
             let text = req.get("text").and_then(Value::as_str).unwrap_or_default();
@@ -107,11 +121,9 @@ pub(super) async fn request(h: &NodeHandle, hub: &Hub, req: &Value) -> Value {
             let msgs: Vec<Value> = h.stored_inbox().iter().map(inbox_json).collect();
             json!({"ok": true, "messages": msgs})
         }
-        Some(cmd @ ("outbox" | "mailbox" | "mailbox_fetch")) => {
-            super::mailbox::request(h, cmd, req).await
-        }
+        Some(cmd @ ("outbox" | "mailbox" | "mailbox_fetch")) => mailbox::request(h, cmd, req).await,
         Some(cmd) if cmd.starts_with("name_") || cmd.starts_with("contacts_") => {
-            super::names::request(h, cmd, req).await
+            names::request(h, cmd, req).await
         }
         _ => {
             json!({"ok": false, "error": "unknown cmd (expected status, subscribe, ping, send, inbox, outbox, mailbox, mailbox_fetch, name_claim, name_resolve, contacts_add, contacts_list, contacts_allow_relay or contacts_remove; spec/10-control.md)"})
@@ -179,10 +191,20 @@ async fn send(h: &NodeHandle, to: Fingerprint, text: &str) -> Value {
                 v["note"] = json!(n);
             }
             if path == "relay-needed" && !h.relay_allowed(&to) {
-                v["hint"] = json!(super::events::RELAY_HINT);
+                v["hint"] = json!(RELAY_HINT);
             }
             v
         }
         Err(e) => json!({"ok": false, "path": path, "error": e.to_string()}),
     }
+}
+
+/// One stored message as `dna inbox --json` prints it.
+pub(crate) fn inbox_json(m: &dna_p2p::daemon::StoredMessage) -> Value {
+    json!({
+        "from": m.from.to_string(),
+        "id": hex::encode(m.id.0),
+        "text": String::from_utf8_lossy(&m.body),
+        "received_ms": m.received_ms,
+    })
 }

@@ -28,7 +28,7 @@ fn stats_json(s: &MailboxStats) -> Value {
 }
 
 /// One mailbox request (`cmd` is `outbox`, `mailbox` or `mailbox_fetch`).
-pub(super) async fn request(h: &NodeHandle, cmd: &str, req: &Value) -> Value {
+pub(crate) async fn request(h: &NodeHandle, cmd: &str, req: &Value) -> Value {
     match cmd {
         "outbox" => {
             let max = req
@@ -57,7 +57,7 @@ pub(super) async fn request(h: &NodeHandle, cmd: &str, req: &Value) -> Value {
                     if e.state != "delivered" && consent.contains(&e.to) {
                         // Only a relay can carry it; the user allowed none (seed 003).
                         v["waiting"] = json!("relay-needed");
-                        v["hint"] = json!(super::events::RELAY_HINT);
+                        v["hint"] = json!(super::RELAY_HINT);
                     }
                     v
                 })
