@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::util::lock;
+use super::os::lock;
 
 use crate::crypto::name::{normalize, NameError};
 use crate::crypto::Fingerprint;
@@ -152,7 +152,7 @@ impl Names {
         let out = f(&mut next)?;
         if let Some(p) = self.path.clone() {
             let bytes = serde_json::to_vec_pretty(&next).map_err(|e| SaveError(e.to_string()))?;
-            tokio::task::spawn_blocking(move || save(&p, &bytes))
+            tokio::task::spawn_blocking(move || super::os::write_private(&p, &bytes))
                 .await
                 .map_err(|e| SaveError(e.to_string()))?
                 .map_err(|e| SaveError(e.to_string()))?;
@@ -164,21 +164,6 @@ impl Names {
     pub(crate) fn read<T>(&self, f: impl FnOnce(&NamesFile) -> T) -> T {
         f(&lock(&self.state))
     }
-}
-
-fn save(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// The contact list.

@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::conn::dial_round;
 use super::dht_persist::Snapshot;
+use super::os::lock;
 use super::shared::{ConnCmd, ConnHandle, CoreCmd, DhtShared, DriverCore, Shared, CORE_QUEUE};
 use super::store::{Store, Stored};
-use super::util::lock;
 use crate::dht::{DhtEvent, DhtMessage, QueryId};
 use crate::node::core::{Answer, Input, Output, Query, Reply};
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::sync::oneshot;
 
+use super::os::{lock, unix_ms};
 use super::shared::{CoreCmd, DhtShared, Pooled, Shared, SignalStream};
-use super::util::{lock, unix_ms};
 use crate::crypto::record::{presence_key, RecordKind};
 use crate::crypto::{Fingerprint, NodeId, Record};
 use crate::dht::{Checked, Contact, DhtEvent, DhtMessage, StoreStats, VerifiedRecord};

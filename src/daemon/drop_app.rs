@@ -92,7 +92,7 @@ async fn hand_out(shared: &Arc<Shared>) {
         Ok(false) => {}
         Err(e) => tracing::warn!(error = %e, "cannot rotate our contact drop"),
     }
-    let now_ms = super::util::unix_ms();
+    let now_ms = super::os::unix_ms();
     let unseen = shared.cfg.mailbox.drop_unseen.as_millis() as u64;
     let contacts: Vec<(Fingerprint, bool)> = shared.names.read(|f| {
         f.contacts

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use rand_core::OsRng;
 
-use super::util::lock;
+use super::os::{lock, write_private};
 use crate::crypto::drop::ContactDrop;
 use crate::crypto::Fingerprint;
 
@@ -209,22 +209,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-}
-
-/// Writes `bytes` to `path` (owner-only), replacing it atomically.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ mod mailbox;
 mod mailbox_state;
 mod names;
 mod node;
+mod os;
 mod path;
 mod peers_status;
 mod reach;
@@ -54,9 +55,6 @@ mod spray;
 mod store;
 mod stun_routes;
 mod turn;
-mod turn_shared;
-mod turn_tcp;
-mod util;
 
 pub use crate::node::scores::BAN_THRESHOLD;
 pub use app::{App, AppMessage};

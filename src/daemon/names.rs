@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::contacts::{Contact, ContactError, OwnName, SaveError};
 use super::dht::{query, DhtError};
+use super::os::unix_ms;
 use super::shared::{NodeHandle, Shared};
-use super::util::unix_ms;
 use crate::crypto::name::{
     normalize, winner, NameClaim, NameError, CLAIM_REPUBLISH_SECS, CLAIM_TTL_SECS,
 };

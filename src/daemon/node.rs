@@ -20,10 +20,10 @@ use crate::transport::{bind_udp, DnaSocket, SideChannels};
 
 use super::conn::drive;
 use super::events::{EventRx, NodeEvent};
+use super::os::{unix_ms, with_rng};
 use super::shared::{CoreTx, NatShared, NodeHandle, Shared};
 use super::store::{Store, StoreError, StoreLimits, StoredMessage};
 use super::stun_routes::{StunRoute, StunRoutes};
-use super::util::{unix_ms, with_rng};
 use super::NodeConfig;
 use crate::node::core::{Answer, Core, CoreConfig, Input, Query};
 use crate::node::reach::RelayPolicy;
@@ -662,7 +662,7 @@ impl NodeHandle {
         let crate::dht::DhtEvent::FoundValue { records, .. } = ev else {
             return Ok(Vec::new());
         };
-        let now = super::util::unix_ms() / 1000;
+        let now = super::os::unix_ms() / 1000;
         Ok(records
             .iter()
             .filter_map(|b| crate::crypto::Record::verify(b, now).ok())

@@ -12,11 +12,11 @@ use rand_core::RngCore;
 use tokio::sync::{mpsc, oneshot};
 
 use super::events::ReachStage;
+use super::os::with_rng;
 use super::shared::{DhtShared, NatStatus, NodeHandle, Shared};
 use super::signal_frames::{frame, limits, now_ms, FORWARD_TIMEOUT, MAX_SIGNAL_FRAME};
 use super::spray::{our_behaviour, plan as plan_prediction, prober, probes_done, Plan, Spray};
 use super::stun_routes::StunRoute;
-use super::util::with_rng;
 use crate::crypto::Fingerprint;
 use crate::dht::Contact;
 use crate::nat::candidate::{Candidate, CandidateKind, PresenceInfo};

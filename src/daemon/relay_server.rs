@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::os::with_rng;
 use super::shared::{NodeHandle, Shared};
 use super::signal_frames::frame;
-use super::util::with_rng;
 use crate::crypto::{Fingerprint, FINGERPRINT_LEN};
 use crate::dht::Contact;
 use crate::nat::signal::ConnectErrorCode;

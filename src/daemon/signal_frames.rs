@@ -32,5 +32,5 @@ pub(crate) fn is_signalling(bytes: &[u8]) -> bool {
 
 /// Our clock for signal timestamps.
 pub(crate) fn now_ms() -> u64 {
-    super::util::unix_ms()
+    super::os::unix_ms()
 }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
+use super::os::with_rng;
 use super::shared::Shared;
-use super::util::with_rng;
 use crate::nat::candidate::Candidate;
 use crate::nat::predict::{self, Behaviour, Need, ProbeConfig, Prober, SPRAY_SOCKETS};
 use crate::node::core::{Input, Reply};

@@ -208,7 +208,7 @@ struct Db {
 }
 
 fn now_ms() -> u64 {
-    super::util::unix_ms()
+    super::os::unix_ms()
 }
 
 fn put_messages<'a>(

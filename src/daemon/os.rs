@@ -1,4 +1,6 @@
-//! Small driver helpers: the wall clock and poisoned-lock recovery.
+//! What the driver takes from the operating system, in one place: the wall clock, random
+//! numbers seeded from the OS, owner-only files replaced atomically, and recovery from a
+//! poisoned lock.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,4 +34,24 @@ pub(crate) fn with_rng<T>(f: impl FnOnce(&mut rand_chacha::ChaCha20Rng) -> T) ->
         let rng = slot.get_or_insert_with(rand_chacha::ChaCha20Rng::from_entropy);
         f(rng)
     })
+}
+
+/// Writes `bytes` to `path`, readable by its owner only, replacing it atomically: a
+/// temporary file beside it (`<path>.tmp`) is written and synced, then renamed over it, so
+/// a crash leaves the old file or the new one, never half of one.
+pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::shared::{Shared, TurnStatus};
-use super::util::{unix_ms, with_rng};
+use super::super::os::{unix_ms, with_rng};
+use super::super::shared::{Shared, TurnStatus};
 use crate::nat::candidate::{Candidate, CandidateKind};
 use crate::nat::turn::{Client, Credentials, TurnConfig, TurnError, TurnEvent};
 

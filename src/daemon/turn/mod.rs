@@ -14,6 +14,9 @@
 //! `turn_tcp_after`, the task hands over to [`super::turn_tcp`], which allocates over a
 //! TCP stream and makes the socket send everything through the allocation.
 
+mod allocation;
+mod tcp;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,9 +24,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::shared::{Shared, TurnCmd};
-use super::turn_shared::{new_client, on_event, publish, Next, Permits};
 use crate::nat::turn::{Credentials, TurnConfig, TurnError};
 use crate::transport::socket::Datagram;
+use allocation::{new_client, on_event, publish, Next, Permits};
 
 /// How long the task waits for the Refresh 0's answer at shutdown.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -90,7 +93,7 @@ pub(crate) async fn run(
         .collect();
     let rotate = servers.len() > 1;
     let mut permits = Permits::new(TurnConfig::default().max_permissions);
-    let mut tcp: Option<super::turn_tcp::Link> = None;
+    let mut tcp: Option<tcp::Link> = None;
     // Servers that failed in a row; after a whole round, a pause (doubling to 30 s).
     let mut failed_in_a_row = 0usize;
     let mut pause = Duration::from_secs(1);
@@ -127,8 +130,8 @@ pub(crate) async fn run(
             }
         }
         if over_tcp {
-            let link = tcp.get_or_insert_with(|| super::turn_tcp::Link::new(&shared));
-            let end = super::turn_tcp::run(
+            let link = tcp.get_or_insert_with(|| tcp::Link::new(&shared));
+            let end = tcp::run(
                 &shared,
                 server,
                 credentials.clone(),
@@ -139,15 +142,15 @@ pub(crate) async fn run(
             )
             .await;
             match end {
-                super::turn_tcp::TcpEnd::Stopped => return,
-                super::turn_tcp::TcpEnd::Allocated => {
+                tcp::TcpEnd::Stopped => return,
+                tcp::TcpEnd::Allocated => {
                     failed_in_a_row = 0;
                     pause = Duration::from_secs(1);
                 }
-                super::turn_tcp::TcpEnd::Failed => failed_in_a_row += 1,
+                tcp::TcpEnd::Failed => failed_in_a_row += 1,
             }
             if !rotate && !shared.stopped.load(Ordering::Relaxed) {
-                // One server: `turn_tcp::run` keeps trying it by itself until it gives up
+                // One server: `tcp::run` keeps trying it by itself until it gives up
                 // for good (a refusal): so does the task.
                 return;
             }

@@ -27,8 +27,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::shared::{Shared, TurnCmd};
-use super::turn_shared::{on_event, publish, set_relay_candidate, Next, Permits};
+use super::super::shared::{Shared, TurnCmd};
+use super::allocation::{on_event, publish, set_relay_candidate, Next, Permits};
 use crate::nat::turn::tcp::{frame_for_tcp, TcpDecoder, DEFAULT_MAX_FRAME};
 use crate::nat::turn::{Client, Credentials, Transport, TurnConfig, TurnError, TurnEvent};
 use crate::transport::TCP_FRAME_QUEUE;
@@ -168,7 +168,7 @@ pub(crate) async fn run(
             transport: Transport::Tcp,
             ..TurnConfig::default()
         };
-        let mut client = super::turn_shared::new_client(server, credentials.clone(), config, now);
+        let mut client = super::allocation::new_client(server, credentials.clone(), config, now);
         permits.replay(&mut client, now);
         publish(shared, &client, |st| st.state = "allocating");
         let conn = Conn {
