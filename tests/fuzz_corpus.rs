@@ -42,6 +42,41 @@ fn frame_stream_corpus() {
 }
 
 #[test]
+fn app_stream_corpus() {
+    replay("app_stream", fuzzing::app_stream);
+}
+
+/// The seed is a whole valid stream: the acceptor reads its open, both chunks and its end.
+#[test]
+fn app_stream_seed_reads_back() {
+    let seed = fuzzing::app_stream_seed();
+    let on_disk = fs::read(corpus_dir("app_stream").join("valid-stream")).unwrap();
+    assert_eq!(
+        seed.len(),
+        on_disk.len(),
+        "the committed seed is the generator's"
+    );
+    assert_eq!(fuzzing::app_stream_read(&seed), (311, true));
+    // One byte changed anywhere after the selector, and the stream no longer reads whole.
+    for at in [1, 10, 40, seed.len() - 1] {
+        let mut bad = seed.clone();
+        bad[at] ^= 0x40;
+        assert_ne!(
+            fuzzing::app_stream_read(&bad),
+            (311, true),
+            "flipped byte {at}"
+        );
+    }
+}
+
+/// Writes the `app_stream` seed (deterministic: a fixed secret).
+#[test]
+#[ignore]
+fn write_app_stream_seed() {
+    write("app_stream", "valid-stream", &fuzzing::app_stream_seed());
+}
+
+#[test]
 fn envelope_open_corpus() {
     replay("envelope_open", fuzzing::envelope_open);
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use dna_p2p::crypto::{Fingerprint, Identity};
+use dna_p2p::crypto::{Fingerprint, Identity, MessageKind};
 use dna_p2p::daemon::{Node, NodeConfig, NodeEvent};
 use dna_p2p::session::code;
 use dna_p2p::session::hello::{hello, Role, EXPORTER_LABEL, HELLO_LEN};
@@ -154,23 +154,64 @@ async fn oversized_length_closes_with_frame_too_large_before_the_payload() {
     still_serves(&mut victim).await;
 }
 
+/// A peer with a live session opens application streams of a kind nobody registered
+/// (spec/03-session.md §10): each is refused, and the 17th refusal closes the connection
+/// with STREAM_LIMIT and scores the peer down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_flood_closes_with_stream_limit() {
     let mut victim = node().await;
-    let h = hostile(victim.local_addr(), true).await;
-    let flood = async {
-        for _ in 0..1000 {
-            let Ok((mut s, _r)) = h.conn.open_bi().await else {
-                return;
-            };
-            if s.write_all(b"x").await.is_err() {
-                return;
+    let junk = MessageKind(0x8009);
+    let mut mallory = Node::bind(
+        Identity::generate(&mut OsRng),
+        NodeConfig {
+            apps: vec![junk],
+            ..NodeConfig::listening_on("127.0.0.1:0".parse().unwrap())
+        },
+    )
+    .await
+    .unwrap();
+    mallory
+        .connect(victim.fingerprint(), vec![victim.local_addr()])
+        .await;
+    let mut refused = 0;
+    let mut ended = None;
+    for _ in 0..100 {
+        let Ok(mut s) = mallory
+            .handle()
+            .open_stream(victim.fingerprint(), junk)
+            .await
+        else {
+            // Not (or no longer) connected: the session came down, or is still coming up.
+            if refused > 0 {
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = s.write(b"junk").await;
+        if s.read().await.is_err() {
+            refused += 1;
         }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(10), flood).await;
-    assert_eq!(close_code(&h.conn).await, code::STREAM_LIMIT as u64);
-    assert_eq!(score_of(&victim, &h.identity.fingerprint()).await, -50);
+    }
+    while ended.is_none() {
+        match tokio::time::timeout(Duration::from_secs(20), mallory.next_event())
+            .await
+            .expect("mallory's session ends")
+        {
+            // The victim closed: mallory's event names the victim's close code.
+            Some(NodeEvent::PeerDown { reason, .. }) => ended = Some(reason),
+            Some(_) => {}
+            None => panic!("mallory's node ended"),
+        }
+    }
+    let reason = ended.unwrap_or_default();
+    println!("{refused} streams refused, then mallory's session ended: {reason}");
+    assert!(
+        reason.ends_with(&format!("(code {})", code::STREAM_LIMIT)),
+        "closed with STREAM_LIMIT: {reason}"
+    );
+    assert!(refused > 16, "the limit had its chance: {refused} refusals");
+    assert_eq!(score_of(&victim, &mallory.fingerprint()).await, -50);
     still_serves(&mut victim).await;
 }
 

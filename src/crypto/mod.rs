@@ -25,6 +25,7 @@ pub mod receipt;
 pub mod record;
 pub mod sealed;
 mod session;
+pub mod stream;
 
 pub use aead::KeySetupError;
 pub use error::{KexError, OpenError, SealError};

@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use super::aead::{Aead, KeySetupError};
 use super::message::{self, Message, MessageId, MessageKind, MESSAGE_HEADER_LEN};
+use super::stream::StreamSecret;
 use super::{Fingerprint, OpenError, SealError};
 
 /// Envelope version byte (both forms).
@@ -46,6 +47,8 @@ pub struct Session {
     recv: Aead,
     next_send: u64,
     next_recv: u64,
+    /// The secret of this session's application streams (spec/02-crypto.md §5.3).
+    streams: StreamSecret,
 }
 
 impl Session {
@@ -65,6 +68,8 @@ impl Session {
         let _ = hk.expand(b"dna/session/v1 i2r", &mut i2r[..]);
         let _ = hk.expand(b"dna/session/v1 r2i", &mut r2i[..]);
         let _ = hk.expand(b"dna/session/v1 id", &mut id);
+        let mut streams = Zeroizing::new([0u8; 32]);
+        let _ = hk.expand(b"dna/session/v1 streams", &mut streams[..]);
         let (send, recv) = if initiator {
             (&i2r, &r2i)
         } else {
@@ -78,7 +83,13 @@ impl Session {
             recv: Aead::new(recv)?,
             next_send: 0,
             next_recv: 0,
+            streams: StreamSecret(streams),
         })
+    }
+
+    /// The secret this session's application streams derive their keys from.
+    pub fn stream_secret(&self) -> StreamSecret {
+        self.streams.clone()
     }
 
     /// Our fingerprint.

@@ -7,7 +7,9 @@
 //! re-reaching, the offline mailbox.
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
+use super::app_stream::{AppStream, AppStreamError};
 use super::events::{EventRx, NodeEvent};
 use super::node::SendError;
 use super::shared::NodeHandle;
@@ -31,12 +33,23 @@ pub struct AppMessage {
 pub struct App {
     kind: MessageKind,
     events: EventRx,
+    streams: mpsc::Receiver<AppStream>,
     node: NodeHandle,
 }
 
 impl App {
-    pub(crate) fn new(kind: MessageKind, events: EventRx, node: NodeHandle) -> App {
-        App { kind, events, node }
+    pub(crate) fn new(
+        kind: MessageKind,
+        events: EventRx,
+        streams: mpsc::Receiver<AppStream>,
+        node: NodeHandle,
+    ) -> App {
+        App {
+            kind,
+            events,
+            streams,
+            node,
+        }
     }
 
     /// The kind this protocol owns.
@@ -75,8 +88,38 @@ impl App {
         ids.pop().ok_or(SendError::ShuttingDown)
     }
 
+    /// Opens a stream of this kind to `peer`, over its live session (spec/03-session.md
+    /// §10): bulk data on it never queues the node's messages behind it. The peer must be
+    /// connected (a message, or [`NodeHandle::reach`], connects it).
+    pub async fn open_stream(&self, peer: Fingerprint) -> Result<AppStream, AppStreamError> {
+        self.node.open_stream(peer, self.kind).await
+    }
+
+    /// The next stream a peer opened for this kind; `None` once the node is gone. Streams
+    /// wait in a queue of [`APP_STREAM_QUEUE`](super::APP_STREAM_QUEUE); a peer's stream
+    /// that finds it full is refused.
+    pub async fn accept_stream(&mut self) -> Option<AppStream> {
+        self.streams.recv().await
+    }
+
     /// The node, for everything else (connections, peers, the DHT).
     pub fn node(&self) -> &NodeHandle {
         &self.node
+    }
+}
+
+impl NodeHandle {
+    /// Opens an application stream of `kind` to the connected `peer` (what
+    /// [`App::open_stream`] does; spec/03-session.md §10).
+    pub async fn open_stream(
+        &self,
+        peer: Fingerprint,
+        kind: MessageKind,
+    ) -> Result<AppStream, AppStreamError> {
+        let links = self.shared.core.links().await;
+        let Some((_, _, h)) = links.into_iter().find(|(f, _, _)| *f == peer) else {
+            return Err(AppStreamError::NotConnected);
+        };
+        super::app_stream::open(&h.conn, h.streams.clone(), kind).await
     }
 }

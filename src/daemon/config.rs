@@ -51,8 +51,10 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// Concurrent bidirectional streams a peer may open (default 4; unidirectional: 0).
     pub max_streams_per_connection: u32,
-    /// Streams beyond the session stream a peer may open over a connection's life before it
-    /// is closed with STREAM_LIMIT (default 16).
+    /// Application streams of a peer's that may be refused (a kind nobody registered, a
+    /// full queue, no STREAM_OPEN in time) over a connection's life before it is closed
+    /// with STREAM_LIMIT (default 16; spec/03-session.md §10). Accepted streams do not
+    /// count.
     pub max_extra_streams: u32,
     /// First reconnect delay (default 1 s); doubles up to `reconnect_max`, also across
     /// connections that fail before they are established (a HELLO refused, a handshake that

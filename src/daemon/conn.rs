@@ -1,4 +1,5 @@
-//! Driving one QUIC connection: the session stream's reader and writer, the stream guard,
+//! Driving one QUIC connection: the session stream's reader and writer, the application
+//! streams' acceptor (`app_stream`),
 //! and the loop that feeds the sans-IO [`Connection`] with bytes and time
 //! (spec/03-session.md §3–§8). The connection task owns what it sends: the node core hands
 //! it batches of messages ([`ConnCmd::Batch`]); it seals them, sends them, and reports
@@ -15,8 +16,9 @@ use bytes::{Bytes, BytesMut};
 use rand_chacha::ChaCha20Rng;
 use rand_core::OsRng;
 use rand_core::SeedableRng;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+use crate::crypto::stream::StreamSecret;
 use crate::crypto::Fingerprint;
 use crate::node::core::{Answer, Ended, Input, Query, Refused, Reply};
 use crate::session::hello::{EXPORTER_LABEL, EXPORTER_LEN};
@@ -159,6 +161,7 @@ pub(crate) async fn drive(
         registered: false,
         outbox: SendQueue::default(),
         presence: None,
+        keys: watch::channel(None).0,
     };
     let end = run(&shared, &conn, conn_id, expected, &mut st).await;
     shared.live.fetch_sub(1, Ordering::SeqCst);
@@ -224,6 +227,9 @@ struct State {
     outbox: SendQueue,
     /// Our presence as the core last told it.
     presence: Option<PresenceStatus>,
+    /// The session's stream keys, published once it is established (application
+    /// streams: `app_stream`).
+    keys: watch::Sender<Option<(Fingerprint, StreamSecret)>>,
 }
 
 /// Reads whatever the stream has ready — up to 32 received segments, zero-copy — per hop.
@@ -282,20 +288,6 @@ async fn write_loop(
         }
     }
     let _ = send.finish();
-}
-
-/// Accepts and refuses every stream beyond the session stream; too many ends the connection.
-async fn stream_guard(conn: quinn::Connection, max_extra: u32, flood: oneshot::Sender<()>) {
-    let mut extra = 0u32;
-    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-        extra += 1;
-        let _ = recv.stop(0u32.into());
-        let _ = send.reset(0u32.into());
-        if extra > max_extra {
-            let _ = flood.send(());
-            return;
-        }
-    }
 }
 
 async fn run(
@@ -364,7 +356,13 @@ async fn run(
             writer.clone(),
             progress.clone(),
         )),
-        tokio::spawn(stream_guard(conn.clone(), cfg.max_extra_streams, flood_tx)),
+        tokio::spawn(super::app_stream::accept_loop(
+            conn.clone(),
+            st.keys.subscribe(),
+            shared.app_streams.clone(),
+            cfg.max_extra_streams,
+            flood_tx,
+        )),
     ];
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<ConnCmd>(conn_queue(super::shared::window(cfg)));
     let (stored_tx, mut stored_rx) = mpsc::unbounded_channel::<Stored>();
@@ -573,11 +571,15 @@ async fn handle_events(
         match ev {
             ConnEvent::Authenticated { peer } => {
                 st.peer = Some(peer);
-                register(shared, conn, conn_id, expected, peer, cmd_tx).await?;
+                let streams = st.keys.subscribe();
+                register(shared, conn, conn_id, expected, peer, cmd_tx, streams).await?;
                 st.registered = true;
             }
             ConnEvent::Established => {
                 st.established = true;
+                if let (Some(peer), Some(secret)) = (st.peer, core.stream_secret()) {
+                    st.keys.send_replace(Some((peer, secret)));
+                }
                 let peer = st
                     .peer
                     .ok_or_else(|| End::Closed("established without a peer".to_owned()))?;
@@ -649,10 +651,12 @@ async fn register(
     expected: Option<Fingerprint>,
     peer: Fingerprint,
     cmd_tx: &mpsc::Sender<ConnCmd>,
+    streams: super::app_stream::StreamKeys,
 ) -> Result<(), End> {
     let handle = ConnHandle {
         conn: conn.clone(),
         tx: cmd_tx.clone(),
+        streams,
     };
     let (we_dialed, remote) = (expected.is_some(), conn.remote_address());
     let input = Input::Authenticated {

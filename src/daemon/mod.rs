@@ -25,6 +25,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod app;
+mod app_stream;
 mod config;
 mod conn;
 mod contacts;
@@ -58,6 +59,9 @@ mod turn;
 
 pub use crate::node::scores::BAN_THRESHOLD;
 pub use app::{App, AppMessage};
+pub use app_stream::{
+    AppStream, AppStreamError, APP_STREAM_QUEUE, OPEN_WAIT as APP_STREAM_OPEN_WAIT,
+};
 pub use config::{DhtSettings, NodeConfig, PRESENCE_LIFETIMES};
 pub use contacts::{Contact, ContactError, OwnName, SaveError, MAX_CONTACTS, NAMES_FILE};
 pub use dht::{DhtError, DhtStats};

@@ -90,6 +90,7 @@ pub struct Node {
     events: EventRx,
     /// The registered application protocols' queues, until taken ([`Node::app`]).
     apps: HashMap<MessageKind, EventRx>,
+    app_streams: HashMap<MessageKind, tokio::sync::mpsc::Receiver<super::AppStream>>,
     turn: Option<mpsc::Receiver<crate::transport::socket::Datagram>>,
 }
 
@@ -189,10 +190,14 @@ impl Node {
         }
         let (events_tx, events) = super::events::channel(cfg.event_queue, cfg.event_queue_bytes);
         let (mut app_tx, mut app_rx) = (HashMap::new(), HashMap::new());
+        let (mut stream_tx, mut stream_rx) = (HashMap::new(), HashMap::new());
         for kind in &cfg.apps {
             let (tx, rx) = super::events::channel(cfg.event_queue, cfg.event_queue_bytes);
             app_tx.insert(*kind, tx);
             app_rx.insert(*kind, rx);
+            let (tx, rx) = tokio::sync::mpsc::channel(super::app_stream::APP_STREAM_QUEUE);
+            stream_tx.insert(*kind, tx);
+            stream_rx.insert(*kind, rx);
         }
         let local = quinn::AsyncUdpSocket::local_addr(&*socket)?;
         let rfc5780 = match &cfg.discovery_server {
@@ -258,6 +263,7 @@ impl Node {
             core: CoreTx(core_tx),
             events: events_tx,
             apps: app_tx,
+            app_streams: stream_tx,
             next_conn: AtomicU64::new(1),
             live: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
@@ -342,6 +348,7 @@ impl Node {
             handle: NodeHandle { shared },
             events,
             apps: app_rx,
+            app_streams: stream_rx,
             turn,
         })
     }
@@ -350,7 +357,8 @@ impl Node {
     /// its messages and its sends. `None` if the kind was not registered or already taken.
     pub fn app(&mut self, kind: MessageKind) -> Option<super::App> {
         let rx = self.apps.remove(&kind)?;
-        Some(super::App::new(kind, rx, self.handle.clone()))
+        let streams = self.app_streams.remove(&kind)?;
+        Some(super::App::new(kind, rx, streams, self.handle.clone()))
     }
 
     /// Message bytes waiting in the event queue for the application (at most

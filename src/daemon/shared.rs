@@ -38,6 +38,8 @@ pub(crate) struct ConnHandle {
     /// exceeds what the core may have outstanding ([`conn_queue`]), so the core's
     /// `try_send` never finds it full.
     pub(crate) tx: mpsc::Sender<ConnCmd>,
+    /// The session's stream keys once it is established (application streams).
+    pub(crate) streams: super::app_stream::StreamKeys,
 }
 
 impl std::fmt::Debug for ConnHandle {
@@ -222,6 +224,10 @@ pub(crate) struct Shared {
     /// The event queues of the application protocols registered at bind
     /// ([`NodeConfig::apps`]): their messages go there instead of `events`.
     pub(crate) apps: HashMap<crate::crypto::MessageKind, EventTx>,
+    /// Their stream queues: accepted application streams of their kind
+    /// (spec/03-session.md §10).
+    pub(crate) app_streams:
+        HashMap<crate::crypto::MessageKind, mpsc::Sender<super::app_stream::AppStream>>,
     pub(crate) next_conn: AtomicU64,
     pub(crate) live: AtomicUsize,
     /// No new sends or inbound connections; connections and dials in progress finish.

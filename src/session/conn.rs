@@ -312,6 +312,15 @@ impl Connection {
         self.phase == Phase::Established
     }
 
+    /// The secret of this connection's application streams (spec/03-session.md §10), once
+    /// the end-to-end session is up.
+    pub fn stream_secret(&self) -> Option<crate::crypto::stream::StreamSecret> {
+        self.session
+            .as_ref()
+            .filter(|_| self.is_established())
+            .map(Session::stream_secret)
+    }
+
     /// The latest round-trip time.
     pub fn rtt(&self) -> Option<Duration> {
         self.rtt

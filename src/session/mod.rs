@@ -10,6 +10,7 @@ mod conn;
 mod error;
 pub mod hello;
 mod outbox;
+pub mod stream;
 
 pub use conn::{ConnConfig, ConnEvent, Connection, Protection};
 pub use error::{code, ConnError};

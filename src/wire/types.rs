@@ -43,6 +43,10 @@ pub enum MessageType {
     KexAccept = 0x0008,
     /// End-to-end key exchange, third message.
     KexFinish = 0x0009,
+    /// An application stream's first frame: its kind, sealed (spec/03-session.md §10).
+    StreamOpen = 0x000A,
+    /// An application stream's chunk, sealed; an empty one ends the direction.
+    StreamData = 0x000B,
     /// DHT: which nodes are closest to a target? (spec/04-dht.md §5)
     FindNode = 0x0100,
     /// DHT: closest nodes (answer).
@@ -77,7 +81,7 @@ pub enum MessageType {
 
 impl MessageType {
     /// Every registered type, in number order.
-    pub const ALL: [MessageType; 24] = [
+    pub const ALL: [MessageType; 26] = [
         MessageType::Data,
         MessageType::Ack,
         MessageType::Ping,
@@ -87,6 +91,8 @@ impl MessageType {
         MessageType::KexInit,
         MessageType::KexAccept,
         MessageType::KexFinish,
+        MessageType::StreamOpen,
+        MessageType::StreamData,
         MessageType::FindNode,
         MessageType::Nodes,
         MessageType::FindValue,
@@ -121,6 +127,8 @@ impl MessageType {
             0x0007 => Some(MessageType::KexInit),
             0x0008 => Some(MessageType::KexAccept),
             0x0009 => Some(MessageType::KexFinish),
+            0x000A => Some(MessageType::StreamOpen),
+            0x000B => Some(MessageType::StreamData),
             0x0100 => Some(MessageType::FindNode),
             0x0101 => Some(MessageType::Nodes),
             0x0102 => Some(MessageType::FindValue),
@@ -152,6 +160,8 @@ impl MessageType {
             MessageType::KexInit => "KEX_INIT",
             MessageType::KexAccept => "KEX_ACCEPT",
             MessageType::KexFinish => "KEX_FINISH",
+            MessageType::StreamOpen => "STREAM_OPEN",
+            MessageType::StreamData => "STREAM_DATA",
             MessageType::FindNode => "FIND_NODE",
             MessageType::Nodes => "NODES",
             MessageType::FindValue => "FIND_VALUE",
@@ -222,7 +232,7 @@ mod tests {
         }
         assert_eq!(MessageType::from_u16(0), None);
         assert_eq!(MessageType::from_u16(0x0108), None);
-        assert_eq!(MessageType::from_u16(0x000A), None);
+        assert_eq!(MessageType::from_u16(0x000C), None);
     }
 
     #[test]
@@ -244,7 +254,7 @@ mod tests {
         assert_eq!("data".parse::<MessageType>(), Ok(MessageType::Data));
         assert_eq!("0x0003".parse::<MessageType>(), Ok(MessageType::Ping));
         assert_eq!("5".parse::<MessageType>(), Ok(MessageType::Presence));
-        assert!("10".parse::<MessageType>().is_err());
+        assert!("12".parse::<MessageType>().is_err());
         assert!("GREETING".parse::<MessageType>().is_err());
     }
 }
