@@ -108,18 +108,15 @@ impl App {
     }
 }
 
-impl NodeHandle {
-    /// Opens an application stream of `kind` to the connected `peer` (what
-    /// [`App::open_stream`] does; spec/03-session.md §10).
-    pub async fn open_stream(
-        &self,
-        peer: Fingerprint,
-        kind: MessageKind,
-    ) -> Result<AppStream, AppStreamError> {
-        let links = self.shared.core.links().await;
-        let Some((_, _, h)) = links.into_iter().find(|(f, _, _)| *f == peer) else {
-            return Err(AppStreamError::NotConnected);
-        };
-        super::app_stream::open(&h.conn, h.streams.clone(), kind).await
-    }
+/// [`NodeHandle::open_stream`].
+pub(crate) async fn open_stream(
+    handle: &NodeHandle,
+    peer: Fingerprint,
+    kind: MessageKind,
+) -> Result<AppStream, AppStreamError> {
+    let links = handle.shared.core.links().await;
+    let Some((_, _, h)) = links.into_iter().find(|(f, _, _)| *f == peer) else {
+        return Err(AppStreamError::NotConnected);
+    };
+    super::app_stream::open(&h.conn, h.streams.clone(), kind).await
 }

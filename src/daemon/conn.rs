@@ -32,19 +32,17 @@ use super::shared::{
 };
 use super::store::Stored;
 
-impl NodeHandle {
-    /// The connection drivers' counters.
-    pub async fn transport_stats(&self) -> TransportStats {
-        let c = &self.shared.conn_counters;
-        TransportStats {
-            write_queued: c.write_queued.load(Ordering::Relaxed),
-            write_queued_peak: c.write_queued_peak.load(Ordering::Relaxed),
-            refused_full: c.refused_full.load(Ordering::Relaxed),
-            scored_sources: match self.shared.core.query(Query::ScoredSources).await {
-                Some(Answer::Count(n)) => n,
-                _ => 0,
-            },
-        }
+/// [`NodeHandle::transport_stats`].
+pub(crate) async fn transport_stats(handle: &NodeHandle) -> TransportStats {
+    let c = &handle.shared.conn_counters;
+    TransportStats {
+        write_queued: c.write_queued.load(Ordering::Relaxed),
+        write_queued_peak: c.write_queued_peak.load(Ordering::Relaxed),
+        refused_full: c.refused_full.load(Ordering::Relaxed),
+        scored_sources: match handle.shared.core.query(Query::ScoredSources).await {
+            Some(Answer::Count(n)) => n,
+            _ => 0,
+        },
     }
 }
 

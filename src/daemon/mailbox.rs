@@ -499,59 +499,54 @@ async fn publish_receipt(
     Ok(stored_at)
 }
 
-impl NodeHandle {
-    /// Publishes our KEM key record now (the mailbox task also does, at start and
-    /// daily): what others seal mailbox items to. Returns how many nodes hold it.
-    pub async fn mailbox_publish_key(&self) -> Result<usize, DhtError> {
-        if self.shared.dht.is_none() {
-            return Err(DhtError::Disabled);
-        }
-        publish_kem(&self.shared).await
+/// [`NodeHandle::mailbox_publish_key`].
+pub(crate) async fn mailbox_publish_key(handle: &NodeHandle) -> Result<usize, DhtError> {
+    if handle.shared.dht.is_none() {
+        return Err(DhtError::Disabled);
     }
+    publish_kem(&handle.shared).await
+}
 
-    /// The mailbox's counters.
-    pub async fn mailbox_stats(&self) -> MailboxStats {
-        match self.shared.core.query(Query::Mailbox).await {
-            Some(Answer::Mailbox(Some(v))) => v.stats,
-            _ => MailboxStats::default(),
-        }
+/// [`NodeHandle::mailbox_stats`].
+pub(crate) async fn mailbox_stats(handle: &NodeHandle) -> MailboxStats {
+    match handle.shared.core.query(Query::Mailbox).await {
+        Some(Answer::Mailbox(Some(v))) => v.stats,
+        _ => MailboxStats::default(),
     }
+}
 
-    /// Our messages in a mailbox, awaiting a receipt.
-    async fn mailbox_put(&self) -> PutView {
-        match self.shared.core.query(Query::Mailbox).await {
-            Some(Answer::Mailbox(Some(v))) => v.put,
-            _ => PutView::default(),
-        }
+/// Our messages in a mailbox, awaiting a receipt.
+async fn mailbox_put(handle: &NodeHandle) -> PutView {
+    match handle.shared.core.query(Query::Mailbox).await {
+        Some(Answer::Mailbox(Some(v))) => v.put,
+        _ => PutView::default(),
     }
+}
 
-    /// Fetches our mailbox now (the mailbox task does it) and waits until that fetch is
-    /// done; returns the counters after it. Without a mailbox task, returns at once.
-    pub async fn mailbox_fetch(&self) -> MailboxStats {
-        let m = &self.shared.mailbox;
-        let cfg = &self.shared.cfg;
-        if cfg.mailbox.enabled && self.shared.dht.is_some() && self.shared.store.is_some() {
-            let mine = m.requested.fetch_add(1, Ordering::SeqCst) + 1;
-            m.kick.notify_one();
-            while m.served.load(Ordering::SeqCst) < mine {
-                if self.shared.closing.load(Ordering::Relaxed) {
-                    break;
-                }
-                // Checked again every second: a notification between the load and the
-                // wait is not missed for longer.
-                let _ = tokio::time::timeout(Duration::from_secs(1), m.done.notified()).await;
+/// [`NodeHandle::mailbox_fetch`].
+pub(crate) async fn mailbox_fetch(handle: &NodeHandle) -> MailboxStats {
+    let m = &handle.shared.mailbox;
+    let cfg = &handle.shared.cfg;
+    if cfg.mailbox.enabled && handle.shared.dht.is_some() && handle.shared.store.is_some() {
+        let mine = m.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        m.kick.notify_one();
+        while m.served.load(Ordering::SeqCst) < mine {
+            if handle.shared.closing.load(Ordering::Relaxed) {
+                break;
             }
+            // Checked again every second: a notification between the load and the
+            // wait is not missed for longer.
+            let _ = tokio::time::timeout(Duration::from_secs(1), m.done.notified()).await;
         }
-        self.mailbox_stats().await
     }
+    handle.mailbox_stats().await
+}
 
-    /// The outbox (at most `max` waiting messages) and the last `max` deliveries, newest
-    /// deliveries last: each message with its state and path (spec/09-mailbox.md §7).
-    pub async fn outbox(&self, max: usize) -> Vec<OutboxEntry> {
-        let l = listing(&self.shared, max).await;
-        let put = self.mailbox_put().await;
-        outbox_entries(l, &put)
-    }
+/// [`NodeHandle::outbox`].
+pub(crate) async fn outbox(handle: &NodeHandle, max: usize) -> Vec<OutboxEntry> {
+    let l = listing(&handle.shared, max).await;
+    let put = mailbox_put(handle).await;
+    outbox_entries(l, &put)
 }
 
 /// The outbox of a data directory whose daemon is not running, straight from its store

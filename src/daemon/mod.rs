@@ -37,6 +37,7 @@ mod discovery_server;
 mod drop_app;
 mod drops;
 mod events;
+mod handle;
 mod mailbox;
 mod mailbox_state;
 mod names;

@@ -203,164 +203,160 @@ pub(crate) async fn republish_loop(shared: Weak<Shared>) {
     }
 }
 
-impl NodeHandle {
-    /// Claims `name` (normalised; spec/08-names.md): refused if another publisher's claim
-    /// wins the race rule, before or after ours is put. Claiming a name we hold republishes
-    /// it with its original claim time.
-    pub async fn name_claim(&self, name: &str) -> Result<Claimed, NamesError> {
-        let name = normalize(name)?;
-        let shared = &self.shared;
-        let me = self.fingerprint();
-        let held = shared
-            .names
-            .read(|f| f.names.iter().find(|n| n.name == name).cloned());
-        if held.is_none() && shared.names.read(|f| f.names.len()) >= MAX_OWN_NAMES {
-            return Err(NamesError::TooMany);
+/// [`NodeHandle::name_claim`].
+pub(crate) async fn name_claim(handle: &NodeHandle, name: &str) -> Result<Claimed, NamesError> {
+    let name = normalize(name)?;
+    let shared = &handle.shared;
+    let me = handle.fingerprint();
+    let held = shared
+        .names
+        .read(|f| f.names.iter().find(|n| n.name == name).cloned());
+    if held.is_none() && shared.names.read(|f| f.names.len()) >= MAX_OWN_NAMES {
+        return Err(NamesError::TooMany);
+    }
+    let claimed_at = held.as_ref().map_or(unix_ms() / 1000, |n| n.claimed_at);
+    let ours = NameClaim {
+        claimed_at,
+        name: name.clone(),
+    };
+    // The decisions are `node::names`': first come before the put, the race rule after.
+    let taken = |h: names::Holder| NamesError::Taken {
+        name: name.clone(),
+        holder: h.fingerprint,
+        claimed_at: h.claimed_at,
+    };
+    let found = publishers(lookup(shared, &name).await?);
+    if let Some(h) = names::before_put(me, &found, &ours, held.is_some()) {
+        if held.is_some() {
+            forget_name(handle, &name).await;
         }
-        let claimed_at = held.as_ref().map_or(unix_ms() / 1000, |n| n.claimed_at);
-        let ours = NameClaim {
-            claimed_at,
-            name: name.clone(),
-        };
-        // The decisions are `node::names`': first come before the put, the race rule after.
-        let taken = |h: names::Holder| NamesError::Taken {
-            name: name.clone(),
-            holder: h.fingerprint,
-            claimed_at: h.claimed_at,
-        };
-        let found = publishers(lookup(shared, &name).await?);
-        if let Some(h) = names::before_put(me, &found, &ours, held.is_some()) {
-            if held.is_some() {
-                self.forget_name(&name).await;
+        return Err(taken(h));
+    }
+    let (expiry, stored_at) = publish(shared, &name, claimed_at).await?;
+    let found = publishers(lookup(shared, &name).await?);
+    if let Some(h) = names::after_put(me, &found, &ours) {
+        forget_name(handle, &name).await;
+        return Err(taken(h));
+    }
+    shared
+        .names
+        .update(|f| {
+            if !f.names.iter().any(|n| n.name == name) {
+                f.names.push(OwnName {
+                    name: name.clone(),
+                    claimed_at,
+                });
             }
-            return Err(taken(h));
-        }
-        let (expiry, stored_at) = publish(shared, &name, claimed_at).await?;
-        let found = publishers(lookup(shared, &name).await?);
-        if let Some(h) = names::after_put(me, &found, &ours) {
-            self.forget_name(&name).await;
-            return Err(taken(h));
-        }
-        shared
-            .names
-            .update(|f| {
-                if !f.names.iter().any(|n| n.name == name) {
-                    f.names.push(OwnName {
-                        name: name.clone(),
-                        claimed_at,
-                    });
-                }
-                Ok::<_, NamesError>(())
-            })
-            .await?;
-        tracing::info!(%name, stored_at, "name claimed");
-        Ok(Claimed {
-            name,
-            claimed_at,
-            expiry,
-            stored_at,
+            Ok::<_, NamesError>(())
         })
-    }
+        .await?;
+    tracing::info!(%name, stored_at, "name claimed");
+    Ok(Claimed {
+        name,
+        claimed_at,
+        expiry,
+        stored_at,
+    })
+}
 
-    /// Stops claiming `name`: no more republishing, and out of `names.json` (it lost).
-    async fn forget_name(&self, name: &str) {
-        withdraw(&self.shared, name).await;
-        let r = self
-            .shared
-            .names
-            .update(|f| {
-                f.names.retain(|n| n.name != name);
-                Ok::<_, NamesError>(())
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "forgetting a lost name");
+/// Stops claiming `name`: no more republishing, and out of `names.json` (it lost).
+async fn forget_name(handle: &NodeHandle, name: &str) {
+    withdraw(&handle.shared, name).await;
+    let r = handle
+        .shared
+        .names
+        .update(|f| {
+            f.names.retain(|n| n.name != name);
+            Ok::<_, NamesError>(())
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "forgetting a lost name");
+    }
+}
+
+/// [`NodeHandle::own_names`].
+pub(crate) fn own_names(handle: &NodeHandle) -> Vec<OwnName> {
+    handle.shared.names.read(|f| f.names.clone())
+}
+
+/// [`NodeHandle::name_resolve`].
+pub(crate) async fn name_resolve(handle: &NodeHandle, name: &str) -> Result<Resolved, NamesError> {
+    let name = normalize(name)?;
+    let found = lookup(&handle.shared, &name).await?;
+    let r = decide(&name, &found).ok_or_else(|| NamesError::NotFound(name.clone()))?;
+    handle
+        .shared
+        .names
+        .read(|f| f.contacts.check(&name, &r.fingerprint))?;
+    Ok(r)
+}
+
+/// [`NodeHandle::contact_add`].
+pub(crate) async fn contact_add(
+    handle: &NodeHandle,
+    target: &str,
+    alias: Option<&str>,
+) -> Result<(Contact, bool), NamesError> {
+    let (fp, name) = match target.parse::<Fingerprint>() {
+        Ok(fp) => (fp, None),
+        Err(_) => {
+            let r = handle.name_resolve(target).await?;
+            (r.fingerprint, Some(r.name))
+        }
+    };
+    let now = unix_ms();
+    handle
+        .shared
+        .names
+        .update(|f| Ok(f.contacts.pin(fp, name, alias, now)?))
+        .await
+}
+
+/// [`NodeHandle::contacts`].
+pub(crate) fn contacts(handle: &NodeHandle) -> Vec<Contact> {
+    handle.shared.names.read(|f| f.contacts.list().to_vec())
+}
+
+/// [`NodeHandle::contact_lookup`].
+pub(crate) fn contact_lookup(handle: &NodeHandle, label: &str) -> Option<Contact> {
+    handle
+        .shared
+        .names
+        .read(|f| f.contacts.lookup(label).cloned())
+}
+
+/// [`NodeHandle::contact_allow_relay`].
+pub(crate) async fn contact_allow_relay(
+    handle: &NodeHandle,
+    label: &str,
+    allow: bool,
+) -> Result<Contact, NamesError> {
+    let c = handle
+        .shared
+        .names
+        .update(|f| Ok::<_, NamesError>(f.contacts.set_allow_relay(label, allow)?))
+        .await?;
+    if let (true, Some(peer)) = (allow, c.fp()) {
+        handle.shared.core.input(Input::Heard(peer)).await;
+    }
+    Ok(c)
+}
+
+/// [`NodeHandle::contact_remove`].
+pub(crate) async fn contact_remove(
+    handle: &NodeHandle,
+    label: &str,
+) -> Result<Contact, NamesError> {
+    let c = handle
+        .shared
+        .names
+        .update(|f| Ok::<_, NamesError>(f.contacts.remove(label)?))
+        .await?;
+    if let Some(d) = &handle.shared.drops {
+        if let Err(e) = d.rotate().await {
+            tracing::warn!(error = %e, "cannot rotate our contact drop");
         }
     }
-
-    /// The names this node claimed (republished while it runs).
-    pub fn own_names(&self) -> Vec<OwnName> {
-        self.shared.names.read(|f| f.names.clone())
-    }
-
-    /// Resolves `name` through the DHT (race rule applied). A contact pinned under this name
-    /// to another key makes it fail with [`ContactError::KeyChanged`].
-    pub async fn name_resolve(&self, name: &str) -> Result<Resolved, NamesError> {
-        let name = normalize(name)?;
-        let found = lookup(&self.shared, &name).await?;
-        let r = decide(&name, &found).ok_or_else(|| NamesError::NotFound(name.clone()))?;
-        self.shared
-            .names
-            .read(|f| f.contacts.check(&name, &r.fingerprint))?;
-        Ok(r)
-    }
-
-    /// Adds a contact by fingerprint, or by name (resolved through the DHT and pinned: trust
-    /// on first use), under an optional alias. Returns the contact and whether it is new.
-    pub async fn contact_add(
-        &self,
-        target: &str,
-        alias: Option<&str>,
-    ) -> Result<(Contact, bool), NamesError> {
-        let (fp, name) = match target.parse::<Fingerprint>() {
-            Ok(fp) => (fp, None),
-            Err(_) => {
-                let r = self.name_resolve(target).await?;
-                (r.fingerprint, Some(r.name))
-            }
-        };
-        let now = unix_ms();
-        self.shared
-            .names
-            .update(|f| Ok(f.contacts.pin(fp, name, alias, now)?))
-            .await
-    }
-
-    /// Every contact, in the order added.
-    pub fn contacts(&self) -> Vec<Contact> {
-        self.shared.names.read(|f| f.contacts.list().to_vec())
-    }
-
-    /// The contact an alias, name or fingerprint names.
-    pub fn contact_lookup(&self, label: &str) -> Option<Contact> {
-        self.shared
-            .names
-            .read(|f| f.contacts.lookup(label).cloned())
-    }
-
-    /// Allows (`true`) or no longer allows a relay to carry sessions with the contact
-    /// `label` names, when no direct path exists (the consent `relay = "ask"` waits for;
-    /// seed 003). Allowed, the peer is reached again at once if messages wait for it.
-    pub async fn contact_allow_relay(
-        &self,
-        label: &str,
-        allow: bool,
-    ) -> Result<Contact, NamesError> {
-        let c = self
-            .shared
-            .names
-            .update(|f| Ok::<_, NamesError>(f.contacts.set_allow_relay(label, allow)?))
-            .await?;
-        if let (true, Some(peer)) = (allow, c.fp()) {
-            self.shared.core.input(Input::Heard(peer)).await;
-        }
-        Ok(c)
-    }
-
-    /// Removes a contact by alias, name or fingerprint. Our contact drop rotates: the
-    /// removed contact holds the old one, which is only fetched until its items expire;
-    /// the remaining contacts get the new one (spec/09-mailbox.md §1.1).
-    pub async fn contact_remove(&self, label: &str) -> Result<Contact, NamesError> {
-        let c = self
-            .shared
-            .names
-            .update(|f| Ok::<_, NamesError>(f.contacts.remove(label)?))
-            .await?;
-        if let Some(d) = &self.shared.drops {
-            if let Err(e) = d.rotate().await {
-                tracing::warn!(error = %e, "cannot rotate our contact drop");
-            }
-        }
-        Ok(c)
-    }
+    Ok(c)
 }

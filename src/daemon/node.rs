@@ -437,354 +437,355 @@ impl std::ops::Deref for Node {
     }
 }
 
-impl NodeHandle {
-    /// Our fingerprint.
-    pub fn fingerprint(&self) -> Fingerprint {
-        self.shared.identity.fingerprint()
-    }
+/// [`NodeHandle::fingerprint`].
+pub(crate) fn fingerprint(handle: &NodeHandle) -> Fingerprint {
+    handle.shared.identity.fingerprint()
+}
 
-    /// The socket's local address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local
-    }
+/// [`NodeHandle::local_addr`].
+pub(crate) fn local_addr(handle: &NodeHandle) -> SocketAddr {
+    handle.shared.local
+}
 
-    /// Asks for a connection to `peer` at `addrs` and keeps it up (reconnecting with
-    /// backoff) until [`NodeHandle::disconnect`].
-    pub async fn connect(&self, peer: Fingerprint, addrs: Vec<SocketAddr>) {
-        self.shared.core.input(Input::Connect { peer, addrs }).await;
-    }
+/// [`NodeHandle::connect`].
+pub(crate) async fn connect(handle: &NodeHandle, peer: Fingerprint, addrs: Vec<SocketAddr>) {
+    handle
+        .shared
+        .core
+        .input(Input::Connect { peer, addrs })
+        .await;
+}
 
-    /// Queues a message to `peer`; it is sent as soon as a connection is up and resent after
-    /// reconnects until acknowledged ([`NodeEvent::Acked`]). With a message store, this
-    /// returns once the message is on disk.
-    pub async fn send(&self, peer: Fingerprint, body: Bytes) -> Result<MessageId, SendError> {
-        let mut ids = self.send_many(peer, [body]).await?;
-        ids.pop().ok_or(SendError::ShuttingDown)
-    }
+/// [`NodeHandle::send`].
+pub(crate) async fn send(
+    handle: &NodeHandle,
+    peer: Fingerprint,
+    body: Bytes,
+) -> Result<MessageId, SendError> {
+    let mut ids = handle.send_many(peer, [body]).await?;
+    ids.pop().ok_or(SendError::ShuttingDown)
+}
 
-    /// Queues several messages to `peer` at once (one store commit, one lock, one wake-up),
-    /// in order. With a message store, this returns once they are on disk; none is queued
-    /// if any is refused.
-    pub async fn send_many(
-        &self,
-        peer: Fingerprint,
-        bodies: impl IntoIterator<Item = Bytes>,
-    ) -> Result<Vec<MessageId>, SendError> {
-        self.send_kind(peer, MessageKind::TEXT, bodies).await
-    }
+/// [`NodeHandle::send_many`].
+pub(crate) async fn send_many(
+    handle: &NodeHandle,
+    peer: Fingerprint,
+    bodies: impl IntoIterator<Item = Bytes>,
+) -> Result<Vec<MessageId>, SendError> {
+    handle.send_kind(peer, MessageKind::TEXT, bodies).await
+}
 
-    /// Queues messages of `kind` (an application protocol's, spec/06-node.md §1.5) to
-    /// `peer`, in order, as [`NodeHandle::send_many`] does for text.
-    pub async fn send_kind(
-        &self,
-        peer: Fingerprint,
-        kind: MessageKind,
-        bodies: impl IntoIterator<Item = Bytes>,
-    ) -> Result<Vec<MessageId>, SendError> {
-        if self.shared.closing.load(Ordering::Relaxed) {
-            return Err(SendError::ShuttingDown);
-        }
-        let max =
-            self.shared.cfg.conn.limits.max_payload as usize - crate::crypto::SESSION_OVERHEAD;
-        let now = unix_ms();
-        let mut msgs = Vec::new();
-        for body in bodies {
-            if body.len() > max {
-                return Err(SendError::TooLarge {
-                    len: body.len(),
-                    max,
-                });
-            }
-            msgs.push(Outgoing {
-                id: with_rng(MessageId::random),
-                timestamp_ms: now,
-                kind,
-                body,
+/// [`NodeHandle::send_kind`].
+pub(crate) async fn send_kind(
+    handle: &NodeHandle,
+    peer: Fingerprint,
+    kind: MessageKind,
+    bodies: impl IntoIterator<Item = Bytes>,
+) -> Result<Vec<MessageId>, SendError> {
+    if handle.shared.closing.load(Ordering::Relaxed) {
+        return Err(SendError::ShuttingDown);
+    }
+    let max = handle.shared.cfg.conn.limits.max_payload as usize - crate::crypto::SESSION_OVERHEAD;
+    let now = unix_ms();
+    let mut msgs = Vec::new();
+    for body in bodies {
+        if body.len() > max {
+            return Err(SendError::TooLarge {
+                len: body.len(),
+                max,
             });
         }
-        if let Some(store) = &self.shared.store {
-            store.enqueue(peer, msgs.clone()).await?;
-        }
-        let ids = msgs.iter().map(|m| m.id).collect();
-        if !self.shared.core.input(Input::Send { peer, msgs }).await {
-            return Err(SendError::ShuttingDown);
-        }
-        Ok(ids)
+        msgs.push(Outgoing {
+            id: with_rng(MessageId::random),
+            timestamp_ms: now,
+            kind,
+            body,
+        });
     }
-
-    /// Peers with messages waiting and no live connection: the application reaches them
-    /// (DHT lookup, punching) so the outbox can drain.
-    pub async fn pending_peers(&self) -> Vec<Fingerprint> {
-        match self.shared.core.query(Query::Pending).await {
-            Some(Answer::Peers(p)) => p,
-            _ => Vec::new(),
-        }
+    if let Some(store) = &handle.shared.store {
+        store.enqueue(peer, msgs.clone()).await?;
     }
-
-    /// The received messages in the store, oldest first (empty without a store).
-    pub fn stored_inbox(&self) -> Vec<StoredMessage> {
-        self.shared
-            .inbox
-            .as_ref()
-            .map(super::store::inbox_of)
-            .unwrap_or_default()
+    let ids = msgs.iter().map(|m| m.id).collect();
+    if !handle.shared.core.input(Input::Send { peer, msgs }).await {
+        return Err(SendError::ShuttingDown);
     }
+    Ok(ids)
+}
 
-    /// Announces our presence to every connected peer (and to each new one).
-    pub async fn set_presence(&self, status: PresenceStatus) {
-        self.shared.core.input(Input::Presence(status)).await;
+/// [`NodeHandle::pending_peers`].
+pub(crate) async fn pending_peers(handle: &NodeHandle) -> Vec<Fingerprint> {
+    match handle.shared.core.query(Query::Pending).await {
+        Some(Answer::Peers(p)) => p,
+        _ => Vec::new(),
     }
+}
 
-    /// Closes the connection to `peer` and stops reconnecting.
-    pub async fn disconnect(&self, peer: Fingerprint) {
-        self.shared.core.input(Input::Disconnect(peer)).await;
+/// [`NodeHandle::stored_inbox`].
+pub(crate) fn stored_inbox(handle: &NodeHandle) -> Vec<StoredMessage> {
+    handle
+        .shared
+        .inbox
+        .as_ref()
+        .map(super::store::inbox_of)
+        .unwrap_or_default()
+}
+
+/// [`NodeHandle::set_presence`].
+pub(crate) async fn set_presence(handle: &NodeHandle, status: PresenceStatus) {
+    handle.shared.core.input(Input::Presence(status)).await;
+}
+
+/// [`NodeHandle::disconnect`].
+pub(crate) async fn disconnect(handle: &NodeHandle, peer: Fingerprint) {
+    handle.shared.core.input(Input::Disconnect(peer)).await;
+}
+
+/// [`NodeHandle::reset_connection`].
+pub(crate) async fn reset_connection(handle: &NodeHandle, peer: Fingerprint) {
+    handle.shared.core.input(Input::Reset(peer)).await;
+}
+
+/// [`NodeHandle::peer_info`].
+pub(crate) async fn peer_info(handle: &NodeHandle, peer: &Fingerprint) -> Option<PeerInfo> {
+    let Some(Answer::Peer(Some(p))) = handle.shared.core.query(Query::Peer(*peer)).await else {
+        return None;
+    };
+    Some(PeerInfo {
+        connected: p.connected,
+        addrs: p.addrs,
+        queued: p.queued,
+        inflight: p.inflight,
+        score: p.score,
+        redial: p.redial,
+    })
+}
+
+/// [`NodeHandle::addr_score`].
+pub(crate) async fn addr_score(handle: &NodeHandle, addr: &SocketAddr) -> i32 {
+    match handle.shared.core.query(Query::AddrScore(*addr)).await {
+        Some(Answer::Score(n)) => n,
+        _ => 0,
     }
+}
 
-    /// Cuts the live connection to `peer` (not the process) and lets the node reconnect:
-    /// what a network failure looks like.
-    pub async fn reset_connection(&self, peer: Fingerprint) {
-        self.shared.core.input(Input::Reset(peer)).await;
+/// [`NodeHandle::retry_stats`].
+pub(crate) fn retry_stats(handle: &NodeHandle) -> Option<crate::node::retry::RetryStats> {
+    handle.shared.retry_view.borrow().stats
+}
+
+/// [`NodeHandle::relay_allowed`].
+pub(crate) fn relay_allowed(handle: &NodeHandle, peer: &Fingerprint) -> bool {
+    match handle.shared.cfg.relay_policy {
+        RelayPolicy::Auto | RelayPolicy::Only => true,
+        RelayPolicy::Never => false,
+        RelayPolicy::Ask => super::reach::relay_allowed(&handle.shared, peer),
     }
+}
 
-    /// What the node knows about `peer`.
-    pub async fn peer_info(&self, peer: &Fingerprint) -> Option<PeerInfo> {
-        let Some(Answer::Peer(Some(p))) = self.shared.core.query(Query::Peer(*peer)).await else {
-            return None;
-        };
-        Some(PeerInfo {
-            connected: p.connected,
-            addrs: p.addrs,
-            queued: p.queued,
-            inflight: p.inflight,
-            score: p.score,
-            redial: p.redial,
-        })
+/// [`NodeHandle::relay_needed`].
+pub(crate) fn relay_needed(handle: &NodeHandle) -> Vec<Fingerprint> {
+    handle.shared.retry_view.borrow().relay_needed.clone()
+}
+
+/// [`NodeHandle::stun_stats`].
+pub(crate) fn stun_stats(handle: &NodeHandle) -> crate::nat::responder::ResponderStats {
+    *handle.shared.stun_stats.borrow()
+}
+
+/// [`NodeHandle::outbox_len`].
+pub(crate) async fn outbox_len(handle: &NodeHandle) -> usize {
+    match handle.shared.core.query(Query::OutboxLen).await {
+        Some(Answer::Count(n)) => n,
+        _ => 0,
     }
+}
 
-    /// The score of an address, for failures before a peer authenticated.
-    pub async fn addr_score(&self, addr: &SocketAddr) -> i32 {
-        match self.shared.core.query(Query::AddrScore(*addr)).await {
-            Some(Answer::Score(n)) => n,
-            _ => 0,
-        }
+/// [`NodeHandle::config`].
+pub(crate) fn config(handle: &NodeHandle) -> &NodeConfig {
+    &handle.shared.cfg
+}
+
+/// [`NodeHandle::peer_table`].
+pub(crate) async fn peer_table(handle: &NodeHandle) -> (usize, u64) {
+    match handle.shared.core.query(Query::PeerTable).await {
+        Some(Answer::PeerTable(n, evicted)) => (n, evicted),
+        _ => (0, 0),
     }
+}
 
-    /// The re-reach schedule's counters (`None`: it does not run; spec/06-node.md §3.5).
-    pub fn retry_stats(&self) -> Option<crate::node::retry::RetryStats> {
-        self.shared.retry_view.borrow().stats
-    }
+/// [`NodeHandle::connection_count`].
+pub(crate) fn connection_count(handle: &NodeHandle) -> usize {
+    handle.shared.live.load(Ordering::Relaxed)
+}
 
-    /// Whether a relay may carry sessions with `peer`: `relay = "auto"` or `"only"`, or
-    /// `"ask"` and the user allowed it for this contact (seed 003).
-    pub fn relay_allowed(&self, peer: &Fingerprint) -> bool {
-        match self.shared.cfg.relay_policy {
-            RelayPolicy::Auto | RelayPolicy::Only => true,
-            RelayPolicy::Never => false,
-            RelayPolicy::Ask => super::reach::relay_allowed(&self.shared, peer),
-        }
-    }
+fn dht(handle: &NodeHandle) -> Result<&Arc<super::shared::DhtShared>, super::dht::DhtError> {
+    handle
+        .shared
+        .dht
+        .as_ref()
+        .ok_or(super::dht::DhtError::Disabled)
+}
 
-    /// Peers with messages waiting that only a relay could carry, for which the user
-    /// allowed none (`relay = "ask"`; spec/07-relay.md §1.5).
-    pub fn relay_needed(&self) -> Vec<Fingerprint> {
-        self.shared.retry_view.borrow().relay_needed.clone()
-    }
-
-    /// What the STUN responder answered and refused so far.
-    pub fn stun_stats(&self) -> crate::nat::responder::ResponderStats {
-        *self.shared.stun_stats.borrow()
-    }
-
-    /// Messages waiting in outboxes (queued or unacknowledged), over all peers.
-    pub async fn outbox_len(&self) -> usize {
-        match self.shared.core.query(Query::OutboxLen).await {
-            Some(Answer::Count(n)) => n,
-            _ => 0,
-        }
-    }
-
-    /// The node's configuration (its limits, for `dna status`).
-    pub fn config(&self) -> &NodeConfig {
-        &self.shared.cfg
-    }
-
-    /// Entries in the peer table, and how many were evicted so far.
-    pub async fn peer_table(&self) -> (usize, u64) {
-        match self.shared.core.query(Query::PeerTable).await {
-            Some(Answer::PeerTable(n, evicted)) => (n, evicted),
-            _ => (0, 0),
-        }
-    }
-
-    /// Live QUIC connections.
-    pub fn connection_count(&self) -> usize {
-        self.shared.live.load(Ordering::Relaxed)
-    }
-
-    fn dht(&self) -> Result<&Arc<super::shared::DhtShared>, super::dht::DhtError> {
-        self.shared
+/// [`NodeHandle::dht_bootstrap`].
+pub(crate) async fn dht_bootstrap(handle: &NodeHandle) -> Result<usize, super::dht::DhtError> {
+    dht(handle)?;
+    let seeds = super::dht::seeds(
+        &handle
+            .shared
+            .cfg
             .dht
             .as_ref()
-            .ok_or(super::dht::DhtError::Disabled)
-    }
+            .map(|s| s.bootstrap.clone())
+            .unwrap_or_default(),
+    );
+    super::dht::bootstrap(&handle.shared, seeds).await
+}
 
-    /// Joins (again) through the configured bootstrap nodes; returns the routing table size.
-    pub async fn dht_bootstrap(&self) -> Result<usize, super::dht::DhtError> {
-        self.dht()?;
-        let seeds = super::dht::seeds(
-            &self
-                .shared
-                .cfg
-                .dht
-                .as_ref()
-                .map(|s| s.bootstrap.clone())
-                .unwrap_or_default(),
-        );
-        super::dht::bootstrap(&self.shared, seeds).await
-    }
+/// [`NodeHandle::announce`].
+pub(crate) async fn announce(
+    handle: &NodeHandle,
+    value: Vec<u8>,
+) -> Result<usize, super::dht::DhtError> {
+    dht(handle)?;
+    super::dht::announce(&handle.shared, value).await
+}
 
-    /// Stores our signed presence record (`value`: how to reach us) at the k nodes closest
-    /// to its key; returns how many hold it.
-    pub async fn announce(&self, value: Vec<u8>) -> Result<usize, super::dht::DhtError> {
-        self.dht()?;
-        super::dht::announce(&self.shared, value).await
-    }
+/// [`NodeHandle::find_peer`].
+pub(crate) async fn find_peer(
+    handle: &NodeHandle,
+    peer: Fingerprint,
+) -> Result<Option<crate::crypto::Record>, super::dht::DhtError> {
+    dht(handle)?;
+    super::dht::find_peer(&handle.shared, peer).await
+}
 
-    /// The newest valid presence record of `peer`, or `None` if it has none ("offline").
-    pub async fn find_peer(
-        &self,
-        peer: Fingerprint,
-    ) -> Result<Option<crate::crypto::Record>, super::dht::DhtError> {
-        self.dht()?;
-        super::dht::find_peer(&self.shared, peer).await
-    }
+/// [`NodeHandle::dht_get`].
+pub(crate) async fn dht_get(
+    handle: &NodeHandle,
+    key: crate::crypto::NodeId,
+) -> Result<Vec<crate::crypto::Record>, super::dht::DhtError> {
+    dht(handle)?;
+    let ev = super::dht::query(&handle.shared, crate::node::core::DhtQuery::FindValue(key)).await?;
+    let crate::dht::DhtEvent::FoundValue { records, .. } = ev else {
+        return Ok(Vec::new());
+    };
+    let now = super::os::unix_ms() / 1000;
+    Ok(records
+        .iter()
+        .filter_map(|b| crate::crypto::Record::verify(b, now).ok())
+        .filter(|r| r.key() == key)
+        .collect())
+}
 
-    /// The valid records a lookup finds under `key` (what any node may ask the DHT).
-    pub async fn dht_get(
-        &self,
-        key: crate::crypto::NodeId,
-    ) -> Result<Vec<crate::crypto::Record>, super::dht::DhtError> {
-        self.dht()?;
-        let ev =
-            super::dht::query(&self.shared, crate::node::core::DhtQuery::FindValue(key)).await?;
-        let crate::dht::DhtEvent::FoundValue { records, .. } = ev else {
-            return Ok(Vec::new());
-        };
-        let now = super::os::unix_ms() / 1000;
-        Ok(records
-            .iter()
-            .filter_map(|b| crate::crypto::Record::verify(b, now).ok())
-            .filter(|r| r.key() == key)
-            .collect())
-    }
+/// [`NodeHandle::drop_id`].
+pub(crate) fn drop_id(handle: &NodeHandle) -> Option<Fingerprint> {
+    handle.shared.drops.as_ref().map(|d| d.own().fingerprint())
+}
 
-    /// Our contact drop's identity (spec/09-mailbox.md §1.1), if the node keeps a mailbox.
-    pub fn drop_id(&self) -> Option<Fingerprint> {
-        self.shared.drops.as_ref().map(|d| d.own().fingerprint())
-    }
+/// [`NodeHandle::drop_of`].
+pub(crate) fn drop_of(handle: &NodeHandle, peer: &Fingerprint) -> Option<Fingerprint> {
+    handle
+        .shared
+        .drops
+        .as_ref()
+        .and_then(|d| d.of(peer))
+        .map(|d| d.fingerprint())
+}
 
-    /// The identity of the drop `peer` gave us, if it is a contact that did.
-    pub fn drop_of(&self, peer: &Fingerprint) -> Option<Fingerprint> {
-        self.shared
-            .drops
-            .as_ref()
-            .and_then(|d| d.of(peer))
-            .map(|d| d.fingerprint())
+/// The DHT's figures from the core (`None`: no DHT).
+async fn dht_view(handle: &NodeHandle) -> Option<crate::node::core::DhtView> {
+    match handle.shared.core.query(Query::Dht).await {
+        Some(Answer::Dht(v)) => v,
+        _ => None,
     }
+}
 
-    /// The DHT's figures from the core (`None`: no DHT).
-    async fn dht_view(&self) -> Option<crate::node::core::DhtView> {
-        match self.shared.core.query(Query::Dht).await {
-            Some(Answer::Dht(v)) => v,
-            _ => None,
+/// [`NodeHandle::dht_records_held`].
+pub(crate) async fn dht_records_held(handle: &NodeHandle) -> usize {
+    dht_view(handle).await.map_or(0, |d| d.store.records)
+}
+
+/// [`NodeHandle::dht_stats`].
+pub(crate) async fn dht_stats(handle: &NodeHandle) -> super::dht::DhtStats {
+    match &handle.shared.dht {
+        Some(d) => super::dht::stats(&handle.shared, d).await,
+        None => Default::default(),
+    }
+}
+
+/// [`NodeHandle::dht_table_size`].
+pub(crate) async fn dht_table_size(handle: &NodeHandle) -> usize {
+    dht_view(handle).await.map_or(0, |d| d.table)
+}
+
+/// [`NodeHandle::stun_binding`].
+pub(crate) async fn stun_binding(
+    handle: &NodeHandle,
+    server: SocketAddr,
+) -> Result<SocketAddr, crate::nat::stun::BindingError> {
+    let tid = handle.transaction_id();
+    let binding = crate::nat::stun::Binding::new(server, tid, Instant::now());
+    handle.stun_transaction(binding).await.map(|a| a.mapped)
+}
+
+/// [`NodeHandle::transaction_id`].
+pub(crate) fn transaction_id() -> [u8; 12] {
+    let mut tid = [0u8; 12];
+    with_rng(|r| rand_core::RngCore::fill_bytes(r, &mut tid));
+    tid
+}
+
+/// [`NodeHandle::stun_transaction`].
+pub(crate) async fn stun_transaction(
+    handle: &NodeHandle,
+    mut binding: crate::nat::stun::Binding,
+) -> Result<crate::nat::stun::Answer, crate::nat::stun::BindingError> {
+    let tid = binding.transaction_id();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Registered before the first request leaves; the route goes once `rx` is dropped.
+    let _ = handle
+        .shared
+        .stun_routes
+        .send(StunRoute::Transaction { tid, tx })
+        .await;
+    let result = loop {
+        let now = Instant::now();
+        while let Some((to, request)) = binding.poll_transmit(now) {
+            let request = request.to_vec();
+            // A send failure is a lost datagram: the retransmission timer covers it.
+            let _ = handle.shared.socket.send_raw(to, &request).await;
         }
-    }
-
-    /// Records this node holds for the DHT (0 without a DHT).
-    pub async fn dht_records_held(&self) -> usize {
-        self.dht_view().await.map_or(0, |d| d.store.records)
-    }
-
-    /// The DHT driver's bookkeeping: requests and queries waiting, connections, records
-    /// (all zero without a DHT).
-    pub async fn dht_stats(&self) -> super::dht::DhtStats {
-        match &self.shared.dht {
-            Some(d) => super::dht::stats(&self.shared, d).await,
-            None => Default::default(),
+        binding.handle_timeout(now);
+        if let Some(r) = binding.result() {
+            break r.clone();
         }
-    }
-
-    /// Entries in the DHT routing table (0 without a DHT).
-    pub async fn dht_table_size(&self) -> usize {
-        self.dht_view().await.map_or(0, |d| d.table)
-    }
-
-    /// Our address as `server` sees it: a STUN Binding transaction (RFC 8489 timers) from the
-    /// node's own socket, so the answer names the address our QUIC traffic uses.
-    pub async fn stun_binding(
-        &self,
-        server: SocketAddr,
-    ) -> Result<SocketAddr, crate::nat::stun::BindingError> {
-        let tid = self.transaction_id();
-        let binding = crate::nat::stun::Binding::new(server, tid, Instant::now());
-        self.stun_transaction(binding).await.map(|a| a.mapped)
-    }
-
-    /// A fresh random STUN transaction ID.
-    pub fn transaction_id(&self) -> [u8; 12] {
-        let mut tid = [0u8; 12];
-        with_rng(|r| rand_core::RngCore::fill_bytes(r, &mut tid));
-        tid
-    }
-
-    /// Runs one STUN transaction from the node's socket to its end.
-    pub async fn stun_transaction(
-        &self,
-        mut binding: crate::nat::stun::Binding,
-    ) -> Result<crate::nat::stun::Answer, crate::nat::stun::BindingError> {
-        let tid = binding.transaction_id();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        // Registered before the first request leaves; the route goes once `rx` is dropped.
-        let _ = self
-            .shared
-            .stun_routes
-            .send(StunRoute::Transaction { tid, tx })
-            .await;
-        let result = loop {
-            let now = Instant::now();
-            while let Some((to, request)) = binding.poll_transmit(now) {
-                let request = request.to_vec();
-                // A send failure is a lost datagram: the retransmission timer covers it.
-                let _ = self.shared.socket.send_raw(to, &request).await;
-            }
-            binding.handle_timeout(now);
-            if let Some(r) = binding.result() {
-                break r.clone();
-            }
-            let Some(wake) = binding.poll_timeout() else {
-                continue;
-            };
-            if let Ok(Some((from, bytes))) = tokio::time::timeout_at(wake.into(), rx.recv()).await {
-                binding.handle_response(from, &bytes);
-            }
+        let Some(wake) = binding.poll_timeout() else {
+            continue;
         };
-        result
-    }
+        if let Ok(Some((from, bytes))) = tokio::time::timeout_at(wake.into(), rx.recv()).await {
+            binding.handle_response(from, &bytes);
+        }
+    };
+    result
+}
 
-    /// The TURN allocation, if the node keeps one (`turn_server` with `turn_credentials`).
-    pub fn turn_status(&self) -> crate::daemon::TurnStatus {
-        self.shared.nat.turn.borrow().clone()
-    }
+/// [`NodeHandle::turn_status`].
+pub(crate) fn turn_status(handle: &NodeHandle) -> crate::daemon::TurnStatus {
+    handle.shared.nat.turn.borrow().clone()
+}
 
-    /// What the socket's demultiplexer sorted so far.
-    pub fn socket_stats(&self) -> &crate::transport::SocketStats {
-        self.shared.socket.stats()
-    }
+/// [`NodeHandle::socket_stats`].
+pub(crate) fn socket_stats(handle: &NodeHandle) -> &crate::transport::SocketStats {
+    handle.shared.socket.stats()
+}
 
-    /// Sends a raw datagram from the node's socket (STUN probes).
-    pub async fn send_raw(&self, to: SocketAddr, bytes: &[u8]) -> std::io::Result<()> {
-        self.shared.socket.send_raw(to, bytes).await
-    }
+/// [`NodeHandle::send_raw`].
+pub(crate) async fn send_raw(
+    handle: &NodeHandle,
+    to: SocketAddr,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    handle.shared.socket.send_raw(to, bytes).await
 }
 
 /// Answers STUN Binding requests on the node's socket, within the responder's limits, and

@@ -50,46 +50,43 @@ fn route_facts(
     }
 }
 
-impl NodeHandle {
-    /// Every peer with a live session (at most `max_peers`), sorted by fingerprint.
-    pub async fn peers(&self) -> Vec<PeerStatus> {
-        let links = self.shared.core.links().await;
-        let routes = self.shared.socket.routes();
-        let mut out: Vec<PeerStatus> = links
-            .into_iter()
-            .map(|(peer, addrs, h)| {
-                let remote = h.conn.remote_address();
-                let (via, upgraded_to, relay_bytes) = route_facts(remote, &routes);
-                // The path every report uses (`daemon::path`).
-                let path = super::path::path_of(&self.shared, remote).name();
-                let stats = h.conn.stats();
-                PeerStatus {
-                    peer,
-                    remote,
-                    addrs,
-                    path,
-                    via,
-                    upgraded_to,
-                    quic_rtt: h.conn.rtt(),
-                    bytes_in: stats.udp_rx.bytes,
-                    bytes_out: stats.udp_tx.bytes,
-                    relay_bytes,
-                }
-            })
-            .collect();
-        out.sort_by_key(|p| p.peer.0);
-        out
-    }
+/// [`NodeHandle::peers`].
+pub(crate) async fn peers(handle: &NodeHandle) -> Vec<PeerStatus> {
+    let links = handle.shared.core.links().await;
+    let routes = handle.shared.socket.routes();
+    let mut out: Vec<PeerStatus> = links
+        .into_iter()
+        .map(|(peer, addrs, h)| {
+            let remote = h.conn.remote_address();
+            let (via, upgraded_to, relay_bytes) = route_facts(remote, &routes);
+            // The path every report uses (`daemon::path`).
+            let path = super::path::path_of(&handle.shared, remote).name();
+            let stats = h.conn.stats();
+            PeerStatus {
+                peer,
+                remote,
+                addrs,
+                path,
+                via,
+                upgraded_to,
+                quic_rtt: h.conn.rtt(),
+                bytes_in: stats.udp_rx.bytes,
+                bytes_out: stats.udp_tx.bytes,
+                relay_bytes,
+            }
+        })
+        .collect();
+    out.sort_by_key(|p| p.peer.0);
+    out
+}
 
-    /// Asks `peer`'s live session to send a PING now; its PONG arrives as
-    /// [`NodeEvent::Rtt`](super::NodeEvent::Rtt). `false` if no session is live.
-    pub async fn ping(&self, peer: Fingerprint) -> bool {
-        let links = self.shared.core.links().await;
-        let link = links.into_iter().find(|(f, _, _)| *f == peer).map(|l| l.2);
-        match link {
-            Some(h) => h.tx.try_send(ConnCmd::Ping).is_ok(),
-            None => false,
-        }
+/// [`NodeHandle::ping`].
+pub(crate) async fn ping(handle: &NodeHandle, peer: Fingerprint) -> bool {
+    let links = handle.shared.core.links().await;
+    let link = links.into_iter().find(|(f, _, _)| *f == peer).map(|l| l.2);
+    match link {
+        Some(h) => h.tx.try_send(ConnCmd::Ping).is_ok(),
+        None => false,
     }
 }
 

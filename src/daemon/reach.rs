@@ -438,482 +438,455 @@ fn host_candidates(local: SocketAddr, server: SocketAddr) -> Vec<Candidate> {
     addresses::host_candidates(local, route_source(server), &interfaces)
 }
 
-impl NodeHandle {
-    /// Classifies the NAT in front of us against an RFC 5780 STUN server (spec/05 §2) and
-    /// records our candidates: host addresses (the one on the route to `server` first) and
-    /// the server-reflexive address of the node's socket.
-    ///
-    /// The tests run from a fresh socket of their own: the node's socket has talked to
-    /// bootstrap nodes and peers, which opened an address-restricted NAT's filter for
-    /// them and would make it look like a full cone. Only the server-reflexive candidate
-    /// comes from the node's socket (one plain Binding to `server`).
-    pub async fn discover_nat(&self, server: SocketAddr) -> Result<NatClass, DiscoveryError> {
-        let host_cands = host_candidates(self.local_addr(), server);
-        let host: Vec<IpAddr> = host_cands.iter().map(|c| c.addr.ip()).collect();
-        let probe = tokio::net::UdpSocket::bind(any_port_of_family(server))
-            .await
-            .map_err(|e| DiscoveryError::Unreachable(stun::BindingError::Io(e.to_string())))?;
-        let probe_port = probe.local_addr().map(|a| a.port()).unwrap_or(0);
-        let tids = [(); 5].map(|_| self.transaction_id());
-        let mut d = Discovery::new(server, host.clone(), probe_port, tids, Instant::now());
-        let mut buf = vec![0u8; 1500];
-        let result = loop {
-            let now = Instant::now();
-            d.handle_timeout(now);
-            while let Some((to, bytes)) = d.poll_transmit(now) {
-                // A lost datagram is covered by the retransmission timers.
-                let _ = probe.send_to(&bytes, to).await;
-            }
-            if let Some(r) = d.result() {
-                break r.clone();
-            }
-            let Some(wake) = d.poll_timeout() else {
-                continue;
-            };
-            if let Ok(Ok((n, from))) =
-                tokio::time::timeout_at(wake.into(), probe.recv_from(&mut buf)).await
-            {
-                d.handle_response(from, &buf[..n], Instant::now());
-            }
+/// [`NodeHandle::discover_nat`].
+pub(crate) async fn discover_nat(
+    handle: &NodeHandle,
+    server: SocketAddr,
+) -> Result<NatClass, DiscoveryError> {
+    let host_cands = host_candidates(handle.local_addr(), server);
+    let host: Vec<IpAddr> = host_cands.iter().map(|c| c.addr.ip()).collect();
+    let probe = tokio::net::UdpSocket::bind(any_port_of_family(server))
+        .await
+        .map_err(|e| DiscoveryError::Unreachable(stun::BindingError::Io(e.to_string())))?;
+    let probe_port = probe.local_addr().map(|a| a.port()).unwrap_or(0);
+    let tids = [(); 5].map(|_| handle.transaction_id());
+    let mut d = Discovery::new(server, host.clone(), probe_port, tids, Instant::now());
+    let mut buf = vec![0u8; 1500];
+    let result = loop {
+        let now = Instant::now();
+        d.handle_timeout(now);
+        while let Some((to, bytes)) = d.poll_transmit(now) {
+            // A lost datagram is covered by the retransmission timers.
+            let _ = probe.send_to(&bytes, to).await;
+        }
+        if let Some(r) = d.result() {
+            break r.clone();
+        }
+        let Some(wake) = d.poll_timeout() else {
+            continue;
         };
-        let class = result?;
-        let mut cands = host_cands;
-        if !class.no_nat {
-            match self.stun_binding(server).await {
-                Ok(mapped) => cands.push(Candidate::new(
-                    CandidateKind::ServerReflexive,
-                    mapped,
-                    65535,
-                )),
-                Err(e) => return Err(DiscoveryError::Unreachable(e)),
-            }
+        if let Ok(Ok((n, from))) =
+            tokio::time::timeout_at(wake.into(), probe.recv_from(&mut buf)).await
+        {
+            d.handle_response(from, &buf[..n], Instant::now());
         }
-        self.shared.nat.status.send_modify(|st| {
-            st.class = Some(class);
-            st.candidates = addresses::with_relayed(cands, &st.candidates);
-        });
-        Ok(class)
-    }
-
-    /// Without an RFC 5780 server: gathers candidates from plain Binding answers of up to
-    /// two STUN servers (bootstrap nodes answer STUN on their DHT port). The class stays
-    /// unknown — filtering cannot be told this way — so the node counts as not directly
-    /// reachable and uses rendezvous. Returns whether the two servers saw the same mapping
-    /// (`None` with one answer): endpoint-independent mapping, if so.
-    pub async fn gather_candidates(
-        &self,
-        servers: &[SocketAddr],
-    ) -> Result<Option<bool>, stun::BindingError> {
-        let first = *servers
-            .first()
-            .ok_or_else(|| stun::BindingError::Io("no STUN server".into()))?;
-        let mut cands = host_candidates(self.local_addr(), first);
-        let mut mapped = Vec::new();
-        let mut last_err = None;
-        for s in servers.iter().take(2) {
-            match self.stun_binding(*s).await {
-                Ok(m) => mapped.push(m),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        let Some(m1) = mapped.first().copied() else {
-            return Err(last_err.unwrap_or(stun::BindingError::Timeout(first)));
-        };
-        if !cands.iter().any(|c| c.addr.ip() == m1.ip()) {
-            cands.push(Candidate::new(CandidateKind::ServerReflexive, m1, 65535));
-        }
-        self.shared.nat.status.send_modify(|st| {
-            st.class = None;
-            st.candidates = addresses::with_relayed(cands, &st.candidates);
-        });
-        Ok(mapped.get(1).map(|m2| *m2 == m1))
-    }
-
-    /// Whether the addresses we publish went stale since the last discovery: the host
-    /// addresses changed, or `server` now sees the node's socket at another address (a new
-    /// uplink, a NAT reboot, a DHCP lease). One quick Binding (discovery timers, ≤ 2.2 s),
-    /// which also refreshes the mapping toward `server`.
-    pub async fn network_changed(&self, server: SocketAddr) -> bool {
-        let published = self.nat_status().candidates;
-        let host_now = host_candidates(self.local_addr(), server);
-        if addresses::hosts_changed(&published, &host_now) {
-            return true;
-        }
-        let opts = stun::Options {
-            timers: stun::Timers::DISCOVERY,
-            ..stun::Options::default()
-        };
-        let binding =
-            stun::Binding::with_options(server, self.transaction_id(), opts, Instant::now());
-        let answer = self.stun_transaction(binding).await;
-        tracing::debug!(?answer, "network check");
-        addresses::mapping_changed(&published, &host_now, answer.ok().map(|a| a.mapped))
-    }
-
-    /// What this node knows about its own reachability.
-    pub fn nat_status(&self) -> NatStatus {
-        self.shared.nat.status.borrow().clone()
-    }
-
-    /// The rendezvous role's counters: registrations held, accepted, expired and refused
-    /// by reason; CONNECTs admitted and refused, as rendezvous and as callee.
-    pub async fn rendezvous_stats(&self) -> RendezvousStats {
-        // The core task runs what is due (expiries) before it answers a query.
-        match self.shared.core.query(Query::Rendezvous).await {
-            Some(Answer::Rendezvous(s)) => s,
-            _ => RendezvousStats::default(),
+    };
+    let class = result?;
+    let mut cands = host_cands;
+    if !class.no_nat {
+        match handle.stun_binding(server).await {
+            Ok(mapped) => cands.push(Candidate::new(
+                CandidateKind::ServerReflexive,
+                mapped,
+                65535,
+            )),
+            Err(e) => return Err(DiscoveryError::Unreachable(e)),
         }
     }
+    handle.shared.nat.status.send_modify(|st| {
+        st.class = Some(class);
+        st.candidates = addresses::with_relayed(cands, &st.candidates);
+    });
+    Ok(class)
+}
 
-    /// Registers at a rendezvous node (a DHT node given as address and fingerprint) and
-    /// names it in our presence from now on. Returns the granted lifetime.
-    pub async fn register_rendezvous(
-        &self,
-        addr: SocketAddr,
-        fp: Fingerprint,
-    ) -> Result<Duration, ReachError> {
-        let d = self.dht_shared()?;
-        let lifetime = register(
-            &self.shared,
-            &d,
-            Contact {
-                id: fp.node_id(),
-                addr,
-            },
-        )
-        .await?;
-        self.shared.nat.status.send_if_modified(|st| {
-            let new = !st.rendezvous.contains(&(addr, fp));
-            if new {
-                st.rendezvous.push((addr, fp));
-            }
-            new
-        });
-        Ok(lifetime)
-    }
-
-    /// Publishes our presence record with the current NAT status; returns how many DHT
-    /// nodes hold it.
-    pub async fn announce_presence(&self) -> Result<usize, super::dht::DhtError> {
-        let mut info = self.nat_status().presence();
-        if self.shared.cfg.relay_policy == RelayPolicy::Only {
-            // Reached through our rendezvous nodes' relays only: no address of ours.
-            info.reachable = false;
-            info.candidates.clear();
+/// [`NodeHandle::gather_candidates`].
+pub(crate) async fn gather_candidates(
+    handle: &NodeHandle,
+    servers: &[SocketAddr],
+) -> Result<Option<bool>, stun::BindingError> {
+    let first = *servers
+        .first()
+        .ok_or_else(|| stun::BindingError::Io("no STUN server".into()))?;
+    let mut cands = host_candidates(handle.local_addr(), first);
+    let mut mapped = Vec::new();
+    let mut last_err = None;
+    for s in servers.iter().take(2) {
+        match handle.stun_binding(*s).await {
+            Ok(m) => mapped.push(m),
+            Err(e) => last_err = Some(e),
         }
-        let value = info.encode();
-        self.announce(value).await
     }
+    let Some(m1) = mapped.first().copied() else {
+        return Err(last_err.unwrap_or(stun::BindingError::Timeout(first)));
+    };
+    if !cands.iter().any(|c| c.addr.ip() == m1.ip()) {
+        cands.push(Candidate::new(CandidateKind::ServerReflexive, m1, 65535));
+    }
+    handle.shared.nat.status.send_modify(|st| {
+        st.class = None;
+        st.candidates = addresses::with_relayed(cands, &st.candidates);
+    });
+    Ok(mapped.get(1).map(|m2| *m2 == m1))
+}
 
-    /// Asks the rendezvous node at `addr` (fingerprint `fp`) to relay us to `peer`
-    /// (spec/07-relay.md §1.2); answers once `peer` asked too. Returns the peer's token,
-    /// which the socket now routes through the relay. `reach` does this by itself when
-    /// punching fails.
-    pub async fn request_relay(
-        &self,
-        addr: SocketAddr,
-        fp: Fingerprint,
-        peer: Fingerprint,
-    ) -> Result<SocketAddr, ReachError> {
-        let d = self.dht_shared()?;
-        let relay = Contact {
+/// [`NodeHandle::network_changed`].
+pub(crate) async fn network_changed(handle: &NodeHandle, server: SocketAddr) -> bool {
+    let published = handle.nat_status().candidates;
+    let host_now = host_candidates(handle.local_addr(), server);
+    if addresses::hosts_changed(&published, &host_now) {
+        return true;
+    }
+    let opts = stun::Options {
+        timers: stun::Timers::DISCOVERY,
+        ..stun::Options::default()
+    };
+    let binding =
+        stun::Binding::with_options(server, handle.transaction_id(), opts, Instant::now());
+    let answer = handle.stun_transaction(binding).await;
+    tracing::debug!(?answer, "network check");
+    addresses::mapping_changed(&published, &host_now, answer.ok().map(|a| a.mapped))
+}
+
+/// [`NodeHandle::nat_status`].
+pub(crate) fn nat_status(handle: &NodeHandle) -> NatStatus {
+    handle.shared.nat.status.borrow().clone()
+}
+
+/// [`NodeHandle::rendezvous_stats`].
+pub(crate) async fn rendezvous_stats(handle: &NodeHandle) -> RendezvousStats {
+    // The core task runs what is due (expiries) before it answers a query.
+    match handle.shared.core.query(Query::Rendezvous).await {
+        Some(Answer::Rendezvous(s)) => s,
+        _ => RendezvousStats::default(),
+    }
+}
+
+/// [`NodeHandle::register_rendezvous`].
+pub(crate) async fn register_rendezvous(
+    handle: &NodeHandle,
+    addr: SocketAddr,
+    fp: Fingerprint,
+) -> Result<Duration, ReachError> {
+    let d = dht_shared(handle)?;
+    let lifetime = register(
+        &handle.shared,
+        &d,
+        Contact {
             id: fp.node_id(),
             addr,
+        },
+    )
+    .await?;
+    handle.shared.nat.status.send_if_modified(|st| {
+        let new = !st.rendezvous.contains(&(addr, fp));
+        if new {
+            st.rendezvous.push((addr, fp));
+        }
+        new
+    });
+    Ok(lifetime)
+}
+
+/// [`NodeHandle::announce_presence`].
+pub(crate) async fn announce_presence(handle: &NodeHandle) -> Result<usize, super::dht::DhtError> {
+    let mut info = handle.nat_status().presence();
+    if handle.shared.cfg.relay_policy == RelayPolicy::Only {
+        // Reached through our rendezvous nodes' relays only: no address of ours.
+        info.reachable = false;
+        info.candidates.clear();
+    }
+    let value = info.encode();
+    handle.announce(value).await
+}
+
+/// [`NodeHandle::request_relay`].
+pub(crate) async fn request_relay_for(
+    handle: &NodeHandle,
+    addr: SocketAddr,
+    fp: Fingerprint,
+    peer: Fingerprint,
+) -> Result<SocketAddr, ReachError> {
+    let d = dht_shared(handle)?;
+    let relay = Contact {
+        id: fp.node_id(),
+        addr,
+    };
+    request_relay(&handle.shared, &d, relay, peer).await
+}
+
+/// [`NodeHandle::serve_dht`].
+pub(crate) async fn serve_dht(handle: &NodeHandle, serve: bool) -> bool {
+    matches!(
+        handle.shared.core.ask(Input::DhtServe(serve)).await,
+        Some(Reply::Serves(true))
+    )
+}
+
+/// [`NodeHandle::dht_serves`].
+pub(crate) async fn dht_serves(handle: &NodeHandle) -> bool {
+    matches!(
+        handle.shared.core.query(Query::Dht).await,
+        Some(Answer::Dht(Some(v))) if v.serves
+    )
+}
+
+fn dht_shared(handle: &NodeHandle) -> Result<Arc<DhtShared>, ReachError> {
+    handle
+        .shared
+        .dht
+        .clone()
+        .ok_or(ReachError::Dht(super::dht::DhtError::Disabled))
+}
+
+/// [`NodeHandle::reach`].
+pub(crate) async fn reach(handle: &NodeHandle, peer: Fingerprint) -> Result<Reached, ReachError> {
+    reach_with(handle, peer, relay_policy(&handle.shared, &peer), true).await
+}
+
+/// [`NodeHandle::try_direct`].
+pub(crate) async fn try_direct(handle: &NodeHandle, peer: Fingerprint, token: SocketAddr) -> bool {
+    match reach_with(handle, peer, RelayPolicy::Never, false).await {
+        Ok(Reached::Punched {
+            kind: CandidateKind::Relayed,
+            ..
+        }) => false,
+        Ok(Reached::Punched { addr, .. }) | Ok(Reached::Direct { addr, .. }) => {
+            let moved = handle.shared.socket.set_direct(token, addr);
+            if moved {
+                tracing::info!(%peer, %token, direct = %addr, "relayed session moved to a direct path");
+            }
+            moved
+        }
+        _ => false,
+    }
+}
+
+/// Reports a step of reaching `peer` to the application (progress: dropped when the
+/// event queue is full, never waited for).
+fn progress(handle: &NodeHandle, peer: Fingerprint, stage: ReachStage) {
+    let _ = handle
+        .shared
+        .events
+        .try_send(super::NodeEvent::Reaching { peer, stage });
+}
+
+/// Whether a dial at `addr` runs through a TURN allocation: the peer's relayed
+/// candidate, or an address our socket reaches through our own.
+fn through_turn(handle: &NodeHandle, addr: SocketAddr, peer_relay: Option<SocketAddr>) -> bool {
+    let socket = &handle.shared.socket;
+    peer_relay == Some(addr)
+        || (socket.turn_server().is_some() && socket.route(addr) == socket.turn_server())
+}
+
+/// A fresh local alias (248.0.0.0/5) routed to `direct`, if the socket has room.
+fn alias_for(handle: &NodeHandle, direct: SocketAddr) -> Option<SocketAddr> {
+    for _ in 0..8 {
+        let (ip, port) = with_rng(|r| (r.next_u32(), r.next_u32() as u16));
+        // 248.0.0.0–254.255.255.255 (255/8 holds the broadcast address).
+        let first = 248 + (ip >> 24) % 7;
+        let ip = std::net::Ipv4Addr::from((first << 24) | (ip & 0x00FF_FFFF));
+        let alias = SocketAddr::from((ip, port.max(1)));
+        if handle.shared.socket.route(alias).is_none()
+            && handle.shared.socket.direct_of(alias).is_none()
+            && handle.shared.socket.add_local_route(alias, direct)
+        {
+            return Some(alias);
+        }
+    }
+    None
+}
+
+/// [`Self::reach`] with this policy; `dial` false: find the path, do not dial it.
+async fn reach_with(
+    handle: &NodeHandle,
+    peer: Fingerprint,
+    policy: RelayPolicy,
+    dial: bool,
+) -> Result<Reached, ReachError> {
+    let d = dht_shared(handle)?;
+    let mut session = [0u8; 8];
+    with_rng(|r| r.fill_bytes(&mut session));
+    let mut attempt = Reach::new(
+        handle.fingerprint(),
+        peer,
+        session,
+        random_hex(4),
+        random_hex(16),
+    )
+    .with_policy(policy)
+    .with_timing(our_behaviour(&handle.shared), handle.shared.cfg.relay_after);
+    // Made before the first offer leaves (the callee starts checking as soon as it
+    // answers), with the signed offer; reused for every rendezvous node.
+    let mut offer: Option<(PunchRoute, Vec<u8>)> = None;
+    // A punching attempt still going on after `relay_after` (the relay is asked too).
+    let mut punching: Option<oneshot::Receiver<PunchResult>> = None;
+    loop {
+        let Some(action) = attempt.poll_action() else {
+            // The machine waits for the punching attempt that goes on.
+            if let Some(rx) = punching.take() {
+                attempt.handle_punch(rx.await.unwrap_or(PunchResult::Failed));
+                continue;
+            }
+            // Every other action's result is handed back before the next poll.
+            return Err(ReachError::Rendezvous("reach attempt stalled"));
         };
-        request_relay(&self.shared, &d, relay, peer).await
-    }
-
-    /// Serve in the DHT or not (decision 9: a node whose presence says it is reachable
-    /// serves — answers requests, holds records and mailbox items — the others are
-    /// clients). Whether the DHT now serves; `false` without a DHT.
-    pub async fn serve_dht(&self, serve: bool) -> bool {
-        matches!(
-            self.shared.core.ask(Input::DhtServe(serve)).await,
-            Some(Reply::Serves(true))
-        )
-    }
-
-    /// Whether this node serves in the DHT now (decision 9).
-    pub async fn dht_serves(&self) -> bool {
-        matches!(
-            self.shared.core.query(Query::Dht).await,
-            Some(Answer::Dht(Some(v))) if v.serves
-        )
-    }
-
-    fn dht_shared(&self) -> Result<Arc<DhtShared>, ReachError> {
-        self.shared
-            .dht
-            .clone()
-            .ok_or(ReachError::Dht(super::dht::DhtError::Disabled))
-    }
-
-    /// Finds `peer` through the DHT and gets a direct path to it (spec/05 §5): dial it if
-    /// its presence says it is reachable, else exchange CONNECT through one of its
-    /// rendezvous nodes and punch. On success the node dials QUIC over the path found and
-    /// keeps the connection up ([`NodeHandle::connect`]); messages queued with
-    /// [`NodeHandle::send`] flow as soon as it is up.
-    pub async fn reach(&self, peer: Fingerprint) -> Result<Reached, ReachError> {
-        self.reach_with(peer, relay_policy(&self.shared, &peer), true)
-            .await
-    }
-
-    /// A punching attempt toward a peer whose session runs through the bundled relay at
-    /// `token` (spec/07-relay.md §1.9): CONNECT and punching as [`Self::reach`] does, no
-    /// relay, no dial; a pair found moves the session there. Whether it moved.
-    pub async fn try_direct(&self, peer: Fingerprint, token: SocketAddr) -> bool {
-        match self.reach_with(peer, RelayPolicy::Never, false).await {
-            Ok(Reached::Punched {
-                kind: CandidateKind::Relayed,
-                ..
-            }) => false,
-            Ok(Reached::Punched { addr, .. }) | Ok(Reached::Direct { addr, .. }) => {
-                let moved = self.shared.socket.set_direct(token, addr);
-                if moved {
-                    tracing::info!(%peer, %token, direct = %addr, "relayed session moved to a direct path");
+        match action {
+            Action::FindPresence => {
+                progress(handle, peer, ReachStage::Lookup);
+                let record = handle.find_peer(peer).await?;
+                let info =
+                    record.map(|r| PresenceInfo::decode(r.value()).map_err(|e| e.to_string()));
+                attempt.handle_presence(info);
+            }
+            Action::Dial { addrs } if dial => {
+                progress(handle, peer, ReachStage::Dial);
+                // A session through a TURN allocation (the peer's relayed candidate,
+                // or an address behind our own relay) is dialed under a local alias,
+                // so the upgrade loop can move it to a direct path later (spec/07 §3.6).
+                let addrs = match addrs.as_slice() {
+                    [one] if through_turn(handle, *one, attempt.peer_relay()) => {
+                        alias_for(handle, *one).map_or(addrs.clone(), |alias| vec![alias])
+                    }
+                    _ => addrs,
+                };
+                handle.connect(peer, addrs).await
+            }
+            Action::Dial { .. } => {}
+            Action::Offer { via: (addr, fp) } => {
+                progress(handle, peer, ReachStage::Connect(addr));
+                if offer.is_none() {
+                    let (ufrag, pwd) = attempt.credentials();
+                    let route = PunchRoute::new(&handle.shared, ufrag).await;
+                    let signed = Signal {
+                        kind: SignalKind::Offer,
+                        from: handle.shared.identity.public_key().clone(),
+                        to: peer,
+                        session,
+                        time_ms: now_ms(),
+                        ufrag: ufrag.to_owned(),
+                        pwd: pwd.to_owned(),
+                        // `only`: the peer learns no address of ours.
+                        candidates: match policy {
+                            RelayPolicy::Only => Vec::new(),
+                            _ => handle.nat_status().candidates,
+                        },
+                        nat: our_behaviour(&handle.shared),
+                    }
+                    .sign(&handle.shared.identity);
+                    offer = Some((route, signed));
                 }
-                moved
+                let Some((_, signed)) = &offer else { continue };
+                let rdv = Contact {
+                    id: fp.node_id(),
+                    addr,
+                };
+                let r = connect_via(&handle.shared, &d, rdv, signed).await;
+                if let Err(e) = &r {
+                    tracing::debug!(rendezvous = %addr, error = %e, "CONNECT failed");
+                }
+                attempt.handle_offer(now_ms(), r.map_err(ReachError::into_failure));
             }
-            _ => false,
-        }
-    }
-
-    /// Reports a step of reaching `peer` to the application (progress: dropped when the
-    /// event queue is full, never waited for).
-    fn progress(&self, peer: Fingerprint, stage: ReachStage) {
-        let _ = self
-            .shared
-            .events
-            .try_send(super::NodeEvent::Reaching { peer, stage });
-    }
-
-    /// Whether a dial at `addr` runs through a TURN allocation: the peer's relayed
-    /// candidate, or an address our socket reaches through our own.
-    fn through_turn(&self, addr: SocketAddr, peer_relay: Option<SocketAddr>) -> bool {
-        let socket = &self.shared.socket;
-        peer_relay == Some(addr)
-            || (socket.turn_server().is_some() && socket.route(addr) == socket.turn_server())
-    }
-
-    /// A fresh local alias (248.0.0.0/5) routed to `direct`, if the socket has room.
-    fn alias_for(&self, direct: SocketAddr) -> Option<SocketAddr> {
-        for _ in 0..8 {
-            let (ip, port) = with_rng(|r| (r.next_u32(), r.next_u32() as u16));
-            // 248.0.0.0–254.255.255.255 (255/8 holds the broadcast address).
-            let first = 248 + (ip >> 24) % 7;
-            let ip = std::net::Ipv4Addr::from((first << 24) | (ip & 0x00FF_FFFF));
-            let alias = SocketAddr::from((ip, port.max(1)));
-            if self.shared.socket.route(alias).is_none()
-                && self.shared.socket.direct_of(alias).is_none()
-                && self.shared.socket.add_local_route(alias, direct)
-            {
-                return Some(alias);
-            }
-        }
-        None
-    }
-
-    /// [`Self::reach`] with this policy; `dial` false: find the path, do not dial it.
-    async fn reach_with(
-        &self,
-        peer: Fingerprint,
-        policy: RelayPolicy,
-        dial: bool,
-    ) -> Result<Reached, ReachError> {
-        let d = self.dht_shared()?;
-        let mut session = [0u8; 8];
-        with_rng(|r| r.fill_bytes(&mut session));
-        let mut attempt = Reach::new(
-            self.fingerprint(),
-            peer,
-            session,
-            random_hex(4),
-            random_hex(16),
-        )
-        .with_policy(policy)
-        .with_timing(our_behaviour(&self.shared), self.shared.cfg.relay_after);
-        // Made before the first offer leaves (the callee starts checking as soon as it
-        // answers), with the signed offer; reused for every rendezvous node.
-        let mut offer: Option<(PunchRoute, Vec<u8>)> = None;
-        // A punching attempt still going on after `relay_after` (the relay is asked too).
-        let mut punching: Option<oneshot::Receiver<PunchResult>> = None;
-        loop {
-            let Some(action) = attempt.poll_action() else {
-                // The machine waits for the punching attempt that goes on.
-                if let Some(rx) = punching.take() {
-                    attempt.handle_punch(rx.await.unwrap_or(PunchResult::Failed));
+            Action::Punch {
+                creds,
+                candidates,
+                nat,
+                relay_wait,
+            } => {
+                // Our allocation (if any) lets the callee's datagrams through.
+                handle.shared.nat.turn_permit(answer::peer_ips(&candidates));
+                let Some((route, _)) = offer.take() else {
+                    attempt.handle_punch(PunchResult::Failed);
                     continue;
-                }
-                // Every other action's result is handed back before the next poll.
-                return Err(ReachError::Rendezvous("reach attempt stalled"));
-            };
-            match action {
-                Action::FindPresence => {
-                    self.progress(peer, ReachStage::Lookup);
-                    let record = self.find_peer(peer).await?;
-                    let info =
-                        record.map(|r| PresenceInfo::decode(r.value()).map_err(|e| e.to_string()));
-                    attempt.handle_presence(info);
-                }
-                Action::Dial { addrs } if dial => {
-                    self.progress(peer, ReachStage::Dial);
-                    // A session through a TURN allocation (the peer's relayed candidate,
-                    // or an address behind our own relay) is dialed under a local alias,
-                    // so the upgrade loop can move it to a direct path later (spec/07 §3.6).
-                    let addrs = match addrs.as_slice() {
-                        [one] if self.through_turn(*one, attempt.peer_relay()) => self
-                            .alias_for(*one)
-                            .map_or(addrs.clone(), |alias| vec![alias]),
-                        _ => addrs,
-                    };
-                    self.connect(peer, addrs).await
-                }
-                Action::Dial { .. } => {}
-                Action::Offer { via: (addr, fp) } => {
-                    self.progress(peer, ReachStage::Connect(addr));
-                    if offer.is_none() {
-                        let (ufrag, pwd) = attempt.credentials();
-                        let route = PunchRoute::new(&self.shared, ufrag).await;
-                        let signed = Signal {
-                            kind: SignalKind::Offer,
-                            from: self.shared.identity.public_key().clone(),
-                            to: peer,
-                            session,
-                            time_ms: now_ms(),
-                            ufrag: ufrag.to_owned(),
-                            pwd: pwd.to_owned(),
-                            // `only`: the peer learns no address of ours.
-                            candidates: match policy {
-                                RelayPolicy::Only => Vec::new(),
-                                _ => self.nat_status().candidates,
-                            },
-                            nat: our_behaviour(&self.shared),
-                        }
-                        .sign(&self.shared.identity);
-                        offer = Some((route, signed));
-                    }
-                    let Some((_, signed)) = &offer else { continue };
-                    let rdv = Contact {
-                        id: fp.node_id(),
-                        addr,
-                    };
-                    let r = connect_via(&self.shared, &d, rdv, signed).await;
-                    if let Err(e) = &r {
-                        tracing::debug!(rendezvous = %addr, error = %e, "CONNECT failed");
-                    }
-                    attempt.handle_offer(now_ms(), r.map_err(ReachError::into_failure));
-                }
-                Action::Punch {
+                };
+                // The answer is verified and fresh (`Reach::handle_offer`).
+                let predict = plan_prediction(&handle.shared, nat, &candidates).await;
+                progress(handle, peer, ReachStage::Punch(predict.is_some()));
+                let Punching { first, mut done } = start_punch(
+                    &handle.shared,
+                    route,
                     creds,
                     candidates,
-                    nat,
+                    true,
+                    predict,
                     relay_wait,
-                } => {
-                    // Our allocation (if any) lets the callee's datagrams through.
-                    self.shared.nat.turn_permit(answer::peer_ips(&candidates));
-                    let Some((route, _)) = offer.take() else {
-                        attempt.handle_punch(PunchResult::Failed);
-                        continue;
-                    };
-                    // The answer is verified and fresh (`Reach::handle_offer`).
-                    let predict = plan_prediction(&self.shared, nat, &candidates).await;
-                    self.progress(peer, ReachStage::Punch(predict.is_some()));
-                    let Punching { first, mut done } = start_punch(
-                        &self.shared,
-                        route,
-                        creds,
-                        candidates,
-                        true,
-                        predict,
-                        relay_wait,
-                    )
-                    .await;
-                    let early = async {
-                        match first.await {
-                            Ok(sel) => sel,
-                            // Ended without a pair: `done` says so.
-                            Err(_) => std::future::pending().await,
+                )
+                .await;
+                let early = async {
+                    match first.await {
+                        Ok(sel) => sel,
+                        // Ended without a pair: `done` says so.
+                        Err(_) => std::future::pending().await,
+                    }
+                };
+                let wait = tokio::time::sleep(relay_wait);
+                tokio::select! {
+                    sel = early, if dial => {
+                        // The first pair that answered: the session starts on it now,
+                        // under a local alias the settled pair can replace.
+                        match alias_for(handle, sel.remote) {
+                            Some(alias) => {
+                                tokio::spawn(settle_alias(handle.shared.clone(), peer, alias, sel.remote, done));
+                                attempt.handle_punched_at(sel, alias);
+                            }
+                            None => attempt.handle_punch(done.await.unwrap_or(PunchResult::Failed)),
                         }
+                    }
+                    r = &mut done => attempt.handle_punch(r.unwrap_or(PunchResult::Failed)),
+                    _ = wait => {
+                        // A few round trips without a pair: the relay in parallel.
+                        punching = Some(done);
+                        attempt.handle_punch_slow();
+                    }
+                }
+            }
+            Action::Relay { via: (addr, fp) } => {
+                progress(handle, peer, ReachStage::Relay(addr));
+                let relay = Contact {
+                    id: fp.node_id(),
+                    addr,
+                };
+                let req = request_relay(&handle.shared, &d, relay, peer);
+                tokio::pin!(req);
+                // Whichever comes first: the relay's answer, or the punching result.
+                let r = loop {
+                    let Some(rx) = punching.as_mut() else {
+                        break Some(req.as_mut().await);
                     };
-                    let wait = tokio::time::sleep(relay_wait);
                     tokio::select! {
-                        sel = early, if dial => {
-                            // The first pair that answered: the session starts on it now,
-                            // under a local alias the settled pair can replace.
-                            match self.alias_for(sel.remote) {
-                                Some(alias) => {
-                                    tokio::spawn(settle_alias(self.shared.clone(), peer, alias, sel.remote, done));
-                                    attempt.handle_punched_at(sel, alias);
-                                }
-                                None => attempt.handle_punch(done.await.unwrap_or(PunchResult::Failed)),
+                        r = req.as_mut() => break Some(r),
+                        p = rx => {
+                            punching = None;
+                            let p = p.unwrap_or(PunchResult::Failed);
+                            let won = matches!(p, PunchResult::Connected(_));
+                            attempt.handle_punch(p);
+                            if won {
+                                break None;
                             }
                         }
-                        r = &mut done => attempt.handle_punch(r.unwrap_or(PunchResult::Failed)),
-                        _ = wait => {
-                            // A few round trips without a pair: the relay in parallel.
-                            punching = Some(done);
-                            attempt.handle_punch_slow();
-                        }
                     }
+                };
+                let Some(r) = r else { continue };
+                match (&r, punching.take()) {
+                    (Ok(token), Some(rx)) => {
+                        // Relayed now; direct as soon as punching finds a pair.
+                        tokio::spawn(upgrade_when_punched(
+                            handle.shared.clone(),
+                            peer,
+                            *token,
+                            rx,
+                        ));
+                    }
+                    (Err(e), rx) => {
+                        tracing::info!(relay = %addr, error = %e, "no relayed pair");
+                        punching = rx;
+                    }
+                    (Ok(_), None) => {}
                 }
-                Action::Relay { via: (addr, fp) } => {
-                    self.progress(peer, ReachStage::Relay(addr));
-                    let relay = Contact {
-                        id: fp.node_id(),
+                attempt.handle_relay(r.map_err(ReachError::into_failure));
+            }
+            Action::Done(r) => {
+                if let Ok(
+                    Reached::Relayed { addr }
+                    | Reached::Punched {
                         addr,
-                    };
-                    let req = request_relay(&self.shared, &d, relay, peer);
-                    tokio::pin!(req);
-                    // Whichever comes first: the relay's answer, or the punching result.
-                    let r = loop {
-                        let Some(rx) = punching.as_mut() else {
-                            break Some(req.as_mut().await);
-                        };
-                        tokio::select! {
-                            r = req.as_mut() => break Some(r),
-                            p = rx => {
-                                punching = None;
-                                let p = p.unwrap_or(PunchResult::Failed);
-                                let won = matches!(p, PunchResult::Connected(_));
-                                attempt.handle_punch(p);
-                                if won {
-                                    break None;
-                                }
-                            }
-                        }
-                    };
-                    let Some(r) = r else { continue };
-                    match (&r, punching.take()) {
-                        (Ok(token), Some(rx)) => {
-                            // Relayed now; direct as soon as punching finds a pair.
-                            tokio::spawn(upgrade_when_punched(
-                                self.shared.clone(),
-                                peer,
-                                *token,
-                                rx,
-                            ));
-                        }
-                        (Err(e), rx) => {
-                            tracing::info!(relay = %addr, error = %e, "no relayed pair");
-                            punching = rx;
-                        }
-                        (Ok(_), None) => {}
-                    }
-                    attempt.handle_relay(r.map_err(ReachError::into_failure));
+                        kind: CandidateKind::Relayed,
+                    },
+                ) = &r
+                {
+                    handle.shared.nat.note_peer_relay(*addr);
                 }
-                Action::Done(r) => {
-                    if let Ok(
-                        Reached::Relayed { addr }
-                        | Reached::Punched {
-                            addr,
-                            kind: CandidateKind::Relayed,
-                        },
-                    ) = &r
-                    {
-                        self.shared.nat.note_peer_relay(*addr);
-                    }
-                    return r.map_err(ReachError::from);
-                }
+                return r.map_err(ReachError::from);
             }
         }
     }

@@ -123,42 +123,38 @@ pub struct RelayStatus {
     pub server: Option<RelayServerStats>,
 }
 
-impl NodeHandle {
-    /// Routes in the socket: relayed peers and local aliases of punched peers (bounded by
-    /// `relay.max_peers`; an alias goes with its connection).
-    pub fn socket_routes(&self) -> usize {
-        self.shared.socket.routes().len()
-    }
+/// [`NodeHandle::socket_routes`].
+pub(crate) fn socket_routes(handle: &NodeHandle) -> usize {
+    handle.shared.socket.routes().len()
+}
 
-    /// What relays carry for this node (per peer and in total) and, on a relay node, what
-    /// it relays (spec/07-relay.md §1.6).
-    pub fn relay_status(&self) -> RelayStatus {
-        let mut peers: Vec<RelayedPeer> = self
-            .shared
-            .socket
-            .routes()
-            .into_iter()
-            .filter(|(_, r)| !r.local)
-            .map(|(addr, r)| RelayedPeer {
-                addr: addr.to_string(),
-                path: if r.bundled && is_relay_token(addr) {
-                    "relay"
-                } else {
-                    "turn"
-                },
-                via: r.server.to_string(),
-                bytes_in: r.bytes_in,
-                bytes_out: r.bytes_out,
-                direct: r.direct.map(|d| d.to_string()),
-            })
-            .collect();
-        peers.sort_by(|a, b| a.addr.cmp(&b.addr));
-        RelayStatus {
-            policy: self.shared.cfg.relay_policy.name(),
-            bytes_in: peers.iter().map(|p| p.bytes_in).sum(),
-            bytes_out: peers.iter().map(|p| p.bytes_out).sum(),
-            peers,
-            server: self.shared.relay.as_ref().map(|r| r.stats()),
-        }
+/// [`NodeHandle::relay_status`].
+pub(crate) fn relay_status(handle: &NodeHandle) -> RelayStatus {
+    let mut peers: Vec<RelayedPeer> = handle
+        .shared
+        .socket
+        .routes()
+        .into_iter()
+        .filter(|(_, r)| !r.local)
+        .map(|(addr, r)| RelayedPeer {
+            addr: addr.to_string(),
+            path: if r.bundled && is_relay_token(addr) {
+                "relay"
+            } else {
+                "turn"
+            },
+            via: r.server.to_string(),
+            bytes_in: r.bytes_in,
+            bytes_out: r.bytes_out,
+            direct: r.direct.map(|d| d.to_string()),
+        })
+        .collect();
+    peers.sort_by(|a, b| a.addr.cmp(&b.addr));
+    RelayStatus {
+        policy: handle.shared.cfg.relay_policy.name(),
+        bytes_in: peers.iter().map(|p| p.bytes_in).sum(),
+        bytes_out: peers.iter().map(|p| p.bytes_out).sum(),
+        peers,
+        server: handle.shared.relay.as_ref().map(|r| r.stats()),
     }
 }

@@ -129,21 +129,17 @@ async fn perform(h: &NodeHandle, action: Action) -> Option<Done> {
     })
 }
 
-impl NodeHandle {
-    /// Waits until the node's routine finished its first round (joined, discovered,
-    /// registered, announced); at once if the node runs no routine. `false` if the node
-    /// closed first.
-    pub async fn ready(&self) -> bool {
-        if self.shared.cfg.routine.is_none() {
-            return true;
-        }
-        let mut rx = self.shared.routine.subscribe();
-        let ready = rx.wait_for(|s| s.ready).await.is_ok();
-        ready
+/// [`NodeHandle::ready`].
+pub(crate) async fn ready(handle: &NodeHandle) -> bool {
+    if handle.shared.cfg.routine.is_none() {
+        return true;
     }
+    let mut rx = handle.shared.routine.subscribe();
+    let ready = rx.wait_for(|s| s.ready).await.is_ok();
+    ready
+}
 
-    /// The routine's counters (all zero without a routine).
-    pub fn routine_stats(&self) -> RoutineStats {
-        *self.shared.routine.borrow()
-    }
+/// [`NodeHandle::routine_stats`].
+pub(crate) fn routine_stats(handle: &NodeHandle) -> RoutineStats {
+    *handle.shared.routine.borrow()
 }

@@ -254,17 +254,15 @@ pub struct PredictionStatus {
     pub side_routes: usize,
 }
 
-impl super::NodeHandle {
-    /// Port prediction's counters.
-    pub fn prediction_status(&self) -> PredictionStatus {
-        let p = &self.shared.nat.predict;
-        PredictionStatus {
-            enabled: self.shared.cfg.port_prediction,
-            attempts: p.attempts.load(Ordering::Relaxed),
-            probes: p.probes.load(Ordering::Relaxed),
-            sockets: p.sockets.load(Ordering::Relaxed),
-            hits: p.hits.load(Ordering::Relaxed),
-            side_routes: self.shared.socket.side_routes(),
-        }
+/// [`NodeHandle::prediction_status`](super::NodeHandle::prediction_status).
+pub(crate) fn prediction_status(handle: &super::NodeHandle) -> PredictionStatus {
+    let p = &handle.shared.nat.predict;
+    PredictionStatus {
+        enabled: handle.shared.cfg.port_prediction,
+        attempts: p.attempts.load(Ordering::Relaxed),
+        probes: p.probes.load(Ordering::Relaxed),
+        sockets: p.sockets.load(Ordering::Relaxed),
+        hits: p.hits.load(Ordering::Relaxed),
+        side_routes: handle.shared.socket.side_routes(),
     }
 }

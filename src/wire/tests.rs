@@ -93,7 +93,7 @@ fn error_unsupported_version() {
 
 #[test]
 fn error_unknown_type() {
-    for t in [0u16, 0x000A, 0x0108, 0x0500, 0xFFFF] {
+    for t in [0u16, 0x000C, 0x0108, 0x0500, 0xFFFF] {
         let f = raw_frame(MAGIC, VERSION, t, 0, [0; 12], b"");
         assert_eq!(decode_err(&f), FrameError::UnknownType { found: t });
     }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::shared::{Shared, TurnCmd};
+use super::shared::{NodeHandle, Shared, TurnCmd};
 use crate::nat::turn::{Credentials, TurnConfig, TurnError};
 use crate::transport::socket::Datagram;
 use allocation::{new_client, on_event, publish, Next, Permits};
@@ -31,32 +31,22 @@ use allocation::{new_client, on_event, publish, Next, Permits};
 /// How long the task waits for the Refresh 0's answer at shutdown.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-impl crate::daemon::NodeHandle {
-    /// Asks our TURN allocation for a permission for `ip` (what the CONNECT exchange
-    /// does for the peer's candidates): the peer's datagrams to our relayed address then
-    /// reach us. `false` when the node keeps no allocation or the queue is full.
-    pub fn turn_permit(&self, ip: std::net::IpAddr) -> bool {
-        self.shared.nat.turn_permit([ip])
-    }
+/// [`NodeHandle::turn_permit`].
+pub(crate) fn turn_permit(handle: &NodeHandle, ip: std::net::IpAddr) -> bool {
+    handle.shared.nat.turn_permit([ip])
 }
 
 /// How long [`settled`] waits beyond `turn_tcp_after`: a TCP connect and an allocation.
 const SETTLE_MARGIN: Duration = Duration::from_secs(8);
 
-impl crate::daemon::NodeHandle {
-    /// Waits until the node's TURN task holds an allocation or gave up (at most
-    /// `turn_tcp_after` + 8 s); at once without one. What the node sends first (DHT join,
-    /// discovery) then goes the way it must: through the allocation over TCP when UDP is
-    /// blocked. `true` when allocated.
-    pub async fn turn_settled(&self) -> bool {
-        settled(&self.shared).await
-    }
+/// [`NodeHandle::turn_settled`].
+pub(crate) async fn turn_settled(handle: &NodeHandle) -> bool {
+    settled(&handle.shared).await
+}
 
-    /// Whether everything the node sends goes through its TURN allocation over TCP (UDP
-    /// to the server got no answer; spec/07-relay.md §2.11).
-    pub fn turn_over_tcp(&self) -> bool {
-        self.shared.socket.turn_over_tcp()
-    }
+/// [`NodeHandle::turn_over_tcp`].
+pub(crate) fn turn_over_tcp(handle: &NodeHandle) -> bool {
+    handle.shared.socket.turn_over_tcp()
 }
 
 /// See [`crate::daemon::NodeHandle::turn_settled`].
