@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first. A folder may import folders of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["wire", "crypto", "source"],
+    &["wire", "crypto", "source", "files"],
     &["session", "nat"],
     &["dht", "transport"],
     &["node"],
