@@ -621,3 +621,19 @@ pub fn app_stream_seed() -> Vec<u8> {
     v.extend_from_slice(&out);
     v
 }
+
+/// A file protocol message (`files::msg`) from arbitrary bytes: an error or a message that
+/// re-encodes to bytes parsing to the same message; the held-leaf bitmap's parser and a
+/// chunk's audit-path check on the same bytes never panic.
+pub fn file_message(data: &[u8]) {
+    use crate::files::{have::Have, msg::FileMsg, tree};
+    if let Ok(m) = FileMsg::decode(data) {
+        assert_eq!(FileMsg::decode(&m.encode()).as_ref(), Ok(&m), "round trip");
+        if let FileMsg::Chunk { leaf, path, data } = &m {
+            let n = leaf.saturating_add(u64::from(data.len() as u16));
+            let _ = tree::verify(&[0; 32], n, *leaf, &tree::leaf_hash(data), path);
+        }
+    }
+    let n = data.first().map_or(0, |b| u64::from(*b) * 37);
+    let _ = Have::decode(data.get(1..).unwrap_or_default(), n);
+}

@@ -77,6 +77,67 @@ fn write_app_stream_seed() {
 }
 
 #[test]
+fn file_message_corpus() {
+    replay("file_message", fuzzing::file_message);
+}
+
+/// Writes the `file_message` seeds: one message of each type.
+#[test]
+#[ignore]
+fn write_file_message_seeds() {
+    use dna_p2p::files::msg::{FileMsg, Reason};
+    use dna_p2p::files::tree::Tree;
+    let id = [3u8; 16];
+    let data = vec![9u8; 40_000];
+    let tree = Tree::of(&data);
+    let seeds = [
+        (
+            "meta",
+            FileMsg::Meta {
+                id,
+                size: 40_000,
+                root: tree.root(),
+                name: "notes.txt".into(),
+            },
+        ),
+        ("accept", FileMsg::Accept { id }),
+        (
+            "reject",
+            FileMsg::Reject {
+                id,
+                reason: Reason::TooLarge,
+            },
+        ),
+        (
+            "cancel",
+            FileMsg::Cancel {
+                id,
+                reason: Reason::Changed,
+            },
+        ),
+        (
+            "range",
+            FileMsg::Range {
+                id,
+                ranges: vec![(0, 1), (2, 3)],
+            },
+        ),
+        (
+            "chunk",
+            FileMsg::Chunk {
+                leaf: 2,
+                path: tree.path(2),
+                data: data[32_768..].to_vec().into(),
+            },
+        ),
+        ("done", FileMsg::Done { id }),
+    ];
+    for (name, m) in seeds {
+        write("file_message", name, &m.encode());
+    }
+}
+
+#[test]
 fn envelope_open_corpus() {
     replay("envelope_open", fuzzing::envelope_open);
 }
