@@ -13,14 +13,14 @@
 //! | [`dht`] | Kademlia: routing table, lookups, record store, RPC codec, the node state machine (sans-IO) | `spec/04-dht.md` |
 //! | [`source`] | who a limit applies to (IPv4 address, IPv6 /64; /24, /48) and bounded token buckets: a leaf every layer's limits use | `spec/06-node.md` §4.1 |
 //! | [`node`] | the node's own decisions, sans-IO: the node core, peers, scores, reaching, re-reaching, rendezvous, relay | `spec/06-node.md` |
-//! | [`files`] | file transfer's sans-IO core: the Merkle tree over 16 KiB leaves, messages, held leaves, safe names | `spec/11-files.md` |
+//! | [`files`] | file transfer, an application on the node: its sans-IO core (Merkle tree over 16 KiB leaves, messages, held leaves, safe names) and its task | `spec/11-files.md` |
 //! | [`nat`] | STUN Binding client (RFC 8489 timers) and responder, sans-IO | `spec/05-nat.md` |
 //! | [`fuzzing`] | the bodies of the fuzz targets, shared by `fuzz/` and `cargo test` | |
 //!
 //! # The layering rule
 //!
-//! Folders form layers, lowest first: `wire`, `crypto`, `source`, `files` → `session`, `nat` →
-//! `dht`, `transport` → `node` → `daemon` → `cli` (the binary). None imports a folder of its
+//! Folders form layers, lowest first: `wire`, `crypto`, `source` → `session`, `nat` →
+//! `dht`, `transport` → `node` → `daemon` → `files` (applications on the node) → `cli` (the binary). None imports a folder of its
 //! own layer or above it, and no folder has an import cycle inside (`tests/layering.rs`).
 //!
 //! Protocol code is sans-IO: it takes `now`, bytes and an RNG as arguments and returns what

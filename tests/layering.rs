@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first. A folder may import folders of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["wire", "crypto", "source", "files"],
+    &["wire", "crypto", "source"],
     &["session", "nat"],
     &["dht", "transport"],
     &["node"],
     &["daemon"],
+    &["files"],
     &["fuzzing"],
 ];
 

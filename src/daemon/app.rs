@@ -33,8 +33,19 @@ pub struct AppMessage {
 pub struct App {
     kind: MessageKind,
     events: EventRx,
-    streams: mpsc::Receiver<AppStream>,
+    streams: Option<mpsc::Receiver<AppStream>>,
     node: NodeHandle,
+}
+
+/// The streams peers open for one application protocol, apart from its [`App`] (so one
+/// task can wait on messages and streams at once): [`App::take_streams`].
+pub struct AppStreams(mpsc::Receiver<AppStream>);
+
+impl AppStreams {
+    /// The next stream a peer opened; `None` once the node is gone.
+    pub async fn accept(&mut self) -> Option<AppStream> {
+        self.0.recv().await
+    }
 }
 
 impl App {
@@ -47,9 +58,15 @@ impl App {
         App {
             kind,
             events,
-            streams,
+            streams: Some(streams),
             node,
         }
+    }
+
+    /// The queue of streams peers open for this kind, taken out of the `App` (once):
+    /// afterwards [`App::accept_stream`] gives `None`.
+    pub fn take_streams(&mut self) -> Option<AppStreams> {
+        self.streams.take().map(AppStreams)
     }
 
     /// The kind this protocol owns.
@@ -99,7 +116,7 @@ impl App {
     /// wait in a queue of [`APP_STREAM_QUEUE`](super::APP_STREAM_QUEUE); a peer's stream
     /// that finds it full is refused.
     pub async fn accept_stream(&mut self) -> Option<AppStream> {
-        self.streams.recv().await
+        self.streams.as_mut()?.recv().await
     }
 
     /// The node, for everything else (connections, peers, the DHT).

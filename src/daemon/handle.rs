@@ -517,4 +517,13 @@ impl NodeHandle {
     pub fn prediction_status(&self) -> super::spray::PredictionStatus {
         super::spray::prediction_status(self)
     }
+
+    // ---- the node's life
+
+    /// Whether the node still runs (false once it is shutting down or stopped): a task an
+    /// application started ends when this turns false, so the node's socket can close.
+    pub fn is_running(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        !self.shared.stopped.load(Ordering::Relaxed) && !self.shared.closing.load(Ordering::Relaxed)
+    }
 }

@@ -59,7 +59,7 @@ mod stun_routes;
 mod turn;
 
 pub use crate::node::scores::BAN_THRESHOLD;
-pub use app::{App, AppMessage};
+pub use app::{App, AppMessage, AppStreams};
 pub use app_stream::{
     AppStream, AppStreamError, APP_STREAM_QUEUE, OPEN_WAIT as APP_STREAM_OPEN_WAIT,
 };

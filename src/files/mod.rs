@@ -5,9 +5,14 @@
 //!
 //! It is an application protocol on the node's extension point (spec/06-node.md §1.5):
 //! control messages are node messages of kind FILE, data rides application streams of kind
-//! FILE (spec/03-session.md §10). Nothing here reads a clock, a disk or a socket.
+//! FILE (spec/03-session.md §10). The core reads no clock, disk or socket; the one driver
+//! part, `task` ([`start`]), runs the protocol on a node: it reads and writes the files and
+//! moves them on the node's streams.
 
 pub mod have;
 pub mod msg;
 pub mod name;
+mod task;
 pub mod tree;
+
+pub use task::{start, FileEvent, Files, FilesConfig, FilesError};

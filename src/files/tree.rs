@@ -112,24 +112,58 @@ pub fn verify(root: &Hash, n: u64, m: u64, leaf: &Hash, path: &[Hash]) -> bool {
     s_n == 0 && r == *root
 }
 
-/// A whole tree kept by the sender: every leaf hash (32 bytes per 16 KiB: 2 MiB per GiB),
-/// from which it answers with any leaf's audit path.
+/// A whole tree kept by the sender: every leaf hash (32 bytes per 16 KiB: 2 MiB per GiB) and
+/// the roots of its complete, aligned subtrees (as much again), from which any leaf's audit
+/// path takes O(log² n) hashes.
 #[derive(Debug, Clone)]
 pub struct Tree {
-    leaves: Vec<Hash>,
+    /// `levels[l][i]`: the root of leaves `i·2ˡ .. (i+1)·2ˡ`, for complete subtrees only.
+    levels: Vec<Vec<Hash>>,
     root: Hash,
 }
 
 impl Tree {
     /// The tree over these leaf hashes.
     pub fn new(leaves: Vec<Hash>) -> Tree {
-        let root = root(&leaves);
-        Tree { leaves, root }
+        let mut levels = vec![leaves];
+        while levels.last().is_some_and(|l| l.len() > 1) {
+            let below = &levels[levels.len() - 1];
+            let up = below
+                .chunks_exact(2)
+                .map(|p| node_hash(&p[0], &p[1]))
+                .collect();
+            levels.push(up);
+        }
+        let mut t = Tree {
+            levels,
+            root: empty_root(),
+        };
+        t.root = t.range_root(0, t.len());
+        t
     }
 
     /// The tree of `data` (whole, in memory: for tests and small files).
     pub fn of(data: &[u8]) -> Tree {
         Tree::new(data.chunks(LEAF_SIZE).map(leaf_hash).collect())
+    }
+
+    /// The root of leaves `s..e`, as RFC 6962 splits them.
+    fn range_root(&self, s: u64, e: u64) -> Hash {
+        let len = e - s;
+        if len == 0 {
+            return empty_root();
+        }
+        if len.is_power_of_two() && s % len == 0 {
+            let l = len.trailing_zeros() as usize;
+            if let Some(h) = self.levels.get(l).and_then(|v| v.get((s / len) as usize)) {
+                return *h;
+            }
+        }
+        if len == 1 {
+            return self.levels[0][s as usize];
+        }
+        let k = split(len);
+        node_hash(&self.range_root(s, s + k), &self.range_root(s + k, e))
     }
 
     /// The root.
@@ -139,17 +173,35 @@ impl Tree {
 
     /// Leaves.
     pub fn len(&self) -> u64 {
-        self.leaves.len() as u64
+        self.levels[0].len() as u64
     }
 
     /// Whether the tree has no leaves (a 0-byte file).
     pub fn is_empty(&self) -> bool {
-        self.leaves.is_empty()
+        self.levels[0].is_empty()
     }
 
-    /// Leaf `m`'s audit path.
+    /// Leaf `m`'s audit path (empty if out of range).
     pub fn path(&self, m: u64) -> Vec<Hash> {
-        audit_path(&self.leaves, m)
+        let mut out = Vec::new();
+        let (mut s, mut e) = (0, self.len());
+        if m >= e {
+            return out;
+        }
+        // Down from the root, keeping the sibling of each step; the path lists them
+        // leaf-first.
+        while e - s > 1 {
+            let k = split(e - s);
+            if m < s + k {
+                out.push(self.range_root(s + k, e));
+                e = s + k;
+            } else {
+                out.push(self.range_root(s, s + k));
+                s += k;
+            }
+        }
+        out.reverse();
+        out
     }
 }
 
@@ -212,6 +264,16 @@ mod tests {
                 let mut longer = p.clone();
                 longer.push([0; 32]);
                 prop_assert!(!verify(&t.root(), n, m, &leaves[m as usize], &longer));
+            }
+        }
+
+        #[test]
+        fn the_kept_tree_gives_the_reference_paths(n in 1u64..200, seed: u8) {
+            let leaves: Vec<Hash> = (0..n).map(|i| leaf_hash(&[seed, i as u8, (i >> 8) as u8])).collect();
+            let t = Tree::new(leaves.clone());
+            prop_assert_eq!(t.root(), root(&leaves));
+            for m in 0..n {
+                prop_assert_eq!(t.path(m), audit_path(&leaves, m));
             }
         }
 

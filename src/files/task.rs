@@ -1,0 +1,685 @@
+//! The file protocol on a running node (spec/11-files.md §1, §4): the driver part of the
+//! application — it reads and writes files and moves them on application streams; the
+//! decisions it takes are the sans-IO core's (`tree`, `msg`, `have`, `name`).
+//!
+//! One task per node, started with [`start`] on the node's [`App`] of kind FILE. The
+//! sender keeps each offer's leaf hashes in memory and answers a recipient's FILE_RANGE on
+//! the stream the recipient opens; the recipient, once the user accepts, asks for the
+//! missing leaves, checks each against the root before writing it, keeps the bitmap of
+//! held leaves beside the partial file (`<state dir>/<id>.have`, written after the leaves
+//! it lists), and after an interruption — a stream cut, a reconnect, a restart of either
+//! side — asks again for what is missing.
+
+// The driver of the file application: it reads files' times and waits between attempts.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use super::have::Have;
+use super::msg::{FileId, FileMsg, Reason, MAX_RANGES};
+use super::name::{numbered, sanitize};
+use super::tree::{self, leaf_count, Hash, Tree, LEAF_SIZE};
+use crate::crypto::{Fingerprint, MessageKind};
+use crate::daemon::{App, AppMessage, AppStream, NodeHandle};
+
+/// How long the recipient waits before asking again after a stream failed.
+const RETRY: Duration = Duration::from_millis(500);
+/// Longest wait for reaching the sender before the next round tries again.
+const REACH_WAIT: Duration = Duration::from_secs(5);
+/// Held-leaf bitmap written after this many new leaves (512 KiB; and at every stream's
+/// end): what a crash of the recipient makes it ask for again, beside what was in flight.
+const HAVE_EVERY: u64 = 32;
+
+/// Settings of the file application.
+#[derive(Debug, Clone)]
+pub struct FilesConfig {
+    /// Where the partial files and their bitmaps live.
+    pub state_dir: PathBuf,
+    /// Where finished files go.
+    pub download_dir: PathBuf,
+}
+
+/// What the application tells its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileEvent {
+    /// A peer offers a file: accept or reject it.
+    Offer {
+        /// The transfer.
+        id: FileId,
+        /// Who offers.
+        from: Fingerprint,
+        /// Its name, sanitized.
+        name: String,
+        /// Bytes.
+        size: u64,
+    },
+    /// Our offer was accepted or refused.
+    Answered {
+        /// The transfer.
+        id: FileId,
+        /// Accepted.
+        accepted: bool,
+    },
+    /// A file arrived whole and checked.
+    Done {
+        /// The transfer.
+        id: FileId,
+        /// Where it is.
+        path: PathBuf,
+        /// Leaves received more than once (resent after an interruption).
+        leaves_twice: u64,
+    },
+    /// The recipient has every leaf of our file.
+    Delivered {
+        /// The transfer.
+        id: FileId,
+        /// Leaves we sent for it, over every stream (the file has `ceil(size / 16 KiB)`:
+        /// the rest were sent again after an interruption).
+        leaves_sent: u64,
+    },
+    /// A transfer ended without the file.
+    Failed {
+        /// The transfer.
+        id: FileId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    /// Reading or writing a file.
+    #[error("file: {0}")]
+    Io(#[from] std::io::Error),
+    /// The node refused to send.
+    #[error("send: {0}")]
+    Send(String),
+    /// No such transfer.
+    #[error("no such transfer")]
+    Unknown,
+    /// The application has stopped.
+    #[error("the file application stopped")]
+    Stopped,
+}
+
+enum Cmd {
+    Send(
+        Fingerprint,
+        PathBuf,
+        oneshot::Sender<Result<FileId, FilesError>>,
+    ),
+    Accept(FileId, oneshot::Sender<Result<(), FilesError>>),
+    Reject(FileId, oneshot::Sender<Result<(), FilesError>>),
+}
+
+/// Commands to the running file application.
+#[derive(Clone)]
+pub struct Files {
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl Files {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, FilesError>>) -> Cmd,
+    ) -> Result<T, FilesError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| FilesError::Stopped)?;
+        rx.await.map_err(|_| FilesError::Stopped)?
+    }
+
+    /// Offers the file at `path` to `peer` (its tree is computed first).
+    pub async fn send_file(&self, peer: Fingerprint, path: &Path) -> Result<FileId, FilesError> {
+        let path = path.to_path_buf();
+        self.ask(|tx| Cmd::Send(peer, path, tx)).await
+    }
+
+    /// Accepts an offer: the transfer starts (and resumes by itself after interruptions).
+    pub async fn accept(&self, id: FileId) -> Result<(), FilesError> {
+        self.ask(|tx| Cmd::Accept(id, tx)).await
+    }
+
+    /// Refuses an offer.
+    pub async fn reject(&self, id: FileId) -> Result<(), FilesError> {
+        self.ask(|tx| Cmd::Reject(id, tx)).await
+    }
+}
+
+/// Our offer: the file and its leaf hashes.
+struct Outgoing {
+    peer: Fingerprint,
+    path: PathBuf,
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+    tree: std::sync::Arc<Tree>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What a stream answering a range needs of an offer.
+type Served = (
+    PathBuf,
+    u64,
+    Option<std::time::SystemTime>,
+    std::sync::Arc<Tree>,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+);
+
+/// An offer to us.
+#[derive(Clone)]
+struct Incoming {
+    from: Fingerprint,
+    size: u64,
+    root: Hash,
+    name: String,
+}
+
+/// The file application's state (the task owns it).
+struct State {
+    node: NodeHandle,
+    cfg: FilesConfig,
+    events: mpsc::Sender<FileEvent>,
+    outgoing: HashMap<FileId, Outgoing>,
+    incoming: HashMap<FileId, Incoming>,
+}
+
+/// Starts the file application on `app` (kind FILE); its commands and its events.
+pub fn start(app: App, cfg: FilesConfig) -> (Files, mpsc::Receiver<FileEvent>) {
+    let (tx, rx) = mpsc::channel(64);
+    let (ev_tx, ev_rx) = mpsc::channel(1024);
+    tokio::spawn(run(app, cfg, rx, ev_tx));
+    (Files { tx }, ev_rx)
+}
+
+async fn run(
+    mut app: App,
+    cfg: FilesConfig,
+    mut cmds: mpsc::Receiver<Cmd>,
+    events: mpsc::Sender<FileEvent>,
+) {
+    let _ = tokio::fs::create_dir_all(&cfg.state_dir).await;
+    let _ = tokio::fs::create_dir_all(&cfg.download_dir).await;
+    let Some(mut streams) = app.take_streams() else {
+        return;
+    };
+    for (id, inc) in unfinished(&cfg).await {
+        tracing::info!(id = %hex::encode(id), from = %inc.from, "resuming a file transfer");
+        tokio::spawn(fetch(
+            app.node().clone(),
+            cfg.clone(),
+            events.clone(),
+            id,
+            inc,
+        ));
+    }
+    let mut st = State {
+        node: app.node().clone(),
+        cfg,
+        events,
+        outgoing: HashMap::new(),
+        incoming: HashMap::new(),
+    };
+    // The node's end is noticed within a second: the task then lets go of the node.
+    let mut alive = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = alive.tick() => if !st.node.is_running() {
+                return;
+            },
+            cmd = cmds.recv() => match cmd {
+                Some(c) => on_cmd(&mut st, &app, c).await,
+                None => return,
+            },
+            m = app.recv() => match m {
+                Some(m) => on_message(&mut st, m).await,
+                None => return,
+            },
+            s = streams.accept() => match s {
+                Some(s) => serve_range(&st, s),
+                None => return,
+            },
+        }
+    }
+}
+
+async fn on_cmd(st: &mut State, app: &App, cmd: Cmd) {
+    match cmd {
+        Cmd::Send(peer, path, reply) => {
+            let _ = reply.send(offer(st, app, peer, path).await);
+        }
+        Cmd::Accept(id, reply) => {
+            let Some(inc) = st.incoming.get(&id).cloned() else {
+                let _ = reply.send(Err(FilesError::Unknown));
+                return;
+            };
+            if let Err(e) = tokio::fs::write(meta_path(&st.cfg, &id), encode_meta(&inc)).await {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+            let accept = FileMsg::Accept { id }.encode();
+            let r = app.send(inc.from, accept.into()).await;
+            let _ = reply.send(r.map(|_| ()).map_err(|e| FilesError::Send(e.to_string())));
+            tokio::spawn(fetch(
+                st.node.clone(),
+                st.cfg.clone(),
+                st.events.clone(),
+                id,
+                inc,
+            ));
+        }
+        Cmd::Reject(id, reply) => {
+            let Some(inc) = st.incoming.remove(&id) else {
+                let _ = reply.send(Err(FilesError::Unknown));
+                return;
+            };
+            let msg = FileMsg::Reject {
+                id,
+                reason: Reason::User,
+            };
+            let r = app.send(inc.from, msg.encode().into()).await;
+            let _ = reply.send(r.map(|_| ()).map_err(|e| FilesError::Send(e.to_string())));
+        }
+    }
+}
+
+/// Hashes the file's leaves (off the async workers) and sends FILE_META.
+async fn offer(
+    st: &mut State,
+    app: &App,
+    peer: Fingerprint,
+    path: PathBuf,
+) -> Result<FileId, FilesError> {
+    let meta = tokio::fs::metadata(&path).await?;
+    let p = path.clone();
+    let tree = tokio::task::spawn_blocking(move || -> std::io::Result<Tree> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(p)?;
+        let mut leaves = Vec::new();
+        let mut buf = vec![0u8; LEAF_SIZE];
+        loop {
+            let mut filled = 0;
+            while filled < LEAF_SIZE {
+                match f.read(&mut buf[filled..])? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            if filled == 0 {
+                break;
+            }
+            leaves.push(tree::leaf_hash(&buf[..filled]));
+            if filled < LEAF_SIZE {
+                break;
+            }
+        }
+        Ok(Tree::new(leaves))
+    })
+    .await
+    .map_err(|e| FilesError::Io(std::io::Error::other(e)))??;
+    let mut id: FileId = [0; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let msg = FileMsg::Meta {
+        id,
+        size: meta.len(),
+        root: tree.root(),
+        name,
+    };
+    app.send(peer, msg.encode().into())
+        .await
+        .map_err(|e| FilesError::Send(e.to_string()))?;
+    st.outgoing.insert(
+        id,
+        Outgoing {
+            peer,
+            path,
+            size: meta.len(),
+            modified: meta.modified().ok(),
+            tree: std::sync::Arc::new(tree),
+            sent: Default::default(),
+        },
+    );
+    Ok(id)
+}
+
+async fn on_message(st: &mut State, m: AppMessage) {
+    let Ok(msg) = FileMsg::decode(&m.body) else {
+        tracing::debug!(from = %m.from, "a file message that does not parse: dropped");
+        return;
+    };
+    let ev = match msg {
+        FileMsg::Meta {
+            id,
+            size,
+            root,
+            name,
+        } => {
+            let name = sanitize(&name);
+            let inc = Incoming {
+                from: m.from,
+                size,
+                root,
+                name: name.clone(),
+            };
+            st.incoming.insert(id, inc);
+            FileEvent::Offer {
+                id,
+                from: m.from,
+                name,
+                size,
+            }
+        }
+        FileMsg::Accept { id } | FileMsg::Reject { id, .. }
+            if st.outgoing.get(&id).is_some_and(|o| o.peer == m.from) =>
+        {
+            let accepted = matches!(msg, FileMsg::Accept { .. });
+            if !accepted {
+                st.outgoing.remove(&id);
+            }
+            FileEvent::Answered { id, accepted }
+        }
+        FileMsg::Done { id } if st.outgoing.get(&id).is_some_and(|o| o.peer == m.from) => {
+            let sent = st
+                .outgoing
+                .remove(&id)
+                .map_or(0, |o| o.sent.load(std::sync::atomic::Ordering::Relaxed));
+            FileEvent::Delivered {
+                id,
+                leaves_sent: sent,
+            }
+        }
+        FileMsg::Cancel { id, reason } => {
+            st.outgoing.remove(&id);
+            st.incoming.remove(&id);
+            FileEvent::Failed {
+                id,
+                reason: reason.as_str().to_owned(),
+            }
+        }
+        _ => return,
+    };
+    let _ = st.events.send(ev).await;
+}
+
+/// Answers one FILE_RANGE on its own task: the leaves asked, each with its audit path,
+/// read from the file and checked against the offer's tree.
+fn serve_range(st: &State, s: AppStream) {
+    let offers: HashMap<FileId, Served> = st
+        .outgoing
+        .iter()
+        .filter(|(_, o)| o.peer == s.peer())
+        .map(|(id, o)| {
+            let served = (
+                o.path.clone(),
+                o.size,
+                o.modified,
+                o.tree.clone(),
+                o.sent.clone(),
+            );
+            (*id, served)
+        })
+        .collect();
+    tokio::spawn(async move {
+        if let Err(e) = answer(s, offers).await {
+            tracing::debug!(error = %e, "file range not served");
+        }
+    });
+}
+
+async fn answer(mut s: AppStream, offers: HashMap<FileId, Served>) -> Result<(), String> {
+    let first = s
+        .read()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("empty stream")?;
+    let FileMsg::Range { id, ranges } = FileMsg::decode(&first).map_err(|e| e.to_string())? else {
+        return Err("the stream does not begin with FILE_RANGE".into());
+    };
+    let (path, size, modified, tree, sent) = offers.get(&id).ok_or("no such offer to this peer")?;
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let meta = f.metadata().await.map_err(|e| e.to_string())?;
+    if meta.len() != *size || meta.modified().ok() != *modified {
+        return Err("the file changed since it was offered".into());
+    }
+    let n = tree.len();
+    let mut buf = vec![0u8; LEAF_SIZE];
+    for (first, end) in ranges {
+        for leaf in first..end.min(n) {
+            let at = leaf * LEAF_SIZE as u64;
+            let len = (size - at).min(LEAF_SIZE as u64) as usize;
+            f.seek(std::io::SeekFrom::Start(at))
+                .await
+                .map_err(|e| e.to_string())?;
+            f.read_exact(&mut buf[..len])
+                .await
+                .map_err(|e| e.to_string())?;
+            let chunk = FileMsg::Chunk {
+                leaf,
+                path: tree.path(leaf),
+                data: Bytes::copy_from_slice(&buf[..len]),
+            };
+            s.write(&chunk.encode()).await.map_err(|e| e.to_string())?;
+            sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    s.finish().await.map_err(|e| e.to_string())
+}
+
+fn meta_path(cfg: &FilesConfig, id: &FileId) -> PathBuf {
+    cfg.state_dir.join(format!("{}.meta", hex::encode(id)))
+}
+
+/// An accepted transfer, as kept on disk until it is done: `FILE_META`'s fields and the
+/// sender, one per line (the sender's fingerprint, size, root, name).
+fn encode_meta(inc: &Incoming) -> String {
+    format!(
+        "{}\n{}\n{}\n{}\n",
+        inc.from,
+        inc.size,
+        hex::encode(inc.root),
+        inc.name
+    )
+}
+
+fn decode_meta(s: &str) -> Option<Incoming> {
+    let mut l = s.lines();
+    let from = l.next()?.parse().ok()?;
+    let size = l.next()?.parse().ok()?;
+    let root = hex::decode(l.next()?).ok()?.try_into().ok()?;
+    let name = sanitize(l.next()?);
+    Some(Incoming {
+        from,
+        size,
+        root,
+        name,
+    })
+}
+
+/// The accepted transfers a previous run left unfinished: each resumes.
+async fn unfinished(cfg: &FilesConfig) -> Vec<(FileId, Incoming)> {
+    let mut out = Vec::new();
+    let Ok(mut dir) = tokio::fs::read_dir(&cfg.state_dir).await else {
+        return out;
+    };
+    while let Ok(Some(e)) = dir.next_entry().await {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(hex_id) = name.strip_suffix(".meta") else {
+            continue;
+        };
+        let id: Option<FileId> = hex::decode(hex_id).ok().and_then(|v| v.try_into().ok());
+        let text = tokio::fs::read_to_string(e.path())
+            .await
+            .unwrap_or_default();
+        if let (Some(id), Some(inc)) = (id, decode_meta(&text)) {
+            out.push((id, inc));
+        }
+    }
+    out
+}
+
+fn part_path(cfg: &FilesConfig, id: &FileId) -> PathBuf {
+    cfg.state_dir.join(format!("{}.part", hex::encode(id)))
+}
+
+fn have_path(cfg: &FilesConfig, id: &FileId) -> PathBuf {
+    cfg.state_dir.join(format!("{}.have", hex::encode(id)))
+}
+
+/// The recipient's side: asks for the missing leaves until it holds all, then moves the
+/// file into the download directory and says FILE_DONE.
+async fn fetch(
+    node: NodeHandle,
+    cfg: FilesConfig,
+    events: mpsc::Sender<FileEvent>,
+    id: FileId,
+    inc: Incoming,
+) {
+    let n = leaf_count(inc.size);
+    let mut have = match tokio::fs::read(have_path(&cfg, &id)).await {
+        Ok(b) => Have::decode(&b, n).unwrap_or_else(|_| Have::new(n)),
+        Err(_) => Have::new(n),
+    };
+    let file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(part_path(&cfg, &id))
+        .await;
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = events
+                .send(FileEvent::Failed {
+                    id,
+                    reason: e.to_string(),
+                })
+                .await;
+            return;
+        }
+    };
+    let mut twice = 0u64;
+    while !have.complete() {
+        if !node.is_running() {
+            // The node went away: the next start resumes from the bitmap.
+            let _ = tokio::fs::write(have_path(&cfg, &id), have.encode()).await;
+            return;
+        }
+        match fetch_round(&node, &cfg, &id, &inc, &mut have, &mut file, &mut twice).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "file stream ended early: asking again");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+        let _ = tokio::fs::write(have_path(&cfg, &id), have.encode()).await;
+    }
+    let _ = file.sync_all().await;
+    drop(file);
+    let mut name = inc.name.clone();
+    let mut k = 2;
+    while tokio::fs::try_exists(cfg.download_dir.join(&name))
+        .await
+        .unwrap_or(false)
+    {
+        name = numbered(&inc.name, k);
+        k += 1;
+    }
+    let dest = cfg.download_dir.join(&name);
+    let ev = match tokio::fs::rename(part_path(&cfg, &id), &dest).await {
+        Ok(()) => {
+            let _ = tokio::fs::remove_file(have_path(&cfg, &id)).await;
+            let _ = tokio::fs::remove_file(meta_path(&cfg, &id)).await;
+            let done = FileMsg::Done { id }.encode();
+            let _ = node
+                .send_kind(inc.from, MessageKind::FILE, [done.into()])
+                .await;
+            FileEvent::Done {
+                id,
+                path: dest,
+                leaves_twice: twice,
+            }
+        }
+        Err(e) => FileEvent::Failed {
+            id,
+            reason: e.to_string(),
+        },
+    };
+    let _ = events.send(ev).await;
+}
+
+/// One stream: FILE_RANGE with the first missing runs, then the chunks, each checked.
+async fn fetch_round(
+    node: &NodeHandle,
+    cfg: &FilesConfig,
+    id: &FileId,
+    inc: &Incoming,
+    have: &mut Have,
+    file: &mut tokio::fs::File,
+    twice: &mut u64,
+) -> Result<(), String> {
+    let n = have.len();
+    let ranges = have.missing(MAX_RANGES);
+    let mut s = match node.open_stream(inc.from, MessageKind::FILE).await {
+        Ok(s) => s,
+        Err(crate::daemon::AppStreamError::NotConnected) => {
+            // Reach the sender (bounded: the next round asks again), then open.
+            let _ = tokio::time::timeout(REACH_WAIT, node.reach(inc.from)).await;
+            node.open_stream(inc.from, MessageKind::FILE)
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let asked = FileMsg::Range {
+        id: *id,
+        ranges: ranges.clone(),
+    };
+    s.write(&asked.encode()).await.map_err(|e| e.to_string())?;
+    s.finish().await.map_err(|e| e.to_string())?;
+    let mut since_saved = 0;
+    while let Some(b) = s.read().await.map_err(|e| e.to_string())? {
+        let Ok(FileMsg::Chunk { leaf, path, data }) = FileMsg::decode(&b) else {
+            return Err("not a FILE_CHUNK".into());
+        };
+        let asked = ranges.iter().any(|(a, e)| (*a..*e).contains(&leaf));
+        let want_len = (inc.size - (leaf * LEAF_SIZE as u64).min(inc.size)).min(LEAF_SIZE as u64);
+        if !asked || data.len() as u64 != want_len {
+            return Err(format!("leaf {leaf} not asked or of the wrong size"));
+        }
+        if !tree::verify(&inc.root, n, leaf, &tree::leaf_hash(&data), &path) {
+            return Err(format!("leaf {leaf} fails its proof"));
+        }
+        if have.has(leaf) {
+            *twice += 1;
+            continue;
+        }
+        file.seek(std::io::SeekFrom::Start(leaf * LEAF_SIZE as u64))
+            .await
+            .map_err(|e| e.to_string())?;
+        file.write_all(&data).await.map_err(|e| e.to_string())?;
+        have.set(leaf);
+        since_saved += 1;
+        if since_saved >= HAVE_EVERY {
+            // The leaves it lists reach the disk before the bitmap does.
+            file.sync_data().await.map_err(|e| e.to_string())?;
+            let _ = tokio::fs::write(have_path(cfg, id), have.encode()).await;
+            since_saved = 0;
+        }
+    }
+    file.sync_data().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
