@@ -114,6 +114,8 @@ pub(super) struct DaemonConfig {
     pub mailbox: MailboxToml,
     /// `[control]`: the control socket's event stream (spec/10-control.md §5).
     pub control: crate::control::ControlConfig,
+    /// Where received files go (default `<data dir>/downloads`; spec/11-files.md).
+    pub download_dir: Option<PathBuf>,
 }
 
 /// `[mailbox]`: every key optional.
@@ -228,6 +230,7 @@ impl Default for DaemonConfig {
             relay_server: RelayServerConfig::default(),
             mailbox: MailboxToml::default(),
             control: Default::default(),
+            download_dir: None,
         }
     }
 }
@@ -501,15 +504,33 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         relay: cfg.relay,
         messenger: !bootstrap,
     });
-    let node = Node::bind(identity, node_cfg)
+    // File transfer (spec/11): a messenger's application; a bootstrap node runs none.
+    if !bootstrap {
+        node_cfg.apps.push(dna_p2p::crypto::MessageKind::FILE);
+    }
+    let mut node = Node::bind(identity, node_cfg)
         .await
         .map_err(|e| e.to_string())?;
+    let (files, mut file_events) = match node.app(dna_p2p::crypto::MessageKind::FILE) {
+        Some(app) => {
+            let fcfg = dna_p2p::files::FilesConfig {
+                state_dir: dir.join("files"),
+                download_dir: cfg
+                    .download_dir
+                    .clone()
+                    .unwrap_or_else(|| dir.join("downloads")),
+            };
+            let (f, ev) = dna_p2p::files::start(app, fcfg);
+            (Some(f), Some(ev))
+        }
+        None => (None, None),
+    };
     let h = node.handle();
     h.ready().await;
     let table = h.dht_table_size().await;
     let hub = std::sync::Arc::new(crate::control::Hub::new(&cfg.control));
     let control =
-        crate::control::listen(&dir, h.clone(), hub.clone()).map_err(|e| e.to_string())?;
+        crate::control::listen(&dir, h.clone(), hub.clone(), files).map_err(|e| e.to_string())?;
     crate::control::spawn_watch(h.clone(), hub.clone());
     let st = h.nat_status();
     let join = join_line(h.local_addr(), &h.fingerprint());
@@ -531,7 +552,6 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
         "reachable": st.presence().reachable,
         "rendezvous": st.rendezvous.len(),
     }));
-    let mut node = node;
     // One listener for the whole loop: a `ctrl_c()` made anew each turn is not listening
     // while an event is printed, and a SIGINT that arrives then is lost.
     let ctrl_c = tokio::signal::ctrl_c();
@@ -546,6 +566,11 @@ async fn serve(dir: PathBuf, cfg: DaemonConfig, bootstrap: bool) -> Result<(), S
                 Some(ev) => if let Some(v) = hub.node_event(&ev) { emit(v) },
                 None => break,
             },
+            Some(ev) = async { file_events.as_mut()?.recv().await } => {
+                let v = crate::control::file_event_json(&ev);
+                hub.publish(&v);
+                emit(v);
+            }
             _ = &mut ctrl_c => break,
             _ = term.recv() => break,
         }

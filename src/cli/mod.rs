@@ -4,6 +4,7 @@
 mod control;
 mod daemon;
 mod devnet;
+mod files;
 mod frame;
 mod id;
 mod inbox;
@@ -52,6 +53,28 @@ enum Command {
         to: String,
         /// The message text.
         text: String,
+    },
+    /// Offer a file to a contact (spec/11-files.md): the daemon hashes it (a SHA-256 tree over
+    /// 16 KiB leaves) and sends the offer; once accepted, every 16 KiB is checked on arrival.
+    SendFile {
+        #[command(flatten)]
+        data_dir: DataDir,
+        /// The contact's fingerprint, alias or name.
+        #[arg(long)]
+        to: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// File transfers: without a subcommand, those under way (offers waiting, files being
+    /// received or sent, with progress); `accept ID` / `reject ID` answer an offer.
+    Files {
+        #[command(flatten)]
+        data_dir: DataDir,
+        /// One JSON object per transfer.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: Option<files::FilesCommand>,
     },
     /// The status panel: identity and names, NAT class and public addresses, DHT table
     /// and records, and every peer with its path (direct/relay/turn), RTT, bytes and last
@@ -159,6 +182,14 @@ struct DataDir {
 }
 
 impl DataDir {
+    /// The directory given here, else `outer` (a subcommand's `--data-dir` or its parent's).
+    fn resolve_or(&self, outer: &std::path::Path) -> PathBuf {
+        match &self.data_dir {
+            Some(d) => d.clone(),
+            None => outer.to_path_buf(),
+        }
+    }
+
     fn resolve(&self) -> PathBuf {
         default_data_dir(
             self.data_dir.clone(),
@@ -237,6 +268,14 @@ pub fn run(cli: Cli) -> ExitCode {
             inbox::inbox(&data_dir.resolve(), from.as_deref(), show, follow, json)
         }
         Command::Outbox { data_dir, json } => inbox::outbox(&data_dir.resolve(), json),
+        Command::SendFile { data_dir, to, path } => {
+            files::send_file(&data_dir.resolve(), &to, &path)
+        }
+        Command::Files {
+            data_dir,
+            json,
+            cmd,
+        } => files::files(&data_dir.resolve(), cmd, json),
         Command::Config(ConfigCommand::Show { as_bootstrap, args }) => {
             daemon::show_config(args, as_bootstrap)
         }

@@ -21,16 +21,19 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use dna_p2p::crypto::Fingerprint;
 use dna_p2p::daemon::{NodeHandle, Reached};
+use dna_p2p::files::Files;
 use dna_p2p::nat::candidate::CandidateKind;
 
 pub(crate) use events::{nat_facts, spawn_watch, ControlConfig, Hub, RELAY_HINT};
 
 mod events;
+mod files;
 mod mailbox;
 mod names;
 mod ping;
 mod status;
 
+pub(crate) use files::event_json as file_event_json;
 pub(crate) use status::short;
 
 /// The longest request line (a 1 MiB message body, JSON-escaped, fits).
@@ -44,7 +47,12 @@ pub(crate) fn path(dir: &Path) -> PathBuf {
 const MAX_CLIENTS: usize = 64;
 
 /// Binds the control socket (owner-only) and serves it; returns its path.
-pub(crate) fn listen(dir: &Path, h: NodeHandle, hub: Arc<Hub>) -> std::io::Result<PathBuf> {
+pub(crate) fn listen(
+    dir: &Path,
+    h: NodeHandle,
+    hub: Arc<Hub>,
+    files: Option<Files>,
+) -> std::io::Result<PathBuf> {
     let p = path(dir);
     let _ = std::fs::remove_file(&p);
     let listener = tokio::net::UnixListener::bind(&p)?;
@@ -56,9 +64,9 @@ pub(crate) fn listen(dir: &Path, h: NodeHandle, hub: Arc<Hub>) -> std::io::Resul
                 tracing::warn!("control socket: too many clients, refusing one");
                 continue;
             };
-            let (h, hub) = (h.clone(), hub.clone());
+            let (h, hub, files) = (h.clone(), hub.clone(), files.clone());
             tokio::spawn(async move {
-                serve(h, hub, stream).await;
+                serve(h, hub, files, stream).await;
                 drop(permit);
             });
         }
@@ -67,7 +75,7 @@ pub(crate) fn listen(dir: &Path, h: NodeHandle, hub: Arc<Hub>) -> std::io::Resul
 }
 
 /// One client: lines in, answers out, until it closes or sends a line too long.
-async fn serve(h: NodeHandle, hub: Arc<Hub>, stream: tokio::net::UnixStream) {
+async fn serve(h: NodeHandle, hub: Arc<Hub>, files: Option<Files>, stream: tokio::net::UnixStream) {
     let (r, mut w) = stream.into_split();
     // `take` bounds what one line may make us buffer; reset per line.
     let mut r = BufReader::new(r.take(MAX_LINE as u64 + 1));
@@ -88,7 +96,7 @@ async fn serve(h: NodeHandle, hub: Arc<Hub>, stream: tokio::net::UnixStream) {
                 Ok(req) if req["cmd"] == "subscribe" => {
                     return events::stream(hub, r.into_inner().into_inner(), w).await;
                 }
-                Ok(req) => request(&h, &hub, &req).await,
+                Ok(req) => request(&h, &hub, files.as_ref(), &req).await,
                 Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
             }
         };
@@ -99,7 +107,12 @@ async fn serve(h: NodeHandle, hub: Arc<Hub>, stream: tokio::net::UnixStream) {
 }
 
 /// One control request.
-pub(crate) async fn request(h: &NodeHandle, hub: &Hub, req: &Value) -> Value {
+pub(crate) async fn request(
+    h: &NodeHandle,
+    hub: &Hub,
+    files: Option<&Files>,
+    req: &Value,
+) -> Value {
     match req.get("cmd").and_then(Value::as_str) {
         Some("status") => status::status(h, hub).await,
         Some("ping") => ping::request(h, hub, req).await,
@@ -122,11 +135,12 @@ pub(crate) async fn request(h: &NodeHandle, hub: &Hub, req: &Value) -> Value {
             json!({"ok": true, "messages": msgs})
         }
         Some(cmd @ ("outbox" | "mailbox" | "mailbox_fetch")) => mailbox::request(h, cmd, req).await,
+        Some(cmd) if cmd.starts_with("file") => files::request(h, files, cmd, req).await,
         Some(cmd) if cmd.starts_with("name_") || cmd.starts_with("contacts_") => {
             names::request(h, cmd, req).await
         }
         _ => {
-            json!({"ok": false, "error": "unknown cmd (expected status, subscribe, ping, send, inbox, outbox, mailbox, mailbox_fetch, name_claim, name_resolve, contacts_add, contacts_list, contacts_allow_relay or contacts_remove; spec/10-control.md)"})
+            json!({"ok": false, "error": "unknown cmd (expected status, subscribe, ping, send, inbox, outbox, mailbox, mailbox_fetch, file_send, files, file_accept, file_reject, name_claim, name_resolve, contacts_add, contacts_list, contacts_allow_relay or contacts_remove; spec/10-control.md)"})
         }
     }
 }

@@ -15,4 +15,4 @@ pub mod name;
 mod task;
 pub mod tree;
 
-pub use task::{start, FileEvent, Files, FilesConfig, FilesError};
+pub use task::{start, FileEvent, Files, FilesConfig, FilesError, Transfer};

@@ -109,7 +109,29 @@ pub enum FilesError {
     Stopped,
 }
 
+/// One transfer as [`Files::list`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// The transfer.
+    pub id: FileId,
+    /// We send it.
+    pub outgoing: bool,
+    /// The other side.
+    pub peer: Fingerprint,
+    /// The file's name (ours, or the sanitized offered one).
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// `offered` (waiting for an answer or for the user), `receiving`, `sending`.
+    pub state: &'static str,
+    /// Leaves held by the recipient, when we receive it.
+    pub leaves_held: Option<u64>,
+    /// Leaves in the file.
+    pub leaves: u64,
+}
+
 enum Cmd {
+    List(oneshot::Sender<Result<Vec<Transfer>, FilesError>>),
     Send(
         Fingerprint,
         PathBuf,
@@ -153,6 +175,11 @@ impl Files {
     pub async fn reject(&self, id: FileId) -> Result<(), FilesError> {
         self.ask(|tx| Cmd::Reject(id, tx)).await
     }
+
+    /// The transfers under way: offers waiting, files being received or sent.
+    pub async fn list(&self) -> Result<Vec<Transfer>, FilesError> {
+        self.ask(Cmd::List).await
+    }
 }
 
 /// Our offer: the file and its leaf hashes.
@@ -181,6 +208,8 @@ struct Incoming {
     size: u64,
     root: Hash,
     name: String,
+    /// Leaves held, once accepted (the fetch task counts them).
+    held: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// The file application's state (the task owns it).
@@ -211,8 +240,10 @@ async fn run(
     let Some(mut streams) = app.take_streams() else {
         return;
     };
+    let mut incoming = HashMap::new();
     for (id, inc) in unfinished(&cfg).await {
         tracing::info!(id = %hex::encode(id), from = %inc.from, "resuming a file transfer");
+        incoming.insert(id, inc.clone());
         tokio::spawn(fetch(
             app.node().clone(),
             cfg.clone(),
@@ -226,7 +257,7 @@ async fn run(
         cfg,
         events,
         outgoing: HashMap::new(),
-        incoming: HashMap::new(),
+        incoming,
     };
     // The node's end is noticed within a second: the task then lets go of the node.
     let mut alive = tokio::time::interval(Duration::from_secs(1));
@@ -256,11 +287,20 @@ async fn on_cmd(st: &mut State, app: &App, cmd: Cmd) {
         Cmd::Send(peer, path, reply) => {
             let _ = reply.send(offer(st, app, peer, path).await);
         }
+        Cmd::List(reply) => {
+            let _ = reply.send(Ok(list(st)));
+        }
         Cmd::Accept(id, reply) => {
-            let Some(inc) = st.incoming.get(&id).cloned() else {
+            let Some(inc) = st.incoming.get_mut(&id) else {
                 let _ = reply.send(Err(FilesError::Unknown));
                 return;
             };
+            if inc.held.is_some() {
+                let _ = reply.send(Ok(()));
+                return;
+            }
+            inc.held = Some(Default::default());
+            let inc = inc.clone();
             if let Err(e) = tokio::fs::write(meta_path(&st.cfg, &id), encode_meta(&inc)).await {
                 let _ = reply.send(Err(e.into()));
                 return;
@@ -289,6 +329,49 @@ async fn on_cmd(st: &mut State, app: &App, cmd: Cmd) {
             let _ = reply.send(r.map(|_| ()).map_err(|e| FilesError::Send(e.to_string())));
         }
     }
+}
+
+fn list(st: &State) -> Vec<Transfer> {
+    use std::sync::atomic::Ordering;
+    let mut out: Vec<Transfer> = st
+        .incoming
+        .iter()
+        .map(|(id, i)| Transfer {
+            id: *id,
+            outgoing: false,
+            peer: i.from,
+            name: i.name.clone(),
+            size: i.size,
+            state: match i.held.as_ref().map(|h| h.load(Ordering::Relaxed)) {
+                None => "offered",
+                Some(h) if h == leaf_count(i.size) => "received",
+                Some(_) => "receiving",
+            },
+            leaves_held: i.held.as_ref().map(|h| h.load(Ordering::Relaxed)),
+            leaves: leaf_count(i.size),
+        })
+        .collect();
+    out.extend(st.outgoing.iter().map(|(id, o)| {
+        Transfer {
+            id: *id,
+            outgoing: true,
+            peer: o.peer,
+            name: o
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            size: o.size,
+            state: if o.sent.load(Ordering::Relaxed) > 0 {
+                "sending"
+            } else {
+                "offered"
+            },
+            leaves_held: None,
+            leaves: o.tree.len(),
+        }
+    }));
+    out
 }
 
 /// Hashes the file's leaves (off the async workers) and sends FILE_META.
@@ -372,6 +455,7 @@ async fn on_message(st: &mut State, m: AppMessage) {
                 size,
                 root,
                 name: name.clone(),
+                held: None,
             };
             st.incoming.insert(id, inc);
             FileEvent::Offer {
@@ -506,6 +590,7 @@ fn decode_meta(s: &str) -> Option<Incoming> {
         size,
         root,
         name,
+        held: Some(Default::default()),
     })
 }
 
@@ -572,13 +657,17 @@ async fn fetch(
         }
     };
     let mut twice = 0u64;
+    let held = inc.held.clone().unwrap_or_default();
+    held.store(have.count(), std::sync::atomic::Ordering::Relaxed);
     while !have.complete() {
         if !node.is_running() {
             // The node went away: the next start resumes from the bitmap.
             let _ = tokio::fs::write(have_path(&cfg, &id), have.encode()).await;
             return;
         }
-        match fetch_round(&node, &cfg, &id, &inc, &mut have, &mut file, &mut twice).await {
+        let round = fetch_round(&node, &cfg, &id, &inc, &mut have, &mut file, &mut twice).await;
+        held.store(have.count(), std::sync::atomic::Ordering::Relaxed);
+        match round {
             Ok(()) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "file stream ended early: asking again");
