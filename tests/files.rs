@@ -201,3 +201,141 @@ async fn a_transfer_resumes_after_the_recipient_restarts() {
     let _ = std::fs::remove_dir_all(&da);
     let _ = std::fs::remove_dir_all(&db);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_resumes_after_the_sender_restarts() {
+    let (da, db) = (tmp("a"), tmp("b"));
+    let alice_dir = da.join("identity");
+    Identity::load_or_create(&alice_dir, &mut OsRng).unwrap();
+    let mut alice = node(Identity::load_from(&alice_dir).unwrap()).await;
+    let mut bob = node(Identity::generate(&mut OsRng)).await;
+    let (alice_files, _alice_ev) = app(&mut alice, &da);
+    let (bob_files, mut bob_ev) = app(&mut bob, &db);
+    alice
+        .connect(bob.fingerprint(), vec![bob.local_addr()])
+        .await;
+    up(&mut alice).await;
+    const LEN: usize = 48 << 20;
+    let (path, want) = random_file(&da, "big.bin", LEN);
+    let id = alice_files
+        .send_file(bob.fingerprint(), &path)
+        .await
+        .unwrap();
+    let FileEvent::Offer { .. } = next(&mut bob_ev).await else {
+        panic!("offer")
+    };
+    bob_files.accept(id).await.unwrap();
+    let have = db.join("state").join(format!("{}.have", hex::encode(id)));
+    let deadline = std::time::Instant::now() + WAIT;
+    while !have.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transfer got going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // alice goes away mid-way and comes back: her offer is on disk, the tree hashed again.
+    alice.shutdown(Duration::from_millis(100)).await;
+    drop(alice_files);
+    let mut alice = node(Identity::load_from(&alice_dir).unwrap()).await;
+    let (_alice_files, mut alice_ev) = app(&mut alice, &da);
+    alice
+        .connect(bob.fingerprint(), vec![bob.local_addr()])
+        .await;
+    let FileEvent::Done { path: saved, .. } = next(&mut bob_ev).await else {
+        panic!("the transfer resumes and finishes")
+    };
+    assert_eq!(
+        Sha256::digest(std::fs::read(&saved).unwrap()).to_vec(),
+        want
+    );
+    let FileEvent::Delivered { leaves_sent, .. } = next(&mut alice_ev).await else {
+        panic!("the restarted sender hears it is done")
+    };
+    println!(
+        "48 MiB across a restart of the sender: the restarted sender sent {leaves_sent} of 3072 leaves; SHA-256 equal"
+    );
+    assert!(leaves_sent < 3072, "only what was missing");
+    let _ = std::fs::remove_dir_all(&da);
+    let _ = std::fs::remove_dir_all(&db);
+}
+
+/// 100 offers from one peer: 16 wait for the user, 84 are dropped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_offers_keeps_a_bounded_few() {
+    use dna_p2p::files::msg::FileMsg;
+    let db = tmp("b");
+    let mut mallory = node(Identity::generate(&mut OsRng)).await;
+    let mut bob = node(Identity::generate(&mut OsRng)).await;
+    let raw = mallory.app(MessageKind::FILE).unwrap();
+    let (bob_files, _bob_ev) = app(&mut bob, &db);
+    mallory
+        .connect(bob.fingerprint(), vec![bob.local_addr()])
+        .await;
+    up(&mut mallory).await;
+    for i in 0..100u8 {
+        let offer = FileMsg::Meta {
+            id: [i; 16],
+            size: 1 << 40,
+            root: [0; 32],
+            name: format!("junk{i}"),
+        };
+        raw.send(bob.fingerprint(), offer.encode().into())
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    let (held, dropped) = loop {
+        let held = bob_files.list().await.unwrap().len() as u64;
+        let dropped = bob_files.stats().await.unwrap().offers_dropped;
+        if held + dropped == 100 {
+            break (held, dropped);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob took every offer in: {held} + {dropped}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("100 offers from one peer: {held} held for the user, {dropped} dropped");
+    assert_eq!((held, dropped), (files::MAX_PENDING_PER_PEER as u64, 84));
+    let _ = std::fs::remove_dir_all(&db);
+}
+
+/// The sender's file changes after the offer: the sender cancels, both sides report it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_after_its_offer_is_cancelled() {
+    let (da, db) = (tmp("a"), tmp("b"));
+    let mut alice = node(Identity::generate(&mut OsRng)).await;
+    let mut bob = node(Identity::generate(&mut OsRng)).await;
+    let (alice_files, mut alice_ev) = app(&mut alice, &da);
+    let (bob_files, mut bob_ev) = app(&mut bob, &db);
+    alice
+        .connect(bob.fingerprint(), vec![bob.local_addr()])
+        .await;
+    up(&mut alice).await;
+    let (path, _) = random_file(&da, "draft.txt", 100_000);
+    let id = alice_files
+        .send_file(bob.fingerprint(), &path)
+        .await
+        .unwrap();
+    let FileEvent::Offer { .. } = next(&mut bob_ev).await else {
+        panic!("offer")
+    };
+    random_file(&da, "draft.txt", 100_000);
+    bob_files.accept(id).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        tokio::select! {
+            Some(e) = alice_ev.recv() => if let FileEvent::Failed { reason, .. } = e { seen.push(format!("alice: {reason}")) },
+            Some(e) = bob_ev.recv() => if let FileEvent::Failed { reason, .. } = e { seen.push(format!("bob: {reason}")) },
+            _ = tokio::time::sleep(WAIT) => panic!("no cancel: {seen:?}"),
+        }
+    }
+    println!("{seen:?}");
+    assert!(seen
+        .iter()
+        .all(|s| s.ends_with("the file changed at the sender")));
+    let _ = std::fs::remove_dir_all(&da);
+    let _ = std::fs::remove_dir_all(&db);
+}

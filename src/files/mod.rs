@@ -15,4 +15,7 @@ pub mod name;
 mod task;
 pub mod tree;
 
-pub use task::{start, FileEvent, Files, FilesConfig, FilesError, Transfer};
+pub use task::{
+    start, FileEvent, Files, FilesConfig, FilesError, FilesStats, Transfer, MAX_PENDING,
+    MAX_PENDING_PER_PEER,
+};

@@ -30,6 +30,10 @@ use crate::daemon::{App, AppMessage, AppStream, NodeHandle};
 
 /// How long the recipient waits before asking again after a stream failed.
 const RETRY: Duration = Duration::from_millis(500);
+/// Offers of one peer waiting for the user at most; more are dropped (counted).
+pub const MAX_PENDING_PER_PEER: usize = 16;
+/// Offers waiting for the user at most, over all peers.
+pub const MAX_PENDING: usize = 256;
 /// Longest wait for reaching the sender before the next round tries again.
 const REACH_WAIT: Duration = Duration::from_secs(5);
 /// Held-leaf bitmap written after this many new leaves (512 KiB; and at every stream's
@@ -130,7 +134,15 @@ pub struct Transfer {
     pub leaves: u64,
 }
 
+/// The application's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FilesStats {
+    /// Offers dropped: beyond [`MAX_PENDING_PER_PEER`] or [`MAX_PENDING`], or a known ID.
+    pub offers_dropped: u64,
+}
+
 enum Cmd {
+    Stats(oneshot::Sender<Result<FilesStats, FilesError>>),
     List(oneshot::Sender<Result<Vec<Transfer>, FilesError>>),
     Send(
         Fingerprint,
@@ -176,6 +188,11 @@ impl Files {
         self.ask(|tx| Cmd::Reject(id, tx)).await
     }
 
+    /// The application's counters.
+    pub async fn stats(&self) -> Result<FilesStats, FilesError> {
+        self.ask(Cmd::Stats).await
+    }
+
     /// The transfers under way: offers waiting, files being received or sent.
     pub async fn list(&self) -> Result<Vec<Transfer>, FilesError> {
         self.ask(Cmd::List).await
@@ -193,7 +210,7 @@ struct Outgoing {
 }
 
 /// What a stream answering a range needs of an offer.
-type Served = (
+type ServedOffer = (
     PathBuf,
     u64,
     Option<std::time::SystemTime>,
@@ -210,6 +227,8 @@ struct Incoming {
     name: String,
     /// Leaves held, once accepted (the fetch task counts them).
     held: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// The sender cancelled: the fetch task stops.
+    cancelled: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The file application's state (the task owns it).
@@ -219,6 +238,7 @@ struct State {
     events: mpsc::Sender<FileEvent>,
     outgoing: HashMap<FileId, Outgoing>,
     incoming: HashMap<FileId, Incoming>,
+    stats: FilesStats,
 }
 
 /// Starts the file application on `app` (kind FILE); its commands and its events.
@@ -240,6 +260,7 @@ async fn run(
     let Some(mut streams) = app.take_streams() else {
         return;
     };
+    let outgoing = offers_kept(app.node(), &cfg).await;
     let mut incoming = HashMap::new();
     for (id, inc) in unfinished(&cfg).await {
         tracing::info!(id = %hex::encode(id), from = %inc.from, "resuming a file transfer");
@@ -256,8 +277,9 @@ async fn run(
         node: app.node().clone(),
         cfg,
         events,
-        outgoing: HashMap::new(),
+        outgoing,
         incoming,
+        stats: FilesStats::default(),
     };
     // The node's end is noticed within a second: the task then lets go of the node.
     let mut alive = tokio::time::interval(Duration::from_secs(1));
@@ -286,6 +308,9 @@ async fn on_cmd(st: &mut State, app: &App, cmd: Cmd) {
     match cmd {
         Cmd::Send(peer, path, reply) => {
             let _ = reply.send(offer(st, app, peer, path).await);
+        }
+        Cmd::Stats(reply) => {
+            let _ = reply.send(Ok(st.stats));
         }
         Cmd::List(reply) => {
             let _ = reply.send(Ok(list(st)));
@@ -382,8 +407,246 @@ async fn offer(
     path: PathBuf,
 ) -> Result<FileId, FilesError> {
     let meta = tokio::fs::metadata(&path).await?;
-    let p = path.clone();
-    let tree = tokio::task::spawn_blocking(move || -> std::io::Result<Tree> {
+    let tree = tree_of(&path).await?;
+    let mut id: FileId = [0; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let msg = FileMsg::Meta {
+        id,
+        size: meta.len(),
+        root: tree.root(),
+        name,
+    };
+    app.send(peer, msg.encode().into())
+        .await
+        .map_err(|e| FilesError::Send(e.to_string()))?;
+    let o = Outgoing {
+        peer,
+        path,
+        size: meta.len(),
+        modified: meta.modified().ok(),
+        tree: std::sync::Arc::new(tree),
+        sent: Default::default(),
+    };
+    tokio::fs::write(offer_path(&st.cfg, &id), encode_offer(&o)).await?;
+    st.outgoing.insert(id, o);
+    Ok(id)
+}
+
+async fn on_message(st: &mut State, m: AppMessage) {
+    let Ok(msg) = FileMsg::decode(&m.body) else {
+        tracing::debug!(from = %m.from, "a file message that does not parse: dropped");
+        return;
+    };
+    let ev = match msg {
+        FileMsg::Meta {
+            id,
+            size,
+            root,
+            name,
+        } => {
+            let pending = |from: Option<Fingerprint>| {
+                st.incoming
+                    .values()
+                    .filter(|i| i.held.is_none() && from.is_none_or(|f| i.from == f))
+                    .count()
+            };
+            if st.incoming.contains_key(&id)
+                || pending(Some(m.from)) >= MAX_PENDING_PER_PEER
+                || pending(None) >= MAX_PENDING
+            {
+                st.stats.offers_dropped += 1;
+                return;
+            }
+            let name = sanitize(&name);
+            let inc = Incoming {
+                from: m.from,
+                size,
+                root,
+                name: name.clone(),
+                held: None,
+                cancelled: Default::default(),
+            };
+            st.incoming.insert(id, inc);
+            FileEvent::Offer {
+                id,
+                from: m.from,
+                name,
+                size,
+            }
+        }
+        FileMsg::Accept { id } | FileMsg::Reject { id, .. }
+            if st.outgoing.get(&id).is_some_and(|o| o.peer == m.from) =>
+        {
+            let accepted = matches!(msg, FileMsg::Accept { .. });
+            if !accepted {
+                st.outgoing.remove(&id);
+                remove_offer(&st.cfg, &id).await;
+            }
+            FileEvent::Answered { id, accepted }
+        }
+        FileMsg::Done { id } if st.outgoing.get(&id).is_some_and(|o| o.peer == m.from) => {
+            let sent = st
+                .outgoing
+                .remove(&id)
+                .map_or(0, |o| o.sent.load(std::sync::atomic::Ordering::Relaxed));
+            remove_offer(&st.cfg, &id).await;
+            FileEvent::Delivered {
+                id,
+                leaves_sent: sent,
+            }
+        }
+        FileMsg::Cancel { id, reason } => {
+            if st.outgoing.get(&id).is_some_and(|o| o.peer == m.from) {
+                st.outgoing.remove(&id);
+                remove_offer(&st.cfg, &id).await;
+            } else if let Some(i) = st.incoming.get(&id).filter(|i| i.from == m.from) {
+                i.cancelled
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                st.incoming.remove(&id);
+            } else {
+                return;
+            }
+            FileEvent::Failed {
+                id,
+                reason: reason.as_str().to_owned(),
+            }
+        }
+        _ => return,
+    };
+    let _ = st.events.send(ev).await;
+}
+
+/// Answers one FILE_RANGE on its own task: the leaves asked, each with its audit path,
+/// read from the file and checked against the offer's tree.
+fn serve_range(st: &State, s: AppStream) {
+    let offers: HashMap<FileId, ServedOffer> = st
+        .outgoing
+        .iter()
+        .filter(|(_, o)| o.peer == s.peer())
+        .map(|(id, o)| {
+            let served = (
+                o.path.clone(),
+                o.size,
+                o.modified,
+                o.tree.clone(),
+                o.sent.clone(),
+            );
+            (*id, served)
+        })
+        .collect();
+    let (node, events) = (st.node.clone(), st.events.clone());
+    tokio::spawn(async move {
+        let peer = s.peer();
+        match answer(s, offers).await {
+            Ok(()) => {}
+            Err(Served::Changed(id)) => {
+                // The recipient stops asking; the offer stays refused from now on.
+                let cancel = FileMsg::Cancel {
+                    id,
+                    reason: Reason::Changed,
+                };
+                let _ = node
+                    .send_kind(peer, MessageKind::FILE, [cancel.encode().into()])
+                    .await;
+                let reason = Reason::Changed.as_str().to_owned();
+                let _ = events.send(FileEvent::Failed { id, reason }).await;
+            }
+            Err(Served::Other(e)) => tracing::debug!(error = %e, "file range not served"),
+        }
+    });
+}
+
+/// Why a range was not served.
+enum Served {
+    /// The offered file changed under us.
+    Changed(FileId),
+    /// Anything else (the stream, the disk, a bad request).
+    Other(String),
+}
+
+impl From<String> for Served {
+    fn from(e: String) -> Served {
+        Served::Other(e)
+    }
+}
+
+impl From<&str> for Served {
+    fn from(e: &str) -> Served {
+        Served::Other(e.to_owned())
+    }
+}
+
+async fn answer(mut s: AppStream, offers: HashMap<FileId, ServedOffer>) -> Result<(), Served> {
+    let first = s
+        .read()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("empty stream")?;
+    let FileMsg::Range { id, ranges } = FileMsg::decode(&first).map_err(|e| e.to_string())? else {
+        return Err("the stream does not begin with FILE_RANGE".into());
+    };
+    let (path, size, modified, tree, sent) = offers.get(&id).ok_or("no such offer to this peer")?;
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let meta = f.metadata().await.map_err(|e| e.to_string())?;
+    if meta.len() != *size || meta.modified().ok() != *modified {
+        return Err(Served::Changed(id));
+    }
+    let n = tree.len();
+    let mut buf = vec![0u8; LEAF_SIZE];
+    for (first, end) in ranges {
+        for leaf in first..end.min(n) {
+            let at = leaf * LEAF_SIZE as u64;
+            let len = (size - at).min(LEAF_SIZE as u64) as usize;
+            f.seek(std::io::SeekFrom::Start(at))
+                .await
+                .map_err(|e| e.to_string())?;
+            f.read_exact(&mut buf[..len])
+                .await
+                .map_err(|e| e.to_string())?;
+            // What the file holds now must be what was offered.
+            if tree.leaf(leaf) != Some(tree::leaf_hash(&buf[..len])) {
+                return Err(Served::Changed(id));
+            }
+            let chunk = FileMsg::Chunk {
+                leaf,
+                path: tree.path(leaf),
+                data: Bytes::copy_from_slice(&buf[..len]),
+            };
+            s.write(&chunk.encode()).await.map_err(|e| e.to_string())?;
+            sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    Ok(s.finish().await.map_err(|e| e.to_string())?)
+}
+
+fn offer_path(cfg: &FilesConfig, id: &FileId) -> PathBuf {
+    cfg.state_dir.join(format!("{}.offer", hex::encode(id)))
+}
+
+/// Our offer as kept on disk until it is delivered, refused or cancelled: the recipient,
+/// the file's size and modification time (ns since the epoch) and its path, one per line.
+fn encode_offer(o: &Outgoing) -> String {
+    let ns = o
+        .modified
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{}\n{}\n{}\n{}\n", o.peer, o.size, ns, o.path.display())
+}
+
+async fn remove_offer(cfg: &FilesConfig, id: &FileId) {
+    let _ = tokio::fs::remove_file(offer_path(cfg, id)).await;
+}
+
+/// The tree of the file at `path`, hashed off the async workers.
+async fn tree_of(path: &Path) -> std::io::Result<Tree> {
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> std::io::Result<Tree> {
         use std::io::Read;
         let mut f = std::fs::File::open(p)?;
         let mut leaves = Vec::new();
@@ -407,160 +670,74 @@ async fn offer(
         Ok(Tree::new(leaves))
     })
     .await
-    .map_err(|e| FilesError::Io(std::io::Error::other(e)))??;
-    let mut id: FileId = [0; 16];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    let msg = FileMsg::Meta {
-        id,
-        size: meta.len(),
-        root: tree.root(),
-        name,
-    };
-    app.send(peer, msg.encode().into())
-        .await
-        .map_err(|e| FilesError::Send(e.to_string()))?;
-    st.outgoing.insert(
-        id,
-        Outgoing {
-            peer,
-            path,
-            size: meta.len(),
-            modified: meta.modified().ok(),
-            tree: std::sync::Arc::new(tree),
-            sent: Default::default(),
-        },
-    );
-    Ok(id)
+    .map_err(std::io::Error::other)?
 }
 
-async fn on_message(st: &mut State, m: AppMessage) {
-    let Ok(msg) = FileMsg::decode(&m.body) else {
-        tracing::debug!(from = %m.from, "a file message that does not parse: dropped");
-        return;
+/// Our offers a previous run left undelivered, their trees hashed again; an offer whose
+/// file changed since is dropped (the recipient is told: FILE_CANCEL, reason 2).
+async fn offers_kept(node: &NodeHandle, cfg: &FilesConfig) -> HashMap<FileId, Outgoing> {
+    let mut out = HashMap::new();
+    let Ok(mut dir) = tokio::fs::read_dir(&cfg.state_dir).await else {
+        return out;
     };
-    let ev = match msg {
-        FileMsg::Meta {
+    while let Ok(Some(e)) = dir.next_entry().await {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name
+            .strip_suffix(".offer")
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|v| <FileId>::try_from(v).ok())
+        else {
+            continue;
+        };
+        let text = tokio::fs::read_to_string(e.path())
+            .await
+            .unwrap_or_default();
+        let mut l = text.lines();
+        let (Some(Ok(peer)), Some(Ok(size)), Some(Ok(ns)), Some(path)) = (
+            l.next().map(str::parse::<Fingerprint>),
+            l.next().map(str::parse::<u64>),
+            l.next().map(str::parse::<u128>),
+            l.next().map(PathBuf::from),
+        ) else {
+            continue;
+        };
+        let now = tokio::fs::metadata(&path).await.ok();
+        let same = now.as_ref().is_some_and(|m| {
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            m.len() == size && t.map(|d| d.as_nanos()) == Some(ns)
+        });
+        let tree = if same {
+            tree_of(&path).await.ok()
+        } else {
+            None
+        };
+        let Some(tree) = tree else {
+            let cancel = FileMsg::Cancel {
+                id,
+                reason: Reason::Changed,
+            };
+            let _ = node
+                .send_kind(peer, MessageKind::FILE, [cancel.encode().into()])
+                .await;
+            remove_offer(cfg, &id).await;
+            continue;
+        };
+        out.insert(
             id,
-            size,
-            root,
-            name,
-        } => {
-            let name = sanitize(&name);
-            let inc = Incoming {
-                from: m.from,
+            Outgoing {
+                peer,
+                path,
                 size,
-                root,
-                name: name.clone(),
-                held: None,
-            };
-            st.incoming.insert(id, inc);
-            FileEvent::Offer {
-                id,
-                from: m.from,
-                name,
-                size,
-            }
-        }
-        FileMsg::Accept { id } | FileMsg::Reject { id, .. }
-            if st.outgoing.get(&id).is_some_and(|o| o.peer == m.from) =>
-        {
-            let accepted = matches!(msg, FileMsg::Accept { .. });
-            if !accepted {
-                st.outgoing.remove(&id);
-            }
-            FileEvent::Answered { id, accepted }
-        }
-        FileMsg::Done { id } if st.outgoing.get(&id).is_some_and(|o| o.peer == m.from) => {
-            let sent = st
-                .outgoing
-                .remove(&id)
-                .map_or(0, |o| o.sent.load(std::sync::atomic::Ordering::Relaxed));
-            FileEvent::Delivered {
-                id,
-                leaves_sent: sent,
-            }
-        }
-        FileMsg::Cancel { id, reason } => {
-            st.outgoing.remove(&id);
-            st.incoming.remove(&id);
-            FileEvent::Failed {
-                id,
-                reason: reason.as_str().to_owned(),
-            }
-        }
-        _ => return,
-    };
-    let _ = st.events.send(ev).await;
-}
-
-/// Answers one FILE_RANGE on its own task: the leaves asked, each with its audit path,
-/// read from the file and checked against the offer's tree.
-fn serve_range(st: &State, s: AppStream) {
-    let offers: HashMap<FileId, Served> = st
-        .outgoing
-        .iter()
-        .filter(|(_, o)| o.peer == s.peer())
-        .map(|(id, o)| {
-            let served = (
-                o.path.clone(),
-                o.size,
-                o.modified,
-                o.tree.clone(),
-                o.sent.clone(),
-            );
-            (*id, served)
-        })
-        .collect();
-    tokio::spawn(async move {
-        if let Err(e) = answer(s, offers).await {
-            tracing::debug!(error = %e, "file range not served");
-        }
-    });
-}
-
-async fn answer(mut s: AppStream, offers: HashMap<FileId, Served>) -> Result<(), String> {
-    let first = s
-        .read()
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("empty stream")?;
-    let FileMsg::Range { id, ranges } = FileMsg::decode(&first).map_err(|e| e.to_string())? else {
-        return Err("the stream does not begin with FILE_RANGE".into());
-    };
-    let (path, size, modified, tree, sent) = offers.get(&id).ok_or("no such offer to this peer")?;
-    let mut f = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| e.to_string())?;
-    let meta = f.metadata().await.map_err(|e| e.to_string())?;
-    if meta.len() != *size || meta.modified().ok() != *modified {
-        return Err("the file changed since it was offered".into());
+                modified: now.and_then(|m| m.modified().ok()),
+                tree: std::sync::Arc::new(tree),
+                sent: Default::default(),
+            },
+        );
     }
-    let n = tree.len();
-    let mut buf = vec![0u8; LEAF_SIZE];
-    for (first, end) in ranges {
-        for leaf in first..end.min(n) {
-            let at = leaf * LEAF_SIZE as u64;
-            let len = (size - at).min(LEAF_SIZE as u64) as usize;
-            f.seek(std::io::SeekFrom::Start(at))
-                .await
-                .map_err(|e| e.to_string())?;
-            f.read_exact(&mut buf[..len])
-                .await
-                .map_err(|e| e.to_string())?;
-            let chunk = FileMsg::Chunk {
-                leaf,
-                path: tree.path(leaf),
-                data: Bytes::copy_from_slice(&buf[..len]),
-            };
-            s.write(&chunk.encode()).await.map_err(|e| e.to_string())?;
-            sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    s.finish().await.map_err(|e| e.to_string())
+    out
 }
 
 fn meta_path(cfg: &FilesConfig, id: &FileId) -> PathBuf {
@@ -591,6 +768,7 @@ fn decode_meta(s: &str) -> Option<Incoming> {
         root,
         name,
         held: Some(Default::default()),
+        cancelled: Default::default(),
     })
 }
 
@@ -660,6 +838,12 @@ async fn fetch(
     let held = inc.held.clone().unwrap_or_default();
     held.store(have.count(), std::sync::atomic::Ordering::Relaxed);
     while !have.complete() {
+        if inc.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = tokio::fs::remove_file(part_path(&cfg, &id)).await;
+            let _ = tokio::fs::remove_file(have_path(&cfg, &id)).await;
+            let _ = tokio::fs::remove_file(meta_path(&cfg, &id)).await;
+            return;
+        }
         if !node.is_running() {
             // The node went away: the next start resumes from the bitmap.
             let _ = tokio::fs::write(have_path(&cfg, &id), have.encode()).await;

@@ -181,6 +181,11 @@ impl Tree {
         self.levels[0].is_empty()
     }
 
+    /// Leaf `m`'s hash.
+    pub fn leaf(&self, m: u64) -> Option<Hash> {
+        self.levels[0].get(usize::try_from(m).ok()?).copied()
+    }
+
     /// Leaf `m`'s audit path (empty if out of range).
     pub fn path(&self, m: u64) -> Vec<Hash> {
         let mut out = Vec::new();
