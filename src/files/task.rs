@@ -849,7 +849,13 @@ async fn fetch(
             let _ = tokio::fs::write(have_path(&cfg, &id), have.encode()).await;
             return;
         }
-        let round = fetch_round(&node, &cfg, &id, &inc, &mut have, &mut file, &mut twice).await;
+        let mut rx = Receiving {
+            have: &mut have,
+            file: &mut file,
+            twice: &mut twice,
+            held: &held,
+        };
+        let round = fetch_round(&node, &cfg, &id, &inc, &mut rx).await;
         held.store(have.count(), std::sync::atomic::Ordering::Relaxed);
         match round {
             Ok(()) => {}
@@ -894,16 +900,29 @@ async fn fetch(
     let _ = events.send(ev).await;
 }
 
+/// What a round of the recipient writes to: the held leaves, the partial file and the
+/// counters.
+struct Receiving<'a> {
+    have: &'a mut Have,
+    file: &'a mut tokio::fs::File,
+    twice: &'a mut u64,
+    held: &'a std::sync::atomic::AtomicU64,
+}
+
 /// One stream: FILE_RANGE with the first missing runs, then the chunks, each checked.
 async fn fetch_round(
     node: &NodeHandle,
     cfg: &FilesConfig,
     id: &FileId,
     inc: &Incoming,
-    have: &mut Have,
-    file: &mut tokio::fs::File,
-    twice: &mut u64,
+    rx: &mut Receiving<'_>,
 ) -> Result<(), String> {
+    let Receiving {
+        have,
+        file,
+        twice,
+        held,
+    } = rx;
     let n = have.len();
     let ranges = have.missing(MAX_RANGES);
     let mut s = match node.open_stream(inc.from, MessageKind::FILE).await {
@@ -937,7 +956,7 @@ async fn fetch_round(
             return Err(format!("leaf {leaf} fails its proof"));
         }
         if have.has(leaf) {
-            *twice += 1;
+            **twice += 1;
             continue;
         }
         file.seek(std::io::SeekFrom::Start(leaf * LEAF_SIZE as u64))
@@ -945,6 +964,7 @@ async fn fetch_round(
             .map_err(|e| e.to_string())?;
         file.write_all(&data).await.map_err(|e| e.to_string())?;
         have.set(leaf);
+        held.store(have.count(), std::sync::atomic::Ordering::Relaxed);
         since_saved += 1;
         if since_saved >= HAVE_EVERY {
             // The leaves it lists reach the disk before the bitmap does.
