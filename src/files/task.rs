@@ -448,6 +448,12 @@ async fn on_message(st: &mut State, m: AppMessage) {
             root,
             name,
         } => {
+            // Finished transfers leave the table when the next offer comes.
+            st.incoming.retain(|_, i| {
+                i.held.as_ref().is_none_or(|h| {
+                    h.load(std::sync::atomic::Ordering::Relaxed) < leaf_count(i.size)
+                })
+            });
             let pending = |from: Option<Fingerprint>| {
                 st.incoming
                     .values()
