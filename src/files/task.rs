@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::have::Have;
@@ -34,6 +33,8 @@ const RETRY: Duration = Duration::from_millis(500);
 pub const MAX_PENDING_PER_PEER: usize = 16;
 /// Offers waiting for the user at most, over all peers.
 pub const MAX_PENDING: usize = 256;
+/// Leaves the sender reads (and hashes, and encodes) per trip to a blocking thread: 1 MiB.
+const READ_BATCH: u64 = 64;
 /// Longest wait for reaching the sender before the next round tries again.
 const REACH_WAIT: Duration = Duration::from_secs(5);
 /// Held-leaf bitmap written after this many new leaves (512 KiB; and at every stream's
@@ -596,39 +597,61 @@ async fn answer(mut s: AppStream, offers: HashMap<FileId, ServedOffer>) -> Resul
         return Err("the stream does not begin with FILE_RANGE".into());
     };
     let (path, size, modified, tree, sent) = offers.get(&id).ok_or("no such offer to this peer")?;
-    let mut f = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| e.to_string())?;
-    let meta = f.metadata().await.map_err(|e| e.to_string())?;
+    let f = std::sync::Arc::new(std::fs::File::open(path).map_err(|e| e.to_string())?);
+    let meta = f.metadata().map_err(|e| e.to_string())?;
     if meta.len() != *size || meta.modified().ok() != *modified {
         return Err(Served::Changed(id));
     }
     let n = tree.len();
-    let mut buf = vec![0u8; LEAF_SIZE];
     for (first, end) in ranges {
-        for leaf in first..end.min(n) {
-            let at = leaf * LEAF_SIZE as u64;
-            let len = (size - at).min(LEAF_SIZE as u64) as usize;
-            f.seek(std::io::SeekFrom::Start(at))
-                .await
-                .map_err(|e| e.to_string())?;
-            f.read_exact(&mut buf[..len])
-                .await
-                .map_err(|e| e.to_string())?;
-            // What the file holds now must be what was offered.
-            if tree.leaf(leaf) != Some(tree::leaf_hash(&buf[..len])) {
+        let mut leaf = first;
+        while leaf < end.min(n) {
+            let upto = (leaf + READ_BATCH).min(end.min(n));
+            let (f, tree, size) = (f.clone(), tree.clone(), *size);
+            let chunks =
+                tokio::task::spawn_blocking(move || read_chunks(&f, &tree, size, leaf..upto))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            let Some(chunks) = chunks.map_err(|e| e.to_string())? else {
                 return Err(Served::Changed(id));
-            }
-            let chunk = FileMsg::Chunk {
-                leaf,
-                path: tree.path(leaf),
-                data: Bytes::copy_from_slice(&buf[..len]),
             };
-            s.write(&chunk.encode()).await.map_err(|e| e.to_string())?;
-            sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for c in chunks {
+                s.write(&c).await.map_err(|e| e.to_string())?;
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            leaf = upto;
         }
     }
     Ok(s.finish().await.map_err(|e| e.to_string())?)
+}
+
+/// Leaves `leaves` of the offered file as encoded FILE_CHUNKs, read in one go (off the async
+/// workers); `None` if one no longer hashes to the offer's tree (the file changed).
+fn read_chunks(
+    f: &std::fs::File,
+    tree: &Tree,
+    size: u64,
+    leaves: std::ops::Range<u64>,
+) -> std::io::Result<Option<Vec<Vec<u8>>>> {
+    use std::os::unix::fs::FileExt;
+    let at = leaves.start * LEAF_SIZE as u64;
+    let end = (leaves.end * LEAF_SIZE as u64).min(size);
+    let mut buf = vec![0u8; (end - at) as usize];
+    f.read_exact_at(&mut buf, at)?;
+    let mut out = Vec::with_capacity(buf.len().div_ceil(LEAF_SIZE));
+    for (i, data) in buf.chunks(LEAF_SIZE).enumerate() {
+        let leaf = leaves.start + i as u64;
+        if tree.leaf(leaf) != Some(tree::leaf_hash(data)) {
+            return Ok(None);
+        }
+        let chunk = FileMsg::Chunk {
+            leaf,
+            path: tree.path(leaf),
+            data: Bytes::copy_from_slice(data),
+        };
+        out.push(chunk.encode());
+    }
+    Ok(Some(out))
 }
 
 fn offer_path(cfg: &FilesConfig, id: &FileId) -> PathBuf {
@@ -822,14 +845,13 @@ async fn fetch(
         Ok(b) => Have::decode(&b, n).unwrap_or_else(|_| Have::new(n)),
         Err(_) => Have::new(n),
     };
-    let file = tokio::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(part_path(&cfg, &id))
-        .await;
-    let mut file = match file {
-        Ok(f) => f,
+        .open(part_path(&cfg, &id));
+    let file = match file {
+        Ok(f) => std::sync::Arc::new(f),
         Err(e) => {
             let _ = events
                 .send(FileEvent::Failed {
@@ -851,13 +873,12 @@ async fn fetch(
             return;
         }
         if !node.is_running() {
-            // The node went away: the next start resumes from the bitmap.
-            let _ = tokio::fs::write(have_path(&cfg, &id), have.encode()).await;
+            // The node went away: the next start resumes from the bitmap on disk.
             return;
         }
         let mut rx = Receiving {
             have: &mut have,
-            file: &mut file,
+            file: &file,
             twice: &mut twice,
             held: &held,
         };
@@ -870,9 +891,9 @@ async fn fetch(
                 tokio::time::sleep(RETRY).await;
             }
         }
-        let _ = tokio::fs::write(have_path(&cfg, &id), have.encode()).await;
     }
-    let _ = file.sync_all().await;
+    let f = file.clone();
+    let _ = tokio::task::spawn_blocking(move || f.sync_all()).await;
     drop(file);
     let mut name = inc.name.clone();
     let mut k = 2;
@@ -910,7 +931,7 @@ async fn fetch(
 /// counters.
 struct Receiving<'a> {
     have: &'a mut Have,
-    file: &'a mut tokio::fs::File,
+    file: &'a std::sync::Arc<std::fs::File>,
     twice: &'a mut u64,
     held: &'a std::sync::atomic::AtomicU64,
 }
@@ -948,7 +969,8 @@ async fn fetch_round(
     };
     s.write(&asked.encode()).await.map_err(|e| e.to_string())?;
     s.finish().await.map_err(|e| e.to_string())?;
-    let mut since_saved = 0;
+    // Checked leaves wait here and go to the disk together, with the bitmap after them.
+    let mut batch: Vec<(u64, Bytes)> = Vec::new();
     while let Some(b) = s.read().await.map_err(|e| e.to_string())? {
         let Ok(FileMsg::Chunk { leaf, path, data }) = FileMsg::decode(&b) else {
             return Err("not a FILE_CHUNK".into());
@@ -961,24 +983,57 @@ async fn fetch_round(
         if !tree::verify(&inc.root, n, leaf, &tree::leaf_hash(&data), &path) {
             return Err(format!("leaf {leaf} fails its proof"));
         }
-        if have.has(leaf) {
+        if have.has(leaf) || batch.iter().any(|(l, _)| *l == leaf) {
             **twice += 1;
             continue;
         }
-        file.seek(std::io::SeekFrom::Start(leaf * LEAF_SIZE as u64))
-            .await
-            .map_err(|e| e.to_string())?;
-        file.write_all(&data).await.map_err(|e| e.to_string())?;
-        have.set(leaf);
-        held.store(have.count(), std::sync::atomic::Ordering::Relaxed);
-        since_saved += 1;
-        if since_saved >= HAVE_EVERY {
-            // The leaves it lists reach the disk before the bitmap does.
-            file.sync_data().await.map_err(|e| e.to_string())?;
-            let _ = tokio::fs::write(have_path(cfg, id), have.encode()).await;
-            since_saved = 0;
+        batch.push((leaf, data));
+        if batch.len() as u64 >= HAVE_EVERY {
+            write_batch(
+                file,
+                have,
+                held,
+                std::mem::take(&mut batch),
+                have_path(cfg, id),
+            )
+            .await?;
         }
     }
-    file.sync_data().await.map_err(|e| e.to_string())?;
+    write_batch(file, have, held, batch, have_path(cfg, id)).await
+}
+
+/// Writes checked leaves at their offsets, syncs them, then marks them held and replaces
+/// the bitmap on disk (atomically): the bitmap never lists a leaf the disk does not hold.
+async fn write_batch(
+    file: &std::sync::Arc<std::fs::File>,
+    have: &mut Have,
+    held: &std::sync::atomic::AtomicU64,
+    batch: Vec<(u64, Bytes)>,
+    have_file: PathBuf,
+) -> Result<(), String> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut next = have.clone();
+    for (leaf, _) in &batch {
+        next.set(*leaf);
+    }
+    let bitmap = next.encode();
+    let f = file.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        for (leaf, data) in &batch {
+            f.write_all_at(data, leaf * LEAF_SIZE as u64)?;
+        }
+        f.sync_data()?;
+        let tmp = have_file.with_extension("have.tmp");
+        std::fs::write(&tmp, &bitmap)?;
+        std::fs::rename(&tmp, &have_file)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    *have = next;
+    held.store(have.count(), std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
