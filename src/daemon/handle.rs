@@ -30,7 +30,7 @@ impl NodeHandle {
     // ---- app
 
     /// Opens an application stream of `kind` to the connected `peer` (what
-    /// [`App::open_stream`] does; spec/03-session.md §10).
+    /// [`App::open_stream`](super::App::open_stream) does; spec/03-session.md §10).
     pub async fn open_stream(
         &self,
         peer: Fingerprint,
@@ -86,7 +86,7 @@ impl NodeHandle {
     }
 
     /// Resolves `name` through the DHT (race rule applied). A contact pinned under this name
-    /// to another key makes it fail with [`ContactError::KeyChanged`].
+    /// to another key makes it fail with [`ContactError::KeyChanged`](super::ContactError::KeyChanged).
     pub async fn name_resolve(&self, name: &str) -> Result<Resolved, NamesError> {
         super::names::name_resolve(self, name).await
     }
@@ -148,7 +148,7 @@ impl NodeHandle {
     }
 
     /// Queues a message to `peer`; it is sent as soon as a connection is up and resent after
-    /// reconnects until acknowledged ([`NodeEvent::Acked`]). With a message store, this
+    /// reconnects until acknowledged ([`NodeEvent::Acked`](super::NodeEvent::Acked)). With a message store, this
     /// returns once the message is on disk.
     pub async fn send(&self, peer: Fingerprint, body: Bytes) -> Result<MessageId, SendError> {
         super::node::send(self, peer, body).await
