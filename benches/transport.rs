@@ -14,14 +14,15 @@
 //! on disk against the same in memory, interleaved, medians of five.
 #![allow(clippy::disallowed_methods)] // a benchmark is a driver: it reads the clock.
 
-use std::sync::Arc;
+#[path = "common/quinn_pair.rs"]
+mod quinn_pair;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dna_p2p::crypto::Identity;
 use dna_p2p::daemon::{Node, NodeConfig, NodeEvent};
 use dna_p2p::session::{ConnConfig, Protection};
-use dna_p2p::transport::tls::{quic_configs, CertifiedKey, SERVER_NAME};
 use rand_core::OsRng;
 
 #[derive(Clone, Copy)]
@@ -51,34 +52,7 @@ const DURABLE: Workload = Workload {
 
 /// Messages per second moved A→B.
 async fn raw_quinn(w: Workload) -> f64 {
-    let key = CertifiedKey::generate().unwrap();
-    let (server, client) = quic_configs(&key).unwrap();
-    let transport = Arc::new(quinn::TransportConfig::default());
-    let mut sc = quinn::ServerConfig::with_crypto(Arc::new(server));
-    sc.transport_config(transport.clone());
-    let mut cc = quinn::ClientConfig::new(Arc::new(client));
-    cc.transport_config(transport);
-    let mut ecfg = quinn::EndpointConfig::default();
-    ecfg.grease_quic_bit(false);
-    let b = quinn::Endpoint::new(
-        ecfg.clone(),
-        Some(sc),
-        std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
-        Arc::new(quinn::TokioRuntime),
-    )
-    .unwrap();
-    let mut a = quinn::Endpoint::new(
-        ecfg,
-        None,
-        std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
-        Arc::new(quinn::TokioRuntime),
-    )
-    .unwrap();
-    a.set_default_client_config(cc);
-    let b_addr = b.local_addr().unwrap();
-    let accept = tokio::spawn(async move { b.accept().await.unwrap().await.unwrap() });
-    let conn_a = a.connect(b_addr, SERVER_NAME).unwrap().await.unwrap();
-    let conn_b = accept.await.unwrap();
+    let (conn_a, conn_b) = quinn_pair::connected_pair().await;
     let body = Bytes::from(vec![0x5A; w.size]);
     let total = w.size * w.count;
     let start = Instant::now();

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dna_p2p::crypto::{Identity, MessageKind};
+use dna_p2p::crypto::{Fingerprint, Identity, MessageKind};
 use dna_p2p::daemon::{Node, NodeConfig, NodeEvent};
 use dna_p2p::files::{self, FileEvent, Files, FilesConfig};
 use rand_core::{OsRng, RngCore};
@@ -65,6 +65,34 @@ fn random_file(dir: &Path, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
     let p = dir.join(name);
     std::fs::write(&p, &data).unwrap();
     (p, Sha256::digest(&data).to_vec())
+}
+
+/// alice offers `len` random bytes to bob, bob accepts, and the transfer gets going: returns
+/// once bob's bitmap is on disk (the file's hash, the transfer, the bitmap's path).
+async fn started(
+    alice_files: &Files,
+    bob_files: &Files,
+    bob_ev: &mut tokio::sync::mpsc::Receiver<FileEvent>,
+    bob: Fingerprint,
+    (da, db): (&Path, &Path),
+    len: usize,
+) -> (Vec<u8>, [u8; 16], PathBuf) {
+    let (path, want) = random_file(da, "big.bin", len);
+    let id = alice_files.send_file(bob, &path).await.unwrap();
+    let FileEvent::Offer { .. } = next(bob_ev).await else {
+        panic!("offer")
+    };
+    bob_files.accept(id).await.unwrap();
+    let have = db.join("state").join(format!("{}.have", hex::encode(id)));
+    let deadline = std::time::Instant::now() + WAIT;
+    while !have.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transfer got going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (want, id, have)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,25 +170,16 @@ async fn a_transfer_resumes_after_the_recipient_restarts() {
     alice.connect(bob.fingerprint(), vec![bob_addr]).await;
     up(&mut alice).await;
     const LEN: usize = 48 << 20;
-    let (path, want) = random_file(&da, "big.bin", LEN);
-    let id = alice_files
-        .send_file(bob.fingerprint(), &path)
-        .await
-        .unwrap();
-    let FileEvent::Offer { .. } = next(&mut bob_ev).await else {
-        panic!("offer")
-    };
-    bob_files.accept(id).await.unwrap();
     // Mid-way: once bob's bitmap on disk lists some leaves, his node goes away.
-    let have = db.join("state").join(format!("{}.have", hex::encode(id)));
-    let deadline = std::time::Instant::now() + WAIT;
-    while !have.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the transfer got going"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (want, _, have) = started(
+        &alice_files,
+        &bob_files,
+        &mut bob_ev,
+        bob.fingerprint(),
+        (&da, &db),
+        LEN,
+    )
+    .await;
     bob.shutdown(Duration::from_millis(100)).await;
     drop(bob_files);
     drop(bob_ev);
@@ -216,24 +235,15 @@ async fn a_transfer_resumes_after_the_sender_restarts() {
         .await;
     up(&mut alice).await;
     const LEN: usize = 48 << 20;
-    let (path, want) = random_file(&da, "big.bin", LEN);
-    let id = alice_files
-        .send_file(bob.fingerprint(), &path)
-        .await
-        .unwrap();
-    let FileEvent::Offer { .. } = next(&mut bob_ev).await else {
-        panic!("offer")
-    };
-    bob_files.accept(id).await.unwrap();
-    let have = db.join("state").join(format!("{}.have", hex::encode(id)));
-    let deadline = std::time::Instant::now() + WAIT;
-    while !have.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the transfer got going"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (want, _, _) = started(
+        &alice_files,
+        &bob_files,
+        &mut bob_ev,
+        bob.fingerprint(),
+        (&da, &db),
+        LEN,
+    )
+    .await;
     // alice goes away mid-way and comes back: her offer is on disk, the tree hashed again.
     alice.shutdown(Duration::from_millis(100)).await;
     drop(alice_files);

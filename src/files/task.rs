@@ -552,13 +552,7 @@ fn serve_range(st: &State, s: AppStream) {
             Ok(()) => {}
             Err(Served::Changed(id)) => {
                 // The recipient stops asking; the offer stays refused from now on.
-                let cancel = FileMsg::Cancel {
-                    id,
-                    reason: Reason::Changed,
-                };
-                let _ = node
-                    .send_kind(peer, MessageKind::FILE, [cancel.encode().into()])
-                    .await;
+                cancel_changed(&node, peer, id).await;
                 let reason = Reason::Changed.as_str().to_owned();
                 let _ = events.send(FileEvent::Failed { id, reason }).await;
             }
@@ -668,6 +662,17 @@ fn encode_offer(o: &Outgoing) -> String {
     format!("{}\n{}\n{}\n{}\n", o.peer, o.size, ns, o.path.display())
 }
 
+/// Tells `peer` that our offer `id` is off: the file changed (FILE_CANCEL, reason 2).
+async fn cancel_changed(node: &NodeHandle, peer: Fingerprint, id: FileId) {
+    let cancel = FileMsg::Cancel {
+        id,
+        reason: Reason::Changed,
+    };
+    let _ = node
+        .send_kind(peer, MessageKind::FILE, [cancel.encode().into()])
+        .await;
+}
+
 async fn remove_offer(cfg: &FilesConfig, id: &FileId) {
     let _ = tokio::fs::remove_file(offer_path(cfg, id)).await;
 }
@@ -744,13 +749,7 @@ async fn offers_kept(node: &NodeHandle, cfg: &FilesConfig) -> HashMap<FileId, Ou
             None
         };
         let Some(tree) = tree else {
-            let cancel = FileMsg::Cancel {
-                id,
-                reason: Reason::Changed,
-            };
-            let _ = node
-                .send_kind(peer, MessageKind::FILE, [cancel.encode().into()])
-                .await;
+            cancel_changed(node, peer, id).await;
             remove_offer(cfg, &id).await;
             continue;
         };
